@@ -1,0 +1,1 @@
+"""The HTTP surface: FastAPI routers that speak HTTP and call services."""

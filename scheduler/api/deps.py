@@ -1,0 +1,57 @@
+"""What every router needs from the application: its database and broker.
+
+Handlers open their unit of work with `database.session()` themselves, inside
+the handler, so the commit happens before the response is sent (a dependency
+with `yield` may close after it)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request
+
+from scheduler.config import Settings
+from scheduler.db import Database
+from scheduler.ingest.errors import BodyTooLarge, MalformedPayload
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+def get_celery(request: Request) -> Celery:
+    celery: Celery = request.app.state.celery
+    return celery
+
+
+async def read_body(request: Request, *, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes
+    (whether or not the client declared its length)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise MalformedPayload("Content-Length is not a number") from None
+        if length > limit:
+            raise BodyTooLarge(f"body of {length} bytes is over the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]

@@ -1,0 +1,60 @@
+"""Liveness, readiness and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+from celery import Celery
+from fastapi import APIRouter, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from scheduler import metrics
+from scheduler.api.deps import CeleryDep, DatabaseDep, SettingsDep
+from scheduler.db import Database
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up (it checks nothing else)."""
+    return {"status": "ok"}
+
+
+def _check_database(database: Database) -> str | None:
+    try:
+        with database.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def _check_broker(celery: Celery, timeout: float) -> str | None:
+    try:
+        with celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+@router.get("/readyz", responses={503: {"description": "The database or the broker is down"}})
+async def readyz(settings: SettingsDep, database: DatabaseDep, celery: CeleryDep) -> JSONResponse:
+    """Ready to take work: the database and the broker both answer."""
+    problems = {
+        "database": await run_in_threadpool(_check_database, database),
+        "broker": await run_in_threadpool(_check_broker, celery, settings.publish_timeout_seconds),
+    }
+    checks = {name: ("ok" if problem is None else problem) for name, problem in problems.items()}
+    ready = all(problem is None for problem in problems.values())
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/metrics")
+def prometheus_metrics() -> Response:
+    """Prometheus text exposition, summed across riskrank's processes."""
+    return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)

@@ -1,0 +1,1 @@
+"""The `riskrank` command: a thin tree over services and processes."""

@@ -1,0 +1,69 @@
+"""riskrank repo: the repositories riskrank watches."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from scheduler.cli.common import console, fail, migrated_database, settings
+from scheduler.models import Provider
+from scheduler.services import repos
+
+app = typer.Typer(help="Register and list repositories.", no_args_is_help=True)
+
+
+@app.command("add")
+def add(
+    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
+    provider: Annotated[Provider, typer.Option(help="Where the repository lives.")] = (
+        Provider.GITHUB
+    ),
+    secret: Annotated[
+        str | None,
+        typer.Option(
+            help="Webhook secret to use (at least 16 characters); one is made if omitted.",
+            envvar="RISKRANK_WEBHOOK_SECRET",
+        ),
+    ] = None,
+) -> None:
+    """Register a repository and print the webhook secret to give the provider."""
+    config = settings()
+    database = migrated_database(config)
+    try:
+        with database.session() as session:
+            repository = repos.add_repository(
+                session, provider=provider, full_name=full_name, webhook_secret=secret
+            )
+            webhook_secret = repository.webhook_secret
+            name = repository.full_name
+    except repos.RepositoryError as error:
+        fail(str(error))
+    console.print(f"registered {provider.value} repository [bold]{name}[/]")
+    if secret is None:
+        # Printed once: it is the only time riskrank shows it.
+        console.print(f"webhook secret: [bold]{webhook_secret}[/]", highlight=False)
+    console.print(
+        f"payload URL: http://<this host>:{config.port}/webhooks/{provider.value}",
+        highlight=False,
+    )
+
+
+@app.command("list")
+def list_() -> None:
+    """List registered repositories with what riskrank has seen of them."""
+    database = migrated_database(settings())
+    with database.session() as session:
+        summaries = repos.list_repositories(session)
+    table = Table("provider", "repository", "secret", "events", "commits", "last event")
+    for summary in summaries:
+        table.add_row(
+            summary.provider.value,
+            summary.full_name,
+            "set" if summary.has_secret else "[red]missing[/]",
+            str(summary.events),
+            str(summary.commits),
+            summary.last_event_at.isoformat(timespec="seconds") if summary.last_event_at else "-",
+        )
+    console.print(table)

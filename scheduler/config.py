@@ -1,0 +1,75 @@
+"""The one settings object. Read it at the edges (CLI, app factory, worker boot)
+and hand values to services as arguments."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_DATABASE_URL = "sqlite:///riskrank.db"
+EMBEDDED_BROKER_URL = "sqla+sqlite:///riskrank-broker.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RISKRANK_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str = Field(
+        default=EMBEDDED_DATABASE_URL,
+        description="SQLAlchemy URL; postgres:// and postgresql:// mean psycopg 3.",
+    )
+    broker_url: str = Field(
+        default=EMBEDDED_BROKER_URL,
+        description="Celery broker; the default is a SQLite file, nothing to install.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(
+        default=25 * 1024 * 1024,
+        gt=0,
+        description="Largest request body accepted; GitHub's own limit is 25 MB.",
+    )
+    publish_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long a request may wait on the broker before the sweeper takes over.",
+    )
+    sweep_interval_seconds: float = Field(default=60.0, gt=0)
+    sweep_min_age_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Unhandled events older than this are queued again by the sweeper.",
+    )
+    sweep_max_attempts: int = Field(default=10, ge=1)
+    beat_schedule_file: str = "riskrank-beat-schedule"
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str) -> str:
+        # Heroku-style and bare PostgreSQL URLs would pick psycopg2, which we
+        # do not ship; psycopg 3 is the driver.
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_embedded_defaults_in_production(self) -> Settings:
+        if self.environment == "production" and (
+            self.database_url.startswith("sqlite") or self.broker_url.startswith("sqla+sqlite")
+        ):
+            raise ValueError(
+                "RISKRANK_ENVIRONMENT=production needs RISKRANK_DATABASE_URL and "
+                "RISKRANK_BROKER_URL set to a server (PostgreSQL and Redis); "
+                "the SQLite files are the single-machine default"
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Turning what providers and runners send into riskrank's own terms."""

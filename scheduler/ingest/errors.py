@@ -1,0 +1,38 @@
+"""What can be wrong with a delivery, with the HTTP status that says so."""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """A request riskrank refuses; `status_code` is what the client is told."""
+
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class MalformedPayload(IngestError):
+    status_code = 400
+
+
+class MissingHeader(IngestError):
+    status_code = 400
+
+
+class BadSignature(IngestError):
+    status_code = 401
+
+
+class SecretNotConfigured(IngestError):
+    # An empty secret would verify anything: refuse rather than trust.
+    status_code = 403
+
+
+class UnknownRepository(IngestError):
+    status_code = 404
+
+
+class BodyTooLarge(IngestError):
+    status_code = 413

@@ -1,0 +1,146 @@
+"""GitHub push payloads, normalised (pure functions).
+
+https://docs.github.com/en/webhooks/webhook-events-and-payloads#push"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from scheduler.ingest.errors import MalformedPayload
+from scheduler.models.enums import FileStatus
+
+EVENT_HEADER = "X-GitHub-Event"
+DELIVERY_HEADER = "X-GitHub-Delivery"
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+
+PUSH = "push"
+PING = "ping"
+# Events that are stored and processed; every other one is acknowledged and dropped.
+HANDLED_EVENTS = frozenset({PUSH})
+RECORDED_EVENTS = frozenset({PING})
+
+ZERO_SHA = "0" * 40
+BRANCH_PREFIX = "refs/heads/"
+TAG_PREFIX = "refs/tags/"
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str
+    status: FileStatus
+
+
+@dataclass(frozen=True)
+class PushedCommit:
+    sha: str
+    parent_sha: str | None
+    author_name: str | None
+    author_time: datetime | None
+    message: str | None
+    files: tuple[FileChange, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Push:
+    ref: str
+    branch: str | None  # None for tags
+    deleted: bool
+    commits: tuple[PushedCommit, ...]
+
+    @property
+    def is_tag(self) -> bool:
+        return self.ref.startswith(TAG_PREFIX)
+
+
+def repository_full_name(payload: Mapping[str, Any]) -> str:
+    repository = payload.get("repository")
+    name = repository.get("full_name") if isinstance(repository, Mapping) else None
+    if not isinstance(name, str) or "/" not in name:
+        raise MalformedPayload("payload has no repository.full_name")
+    return name
+
+
+def _is_null_sha(sha: object) -> bool:
+    return not isinstance(sha, str) or not sha.strip("0")
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+def _files(commit: Mapping[str, Any]) -> tuple[FileChange, ...]:
+    changes: dict[str, FileChange] = {}
+    for key, status in (
+        ("added", FileStatus.ADDED),
+        ("modified", FileStatus.MODIFIED),
+        ("removed", FileStatus.REMOVED),
+    ):
+        paths = commit.get(key) or []
+        if not isinstance(paths, list):
+            raise MalformedPayload(f"commit {key} must be a list of paths")
+        for path in paths:
+            if isinstance(path, str) and path:
+                changes[path] = FileChange(path, status)
+    return tuple(changes.values())
+
+
+def _commit(raw: object, parent_sha: str | None) -> PushedCommit:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str):
+        raise MalformedPayload("every commit must be an object with an id")
+    author = raw.get("author")
+    author_name = author.get("name") if isinstance(author, Mapping) else None
+    message = raw.get("message")
+    return PushedCommit(
+        sha=raw["id"],
+        parent_sha=parent_sha,
+        author_name=author_name if isinstance(author_name, str) else None,
+        author_time=_parse_time(raw.get("timestamp")),
+        message=message if isinstance(message, str) else None,
+        files=_files(raw),
+    )
+
+
+def parse_push(payload: Mapping[str, Any]) -> Push:
+    """The commits a push brought, each with its first parent and its files.
+
+    Parents come from the order GitHub lists commits in (oldest first): the
+    first commit's parent is `before`, unless the branch is new or the push was
+    forced (then `before` is not an ancestor and the parent is unknown)."""
+    ref = payload.get("ref")
+    if not isinstance(ref, str):
+        raise MalformedPayload("push payload has no ref")
+    deleted = bool(payload.get("deleted")) or _is_null_sha(payload.get("after"))
+    branch = ref.removeprefix(BRANCH_PREFIX) if ref.startswith(BRANCH_PREFIX) else None
+    raw_commits = payload.get("commits") or []
+    if not isinstance(raw_commits, list):
+        raise MalformedPayload("push commits must be a list")
+    if deleted or branch is None:
+        # Deleting a ref brings no commit; a tag names a commit riskrank
+        # already has from its branch (or will get when the branch is pushed).
+        return Push(ref=ref, branch=branch, deleted=deleted, commits=())
+
+    before = payload.get("before")
+    parent: str | None = None
+    if not payload.get("created") and not payload.get("forced") and not _is_null_sha(before):
+        parent = str(before)
+    commits: list[PushedCommit] = []
+    for raw in raw_commits:
+        commit = _commit(raw, parent)
+        commits.append(commit)
+        parent = commit.sha
+
+    # A branch created at an existing commit lists no commits: the head is
+    # still the commit CI will build on that branch.
+    head = payload.get("head_commit")
+    if isinstance(head, Mapping) and head.get("id") not in {c.sha for c in commits}:
+        commits.append(_commit(head, None))
+    return Push(ref=ref, branch=branch, deleted=False, commits=tuple(commits))

@@ -1,0 +1,54 @@
+"""Every Prometheus metric riskrank exports, in one place.
+
+api, worker and beat are separate processes: when PROMETHEUS_MULTIPROC_DIR is
+set (``riskrank up`` and the compose file set it), each writes its samples
+there and ``/metrics`` adds them up."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+WEBHOOKS_RECEIVED = Counter(
+    "riskrank_webhooks_received_total",
+    "Webhook deliveries by provider and what became of them.",
+    ["provider", "result"],  # result: accepted, duplicate, ignored, rejected
+)
+WEBHOOK_SECONDS = Histogram(
+    "riskrank_webhook_seconds",
+    "Time to verify, store and queue one webhook delivery.",
+    ["provider"],
+)
+TASKS_PUBLISH_FAILED = Counter(
+    "riskrank_tasks_publish_failed_total",
+    "Tasks that could not be handed to the broker (the sweeper queues them later).",
+    ["task"],
+)
+EVENTS_PROCESSED = Counter(
+    "riskrank_events_processed_total",
+    "CI event deliveries to a worker, by the event's status afterwards.",
+    ["result"],  # handled, ignored, failed, pending (will be retried)
+)
+EVENTS_REQUEUED = Counter(
+    "riskrank_events_requeued_total",
+    "Stored but unhandled events the sweeper queued again.",
+)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def render() -> bytes:
+    """The exposition text for /metrics, across processes when configured."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()

@@ -1,0 +1,50 @@
+"""Commits and the files each one changed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from scheduler.models.base import Base, BigIntId, str_enum, utcnow
+from scheduler.models.enums import FileStatus
+
+
+class Commit(Base):
+    __tablename__ = "commits"
+    __table_args__ = (UniqueConstraint("repository_id", "sha"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    # 40 hex digits for SHA-1 repositories, 64 for SHA-256 ones.
+    sha: Mapped[str] = mapped_column(String(64))
+    # The first parent as the push told it; NULL for a root commit or when unknown.
+    parent_sha: Mapped[str | None] = mapped_column(String(64))
+    # The branch of the push that first brought the commit.
+    branch: Mapped[str | None] = mapped_column(String(255))
+    author_name: Mapped[str | None] = mapped_column(String(255))
+    author_time: Mapped[datetime | None]
+    message: Mapped[str | None] = mapped_column(Text)
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("ci_events.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    changed_files: Mapped[list[ChangedFile]] = relationship(
+        back_populates="commit", lazy="raise", cascade="all, delete-orphan"
+    )
+
+
+class ChangedFile(Base):
+    __tablename__ = "changed_files"
+    __table_args__ = (UniqueConstraint("commit_id", "path"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    commit_id: Mapped[int] = mapped_column(ForeignKey("commits.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)
+    status: Mapped[FileStatus] = mapped_column(str_enum(FileStatus, "file_status"))
+    old_path: Mapped[str | None] = mapped_column(Text)
+    # Unknown when the provider's payload does not say (GitHub pushes do not).
+    additions: Mapped[int | None]
+    deletions: Mapped[int | None]
+
+    commit: Mapped[Commit] = relationship(back_populates="changed_files", lazy="raise")

@@ -1,0 +1,42 @@
+"""Raw CI events, exactly as they arrived."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from scheduler.models.base import Base, BigIntId, JSONType, str_enum, utcnow
+from scheduler.models.enums import EventStatus, Provider
+
+
+class CiEvent(Base):
+    __tablename__ = "ci_events"
+    __table_args__ = (
+        # A redelivery carries the same delivery id: stored once.
+        UniqueConstraint("provider", "delivery_id"),
+        # The sweeper's query: unhandled events, oldest first.
+        Index("ix_ci_events_status_received_at", "status", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    provider: Mapped[Provider] = mapped_column(str_enum(Provider, "provider"))
+    delivery_id: Mapped[str] = mapped_column(String(255))
+    event: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str | None] = mapped_column(String(64))
+    repository_id: Mapped[int | None] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), index=True
+    )
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    status: Mapped[EventStatus] = mapped_column(
+        str_enum(EventStatus, "event_status"), default=EventStatus.PENDING
+    )
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    handled_at: Mapped[datetime | None]
+    # When the sweeper last queued it again (NULL: only the receiver did).
+    queued_at: Mapped[datetime | None]
+    # Times a worker took it up; the sweeper stops re-queueing past a limit.
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)

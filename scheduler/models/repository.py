@@ -1,0 +1,52 @@
+"""Repositories riskrank watches, and the API tokens that act on them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from scheduler.models.base import Base, BigIntId, JSONType, str_enum, utcnow
+from scheduler.models.enums import Provider
+
+
+class Repository(Base):
+    __tablename__ = "repositories"
+    __table_args__ = (UniqueConstraint("provider", "slug"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    provider: Mapped[Provider] = mapped_column(str_enum(Provider, "provider"))
+    owner: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    # lower("owner/name"): providers treat names case-insensitively.
+    slug: Mapped[str] = mapped_column(String(511))
+    # Kept in clear: verifying an HMAC needs the secret itself.
+    webhook_secret: Mapped[str | None] = mapped_column(String(255))
+    default_branch: Mapped[str | None] = mapped_column(String(255))
+    # Policy defaults (budget, must-run globs, ...), read by the scheduler.
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    # NULL: an admin token, not bound to one repository.
+    repository_id: Mapped[int | None] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    # sha256 hex of the token; the token itself is shown once and never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]

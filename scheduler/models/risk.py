@@ -1,0 +1,78 @@
+"""Trained models and the plans they produce."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Float, ForeignKey, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from scheduler.models.base import Base, BigIntId, JSONType, str_enum, utcnow
+from scheduler.models.enums import ModelStatus, PlanStatus
+
+
+class RiskModel(Base):
+    __tablename__ = "risk_models"
+    __table_args__ = (UniqueConstraint("repository_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    version: Mapped[int]
+    status: Mapped[ModelStatus] = mapped_column(
+        str_enum(ModelStatus, "model_status"), default=ModelStatus.CANDIDATE
+    )
+    # LightGBM's own text format: portable across versions and platforms.
+    model_text: Mapped[str] = mapped_column(Text)
+    feature_names: Mapped[list[str]] = mapped_column(JSONType)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    train_from: Mapped[datetime | None]
+    train_to: Mapped[datetime | None]
+    train_rows: Mapped[int] = mapped_column(default=0)
+    train_failures: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    promoted_at: Mapped[datetime | None]
+
+
+class Plan(Base):
+    """The scores of every test of a repository for one commit."""
+
+    __tablename__ = "plans"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    commit_id: Mapped[int] = mapped_column(
+        ForeignKey("commits.id", ondelete="CASCADE"), index=True
+    )
+    model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("risk_models.id", ondelete="SET NULL")
+    )
+    status: Mapped[PlanStatus] = mapped_column(
+        str_enum(PlanStatus, "plan_status"), default=PlanStatus.PENDING
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    scored_at: Mapped[datetime | None]
+    # APFD, failures caught and missed, once the outcomes are in.
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class PlanItem(Base):
+    __tablename__ = "plan_items"
+    __table_args__ = (UniqueConstraint("plan_id", "test_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"))
+    test_id: Mapped[int] = mapped_column(
+        ForeignKey("known_tests.id", ondelete="CASCADE"), index=True
+    )
+    probability: Mapped[float] = mapped_column(Float)
+    rank: Mapped[int]
+    # The feature vector that produced the probability, in the model's order.
+    features: Mapped[list[float]] = mapped_column(JSONType)
+    contributions: Mapped[dict[str, float] | None] = mapped_column(JSONType)
+    selected: Mapped[bool | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    # Probability that the policy selected this test (exploration), logged
+    # so that training can weight the outcome without bias.
+    propensity: Mapped[float | None] = mapped_column(Float)

@@ -1,0 +1,117 @@
+"""Tests, the runs that reported them, each execution, and the running
+aggregates that the features read in O(1)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from scheduler.models.base import Base, BigIntId, str_enum, utcnow
+from scheduler.models.enums import Outcome, RunSource, RunStatus
+
+
+class KnownTest(Base):
+    __tablename__ = "known_tests"
+    __table_args__ = (UniqueConstraint("repository_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    # The canonical test id (one function makes it, for plans and results alike).
+    name: Mapped[str] = mapped_column(Text)
+    file: Mapped[str | None] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    is_active: Mapped[bool] = mapped_column(default=True)
+
+
+class SuiteRun(Base):
+    """One report of outcomes (a CI job, a shard, an imported build)."""
+
+    __tablename__ = "test_runs"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), index=True
+    )
+    commit_id: Mapped[int] = mapped_column(
+        ForeignKey("commits.id", ondelete="CASCADE"), index=True
+    )
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id", ondelete="SET NULL"))
+    source: Mapped[RunSource] = mapped_column(str_enum(RunSource, "run_source"))
+    # Reports that share a key (shards, matrix jobs) count as one build.
+    run_key: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[RunStatus] = mapped_column(
+        str_enum(RunStatus, "run_status"), default=RunStatus.PENDING
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    report: Mapped[bytes | None] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ingested_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Execution(Base):
+    __tablename__ = "executions"
+    __table_args__ = (UniqueConstraint("run_id", "test_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("test_runs.id", ondelete="CASCADE"))
+    test_id: Mapped[int] = mapped_column(
+        ForeignKey("known_tests.id", ondelete="CASCADE"), index=True
+    )
+    outcome: Mapped[Outcome] = mapped_column(str_enum(Outcome, "outcome"))
+    duration: Mapped[float | None] = mapped_column(Float)
+    attempt: Mapped[int] = mapped_column(default=1)
+    # Failed and passed on the same commit.
+    flaky: Mapped[bool] = mapped_column(default=False)
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class KnownTestStats(Base):
+    """Running aggregates per test, updated as outcomes arrive."""
+
+    __tablename__ = "test_stats"
+
+    test_id: Mapped[int] = mapped_column(
+        ForeignKey("known_tests.id", ondelete="CASCADE"), primary_key=True
+    )
+    runs: Mapped[int] = mapped_column(default=0)
+    failures: Mapped[int] = mapped_column(default=0)
+    last_outcome: Mapped[Outcome | None] = mapped_column(str_enum(Outcome, "outcome"))
+    builds_since_failure: Mapped[int | None]
+    # The newest outcomes, newest first, one letter each (P, F, E, S).
+    recent: Mapped[str] = mapped_column(String(64), default="")
+    flips: Mapped[int] = mapped_column(default=0)
+    duration_mean: Mapped[float | None] = mapped_column(Float)
+    last_run_at: Mapped[datetime | None]
+    last_failure_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FileTestLink(Base):
+    """How often a path changed in a build a test ran in, and how often the
+    test failed in such a build."""
+
+    __tablename__ = "file_test_links"
+    __table_args__ = (UniqueConstraint("repository_id", "path", "test_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)
+    test_id: Mapped[int] = mapped_column(
+        ForeignKey("known_tests.id", ondelete="CASCADE"), index=True
+    )
+    changed_together: Mapped[int] = mapped_column(default=0)
+    failed_together: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,129 @@
+"""The Celery app, the task names, and enqueue-after-commit.
+
+`scheduler` never imports `workers`: it sends tasks by name. A task is sent
+only once the transaction that created its rows has committed, and a rollback
+drops it, so a worker never looks for a row that is not there."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from scheduler import metrics
+from scheduler.config import Settings
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "riskrank"
+
+# Task names: `domain.action`.
+EVENTS_PROCESS = "events.process"
+EVENTS_SWEEP = "events.sweep"
+
+_PENDING_KEY = "riskrank.pending_tasks"
+
+
+def _is_embedded_broker(broker_url: str) -> bool:
+    return broker_url.startswith(("sqla+sqlite", "sqlalchemy+sqlite"))
+
+
+def prepare_embedded_broker(broker_url: str) -> None:
+    """Put the SQLite broker file in WAL mode (it persists in the file), so the
+    api, worker and beat processes can share it without locking each other out."""
+    if not _is_embedded_broker(broker_url):
+        return
+    path = make_url(broker_url.split("+", 1)[1]).database
+    if not path or path == ":memory:":
+        return
+    with sqlite3.connect(path, timeout=30) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("riskrank", broker=settings.broker_url, set_as_current=False)
+    transport_options: dict[str, Any] = {}
+    if _is_embedded_broker(settings.broker_url):
+        # Passed to create_engine by Kombu: SQLite's busy timeout.
+        transport_options["connect_args"] = {"timeout": 30}
+    app.conf.update(
+        task_default_queue=QUEUE_NAME,
+        # Lose nothing: a message is acknowledged after its task ran, and
+        # given back if the worker process died while running it.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # Tasks write their results to the database; there is no result backend.
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=settings.publish_timeout_seconds,
+        broker_transport_options=transport_options,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "sweep-unhandled-events": {
+                "task": EVENTS_SWEEP,
+                "schedule": settings.sweep_interval_seconds,
+            },
+        },
+        beat_schedule_filename=settings.beat_schedule_file,
+        timezone="UTC",
+    )
+    return app
+
+
+@dataclass(frozen=True)
+class _PendingTask:
+    celery: Celery
+    name: str
+    args: tuple[Any, ...]
+
+
+def send_now(celery: Celery, name: str, *args: Any) -> bool:
+    """Publish a task; False (and a log line) if the broker cannot take it.
+
+    Never raises: what was meant to be sent is stored in the database and the
+    sweeper queues it again once the broker is back."""
+    try:
+        celery.send_task(
+            name,
+            args=args,
+            retry=True,
+            retry_policy={
+                "max_retries": 1,
+                "interval_start": 0,
+                "interval_step": 0.2,
+                "interval_max": 0.2,
+            },
+        )
+    except Exception as error:
+        metrics.TASKS_PUBLISH_FAILED.labels(task=name).inc()
+        log.warning("could not queue %s%r, it stays for the sweeper: %s", name, args, error)
+        return False
+    return True
+
+
+def enqueue_after_commit(session: Session, celery: Celery, name: str, *args: Any) -> None:
+    """Send `name(*args)` once `session` commits; drop it if it rolls back."""
+    session.info.setdefault(_PENDING_KEY, []).append(_PendingTask(celery, name, args))
+
+
+@event.listens_for(Session, "after_commit")
+def _send_pending(session: Session) -> None:
+    pending: list[_PendingTask] = session.info.pop(_PENDING_KEY, [])
+    for task in pending:
+        send_now(task.celery, task.name, *task.args)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_pending(session: Session, previous_transaction: Any) -> None:
+    if previous_transaction.nested:
+        return  # a savepoint rolled back; the outer transaction may still commit
+    session.info.pop(_PENDING_KEY, None)

@@ -1,0 +1,122 @@
+"""Repositories riskrank watches."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from scheduler.models import CiEvent, Commit, Provider, Repository
+
+
+class RepositoryError(Exception):
+    """A repository command that cannot be carried out."""
+
+
+class RepositoryExists(RepositoryError):
+    pass
+
+
+class InvalidRepositoryName(RepositoryError):
+    pass
+
+
+def slug_for(full_name: str) -> str:
+    return full_name.strip().lower()
+
+
+def split_full_name(full_name: str) -> tuple[str, str]:
+    """`OWNER/NAME` (GitLab groups may nest: `group/sub/name`)."""
+    owner, _, name = full_name.strip().rpartition("/")
+    if not owner or not name or any(not part for part in owner.split("/")):
+        raise InvalidRepositoryName(f"{full_name!r} is not OWNER/NAME")
+    return owner, name
+
+
+def new_webhook_secret() -> str:
+    return secrets.token_hex(32)
+
+
+def find_repository(session: Session, *, provider: Provider, full_name: str) -> Repository | None:
+    return session.scalar(
+        select(Repository).where(
+            Repository.provider == provider, Repository.slug == slug_for(full_name)
+        )
+    )
+
+
+def add_repository(
+    session: Session,
+    *,
+    provider: Provider,
+    full_name: str,
+    webhook_secret: str | None = None,
+) -> Repository:
+    owner, name = split_full_name(full_name)
+    if find_repository(session, provider=provider, full_name=full_name) is not None:
+        raise RepositoryExists(f"{provider.value} repository {full_name} is already registered")
+    if webhook_secret is not None and len(webhook_secret) < 16:
+        raise RepositoryError("a webhook secret needs at least 16 characters")
+    repository = Repository(
+        provider=provider,
+        owner=owner,
+        name=name,
+        slug=slug_for(full_name),
+        webhook_secret=webhook_secret or new_webhook_secret(),
+        settings={},
+    )
+    session.add(repository)
+    session.flush()
+    return repository
+
+
+@dataclass(frozen=True)
+class RepositorySummary:
+    provider: Provider
+    full_name: str
+    has_secret: bool
+    commits: int
+    events: int
+    last_event_at: datetime | None
+
+
+def list_repositories(session: Session) -> list[RepositorySummary]:
+    commits = (
+        select(Commit.repository_id, func.count().label("n"))
+        .group_by(Commit.repository_id)
+        .subquery()
+    )
+    events = (
+        select(
+            CiEvent.repository_id,
+            func.count().label("n"),
+            func.max(CiEvent.received_at).label("last"),
+        )
+        .group_by(CiEvent.repository_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Repository, commits.c.n, events.c.n, events.c.last)
+        .outerjoin(commits, commits.c.repository_id == Repository.id)
+        .outerjoin(events, events.c.repository_id == Repository.id)
+        .order_by(Repository.provider, Repository.slug)
+    ).all()
+    summaries = []
+    for repository, n_commits, n_events, last_event in rows:
+        # max() over a TypeDecorator column comes back raw on SQLite.
+        if isinstance(last_event, str):
+            last_event = datetime.fromisoformat(last_event)
+        summaries.append(
+            RepositorySummary(
+                provider=repository.provider,
+                full_name=repository.full_name,
+                has_secret=bool(repository.webhook_secret),
+                commits=n_commits or 0,
+                events=n_events or 0,
+                last_event_at=last_event,
+            )
+        )
+    return summaries

@@ -1,0 +1,74 @@
+"""Small helpers the tests share: signing deliveries, reading the Redis queue,
+waiting with a deadline."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+
+from scheduler.ingest.payload import sign_hmac_sha256
+from scheduler.queue import QUEUE_NAME
+
+T = TypeVar("T")
+
+SECRET = "s3cret-for-tests-0123456789"
+
+
+def github_headers(
+    body: bytes,
+    *,
+    event: str = "push",
+    secret: str = SECRET,
+    delivery: str | None = None,
+    content_type: str = "application/json",
+) -> dict[str, str]:
+    return {
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign_hmac_sha256(secret, body),
+        "Content-Type": content_type,
+        "User-Agent": "GitHub-Hookshot/test",
+    }
+
+
+def sample(directory: Path, name: str) -> bytes:
+    return (directory / name).read_bytes()
+
+
+def queued_tasks(client: redis.Redis) -> list[tuple[str, list[Any]]]:
+    """The (task name, args) of every message waiting in riskrank's queue."""
+    tasks = []
+    for raw in client.lrange(QUEUE_NAME, 0, -1):
+        message = json.loads(raw)
+        body = json.loads(base64.b64decode(message["body"]))
+        tasks.append((message["headers"]["task"], body[0]))
+    return tasks
+
+
+def wait_for(
+    check: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.1, what: str = ""
+) -> T:
+    """Poll `check` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

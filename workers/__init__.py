@@ -1,0 +1,1 @@
+"""Celery consumers: thin tasks that call `scheduler` services."""
