@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -51,12 +52,33 @@ def add(
 
 
 @app.command("list")
-def list_() -> None:
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
+) -> None:
     """List registered repositories with what riskrank has seen of them."""
     database = migrated_database(settings())
     with database.session() as session:
         summaries = repos.list_repositories(session)
-    table = Table("provider", "repository", "secret", "events", "commits", "last event")
+    if as_json:
+        rows = [
+            {
+                "provider": summary.provider.value,
+                "repository": summary.full_name,
+                "secret": summary.has_secret,
+                "events": summary.events,
+                "commits": summary.commits,
+                "last_event_at": summary.last_event_at.isoformat()
+                if summary.last_event_at
+                else None,
+            }
+            for summary in summaries
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("provider")
+    table.add_column("repository", overflow="fold")
+    for column in ("secret", "events", "commits", "last event (UTC)"):
+        table.add_column(column, no_wrap=True)
     for summary in summaries:
         table.add_row(
             summary.provider.value,
@@ -64,6 +86,6 @@ def list_() -> None:
             "set" if summary.has_secret else "[red]missing[/]",
             str(summary.events),
             str(summary.commits),
-            summary.last_event_at.isoformat(timespec="seconds") if summary.last_event_at else "-",
+            summary.last_event_at.strftime("%Y-%m-%d %H:%M:%S") if summary.last_event_at else "-",
         )
     console.print(table)
