@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import (
+_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _MULTIPROC_DIR:
+    # Each metric opens its file there as it is created, i.e. at import.
+    os.makedirs(_MULTIPROC_DIR, exist_ok=True)
+
+from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
@@ -47,7 +52,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 def render() -> bytes:
     """The exposition text for /metrics, across processes when configured."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if _MULTIPROC_DIR:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)

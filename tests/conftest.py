@@ -43,7 +43,9 @@ def unavailable(reason: str) -> None:
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not (SHARED / "samples").is_dir():
-        unavailable(f"the shared samples and datasets are not at {SHARED} (set RISKRANK_SHARED_DIR)")
+        unavailable(
+            f"the shared samples and datasets are not at {SHARED} (set RISKRANK_SHARED_DIR)"
+        )
     return SHARED
 
 

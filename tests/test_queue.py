@@ -26,9 +26,14 @@ def test_rollback_drops_the_pending_task(
     settings: Settings, database: Database, redis_server: redis.Redis
 ) -> None:
     celery = create_celery(settings)
-    with pytest.raises(RuntimeError), database.session() as session:
-        enqueue_after_commit(session, celery, EVENTS_PROCESS, 42)
-        raise RuntimeError("the request failed")
+
+    def failing_request() -> None:
+        with database.session() as session:
+            enqueue_after_commit(session, celery, EVENTS_PROCESS, 42)
+            raise RuntimeError("the request failed")
+
+    with pytest.raises(RuntimeError):
+        failing_request()
     # The next unit of work on a new session sends nothing stale.
     with database.session():
         pass

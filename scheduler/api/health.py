@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from celery import Celery
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
@@ -33,7 +35,7 @@ def _check_database(database: Database) -> str | None:
 def _check_broker(celery: Celery, timeout: float) -> str | None:
     try:
         with celery.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=timeout)
+            connection.ensure_connection(max_retries=1, timeout=max(1, math.ceil(timeout)))
     except Exception as error:
         return f"{type(error).__name__}: {error}"
     return None

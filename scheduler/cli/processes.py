@@ -66,9 +66,7 @@ def beat() -> None:
     """Run the scheduler of periodic tasks. Run exactly one."""
     config = settings()
     prepare_embedded_broker(config.broker_url)
-    _celery(
-        "beat", "--schedule", config.beat_schedule_file, "--loglevel", config.log_level
-    )
+    _celery("beat", "--schedule", config.beat_schedule_file, "--loglevel", config.log_level)
 
 
 class _Stop(Exception):

@@ -42,12 +42,8 @@ class Plan(Base):
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
-    commit_id: Mapped[int] = mapped_column(
-        ForeignKey("commits.id", ondelete="CASCADE"), index=True
-    )
-    model_id: Mapped[int | None] = mapped_column(
-        ForeignKey("risk_models.id", ondelete="SET NULL")
-    )
+    commit_id: Mapped[int] = mapped_column(ForeignKey("commits.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("risk_models.id", ondelete="SET NULL"))
     status: Mapped[PlanStatus] = mapped_column(
         str_enum(PlanStatus, "plan_status"), default=PlanStatus.PENDING
     )

@@ -42,9 +42,7 @@ class SuiteRun(Base):
     repository_id: Mapped[int] = mapped_column(
         ForeignKey("repositories.id", ondelete="CASCADE"), index=True
     )
-    commit_id: Mapped[int] = mapped_column(
-        ForeignKey("commits.id", ondelete="CASCADE"), index=True
-    )
+    commit_id: Mapped[int] = mapped_column(ForeignKey("commits.id", ondelete="CASCADE"), index=True)
     plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id", ondelete="SET NULL"))
     source: Mapped[RunSource] = mapped_column(str_enum(RunSource, "run_source"))
     # Reports that share a key (shards, matrix jobs) count as one build.

@@ -60,9 +60,7 @@ def receive_github(
         )
     if not repository.webhook_secret:
         raise SecretNotConfigured(f"repository {full_name} has no webhook secret")
-    verify_hmac_sha256(
-        repository.webhook_secret, body, signature, header=github.SIGNATURE_HEADER
-    )
+    verify_hmac_sha256(repository.webhook_secret, body, signature, header=github.SIGNATURE_HEADER)
 
     if event in github.HANDLED_EVENTS:
         status = EventStatus.PENDING

@@ -37,9 +37,7 @@ def test_new_branch_has_no_known_parent(github_samples: Path) -> None:
     push = github.parse_push(load(github_samples, "push-branch-created.json"))
     assert [c.sha for c in push.commits] == ["6113728f27ae82c7b1a177c8d03f9e96e0adf246"]
     assert push.commits[0].parent_sha is None
-    assert [(f.path, f.status) for f in push.commits[0].files] == [
-        ("README.md", FileStatus.ADDED)
-    ]
+    assert [(f.path, f.status) for f in push.commits[0].files] == [("README.md", FileStatus.ADDED)]
 
 
 def test_forced_push_does_not_claim_before_as_parent(github_samples: Path) -> None:

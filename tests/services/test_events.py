@@ -19,7 +19,9 @@ def add_repo(database: Database, full_name: str) -> int:
         return repos.add_repository(session, provider=Provider.GITHUB, full_name=full_name).id
 
 
-def store(database: Database, payload: dict[str, Any], *, delivery: str, event: str = "push") -> int:
+def store(
+    database: Database, payload: dict[str, Any], *, delivery: str, event: str = "push"
+) -> int:
     with database.session() as session:
         repository = repos.find_repository(
             session, provider=Provider.GITHUB, full_name=payload["repository"]["full_name"]
