@@ -76,9 +76,9 @@ def list_(
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table("provider")
-    table.add_column("repository", overflow="fold")
+    table.add_column("repository", no_wrap=True)
     for column in ("secret", "events", "commits", "last event (UTC)"):
-        table.add_column(column, no_wrap=True)
+        table.add_column(column, overflow="fold")
     for summary in summaries:
         table.add_row(
             summary.provider.value,
@@ -86,6 +86,6 @@ def list_(
             "set" if summary.has_secret else "[red]missing[/]",
             str(summary.events),
             str(summary.commits),
-            summary.last_event_at.strftime("%Y-%m-%d %H:%M:%S") if summary.last_event_at else "-",
+            summary.last_event_at.strftime("%Y-%m-%d %H:%M") if summary.last_event_at else "-",
         )
     console.print(table)

@@ -106,9 +106,6 @@ def list_repositories(session: Session) -> list[RepositorySummary]:
     ).all()
     summaries = []
     for repository, n_commits, n_events, last_event in rows:
-        # max() over a TypeDecorator column comes back raw on SQLite.
-        if isinstance(last_event, str):
-            last_event = datetime.fromisoformat(last_event)
         summaries.append(
             RepositorySummary(
                 provider=repository.provider,
