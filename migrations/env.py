@@ -7,6 +7,7 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import Connection
 
 from scheduler.config import get_settings
 from scheduler.db import create_db_engine
@@ -46,10 +47,23 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _set_sqlite_foreign_keys(connection: Connection, *, on: bool) -> None:
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    cursor.close()
+
+
 def run_migrations_online() -> None:
     engine = create_db_engine(_url())
     try:
         with engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                # Batch mode copies and drops tables; with foreign keys on,
+                # dropping one would cascade into the rows that refer to it.
+                # The pragma only works outside a transaction: set it on the
+                # raw connection before SQLAlchemy begins one.
+                _set_sqlite_foreign_keys(connection, on=False)
             context.configure(
                 connection=connection,
                 target_metadata=target_metadata,
@@ -59,6 +73,12 @@ def run_migrations_online() -> None:
             )
             with context.begin_transaction():
                 context.run_migrations()
+                if sqlite:
+                    problems = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if problems:
+                        raise RuntimeError(f"migration broke foreign keys: {problems[:5]}")
+            if sqlite:
+                _set_sqlite_foreign_keys(connection, on=True)
     finally:
         engine.dispose()
 

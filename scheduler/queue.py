@@ -26,6 +26,8 @@ QUEUE_NAME = "riskrank"
 # Task names: `domain.action`.
 EVENTS_PROCESS = "events.process"
 EVENTS_SWEEP = "events.sweep"
+RUNS_INGEST = "runs.ingest"
+RUNS_SWEEP = "runs.sweep"
 
 _PENDING_KEY = "riskrank.pending_tasks"
 
@@ -70,6 +72,10 @@ def create_celery(settings: Settings) -> Celery:
         beat_schedule={
             "sweep-unhandled-events": {
                 "task": EVENTS_SWEEP,
+                "schedule": settings.sweep_interval_seconds,
+            },
+            "sweep-uningested-runs": {
+                "task": RUNS_SWEEP,
                 "schedule": settings.sweep_interval_seconds,
             },
         },

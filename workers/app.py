@@ -1,7 +1,7 @@
 """The Celery app the worker and beat processes run: `celery -A workers.app`.
 
 It is configured from the environment (RISKRANK_*) when the process starts,
-and imports the task modules so every task is registered."""
+and has the worker import the task modules so every task is registered."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from scheduler.logs import configure_logging
 from scheduler.queue import create_celery
 
 celery_app = create_celery(get_settings())
+# The task modules, imported by the worker as it starts (they import this
+# module for `celery_app`, so they cannot be imported here at the top).
+celery_app.conf.imports = ("workers.events", "workers.runs")
 
 
 @setup_logging.connect
@@ -28,6 +31,3 @@ def _fresh_connections(**_kwargs: Any) -> None:
     # A forked child must not share the parent's pooled connections.
     db.dispose_all()
     logging.getLogger(__name__).debug("worker process ready")
-
-
-import workers.events  # noqa: E402, F401  (registers the tasks)

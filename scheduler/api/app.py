@@ -9,15 +9,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from scheduler import __version__
-from scheduler.api import health, webhooks
+from scheduler.api import health, runs, webhooks
 from scheduler.config import Settings, get_settings
 from scheduler.db import Database
-from scheduler.ingest.errors import IngestError
+from scheduler.errors import ClientError
 from scheduler.queue import create_celery
 
 
-async def _ingest_error(_request: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, IngestError)
+async def _client_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ClientError)
     return JSONResponse({"detail": error.message}, status_code=error.status_code)
 
 
@@ -34,7 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.database = database
     app.state.celery = create_celery(settings)
-    app.add_exception_handler(IngestError, _ingest_error)
+    app.add_exception_handler(ClientError, _client_error)
     app.include_router(health.router)
     app.include_router(webhooks.router)
+    app.include_router(runs.router)
     return app

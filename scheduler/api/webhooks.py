@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 
 from scheduler import metrics
 from scheduler.api.deps import CeleryDep, DatabaseDep, SettingsDep, read_body
+from scheduler.errors import ClientError
 from scheduler.ingest import github
-from scheduler.ingest.errors import IngestError
 from scheduler.services.webhooks import Receipt, ReceiptStatus, receive_github
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -53,7 +53,7 @@ async def github_webhook(
                 )
 
         receipt = await run_in_threadpool(receive)
-    except IngestError:
+    except ClientError:
         metrics.WEBHOOKS_RECEIVED.labels(provider="github", result="rejected").inc()
         raise
     metrics.WEBHOOKS_RECEIVED.labels(provider="github", result=receipt.status.value).inc()

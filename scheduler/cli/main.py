@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from scheduler import __version__
-from scheduler.cli import db, processes, repo
+from scheduler.cli import db, history, processes, repo, token, upload
 
 app = typer.Typer(
     name="riskrank",
@@ -14,8 +14,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 processes.register(app)
+history.register(app)
+app.command()(upload.upload)
 app.add_typer(db.app, name="db")
 app.add_typer(repo.app, name="repo")
+app.add_typer(token.app, name="token")
 
 
 def _version(value: bool) -> None:

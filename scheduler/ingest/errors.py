@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
+from scheduler.errors import ClientError
 
-class IngestError(Exception):
-    """A request riskrank refuses; `status_code` is what the client is told."""
 
-    status_code = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class IngestError(ClientError):
+    """A delivery or report riskrank refuses."""
 
 
 class MalformedPayload(IngestError):

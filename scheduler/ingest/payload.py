@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import zlib
 from typing import Any
 from urllib.parse import parse_qs
 
-from scheduler.ingest.errors import BadSignature, MalformedPayload, MissingHeader
+from scheduler.ingest.errors import BadSignature, BodyTooLarge, MalformedPayload, MissingHeader
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
@@ -51,3 +52,48 @@ def decode_json_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise MalformedPayload("body must be a JSON object")
     return document
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+# Inflate in steps this big, so a bomb is refused within one step of the cap.
+_INFLATE_STEP = 1024 * 1024
+
+
+def gunzip_capped(data: bytes, *, max_bytes: int) -> bytes:
+    """Inflate gzip data (every member), refusing (413) as soon as the output
+    passes `max_bytes`: a bomb is never inflated further than one step past
+    the cap."""
+    out = bytearray()
+    rest = data
+    try:
+        while rest:
+            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            pending = rest
+            while not inflater.eof:
+                step = inflater.decompress(pending, _INFLATE_STEP)
+                out += step
+                if len(out) > max_bytes:
+                    raise BodyTooLarge(f"the report inflates to more than {max_bytes} bytes")
+                pending = inflater.unconsumed_tail
+                if not step and not pending:
+                    break
+            if not inflater.eof:
+                raise MalformedPayload("the gzip-compressed body is truncated")
+            rest = inflater.unused_data
+            if rest and not rest.startswith(GZIP_MAGIC):
+                if rest.strip(b"\x00"):
+                    raise MalformedPayload("the gzip-compressed body has data after its end")
+                break
+    except zlib.error as error:
+        raise MalformedPayload(f"the body looks gzip-compressed but is not: {error}") from None
+    return bytes(out)
+
+
+def decode_content(data: bytes, content_encoding: str | None, *, max_bytes: int) -> bytes:
+    """The body without its transfer compression (gzip declared or detected)."""
+    encoding = (content_encoding or "").strip().lower()
+    if encoding in ("", "identity"):
+        return gunzip_capped(data, max_bytes=max_bytes) if data[:2] == GZIP_MAGIC else data
+    if encoding in ("gzip", "x-gzip"):
+        return gunzip_capped(data, max_bytes=max_bytes)
+    raise MalformedPayload(f"Content-Encoding {content_encoding!r} is not supported; use gzip")

@@ -6,9 +6,9 @@ import enum
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Enum, Integer, MetaData
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Enum, Integer, MetaData, Text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 # Constraint names are part of the schema: migrations refer to them, so they
@@ -76,3 +76,15 @@ def str_enum(enum_class: type[E], name: str) -> Enum:
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+
+
+class QueuedWork:
+    """Columns of a row that waits for a worker (an event, a run): the
+    sweeper queues it again when nobody took it up in time, and gives up after
+    `attempts` failures, keeping the last `error`."""
+
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the sweeper last queued it again (NULL: only the receiver did).
+    queued_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from scheduler.models.base import Base, BigIntId, JSONType, str_enum, utcnow
+from scheduler.models.base import Base, BigIntId, JSONType, QueuedWork, str_enum
 from scheduler.models.enums import EventStatus, Provider
 
 
-class CiEvent(Base):
+class CiEvent(QueuedWork, Base):
     __tablename__ = "ci_events"
     __table_args__ = (
         # A redelivery carries the same delivery id: stored once.
@@ -33,10 +33,4 @@ class CiEvent(Base):
     status: Mapped[EventStatus] = mapped_column(
         str_enum(EventStatus, "event_status"), default=EventStatus.PENDING
     )
-    received_at: Mapped[datetime] = mapped_column(default=utcnow)
     handled_at: Mapped[datetime | None]
-    # When the sweeper last queued it again (NULL: only the receiver did).
-    queued_at: Mapped[datetime | None]
-    # Times a worker took it up; the sweeper stops re-queueing past a limit.
-    attempts: Mapped[int] = mapped_column(default=0)
-    error: Mapped[str | None] = mapped_column(Text)

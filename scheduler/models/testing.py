@@ -15,7 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from scheduler.models.base import Base, BigIntId, str_enum, utcnow
+from scheduler.models.base import Base, BigIntId, QueuedWork, str_enum, utcnow
 from scheduler.models.enums import Outcome, RunSource, RunStatus
 
 
@@ -33,10 +33,14 @@ class KnownTest(Base):
     is_active: Mapped[bool] = mapped_column(default=True)
 
 
-class SuiteRun(Base):
+class SuiteRun(QueuedWork, Base):
     """One report of outcomes (a CI job, a shard, an imported build)."""
 
     __tablename__ = "test_runs"
+    __table_args__ = (
+        # The same report sent twice for a commit is stored once.
+        UniqueConstraint("repository_id", "commit_id", "report_sha256"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     repository_id: Mapped[int] = mapped_column(
@@ -50,10 +54,10 @@ class SuiteRun(Base):
     status: Mapped[RunStatus] = mapped_column(
         str_enum(RunStatus, "run_status"), default=RunStatus.PENDING
     )
-    error: Mapped[str | None] = mapped_column(Text)
     content_type: Mapped[str | None] = mapped_column(String(255))
+    # The report exactly as it arrived (decompressed); NULL for imported history.
     report: Mapped[bytes | None] = mapped_column(LargeBinary)
-    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    report_sha256: Mapped[str | None] = mapped_column(String(64))
     ingested_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -84,14 +88,24 @@ class KnownTestStats(Base):
     test_id: Mapped[int] = mapped_column(
         ForeignKey("known_tests.id", ondelete="CASCADE"), primary_key=True
     )
+    # Builds the test ran in (passed, failed or errored; a skip says nothing).
     runs: Mapped[int] = mapped_column(default=0)
+    # Builds whose final outcome for the test was a failure or an error.
     failures: Mapped[int] = mapped_column(default=0)
     last_outcome: Mapped[Outcome | None] = mapped_column(str_enum(Outcome, "outcome"))
+    # Builds since the last failing one; NULL if it never failed.
     builds_since_failure: Mapped[int | None]
-    # The newest outcomes, newest first, one letter each (P, F, E, S).
+    # The newest build outcomes, newest first, one letter each: P, F or E.
     recent: Mapped[str] = mapped_column(String(64), default="")
+    # Changes between passing and failing from one build to the next.
     flips: Mapped[int] = mapped_column(default=0)
+    # Builds in which the test failed and then passed on the same commit.
+    flaky_runs: Mapped[int] = mapped_column(default=0)
     duration_mean: Mapped[float | None] = mapped_column(Float)
+    duration_count: Mapped[int] = mapped_column(default=0)
+    # The build last counted ("<commit id>/<run key>"): more reports of the
+    # same build (shards, matrix jobs) merge into it instead of adding a run.
+    last_build: Mapped[str | None] = mapped_column(String(320))
     last_run_at: Mapped[datetime | None]
     last_failure_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -5,21 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from scheduler.ingest import github
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.models import ChangedFile, CiEvent, Commit, EventStatus, Provider, Repository
 from scheduler.models.base import utcnow
-from scheduler.services.sql import insert_ignoring_conflicts
+from scheduler.services import retry
+from scheduler.services.sql import insert_one_ignoring, insert_rows_ignoring
 
 log = logging.getLogger(__name__)
-
-ERROR_TEXT_LIMIT = 4000
 
 
 @dataclass(frozen=True)
@@ -41,26 +40,23 @@ def store_event(
     """Record a delivery once; a second delivery with the same id is a no-op."""
     action = payload.get("action")
     now = utcnow()
-    inserted = session.scalar(
-        insert_ignoring_conflicts(
-            session,
-            CiEvent,
-            [
-                {
-                    "provider": provider,
-                    "delivery_id": delivery_id,
-                    "event": event,
-                    "action": action if isinstance(action, str) else None,
-                    "repository_id": repository.id,
-                    "payload": payload,
-                    "status": status,
-                    "received_at": now,
-                    "handled_at": now if status is not EventStatus.PENDING else None,
-                    "attempts": 0,
-                }
-            ],
-            conflict_columns=["provider", "delivery_id"],
-        ).returning(CiEvent.id)
+    inserted = insert_one_ignoring(
+        session,
+        CiEvent,
+        {
+            "provider": provider,
+            "delivery_id": delivery_id,
+            "event": event,
+            "action": action if isinstance(action, str) else None,
+            "repository_id": repository.id,
+            "payload": payload,
+            "status": status,
+            "received_at": now,
+            "handled_at": now if status is not EventStatus.PENDING else None,
+            "attempts": 0,
+        },
+        conflict=["provider", "delivery_id"],
+        returning=CiEvent.id,
     )
     if inserted is not None:
         return StoredEvent(id=inserted, created=True)
@@ -81,26 +77,24 @@ def _store_push(session: Session, event: CiEvent, push: github.Push) -> PushResu
     if not push.commits:
         return PushResult(commits=0, changed_files=0)
     repository_id = event.repository_id
-    session.execute(
-        insert_ignoring_conflicts(
-            session,
-            Commit,
-            [
-                {
-                    "repository_id": repository_id,
-                    "sha": commit.sha,
-                    "parent_sha": commit.parent_sha,
-                    "branch": push.branch,
-                    "author_name": commit.author_name,
-                    "author_time": commit.author_time,
-                    "message": commit.message,
-                    "event_id": event.id,
-                    "created_at": utcnow(),
-                }
-                for commit in push.commits
-            ],
-            conflict_columns=["repository_id", "sha"],
-        )
+    insert_rows_ignoring(
+        session,
+        Commit,
+        [
+            {
+                "repository_id": repository_id,
+                "sha": commit.sha,
+                "parent_sha": commit.parent_sha,
+                "branch": push.branch,
+                "author_name": commit.author_name,
+                "author_time": commit.author_time,
+                "message": commit.message,
+                "event_id": event.id,
+                "created_at": utcnow(),
+            }
+            for commit in push.commits
+        ],
+        conflict=["repository_id", "sha"],
     )
     rows = session.execute(
         select(Commit.sha, Commit.id).where(
@@ -114,12 +108,7 @@ def _store_push(session: Session, event: CiEvent, push: github.Push) -> PushResu
         for commit in push.commits
         for change in commit.files
     ]
-    if files:
-        session.execute(
-            insert_ignoring_conflicts(
-                session, ChangedFile, files, conflict_columns=["commit_id", "path"]
-            )
-        )
+    insert_rows_ignoring(session, ChangedFile, files, conflict=["commit_id", "path"])
     return PushResult(commits=len(ids), changed_files=len(files))
 
 
@@ -187,9 +176,7 @@ def record_event_error(
     event = session.get(CiEvent, event_id, with_for_update=True)
     if event is None or event.status is not EventStatus.PENDING:
         return None if event is None else event.status
-    event.attempts += 1
-    event.error = error[:ERROR_TEXT_LIMIT]
-    if event.attempts >= max_attempts:
+    if retry.count_failure(event, error=error, max_attempts=max_attempts):
         event.status = EventStatus.FAILED
         event.handled_at = utcnow()
     return event.status
@@ -198,24 +185,7 @@ def record_event_error(
 def claim_unhandled_events(
     session: Session, *, older_than: timedelta, max_attempts: int, limit: int = 500
 ) -> list[int]:
-    """Pending events nobody took up in time (the broker was down, a worker
-    died). Marks them as queued now, so the next sweep leaves them alone
-    while they wait in the queue."""
-    now = utcnow()
-    cutoff: datetime = now - older_than
-    last_queued = func.coalesce(CiEvent.queued_at, CiEvent.received_at)
-    ids = list(
-        session.scalars(
-            select(CiEvent.id)
-            .where(
-                CiEvent.status == EventStatus.PENDING,
-                CiEvent.attempts < max_attempts,
-                last_queued <= cutoff,
-            )
-            .order_by(CiEvent.received_at)
-            .limit(limit)
-        )
+    """Pending events nobody took up in time, to queue again."""
+    return retry.claim_stale(
+        session, CiEvent, older_than=older_than, max_attempts=max_attempts, limit=limit
     )
-    if ids:
-        session.execute(update(CiEvent).where(CiEvent.id.in_(ids)).values(queued_at=now))
-    return ids

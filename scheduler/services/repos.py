@@ -48,6 +48,27 @@ def find_repository(session: Session, *, provider: Provider, full_name: str) -> 
     )
 
 
+class UnknownRepositoryName(RepositoryError):
+    pass
+
+
+def resolve_repository(
+    session: Session, *, full_name: str, provider: Provider | None = None
+) -> Repository:
+    """The repository an operator names, with or without its provider."""
+    query = select(Repository).where(Repository.slug == slug_for(full_name))
+    if provider is not None:
+        query = query.where(Repository.provider == provider)
+    found = list(session.scalars(query))
+    if not found:
+        raise UnknownRepositoryName(
+            f"repository {full_name} is not registered; run: riskrank repo add {full_name}"
+        )
+    if len(found) > 1:
+        raise RepositoryError(f"{full_name} exists for several providers; name one with --provider")
+    return found[0]
+
+
 def add_repository(
     session: Session,
     *,

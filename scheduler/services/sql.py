@@ -1,37 +1,121 @@
-"""Statements that differ by backend."""
+"""Statements that differ by backend: INSERT … ON CONFLICT, for PostgreSQL
+and SQLite. The row that is already there wins (or is added to), which is how
+concurrent workers and redelivered messages stay idempotent without a
+read-then-write race.
+
+Rows go in as executemany parameters of one cached statement, which
+SQLAlchemy sends as multi-row VALUES pages ("insertmanyvalues"). It does so
+for an ON CONFLICT statement only when it has a RETURNING clause, hence the
+RETURNING of the primary key below: without it psycopg 3 sends one statement
+per row, and ingestion on PostgreSQL waits on a round trip per test."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
-from sqlalchemy import Insert
+from sqlalchemy import Column, Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session
 
+CHUNK = 2000  # rows per executemany: far below SQLite's bound-parameter limit
 
-def insert_ignoring_conflicts(
+
+def table_of(model: type[DeclarativeBase]) -> Table:
+    return cast(Table, model.__table__)
+
+
+def _insert(session: Session, model: type[DeclarativeBase]) -> Any:
+    dialect = session.get_bind().dialect.name
+    table = table_of(model)
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"riskrank supports PostgreSQL and SQLite, not {dialect}")
+
+
+def _batched(statement: Insert, model: type[DeclarativeBase]) -> Insert:
+    return statement.returning(*table_of(model).primary_key.columns)
+
+
+def insert_ignoring(
+    session: Session, model: type[DeclarativeBase], *, conflict: Sequence[str]
+) -> Insert:
+    """INSERT … ON CONFLICT (conflict) DO NOTHING, without values."""
+    statement: Insert = _insert(session, model).on_conflict_do_nothing(
+        index_elements=list(conflict)
+    )
+    return statement
+
+
+def insert_rows_ignoring(
     session: Session,
     model: type[DeclarativeBase],
     rows: Sequence[dict[str, Any]],
     *,
-    conflict_columns: Sequence[str],
-) -> Insert:
-    """INSERT … ON CONFLICT (columns) DO NOTHING, for PostgreSQL and SQLite.
+    conflict: Sequence[str],
+) -> None:
+    statement = _batched(insert_ignoring(session, model, conflict=conflict), model)
+    statement = _batched(statement, model)
+    for start in range(0, len(rows), CHUNK):
+        session.execute(statement, list(rows[start : start + CHUNK]))
 
-    The row that is already there wins; this is how concurrent workers and
-    redelivered events stay idempotent without a read-then-write race."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return (
-            postgresql.insert(model)
-            .values(list(rows))
-            .on_conflict_do_nothing(index_elements=list(conflict_columns))
-        )
-    if dialect == "sqlite":
-        return (
-            sqlite.insert(model)
-            .values(list(rows))
-            .on_conflict_do_nothing(index_elements=list(conflict_columns))
-        )
-    raise NotImplementedError(f"riskrank supports PostgreSQL and SQLite, not {dialect}")
+
+def insert_one_ignoring(
+    session: Session,
+    model: type[DeclarativeBase],
+    row: dict[str, Any],
+    *,
+    conflict: Sequence[str],
+    returning: Column[Any] | Any,
+) -> Any:
+    """Insert one row; its `returning` value, or None if a row was there."""
+    statement = insert_ignoring(session, model, conflict=conflict).values(row)
+    return session.scalar(statement.returning(returning))
+
+
+def insert_upserting(
+    session: Session,
+    model: type[DeclarativeBase],
+    rows: Sequence[dict[str, Any]],
+    *,
+    conflict: Sequence[str],
+    set_: Callable[[Any], dict[str, Any]],
+) -> None:
+    """INSERT … ON CONFLICT (conflict) DO UPDATE SET set_(excluded)."""
+    if not rows:
+        return
+    statement = _insert(session, model)
+    statement = _batched(
+        statement.on_conflict_do_update(
+            index_elements=list(conflict), set_=set_(statement.excluded)
+        ),
+        model,
+    )
+    for start in range(0, len(rows), CHUNK):
+        session.execute(statement, list(rows[start : start + CHUNK]))
+
+
+def upsert_adding(
+    session: Session,
+    model: type[DeclarativeBase],
+    rows: Sequence[dict[str, Any]],
+    *,
+    conflict: Sequence[str],
+    add: Sequence[str],
+    replace: Sequence[str] = (),
+) -> None:
+    """Insert rows; where one exists, add the `add` columns to it and
+    overwrite the `replace` columns."""
+    table = table_of(model)
+    insert_upserting(
+        session,
+        model,
+        rows,
+        conflict=conflict,
+        set_=lambda excluded: {
+            **{name: table.c[name] + excluded[name] for name in add},
+            **{name: excluded[name] for name in replace},
+        },
+    )

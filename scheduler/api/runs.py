@@ -1,0 +1,101 @@
+"""POST /api/v1/repos/{owner}/{name}/runs: a CI job's test outcomes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from scheduler.api.deps import CeleryDep, DatabaseDep, SettingsDep, read_body
+from scheduler.services import tokens
+from scheduler.services.results import RunParameters, RunReceipt, receive_run
+
+router = APIRouter(prefix="/api/v1/repos/{owner}/{name}", tags=["results"])
+
+REPORT_EXAMPLE = {
+    "commit": "9fceb02d0ae598e95dc970b74767f19372d61af8",
+    "branch": "main",
+    "run_key": "build-1234",
+    "results": [
+        {"test": "tests/test_io.py::TestReader::test_eof", "outcome": "failed", "duration": 0.12},
+        {"test": "tests/test_io.py::test_open", "outcome": "passed", "duration": 0.03},
+    ],
+}
+
+
+@router.post(
+    "/runs",
+    status_code=202,
+    responses={
+        200: {"description": "This very report was already received for the commit"},
+        400: {"description": "Not a JUnit XML report or results JSON, or no commit"},
+        401: {"description": "No valid token"},
+        403: {"description": "The token is for another repository or lacks results:write"},
+        404: {"description": "The repository is not registered"},
+        413: {"description": "The report (once inflated) is over the limit"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/xml": {"schema": {"type": "string"}},
+                "application/json": {"example": REPORT_EXAMPLE},
+            }
+        }
+    },
+)
+async def post_run(
+    owner: str,
+    name: str,
+    request: Request,
+    settings: SettingsDep,
+    database: DatabaseDep,
+    celery: CeleryDep,
+    commit: Annotated[str | None, Query(description="The commit the tests ran on.")] = None,
+    branch: Annotated[str | None, Query()] = None,
+    run_key: Annotated[
+        str | None, Query(description="Shared by the reports of one build (shards, matrix).")
+    ] = None,
+    plan_id: Annotated[int | None, Query(description="The plan the run followed.")] = None,
+) -> JSONResponse:
+    """Store a JUnit XML report (`application/xml`, gzip allowed) or results
+    JSON for a commit; a worker folds it into the history."""
+
+    def authorize() -> int:
+        with database.session() as session:
+            return tokens.authorize(
+                session,
+                authorization=request.headers.get("authorization"),
+                full_name=f"{owner}/{name}",
+                scope=tokens.Scope.RESULTS_WRITE,
+            ).id
+
+    # Who is asking comes first: nobody uploads a large body without a token.
+    repository_id = await run_in_threadpool(authorize)
+    body = await read_body(request, limit=settings.max_body_bytes)
+
+    def receive() -> RunReceipt:
+        with database.session() as session:
+            return receive_run(
+                session,
+                celery,
+                repository_id=repository_id,
+                content_type=request.headers.get("content-type"),
+                content_encoding=request.headers.get("content-encoding"),
+                body=body,
+                parameters=RunParameters(
+                    commit=commit, branch=branch, run_key=run_key, plan_id=plan_id
+                ),
+                max_bytes=settings.max_body_bytes,
+            )
+
+    receipt = await run_in_threadpool(receive)
+    return JSONResponse(
+        {
+            "status": "queued" if receipt.created else "duplicate",
+            "run_id": receipt.run_id,
+            "tests": receipt.tests,
+        },
+        status_code=202 if receipt.created else 200,
+    )

@@ -1,0 +1,112 @@
+"""riskrank import | export: CI histories in and out."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from scheduler.cli.common import console, fail, migrated_database, settings
+from scheduler.errors import ClientError
+from scheduler.ingest.history import HistoryReport, read_history
+from scheduler.models import Provider
+from scheduler.services import history, repos
+
+FORMATS = ("auto", "jsonl", "retecs")
+
+
+def import_(
+    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="History file (.gz allowed).")
+    ],
+    fmt: Annotated[
+        str, typer.Option("--format", help="jsonl, retecs (RETECS/COLEMAN CSV) or auto.")
+    ] = "auto",
+    provider: Annotated[Provider | None, typer.Option(help="If the name is ambiguous.")] = None,
+    create: Annotated[
+        bool, typer.Option(help="Register the repository if it is not yet (generic provider).")
+    ] = False,
+    batch: Annotated[int, typer.Option(min=1, help="Builds per transaction.")] = 100,
+) -> None:
+    """Import a CI history: each build goes through the same ingestion as live
+    results. Builds imported before are skipped, so it can be run again."""
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}")
+    database = migrated_database(settings())
+    try:
+        with database.session() as session:
+            try:
+                repository = repos.resolve_repository(
+                    session, full_name=full_name, provider=provider
+                )
+            except repos.UnknownRepositoryName:
+                if not create:
+                    raise
+                repository = repos.add_repository(
+                    session, provider=provider or Provider.GENERIC, full_name=full_name
+                )
+            repository_id = repository.id
+        console.print(f"reading {file} …")
+        reports: list[HistoryReport] = list(read_history(file, fmt))
+    except (repos.RepositoryError, ClientError) as error:
+        fail(str(error))
+    rows = sum(len(report.results) for report in reports)
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("reports · {task.fields[rate]:,.0f} rows/s"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("import", total=len(reports), rate=0.0)
+        done_rows = 0
+
+        def advance(report: HistoryReport) -> None:
+            nonlocal done_rows
+            done_rows += len(report.results)
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.update(task, advance=1, rate=done_rows / elapsed)
+
+        tally = history.import_history(
+            database, repository_id=repository_id, reports=reports, batch=batch, progress=advance
+        )
+    elapsed = time.perf_counter() - started
+    console.print(
+        f"imported {tally.reports} reports ({tally.executions:,} executions) into {full_name} "
+        f"in {elapsed:.1f} s, {tally.executions / max(elapsed, 1e-9):,.0f} rows/s; "
+        f"{tally.skipped} reports were already there ({rows:,} rows read)",
+        highlight=False,
+    )
+
+
+def export(
+    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
+    file: Annotated[Path, typer.Argument(dir_okay=False, help="Where to write (.gz: gzipped).")],
+    provider: Annotated[Provider | None, typer.Option(help="If the name is ambiguous.")] = None,
+) -> None:
+    """Write the repository's ingested history as history JSONL (one line per
+    report), which `riskrank import` reads back to the same statistics."""
+    database = migrated_database(settings())
+    with database.session() as session:
+        try:
+            repository = repos.resolve_repository(session, full_name=full_name, provider=provider)
+        except repos.RepositoryError as error:
+            fail(str(error))
+        opener = gzip.open if file.suffix == ".gz" else open
+        with opener(file, "wt", encoding="utf-8") as stream:
+            count = history.write_jsonl(
+                history.export_history(session, repository_id=repository.id), stream
+            )
+    console.print(f"wrote {count} reports to {file}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import")(import_)
+    app.command("export")(export)

@@ -1,0 +1,115 @@
+"""riskrank token: API tokens for CI jobs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from scheduler.cli.common import console, fail, migrated_database, settings
+from scheduler.models import Provider
+from scheduler.services import repos, tokens
+
+app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+
+RepoOption = Annotated[str, typer.Option("--repo", metavar="OWNER/NAME", help="The repository.")]
+ProviderOption = Annotated[
+    Provider | None, typer.Option(help="Where the repository lives, if the name is ambiguous.")
+]
+
+
+@app.command()
+def create(
+    repo: RepoOption,
+    scope: Annotated[
+        str, typer.Option(help="Comma-separated scopes: results:write, plans:read.")
+    ] = ",".join(s.value for s in tokens.DEFAULT_SCOPES),
+    name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "ci",
+    provider: ProviderOption = None,
+) -> None:
+    """Make a token for one repository and print it (once: only its hash is kept)."""
+    try:
+        scopes = tokens.parse_scopes(scope)
+    except ValueError as error:
+        fail(str(error))
+    database = migrated_database(settings())
+    try:
+        with database.session() as session:
+            repository = repos.resolve_repository(session, full_name=repo, provider=provider)
+            new = tokens.create_token(session, repository=repository, scopes=scopes, name=name)
+            full_name = repository.full_name
+    except repos.RepositoryError as error:
+        fail(str(error))
+    console.print(
+        f"token for {full_name} ({', '.join(s.value for s in scopes)}); "
+        "store it as the CI secret RISKRANK_TOKEN, it is not shown again:",
+        highlight=False,
+    )
+    typer.echo(f"token: {new.token}")
+
+
+@app.command("list")
+def list_(
+    repo: RepoOption,
+    provider: ProviderOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
+) -> None:
+    """List a repository's tokens (never the tokens themselves)."""
+    database = migrated_database(settings())
+    try:
+        with database.session() as session:
+            repository = repos.resolve_repository(session, full_name=repo, provider=provider)
+            summaries = tokens.list_tokens(session, repository=repository)
+    except repos.RepositoryError as error:
+        fail(str(error))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "id": t.id,
+                        "name": t.name,
+                        "prefix": t.prefix,
+                        "scopes": t.scopes,
+                        "created_at": t.created_at.isoformat(),
+                        "last_used_at": t.last_used_at and t.last_used_at.isoformat(),
+                        "revoked": t.revoked_at is not None,
+                    }
+                    for t in summaries
+                ],
+                indent=2,
+            )
+        )
+        return
+    table = Table("id", "name", "starts with", "scopes", "last used (UTC)", "state")
+    for t in summaries:
+        table.add_row(
+            str(t.id),
+            t.name,
+            t.prefix + "…",
+            ", ".join(t.scopes),
+            t.last_used_at.strftime("%Y-%m-%d %H:%M") if t.last_used_at else "never",
+            "revoked" if t.revoked_at else "active",
+        )
+    console.print(table)
+
+
+@app.command()
+def revoke(
+    token_id: Annotated[int, typer.Argument(metavar="ID", help="From `riskrank token list`.")],
+    repo: RepoOption,
+    provider: ProviderOption = None,
+) -> None:
+    """Revoke a token: it stops working at once."""
+    database = migrated_database(settings())
+    try:
+        with database.session() as session:
+            repository = repos.resolve_repository(session, full_name=repo, provider=provider)
+            found = tokens.revoke_token(session, repository=repository, token_id=token_id)
+    except repos.RepositoryError as error:
+        fail(str(error))
+    if not found:
+        fail(f"{repo} has no token {token_id}")
+    console.print(f"token {token_id} revoked")

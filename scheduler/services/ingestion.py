@@ -1,0 +1,349 @@
+"""Folding reports into history: executions, known tests, per-test
+statistics and file-test links.
+
+An Ingestor takes reports one by one, in the order they happened, keeps what
+it learns in memory and writes it all at `flush()`: a live report is one
+ingest and one flush; an imported history flushes once per batch of builds,
+so the statistics of a test that runs in every build are written once per
+batch instead of once per build. Either way the same code folds every report.
+The caller's transaction holds it all; nothing here commits."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import case, or_, select, update
+from sqlalchemy.orm import Session
+
+from scheduler.ingest.results import CaseResult, final_results
+from scheduler.models import (
+    ChangedFile,
+    Execution,
+    FileTestLink,
+    KnownTest,
+    KnownTestStats,
+    Outcome,
+    SuiteRun,
+)
+from scheduler.models.base import utcnow
+from scheduler.services import statistics
+from scheduler.services.sql import (
+    CHUNK,
+    insert_rows_ignoring,
+    insert_upserting,
+    table_of,
+    upsert_adding,
+)
+
+T = TypeVar("T")
+
+STATS_COLUMNS = (
+    "runs",
+    "failures",
+    "last_outcome",
+    "builds_since_failure",
+    "recent",
+    "flips",
+    "flaky_runs",
+    "duration_mean",
+    "duration_count",
+    "last_build",
+    "last_run_at",
+    "last_failure_at",
+)
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    tests: int
+    executions: int
+    new_tests: int
+    flaky: int
+
+
+@dataclass
+class _Seen:
+    """A known test's first and last appearance among the pending reports."""
+
+    name: str
+    file: str | None
+    first: datetime
+    last: datetime
+
+
+@dataclass
+class Ingestor:
+    session: Session
+    repository_id: int
+    _ids: dict[str, int] = field(default_factory=dict)
+    _tallies: dict[int, statistics.Tally] = field(default_factory=dict)
+    _dirty: set[int] = field(default_factory=set)
+    _seen: dict[int, _Seen] = field(default_factory=dict)
+    _executions: list[dict[str, Any]] = field(default_factory=list)
+    _links: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    # Outcomes (passed?) per commit, build and test among the pending
+    # executions, for flakiness across builds of one commit.
+    _pending_outcomes: dict[int, dict[str, dict[int, set[bool]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(set)))
+    )
+    # (commit, run key, test): mark the test's executions in the commit's
+    # other builds flaky too.
+    _flaky_elsewhere: list[tuple[int, str | None, int]] = field(default_factory=list)
+
+    # --- reading what is known -------------------------------------------------
+
+    def _resolve(self, results: Sequence[CaseResult], at: datetime) -> int:
+        """Ids for every test of a report, creating the tests new to riskrank."""
+        files: dict[str, str | None] = {}
+        for result in results:
+            if files.get(result.test) is None:
+                files[result.test] = result.file
+        unknown = [name for name in files if name not in self._ids]
+        for part in chunks(unknown):
+            self._ids.update(
+                (name, test_id)
+                for name, test_id in self.session.execute(
+                    select(KnownTest.name, KnownTest.id).where(
+                        KnownTest.repository_id == self.repository_id,
+                        KnownTest.name.in_(part),
+                    )
+                )
+            )
+        new = [name for name in unknown if name not in self._ids]
+        insert_rows_ignoring(
+            self.session,
+            KnownTest,
+            [
+                {
+                    "repository_id": self.repository_id,
+                    "name": name,
+                    "file": files[name],
+                    "first_seen_at": at,
+                    "last_seen_at": at,
+                    "is_active": True,
+                }
+                for name in new
+            ],
+            conflict=["repository_id", "name"],
+        )
+        for part in chunks(new):
+            self._ids.update(
+                (name, test_id)
+                for name, test_id in self.session.execute(
+                    select(KnownTest.name, KnownTest.id).where(
+                        KnownTest.repository_id == self.repository_id,
+                        KnownTest.name.in_(part),
+                    )
+                )
+            )
+        for name, file in files.items():
+            test_id = self._ids[name]
+            seen = self._seen.get(test_id)
+            if seen is None:
+                self._seen[test_id] = _Seen(name, file, at, at)
+            else:
+                seen.first, seen.last = min(seen.first, at), max(seen.last, at)
+        return len(new)
+
+    def _load_tallies(self, test_ids: Sequence[int]) -> None:
+        missing = [test_id for test_id in test_ids if test_id not in self._tallies]
+        columns = [getattr(KnownTestStats, name) for name in STATS_COLUMNS]
+        for part in chunks(missing):
+            for row in self.session.execute(
+                select(KnownTestStats.test_id, *columns).where(KnownTestStats.test_id.in_(part))
+            ):
+                values = row._asdict()
+                test_id = values.pop("test_id")
+                self._tallies[test_id] = statistics.Tally(**values)
+
+    def _flaky(self, run: SuiteRun, build: str, results: Sequence[CaseResult]) -> set[int]:
+        """Tests that failed and passed on this commit: within this report, or
+        across it and another build of the commit (a retried CI job). Reports
+        of one build (shards, matrix jobs) that disagree are configurations
+        that differ, not flakiness."""
+        outcomes: dict[int, set[bool]] = defaultdict(set)
+        for result in results:
+            if result.outcome is not Outcome.SKIPPED:
+                outcomes[self._ids[result.test]].add(result.outcome is Outcome.PASSED)
+        flaky = {test_id for test_id, passed in outcomes.items() if passed == {True, False}}
+
+        earlier: dict[int, set[bool]] = defaultdict(set)
+        for other_build, tests in self._pending_outcomes[run.commit_id].items():
+            if other_build != build:
+                for test_id, passed in tests.items():
+                    earlier[test_id] |= passed
+        other_builds = SuiteRun.id != run.id
+        if run.run_key is not None:
+            other_builds &= or_(SuiteRun.run_key.is_(None), SuiteRun.run_key != run.run_key)
+        for test_id, outcome in self.session.execute(
+            select(Execution.test_id, Execution.outcome)
+            .join(SuiteRun, SuiteRun.id == Execution.run_id)
+            .where(
+                SuiteRun.commit_id == run.commit_id,
+                other_builds,
+                Execution.outcome != Outcome.SKIPPED,
+            )
+        ):
+            earlier[test_id].add(outcome is Outcome.PASSED)
+        for test_id, passed in outcomes.items():
+            if earlier.get(test_id) and earlier[test_id] | passed == {True, False}:
+                flaky.add(test_id)
+                # The earlier report's executions were the other half of it.
+                self._flaky_elsewhere.append((run.commit_id, run.run_key, test_id))
+        for test_id, passed in outcomes.items():
+            self._pending_outcomes[run.commit_id][build][test_id] |= passed
+        return flaky
+
+    # --- folding a report --------------------------------------------------------
+
+    def ingest(
+        self, run: SuiteRun, results: Sequence[CaseResult], *, at: datetime
+    ) -> IngestSummary:
+        """Fold one report (the results of `run`, which happened at `at`)."""
+        new_tests = self._resolve(results, at)
+        build = f"{run.commit_id}/{run.run_key or f'run-{run.id}'}"
+        flaky = self._flaky(run, build, results)
+        ids = self._ids
+        self._executions.extend(
+            {
+                "run_id": run.id,
+                "test_id": ids[result.test],
+                "outcome": result.outcome,
+                "duration": result.duration,
+                "attempt": result.attempt,
+                "flaky": ids[result.test] in flaky,
+                "message": result.message,
+            }
+            for result in results
+        )
+
+        observed = {
+            ids[name]: result
+            for name, result in final_results(results).items()
+            if result.outcome is not Outcome.SKIPPED
+        }
+        self._load_tallies(list(observed))
+        paths = list(
+            self.session.scalars(
+                select(ChangedFile.path).where(ChangedFile.commit_id == run.commit_id)
+            )
+        )
+        for test_id, result in observed.items():
+            step = statistics.advance(
+                self._tallies.get(test_id) or statistics.Tally(),
+                statistics.Observation(result.outcome, result.duration, test_id in flaky),
+                build=build,
+                at=at,
+            )
+            self._tallies[test_id] = step.state
+            self._dirty.add(test_id)
+            if paths and (step.new_build or step.newly_failing):
+                for path in paths:
+                    counts = self._links.setdefault((path, test_id), [0, 0])
+                    counts[0] += int(step.new_build)
+                    counts[1] += int(step.newly_failing)
+        return IngestSummary(
+            tests=len(observed),
+            executions=len(results),
+            new_tests=new_tests,
+            flaky=len(flaky),
+        )
+
+    # --- writing ------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write everything pending; the Ingestor can go on afterwards."""
+        session = self.session
+        now = utcnow()
+        insert_rows_ignoring(
+            session, Execution, self._executions, conflict=["run_id", "test_id", "attempt"]
+        )
+        self._executions.clear()
+
+        for commit_id, run_key, test_id in self._flaky_elsewhere:
+            other_builds = SuiteRun.commit_id == commit_id
+            if run_key is not None:
+                other_builds &= or_(SuiteRun.run_key.is_(None), SuiteRun.run_key != run_key)
+            session.execute(
+                update(Execution)
+                .where(
+                    Execution.test_id == test_id,
+                    Execution.run_id.in_(select(SuiteRun.id).where(other_builds)),
+                    Execution.outcome != Outcome.SKIPPED,
+                )
+                .values(flaky=True)
+            )
+        self._flaky_elsewhere.clear()
+        self._pending_outcomes.clear()
+
+        table = table_of(KnownTest)
+        insert_upserting(
+            session,
+            KnownTest,
+            [
+                {
+                    "repository_id": self.repository_id,
+                    "name": seen.name,
+                    "file": seen.file,
+                    "first_seen_at": seen.first,
+                    "last_seen_at": seen.last,
+                    "is_active": True,
+                }
+                for seen in self._seen.values()
+            ],
+            conflict=["repository_id", "name"],
+            set_=lambda excluded: {
+                "last_seen_at": case(
+                    (excluded.last_seen_at > table.c.last_seen_at, excluded.last_seen_at),
+                    else_=table.c.last_seen_at,
+                ),
+                "is_active": True,
+            },
+        )
+        self._seen.clear()
+
+        upsert_adding(
+            session,
+            KnownTestStats,
+            [
+                {"test_id": test_id, "updated_at": now, **_columns(self._tallies[test_id])}
+                for test_id in sorted(self._dirty)
+            ],
+            conflict=["test_id"],
+            add=[],
+            replace=[*STATS_COLUMNS, "updated_at"],
+        )
+        self._dirty.clear()
+
+        upsert_adding(
+            session,
+            FileTestLink,
+            [
+                {
+                    "repository_id": self.repository_id,
+                    "path": path,
+                    "test_id": test_id,
+                    "changed_together": ran,
+                    "failed_together": failed,
+                    "updated_at": now,
+                }
+                for (path, test_id), (ran, failed) in self._links.items()
+            ],
+            conflict=["repository_id", "path", "test_id"],
+            add=["changed_together", "failed_together"],
+            replace=["updated_at"],
+        )
+        self._links.clear()
+
+
+def _columns(tally: statistics.Tally) -> dict[str, Any]:
+    return {name: getattr(tally, name) for name in STATS_COLUMNS}

@@ -1,0 +1,105 @@
+"""Receiving a run's outcomes over HTTP: authorise, check, store, queue."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from scheduler.ingest.errors import MalformedPayload
+from scheduler.ingest.json_results import parse_run_json
+from scheduler.ingest.junit import parse_junit
+from scheduler.ingest.payload import decode_content
+from scheduler.models import Repository, RunSource
+from scheduler.queue import RUNS_INGEST, enqueue_after_commit
+from scheduler.services import runs
+
+XML_TYPES = ("application/xml", "text/xml", "application/junit+xml")
+JSON_TYPES = ("application/json",)
+# A commit id as git prints it (SHA-1 or SHA-256, short or full), or the
+# build id of an imported history.
+COMMIT_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._:/-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class RunReceipt:
+    run_id: int
+    created: bool
+    tests: int
+
+
+@dataclass(frozen=True)
+class RunParameters:
+    """What the query string may say (for XML, the only place to say it)."""
+
+    commit: str | None = None
+    branch: str | None = None
+    run_key: str | None = None
+    plan_id: int | None = None
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _check_commit(commit: str | None) -> str:
+    if not commit:
+        raise MalformedPayload("the commit is required: ?commit=<sha> (or the JSON field 'commit')")
+    commit = commit.strip()
+    if not COMMIT_PATTERN.match(commit):
+        raise MalformedPayload(f"{commit!r} is not a commit id")
+    return commit
+
+
+def receive_run(
+    session: Session,
+    celery: Celery,
+    *,
+    repository_id: int,
+    content_type: str | None,
+    content_encoding: str | None,
+    body: bytes,
+    parameters: RunParameters,
+    max_bytes: int,
+) -> RunReceipt:
+    """Check a report fully, then store it and queue its ingestion; raise a
+    ClientError (before anything is written) for one that must be refused.
+    The caller has authorised the request (tokens.authorize)."""
+    repository = session.get_one(Repository, repository_id)
+    report = decode_content(body, content_encoding, max_bytes=max_bytes)
+    media_type = _media_type(content_type)
+    if media_type in XML_TYPES or media_type.endswith("+xml"):
+        tests = len(parse_junit(report, max_bytes=max_bytes))
+        source = RunSource.JUNIT
+        fields = parameters
+    elif media_type in JSON_TYPES:
+        run = parse_run_json(report)
+        tests = len(run.results)
+        source = RunSource.PYTEST if run.source == "pytest" else RunSource.JSON
+        fields = RunParameters(
+            commit=run.commit or parameters.commit,
+            branch=run.branch or parameters.branch,
+            run_key=run.run_key or parameters.run_key,
+            plan_id=run.plan_id if run.plan_id is not None else parameters.plan_id,
+        )
+    else:
+        raise MalformedPayload(
+            f"Content-Type {content_type!r} is not a report: send JUnit XML as "
+            "application/xml or results as application/json"
+        )
+    stored = runs.store_run(
+        session,
+        repository=repository,
+        commit_sha=_check_commit(fields.commit),
+        branch=fields.branch,
+        run_key=fields.run_key,
+        plan_id=fields.plan_id,
+        source=source,
+        content_type=media_type,
+        report=report,
+    )
+    if stored.created:
+        enqueue_after_commit(session, celery, RUNS_INGEST, stored.id)
+    return RunReceipt(run_id=stored.id, created=stored.created, tests=tests)
