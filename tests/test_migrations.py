@@ -5,8 +5,9 @@ from alembic import command
 from sqlalchemy import inspect
 
 from scheduler import migrate
-from scheduler.db import create_db_engine
+from scheduler.db import Database, create_db_engine
 from scheduler.models import Base
+from tests.conftest import empty_all_tables
 
 
 def test_migrated_schema_matches_the_models(db_url: str) -> None:
@@ -60,3 +61,51 @@ def test_no_model_class_looks_like_a_test() -> None:
     # pytest would try to collect a class whose name starts with Test.
     for mapper in Base.registry.mappers:
         assert not mapper.class_.__name__.startswith("Test")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_upgrading_keeps_rows_of_tables_it_alters(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """SQLite rebuilds an altered table; with foreign keys on, dropping the old
+    copy would cascade into the rows that refer to it."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('keep') / 'keep.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        command.downgrade(migrate.alembic_config(url), "base")
+    migrate.upgrade(url, "68084708487a")  # the first revision
+    engine = create_db_engine(url)
+    try:
+        with engine.begin() as connection:
+            for statement in (
+                "INSERT INTO repositories (id, provider, owner, name, slug, settings, created_at)"
+                " VALUES (1, 'github', 'o', 'r', 'o/r', '{}', '2024-01-01T00:00:00+00:00')",
+                "INSERT INTO commits (id, repository_id, sha, created_at)"
+                " VALUES (1, 1, 'abc', '2024-01-01T00:00:00+00:00')",
+                "INSERT INTO test_runs (id, repository_id, commit_id, source, status, received_at)"
+                " VALUES (1, 1, 1, 'junit', 'pending', '2024-01-01T00:00:00+00:00')",
+                "INSERT INTO known_tests (id, repository_id, name, first_seen_at, last_seen_at,"
+                " is_active) VALUES (1, 1, 't', '2024-01-01T00:00:00+00:00',"
+                " '2024-01-01T00:00:00+00:00', true)",
+                "INSERT INTO executions (run_id, test_id, outcome, attempt, flaky)"
+                " VALUES (1, 1, 'passed', 1, false)",
+                "INSERT INTO test_stats (test_id, runs, failures, recent, flips, updated_at)"
+                " VALUES (1, 1, 0, 'P', 0, '2024-01-01T00:00:00+00:00')",
+            ):
+                connection.exec_driver_sql(statement)
+        migrate.upgrade(url)
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM executions").scalar() == 1
+            assert connection.exec_driver_sql(
+                "SELECT flaky_runs, duration_count FROM test_stats"
+            ).one() == (0, 0)
+            assert connection.exec_driver_sql("SELECT attempts FROM test_runs").scalar() == 0
+    finally:
+        engine.dispose()
+    migrate.check(url)
+    if backend == "postgresql":
+        # Leave the shared test database as the other tests expect it: empty.
+        database = Database.from_url(url)
+        empty_all_tables(database)
+        database.dispose()

@@ -14,8 +14,19 @@ from sqlalchemy import select
 from scheduler.api.app import create_app
 from scheduler.config import Settings
 from scheduler.db import Database
-from scheduler.models import ChangedFile, CiEvent, Commit, EventStatus, FileStatus, Provider
-from scheduler.services import repos
+from scheduler.models import (
+    ChangedFile,
+    CiEvent,
+    Commit,
+    EventStatus,
+    FileStatus,
+    KnownTest,
+    KnownTestStats,
+    Provider,
+    RunStatus,
+    SuiteRun,
+)
+from scheduler.services import repos, tokens
 from tests.conftest import empty_all_tables
 from tests.e2e.conftest import Process, clean_env
 from tests.helpers import SECRET, github_headers, sample, wait_for
@@ -136,3 +147,65 @@ def test_push_accepted_while_the_broker_was_down_is_processed_by_the_sweeper(
         f"worker:\n{worker.output()}",
     )
     assert commits_and_files(pg) == EXPECTED
+
+
+REPORT = b"""<testsuites><testsuite name="pytest">
+<testcase classname="tests.test_io.TestReader" file="tests/test_io.py" name="test_eof" time="0.2">
+  <failure message="EOFError">boom</failure></testcase>
+<testcase classname="tests.test_io" file="tests/test_io.py" name="test_open" time="0.1"/>
+</testsuite></testsuites>"""
+
+
+def ingested_statistics(database: Database) -> dict[str, tuple[int, int, str]]:
+    with database.session() as session:
+        rows = session.execute(
+            select(
+                KnownTest.name, KnownTestStats.runs, KnownTestStats.failures, KnownTestStats.recent
+            ).join(KnownTestStats, KnownTestStats.test_id == KnownTest.id)
+        )
+        return {name: (runs, failures, recent) for name, runs, failures, recent in rows}
+
+
+@pytest.mark.parametrize("broker_down_at_first", [False, True], ids=["live", "broker-was-down"])
+def test_a_posted_report_is_ingested_by_a_real_worker(
+    pg: Database,
+    postgres_url: str,
+    redis_url: str,
+    service_env: dict[str, str],
+    start: Start,
+    broker_down_at_first: bool,
+) -> None:
+    with pg.session() as session:
+        repository = repos.resolve_repository(session, full_name="binkkatal/sample_app")
+        token = tokens.create_token(
+            session, repository=repository, scopes=tokens.DEFAULT_SCOPES, name="ci"
+        ).token
+    broker = "redis://127.0.0.1:1/0" if broker_down_at_first else redis_url
+    settings = Settings(database_url=postgres_url, broker_url=broker, publish_timeout_seconds=0.5)
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/api/v1/repos/binkkatal/sample_app/runs",
+            params={"commit": "fd489864e7642b48eaad6e3f155c10e46810ec72"},
+            content=REPORT,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/xml"},
+        )
+    assert response.status_code == 202, response.text
+    run_id = response.json()["run_id"]
+
+    worker = start("worker", "--concurrency", "1", env=service_env)
+    beat = start("beat", env=service_env) if broker_down_at_first else None
+
+    def status() -> RunStatus:
+        with pg.session() as session:
+            return session.get_one(SuiteRun, run_id).status
+
+    wait_for(
+        lambda: status() is RunStatus.INGESTED,
+        timeout=90,
+        what=f"run {run_id} to be ingested; worker:\n{worker.output()}"
+        + (f"\nbeat:\n{beat.output()}" if beat else ""),
+    )
+    assert ingested_statistics(pg) == {
+        "tests/test_io.py::TestReader::test_eof": (1, 1, "F"),
+        "tests/test_io.py::test_open": (1, 0, "P"),
+    }
