@@ -40,7 +40,7 @@ TASKS_PUBLISH_FAILED = Counter(
 EVENTS_PROCESSED = Counter(
     "riskrank_events_processed_total",
     "CI event deliveries to a worker, by the event's status afterwards.",
-    ["result"],  # handled, ignored, failed, pending (will be retried)
+    ["result"],  # handled, ignored, failed, error (retried later), missing
 )
 EVENTS_REQUEUED = Counter(
     "riskrank_events_requeued_total",

@@ -31,12 +31,16 @@ def sign_hmac_sha256(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def media_type(content_type: str | None) -> str:
+    """`application/json` of `application/json; charset=utf-8`, lower case."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
 def decode_json_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     """The JSON object of a webhook body, sent as JSON or as GitHub's
     `application/x-www-form-urlencoded` form with one `payload` field."""
-    media_type = (content_type or "").split(";", 1)[0].strip().lower()
     text: str | bytes = body
-    if media_type == FORM_CONTENT_TYPE:
+    if media_type(content_type) == FORM_CONTENT_TYPE:
         try:
             fields = parse_qs(body.decode("utf-8"), strict_parsing=True)
         except (UnicodeDecodeError, ValueError) as error:

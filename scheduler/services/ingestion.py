@@ -101,14 +101,8 @@ class Ingestor:
 
     # --- reading what is known -------------------------------------------------
 
-    def _resolve(self, results: Sequence[CaseResult], at: datetime) -> int:
-        """Ids for every test of a report, creating the tests new to riskrank."""
-        files: dict[str, str | None] = {}
-        for result in results:
-            if files.get(result.test) is None:
-                files[result.test] = result.file
-        unknown = [name for name in files if name not in self._ids]
-        for part in chunks(unknown):
+    def _fetch_ids(self, names: Sequence[str]) -> None:
+        for part in chunks(names):
             self._ids.update(
                 (name, test_id)
                 for name, test_id in self.session.execute(
@@ -118,6 +112,15 @@ class Ingestor:
                     )
                 )
             )
+
+    def _resolve(self, results: Sequence[CaseResult], at: datetime) -> int:
+        """Ids for every test of a report, creating the tests new to riskrank."""
+        files: dict[str, str | None] = {}
+        for result in results:
+            if files.get(result.test) is None:
+                files[result.test] = result.file
+        unknown = [name for name in files if name not in self._ids]
+        self._fetch_ids(unknown)
         new = [name for name in unknown if name not in self._ids]
         insert_rows_ignoring(
             self.session,
@@ -135,16 +138,7 @@ class Ingestor:
             ],
             conflict=["repository_id", "name"],
         )
-        for part in chunks(new):
-            self._ids.update(
-                (name, test_id)
-                for name, test_id in self.session.execute(
-                    select(KnownTest.name, KnownTest.id).where(
-                        KnownTest.repository_id == self.repository_id,
-                        KnownTest.name.in_(part),
-                    )
-                )
-            )
+        self._fetch_ids(new)
         for name, file in files.items():
             test_id = self._ids[name]
             seen = self._seen.get(test_id)

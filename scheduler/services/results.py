@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.ingest.json_results import parse_run_json
 from scheduler.ingest.junit import parse_junit
-from scheduler.ingest.payload import decode_content
+from scheduler.ingest.payload import decode_content, media_type
 from scheduler.models import Repository, RunSource
 from scheduler.queue import RUNS_INGEST, enqueue_after_commit
 from scheduler.services import runs
@@ -40,10 +40,6 @@ class RunParameters:
     plan_id: int | None = None
 
 
-def _media_type(content_type: str | None) -> str:
-    return (content_type or "").split(";", 1)[0].strip().lower()
-
-
 def _check_commit(commit: str | None) -> str:
     if not commit:
         raise MalformedPayload("the commit is required: ?commit=<sha> (or the JSON field 'commit')")
@@ -69,12 +65,12 @@ def receive_run(
     The caller has authorised the request (tokens.authorize)."""
     repository = session.get_one(Repository, repository_id)
     report = decode_content(body, content_encoding, max_bytes=max_bytes)
-    media_type = _media_type(content_type)
-    if media_type in XML_TYPES or media_type.endswith("+xml"):
+    kind = media_type(content_type)
+    if kind in XML_TYPES or kind.endswith("+xml"):
         tests = len(parse_junit(report, max_bytes=max_bytes))
         source = RunSource.JUNIT
         fields = parameters
-    elif media_type in JSON_TYPES:
+    elif kind in JSON_TYPES:
         run = parse_run_json(report)
         tests = len(run.results)
         source = RunSource.PYTEST if run.source == "pytest" else RunSource.JSON
@@ -97,7 +93,7 @@ def receive_run(
         run_key=fields.run_key,
         plan_id=fields.plan_id,
         source=source,
-        content_type=media_type,
+        content_type=kind,
         report=report,
     )
     if stored.created:

@@ -155,15 +155,18 @@ def ingest_run(session: Session, run_id: int) -> RunStatus | None:
     return run.status
 
 
-def record_run_error(session: Session, run_id: int, *, error: str, max_attempts: int) -> None:
+def record_run_error(
+    session: Session, run_id: int, *, error: str, max_attempts: int
+) -> RunStatus | None:
     """Note why ingestion failed; give up once the attempts are spent."""
     run = session.get(SuiteRun, run_id, with_for_update=True)
-    if (
-        run is not None
-        and run.status is RunStatus.PENDING
-        and retry.count_failure(run, error=error, max_attempts=max_attempts)
+    if run is None:
+        return None
+    if run.status is RunStatus.PENDING and retry.count_failure(
+        run, error=error, max_attempts=max_attempts
     ):
         run.status = RunStatus.FAILED
+    return run.status
 
 
 def claim_pending_runs(

@@ -1,0 +1,1227 @@
+"""`riskrank token`, `import`, `export` and `upload`, run as users run them:
+the installed command in a subprocess, against a migrated database and, for
+`upload`, a real `riskrank serve` on a free port.
+
+Every command start costs over a second of imports, so commands that do not
+depend on each other run side by side (`run_together`)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from scheduler import migrate
+from scheduler.db import Database
+from scheduler.models import (
+    ApiToken,
+    ChangedFile,
+    Commit,
+    Execution,
+    FileStatus,
+    FileTestLink,
+    KnownTest,
+    KnownTestStats,
+    Outcome,
+    Provider,
+    Repository,
+    RunSource,
+    RunStatus,
+    SuiteRun,
+)
+from scheduler.services import repos, tokens
+from tests.conftest import empty_all_tables
+from tests.e2e.conftest import RISKRANK, Process, clean_env
+from tests.helpers import free_port, wait_for
+
+# --- running the command ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    def explain(self) -> str:
+        return f"exit {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+def riskrank(*arguments: str, env: dict[str, str], cwd: Path, columns: str | None = "200") -> Ran:
+    """One `riskrank` command; `columns=None` leaves the width to the command
+    (80 columns for Rich when the output is not a terminal, as in CI)."""
+    env = {key: value for key, value in env.items() if key != "COLUMNS"}
+    if columns is not None:
+        env["COLUMNS"] = columns
+    started = time.monotonic()
+    done = subprocess.run(
+        [RISKRANK, *arguments],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    return Ran(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+
+def run_together(*commands: Callable[[], Ran]) -> list[Ran]:
+    """Independent commands side by side (each one is mostly import time)."""
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        return list(pool.map(lambda command: command(), commands))
+
+
+def one_line(output: str) -> str:
+    """Output with Rich's line wrapping undone."""
+    return " ".join(output.split())
+
+
+# --- reading the database -----------------------------------------------------
+
+
+def repository_id(session: Session, full_name: str) -> int:
+    found = session.scalar(select(Repository.id).where(Repository.slug == full_name.lower()))
+    assert found is not None, f"{full_name} is not registered"
+    return found
+
+
+def count(session: Session, model: Any, repository: int) -> int:
+    """Rows of `model` that belong to one repository."""
+    query = select(func.count()).select_from(model)
+    if model is Execution:
+        query = query.join(SuiteRun, SuiteRun.id == Execution.run_id).where(
+            SuiteRun.repository_id == repository
+        )
+    elif model is ChangedFile:
+        query = query.join(Commit, Commit.id == ChangedFile.commit_id).where(
+            Commit.repository_id == repository
+        )
+    elif model is KnownTestStats:
+        query = query.join(KnownTest, KnownTest.id == KnownTestStats.test_id).where(
+            KnownTest.repository_id == repository
+        )
+    else:
+        query = query.where(model.repository_id == repository)
+    return int(session.scalar(query) or 0)
+
+
+def counts(session: Session, repository: int) -> dict[str, int]:
+    return {
+        "commits": count(session, Commit, repository),
+        "changed_files": count(session, ChangedFile, repository),
+        "test_runs": count(session, SuiteRun, repository),
+        "executions": count(session, Execution, repository),
+        "known_tests": count(session, KnownTest, repository),
+        "test_stats": count(session, KnownTestStats, repository),
+        "file_test_links": count(session, FileTestLink, repository),
+    }
+
+
+# Every test_stats column but the key and updated_at (read from the table, so
+# a column added later is compared too).
+STATS_COLUMNS = [
+    column.name
+    for column in KnownTestStats.__table__.columns
+    if column.name not in ("test_id", "updated_at")
+]
+
+
+def stats_by_test(session: Session, repository: int) -> dict[str, dict[str, Any]]:
+    """Each test's statistics by test name. `last_build` holds the database id
+    of the commit ("<commit id>/<run key>"), which differs from one
+    repository (or database) to another: it is shown with the commit's sha."""
+    shas = {
+        str(commit_id): sha
+        for commit_id, sha in session.execute(
+            select(Commit.id, Commit.sha).where(Commit.repository_id == repository)
+        )
+    }
+    table = KnownTestStats.__table__
+    rows = session.execute(
+        select(KnownTest.name, *(table.c[name] for name in STATS_COLUMNS))
+        .join(KnownTest, KnownTest.id == table.c.test_id)
+        .where(KnownTest.repository_id == repository)
+    ).all()
+    stats = {}
+    for name, *values in rows:
+        row = dict(zip(STATS_COLUMNS, values, strict=True))
+        if row["last_build"] is not None:
+            commit_id, _, key = row["last_build"].partition("/")
+            row["last_build"] = f"{shas[commit_id]}/{key}"
+        stats[name] = row
+    return stats
+
+
+def rows(session: Session, query: Any) -> set[tuple[Any, ...]]:
+    return {tuple(row) for row in session.execute(query)}
+
+
+def file_test_links(session: Session, repository: int) -> set[tuple[Any, ...]]:
+    return rows(
+        session,
+        select(
+            FileTestLink.path,
+            KnownTest.name,
+            FileTestLink.changed_together,
+            FileTestLink.failed_together,
+        )
+        .join(KnownTest, KnownTest.id == FileTestLink.test_id)
+        .where(FileTestLink.repository_id == repository),
+    )
+
+
+def snapshot(database: Database) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the history tables, in key order."""
+    tables = [
+        Repository,
+        Commit,
+        ChangedFile,
+        SuiteRun,
+        Execution,
+        KnownTest,
+        KnownTestStats,
+        FileTestLink,
+    ]
+    with database.session() as session:
+        return {
+            model.__tablename__: [
+                tuple(row)
+                for row in session.execute(
+                    select(model.__table__).order_by(*model.__table__.primary_key.columns)
+                )
+            ]
+            for model in tables
+        }
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+# --- 1. riskrank token ----------------------------------------------------------
+
+TOKEN_LINE = re.compile(r"^token: (rr_[A-Za-z0-9_-]{43})$", re.MULTILINE)
+
+
+def test_token_is_shown_once_stored_as_a_hash_listed_and_revoked(
+    db_url: str, database: Database, tmp_path: Path
+) -> None:
+    with database.session() as session:
+        widgets = repos.add_repository(
+            session, provider=Provider.GITHUB, full_name="Octo/Widgets"
+        ).id
+    command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=db_url), cwd=tmp_path)
+
+    created = command(
+        "token", "create", "--repo", "octo/widgets", "--scope", "results:write", "--name", "ci-main"
+    )
+    assert created.returncode == 0, created.explain()
+    found = TOKEN_LINE.search(created.stdout)
+    assert found, created.explain()
+    token = found[1]
+    assert created.stdout.count(token) == 1  # printed once
+    assert "token for Octo/Widgets (results:write)" in one_line(created.stdout)
+    assert "plans:read" not in created.stdout
+    assert token not in created.stderr
+
+    with database.session() as session:
+        [record] = session.scalars(select(ApiToken)).all()
+        assert record.repository_id == widgets
+        assert record.token_hash == hashlib.sha256(token.encode()).hexdigest()
+        assert record.prefix == token[:10]
+        assert record.scopes == ["results:write"]
+        assert record.name == "ci-main"
+        assert record.revoked_at is None
+        # The secret part of the token is nowhere in the table, in any column.
+        stored = session.execute(text("SELECT * FROM api_tokens")).all()
+        assert len(stored) == 1
+        for value in stored[0]:
+            assert token[10:] not in str(value)
+        assert tokens.authenticate(session, authorization=f"Bearer {token}").id == record.id
+        token_id = record.id
+
+    revoked = command("token", "revoke", str(token_id), "--repo", "Octo/Widgets")
+    assert revoked.returncode == 0, revoked.explain()
+    assert f"token {token_id} revoked" in revoked.stdout
+    with database.session() as session:
+        assert session.scalars(select(ApiToken.revoked_at)).one() is not None
+        with pytest.raises(tokens.NotAuthenticated, match="unknown or revoked"):
+            tokens.authenticate(session, authorization=f"Bearer {token}")
+
+    listed = command("token", "list", "--repo", "octo/widgets", "--json")
+    assert listed.returncode == 0, listed.explain()
+    assert token[10:] not in listed.stdout
+    [row] = json.loads(listed.stdout)
+    assert row["id"] == token_id
+    assert row["name"] == "ci-main"
+    assert row["prefix"] == token[:10]
+    assert row["scopes"] == ["results:write"]
+    assert row["revoked"] is True
+    assert row["last_used_at"] is None
+    assert datetime.fromisoformat(row["created_at"])
+
+
+@pytest.fixture
+def sqlite_database(sqlite_url: str) -> Iterator[Database]:
+    """The SQLite database alone (for what needs no second run on PostgreSQL)."""
+    database = Database.from_url(sqlite_url)
+    empty_all_tables(database)
+    yield database
+    database.dispose()
+
+
+def test_token_commands_refuse_unknown_scopes_repositories_and_ids(
+    sqlite_url: str, sqlite_database: Database, tmp_path: Path
+) -> None:
+    with sqlite_database.session() as session:
+        widgets = repos.add_repository(session, provider=Provider.GITHUB, full_name="octo/widgets")
+        repos.add_repository(session, provider=Provider.GITHUB, full_name="octo/other")
+        token_id = tokens.create_token(
+            session, repository=widgets, scopes=tokens.DEFAULT_SCOPES, name="ci"
+        ).record.id
+    command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=sqlite_url), cwd=tmp_path)
+    bad_scope, unknown_repo, wrong_repo, unknown_id = run_together(
+        partial(command, "token", "create", "--repo", "octo/widgets", "--scope", "admin"),
+        partial(command, "token", "create", "--repo", "octo/nowhere"),
+        partial(command, "token", "revoke", str(token_id), "--repo", "octo/other"),
+        partial(command, "token", "revoke", "987654", "--repo", "octo/widgets"),
+    )
+    assert bad_scope.returncode == 1
+    assert "error: unknown scope 'admin'; scopes are results:write, plans:read" in one_line(
+        bad_scope.stderr
+    )
+    assert unknown_repo.returncode == 1
+    assert (
+        "error: repository octo/nowhere is not registered; run: riskrank repo add octo/nowhere"
+        in one_line(unknown_repo.stderr)
+    )
+    # A token is revoked through its own repository only.
+    assert wrong_repo.returncode == 1
+    assert f"error: octo/other has no token {token_id}" in one_line(wrong_repo.stderr)
+    assert unknown_id.returncode == 1
+    assert "error: octo/widgets has no token 987654" in one_line(unknown_id.stderr)
+    for refused in (bad_scope, unknown_repo, wrong_repo, unknown_id):
+        assert "token:" not in refused.stdout
+        assert "revoked" not in refused.stdout
+        assert "Traceback" not in refused.stderr
+    with sqlite_database.session() as session:
+        assert session.execute(select(ApiToken.id, ApiToken.revoked_at)).all() == [(token_id, None)]
+
+
+# --- 2. riskrank import | export --------------------------------------------------
+
+SHA_A, SHA_B, SHA_C = "a" * 40, "b" * 40, "c" * 40
+A_PY, B_PY, C_PY, D_PY = (
+    "tests/test_a.py::test_a",
+    "tests/test_b.py::test_b",
+    "tests/test_c.py::test_c",
+    "tests/test_d.py::test_d",
+)
+
+# Four builds: changed files (one renamed), a failure, a rerun within a build
+# (the same test twice: failed, then passed), a skip, an error, a build
+# without commit or branch, and a time with an offset.
+HISTORY = [
+    {
+        "build": "1",
+        "commit": SHA_A,
+        "time": "2024-03-01T10:00:00Z",
+        "branch": "main",
+        "changed_files": [
+            {"path": "src/a.py", "status": "modified"},
+            {"path": "./src/b.py", "status": "added"},
+        ],
+        "results": [
+            {"test": A_PY, "outcome": "passed", "duration": 1.0},
+            {"test": B_PY, "outcome": "passed", "duration": 2.0},
+            {"test": C_PY, "outcome": "passed", "duration": 0.5},
+        ],
+    },
+    {
+        "build": "2",
+        "commit": SHA_B,
+        "time": "2024-03-01T10:10:00+00:00",
+        "branch": "main",
+        "changed_files": [{"path": "src/a.py"}],
+        "results": [
+            {"test": A_PY, "outcome": "failed", "duration": 1.5, "message": "assert 1 == 2"},
+            {"test": B_PY, "outcome": "passed", "duration": 2.0},
+            {"test": C_PY, "outcome": "skipped", "duration": 0.0},
+        ],
+    },
+    {
+        "build": 3,
+        "commit": SHA_C,
+        "time": "2024-03-01T10:20:00Z",
+        "branch": "main",
+        "changed_files": [{"path": "src/b.py", "status": "renamed", "old_path": "src/old_b.py"}],
+        "results": [
+            {"test": A_PY, "outcome": "failed", "duration": 1.0},
+            {"test": A_PY, "outcome": "passed", "duration": 1.0},
+            {"test": B_PY, "outcome": "passed", "duration": 4.0},
+            {"test": C_PY, "outcome": "PASSED", "duration": 0.5},
+        ],
+    },
+    {
+        "build": "4",
+        "time": "2024-03-01T12:30:00+02:00",
+        "results": [
+            {"test": A_PY, "outcome": "passed", "duration": 1.0},
+            {"test": B_PY, "outcome": "error", "duration": 2.0},
+            {"test": "test_d", "file": "tests/test_d.py", "outcome": "passed"},
+        ],
+    },
+]
+
+
+def stats(**values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "runs": 0,
+        "failures": 0,
+        "last_outcome": None,
+        "builds_since_failure": None,
+        "recent": "",
+        "flips": 0,
+        "flaky_runs": 0,
+        "duration_mean": None,
+        "duration_count": 0,
+        "last_build": None,
+        "last_run_at": None,
+        "last_failure_at": None,
+    }
+    assert set(values) <= set(row)
+    row.update(values)
+    assert set(row) == set(STATS_COLUMNS)
+    return row
+
+
+HISTORY_STATS = {
+    A_PY: stats(
+        runs=4,
+        failures=1,
+        last_outcome=Outcome.PASSED,
+        builds_since_failure=2,
+        recent="PPFP",
+        flips=2,  # P→F in build 2, F→P in build 3 (the rerun's final attempt)
+        flaky_runs=1,
+        duration_mean=pytest.approx((1.0 + 1.5 + 1.0 + 1.0) / 4),
+        duration_count=4,
+        last_build="build-4/import:4",
+        last_run_at=at("2024-03-01T10:30:00+00:00"),
+        last_failure_at=at("2024-03-01T10:10:00+00:00"),
+    ),
+    B_PY: stats(
+        runs=4,
+        failures=1,
+        last_outcome=Outcome.ERROR,
+        builds_since_failure=0,
+        recent="EPPP",
+        flips=1,
+        duration_mean=pytest.approx(2.5),
+        duration_count=4,
+        last_build="build-4/import:4",
+        last_run_at=at("2024-03-01T10:30:00+00:00"),
+        last_failure_at=at("2024-03-01T10:30:00+00:00"),
+    ),
+    C_PY: stats(  # the skip in build 2 says nothing, its duration included
+        runs=2,
+        last_outcome=Outcome.PASSED,
+        recent="PP",
+        duration_mean=pytest.approx(0.5),
+        duration_count=2,
+        last_build=f"{SHA_C}/import:3",
+        last_run_at=at("2024-03-01T10:20:00+00:00"),
+    ),
+    D_PY: stats(
+        runs=1,
+        last_outcome=Outcome.PASSED,
+        recent="P",
+        last_build="build-4/import:4",
+        last_run_at=at("2024-03-01T10:30:00+00:00"),
+    ),
+}
+
+# A RETECS/COLEMAN CSV: build 10 comes first in the file but is the newest;
+# TestAlpha runs twice in build 2 (failed, then passed); an empty Duration.
+RETECS = """\
+Id;Name;BuildId;Duration;CalcPrio;LastRun;Verdict;Cycle;LastResults
+1;TestGamma;10;2.0;0;2020-01-10 09:00:00;0;10;[]
+2;TestBeta;10;;0;2020-01-10 09:00:00;1;10;[0, 1]
+3;TestAlpha;1;0.5;0;2020-01-01 09:00:00;0;1;[]
+4;TestBeta;1;1.0;0;2020-01-01 09:00:00;1;1;[]
+5;TestAlpha;2;0.7;0;2020-01-02 09:00:00;1;2;[0]
+6;TestAlpha;2;0.6;0;2020-01-02 09:05:00;0;2;[1, 0]
+7;TestBeta;2;1.0;0;2020-01-02 09:00:00;0;2;[1]
+"""
+
+RETECS_STATS = {
+    "TestAlpha": stats(
+        runs=2,
+        last_outcome=Outcome.PASSED,
+        recent="PP",
+        flaky_runs=1,
+        duration_mean=pytest.approx(0.55),
+        duration_count=2,
+        last_build="build-2/import:2",
+        last_run_at=at("2020-01-02T09:05:00+00:00"),
+    ),
+    "TestBeta": stats(
+        runs=3,
+        failures=2,
+        last_outcome=Outcome.FAILED,
+        builds_since_failure=0,
+        recent="FPF",
+        flips=2,
+        duration_mean=pytest.approx(1.0),
+        duration_count=2,
+        last_build="build-10/import:10",
+        last_run_at=at("2020-01-10T09:00:00+00:00"),
+        last_failure_at=at("2020-01-10T09:00:00+00:00"),
+    ),
+    "TestGamma": stats(
+        runs=1,
+        last_outcome=Outcome.PASSED,
+        recent="P",
+        duration_mean=pytest.approx(2.0),
+        duration_count=1,
+        last_build="build-10/import:10",
+        last_run_at=at("2020-01-10T09:00:00+00:00"),
+    ),
+}
+
+
+def write_jsonl(path: Path, lines: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(line) + "\n\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def summary(
+    reports: int, executions: int, full_name: str, skipped: int, rows: int
+) -> re.Pattern[str]:
+    return re.compile(
+        rf"imported {reports} reports \({executions:,} executions\) into {re.escape(full_name)} "
+        rf"in [0-9.]+ s, [0-9,]+ rows/s; {skipped} reports were already there "
+        rf"\({rows:,} rows read\)"
+    )
+
+
+def test_import_stores_exact_history_and_again_changes_nothing(
+    db_url: str, database: Database, tmp_path: Path
+) -> None:
+    jsonl = write_jsonl(tmp_path / "history.jsonl", HISTORY)
+    csv_gz = tmp_path / "retecs.csv.gz"
+    csv_gz.write_bytes(gzip.compress(RETECS.encode()))
+    command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=db_url), cwd=tmp_path)
+
+    first_jsonl, first_csv = run_together(
+        partial(command, "import", "acme/widgets", str(jsonl), "--create"),
+        partial(command, "import", "acme/retecs", str(csv_gz), "--create", "--batch", "2"),
+    )
+    assert first_jsonl.returncode == 0, first_jsonl.explain()
+    assert first_csv.returncode == 0, first_csv.explain()
+    assert f"reading {jsonl}" in first_jsonl.stdout
+    assert re.search(r"importing .* 4/4 reports", first_jsonl.stdout)
+    assert summary(4, 13, "acme/widgets", 0, 13).search(first_jsonl.stdout), first_jsonl.stdout
+    assert re.search(r"importing .* 3/3 reports", first_csv.stdout)
+    assert summary(3, 7, "acme/retecs", 0, 7).search(first_csv.stdout), first_csv.stdout
+
+    with database.session() as session:
+        widgets = session.scalars(select(Repository).where(Repository.slug == "acme/widgets")).one()
+        assert (widgets.provider, widgets.full_name) == (Provider.GENERIC, "acme/widgets")
+        assert counts(session, widgets.id) == {
+            "commits": 4,
+            "changed_files": 4,
+            "test_runs": 4,
+            "executions": 13,
+            "known_tests": 4,
+            "test_stats": 4,
+            "file_test_links": 6,
+        }
+        assert set(
+            session.execute(
+                select(Commit.sha, Commit.branch, Commit.author_time).where(
+                    Commit.repository_id == widgets.id
+                )
+            ).all()
+        ) == {
+            (SHA_A, "main", at("2024-03-01T10:00:00+00:00")),
+            (SHA_B, "main", at("2024-03-01T10:10:00+00:00")),
+            (SHA_C, "main", at("2024-03-01T10:20:00+00:00")),
+            ("build-4", None, at("2024-03-01T10:30:00+00:00")),
+        }
+        assert set(
+            session.execute(
+                select(Commit.sha, ChangedFile.path, ChangedFile.status, ChangedFile.old_path)
+                .join(Commit, Commit.id == ChangedFile.commit_id)
+                .where(Commit.repository_id == widgets.id)
+            ).all()
+        ) == {
+            (SHA_A, "src/a.py", FileStatus.MODIFIED, None),
+            (SHA_A, "src/b.py", FileStatus.ADDED, None),
+            (SHA_B, "src/a.py", FileStatus.MODIFIED, None),
+            (SHA_C, "src/b.py", FileStatus.RENAMED, "src/old_b.py"),
+        }
+        runs = session.execute(
+            select(SuiteRun.run_key, SuiteRun.source, SuiteRun.status, SuiteRun.received_at)
+            .where(SuiteRun.repository_id == widgets.id)
+            .order_by(SuiteRun.id)
+        ).all()
+        assert [tuple(run) for run in runs] == [
+            (f"import:{n}", RunSource.IMPORT, RunStatus.INGESTED, at(moment))
+            for n, moment in [
+                (1, "2024-03-01T10:00:00+00:00"),
+                (2, "2024-03-01T10:10:00+00:00"),
+                (3, "2024-03-01T10:20:00+00:00"),
+                (4, "2024-03-01T10:30:00+00:00"),
+            ]
+        ]
+        executions = session.execute(
+            select(
+                SuiteRun.run_key,
+                KnownTest.name,
+                Execution.attempt,
+                Execution.outcome,
+                Execution.duration,
+                Execution.flaky,
+            )
+            .join(SuiteRun, SuiteRun.id == Execution.run_id)
+            .join(KnownTest, KnownTest.id == Execution.test_id)
+            .where(SuiteRun.repository_id == widgets.id)
+        ).all()
+        assert sorted(executions, key=repr) == sorted(
+            [
+                ("import:1", A_PY, 1, Outcome.PASSED, 1.0, False),
+                ("import:1", B_PY, 1, Outcome.PASSED, 2.0, False),
+                ("import:1", C_PY, 1, Outcome.PASSED, 0.5, False),
+                ("import:2", A_PY, 1, Outcome.FAILED, 1.5, False),
+                ("import:2", B_PY, 1, Outcome.PASSED, 2.0, False),
+                ("import:2", C_PY, 1, Outcome.SKIPPED, 0.0, False),
+                # The rerun: attempts 1 and 2 of one test, flaky.
+                ("import:3", A_PY, 1, Outcome.FAILED, 1.0, True),
+                ("import:3", A_PY, 2, Outcome.PASSED, 1.0, True),
+                ("import:3", B_PY, 1, Outcome.PASSED, 4.0, False),
+                ("import:3", C_PY, 1, Outcome.PASSED, 0.5, False),
+                ("import:4", A_PY, 1, Outcome.PASSED, 1.0, False),
+                ("import:4", B_PY, 1, Outcome.ERROR, 2.0, False),
+                ("import:4", D_PY, 1, Outcome.PASSED, None, False),
+            ],
+            key=repr,
+        )
+        assert dict(
+            session.execute(
+                select(KnownTest.name, KnownTest.file).where(KnownTest.repository_id == widgets.id)
+            ).all()
+        ) == {A_PY: None, B_PY: None, C_PY: None, D_PY: "tests/test_d.py"}
+        assert stats_by_test(session, widgets.id) == HISTORY_STATS
+        assert file_test_links(session, widgets.id) == {
+            ("src/a.py", A_PY, 2, 1),  # with it in builds 1 and 2, failed in 2
+            ("src/a.py", B_PY, 2, 0),
+            ("src/a.py", C_PY, 1, 0),  # skipped in build 2
+            ("src/b.py", A_PY, 2, 0),
+            ("src/b.py", B_PY, 2, 0),
+            ("src/b.py", C_PY, 2, 0),
+        }
+
+        retecs = repository_id(session, "acme/retecs")
+        assert counts(session, retecs) == {
+            "commits": 3,
+            "changed_files": 0,
+            "test_runs": 3,
+            "executions": 7,
+            "known_tests": 3,
+            "test_stats": 3,
+            "file_test_links": 0,
+        }
+        assert set(session.scalars(select(Commit.sha).where(Commit.repository_id == retecs))) == {
+            "build-1",
+            "build-2",
+            "build-10",
+        }
+        assert set(
+            session.execute(
+                select(KnownTest.name, Execution.attempt, Execution.outcome, Execution.flaky)
+                .join(KnownTest, KnownTest.id == Execution.test_id)
+                .where(KnownTest.repository_id == retecs, KnownTest.name == "TestAlpha")
+            ).all()
+        ) == {
+            ("TestAlpha", 1, Outcome.PASSED, False),
+            ("TestAlpha", 1, Outcome.FAILED, True),
+            ("TestAlpha", 2, Outcome.PASSED, True),
+        }
+        assert stats_by_test(session, retecs) == RETECS_STATS
+
+    before = snapshot(database)
+    again_jsonl, again_csv = run_together(
+        partial(command, "import", "acme/widgets", str(jsonl)),
+        partial(command, "import", "ACME/retecs", str(csv_gz), "--format", "retecs"),
+    )
+    assert again_jsonl.returncode == 0, again_jsonl.explain()
+    assert summary(0, 0, "acme/widgets", 4, 13).search(again_jsonl.stdout), again_jsonl.stdout
+    assert again_csv.returncode == 0, again_csv.explain()
+    assert summary(0, 0, "ACME/retecs", 3, 7).search(again_csv.stdout), again_csv.stdout
+    assert snapshot(database) == before
+
+
+@dataclass(frozen=True)
+class Refusals:
+    database: Database
+    files: dict[str, Path]
+    results: dict[str, Ran]
+
+
+@pytest.fixture(scope="module")
+def refusals(sqlite_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Refusals]:
+    """Imports and an export that must be refused, run side by side once."""
+    tmp_path = tmp_path_factory.mktemp("refusals")
+    database = Database.from_url(sqlite_url)
+    empty_all_tables(database)
+    with database.session() as session:
+        repos.add_repository(session, provider=Provider.GENERIC, full_name="acme/widgets")
+    jsonl = write_jsonl(tmp_path / "history.jsonl", HISTORY)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(
+        "".join(
+            line + "\n"
+            for line in (
+                json.dumps(HISTORY[0]),
+                json.dumps(HISTORY[1]),
+                '{"build": "3", "results": [{"test": "t", "outcome": "exploded"}]}',
+                json.dumps(HISTORY[3]),
+            )
+        )
+    )
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text(RETECS.replace(";2.0;0;2020-01-10 09:00:00;0;", ";2.0;0;x;maybe;"))
+    missing_directory = tmp_path / "no-such-directory" / "history.jsonl"
+    command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=sqlite_url), cwd=tmp_path)
+    calls = {
+        "wrong_format": ("import", "acme/widgets", str(jsonl), "--format", "retecs"),
+        "bad_line": ("import", "acme/widgets", str(broken)),
+        "bad_verdict": ("import", "acme/widgets", str(bad_csv)),
+        "unregistered": ("import", "acme/nowhere", str(jsonl)),
+        "export_missing_directory": ("export", "acme/widgets", str(missing_directory)),
+    }
+    results = run_together(*(partial(command, *arguments) for arguments in calls.values()))
+    yield Refusals(
+        database=database,
+        files={"jsonl": jsonl, "broken": broken, "bad_csv": bad_csv},
+        results=dict(zip(calls, results, strict=True)),
+    )
+    database.dispose()
+
+
+def test_import_refuses_bad_files_and_unknown_repositories(refusals: Refusals) -> None:
+    results, files = refusals.results, refusals.files
+    wrong_format = results["wrong_format"]
+    assert wrong_format.returncode == 1
+    assert (
+        f"error: {files['jsonl']}: not a RETECS/COLEMAN CSV, missing Name, Duration, Verdict, "
+        "Cycle" in one_line(wrong_format.stderr)
+    )
+    bad_line = results["bad_line"]
+    assert bad_line.returncode == 1
+    assert f"error: {files['broken']}:3: not a history line" in one_line(bad_line.stderr)
+    assert "outcome" in bad_line.stderr
+    bad_verdict = results["bad_verdict"]
+    assert bad_verdict.returncode == 1
+    assert f"error: {files['bad_csv']}:2: Verdict must be 0 or 1, not 'maybe'" in one_line(
+        bad_verdict.stderr
+    )
+    unregistered = results["unregistered"]
+    assert unregistered.returncode == 1
+    assert (
+        "error: repository acme/nowhere is not registered; "
+        "run: riskrank repo add acme/nowhere" in one_line(unregistered.stderr)
+    )
+    for refused in (wrong_format, bad_line, bad_verdict, unregistered):
+        assert "Traceback" not in refused.stderr
+        assert "imported" not in refused.stdout
+    with refusals.database.session() as session:
+        # A file is read whole before anything is written: builds 1 and 2
+        # of the broken file are not imported either.
+        assert counts(session, repository_id(session, "acme/widgets"))["test_runs"] == 0
+        assert set(session.scalars(select(Repository.slug))) == {"acme/widgets"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="export to a missing directory ends in a FileNotFoundError traceback instead of "
+    "an `error:` line (scheduler/cli/history.py, the `opener(file, 'wt')` in export)",
+)
+def test_export_to_a_missing_directory_is_explained(refusals: Refusals) -> None:
+    result = refusals.results["export_missing_directory"]
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error:")
+
+
+@pytest.mark.slow
+def test_export_imports_back_to_the_same_statistics(
+    sqlite_url: str, sqlite_database: Database, shared_dir: Path, tmp_path: Path
+) -> None:
+    source = shared_dir / "datasets" / "apache-commons" / "commons-codec.jsonl.gz"
+    with gzip.open(source, "rt", encoding="utf-8") as stream:
+        lines = [json.loads(line) for line in stream if line.strip()]
+    reports, executions = len(lines), sum(len(line["results"]) for line in lines)
+    database = sqlite_database
+    exported = tmp_path / "export" / "codec.jsonl.gz"
+    exported.parent.mkdir()
+    command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=sqlite_url), cwd=tmp_path)
+    imported_a = command("import", "apache/codec-a", str(source), "--create")
+    assert imported_a.returncode == 0, imported_a.explain()
+    assert summary(reports, executions, "apache/codec-a", 0, executions).search(
+        imported_a.stdout
+    ), imported_a.stdout
+
+    written = command("export", "apache/codec-a", str(exported))
+    assert written.returncode == 0, written.explain()
+    assert f"wrote {reports} reports to {exported}" in one_line(written.stdout)
+    with gzip.open(exported, "rt", encoding="utf-8") as stream:
+        back = [json.loads(line) for line in stream]
+    assert len(back) == reports
+    assert sum(len(line["results"]) for line in back) == executions
+    assert [line["commit"] for line in back] == [line["commit"] for line in lines]
+
+    imported_b = command("import", "apache/codec-b", str(exported), "--create")
+    assert imported_b.returncode == 0, imported_b.explain()
+    assert summary(reports, executions, "apache/codec-b", 0, executions).search(
+        imported_b.stdout
+    ), imported_b.stdout
+
+    with database.session() as session:
+        a = repository_id(session, "apache/codec-a")
+        b = repository_id(session, "apache/codec-b")
+        assert counts(session, a) == counts(session, b)
+        assert counts(session, a)["test_runs"] == reports
+        assert counts(session, a)["executions"] == executions
+        stats_a, stats_b = stats_by_test(session, a), stats_by_test(session, b)
+        assert len(stats_a) > 50
+        assert sum(row["failures"] for row in stats_a.values()) > 0
+        assert stats_a == stats_b
+        links_a = file_test_links(session, a)
+        assert len(links_a) > 1000
+        assert links_a == file_test_links(session, b)
+        known = select(
+            KnownTest.name, KnownTest.file, KnownTest.first_seen_at, KnownTest.last_seen_at
+        )
+        assert set(session.execute(known.where(KnownTest.repository_id == a)).all()) == set(
+            session.execute(known.where(KnownTest.repository_id == b)).all()
+        )
+        assert executions_of(session, a) == executions_of(session, b)
+
+
+def executions_of(session: Session, repository: int) -> list[tuple[Any, ...]]:
+    """Every execution with its commit, build, test and flags, in order."""
+    return [
+        tuple(row)
+        for row in session.execute(
+            select(
+                Commit.sha,
+                SuiteRun.run_key,
+                SuiteRun.received_at,
+                KnownTest.name,
+                Execution.attempt,
+                Execution.outcome,
+                Execution.duration,
+                Execution.flaky,
+            )
+            .join(SuiteRun, SuiteRun.id == Execution.run_id)
+            .join(Commit, Commit.id == SuiteRun.commit_id)
+            .join(KnownTest, KnownTest.id == Execution.test_id)
+            .where(SuiteRun.repository_id == repository)
+            .order_by(Execution.id)
+        )
+    ]
+
+
+# --- 3. riskrank upload -----------------------------------------------------------
+
+REPORT = b"""<?xml version="1.0" encoding="UTF-8"?>
+<testsuite name="unit" tests="3" failures="1">
+  <testcase classname="tests.test_io" file="tests/test_io.py" name="test_open" time="0.1"/>
+  <testcase classname="tests.test_io" file="tests/test_io.py" name="test_eof" time="0.2">
+    <failure message="EOFError">Traceback ...</failure>
+  </testcase>
+  <testcase classname="tests.test_io" file="tests/test_io.py" name="test_close" time="0.3"/>
+</testsuite>
+"""
+OTHER_REPORT = b"""<?xml version="1.0" encoding="UTF-8"?>
+<testsuites>
+  <testsuite name="integration" tests="2">
+    <testcase classname="tests.test_api" file="tests/test_api.py" name="test_get" time="1.5"/>
+    <testcase classname="tests.test_api" file="tests/test_api.py" name="test_put" time="2.5"/>
+  </testsuite>
+</testsuites>
+"""
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    database_url: str
+    token: str
+    workdir: Path
+
+    def upload(
+        self,
+        *arguments: str,
+        token: str | None = None,
+        url: str | None = None,
+        columns: str | None = "200",
+    ) -> Ran:
+        """`riskrank upload` for acme/app with this server's token in RISKRANK_TOKEN."""
+        return riskrank(
+            "upload",
+            *arguments,
+            "--url",
+            url or self.url,
+            "--repo",
+            "acme/app",
+            env=clean_env(RISKRANK_TOKEN=token or self.token),
+            cwd=self.workdir,
+            columns=columns,
+        )
+
+
+def ready(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/readyz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One `riskrank serve` for the upload tests, on a SQLite database and a
+    SQLite broker (nothing else to run), set up as an operator would."""
+    workdir = tmp_path_factory.mktemp("upload")
+    database_url = f"sqlite:///{workdir / 'r.db'}"
+    env = clean_env(
+        RISKRANK_DATABASE_URL=database_url, RISKRANK_BROKER_URL=f"sqla+sqlite:///{workdir}/b.db"
+    )
+    command = partial(riskrank, env=env, cwd=workdir)
+    upgraded = command("db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.explain()
+    assert f"database at revision {migrate.head()}" in upgraded.stdout
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = Process(
+        [RISKRANK, "serve", "--port", str(port)], env=env, cwd=workdir, log=workdir / "serve.log"
+    )
+    try:
+        added = command("repo", "add", "acme/app", "--provider", "generic")
+        assert added.returncode == 0, added.explain()
+        created = command("token", "create", "--repo", "acme/app")
+        assert created.returncode == 0, created.explain()
+        found = TOKEN_LINE.search(created.stdout)
+        assert found, created.explain()
+        wait_for(
+            lambda: ready(url) or process.popen.poll() is not None,
+            timeout=60,
+            what="riskrank serve to be ready",
+        )
+        assert process.popen.poll() is None, f"riskrank serve exited:\n{process.output()}"
+        yield Server(url=url, database_url=database_url, token=found[1], workdir=workdir)
+    finally:
+        process.stop()
+
+
+def stored_runs(server: Server, commit: str) -> list[tuple[Any, ...]]:
+    database = Database.from_url(server.database_url)
+    try:
+        with database.session() as session:
+            return [
+                tuple(row)
+                for row in session.execute(
+                    select(
+                        SuiteRun.id,
+                        SuiteRun.source,
+                        SuiteRun.status,
+                        SuiteRun.content_type,
+                        SuiteRun.report,
+                        SuiteRun.report_sha256,
+                        SuiteRun.run_key,
+                        Commit.branch,
+                    )
+                    .join(Commit, Commit.id == SuiteRun.commit_id)
+                    .where(Commit.sha == commit)
+                    .order_by(SuiteRun.id)
+                )
+            ]
+    finally:
+        database.dispose()
+
+
+def make_token(server: Server, *, scopes: tuple[tokens.Scope, ...], revoke: bool) -> str:
+    database = Database.from_url(server.database_url)
+    try:
+        with database.session() as session:
+            repository = repos.resolve_repository(session, full_name="acme/app")
+            new = tokens.create_token(
+                session, repository=repository, scopes=scopes, name="made-here"
+            )
+            if revoke:
+                tokens.revoke_token(session, repository=repository, token_id=new.record.id)
+            return new.token
+    finally:
+        database.dispose()
+
+
+def warnings(ran: Ran) -> list[str]:
+    return [line for line in ran.stderr.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_upload_stores_reports_and_the_same_report_again_is_a_duplicate(
+    server: Server, tmp_path: Path
+) -> None:
+    plain = tmp_path / "junit.xml"
+    plain.write_bytes(REPORT)
+    zipped = tmp_path / "integration.xml.gz"
+    zipped.write_bytes(gzip.compress(OTHER_REPORT))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+
+    first = server.upload(
+        str(plain), str(zipped), "--commit", commit, "--branch", "main", "--run-key", "b-7"
+    )
+    assert first.returncode == 0, first.explain()
+    assert first.stderr == ""
+    uploaded = re.findall(
+        r"^riskrank: uploaded (\S+): run (\d+) \((\w+), (\d+) tests\)$", first.stdout, re.MULTILINE
+    )
+    assert [(path, status, tests) for path, _, status, tests in uploaded] == [
+        (str(plain), "queued", "3"),
+        (str(zipped), "queued", "2"),
+    ]
+    run_ids = [int(run) for _, run, _, _ in uploaded]
+
+    runs = stored_runs(server, commit)
+    assert [run[0] for run in runs] == run_ids
+    for run, report in zip(runs, (REPORT, OTHER_REPORT), strict=True):
+        _, source, status, content_type, stored, digest, run_key, branch = run
+        assert (source, status, content_type) == (
+            RunSource.JUNIT,
+            RunStatus.PENDING,  # no worker runs here: stored and queued
+            "application/xml",
+        )
+        assert stored == report  # the gzipped one is kept inflated
+        assert digest == hashlib.sha256(report).hexdigest()
+        assert (run_key, branch) == ("b-7", "main")
+
+    again = server.upload(str(plain), "--commit", commit)
+    assert again.returncode == 0, again.explain()
+    assert again.stderr == ""
+    assert (
+        again.stdout.strip() == f"riskrank: uploaded {plain}: run {run_ids[0]} (duplicate, 3 tests)"
+    )
+    assert len(stored_runs(server, commit)) == 2
+
+
+@pytest.mark.slow
+def test_upload_refused_warns_once_and_fails_only_when_strict(
+    server: Server, tmp_path: Path
+) -> None:
+    report = tmp_path / "junit.xml"
+    report.write_bytes(REPORT)
+    commit = "1111111111111111111111111111111111111111"
+    revoked = make_token(server, scopes=tokens.DEFAULT_SCOPES, revoke=True)
+    read_only = make_token(server, scopes=(tokens.Scope.PLANS_READ,), revoke=False)
+    bad = "rr_" + "x" * 43
+    upload = partial(server.upload, str(report), "--commit", commit)
+
+    bad_token, bad_token_strict, revoked_token, no_scope, wrong_repo = run_together(
+        partial(upload, token=bad),
+        partial(upload, "--strict", token=bad),
+        partial(upload, token=revoked),
+        partial(upload, token=read_only),
+        partial(
+            riskrank,
+            "upload",
+            str(report),
+            "--url",
+            server.url,
+            "--repo",
+            "acme/elsewhere",
+            "--commit",
+            commit,
+            env=clean_env(RISKRANK_TOKEN=server.token),
+            cwd=tmp_path,
+        ),
+    )
+    unauthorised = (
+        f"riskrank: {report} refused, HTTP 401: the token is not valid (unknown or revoked)"
+    )
+    assert bad_token.returncode == 0, bad_token.explain()
+    assert bad_token.stdout == ""
+    assert warnings(bad_token) == [unauthorised]
+    assert bad_token_strict.returncode == 1, bad_token_strict.explain()
+    assert warnings(bad_token_strict) == [unauthorised]
+    assert revoked_token.returncode == 0, revoked_token.explain()
+    assert warnings(revoked_token) == [unauthorised]
+    assert no_scope.returncode == 0, no_scope.explain()
+    assert warnings(no_scope) == [
+        f"riskrank: {report} refused, HTTP 403: the token lacks the results:write scope"
+    ]
+    assert wrong_repo.returncode == 0, wrong_repo.explain()
+    assert warnings(wrong_repo) == [
+        f"riskrank: {report} refused, HTTP 404: repository acme/elsewhere is not registered"
+    ]
+    assert stored_runs(server, commit) == []
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections (the kernel does) but never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_upload_to_an_unreachable_server_warns_within_its_time_bounds(
+    tmp_path: Path, silent_port: int
+) -> None:
+    report = tmp_path / "junit.xml"
+    report.write_bytes(REPORT)
+    dead = f"http://127.0.0.1:{free_port()}"
+    silent = f"http://127.0.0.1:{silent_port}"
+    upload = partial(
+        riskrank,
+        "upload",
+        str(report),
+        "--repo",
+        "acme/app",
+        "--commit",
+        "abc1234",
+        "--timeout",
+        "1",
+        "--retries",
+        "1",
+        env=clean_env(RISKRANK_TOKEN="rr_" + "t" * 43),
+        cwd=tmp_path,
+    )
+    refused, refused_strict, unanswered = run_together(
+        partial(upload, "--url", dead),
+        partial(upload, "--url", dead, "--strict"),
+        partial(upload, "--url", silent),
+    )
+    assert refused.returncode == 0, refused.explain()
+    assert refused.stdout == ""
+    assert warnings(refused) == [f"riskrank: could not reach {dead} (ConnectionError)"]
+    assert refused_strict.returncode == 1, refused_strict.explain()
+    assert warnings(refused_strict) == [f"riskrank: could not reach {dead} (ConnectionError)"]
+    assert unanswered.returncode == 0, unanswered.explain()
+    assert warnings(unanswered) == [f"riskrank: could not reach {silent} (ReadTimeout)"]
+    # Both make two attempts with a 0.5 s pause between them; the silent
+    # server costs each attempt its 1 s timeout, and no more.
+    assert unanswered.seconds >= 2.5
+    assert 1.5 <= unanswered.seconds - refused.seconds < 4.5, (unanswered, refused)
+    assert refused.seconds < 15, refused
+
+
+@pytest.mark.slow
+def test_upload_without_settings_or_files_warns_and_fails_only_when_strict(
+    server: Server, tmp_path: Path
+) -> None:
+    report = tmp_path / "junit.xml"
+    report.write_bytes(REPORT)
+    missing = tmp_path / "not-written.xml"
+    commit = "2222222222222222222222222222222222222222"
+    no_url, nothing_strict, missing_file, missing_file_strict = run_together(
+        partial(
+            riskrank,
+            "upload",
+            str(report),
+            "--repo",
+            "acme/app",
+            "--commit",
+            commit,
+            env=clean_env(RISKRANK_TOKEN=server.token),
+            cwd=tmp_path,
+        ),
+        partial(riskrank, "upload", str(report), "--strict", env=clean_env(), cwd=tmp_path),
+        partial(server.upload, str(missing), str(report), "--commit", commit),
+        partial(server.upload, str(missing), "--commit", commit, "--strict"),
+    )
+    assert no_url.returncode == 0, no_url.explain()
+    assert warnings(no_url) == ["riskrank: nothing uploaded, missing --url/RISKRANK_URL"]
+    assert nothing_strict.returncode == 1, nothing_strict.explain()
+    assert warnings(nothing_strict) == [
+        "riskrank: nothing uploaded, missing --url/RISKRANK_URL, --repo/RISKRANK_REPO, "
+        "--commit/RISKRANK_COMMIT, --token/RISKRANK_TOKEN"
+    ]
+    # A missing report does not keep the others from being sent.
+    assert missing_file.returncode == 0, missing_file.explain()
+    assert warnings(missing_file) == [f"riskrank: cannot read {missing}: No such file or directory"]
+    assert re.fullmatch(
+        rf"riskrank: uploaded {re.escape(str(report))}: run \d+ \(queued, 3 tests\)\n",
+        missing_file.stdout,
+    )
+    assert missing_file_strict.returncode == 1, missing_file_strict.explain()
+    assert warnings(missing_file_strict) == [
+        f"riskrank: cannot read {missing}: No such file or directory"
+    ]
+    assert len(stored_runs(server, commit)) == 1
+
+
+@pytest.fixture(scope="module")
+def ci_warning(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Ran]:
+    """An upload that warns, run as in CI: stderr is no terminal, COLUMNS is
+    not set, and the report (a matrix job's) has brackets in its name."""
+    tmp_path = tmp_path_factory.mktemp("ci")
+    missing = tmp_path / "build" / "test-results" / "TEST-org.example.WidgetTest[linux].xml"
+    result = riskrank(
+        "upload",
+        str(missing),
+        "--url",
+        f"http://127.0.0.1:{free_port()}",
+        "--repo",
+        "acme/app",
+        "--commit",
+        "abc1234",
+        env=clean_env(RISKRANK_TOKEN="rr_" + "t" * 43),
+        cwd=tmp_path,
+        columns=None,
+    )
+    assert result.returncode == 0, result.explain()
+    return missing, result
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="upload prints its warnings as Rich markup (scheduler/cli/upload.py, the "
+    "err_console.print calls): `[linux]` in a report's name is taken for a style and dropped",
+)
+def test_upload_warning_names_a_report_with_brackets(ci_warning: tuple[Path, Ran]) -> None:
+    missing, result = ci_warning
+    assert missing.name in one_line(result.stderr)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="upload warnings are wrapped at 80 columns when stderr is not a terminal, as in a "
+    "CI log (scheduler/cli/upload.py, err_console of scheduler/cli/common.py)",
+)
+def test_upload_warning_is_one_line_in_a_ci_log(ci_warning: tuple[Path, Ran]) -> None:
+    _, result = ci_warning
+    assert len(warnings(result)) == 1, result.stderr
