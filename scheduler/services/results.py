@@ -27,7 +27,7 @@ COMMIT_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._:/-]{0,63}$")
 class RunReceipt:
     run_id: int
     created: bool
-    tests: int
+    tests: int  # distinct tests in the report
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,12 @@ def receive_run(
     report = decode_content(body, content_encoding, max_bytes=max_bytes)
     kind = media_type(content_type)
     if kind in XML_TYPES or kind.endswith("+xml"):
-        tests = len(parse_junit(report, max_bytes=max_bytes))
+        tests = len({result.test for result in parse_junit(report, max_bytes=max_bytes)})
         source = RunSource.JUNIT
         fields = parameters
     elif kind in JSON_TYPES:
         run = parse_run_json(report)
-        tests = len(run.results)
+        tests = len({result.test for result in run.results})
         source = RunSource.PYTEST if run.source == "pytest" else RunSource.JSON
         fields = RunParameters(
             commit=run.commit or parameters.commit,
