@@ -10,6 +10,10 @@ COPY migrations ./migrations
 RUN python -m build --wheel --outdir /dist
 
 FROM python:3.11-slim
+# LightGBM's wheel needs the OpenMP runtime.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /dist/*.whl /tmp/
 RUN pip install --no-cache-dir /tmp/*.whl && rm /tmp/*.whl \
     && useradd --create-home --uid 10001 riskrank

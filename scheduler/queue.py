@@ -28,6 +28,7 @@ EVENTS_PROCESS = "events.process"
 EVENTS_SWEEP = "events.sweep"
 RUNS_INGEST = "runs.ingest"
 RUNS_SWEEP = "runs.sweep"
+PLANS_SCORE = "plans.score"
 
 _PENDING_KEY = "riskrank.pending_tasks"
 

@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +60,7 @@ class Ran:
     stdout: str
     stderr: str
     seconds: float
+    ended: float  # time.monotonic() when it exited
 
     def explain(self) -> str:
         return f"exit {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
@@ -80,7 +82,8 @@ def riskrank(*arguments: str, env: dict[str, str], cwd: Path, columns: str | Non
         timeout=90,
         check=False,
     )
-    return Ran(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+    ended = time.monotonic()
+    return Ran(done.returncode, done.stdout, done.stderr, ended - started, ended)
 
 
 def run_together(*commands: Callable[[], Ran]) -> list[Ran]:
@@ -205,15 +208,15 @@ def snapshot(database: Database) -> dict[str, list[tuple[Any, ...]]]:
             model.__tablename__: [
                 tuple(row)
                 for row in session.execute(
-                    select(model.__table__).order_by(*model.__table__.primary_key.columns)
+                    select(model.__table__).order_by(*model.__table__.primary_key)
                 )
             ]
             for model in tables
         }
 
 
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
+def at(moment: str) -> datetime:
+    return datetime.fromisoformat(moment).astimezone(UTC)
 
 
 # --- 1. riskrank token ----------------------------------------------------------
@@ -221,17 +224,44 @@ def at(text: str) -> datetime:
 TOKEN_LINE = re.compile(r"^token: (rr_[A-Za-z0-9_-]{43})$", re.MULTILINE)
 
 
-def test_token_is_shown_once_stored_as_a_hash_listed_and_revoked(
-    db_url: str, database: Database, tmp_path: Path
-) -> None:
-    with database.session() as session:
-        widgets = repos.add_repository(
-            session, provider=Provider.GITHUB, full_name="Octo/Widgets"
-        ).id
-    command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=db_url), cwd=tmp_path)
+@pytest.fixture
+def sqlite_database(sqlite_url: str) -> Iterator[Database]:
+    """The SQLite database alone, emptied, for what runs once: on the
+    embedded default. (Import, whose SQL differs by dialect, runs on both.)"""
+    database = Database.from_url(sqlite_url)
+    empty_all_tables(database)
+    yield database
+    database.dispose()
 
-    created = command(
-        "token", "create", "--repo", "octo/widgets", "--scope", "results:write", "--name", "ci-main"
+
+def test_token_is_shown_once_stored_as_a_hash_listed_and_revoked(
+    sqlite_url: str, sqlite_database: Database, tmp_path: Path
+) -> None:
+    database = sqlite_database
+    with database.session() as session:
+        widgets = repos.add_repository(session, provider=Provider.GITHUB, full_name="Octo/Widgets")
+        repos.add_repository(session, provider=Provider.GITHUB, full_name="octo/other")
+        other = tokens.create_token(
+            session, repository=widgets, scopes=tokens.DEFAULT_SCOPES, name="other"
+        ).record.id
+        widgets_id = widgets.id
+    command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=sqlite_url), cwd=tmp_path)
+
+    created, bad_scope, unknown_repo, wrong_repo = run_together(
+        partial(
+            command,
+            "token",
+            "create",
+            "--repo",
+            "octo/widgets",
+            "--scope",
+            "results:write",
+            "--name",
+            "ci-main",
+        ),
+        partial(command, "token", "create", "--repo", "octo/widgets", "--scope", "admin"),
+        partial(command, "token", "create", "--repo", "octo/nowhere"),
+        partial(command, "token", "revoke", str(other), "--repo", "octo/other"),
     )
     assert created.returncode == 0, created.explain()
     found = TOKEN_LINE.search(created.stdout)
@@ -242,68 +272,6 @@ def test_token_is_shown_once_stored_as_a_hash_listed_and_revoked(
     assert "plans:read" not in created.stdout
     assert token not in created.stderr
 
-    with database.session() as session:
-        [record] = session.scalars(select(ApiToken)).all()
-        assert record.repository_id == widgets
-        assert record.token_hash == hashlib.sha256(token.encode()).hexdigest()
-        assert record.prefix == token[:10]
-        assert record.scopes == ["results:write"]
-        assert record.name == "ci-main"
-        assert record.revoked_at is None
-        # The secret part of the token is nowhere in the table, in any column.
-        stored = session.execute(text("SELECT * FROM api_tokens")).all()
-        assert len(stored) == 1
-        for value in stored[0]:
-            assert token[10:] not in str(value)
-        assert tokens.authenticate(session, authorization=f"Bearer {token}").id == record.id
-        token_id = record.id
-
-    revoked = command("token", "revoke", str(token_id), "--repo", "Octo/Widgets")
-    assert revoked.returncode == 0, revoked.explain()
-    assert f"token {token_id} revoked" in revoked.stdout
-    with database.session() as session:
-        assert session.scalars(select(ApiToken.revoked_at)).one() is not None
-        with pytest.raises(tokens.NotAuthenticated, match="unknown or revoked"):
-            tokens.authenticate(session, authorization=f"Bearer {token}")
-
-    listed = command("token", "list", "--repo", "octo/widgets", "--json")
-    assert listed.returncode == 0, listed.explain()
-    assert token[10:] not in listed.stdout
-    [row] = json.loads(listed.stdout)
-    assert row["id"] == token_id
-    assert row["name"] == "ci-main"
-    assert row["prefix"] == token[:10]
-    assert row["scopes"] == ["results:write"]
-    assert row["revoked"] is True
-    assert row["last_used_at"] is None
-    assert datetime.fromisoformat(row["created_at"])
-
-
-@pytest.fixture
-def sqlite_database(sqlite_url: str) -> Iterator[Database]:
-    """The SQLite database alone (for what needs no second run on PostgreSQL)."""
-    database = Database.from_url(sqlite_url)
-    empty_all_tables(database)
-    yield database
-    database.dispose()
-
-
-def test_token_commands_refuse_unknown_scopes_repositories_and_ids(
-    sqlite_url: str, sqlite_database: Database, tmp_path: Path
-) -> None:
-    with sqlite_database.session() as session:
-        widgets = repos.add_repository(session, provider=Provider.GITHUB, full_name="octo/widgets")
-        repos.add_repository(session, provider=Provider.GITHUB, full_name="octo/other")
-        token_id = tokens.create_token(
-            session, repository=widgets, scopes=tokens.DEFAULT_SCOPES, name="ci"
-        ).record.id
-    command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=sqlite_url), cwd=tmp_path)
-    bad_scope, unknown_repo, wrong_repo, unknown_id = run_together(
-        partial(command, "token", "create", "--repo", "octo/widgets", "--scope", "admin"),
-        partial(command, "token", "create", "--repo", "octo/nowhere"),
-        partial(command, "token", "revoke", str(token_id), "--repo", "octo/other"),
-        partial(command, "token", "revoke", "987654", "--repo", "octo/widgets"),
-    )
     assert bad_scope.returncode == 1
     assert "error: unknown scope 'admin'; scopes are results:write, plans:read" in one_line(
         bad_scope.stderr
@@ -315,15 +283,55 @@ def test_token_commands_refuse_unknown_scopes_repositories_and_ids(
     )
     # A token is revoked through its own repository only.
     assert wrong_repo.returncode == 1
-    assert f"error: octo/other has no token {token_id}" in one_line(wrong_repo.stderr)
-    assert unknown_id.returncode == 1
-    assert "error: octo/widgets has no token 987654" in one_line(unknown_id.stderr)
-    for refused in (bad_scope, unknown_repo, wrong_repo, unknown_id):
+    assert f"error: octo/other has no token {other}" in one_line(wrong_repo.stderr)
+    for refused in (bad_scope, unknown_repo, wrong_repo):
         assert "token:" not in refused.stdout
         assert "revoked" not in refused.stdout
         assert "Traceback" not in refused.stderr
-    with sqlite_database.session() as session:
-        assert session.execute(select(ApiToken.id, ApiToken.revoked_at)).all() == [(token_id, None)]
+
+    with database.session() as session:
+        [record] = session.scalars(select(ApiToken).where(ApiToken.name == "ci-main")).all()
+        assert record.repository_id == widgets_id
+        assert record.token_hash == hashlib.sha256(token.encode()).hexdigest()
+        assert record.prefix == token[:10]
+        assert record.scopes == ["results:write"]
+        assert record.revoked_at is None
+        # The secret part of the token is nowhere in the table, in any column.
+        stored = session.execute(text("SELECT * FROM api_tokens")).all()
+        assert len(stored) == 2  # nothing made by the refused commands
+        for row in stored:
+            for value in row:
+                assert token[10:] not in str(value)
+        assert tokens.authenticate(session, authorization=f"Bearer {token}").id == record.id
+        assert session.get_one(ApiToken, other).revoked_at is None
+        token_id = record.id
+
+    # Listing never shows the token, whether or not it is being revoked.
+    revoked, listed = run_together(
+        partial(command, "token", "revoke", str(token_id), "--repo", "Octo/Widgets"),
+        partial(command, "token", "list", "--repo", "octo/widgets", "--json"),
+    )
+    assert revoked.returncode == 0, revoked.explain()
+    assert f"token {token_id} revoked" in revoked.stdout
+    with database.session() as session:
+        assert session.get_one(ApiToken, token_id).revoked_at is not None
+        with pytest.raises(tokens.NotAuthenticated, match="unknown or revoked"):
+            tokens.authenticate(session, authorization=f"Bearer {token}")
+        assert session.get_one(ApiToken, other).revoked_at is None
+
+    assert listed.returncode == 0, listed.explain()
+    assert token[10:] not in listed.stdout
+    by_name = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert set(by_name) == {"other", "ci-main"}
+    row = by_name["ci-main"]
+    assert row["id"] == token_id
+    assert row["prefix"] == token[:10]
+    assert row["scopes"] == ["results:write"]
+    assert row["revoked"] in (False, True)
+    assert row["last_used_at"] is None
+    assert datetime.fromisoformat(row["created_at"])
+    assert by_name["other"]["revoked"] is False
+    assert by_name["other"]["scopes"] == ["results:write", "plans:read"]
 
 
 # --- 2. riskrank import | export --------------------------------------------------
@@ -339,7 +347,7 @@ A_PY, B_PY, C_PY, D_PY = (
 # Four builds: changed files (one renamed), a failure, a rerun within a build
 # (the same test twice: failed, then passed), a skip, an error, a build
 # without commit or branch, and a time with an offset.
-HISTORY = [
+HISTORY: list[dict[str, Any]] = [
     {
         "build": "1",
         "commit": SHA_A,
@@ -386,7 +394,7 @@ HISTORY = [
         "results": [
             {"test": A_PY, "outcome": "passed", "duration": 1.0},
             {"test": B_PY, "outcome": "error", "duration": 2.0},
-            {"test": "test_d", "file": "tests/test_d.py", "outcome": "passed"},
+            {"test": D_PY, "file": "tests/test_d.py", "outcome": "passed"},
         ],
     },
 ]
@@ -441,7 +449,7 @@ HISTORY_STATS = {
         last_run_at=at("2024-03-01T10:30:00+00:00"),
         last_failure_at=at("2024-03-01T10:30:00+00:00"),
     ),
-    C_PY: stats(  # the skip in build 2 says nothing, its duration included
+    C_PY: stats(  # the skip in build 2 counts for nothing, not even its duration
         runs=2,
         last_outcome=Outcome.PASSED,
         recent="PP",
@@ -514,12 +522,13 @@ def write_jsonl(path: Path, lines: list[dict[str, Any]]) -> Path:
 
 
 def summary(
-    reports: int, executions: int, full_name: str, skipped: int, rows: int
+    reports: int, executions: int, full_name: str, skipped: int, read: int
 ) -> re.Pattern[str]:
+    """The line `riskrank import` ends with."""
     return re.compile(
         rf"imported {reports} reports \({executions:,} executions\) into {re.escape(full_name)} "
         rf"in [0-9.]+ s, [0-9,]+ rows/s; {skipped} reports were already there "
-        rf"\({rows:,} rows read\)"
+        rf"\({read:,} rows read\)"
     )
 
 
@@ -669,14 +678,9 @@ def test_import_stores_exact_history_and_again_changes_nothing(
         assert stats_by_test(session, retecs) == RETECS_STATS
 
     before = snapshot(database)
-    again_jsonl, again_csv = run_together(
-        partial(command, "import", "acme/widgets", str(jsonl)),
-        partial(command, "import", "ACME/retecs", str(csv_gz), "--format", "retecs"),
-    )
-    assert again_jsonl.returncode == 0, again_jsonl.explain()
-    assert summary(0, 0, "acme/widgets", 4, 13).search(again_jsonl.stdout), again_jsonl.stdout
-    assert again_csv.returncode == 0, again_csv.explain()
-    assert summary(0, 0, "ACME/retecs", 3, 7).search(again_csv.stdout), again_csv.stdout
+    again = command("import", "ACME/Widgets", str(jsonl), "--format", "jsonl")
+    assert again.returncode == 0, again.explain()
+    assert summary(0, 0, "ACME/Widgets", 4, 13).search(again.stdout), again.stdout
     assert snapshot(database) == before
 
 
@@ -710,6 +714,12 @@ def refusals(sqlite_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     )
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text(RETECS.replace(";2.0;0;2020-01-10 09:00:00;0;", ";2.0;0;x;maybe;"))
+    # An interrupted download; a CSV saved by a Windows tool in Latin-1.
+    truncated = tmp_path / "truncated.csv.gz"
+    packed = gzip.compress(RETECS.encode())
+    truncated.write_bytes(packed[: len(packed) // 2])
+    latin = tmp_path / "latin-1.csv"
+    latin.write_bytes(RETECS.replace("TestGamma", "TestCafé").encode("latin-1"))
     missing_directory = tmp_path / "no-such-directory" / "history.jsonl"
     command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=sqlite_url), cwd=tmp_path)
     calls = {
@@ -717,12 +727,20 @@ def refusals(sqlite_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "bad_line": ("import", "acme/widgets", str(broken)),
         "bad_verdict": ("import", "acme/widgets", str(bad_csv)),
         "unregistered": ("import", "acme/nowhere", str(jsonl)),
+        "truncated": ("import", "acme/widgets", str(truncated)),
+        "latin": ("import", "acme/widgets", str(latin)),
         "export_missing_directory": ("export", "acme/widgets", str(missing_directory)),
     }
     results = run_together(*(partial(command, *arguments) for arguments in calls.values()))
     yield Refusals(
         database=database,
-        files={"jsonl": jsonl, "broken": broken, "bad_csv": bad_csv},
+        files={
+            "jsonl": jsonl,
+            "broken": broken,
+            "bad_csv": bad_csv,
+            "truncated": truncated,
+            "latin": latin,
+        },
         results=dict(zip(calls, results, strict=True)),
     )
     database.dispose()
@@ -763,6 +781,7 @@ def test_import_refuses_bad_files_and_unknown_repositories(refusals: Refusals) -
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="export to a missing directory ends in a FileNotFoundError traceback instead of "
     "an `error:` line (scheduler/cli/history.py, the `opener(file, 'wt')` in export)",
 )
@@ -771,6 +790,32 @@ def test_export_to_a_missing_directory_is_explained(refusals: Refusals) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error:")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="a truncated .gz history ends the import with a bare `Aborted.` (click's answer to "
+    "the EOFError gzip raises, which scheduler/cli/history.py import_ does not catch)",
+)
+def test_import_of_a_truncated_gzip_is_explained(refusals: Refusals) -> None:
+    result = refusals.results["truncated"]
+    assert result.returncode == 1
+    assert f"error: {refusals.files['truncated']}" in one_line(result.stderr), result.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="a history file that is not UTF-8 ends the import with a UnicodeDecodeError "
+    "traceback: scheduler/ingest/history.py decodes outside its try (read_retecs, read_jsonl) "
+    "and UnicodeDecodeError is no ClientError",
+)
+def test_import_of_a_file_that_is_not_utf8_is_explained(refusals: Refusals) -> None:
+    result = refusals.results["latin"]
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"error: {refusals.files['latin']}" in one_line(result.stderr), result.stderr
 
 
 @pytest.mark.slow
@@ -880,24 +925,17 @@ class Server:
     token: str
     workdir: Path
 
-    def upload(
-        self,
-        *arguments: str,
-        token: str | None = None,
-        url: str | None = None,
-        columns: str | None = "200",
-    ) -> Ran:
-        """`riskrank upload` for acme/app with this server's token in RISKRANK_TOKEN."""
+    def upload(self, *arguments: str, token: str | None = None) -> Ran:
+        """`riskrank upload` to acme/app here, the token in RISKRANK_TOKEN."""
         return riskrank(
             "upload",
             *arguments,
             "--url",
-            url or self.url,
+            self.url,
             "--repo",
             "acme/app",
             env=clean_env(RISKRANK_TOKEN=token or self.token),
             cwd=self.workdir,
-            columns=columns,
         )
 
 
@@ -971,16 +1009,16 @@ def stored_runs(server: Server, commit: str) -> list[tuple[Any, ...]]:
         database.dispose()
 
 
-def make_token(server: Server, *, scopes: tuple[tokens.Scope, ...], revoke: bool) -> str:
+def make_revoked_token(server: Server) -> str:
+    """A token of acme/app, revoked."""
     database = Database.from_url(server.database_url)
     try:
         with database.session() as session:
             repository = repos.resolve_repository(session, full_name="acme/app")
             new = tokens.create_token(
-                session, repository=repository, scopes=scopes, name="made-here"
+                session, repository=repository, scopes=tokens.DEFAULT_SCOPES, name="revoked"
             )
-            if revoke:
-                tokens.revoke_token(session, repository=repository, token_id=new.record.id)
+            assert tokens.revoke_token(session, repository=repository, token_id=new.record.id)
             return new.token
     finally:
         database.dispose()
@@ -1043,29 +1081,14 @@ def test_upload_refused_warns_once_and_fails_only_when_strict(
     report = tmp_path / "junit.xml"
     report.write_bytes(REPORT)
     commit = "1111111111111111111111111111111111111111"
-    revoked = make_token(server, scopes=tokens.DEFAULT_SCOPES, revoke=True)
-    read_only = make_token(server, scopes=(tokens.Scope.PLANS_READ,), revoke=False)
+    revoked = make_revoked_token(server)
     bad = "rr_" + "x" * 43
     upload = partial(server.upload, str(report), "--commit", commit)
 
-    bad_token, bad_token_strict, revoked_token, no_scope, wrong_repo = run_together(
+    bad_token, bad_token_strict, revoked_token = run_together(
         partial(upload, token=bad),
         partial(upload, "--strict", token=bad),
         partial(upload, token=revoked),
-        partial(upload, token=read_only),
-        partial(
-            riskrank,
-            "upload",
-            str(report),
-            "--url",
-            server.url,
-            "--repo",
-            "acme/elsewhere",
-            "--commit",
-            commit,
-            env=clean_env(RISKRANK_TOKEN=server.token),
-            cwd=tmp_path,
-        ),
     )
     unauthorised = (
         f"riskrank: {report} refused, HTTP 401: the token is not valid (unknown or revoked)"
@@ -1077,38 +1100,65 @@ def test_upload_refused_warns_once_and_fails_only_when_strict(
     assert warnings(bad_token_strict) == [unauthorised]
     assert revoked_token.returncode == 0, revoked_token.explain()
     assert warnings(revoked_token) == [unauthorised]
-    assert no_scope.returncode == 0, no_scope.explain()
-    assert warnings(no_scope) == [
-        f"riskrank: {report} refused, HTTP 403: the token lacks the results:write scope"
-    ]
-    assert wrong_repo.returncode == 0, wrong_repo.explain()
-    assert warnings(wrong_repo) == [
-        f"riskrank: {report} refused, HTTP 404: repository acme/elsewhere is not registered"
-    ]
     assert stored_runs(server, commit) == []
 
 
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port that accepts connections (the kernel does) but never answers."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield listener.getsockname()[1]
+class SilentServer:
+    """Accepts connections and never answers, noting when each arrives."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.listener.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.arrivals: list[float] = []
+        self._connections: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.arrivals.append(time.monotonic())
+            self._connections.append(connection)  # open, so the client waits
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for connection in self._connections:
+            connection.close()
+        self.listener.close()
 
 
-@pytest.mark.slow
-def test_upload_to_an_unreachable_server_warns_within_its_time_bounds(
-    tmp_path: Path, silent_port: int
-) -> None:
+@dataclass(frozen=True)
+class Offline:
+    dead: str
+    silent: str
+    arrivals: list[float]
+    ci_report: Path
+    results: dict[str, Ran]
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> Offline:
+    """Uploads that cannot reach riskrank, run side by side once: to a port
+    nobody listens on, to a server that never answers, and one as in CI
+    (stderr no terminal, COLUMNS not set, a matrix job's report with
+    brackets in its name)."""
+    tmp_path = tmp_path_factory.mktemp("offline")
     report = tmp_path / "junit.xml"
     report.write_bytes(REPORT)
+    ci_report = tmp_path / "build" / "test-results" / "TEST-org.example.WidgetTest[linux].xml"
     dead = f"http://127.0.0.1:{free_port()}"
-    silent = f"http://127.0.0.1:{silent_port}"
+    silent = SilentServer()
     upload = partial(
         riskrank,
         "upload",
-        str(report),
         "--repo",
         "acme/app",
         "--commit",
@@ -1120,23 +1170,68 @@ def test_upload_to_an_unreachable_server_warns_within_its_time_bounds(
         env=clean_env(RISKRANK_TOKEN="rr_" + "t" * 43),
         cwd=tmp_path,
     )
-    refused, refused_strict, unanswered = run_together(
-        partial(upload, "--url", dead),
-        partial(upload, "--url", dead, "--strict"),
-        partial(upload, "--url", silent),
+    calls = {
+        "refused": partial(upload, str(report), "--url", dead),
+        "refused_strict": partial(upload, str(report), "--url", dead, "--strict"),
+        "unanswered": partial(upload, str(report), "--url", silent.url),
+        "ci": partial(upload, str(ci_report), "--url", dead, columns=None),
+    }
+    try:
+        results = run_together(*calls.values())
+    finally:
+        silent.close()
+    return Offline(
+        dead, silent.url, silent.arrivals, ci_report, dict(zip(calls, results, strict=True))
+    )
+
+
+@pytest.mark.slow
+def test_upload_to_an_unreachable_server_warns_within_its_time_bounds(offline: Offline) -> None:
+    refused, refused_strict, unanswered = (
+        offline.results[name] for name in ("refused", "refused_strict", "unanswered")
     )
     assert refused.returncode == 0, refused.explain()
     assert refused.stdout == ""
-    assert warnings(refused) == [f"riskrank: could not reach {dead} (ConnectionError)"]
+    assert warnings(refused) == [f"riskrank: could not reach {offline.dead} (ConnectionError)"]
     assert refused_strict.returncode == 1, refused_strict.explain()
-    assert warnings(refused_strict) == [f"riskrank: could not reach {dead} (ConnectionError)"]
+    assert warnings(refused_strict) == [
+        f"riskrank: could not reach {offline.dead} (ConnectionError)"
+    ]
+    assert refused.seconds < 20, refused  # a refusal is immediate: no timeout to wait out
     assert unanswered.returncode == 0, unanswered.explain()
-    assert warnings(unanswered) == [f"riskrank: could not reach {silent} (ReadTimeout)"]
-    # Both make two attempts with a 0.5 s pause between them; the silent
-    # server costs each attempt its 1 s timeout, and no more.
-    assert unanswered.seconds >= 2.5
-    assert 1.5 <= unanswered.seconds - refused.seconds < 4.5, (unanswered, refused)
-    assert refused.seconds < 15, refused
+    assert warnings(unanswered) == [f"riskrank: could not reach {offline.silent} (ReadTimeout)"]
+    # --retries 1: two attempts. Each waits out its 1 s timeout; a 0.5 s
+    # pause comes between them. (The upper bounds allow for a busy machine.)
+    first, second = offline.arrivals
+    assert 1.4 <= second - first < 1.5 + 2.5, offline.arrivals
+    assert 0.9 <= unanswered.ended - second < 1.0 + 3.0, (unanswered, offline.arrivals)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="upload prints its warnings as Rich markup (scheduler/cli/upload.py, the "
+    "err_console.print calls): `[linux]` in a report's name is taken for a style and dropped",
+)
+def test_upload_warning_names_a_report_with_brackets(offline: Offline) -> None:
+    result = offline.results["ci"]
+    assert result.returncode == 0, result.explain()
+    # Joined again where Rich wrapped the line (the other bug, below).
+    assert offline.ci_report.name in result.stderr.replace("\n", "")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="upload warnings are wrapped at 80 columns when stderr is not a terminal, as in a "
+    "CI log (scheduler/cli/upload.py, err_console of scheduler/cli/common.py)",
+)
+def test_upload_warning_is_one_line_in_a_ci_log(offline: Offline) -> None:
+    result = offline.results["ci"]
+    assert result.returncode == 0, result.explain()
+    assert len(warnings(result)) == 1, result.stderr
 
 
 @pytest.mark.slow
@@ -1160,7 +1255,20 @@ def test_upload_without_settings_or_files_warns_and_fails_only_when_strict(
             cwd=tmp_path,
         ),
         partial(riskrank, "upload", str(report), "--strict", env=clean_env(), cwd=tmp_path),
-        partial(server.upload, str(missing), str(report), "--commit", commit),
+        # Set up as in a CI job: everything from the environment.
+        partial(
+            riskrank,
+            "upload",
+            str(missing),
+            str(report),
+            env=clean_env(
+                RISKRANK_URL=server.url,
+                RISKRANK_REPO="acme/app",
+                RISKRANK_COMMIT=commit,
+                RISKRANK_TOKEN=server.token,
+            ),
+            cwd=tmp_path,
+        ),
         partial(server.upload, str(missing), "--commit", commit, "--strict"),
     )
     assert no_url.returncode == 0, no_url.explain()
@@ -1182,46 +1290,3 @@ def test_upload_without_settings_or_files_warns_and_fails_only_when_strict(
         f"riskrank: cannot read {missing}: No such file or directory"
     ]
     assert len(stored_runs(server, commit)) == 1
-
-
-@pytest.fixture(scope="module")
-def ci_warning(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Ran]:
-    """An upload that warns, run as in CI: stderr is no terminal, COLUMNS is
-    not set, and the report (a matrix job's) has brackets in its name."""
-    tmp_path = tmp_path_factory.mktemp("ci")
-    missing = tmp_path / "build" / "test-results" / "TEST-org.example.WidgetTest[linux].xml"
-    result = riskrank(
-        "upload",
-        str(missing),
-        "--url",
-        f"http://127.0.0.1:{free_port()}",
-        "--repo",
-        "acme/app",
-        "--commit",
-        "abc1234",
-        env=clean_env(RISKRANK_TOKEN="rr_" + "t" * 43),
-        cwd=tmp_path,
-        columns=None,
-    )
-    assert result.returncode == 0, result.explain()
-    return missing, result
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="upload prints its warnings as Rich markup (scheduler/cli/upload.py, the "
-    "err_console.print calls): `[linux]` in a report's name is taken for a style and dropped",
-)
-def test_upload_warning_names_a_report_with_brackets(ci_warning: tuple[Path, Ran]) -> None:
-    missing, result = ci_warning
-    assert missing.name in one_line(result.stderr)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="upload warnings are wrapped at 80 columns when stderr is not a terminal, as in a "
-    "CI log (scheduler/cli/upload.py, err_console of scheduler/cli/common.py)",
-)
-def test_upload_warning_is_one_line_in_a_ci_log(ci_warning: tuple[Path, Ran]) -> None:
-    _, result = ci_warning
-    assert len(warnings(result)) == 1, result.stderr

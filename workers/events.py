@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from scheduler import metrics
-from scheduler.queue import EVENTS_PROCESS, EVENTS_SWEEP
+from scheduler.config import get_settings
+from scheduler.db import database_for
+from scheduler.models import EventStatus
+from scheduler.queue import EVENTS_PROCESS, EVENTS_SWEEP, PLANS_SCORE, send_now
 from scheduler.services import events
 from workers.app import celery_app
 from workers.common import requeue_stale, run_recording_errors
@@ -22,6 +25,11 @@ def process(event_id: int) -> str | None:
     metrics.EVENTS_PROCESSED.labels(
         result="error" if failed else (status.value if status else "missing")
     ).inc()
+    if status is EventStatus.HANDLED:
+        with database_for(get_settings().database_url).session() as session:
+            head = events.pushed_head(session, event_id)
+        if head is not None:
+            send_now(celery_app, PLANS_SCORE, head)
     return status.value if status else None
 
 

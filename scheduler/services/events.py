@@ -189,3 +189,16 @@ def claim_unhandled_events(
     return retry.claim_stale(
         session, CiEvent, older_than=older_than, max_attempts=max_attempts, limit=limit
     )
+
+
+def pushed_head(session: Session, event_id: int) -> int | None:
+    """The commit a handled push left its branch at (what CI builds next)."""
+    event = session.get(CiEvent, event_id)
+    if event is None or event.status is not EventStatus.HANDLED or event.event != github.PUSH:
+        return None
+    after = event.payload.get("after")
+    if not isinstance(after, str) or event.repository_id is None:
+        return None
+    return session.scalar(
+        select(Commit.id).where(Commit.repository_id == event.repository_id, Commit.sha == after)
+    )

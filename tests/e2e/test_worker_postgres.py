@@ -22,6 +22,8 @@ from scheduler.models import (
     FileStatus,
     KnownTest,
     KnownTestStats,
+    Plan,
+    PlanStatus,
     Provider,
     RunStatus,
     SuiteRun,
@@ -118,6 +120,17 @@ def test_signed_push_reaches_the_database_through_a_real_worker(
     )
     assert commits_and_files(pg) == EXPECTED
     assert worker.popen.poll() is None, worker.output()
+
+    # The pushed head is scored: a plan (heuristic, no model yet) for it.
+    def plan_status() -> PlanStatus | None:
+        with pg.session() as session:
+            return session.scalar(
+                select(Plan.status)
+                .join(Commit, Commit.id == Plan.commit_id)
+                .where(Commit.sha == EXPECTED[0][0])
+            )
+
+    assert wait_for(plan_status, timeout=60, what="the head commit's plan") is PlanStatus.HEURISTIC
 
 
 def test_push_accepted_while_the_broker_was_down_is_processed_by_the_sweeper(

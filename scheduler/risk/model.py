@@ -1,0 +1,529 @@
+"""The LightGBM model of a test's failure (pure: arrays in, arrays and text out).
+
+`train_model` takes one row per (build, test): the feature vector, whether the
+test failed (the label) and the build's index, where a larger index is a later
+build. It never touches the database or the clock, so the same rows give the
+same model, byte for byte.
+
+How it trains, and why:
+
+- **Split in time, never shuffled.** The newest builds, ``validation_share``
+  of them (at least one, and at least one is left to train on), are held out;
+  the model is trained on the older ones and stopped early on the newest, as
+  it will be used: on builds after the ones it learnt from. Refused
+  (`TooFewBuilds`) under ``min_builds`` builds, and (`NoPositiveLabels`) when
+  no training row failed: there would be nothing to learn.
+- **Early stopping** on the validation builds' log loss (up to ``MAX_ROUNDS``
+  rounds, patience ``EARLY_STOPPING_ROUNDS``). Then, by default, the model is
+  **refit on every row** with the best number of rounds: the newest builds are
+  the ones most like the next commit, so the served model should have seen
+  them. The validation metrics describe the held-out model (the refit one has
+  no held-out builds left); ``refit=False`` serves the held-out model itself.
+- **Class imbalance** (about 1% of rows fail) is left to the loss by default:
+  binary log loss is a proper scoring rule, so the model's outputs are
+  failure probabilities, which the policy needs as they are (it orders by
+  probability per second and trims to a share of the expected failures). On
+  synthetic CI-like data (0.7% positives, 25 features, 2,500 builds) weighting
+  the failures by the label ratio (``scale_pos_weight``, ``is_unbalance``) was
+  worse on every measure than not weighting: validation AUC 0.773 against
+  0.804, mean APFD 0.756 against 0.759, log loss 0.034 against 0.032 (the
+  square root of the ratio fell in between). ``pos_weight`` still weights the
+  failures when asked (a number, or ``"balanced"`` for negatives / positives
+  of the rows being fit); the prior shift it causes (the odds multiplied by the
+  weight) is taken back by adding ``-log(weight)`` to every leaf of the first
+  tree, so the saved model still predicts probabilities on the unweighted
+  scale (exactly so only at the weighted optimum).
+- **Deterministic**: ``deterministic=True``, ``seed``, ``num_threads`` fixed
+  (2 by default), ``force_col_wise=True``, so the same rows give the same
+  model text; ``verbosity=-1``.
+
+The model is kept as LightGBM's own text (``model_to_string()``), which
+`load_model` reads back into a `LoadedModel` that predicts exactly what the
+trained booster predicted.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeAlias
+
+import lightgbm as lgb
+import numpy as np
+import numpy.typing as npt
+
+from scheduler.evaluation import metrics
+
+Floats: TypeAlias = npt.NDArray[np.float64]
+Matrix: TypeAlias = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+Labels: TypeAlias = npt.NDArray[np.bool_]
+Builds: TypeAlias = npt.NDArray[np.int64]
+
+MAX_ROUNDS: Final = 1000
+EARLY_STOPPING_ROUNDS: Final = 50
+MIN_BUILDS: Final = 10
+THREADS: Final = 2
+# Shares of a build's tests at which validation reports the recall of failures.
+RECALL_SHARES: Final = (0.2, 0.33)
+
+# What a caller may change (any LightGBM parameter, by its canonical name),
+# chosen for CI histories: many rows, rare failures, a few strong features.
+DEFAULT_PARAMS: Final[Mapping[str, Any]] = {
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 100,
+    "lambda_l2": 1.0,
+    "max_bin": 255,
+    "num_threads": THREADS,
+}
+# What makes the model what this module promises: a probability, the same
+# model from the same rows, and silence.
+FIXED_PARAMS: Final[Mapping[str, Any]] = {
+    "objective": "binary",
+    "metric": "binary_logloss",
+    "deterministic": True,
+    "force_col_wise": True,
+    "verbosity": -1,
+}
+# Parameters that this module sets through its own arguments.
+_OWN_ARGUMENTS: Final = {
+    "seed": "seed",
+    "scale_pos_weight": "pos_weight",
+    "is_unbalance": "pos_weight",
+    "num_iterations": "MAX_ROUNDS",
+    "early_stopping_round": "EARLY_STOPPING_ROUNDS",
+}
+# LightGBM refuses these in feature names, and turns whitespace into "_".
+_BAD_NAME = re.compile(r'[\s"\',:\[\]{}]')
+
+
+class ModelError(Exception):
+    """A model that cannot be trained or loaded as asked."""
+
+
+class ModelInputError(ModelError, ValueError):
+    """Arrays or parameters of the wrong shape or kind."""
+
+
+class TooFewBuilds(ModelError):
+    """Too few builds to train on and to validate on."""
+
+
+class NoPositiveLabels(ModelError):
+    """No failing row to learn from."""
+
+
+class InvalidModelText(ModelError):
+    """Text that is not a binary LightGBM model."""
+
+
+# --- the result --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildSpan:
+    """One side of the time split: its builds (first and last index), rows
+    and failing rows."""
+
+    first_build: int
+    last_build: int
+    builds: int
+    rows: int
+    failures: int
+
+
+@dataclass(frozen=True)
+class ValidationMetrics:
+    """The held-out model on the validation builds.
+
+    ``log_loss`` and ``auc`` are over all validation rows; the means are over
+    the validation builds with at least one failure (``failing_builds``), each
+    build's tests ordered by probability (ties in the order the rows came),
+    recall at 20% and 33% of each build's tests. None where undefined (no
+    failing build, or a single class for the AUC)."""
+
+    log_loss: float | None
+    auc: float | None
+    mean_apfd: float | None
+    mean_recall_at_20: float | None
+    mean_recall_at_33: float | None
+    failing_builds: int
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trained model with everything the model registry keeps about it."""
+
+    model_text: str
+    feature_names: tuple[str, ...]
+    params: dict[str, Any]  # the LightGBM parameters of the served model
+    best_iteration: int  # rounds chosen by early stopping (and of the refit)
+    refit: bool  # whether the served model was refit on every row
+    pos_weight: float  # the weight of a failing row (1: not weighted)
+    train: BuildSpan
+    validation: BuildSpan
+    metrics: ValidationMetrics
+    booster: lgb.Booster = field(repr=False, compare=False)
+
+    @property
+    def rows(self) -> int:
+        return self.train.rows + self.validation.rows
+
+    @property
+    def failures(self) -> int:
+        return self.train.failures + self.validation.failures
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the model text and the booster, as JSON values."""
+        return {
+            "feature_names": list(self.feature_names),
+            "params": dict(self.params),
+            "best_iteration": self.best_iteration,
+            "refit": self.refit,
+            "pos_weight": self.pos_weight,
+            "train": vars(self.train).copy(),
+            "validation": vars(self.validation).copy(),
+            "metrics": vars(self.metrics).copy(),
+        }
+
+
+# --- inputs ------------------------------------------------------------------------
+
+
+def _matrix(features: npt.ArrayLike, columns: int | None = None) -> Matrix:
+    array = np.asarray(features)
+    if array.dtype not in (np.float32, np.float64):
+        array = array.astype(np.float64)
+    if array.ndim != 2:
+        raise ModelInputError(f"features must be a 2-D matrix, got shape {array.shape}")
+    if columns is not None and array.shape[1] != columns:
+        raise ModelInputError(f"the model reads {columns} features, got {array.shape[1]}")
+    if np.isinf(array).any():
+        raise ModelInputError("features must not be infinite (NaN is a missing value)")
+    return array
+
+
+def _labels(labels: npt.ArrayLike, rows: int) -> Labels:
+    array = np.asarray(labels)
+    if array.shape != (rows,):
+        raise ModelInputError(f"labels must have shape ({rows},), got {array.shape}")
+    if array.dtype != np.bool_:
+        if not np.isin(array, (0, 1)).all():
+            raise ModelInputError("labels must be booleans or 0 and 1")
+        array = array.astype(np.bool_)
+    return array
+
+
+def _builds(builds: npt.ArrayLike, rows: int) -> Builds:
+    array = np.asarray(builds)
+    if array.shape != (rows,):
+        raise ModelInputError(f"builds must have shape ({rows},), got {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ModelInputError("builds must be integer build indices")
+    return array.astype(np.int64)
+
+
+def _names(feature_names: Sequence[str], columns: int) -> tuple[str, ...]:
+    names = tuple(feature_names)
+    if len(names) != columns:
+        raise ModelInputError(f"{len(names)} feature names for {columns} features")
+    if len(set(names)) != len(names):
+        raise ModelInputError("feature names must be unique")
+    for name in names:
+        if not name or _BAD_NAME.search(name):
+            raise ModelInputError(
+                f"feature name {name!r}: empty, or with whitespace or one of \"',:[]{{}}"
+            )
+    return names
+
+
+def _params(params: Mapping[str, Any] | None, seed: int) -> dict[str, Any]:
+    given = dict(params or {})
+    for key, argument in _OWN_ARGUMENTS.items():
+        if key in given:
+            raise ModelInputError(f"{key!r} is set through {argument}, not params")
+    for key, value in FIXED_PARAMS.items():
+        if key in given and given[key] != value:
+            raise ModelInputError(f"{key!r} is fixed to {value!r}")
+    return {**DEFAULT_PARAMS, **given, **FIXED_PARAMS, "seed": seed}
+
+
+def _weight(pos_weight: float | Literal["balanced"] | None, labels: Labels) -> float:
+    if pos_weight is None:
+        return 1.0
+    if pos_weight == "balanced":
+        positives = int(labels.sum())
+        return (labels.size - positives) / positives
+    if not (isinstance(pos_weight, int | float) and math.isfinite(pos_weight) and pos_weight > 0):
+        raise ModelInputError(f"pos_weight must be a positive number, got {pos_weight!r}")
+    return float(pos_weight)
+
+
+# --- training ----------------------------------------------------------------------
+
+
+def _split(builds: Builds, validation_share: float, min_builds: int) -> Builds:
+    """The validation builds: the newest ``validation_share`` of them."""
+    if not 0.0 < validation_share < 1.0:
+        raise ModelInputError(f"validation_share must be between 0 and 1, got {validation_share}")
+    distinct = np.unique(builds)
+    needed = max(min_builds, 2)
+    if distinct.size < needed:
+        raise TooFewBuilds(
+            f"{distinct.size} builds: at least {needed} are needed to train and validate"
+        )
+    held_out = min(max(1, round(validation_share * distinct.size)), distinct.size - 1)
+    newest: Builds = distinct[-held_out:]
+    return newest
+
+
+def _span(builds: Builds, labels: Labels) -> BuildSpan:
+    return BuildSpan(
+        first_build=int(builds.min()),
+        last_build=int(builds.max()),
+        builds=int(np.unique(builds).size),
+        rows=int(builds.size),
+        failures=int(labels.sum()),
+    )
+
+
+def _dataset(
+    features: Matrix,
+    labels: Labels,
+    weight: float,
+    names: tuple[str, ...],
+    params: dict[str, Any],
+    reference: lgb.Dataset | None = None,
+) -> lgb.Dataset:
+    weights = np.where(labels, weight, 1.0) if weight != 1.0 else None
+    if reference is not None:
+        return lgb.Dataset(features, labels.astype(np.float64), weight=weights, reference=reference)
+    return lgb.Dataset(
+        features,
+        labels.astype(np.float64),
+        weight=weights,
+        feature_name=list(names),
+        params=params,
+    )
+
+
+def _shift_prior(booster: lgb.Booster, weight: float) -> None:
+    """Take back the prior shift of weighting failures by ``weight``: the odds
+    were multiplied by it, so the raw score (a logit) moves by -log(weight).
+    Every row ends in exactly one leaf of the first tree, so adding that to
+    each of its leaves moves every prediction, and the contributions' bias
+    term, by it."""
+    if weight == 1.0:
+        return
+    shift = -math.log(weight)
+    leaves = booster.dump_model(num_iteration=1)["tree_info"][0]["num_leaves"]
+    for leaf in range(leaves):
+        booster.set_leaf_output(0, leaf, booster.get_leaf_output(0, leaf) + shift)
+
+
+def _sigmoid(raw: Floats) -> Floats:
+    result: Floats = np.exp(-np.logaddexp(0.0, -raw))
+    return result
+
+
+def _mean(values: list[float | None]) -> float | None:
+    defined = [value for value in values if value is not None]
+    return math.fsum(defined) / len(defined) if defined else None
+
+
+def _validation_metrics(probabilities: Floats, labels: Labels, builds: Builds) -> ValidationMetrics:
+    order = np.argsort(builds, kind="stable")  # rows of a build stay in their order
+    sorted_builds = builds[order]
+    starts = np.flatnonzero(np.r_[True, sorted_builds[1:] != sorted_builds[:-1]])
+    apfds: list[float | None] = []
+    recalls: dict[float, list[float | None]] = {share: [] for share in RECALL_SHARES}
+    for rows in np.split(order, starts[1:]):
+        failed = labels[rows]
+        if not failed.any():
+            continue
+        ranked = failed[metrics.order_by_scores(probabilities[rows])]
+        apfds.append(metrics.apfd(ranked))
+        for share in RECALL_SHARES:
+            recalls[share].append(metrics.recall_at_tests(ranked, share))
+    return ValidationMetrics(
+        log_loss=metrics.log_loss(labels, probabilities),
+        auc=metrics.roc_auc(labels, probabilities),
+        mean_apfd=_mean(apfds),
+        mean_recall_at_20=_mean(recalls[0.2]),
+        mean_recall_at_33=_mean(recalls[0.33]),
+        failing_builds=len(apfds),
+    )
+
+
+def train_model(
+    features: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    builds: npt.ArrayLike,
+    feature_names: Sequence[str],
+    *,
+    params: Mapping[str, Any] | None = None,
+    validation_share: float = 0.2,
+    seed: int = 7,
+    refit: bool = True,
+    pos_weight: float | Literal["balanced"] | None = None,
+    min_builds: int = MIN_BUILDS,
+) -> TrainedModel:
+    """Train the model on rows of (features, failed, build index), the newest
+    builds held out to stop early and to measure it (see the module's
+    docstring for every choice)."""
+    matrix = _matrix(features)
+    rows, columns = matrix.shape
+    failed = _labels(labels, rows)
+    build_of = _builds(builds, rows)
+    names = _names(feature_names, columns)
+    lgb_params = _params(params, seed)
+
+    if not failed.any():
+        raise NoPositiveLabels("no row failed: there is nothing to learn")
+    held_out = np.isin(build_of, _split(build_of, validation_share, min_builds))
+    training = ~held_out
+    if not failed[training].any():
+        raise NoPositiveLabels(
+            "no row of the training builds failed (only the newest builds have failures)"
+        )
+    if failed[training].all():
+        raise ModelInputError("every row of the training builds failed: nothing to tell apart")
+
+    weight = _weight(pos_weight, failed[training])
+    train_set = _dataset(matrix[training], failed[training], weight, names, lgb_params)
+    valid_set = _dataset(
+        matrix[held_out], failed[held_out], weight, names, lgb_params, reference=train_set
+    )
+    held_out_booster = lgb.train(
+        lgb_params,
+        train_set,
+        num_boost_round=MAX_ROUNDS,
+        valid_sets=[valid_set],
+        valid_names=["validation"],
+        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
+    )
+    best = held_out_booster.best_iteration or held_out_booster.current_iteration()
+
+    raw = held_out_booster.predict(matrix[held_out], raw_score=True, num_iteration=best)
+    probabilities = _sigmoid(np.asarray(raw, dtype=np.float64) - math.log(weight))
+    validation = _validation_metrics(probabilities, failed[held_out], build_of[held_out])
+
+    if refit:
+        weight = _weight(pos_weight, failed)
+        final_set = _dataset(matrix, failed, weight, names, lgb_params)
+        booster = lgb.train(lgb_params, final_set, num_boost_round=best)
+        _shift_prior(booster, weight)
+        text = booster.model_to_string()
+    else:
+        _shift_prior(held_out_booster, weight)
+        text = held_out_booster.model_to_string(num_iteration=best)
+        # The served booster has exactly the served rounds.
+        booster = lgb.Booster(model_str=text)
+
+    served = {**lgb_params, "num_iterations": best}
+    if weight != 1.0:
+        served["scale_pos_weight"] = weight
+    return TrainedModel(
+        model_text=text,
+        feature_names=names,
+        params=served,
+        best_iteration=best,
+        refit=refit,
+        pos_weight=weight,
+        train=_span(build_of[training], failed[training]),
+        validation=_span(build_of[held_out], failed[held_out]),
+        metrics=validation,
+        booster=booster,
+    )
+
+
+# --- serving -----------------------------------------------------------------------
+
+
+class LoadedModel:
+    """A model read back from its text, ready to score feature matrices whose
+    columns are `feature_names`, in that order."""
+
+    def __init__(self, booster: lgb.Booster, *, threads: int = THREADS) -> None:
+        self._booster = booster
+        self._threads = threads
+        self.feature_names: tuple[str, ...] = tuple(booster.feature_name())
+
+    def _predict(self, features: npt.ArrayLike, **options: bool) -> Floats:
+        matrix = _matrix(features, len(self.feature_names))
+        result = self._booster.predict(matrix, num_threads=self._threads, **options)
+        return np.asarray(result, dtype=np.float64)
+
+    def predict(self, features: npt.ArrayLike) -> Floats:
+        """The failure probability of each row."""
+        return self._predict(features)
+
+    def raw_scores(self, features: npt.ArrayLike) -> Floats:
+        """The raw score (the logit of the probability) of each row."""
+        return self._predict(features, raw_score=True)
+
+    def contributions(self, features: npt.ArrayLike) -> Floats:
+        """Each feature's contribution to each row's raw score (TreeSHAP):
+        n rows by features + 1 columns, the last one the bias (the expected
+        raw score); each row sums to its raw score."""
+        return self._predict(features, pred_contrib=True)
+
+    def top_contributions(
+        self, features: npt.ArrayLike, names: Sequence[str] | None = None, k: int = 3
+    ) -> list[list[tuple[str, float]]]:
+        """Per row, the (up to) k features that pushed its risk up the most,
+        largest first, as (name, contribution); only positive contributions,
+        ties in feature order. ``names`` relabels the features (in the model's
+        order), by default the model's own names."""
+        labels = tuple(names) if names is not None else self.feature_names
+        if len(labels) != len(self.feature_names):
+            raise ModelInputError(f"{len(labels)} names for {len(self.feature_names)} features")
+        if k < 0:
+            raise ModelInputError(f"k must not be negative, got {k}")
+        contributions = self.contributions(features)[:, :-1]
+        top = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
+        values = np.take_along_axis(contributions, top, axis=1)
+        return [
+            [
+                (labels[column], value)
+                for column, value in zip(columns, row, strict=True)
+                if value > 0
+            ]
+            for columns, row in zip(top.tolist(), values.tolist(), strict=True)
+        ]
+
+
+def _check_text(model_text: str) -> None:
+    """Refuse text LightGBM would misread. Its parser trusts the header's
+    ``tree_sizes`` (the bytes of each tree) and reads past the end of a
+    truncated text, which crashes the process: so the trees must be where the
+    sizes say, and the end of the trees right after them."""
+    data = model_text.encode()
+    start = data.find(b"\nTree=0\n") + 1
+    if start == 0:
+        raise InvalidModelText("no tree in the model text")
+    header = data[:start].decode()
+    if not re.search(r"^objective=binary\b", header, flags=re.MULTILINE):
+        raise InvalidModelText("not the text of a binary LightGBM model")
+    sizes_line = re.search(r"^tree_sizes=([0-9 ]+)$", header, flags=re.MULTILINE)
+    if sizes_line is None:
+        raise InvalidModelText("no tree sizes in the model text")
+    offset = start
+    for number, size in enumerate(int(size) for size in sizes_line.group(1).split()):
+        if not data.startswith(f"Tree={number}\n".encode(), offset):
+            raise InvalidModelText(f"tree {number} is not where the tree sizes put it")
+        offset += size
+    if not data.startswith(b"end of trees", offset):
+        raise InvalidModelText("the model text is cut short or its tree sizes are wrong")
+
+
+def load_model(model_text: str, *, threads: int = THREADS) -> LoadedModel:
+    """The model of a `TrainedModel.model_text` (LightGBM's text format)."""
+    _check_text(model_text)
+    try:
+        booster = lgb.Booster(model_str=model_text)
+    except lgb.basic.LightGBMError as error:
+        raise InvalidModelText(f"LightGBM cannot read the model: {error}") from error
+    return LoadedModel(booster, threads=threads)

@@ -1,0 +1,195 @@
+"""Scoring a commit: every active test of its repository gets a failure
+probability, a rank, the feature vector that produced it and a reason, stored
+as the commit's plan. The scheduler applies its policy to these scores later."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.models import Commit, ModelStatus, Plan, PlanItem, PlanStatus, RiskModel
+from scheduler.models.base import utcnow
+from scheduler.risk import explain, inputs
+from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix, PathIndex, build_features
+from scheduler.risk.heuristic import heuristic_scores
+from scheduler.risk.model import LoadedModel, load_model
+from scheduler.services.sql import insert_rows_ignoring
+
+log = logging.getLogger(__name__)
+
+TOP_REASONS = 3
+
+
+@dataclass
+class ModelCache:
+    """What a worker process keeps between tasks: each repository's active
+    model, loaded once per version, and its path index."""
+
+    models: dict[int, tuple[int, LoadedModel]] = field(default_factory=dict)
+    indexes: dict[int, PathIndex] = field(default_factory=dict)
+
+    def model(
+        self, session: Session, repository_id: int
+    ) -> tuple[RiskModel | None, LoadedModel | None]:
+        active = session.scalar(
+            select(RiskModel)
+            .where(RiskModel.repository_id == repository_id, RiskModel.status == ModelStatus.ACTIVE)
+            .order_by(RiskModel.version.desc())
+            .limit(1)
+        )
+        if active is None:
+            self.models.pop(repository_id, None)
+            return None, None
+        cached = self.models.get(repository_id)
+        if cached is None or cached[0] != active.id:
+            cached = (active.id, load_model(active.model_text))
+            self.models[repository_id] = cached
+            log.info("loaded model v%s of repository %s", active.version, repository_id)
+        return active, cached[1]
+
+    def index(
+        self, repository_id: int, names: tuple[str, ...], files: tuple[str | None, ...]
+    ) -> PathIndex:
+        index = self.indexes.get(repository_id)
+        if index is None:
+            index = PathIndex(names, files)
+        elif index.rows(names) is None:
+            index = index.covering(names, files)  # indexes only the tests it lacks
+        self.indexes[repository_id] = index
+        return index
+
+
+_cache = ModelCache()
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A scored candidate set, in the order of `test_ids`."""
+
+    test_ids: list[int]
+    matrix: FeatureMatrix
+    probabilities: np.ndarray
+    reasons: list[list[str]]
+    contributions: list[dict[str, float] | None]
+    model: RiskModel | None
+
+
+def score_tests(
+    session: Session,
+    *,
+    repository_id: int,
+    commit_id: int,
+    at: datetime,
+    cache: ModelCache | None = None,
+) -> Scores:
+    """Probabilities for the repository's active tests on this commit, from
+    the statistics as they stand (that is, before the commit's own results)."""
+    cache = cache or _cache
+    test_ids, history = inputs.load_history(session, repository_id=repository_id)
+    change = inputs.load_change(session, commit_id=commit_id)
+    links = inputs.load_links(
+        session, repository_id=repository_id, test_ids=test_ids, change=change
+    )
+    index = cache.index(repository_id, history.names, history.files)
+    matrix = build_features(history, change, links, at=at, index=index)
+    record, model = cache.model(session, repository_id)
+    if model is not None and len(test_ids):
+        probabilities = model.predict(matrix.values)
+        tops = model.top_contributions(matrix.values, FEATURE_NAMES, k=TOP_REASONS)
+        reasons = [[name for name, _ in top] for top in tops]
+        contributions: list[dict[str, float] | None] = [
+            {name: round(value, 4) for name, value in top} for top in tops
+        ]
+    else:
+        record = None
+        probabilities = heuristic_scores(matrix)
+        reasons = [
+            explain.heuristic_reasons(dict(zip(FEATURE_NAMES, row, strict=True)))
+            for row in matrix.values.tolist()
+        ]
+        contributions = [None] * len(test_ids)
+    return Scores(test_ids, matrix, probabilities, reasons, contributions, record)
+
+
+def ranks(probabilities: np.ndarray, matrix: FeatureMatrix) -> np.ndarray:
+    """1 for the riskiest; ties by the more recent failure, then the test order."""
+    since = matrix.column("builds_since_failure").astype(np.float64)
+    recency = np.where(np.isnan(since), math.inf, since)
+    order = np.lexsort((np.arange(len(probabilities)), recency, -probabilities))
+    result = np.empty(len(order), dtype=np.int64)
+    result[order] = np.arange(1, len(order) + 1)
+    return result
+
+
+def score_commit(
+    session: Session, commit_id: int, *, cache: ModelCache | None = None
+) -> Plan | None:
+    """The commit's plan: scored now unless a plan from the active model (or
+    the heuristic, when there is none) already exists. None for no such commit."""
+    commit = session.get(Commit, commit_id)
+    if commit is None:
+        return None
+    record, _ = (cache or _cache).model(session, commit.repository_id)
+    model_id = record.id if record is not None else None
+    existing = session.scalar(
+        select(Plan)
+        .where(
+            Plan.commit_id == commit_id,
+            Plan.model_id.is_(None) if model_id is None else Plan.model_id == model_id,
+            Plan.status.in_([PlanStatus.READY, PlanStatus.HEURISTIC]),
+        )
+        .order_by(Plan.id.desc())
+        .limit(1)
+    )
+    if existing is not None:
+        return existing
+    scores = score_tests(
+        session,
+        repository_id=commit.repository_id,
+        commit_id=commit_id,
+        at=utcnow(),
+        cache=cache,
+    )
+    return store_plan(session, commit=commit, scores=scores)
+
+
+def store_plan(session: Session, *, commit: Commit, scores: Scores) -> Plan:
+    plan = Plan(
+        repository_id=commit.repository_id,
+        commit_id=commit.id,
+        model_id=scores.model.id if scores.model is not None else None,
+        status=PlanStatus.READY if scores.model is not None else PlanStatus.HEURISTIC,
+        scored_at=utcnow(),
+        feature_names=list(FEATURE_NAMES),
+    )
+    session.add(plan)
+    session.flush()
+    values = scores.matrix.values.astype("<f4", copy=False)
+    order = ranks(scores.probabilities, scores.matrix)
+    named = scores.matrix.names
+    insert_rows_ignoring(
+        session,
+        PlanItem,
+        [
+            {
+                "plan_id": plan.id,
+                "test_id": test_id,
+                "probability": float(scores.probabilities[row]),
+                "rank": int(order[row]),
+                "features": values[row].tobytes(),
+                "contributions": scores.contributions[row],
+                "reason": explain.sentence(
+                    scores.reasons[row], dict(zip(named, values[row].tolist(), strict=True))
+                ),
+            }
+            for row, test_id in enumerate(scores.test_ids)
+        ],
+        conflict=["plan_id", "test_id"],
+    )
+    return plan

@@ -1,0 +1,174 @@
+"""Scoring a commit into a plan, with the heuristic and with a model kept in
+the database, on both backends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from scheduler.db import Database
+from scheduler.ingest.history import FileChange, HistoryReport
+from scheduler.ingest.results import CaseResult
+from scheduler.models import (
+    ChangedFile,
+    FileStatus,
+    KnownTest,
+    ModelStatus,
+    Outcome,
+    Plan,
+    PlanItem,
+    PlanStatus,
+    Provider,
+    RiskModel,
+)
+from scheduler.risk.features import FEATURE_NAMES
+from scheduler.risk.model import load_model, train_model
+from scheduler.services import history, repos, runs, scoring
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+TESTS = [
+    "tests/test_io.py::test_read",
+    "tests/test_io.py::test_write",
+    "tests/test_net.py::test_get",
+]
+
+
+def report(build: int, failing: set[str], *, changed: tuple[str, ...] = ()) -> HistoryReport:
+    return HistoryReport(
+        build=str(build),
+        commit=f"{build:040x}",
+        time=T0 + timedelta(hours=build),
+        branch="main",
+        changed_files=tuple(FileChange(path, FileStatus.MODIFIED) for path in changed),
+        results=tuple(
+            CaseResult(
+                test=name,
+                outcome=Outcome.FAILED if name in failing else Outcome.PASSED,
+                duration=1.0,
+                file=name.split("::")[0],
+            )
+            for name in TESTS
+        ),
+    )
+
+
+@pytest.fixture
+def repository(database: Database) -> int:
+    with database.session() as session:
+        repository_id = repos.add_repository(
+            session, provider=Provider.GITHUB, full_name="acme/app"
+        ).id
+    reports = [
+        report(1, set()),
+        report(2, {TESTS[2]}),
+        report(3, {TESTS[2]}, changed=("src/net.py",)),
+    ]
+    history.import_history(database, repository_id=repository_id, reports=reports)
+    return repository_id
+
+
+def new_commit(database: Database, repository_id: int, *paths: str) -> int:
+    with database.session() as session:
+        repository = session.get_one(repos.Repository, repository_id)
+        commit_id = runs.ensure_commit(session, repository=repository, sha="f" * 40)
+        for path in paths:
+            session.add(ChangedFile(commit_id=commit_id, path=path, status=FileStatus.MODIFIED))
+        return commit_id
+
+
+def plan_items(database: Database, plan_id: int) -> list[tuple[str, float, int, bytes, str | None]]:
+    with database.session() as session:
+        return [
+            tuple(row)  # type: ignore[misc]
+            for row in session.execute(
+                select(
+                    KnownTest.name,
+                    PlanItem.probability,
+                    PlanItem.rank,
+                    PlanItem.features,
+                    PlanItem.reason,
+                )
+                .join(KnownTest, KnownTest.id == PlanItem.test_id)
+                .where(PlanItem.plan_id == plan_id)
+                .order_by(PlanItem.rank)
+            )
+        ]
+
+
+def test_heuristic_plan_ranks_the_failing_test_first(database: Database, repository: int) -> None:
+    commit_id = new_commit(database, repository, "src/net.py")
+    with database.session() as session:
+        plan = scoring.score_commit(session, commit_id, cache=scoring.ModelCache())
+        assert plan is not None
+        plan_id, status, names = plan.id, plan.status, plan.feature_names
+    assert status is PlanStatus.HEURISTIC
+    assert names == list(FEATURE_NAMES)
+    items = plan_items(database, plan_id)
+    assert [name for name, *_ in items][0] == TESTS[2]
+    assert [rank for _, _, rank, _, _ in items] == [1, 2, 3]
+    for _name, probability, _rank, features, reason in items:
+        assert 0 <= probability <= 1
+        assert len(np.frombuffer(features, dtype="<f4")) == len(FEATURE_NAMES)
+        assert reason
+    assert "failed in its last run" in (items[0][4] or "").lower()
+
+    # Scoring again keeps the plan.
+    with database.session() as session:
+        again = scoring.score_commit(session, commit_id, cache=scoring.ModelCache())
+        assert again is not None
+        assert again.id == plan_id
+
+
+def test_unknown_commit_scores_nothing(database: Database, repository: int) -> None:
+    with database.session() as session:
+        assert scoring.score_commit(session, 999_999) is None
+
+
+def synthetic_model() -> str:
+    rng = np.random.default_rng(3)
+    rows = 4000
+    features = rng.random((rows, len(FEATURE_NAMES))).astype(np.float32)
+    last_failed = FEATURE_NAMES.index("last_failed")
+    features[:, last_failed] = rng.random(rows) < 0.1
+    labels = (features[:, last_failed] > 0) & (rng.random(rows) < 0.7)
+    builds = np.repeat(np.arange(rows // 20), 20)
+    return train_model(features, labels, builds, FEATURE_NAMES).model_text
+
+
+def test_active_model_from_the_database_scores_exactly_as_trained(
+    database: Database, repository: int
+) -> None:
+    text = synthetic_model()
+    with database.session() as session:
+        session.add(
+            RiskModel(
+                repository_id=repository,
+                version=1,
+                status=ModelStatus.ACTIVE,
+                model_text=text,
+                feature_names=list(FEATURE_NAMES),
+                params={},
+            )
+        )
+    commit_id = new_commit(database, repository, "src/net.py")
+    cache = scoring.ModelCache()
+    with database.session() as session:
+        plan = scoring.score_commit(session, commit_id, cache=cache)
+        assert plan is not None
+        assert plan.status is PlanStatus.READY
+        plan_id = plan.id
+        stored_text = session.scalars(select(RiskModel.model_text)).one()
+    items = plan_items(database, plan_id)
+    matrix = np.stack([np.frombuffer(features, dtype="<f4") for *_, features, _ in items])
+    # The text read back from the database predicts what the trained booster does.
+    expected = load_model(stored_text).predict(matrix)
+    assert np.array_equal(expected, load_model(text).predict(matrix))
+    assert [probability for _, probability, *_ in items] == pytest.approx(
+        expected.tolist(), abs=1e-12
+    )
+    with database.session() as session:
+        contributions = session.scalars(select(PlanItem.contributions)).all()
+    assert any(contribution for contribution in contributions)
