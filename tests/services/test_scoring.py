@@ -18,7 +18,6 @@ from scheduler.models import (
     KnownTest,
     ModelStatus,
     Outcome,
-    Plan,
     PlanItem,
     PlanStatus,
     Provider,
@@ -107,7 +106,7 @@ def test_heuristic_plan_ranks_the_failing_test_first(database: Database, reposit
     assert status is PlanStatus.HEURISTIC
     assert names == list(FEATURE_NAMES)
     items = plan_items(database, plan_id)
-    assert [name for name, *_ in items][0] == TESTS[2]
+    assert items[0][0] == TESTS[2]
     assert [rank for _, _, rank, _, _ in items] == [1, 2, 3]
     for _name, probability, _rank, features, reason in items:
         assert 0 <= probability <= 1
