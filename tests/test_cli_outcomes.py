@@ -779,12 +779,6 @@ def test_import_refuses_bad_files_and_unknown_repositories(refusals: Refusals) -
         assert set(session.scalars(select(Repository.slug))) == {"acme/widgets"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="export to a missing directory ends in a FileNotFoundError traceback instead of "
-    "an `error:` line (scheduler/cli/history.py, the `opener(file, 'wt')` in export)",
-)
 def test_export_to_a_missing_directory_is_explained(refusals: Refusals) -> None:
     result = refusals.results["export_missing_directory"]
     assert result.returncode == 1
@@ -792,25 +786,12 @@ def test_export_to_a_missing_directory_is_explained(refusals: Refusals) -> None:
     assert result.stderr.startswith("error:")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a truncated .gz history ends the import with a bare `Aborted.` (click's answer to "
-    "the EOFError gzip raises, which scheduler/cli/history.py import_ does not catch)",
-)
 def test_import_of_a_truncated_gzip_is_explained(refusals: Refusals) -> None:
     result = refusals.results["truncated"]
     assert result.returncode == 1
     assert f"error: {refusals.files['truncated']}" in one_line(result.stderr), result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a history file that is not UTF-8 ends the import with a UnicodeDecodeError "
-    "traceback: scheduler/ingest/history.py decodes outside its try (read_retecs, read_jsonl) "
-    "and UnicodeDecodeError is no ClientError",
-)
 def test_import_of_a_file_that_is_not_utf8_is_explained(refusals: Refusals) -> None:
     result = refusals.results["latin"]
     assert result.returncode == 1
@@ -1208,12 +1189,6 @@ def test_upload_to_an_unreachable_server_warns_within_its_time_bounds(offline: O
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="upload prints its warnings as Rich markup (scheduler/cli/upload.py, the "
-    "err_console.print calls): `[linux]` in a report's name is taken for a style and dropped",
-)
 def test_upload_warning_names_a_report_with_brackets(offline: Offline) -> None:
     result = offline.results["ci"]
     assert result.returncode == 0, result.explain()
@@ -1222,12 +1197,6 @@ def test_upload_warning_names_a_report_with_brackets(offline: Offline) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="upload warnings are wrapped at 80 columns when stderr is not a terminal, as in a "
-    "CI log (scheduler/cli/upload.py, err_console of scheduler/cli/common.py)",
-)
 def test_upload_warning_is_one_line_in_a_ci_log(offline: Offline) -> None:
     result = offline.results["ci"]
     assert result.returncode == 0, result.explain()

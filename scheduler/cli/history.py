@@ -40,20 +40,30 @@ def import_(
     database = migrated_database(settings())
     try:
         with database.session() as session:
+            repos.resolve_repository(session, full_name=full_name, provider=provider)
+    except repos.UnknownRepositoryName as error:
+        if not create:
+            fail(f"{error} (or pass --create to register it here)")
+    except repos.RepositoryError as error:
+        fail(str(error))
+    # Read the whole file first: a file that cannot be read registers nothing.
+    console.print(f"reading {file} …", markup=False)
+    try:
+        reports: list[HistoryReport] = list(read_history(file, fmt))
+    except ClientError as error:
+        fail(str(error))
+    try:
+        with database.session() as session:
             try:
                 repository = repos.resolve_repository(
                     session, full_name=full_name, provider=provider
                 )
             except repos.UnknownRepositoryName:
-                if not create:
-                    raise
                 repository = repos.add_repository(
                     session, provider=provider or Provider.GENERIC, full_name=full_name
                 )
             repository_id = repository.id
-        console.print(f"reading {file} …")
-        reports: list[HistoryReport] = list(read_history(file, fmt))
-    except (repos.RepositoryError, ClientError) as error:
+    except repos.RepositoryError as error:
         fail(str(error))
     rows = sum(len(report.results) for report in reports)
     started = time.perf_counter()
@@ -100,10 +110,13 @@ def export(
         except repos.RepositoryError as error:
             fail(str(error))
         opener = gzip.open if file.suffix == ".gz" else open
-        with opener(file, "wt", encoding="utf-8") as stream:
-            count = history.write_jsonl(
-                history.export_history(session, repository_id=repository.id), stream
-            )
+        try:
+            with opener(file, "wt", encoding="utf-8") as stream:
+                count = history.write_jsonl(
+                    history.export_history(session, repository_id=repository.id), stream
+                )
+        except OSError as error:
+            fail(f"cannot write {file}: {error.strerror or error}")
     console.print(f"wrote {count} reports to {file}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from scheduler import __version__
-from scheduler.cli import db, history, processes, repo, token, upload
+from scheduler.cli import db, history, models, processes, repo, token, upload
 
 app = typer.Typer(
     name="riskrank",
@@ -16,6 +16,8 @@ app = typer.Typer(
 processes.register(app)
 history.register(app)
 app.command()(upload.upload)
+app.command()(models.train)
+app.add_typer(models.app, name="models")
 app.add_typer(db.app, name="db")
 app.add_typer(repo.app, name="repo")
 app.add_typer(token.app, name="token")

@@ -5,6 +5,7 @@ report, unless --strict asks it to: riskrank must never break a build."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,9 +14,12 @@ from urllib.parse import quote
 import requests
 import typer
 
-from scheduler.cli.common import err_console
-
 GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _warn(line: str) -> None:
+    # Plain text, one line: CI logs show it as is (no markup, no wrapping).
+    print(line, file=sys.stderr, flush=True)
 
 
 def _content_type(path: Path) -> str:
@@ -88,7 +92,7 @@ def upload(
         if not value
     ]
     if missing or url is None or repo is None or commit is None or token is None:
-        err_console.print(f"riskrank: nothing uploaded, missing {', '.join(missing)}")
+        _warn(f"riskrank: nothing uploaded, missing {', '.join(missing)}")
         raise typer.Exit(1 if strict else 0)
     owner, _, name = repo.strip().rpartition("/")
     endpoint = f"{url.rstrip('/')}/api/v1/repos/{quote(owner)}/{quote(name)}/runs"
@@ -101,7 +105,7 @@ def upload(
         try:
             data = path.read_bytes()
         except OSError as error:
-            err_console.print(f"riskrank: cannot read {path}: {error.strerror}")
+            _warn(f"riskrank: cannot read {path}: {error.strerror}")
             failures += 1
             continue
         headers = {
@@ -121,7 +125,7 @@ def upload(
                 retries=retries,
             )
         except requests.RequestException as error:
-            err_console.print(f"riskrank: could not reach {url} ({type(error).__name__})")
+            _warn(f"riskrank: could not reach {url} ({type(error).__name__})")
             failures += 1
             continue
         if response.status_code in (200, 202):
@@ -136,7 +140,7 @@ def upload(
             detail = response.json().get("detail", response.text)
         except ValueError:
             detail = response.text[:200]
-        err_console.print(f"riskrank: {path} refused, HTTP {response.status_code}: {detail}")
+        _warn(f"riskrank: {path} refused, HTTP {response.status_code}: {detail}")
         failures += 1
     if failures and strict:
         raise typer.Exit(1)

@@ -222,11 +222,29 @@ def read_retecs(path: Path) -> Iterator[HistoryReport]:
         )
 
 
+def _unreadable(path: Path, error: Exception) -> HistoryError:
+    """A file that cannot be read, said plainly: a truncated gzip, another
+    encoding than UTF-8, a vanished file."""
+    if isinstance(error, UnicodeDecodeError):
+        return HistoryError(f"{path} is not UTF-8 text (byte {error.start})")
+    return HistoryError(f"{path} cannot be read: {error}")
+
+
+def _readable(reports: Iterator[HistoryReport], path: Path) -> Iterator[HistoryReport]:
+    try:
+        yield from reports
+    except (UnicodeDecodeError, EOFError, OSError) as error:
+        raise _unreadable(path, error) from None
+
+
 def read_history(path: Path, fmt: str = "auto") -> Iterator[HistoryReport]:
     if fmt == "auto":
-        fmt = detect_format(path)
+        try:
+            fmt = detect_format(path)
+        except (UnicodeDecodeError, EOFError, OSError) as error:
+            raise _unreadable(path, error) from None
     if fmt == "jsonl":
-        return read_jsonl(path)
+        return _readable(read_jsonl(path), path)
     if fmt == "retecs":
-        return read_retecs(path)
+        return _readable(read_retecs(path), path)
     raise HistoryError(f"unknown history format {fmt!r}: use jsonl or retecs")

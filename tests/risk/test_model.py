@@ -17,6 +17,7 @@ from scheduler.risk.model import (
     TrainedModel,
     load_model,
     train_model,
+    validation_metrics,
 )
 
 NAMES = ("fail_rate", "own_file_changed", "noise_a", "noise_b", "noise_c", "duration")
@@ -216,6 +217,36 @@ def test_summary_is_json(trained: TrainedModel) -> None:
     assert summary["feature_names"] == list(NAMES)
     assert summary["validation"]["builds"] == 40
     assert summary["metrics"]["mean_apfd"] == trained.metrics.mean_apfd
+
+
+def test_validation_metrics_by_hand() -> None:
+    # Build 5: the failure ranked first of three: 1 - 1/3 + 1/6; the first
+    # test (20% and 33% of 3 round up to 1) holds it.
+    # Build 3: ties at 0.5 keep the given order, so the failures run 1st and
+    # 3rd of four: 1 - 4/8 + 1/8; one test (20%) or two (33%) hold one of two.
+    # Build 9 has no failure and counts only in the pooled log loss and AUC.
+    rows = [
+        (5, 0, 0.1),
+        (3, 1, 0.5),
+        (5, 1, 0.9),
+        (3, 0, 0.5),
+        (9, 0, 0.3),
+        (3, 0, 0.1),
+        (5, 0, 0.2),
+        (3, 1, 0.2),
+    ]
+    builds, labels, scores = (np.array(column) for column in zip(*rows, strict=True))
+    result = validation_metrics(scores, labels, builds)
+    assert result.failing_builds == 2
+    assert result.mean_apfd == pytest.approx((5 / 6 + 5 / 8) / 2)
+    assert result.mean_recall_at_20 == pytest.approx((1 + 1 / 2) / 2)
+    assert result.mean_recall_at_33 == pytest.approx((1 + 1 / 2) / 2)
+    assert result.mean_probability == pytest.approx(scores.mean())
+    # Pairs (failing, passing) over all rows: 0.9 wins all 5; 0.5 wins 4 and
+    # ties 1; 0.2 wins 2 and ties 1: (5 + 4.5 + 2.5) / 15.
+    assert result.auc == pytest.approx(12 / 15)
+    empty = validation_metrics([], [], [])
+    assert (empty.failing_builds, empty.mean_apfd, empty.log_loss) == (0, None, None)
 
 
 # --- refusals ----------------------------------------------------------------------

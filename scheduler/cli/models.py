@@ -1,0 +1,191 @@
+"""riskrank train | models: the model registry."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from scheduler.cli.common import console, fail, migrated_database, settings
+from scheduler.models import Provider, RiskModel
+from scheduler.services import repos, training
+
+app = typer.Typer(help="List, inspect, promote and roll back models.", no_args_is_help=True)
+
+RepoArgument = Annotated[str, typer.Argument(metavar="OWNER/NAME")]
+ProviderOption = Annotated[Provider | None, typer.Option(help="If the name is ambiguous.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="JSON, for scripts.")]
+
+
+def _figure(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _repository_id(full_name: str, provider: Provider | None) -> int:
+    database = migrated_database(settings())
+    with database.session() as session:
+        try:
+            return repos.resolve_repository(session, full_name=full_name, provider=provider).id
+        except repos.RepositoryError as error:
+            fail(str(error))
+
+
+def train(
+    full_name: RepoArgument, provider: ProviderOption = None, as_json: JsonOption = False
+) -> None:
+    """Train a model on the repository's history now; it becomes the active
+    model only if it beats the active one (or the heuristic) on held-out builds."""
+    repository_id = _repository_id(full_name, provider)
+    database = migrated_database(settings())
+    with console.status("replaying the history and training…"):
+        try:
+            with database.session() as session:
+                outcome = training.train_repository(session, repository_id=repository_id)
+                if outcome is None:
+                    fail("another training of this repository is running")
+                result = training.summary(outcome.model) | {
+                    "promoted": outcome.promoted,
+                    "reason": outcome.reason,
+                    "compared": outcome.model.metrics,
+                }
+        except training.TrainingError as error:
+            fail(str(error))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    state = "[green]active[/]" if result["promoted"] else "kept as a candidate"
+    console.print(
+        f"model v{result['version']}: {state} ({result['reason']}); "
+        f"{result['rows']:,} rows, {result['failures']:,} failing",
+        highlight=False,
+    )
+    _comparison(result["compared"])
+
+
+def _comparison(metrics: dict[str, Any]) -> None:
+    table = Table("on the validation builds", "APFD", "recall@20%", "recall@33%", "AUC", "log loss")
+    for label, key in (
+        ("this model", "candidate"),
+        ("active model", "active"),
+        ("heuristic", "heuristic"),
+    ):
+        figures = metrics.get(key)
+        if figures:
+            table.add_row(
+                label,
+                *(
+                    _figure(figures.get(name))
+                    for name in (
+                        "mean_apfd",
+                        "mean_recall_at_20",
+                        "mean_recall_at_33",
+                        "auc",
+                        "log_loss",
+                    )
+                ),
+            )
+    console.print(table)
+
+
+@app.command("list")
+def list_(
+    full_name: RepoArgument, provider: ProviderOption = None, as_json: JsonOption = False
+) -> None:
+    """The repository's models, newest first."""
+    repository_id = _repository_id(full_name, provider)
+    with migrated_database(settings()).session() as session:
+        rows = [
+            training.summary(record)
+            for record in training.list_models(session, repository_id=repository_id)
+        ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(
+        "version", "status", "trained (UTC)", "rows", "failing", "APFD", "recall@33%", "AUC"
+    )
+    for row in rows:
+        table.add_row(
+            str(row["version"]),
+            row["status"],
+            row["created_at"][:16].replace("T", " "),
+            f"{row['rows']:,}",
+            f"{row['failures']:,}",
+            _figure(row["apfd"]),
+            _figure(row["recall_at_33"]),
+            _figure(row["auc"]),
+        )
+    console.print(table)
+
+
+@app.command()
+def show(
+    full_name: RepoArgument,
+    version: Annotated[int | None, typer.Argument(help="Default: the active model.")] = None,
+    provider: ProviderOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One model: its figures beside the active model's and the heuristic's,
+    and its feature importances."""
+    repository_id = _repository_id(full_name, provider)
+    with migrated_database(settings()).session() as session:
+        try:
+            record: RiskModel | None = (
+                training.get_model(session, repository_id=repository_id, version=version)
+                if version is not None
+                else training.active_model(session, repository_id)
+            )
+        except training.RegistryError as error:
+            fail(str(error))
+        if record is None:
+            fail("no model is active yet: run `riskrank train`")
+        result = training.summary(record) | {
+            "params": record.params,
+            "metrics": record.metrics,
+            "feature_names": record.feature_names,
+        }
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    console.print(
+        f"model v{result['version']} ({result['status']}), trained {result['created_at']}"
+    )
+    _comparison(result["metrics"])
+    importance = sorted(
+        (result["metrics"].get("importance") or {}).items(), key=lambda item: -item[1]
+    )
+    table = Table("feature", "importance (gain)")
+    for name, value in importance:
+        table.add_row(name, f"{value:,.1f}")
+    console.print(table)
+
+
+@app.command()
+def promote(
+    full_name: RepoArgument,
+    version: Annotated[int, typer.Argument()],
+    provider: ProviderOption = None,
+) -> None:
+    """Make VERSION the active model."""
+    repository_id = _repository_id(full_name, provider)
+    try:
+        with migrated_database(settings()).session() as session:
+            training.promote(session, repository_id=repository_id, version=version)
+    except training.RegistryError as error:
+        fail(str(error))
+    console.print(f"model v{version} is active")
+
+
+@app.command()
+def rollback(full_name: RepoArgument, provider: ProviderOption = None) -> None:
+    """Go back to the model that was active before the current one."""
+    repository_id = _repository_id(full_name, provider)
+    try:
+        with migrated_database(settings()).session() as session:
+            record = training.rollback(session, repository_id=repository_id)
+            version = record.version
+    except training.RegistryError as error:
+        fail(str(error))
+    console.print(f"model v{version} is active again")

@@ -1,0 +1,222 @@
+"""Replaying a repository's history build by build, in memory: for each
+build, the features of its tests as they were just before it (point in time)
+and what happened to them. This is where training rows come from, for
+imported history and live results alike, and what a backtest walks through.
+
+The state is folded with the same function as live ingestion
+(`scheduler.services.statistics.advance`), so a replayed feature vector is
+the one scoring would have produced at that moment."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.models import (
+    ChangedFile,
+    Commit,
+    Execution,
+    KnownTest,
+    Outcome,
+    RunStatus,
+    SuiteRun,
+)
+from scheduler.risk.features import (
+    ChangeColumns,
+    FeatureMatrix,
+    HistoryColumns,
+    LinkColumns,
+    PathIndex,
+    build_features,
+)
+from scheduler.services import statistics
+
+WORSE = {Outcome.PASSED: 0, Outcome.FAILED: 1, Outcome.ERROR: 2}
+
+
+@dataclass
+class Build:
+    """One build: its tests' final outcomes (skips left out), the changed
+    paths of its commit, and when it ran."""
+
+    key: str
+    at: datetime
+    paths: tuple[str, ...]
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    durations: dict[str, float | None] = field(default_factory=dict)
+    flaky: set[str] = field(default_factory=set)
+    files: dict[str, str | None] = field(default_factory=dict)
+
+
+def load_builds(session: Session, *, repository_id: int) -> list[Build]:
+    """Every ingested build of a repository, in the order they were ingested."""
+    paths: dict[int, list[str]] = defaultdict(list)
+    for commit_id, path in session.execute(
+        select(ChangedFile.commit_id, ChangedFile.path)
+        .join(Commit, Commit.id == ChangedFile.commit_id)
+        .where(Commit.repository_id == repository_id)
+        .order_by(ChangedFile.path)
+    ):
+        paths[commit_id].append(path)
+    rows = session.execute(
+        select(
+            SuiteRun.id,
+            SuiteRun.commit_id,
+            SuiteRun.run_key,
+            SuiteRun.received_at,
+            KnownTest.name,
+            KnownTest.file,
+            Execution.attempt,
+            Execution.outcome,
+            Execution.duration,
+            Execution.flaky,
+        )
+        .join(Execution, Execution.run_id == SuiteRun.id)
+        .join(KnownTest, KnownTest.id == Execution.test_id)
+        .where(SuiteRun.repository_id == repository_id, SuiteRun.status == RunStatus.INGESTED)
+        .order_by(SuiteRun.id, Execution.test_id, Execution.attempt)
+    )
+    builds: dict[str, Build] = {}
+    finals: dict[tuple[int, str], tuple[Outcome, float | None, bool]] = {}
+    keys: dict[int, str] = {}
+    for run_id, commit_id, run_key, at, name, file, _attempt, outcome, duration, flaky in rows:
+        key = f"{commit_id}/{run_key or f'run-{run_id}'}"
+        keys[run_id] = key
+        if key not in builds:
+            builds[key] = Build(key=key, at=at, paths=tuple(paths.get(commit_id, ())))
+        builds[key].files.setdefault(name, file)
+        finals[(run_id, name)] = (outcome, duration, flaky)  # the last attempt wins
+    for (run_id, name), (outcome, duration, flaky) in finals.items():
+        build = builds[keys[run_id]]
+        if flaky:
+            build.flaky.add(name)
+        if outcome is Outcome.SKIPPED:
+            continue
+        seen = build.outcomes.get(name)
+        if seen is None or WORSE[outcome] > WORSE[seen]:
+            build.outcomes[name] = outcome
+            build.durations[name] = duration
+    return list(builds.values())
+
+
+@dataclass
+class BuildRows:
+    """One build's candidates, their features and what became of them."""
+
+    index: int  # the build's position in time order
+    build: Build
+    tests: tuple[str, ...]
+    matrix: FeatureMatrix
+    failed: npt.NDArray[np.bool_]
+    durations: npt.NDArray[np.float64]
+
+
+@dataclass
+class Replayer:
+    """The statistics of every test as the builds go by, in memory."""
+
+    tallies: dict[str, statistics.Tally] = field(default_factory=dict)
+    first_seen: dict[str, datetime] = field(default_factory=dict)
+    # path -> test -> [ran together, failed together]
+    links: dict[str, dict[str, list[int]]] = field(default_factory=lambda: defaultdict(dict))
+    files: dict[str, str | None] = field(default_factory=dict)
+    index: PathIndex | None = None
+
+    def features(self, build: Build, tests: Sequence[str]) -> FeatureMatrix:
+        """The features of `tests` for `build`, from the state before it."""
+        empty = statistics.Tally()
+        tallies = [self.tallies.get(name, empty) for name in tests]
+        history = HistoryColumns.from_sequences(
+            names=tests,
+            files=[self.files.get(name) for name in tests],
+            runs=[t.runs for t in tallies],
+            failures=[t.failures for t in tallies],
+            recent=[t.recent for t in tallies],
+            builds_since_failure=[t.builds_since_failure for t in tallies],
+            flips=[t.flips for t in tallies],
+            flaky_runs=[t.flaky_runs for t in tallies],
+            duration_mean=[t.duration_mean for t in tallies],
+            first_seen=[self.first_seen.get(name) for name in tests],
+        )
+        change = ChangeColumns.of(build.paths)
+        test_rows, path_rows, ran, failed = [], [], [], []
+        if build.paths:
+            row_of = {name: row for row, name in enumerate(tests)}
+            for path_row, path in enumerate(build.paths):
+                for name, counts in self.links.get(path, {}).items():
+                    row = row_of.get(name)
+                    if row is not None:
+                        test_rows.append(row)
+                        path_rows.append(path_row)
+                        ran.append(counts[0])
+                        failed.append(counts[1])
+        links = LinkColumns.from_sequences(
+            test_index=test_rows, path_index=path_rows, changed_together=ran, failed_together=failed
+        )
+        index = self.index
+        if index is None:
+            index = PathIndex(history.names, history.files)
+        elif index.rows(history.names) is None:
+            index = index.covering(history.names, history.files)
+        self.index = index
+        return build_features(history, change, links, at=build.at, index=index)
+
+    def fold(self, build: Build) -> None:
+        """Take the build's outcomes into the state (after its features)."""
+        for name, file in build.files.items():
+            self.files.setdefault(name, file)
+            self.first_seen.setdefault(name, build.at)
+        for name, outcome in build.outcomes.items():
+            step = statistics.advance(
+                self.tallies.get(name) or statistics.Tally(),
+                statistics.Observation(outcome, build.durations.get(name), name in build.flaky),
+                build=build.key,
+                at=build.at,
+            )
+            self.tallies[name] = step.state
+            for path in build.paths:
+                counts = self.links[path].setdefault(name, [0, 0])
+                counts[0] += int(step.new_build)
+                counts[1] += int(step.newly_failing)
+
+
+def replay(builds: Sequence[Build]) -> Iterator[BuildRows]:
+    """Each build's rows, with features from the builds before it only."""
+    replayer = Replayer()
+    for number, build in enumerate(builds):
+        tests = tuple(sorted(build.outcomes))
+        if tests:
+            matrix = replayer.features(build, tests)
+            failed = np.array(
+                [build.outcomes[name] is not Outcome.PASSED for name in tests], dtype=bool
+            )
+            durations = np.array(
+                [build.durations.get(name) or 0.0 for name in tests], dtype=np.float64
+            )
+            yield BuildRows(number, build, tests, matrix, failed, durations)
+        replayer.fold(build)
+
+
+def training_rows(
+    builds: Sequence[Build],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+    """Features, labels and build indexes of every replayed row."""
+    matrices, labels, indexes = [], [], []
+    for rows in replay(builds):
+        matrices.append(rows.matrix.values)
+        labels.append(rows.failed)
+        indexes.append(np.full(len(rows.tests), rows.index, dtype=np.int64))
+    if not matrices:
+        return (
+            np.zeros((0, 0), dtype=np.float32),
+            np.zeros(0, dtype=bool),
+            np.zeros(0, dtype=np.int64),
+        )
+    return np.vstack(matrices), np.concatenate(labels), np.concatenate(indexes)

@@ -1,0 +1,81 @@
+"""Point in time: replayed features use only earlier builds, equal what
+scoring serves, and do not change when later builds arrive."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scheduler.db import Database
+from scheduler.ingest.history import HistoryReport, read_history
+from scheduler.models import ChangedFile, Provider, Repository
+from scheduler.risk import replay
+from scheduler.services import history, repos, runs, scoring
+
+
+@pytest.fixture
+def commons(shared_dir: Path) -> list[HistoryReport]:
+    path = shared_dir / "datasets" / "apache-commons" / "commons-codec.jsonl.gz"
+    return list(itertools.islice(read_history(path), 160))
+
+
+def imported(database: Database, reports: list[HistoryReport]) -> int:
+    with database.session() as session:
+        repository_id = repos.add_repository(
+            session, provider=Provider.GENERIC, full_name="apache/commons-codec"
+        ).id
+    history.import_history(database, repository_id=repository_id, reports=reports, batch=25)
+    return repository_id
+
+
+def replayed(database: Database, repository_id: int) -> list[replay.BuildRows]:
+    with database.session() as session:
+        return list(replay.replay(replay.load_builds(session, repository_id=repository_id)))
+
+
+def test_features_of_a_build_do_not_change_when_later_builds_arrive(
+    database: Database, commons: list[HistoryReport]
+) -> None:
+    repository_id = imported(database, commons[:100])
+    before = {rows.build.key: rows for rows in replayed(database, repository_id)}
+    history.import_history(database, repository_id=repository_id, reports=commons[100:], batch=25)
+    after = {rows.build.key: rows for rows in replayed(database, repository_id)}
+    assert len(after) > len(before)
+    for key, rows in before.items():
+        assert after[key].tests == rows.tests
+        assert np.array_equal(after[key].matrix.values, rows.matrix.values, equal_nan=True)
+        assert np.array_equal(after[key].failed, rows.failed)
+
+
+def test_replayed_features_are_the_ones_scoring_serves(
+    database: Database, commons: list[HistoryReport]
+) -> None:
+    """Score a new commit with the live code, then replay the same commit as
+    the next build: the feature vectors of its tests are equal."""
+    known, following = commons[:120], commons[120]
+    repository_id = imported(database, known)
+    with database.session() as session:
+        repository = session.get_one(Repository, repository_id)
+        commit_id = runs.ensure_commit(session, repository=repository, sha=following.commit)
+        for change in following.changed_files:
+            session.add(ChangedFile(commit_id=commit_id, path=change.path, status=change.status))
+    assert following.time is not None
+    with database.session() as session:
+        served = scoring.score_tests(
+            session,
+            repository_id=repository_id,
+            commit_id=commit_id,
+            at=following.time,
+            cache=scoring.ModelCache(),
+        )
+    history.import_history(database, repository_id=repository_id, reports=[following])
+    last = replayed(database, repository_id)[-1]
+    assert last.build.at == following.time
+    row_of = {name: row for row, name in enumerate(served.matrix.tests)}
+    for row, name in enumerate(last.tests):
+        assert np.array_equal(
+            served.matrix.values[row_of[name]], last.matrix.values[row], equal_nan=True
+        ), name

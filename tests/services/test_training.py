@@ -1,0 +1,100 @@
+"""Training on a replayed history and the model registry, on both backends."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from scheduler.db import Database
+from scheduler.ingest.history import read_history
+from scheduler.models import ModelStatus, Provider, RiskModel
+from scheduler.services import history, repos, training
+
+
+@pytest.fixture
+def dune(database: Database, shared_dir: Path) -> int:
+    path = shared_dir / "datasets" / "dune-common" / "dune-total" / "features-engineered.csv.gz"
+    reports = list(itertools.islice(read_history(path), 300))
+    with database.session() as session:
+        repository_id = repos.add_repository(
+            session, provider=Provider.GENERIC, full_name="dune/total"
+        ).id
+    history.import_history(database, repository_id=repository_id, reports=reports)
+    return repository_id
+
+
+def statuses(database: Database, repository_id: int) -> dict[int, ModelStatus]:
+    with database.session() as session:
+        return dict(
+            (version, status)
+            for version, status in session.execute(
+                select(RiskModel.version, RiskModel.status).where(
+                    RiskModel.repository_id == repository_id
+                )
+            )
+        )
+
+
+def test_training_records_a_model_with_its_comparison(database: Database, dune: int) -> None:
+    with database.session() as session:
+        outcome = training.train_repository(session, repository_id=dune)
+        assert outcome is not None
+        record = outcome.model
+        metrics = record.metrics
+        assert record.version == 1
+        assert record.train_rows > 0
+        assert 0 < record.train_failures < record.train_rows
+        assert record.model_text.startswith("tree")
+        assert set(metrics) >= {"candidate", "heuristic", "importance", "decision"}
+        assert metrics["active"] is None
+        promoted = outcome.promoted
+    # The first model is active only if it beat the heuristic on the held-out builds.
+    candidate = metrics["candidate"]["mean_apfd"]
+    heuristic = metrics["heuristic"]["mean_apfd"]
+    assert promoted == (candidate > heuristic)
+    assert statuses(database, dune)[1] is (
+        ModelStatus.ACTIVE if promoted else ModelStatus.CANDIDATE
+    )
+
+
+def test_same_history_gives_the_same_model(database: Database, dune: int) -> None:
+    with database.session() as session:
+        first = training.train_repository(session, repository_id=dune)
+        second = training.train_repository(session, repository_id=dune)
+        assert first is not None
+        assert second is not None
+        assert first.model.model_text == second.model.model_text
+        assert second.model.version == 2
+
+
+def test_promote_and_rollback(database: Database, dune: int) -> None:
+    with database.session() as session:
+        for _ in range(2):
+            training.train_repository(session, repository_id=dune)
+    with database.session() as session:
+        training.promote(session, repository_id=dune, version=1)
+    with database.session() as session:
+        training.promote(session, repository_id=dune, version=2)
+    assert statuses(database, dune) == {1: ModelStatus.RETIRED, 2: ModelStatus.ACTIVE}
+    with database.session() as session:
+        assert training.rollback(session, repository_id=dune).version == 1
+    assert statuses(database, dune) == {1: ModelStatus.ACTIVE, 2: ModelStatus.RETIRED}
+    with database.session() as session, pytest.raises(training.RegistryError):
+        training.rollback(session, repository_id=dune)
+    with database.session() as session, pytest.raises(training.RegistryError):
+        training.promote(session, repository_id=dune, version=9)
+
+
+def test_training_without_history_says_why(database: Database) -> None:
+    with database.session() as session:
+        repository_id = repos.add_repository(
+            session, provider=Provider.GITHUB, full_name="acme/empty"
+        ).id
+    with (
+        database.session() as session,
+        pytest.raises(training.TrainingError, match="no test outcomes"),
+    ):
+        training.train_repository(session, repository_id=repository_id)
