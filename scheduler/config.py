@@ -44,6 +44,15 @@ class Settings(BaseSettings):
         description="Unhandled events older than this are queued again by the sweeper.",
     )
     sweep_max_attempts: int = Field(default=10, ge=1)
+    train_every_runs: int = Field(
+        default=50, ge=1, description="Retrain a repository after this many new reports."
+    )
+    train_every_hours: float = Field(
+        default=24.0, gt=0, description="…or after this many hours, if any report came."
+    )
+    train_check_seconds: float = Field(
+        default=600.0, gt=0, description="How often beat looks for repositories to retrain."
+    )
     beat_schedule_file: str = "riskrank-beat-schedule"
     log_level: str = "INFO"
 

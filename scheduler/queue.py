@@ -29,6 +29,8 @@ EVENTS_SWEEP = "events.sweep"
 RUNS_INGEST = "runs.ingest"
 RUNS_SWEEP = "runs.sweep"
 PLANS_SCORE = "plans.score"
+MODELS_TRAIN = "models.train"
+MODELS_TRAIN_DUE = "models.train_due"
 
 _PENDING_KEY = "riskrank.pending_tasks"
 
@@ -78,6 +80,10 @@ def create_celery(settings: Settings) -> Celery:
             "sweep-uningested-runs": {
                 "task": RUNS_SWEEP,
                 "schedule": settings.sweep_interval_seconds,
+            },
+            "retrain-models": {
+                "task": MODELS_TRAIN_DUE,
+                "schedule": settings.train_check_seconds,
             },
         },
         beat_schedule_filename=settings.beat_schedule_file,

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from scheduler.models import ModelStatus, Repository, RiskModel
+from scheduler.models import ModelStatus, Repository, RiskModel, RunStatus, SuiteRun
 from scheduler.models.base import utcnow
 from scheduler.risk import replay
 from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
@@ -147,6 +147,30 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
         _activate(session, record)
     log.info("repository %s: model v%s %s (%s)", repository_id, version, record.status, reason)
     return TrainingOutcome(record, promoted, reason)
+
+
+def repositories_due(session: Session, *, every_runs: int, every_hours: float) -> list[int]:
+    """Repositories with `every_runs` reports ingested since their newest
+    model (or since the start), or with any after `every_hours`."""
+    newest = (
+        select(RiskModel.repository_id, func.max(RiskModel.created_at).label("trained_at"))
+        .group_by(RiskModel.repository_id)
+        .subquery()
+    )
+    since = func.coalesce(newest.c.trained_at, datetime(1970, 1, 1, tzinfo=UTC))
+    rows = session.execute(
+        select(SuiteRun.repository_id, func.count(), newest.c.trained_at)
+        .outerjoin(newest, newest.c.repository_id == SuiteRun.repository_id)
+        .where(SuiteRun.status == RunStatus.INGESTED, SuiteRun.ingested_at > since)
+        .group_by(SuiteRun.repository_id, newest.c.trained_at)
+    )
+    now = utcnow()
+    due = []
+    for repository_id, new_runs, trained_at in rows:
+        stale = trained_at is None or now - trained_at >= timedelta(hours=every_hours)
+        if new_runs >= every_runs or (stale and new_runs > 0 and trained_at is not None):
+            due.append(repository_id)
+    return sorted(due)
 
 
 def _time(times: list[datetime], index: int) -> datetime | None:

@@ -17,7 +17,7 @@ from scheduler.services import history, repos, training
 @pytest.fixture
 def dune(database: Database, shared_dir: Path) -> int:
     path = shared_dir / "datasets" / "dune-common" / "dune-total" / "features-engineered.csv.gz"
-    reports = list(itertools.islice(read_history(path), 300))
+    reports = list(itertools.islice(read_history(path), 120))
     with database.session() as session:
         repository_id = repos.add_repository(
             session, provider=Provider.GENERIC, full_name="dune/total"
@@ -98,3 +98,13 @@ def test_training_without_history_says_why(database: Database) -> None:
         pytest.raises(training.TrainingError, match="no test outcomes"),
     ):
         training.train_repository(session, repository_id=repository_id)
+
+
+def test_repositories_are_due_after_enough_new_reports(database: Database, dune: int) -> None:
+    with database.session() as session:
+        assert training.repositories_due(session, every_runs=50, every_hours=24) == [dune]
+        assert training.repositories_due(session, every_runs=500, every_hours=24) == []
+        training.train_repository(session, repository_id=dune)
+    with database.session() as session:
+        # Nothing new since the model.
+        assert training.repositories_due(session, every_runs=1, every_hours=0.0001) == []
