@@ -30,8 +30,10 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy
 	$(BIN)/mypy --strict clients/pytest-riskrank/src
 
+# Two processes (this machine's cores); each has its own databases and Redis
+# database, and a test file stays in one process (module fixtures).
 test: $(VENV)/.installed-dev services lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 	cd clients/pytest-riskrank && ../../$(BIN)/python -m pytest
 
 clean:

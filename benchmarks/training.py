@@ -11,6 +11,7 @@ it found, and the median wall time of 30 predictions (and contributions) of
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import sys
@@ -78,9 +79,15 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def load() -> str:
+    return "load average " + " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def main() -> None:
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     builds = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
+    # Figures depend on what else runs: OpenMP threads wait for a busy core.
+    print(f"{load()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     start = time.perf_counter()
     features, failed, build, names = synthetic(rows, builds)
     print(
@@ -118,6 +125,7 @@ def main() -> None:
             f"{label} {PREDICT_ROWS:,} rows: median {median * 1000:.1f} ms of {REPEATS} "
             f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f})"
         )
+    print(load())
 
 
 if __name__ == "__main__":

@@ -31,6 +31,19 @@ POSTGRES_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("RISKRANK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# Under pytest-xdist each worker process takes a Redis database of its own
+# (15, 14, …): the tests empty and read theirs. PostgreSQL databases and SQLite
+# files are per process already (session fixtures).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+
+
+def _worker_redis_url() -> str:
+    """RISKRANK_TEST_REDIS_URL (which ends in /<database>) for this worker."""
+    base, _, number = REDIS_URL.rpartition("/")
+    database = int(number) - int(_WORKER.removeprefix("gw") or 0)
+    if database < 0:
+        raise RuntimeError(f"too many xdist workers for the Redis databases below {number}")
+    return f"{base}/{database}"
 
 
 def unavailable(reason: str) -> None:
@@ -115,7 +128,7 @@ def database(db_url: str) -> Iterator[Database]:
 
 @pytest.fixture(scope="session")
 def redis_server() -> redis.Redis:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    client = redis.Redis.from_url(_worker_redis_url(), socket_connect_timeout=3)
     try:
         client.ping()
     except redis.RedisError as error:
@@ -127,7 +140,7 @@ def redis_server() -> redis.Redis:
 def redis_url(redis_server: redis.Redis) -> str:
     """The test's Redis database, emptied first."""
     redis_server.flushdb()
-    return REDIS_URL
+    return _worker_redis_url()
 
 
 @pytest.fixture
