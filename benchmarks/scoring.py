@@ -1,0 +1,286 @@
+"""How fast a commit is scored: a repository of 10,000 tests with 1,000,000
+historical executions on PostgreSQL (targets: feature matrix plus prediction
+under 100 ms; with the database reads and the plan's write under 300 ms).
+
+    .venv/bin/python benchmarks/scoring.py [--postgres URL] [--tests N] [--executions N]
+
+A temporary database is made on the server, migrated and filled with
+synthetic but realistic rows (tests, their statistics, executions, file-test
+links for the changed files, an active model), then the scoring steps are
+timed separately, median of repeated runs, and the peak RSS is printed."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import resource
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import psycopg
+from sqlalchemy.engine import make_url
+
+from scheduler import migrate
+from scheduler.db import Database
+from scheduler.models import ChangedFile, FileStatus, ModelStatus, Provider, RiskModel
+from scheduler.risk import inputs
+from scheduler.risk.features import FEATURE_NAMES, build_features
+from scheduler.risk.model import train_model
+from scheduler.services import repos, runs, scoring
+
+RNG = np.random.default_rng(11)
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def copy_rows(dsn: str, table: str, columns: list[str], rows: list[tuple[object, ...]]) -> None:
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+    with (
+        psycopg.connect(dsn) as connection,
+        connection.cursor() as cursor,
+        cursor.copy(statement) as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+
+
+def fill(url: str, dsn: str, n_tests: int, n_executions: int) -> tuple[int, int]:
+    database = Database.from_url(url)
+    with database.session() as session:
+        repository = repos.add_repository(session, provider=Provider.GITHUB, full_name="bench/app")
+        repository_id = repository.id
+        commit_id = runs.ensure_commit(session, repository=repository, sha="e" * 40)
+        old_commit = runs.ensure_commit(session, repository=repository, sha="d" * 40)
+    modules = [f"src/pkg{m % 40}/module{m}" for m in range(n_tests // 10)]
+    tests = [
+        (
+            repository_id,
+            f"tests/{modules[i // 10].removeprefix('src/')}_test.py::test_case_{i}",
+            f"tests/{modules[i // 10].removeprefix('src/')}_test.py",
+            NOW - timedelta(days=int(RNG.integers(1, 900))),
+            NOW,
+            True,
+        )
+        for i in range(n_tests)
+    ]
+    copy_rows(
+        dsn,
+        "known_tests",
+        ["repository_id", "name", "file", "first_seen_at", "last_seen_at", "is_active"],
+        tests,
+    )
+    with psycopg.connect(dsn) as connection:
+        ids = [row[0] for row in connection.execute("SELECT id FROM known_tests ORDER BY id")]
+    failing = RNG.random(n_tests) < 0.05
+    stats = []
+    for test_id, fails in zip(ids, failing, strict=True):
+        runs_ = n_executions // n_tests
+        recent = "".join(
+            "F" if fails and RNG.random() < 0.3 else "P" for _ in range(min(runs_, 64))
+        )
+        failures = recent.count("F") + (int(RNG.integers(0, 5)) if fails else 0)
+        stats.append(
+            (
+                test_id,
+                runs_,
+                failures,
+                "failed" if recent[0] == "F" else "passed",
+                recent.find("F") if "F" in recent else None,
+                recent,
+                recent.count("FP") * 2,
+                0,
+                float(RNG.gamma(2.0, 0.5)),
+                runs_,
+                f"{old_commit}/x",
+                NOW,
+                None,
+                NOW,
+            )
+        )
+    copy_rows(
+        dsn,
+        "test_stats",
+        [
+            "test_id",
+            "runs",
+            "failures",
+            "last_outcome",
+            "builds_since_failure",
+            "recent",
+            "flips",
+            "flaky_runs",
+            "duration_mean",
+            "duration_count",
+            "last_build",
+            "last_run_at",
+            "last_failure_at",
+            "updated_at",
+        ],
+        stats,
+    )
+    # The executions behind the statistics (scoring does not read them, but a
+    # real database has them, with their indexes and their size).
+    copy_rows(
+        dsn,
+        "test_runs",
+        ["repository_id", "commit_id", "source", "status", "received_at", "attempts"],
+        [(repository_id, old_commit, "import", "ingested", NOW, 1)] * 100,
+    )
+    with psycopg.connect(dsn) as connection:
+        run_ids = [row[0] for row in connection.execute("SELECT id FROM test_runs")]
+        with (
+            connection.cursor() as cursor,
+            cursor.copy(
+                "COPY executions (run_id, test_id, outcome, duration, attempt, flaky) FROM STDIN"
+            ) as copy,
+        ):
+            buffer = io.StringIO()
+            per_run = n_executions // len(run_ids)
+            for run_index, run_id in enumerate(run_ids):
+                for k in range(per_run):
+                    test_id = ids[(run_index * per_run + k) % n_tests]
+                    attempt = run_index * per_run // n_tests + 1
+                    buffer.write(f"{run_id}\t{test_id}\tpassed\t0.5\t{attempt}\tf\n")
+                copy.write(buffer.getvalue())
+                buffer.seek(0)
+                buffer.truncate()
+    changed = [f"{module}.py" for module in RNG.choice(modules, 20, replace=False)]
+    with database.session() as session:
+        for path in changed:
+            session.add(ChangedFile(commit_id=commit_id, path=path, status=FileStatus.MODIFIED))
+    links = [
+        (repository_id, path, test_id, int(RNG.integers(1, 30)), int(RNG.integers(0, 3)), NOW)
+        for path in changed
+        for test_id in RNG.choice(ids, 2500, replace=False).tolist()
+    ]
+    copy_rows(
+        dsn,
+        "file_test_links",
+        ["repository_id", "path", "test_id", "changed_together", "failed_together", "updated_at"],
+        links,
+    )
+    features = RNG.random((50_000, len(FEATURE_NAMES))).astype(np.float32)
+    labels = RNG.random(50_000) < features[:, FEATURE_NAMES.index("last_failed")] * 0.1
+    trained = train_model(features, labels, np.repeat(np.arange(500), 100), FEATURE_NAMES)
+    with database.session() as session:
+        session.add(
+            RiskModel(
+                repository_id=repository_id,
+                version=1,
+                status=ModelStatus.ACTIVE,
+                model_text=trained.model_text,
+                feature_names=list(FEATURE_NAMES),
+                params={},
+            )
+        )
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("VACUUM ANALYZE")
+    database.dispose()
+    return repository_id, commit_id
+
+
+def median_ms(step: Callable[[], object], runs_: int) -> float:
+    times = []
+    for _ in range(runs_):
+        start = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--postgres", default="postgresql+psycopg://127.0.0.1:5432/test")
+    parser.add_argument("--tests", type=int, default=10_000)
+    parser.add_argument("--executions", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--profile", action="store_true", help="Profile one whole scoring.")
+    args = parser.parse_args()
+
+    server = make_url(args.postgres)
+    name = f"riskrank_bench_{uuid.uuid4().hex[:8]}"
+    admin_dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = server.set(database=name).render_as_string(hide_password=False)
+            dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+            migrate.upgrade(url)
+            started = time.perf_counter()
+            repository_id, commit_id = fill(url, dsn, args.tests, args.executions)
+            print(
+                f"filled {args.tests:,} tests, {args.executions:,} executions in "
+                f"{time.perf_counter() - started:.0f} s"
+            )
+            database = Database.from_url(url)
+            cache = scoring.ModelCache()
+            with database.session() as session:
+                test_ids, history = inputs.load_history(session, repository_id=repository_id)
+                change = inputs.load_change(session, commit_id=commit_id)
+                links = inputs.load_links(
+                    session, repository_id=repository_id, test_ids=test_ids, change=change
+                )
+                _, model = cache.model(session, repository_id)
+                assert model is not None
+                index = cache.index(repository_id, history.names, history.files)
+
+                def read() -> None:
+                    ids, _ = inputs.load_history(session, repository_id=repository_id)
+                    inputs.load_links(
+                        session,
+                        repository_id=repository_id,
+                        test_ids=ids,
+                        change=inputs.load_change(session, commit_id=commit_id),
+                    )
+
+                def matrix_and_predict() -> None:
+                    matrix = build_features(history, change, links, at=NOW, index=index)
+                    model.predict(matrix.values)
+
+                matrix = build_features(history, change, links, at=NOW, index=index)
+                print(f"links for the change: {len(links):,}")
+                print(f"database reads:              {median_ms(read, args.runs):7.1f} ms")
+                print(
+                    "feature matrix + prediction: "
+                    f"{median_ms(matrix_and_predict, args.runs):7.1f} ms   (target < 100 ms)"
+                )
+                explain_ms = median_ms(
+                    lambda: model.top_contributions(matrix.values[:200]), args.runs
+                )
+                print(f"contributions, riskiest 200: {explain_ms:7.1f} ms")
+
+            def whole() -> None:
+                with database.session() as session:
+                    commit = session.get_one(runs.Commit, commit_id)
+                    scores = scoring.score_tests(
+                        session,
+                        repository_id=repository_id,
+                        commit_id=commit_id,
+                        at=NOW,
+                        cache=cache,
+                    )
+                    scoring.store_plan(session, commit=commit, scores=scores)
+
+            print(
+                "whole scoring, with the plan's write: "
+                f"{median_ms(whole, max(5, args.runs // 3)):7.1f} ms   (target < 300 ms)"
+            )
+            if args.profile:
+                import cProfile
+                import pstats
+
+                profile = cProfile.Profile()
+                profile.runcall(whole)
+                pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"peak RSS: {peak:.0f} MiB")
+            database.dispose()
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
