@@ -5,9 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
+from scheduler.risk.features import FeatureMatrix
+
 # How each feature reads when it pushed a score up. `{v}` is its value.
 PHRASES: dict[str, str] = {
-    "fail_rate_5": "failed {share5} of its last runs",
+    "fail_rate_5": "failed {share5} runs",
     "fail_rate_20": "failed {share20} of its last 20 runs",
     "fail_rate_all": "fails in {pct_all} of its runs",
     "last_failed": "failed in its last run",
@@ -38,46 +42,67 @@ def _count(value: float) -> str:
     return str(round(value))
 
 
-def _values(features: Mapping[str, float]) -> dict[str, str]:
-    def get(name: str) -> float:
-        value = features.get(name, math.nan)
+class _Values(dict[str, str]):
+    """The placeholders of the phrases, each formatted only when a phrase
+    asks for it (a plan formats ten thousand reasons)."""
+
+    def __init__(self, features: Mapping[str, float]) -> None:
+        super().__init__()
+        self._features = features
+
+    def _get(self, name: str) -> float:
+        value = self._features.get(name, math.nan)
         return 0.0 if math.isnan(value) else float(value)
 
-    runs = max(math.expm1(get("log_runs")), 0.0)
-    last5 = min(round(runs), 5)
-    duration = get("duration_mean")
-    return {
-        "share5": f"{round(get('fail_rate_5') * last5)} of {last5}" if last5 else "some",
-        "share20": f"{get('fail_rate_20'):.0%}",
-        "pct_all": f"{get('fail_rate_all'):.0%}",
-        "since": _count(get("builds_since_failure")),
-        "pct_flaky": f"{get('flaky_rate'):.0%}",
-        "age": _count(get("age_days")),
-        "duration": f"{duration:.1f} s" if duration >= 0.1 else "under 0.1 s",
-        "files": _count(get("changed_files")),
-        "lines": _count(get("changed_lines")),
-        "extensions": _count(get("changed_extensions")),
-        "tops": _count(get("changed_top_dirs")),
-        "cofail": _count(get("cofail_sum")),
-        "distance": _count(get("path_distance")),
-    }
+    def __missing__(self, key: str) -> str:
+        get = self._get
+        if key == "share5":
+            last5 = min(round(max(math.expm1(get("log_runs")), 0.0)), 5)
+            text = f"{round(get('fail_rate_5') * last5)} of its last {last5}" if last5 else "some"
+        elif key == "duration":
+            duration = get("duration_mean")
+            text = f"{duration:.1f} s" if duration >= 0.1 else "under 0.1 s"
+        elif key in _PERCENT:
+            text = f"{get(_PERCENT[key]):.0%}"
+        else:
+            text = _count(get(_COUNTS[key]))
+        self[key] = text
+        return text
+
+
+_PERCENT = {"share20": "fail_rate_20", "pct_all": "fail_rate_all", "pct_flaky": "flaky_rate"}
+_COUNTS = {
+    "since": "builds_since_failure",
+    "age": "age_days",
+    "files": "changed_files",
+    "lines": "changed_lines",
+    "extensions": "changed_extensions",
+    "tops": "changed_top_dirs",
+    "cofail": "cofail_sum",
+    "distance": "path_distance",
+}
 
 
 def sentence(reasons: Sequence[str], features: Mapping[str, float]) -> str:
     """`reasons` (feature names, strongest first) as one sentence."""
-    values = _values(features)
-    phrases = [PHRASES[name].format(**values) for name in reasons if name in PHRASES]
+    values = _Values(features)
+    phrases = [PHRASES[name].format_map(values) for name in reasons if name in PHRASES]
     if not phrases:
         return "no sign of risk in its history or in this change"
     text = "; ".join(phrases)
     return text[0].upper() + text[1:]
 
 
-def heuristic_reasons(features: Mapping[str, float], *, limit: int = 3) -> list[str]:
-    """The signals the heuristic score saw, strongest first."""
-    reasons = []
-    for name in ("last_failed", "own_file_changed", "is_new", "fail_rate_5", "cofail_sum"):
-        value = features.get(name, math.nan)
-        if not math.isnan(value) and value > 0:
-            reasons.append(name)
-    return reasons[:limit]
+HEURISTIC_SIGNALS = ("last_failed", "own_file_changed", "is_new", "fail_rate_5", "cofail_sum")
+
+
+def heuristic_reasons_of(matrix: FeatureMatrix, *, limit: int = 3) -> list[list[str]]:
+    """Per row, the signals the heuristic score saw, strongest first."""
+    present = np.stack(
+        [np.nan_to_num(matrix.column(name), nan=0.0) > 0 for name in HEURISTIC_SIGNALS], axis=1
+    )
+    reasons: list[list[str]] = [[] for _ in range(len(matrix.tests))]
+    for row, column in zip(*np.nonzero(present), strict=True):
+        if len(reasons[row]) < limit:
+            reasons[row].append(HEURISTIC_SIGNALS[column])
+    return reasons
