@@ -31,6 +31,7 @@ from scheduler.risk import inputs
 from scheduler.risk.features import FEATURE_NAMES, build_features
 from scheduler.risk.model import train_model
 from scheduler.services import repos, runs, scoring
+from scheduler.services.ingestion import STATS_COLUMNS
 
 RNG = np.random.default_rng(11)
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
@@ -103,22 +104,7 @@ def fill(url: str, dsn: str, n_tests: int, n_executions: int) -> tuple[int, int]
     copy_rows(
         dsn,
         "test_stats",
-        [
-            "test_id",
-            "runs",
-            "failures",
-            "last_outcome",
-            "builds_since_failure",
-            "recent",
-            "flips",
-            "flaky_runs",
-            "duration_mean",
-            "duration_count",
-            "last_build",
-            "last_run_at",
-            "last_failure_at",
-            "updated_at",
-        ],
+        ["test_id", *STATS_COLUMNS, "updated_at"],
         stats,
     )
     # The executions behind the statistics (scoring does not read them, but a
@@ -154,7 +140,7 @@ def fill(url: str, dsn: str, n_tests: int, n_executions: int) -> tuple[int, int]
     links = [
         (repository_id, path, test_id, int(RNG.integers(1, 30)), int(RNG.integers(0, 3)), NOW)
         for path in changed
-        for test_id in RNG.choice(ids, 2500, replace=False).tolist()
+        for test_id in RNG.choice(ids, min(2500, n_tests // 4), replace=False).tolist()
     ]
     copy_rows(
         dsn,

@@ -11,8 +11,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.models import ChangedFile, FileTestLink, KnownTest, KnownTestStats
 from scheduler.risk.features import ChangeColumns, HistoryColumns, LinkColumns
-
-CHUNK = 2000
+from scheduler.services.sql import chunks
 
 
 def load_history(
@@ -43,8 +42,7 @@ def load_history(
     else:
         rows = []
         unique = list(dict.fromkeys(names))
-        for start in range(0, len(unique), CHUNK):
-            part = unique[start : start + CHUNK]
+        for part in chunks(unique):
             rows.extend(session.execute(query.where(KnownTest.name.in_(part))))
     columns: list[tuple[Any, ...]] = (
         list(zip(*rows, strict=True)) if rows else [() for _ in range(11)]
@@ -91,7 +89,7 @@ def load_links(
     paths: list[int] = []
     ran: list[int] = []
     failed: list[int] = []
-    for start in range(0, len(change.paths), CHUNK):
+    for part in chunks(change.paths):
         for test_id, path, changed_together, failed_together in session.execute(
             select(
                 FileTestLink.test_id,
@@ -100,7 +98,7 @@ def load_links(
                 FileTestLink.failed_together,
             ).where(
                 FileTestLink.repository_id == repository_id,
-                FileTestLink.path.in_(change.paths[start : start + CHUNK]),
+                FileTestLink.path.in_(part),
             )
         ):
             row = row_of.get(test_id)

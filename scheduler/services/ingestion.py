@@ -11,10 +11,10 @@ The caller's transaction holds it all; nothing here commits."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
@@ -32,14 +32,12 @@ from scheduler.models import (
 from scheduler.models.base import utcnow
 from scheduler.services import statistics
 from scheduler.services.sql import (
-    CHUNK,
+    chunks,
     insert_rows_ignoring,
     insert_upserting,
     table_of,
     upsert_adding,
 )
-
-T = TypeVar("T")
 
 STATS_COLUMNS = (
     "runs",
@@ -55,11 +53,6 @@ STATS_COLUMNS = (
     "last_run_at",
     "last_failure_at",
 )
-
-
-def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,22 @@ per row, and ingestion on PostgreSQL waits on a round trip per test."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Column, Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session
 
 CHUNK = 2000  # rows per executemany: far below SQLite's bound-parameter limit
+
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """`items` in slices of `size` (statements with bounded parameters)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def table_of(model: type[DeclarativeBase]) -> Table:
@@ -58,8 +66,8 @@ def insert_rows_ignoring(
 ) -> None:
     statement = _batched(insert_ignoring(session, model, conflict=conflict), model)
     statement = _batched(statement, model)
-    for start in range(0, len(rows), CHUNK):
-        session.execute(statement, list(rows[start : start + CHUNK]))
+    for part in chunks(rows):
+        session.execute(statement, list(part))
 
 
 def insert_one_ignoring(
@@ -93,8 +101,8 @@ def insert_upserting(
         ),
         model,
     )
-    for start in range(0, len(rows), CHUNK):
-        session.execute(statement, list(rows[start : start + CHUNK]))
+    for part in chunks(rows):
+        session.execute(statement, list(part))
 
 
 def upsert_adding(
