@@ -1,0 +1,535 @@
+"""The policy applied to a scored commit: order, trim to a budget, always keep
+what must run, sample some of what the budget drops, escalate to a full run,
+and split into shards.
+
+Pure and deterministic: arrays in, arrays out, no clock, no database, no
+module state. The same candidates, policy and context always give the same
+decision, which is what lets the shards of one CI build ask separately and
+still agree (the exploration sample is drawn from a generator seeded by the
+plan id).
+
+The rules, in the order they label a test (the first that applies wins):
+
+1. `full_run`: the change touches a path the model cannot reason about
+   (`full_run_paths`; a dependency lock file, CI configuration) or the build is
+   every `full_run_every`-th of the default branch: everything runs.
+2. `must_run`: the test id matches one of the repository's `must_run` globs.
+3. `new`: the test never ran (new to riskrank, nothing to predict from).
+4. `own_file_changed`: the file that holds the test changed.
+5. `recently_failed`: the test failed (or errored) in one of its last
+   `recent_failures` runs, so a fix must pass that many times before the
+   test can be trimmed again.
+6. `model`: within the budget, in priority order.
+7. `exploration`: over the budget, but drawn into the random sample.
+8. `budget`: over the budget: dropped.
+
+Rules 2-5 are "forced": their tests run whatever the budget, and they use up
+the budget first. The budget then takes a prefix of the other tests in
+priority order: failure probability per second of expected runtime (ties: the
+higher probability, then the more recent failure, then the order given).
+
+Expected duration: the test's mean duration; unknown, the median of the known
+ones (1 s when none is known); never below 1 ms, so a test measured at 0 s
+does not get an infinite priority.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import heapq
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray: TypeAlias = npt.NDArray[np.float64]
+IndexArray: TypeAlias = npt.NDArray[np.intp]
+BoolArray: TypeAlias = npt.NDArray[np.bool_]
+
+MODES = ("order", "time", "fraction", "confidence")
+BY = ("tests", "duration")
+
+DEFAULT_EXPLORATION_RATE = 0.05
+DEFAULT_RECENT_FAILURES = 2
+DEFAULT_FULL_RUN_EVERY = 20
+UNKNOWN_DURATION = 1.0  # seconds, when no test of the plan has a known duration
+MIN_DURATION = 0.001  # seconds: the floor of an expected duration
+
+# Changes the model cannot reason about: a dependency or the CI itself
+# changed, so any test may break. A glob without "/" matches a path's last
+# part anywhere in the tree; one with "/" matches the whole path.
+DEFAULT_FULL_RUN_PATHS: tuple[str, ...] = (
+    # dependency lock files and manifests that pin versions
+    "poetry.lock",
+    "uv.lock",
+    "Pipfile.lock",
+    "requirements*.txt",
+    "package-lock.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+    "npm-shrinkwrap.json",
+    "go.mod",
+    "go.sum",
+    "Cargo.lock",
+    "Gemfile.lock",
+    "composer.lock",
+    "pom.xml",
+    "build.gradle",
+    "build.gradle.kts",
+    "gradle.lockfile",
+    "gradle/libs.versions.toml",
+    "packages.lock.json",
+    # CI configuration
+    ".github/workflows/*",
+    ".gitlab-ci.yml",
+    "Jenkinsfile",
+    ".circleci/*",
+    "azure-pipelines.yml",
+    ".travis.yml",
+    "bitbucket-pipelines.yml",
+    ".buildkite/*",
+)
+
+
+class PolicyError(ValueError):
+    """Parameters that make no policy (a bad mode, a budget out of range)."""
+
+
+class Rule(enum.StrEnum):
+    MODEL = "model"
+    MUST_RUN = "must_run"
+    NEW = "new"
+    OWN_FILE_CHANGED = "own_file_changed"
+    RECENTLY_FAILED = "recently_failed"
+    EXPLORATION = "exploration"
+    FULL_RUN = "full_run"
+    BUDGET = "budget"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`, 1-based as CI systems number their jobs."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if match is None:
+            raise PolicyError(f"shard must be i/n, such as 1/4, not {text!r}")
+        index, count = int(match[1]), int(match[2])
+        if not 1 <= index <= count:
+            raise PolicyError(f"shard {text!r}: i/n needs 1 <= i <= n")
+        if count > 10_000:
+            raise PolicyError(f"shard {text!r}: at most 10000 shards")
+        return cls(index, count)
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What to run. `budget` means: seconds (`time`), a share 0..1 of the
+    tests or, `by="duration"`, of the expected duration (`fraction`), or a
+    share 0..1 of the expected failures to keep (`confidence`); `order` has
+    none."""
+
+    mode: str = "order"
+    budget: float | None = None
+    by: str = "tests"
+    exploration_rate: float = DEFAULT_EXPLORATION_RATE
+    recent_failures: int = DEFAULT_RECENT_FAILURES
+    must_run: tuple[str, ...] = ()
+    full_run_paths: tuple[str, ...] = DEFAULT_FULL_RUN_PATHS
+    full_run_every: int = DEFAULT_FULL_RUN_EVERY  # 0: never
+
+    def checked(self) -> Policy:
+        """This policy, or a PolicyError that says what is wrong."""
+        if self.mode not in MODES:
+            raise PolicyError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.by not in BY:
+            raise PolicyError(f"by must be one of {', '.join(BY)}, not {self.by!r}")
+        budget = self.budget
+        if self.mode == "order":
+            return self if budget is None else replace(self, budget=None)
+        if budget is None:
+            raise PolicyError(f"mode {self.mode} needs a budget")
+        if not math.isfinite(budget):
+            raise PolicyError(f"budget must be a finite number, not {budget}")
+        if self.mode == "time" and budget < 0:
+            raise PolicyError(f"a time budget is seconds, 0 or more, not {budget}")
+        if self.mode in ("fraction", "confidence") and not 0 <= budget <= 1:
+            raise PolicyError(f"a {self.mode} budget is a share from 0 to 1, not {budget}")
+        if not 0 <= self.exploration_rate <= 1:
+            raise PolicyError(f"exploration_rate must be 0..1, not {self.exploration_rate}")
+        if self.recent_failures < 0 or self.full_run_every < 0:
+            raise PolicyError("recent_failures and full_run_every must be 0 or more")
+        return self
+
+    def as_json(self) -> dict[str, Any]:
+        """The parameters as applied, for the plan's record."""
+        return {
+            "mode": self.mode,
+            "budget": self.budget,
+            "by": self.by,
+            "exploration_rate": self.exploration_rate,
+            "recent_failures": self.recent_failures,
+            "must_run": list(self.must_run),
+            "full_run_paths": list(self.full_run_paths),
+            "full_run_every": self.full_run_every,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """The tests of a plan, one entry per test in every field.
+
+    `draw` is each test's position in the plan's random stream (its stored
+    rank - 1): the exploration draw of a test depends on the plan and the
+    test, not on which other tests a runner collected."""
+
+    names: Sequence[str]
+    probability: FloatArray
+    duration: FloatArray  # mean seconds; NaN unknown
+    builds_since_failure: FloatArray  # NaN: never failed
+    recent: Sequence[str]  # newest outcomes first, one letter each: P, F or E
+    is_new: BoolArray
+    own_file_changed: BoolArray
+    draw: IndexArray
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def of(
+        cls,
+        names: Sequence[str],
+        probability: Sequence[float],
+        *,
+        duration: Sequence[float | None] | None = None,
+        builds_since_failure: Sequence[float | None] | None = None,
+        recent: Sequence[str] | None = None,
+        is_new: Sequence[bool] | None = None,
+        own_file_changed: Sequence[bool] | None = None,
+        draw: Sequence[int] | None = None,
+    ) -> Candidates:
+        """Candidates from plain sequences; what is not given is unknown or false."""
+        n = len(names)
+
+        def floats(values: Sequence[float | None] | None) -> FloatArray:
+            if values is None:
+                return np.full(n, np.nan)
+            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+        def flags(values: Sequence[bool] | None) -> BoolArray:
+            return np.zeros(n, dtype=bool) if values is None else np.array(values, dtype=bool)
+
+        return cls(
+            names=names,
+            probability=np.asarray(probability, dtype=np.float64),
+            duration=floats(duration),
+            builds_since_failure=floats(builds_since_failure),
+            recent=list(recent) if recent is not None else [""] * n,
+            is_new=flags(is_new),
+            own_file_changed=flags(own_file_changed),
+            draw=np.asarray(draw if draw is not None else range(n), dtype=np.intp),
+        )
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the policy knows of the build beyond its tests."""
+
+    changed_paths: Sequence[str] = ()
+    # 1-based: this is the k-th build of the default branch; None: another branch.
+    default_branch_build: int | None = None
+    seed: int = 0  # the plan id: the exploration sample is the same for every shard
+
+
+@dataclass(frozen=True, eq=False)
+class Decision:
+    """The policy's answer, one entry per candidate in the per-test arrays."""
+
+    order: IndexArray  # every candidate, highest priority first
+    selected: BoolArray
+    rules: list[Rule]
+    propensity: FloatArray  # probability that the policy selected the test
+    expected_duration: FloatArray
+    must_run_pattern: list[str | None]
+    full_run_reason: str | None
+    policy: Policy
+    ranks: IndexArray = field(init=False)
+
+    def __post_init__(self) -> None:
+        ranks = np.empty(len(self.order), dtype=np.intp)
+        ranks[self.order] = np.arange(1, len(self.order) + 1)
+        object.__setattr__(self, "ranks", ranks)
+
+    @property
+    def full_run(self) -> bool:
+        return self.full_run_reason is not None
+
+    def run_order(self) -> IndexArray:
+        """The selected candidates, in the order to run them."""
+        return self.order[self.selected[self.order]]
+
+    def dropped_order(self) -> IndexArray:
+        return self.order[~self.selected[self.order]]
+
+    def duration_dropped(self) -> float:
+        return float(self.expected_duration[~self.selected].sum())
+
+    def expected_failures_dropped(self, probability: FloatArray) -> float:
+        return float(probability[~self.selected].sum())
+
+
+# --- the rules ------------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def _globs(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+def full_run_path(changed_paths: Sequence[str], patterns: Sequence[str]) -> str | None:
+    """The first changed path the model cannot reason about, if any. A glob
+    without "/" matches a path's last part; one with "/" the whole path."""
+    whole = _globs(tuple(p for p in patterns if "/" in p))
+    base = _globs(tuple(p for p in patterns if "/" not in p))
+    for path in changed_paths:
+        path = path.lstrip("/")
+        if whole is not None and whole.match(path):
+            return path
+        if base is not None and base.match(path.rsplit("/", 1)[-1]):
+            return path
+    return None
+
+
+def full_run_reason(policy: Policy, context: Context) -> str | None:
+    path = full_run_path(context.changed_paths, policy.full_run_paths)
+    if path is not None:
+        return f"the change touches {path}"
+    build = context.default_branch_build
+    every = policy.full_run_every
+    if every and build is not None and build % every == 0:
+        return (
+            f"every {_ordinal(every)} build of the default branch runs everything "
+            f"(this is build {build})"
+        )
+    return None
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def must_run_patterns(names: Sequence[str], patterns: Sequence[str]) -> list[str | None]:
+    """Per test, the first must-run glob its id matches (case-sensitive), or None."""
+    combined = _globs(tuple(patterns))
+    if combined is None:
+        return [None] * len(names)
+    compiled = [(p, re.compile(fnmatch.translate(p))) for p in patterns]
+    result: list[str | None] = []
+    for name in names:
+        if combined.match(name) is None:
+            result.append(None)
+        else:
+            result.append(next(p for p, regex in compiled if regex.match(name)))
+    return result
+
+
+def failed_recently(recent: Sequence[str], runs: int) -> BoolArray:
+    """Whether each test failed or errored in its last `runs` runs."""
+    if runs <= 0:
+        return np.zeros(len(recent), dtype=bool)
+    return np.fromiter(
+        (("F" in r[:runs]) or ("E" in r[:runs]) for r in recent), dtype=bool, count=len(recent)
+    )
+
+
+def expected_durations(duration: FloatArray) -> FloatArray:
+    """Known durations as they are, unknown ones the median of the known
+    (1 s when none is known); at least MIN_DURATION."""
+    known = duration[np.isfinite(duration)]
+    fill = float(np.median(known)) if len(known) else UNKNOWN_DURATION
+    return np.maximum(np.where(np.isfinite(duration), duration, fill), MIN_DURATION)
+
+
+def priority_order(probability: FloatArray, duration: FloatArray, since: FloatArray) -> IndexArray:
+    """Highest failure probability per second first; ties: the higher
+    probability, then the more recent failure, then the order given."""
+    recency = np.where(np.isnan(since), math.inf, since)
+    per_second = probability / duration
+    index = np.arange(len(probability))
+    return np.lexsort((index, recency, -probability, -per_second)).astype(np.intp)
+
+
+def budget_prefix(
+    policy: Policy,
+    *,
+    order: IndexArray,
+    forced: BoolArray,
+    probability: FloatArray,
+    duration: FloatArray,
+) -> BoolArray:
+    """The tests the budget keeps besides the forced ones: a prefix of the
+    others in priority order. The forced tests use the budget up first."""
+    keep = np.zeros(len(order), dtype=bool)
+    free = order[~forced[order]]
+    if policy.mode == "order":
+        keep[free] = True
+        return keep
+    budget = float(policy.budget if policy.budget is not None else 0.0)
+    if policy.mode == "fraction" and policy.by == "tests":
+        wanted = math.ceil(budget * len(order) - 1e-9)
+        keep[free[: max(0, wanted - int(forced.sum()))]] = True
+        return keep
+    if policy.mode == "confidence":
+        total = float(probability.sum())
+        if total <= 0:
+            return keep
+        target = budget * total - float(probability[forced].sum())
+        before = np.cumsum(probability[free]) - probability[free]  # mass kept before each
+        keep[free[before < target - 1e-12]] = True
+        return keep
+    seconds = budget if policy.mode == "time" else budget * float(duration.sum())
+    left = seconds - float(duration[forced].sum())
+    keep[free[np.cumsum(duration[free]) <= left + 1e-9]] = True
+    return keep
+
+
+def exploration_draws(seed: int, draw: IndexArray) -> FloatArray:
+    """Each test's uniform draw from the plan's stream (seeded by the plan id)."""
+    size = int(draw.max()) + 1 if len(draw) else 0
+    stream = np.random.default_rng(seed).random(size)
+    return stream[draw]
+
+
+def decide(candidates: Candidates, policy: Policy, context: Context) -> Decision:
+    """Apply `policy` to the candidates: see the module's docstring."""
+    policy = policy.checked()
+    n = len(candidates)
+    probability = np.nan_to_num(candidates.probability, nan=0.0)
+    duration = expected_durations(candidates.duration)
+    order = priority_order(probability, duration, candidates.builds_since_failure)
+    patterns = must_run_patterns(candidates.names, policy.must_run)
+    rules = np.full(n, Rule.MODEL.value, dtype=object)
+    propensity = np.ones(n, dtype=np.float64)
+    reason = full_run_reason(policy, context)
+    if reason is not None:
+        return Decision(
+            order=order,
+            selected=np.ones(n, dtype=bool),
+            rules=[Rule.FULL_RUN] * n,
+            propensity=propensity,
+            expected_duration=duration,
+            must_run_pattern=patterns,
+            full_run_reason=reason,
+            policy=policy,
+        )
+    must = np.fromiter((p is not None for p in patterns), dtype=bool, count=n)
+    recently = failed_recently(candidates.recent, policy.recent_failures)
+    # Lowest precedence first, so that the strongest label is written last.
+    for rule, mask in (
+        (Rule.RECENTLY_FAILED, recently),
+        (Rule.OWN_FILE_CHANGED, candidates.own_file_changed),
+        (Rule.NEW, candidates.is_new),
+        (Rule.MUST_RUN, must),
+    ):
+        rules[mask] = rule.value
+    forced = must | candidates.is_new | candidates.own_file_changed | recently
+    kept = budget_prefix(
+        policy, order=order, forced=forced, probability=probability, duration=duration
+    )
+    selected = forced | kept
+    dropped = ~selected
+    if dropped.any():
+        rate = policy.exploration_rate
+        explored = dropped & (exploration_draws(context.seed, candidates.draw) < rate)
+        rules[dropped] = Rule.BUDGET.value
+        rules[explored] = Rule.EXPLORATION.value
+        propensity[dropped] = rate
+        selected = selected | explored
+    return Decision(
+        order=order,
+        selected=selected,
+        rules=[Rule(value) for value in rules.tolist()],
+        propensity=propensity,
+        expected_duration=duration,
+        must_run_pattern=patterns,
+        full_run_reason=None,
+        policy=policy,
+    )
+
+
+# --- shards ---------------------------------------------------------------------
+
+
+def shards(run_order: IndexArray, duration: FloatArray, count: int) -> list[IndexArray]:
+    """Split the tests of `run_order` into `count` shards balanced by
+    expected duration; each shard keeps the run order.
+
+    Longest processing time first: the longest test goes to the least loaded
+    shard (ties: the lower shard). Greedy assignment to the least loaded
+    shard bounds the spread: the fullest shard was the emptiest before its
+    last test came, so no two shards differ by more than the longest test.
+    Deterministic: ties in duration go by run order."""
+    if count < 1:
+        raise PolicyError("shard count must be at least 1")
+    by_length = np.lexsort((np.arange(len(run_order)), -duration[run_order]))
+    loads: list[tuple[float, int]] = [(0.0, shard) for shard in range(count)]
+    owner = np.empty(len(run_order), dtype=np.intp)
+    for slot in by_length.tolist():
+        load, shard = heapq.heappop(loads)
+        owner[slot] = shard
+        heapq.heappush(loads, (load + float(duration[run_order[slot]]), shard))
+    return [run_order[owner == shard] for shard in range(count)]
+
+
+# --- reasons --------------------------------------------------------------------
+
+
+def rule_sentence(decision: Decision, index: int) -> str:
+    """Why the policy selected or dropped a test, as a sentence fragment."""
+    rule = decision.rules[index]
+    policy = decision.policy
+    if rule is Rule.FULL_RUN:
+        return f"Full run: {decision.full_run_reason}"
+    if rule is Rule.MUST_RUN:
+        return f"Must run (matches {decision.must_run_pattern[index]})"
+    if rule is Rule.NEW:
+        return "New to riskrank: no history to predict from"
+    if rule is Rule.OWN_FILE_CHANGED:
+        return "Its own file changed"
+    if rule is Rule.RECENTLY_FAILED:
+        runs = policy.recent_failures
+        return "Failed in its last run" if runs == 1 else f"Failed in one of its last {runs} runs"
+    if rule is Rule.EXPLORATION:
+        return (
+            f"Over the budget, picked for the exploration sample "
+            f"({policy.exploration_rate:.0%} of the dropped tests run anyway)"
+        )
+    if rule is Rule.BUDGET:
+        return "Over the budget"
+    return "Within the budget" if policy.mode != "order" else "Ordered by risk"
+
+
+def reason(decision: Decision, index: int, scored: str | None) -> str:
+    """The rule's sentence and, for a scored test, why it got its score."""
+    if decision.rules[index] is Rule.MODEL and scored:
+        return scored
+    sentence = rule_sentence(decision, index)
+    if not scored:
+        return sentence
+    return f"{sentence}; {scored[0].lower()}{scored[1:]}"

@@ -1,0 +1,364 @@
+"""The policy alone: pure functions on arrays, every rule, the exploration
+sample's logged probabilities, and the shards' balance."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from scheduler.planning.policy import (
+    DEFAULT_FULL_RUN_PATHS,
+    Candidates,
+    Context,
+    Policy,
+    PolicyError,
+    Rule,
+    Shard,
+    decide,
+    expected_durations,
+    full_run_path,
+    reason,
+    shards,
+)
+
+NAMES = [f"tests/test_{i}.py::test_{i}" for i in range(6)]
+
+
+def names_of(candidates: Candidates, indexes: np.ndarray) -> list[str]:
+    return [candidates.names[i] for i in indexes.tolist()]
+
+
+def plain(n: int = 6, **fields: object) -> Candidates:
+    """n tests of 1 s each, probabilities falling with the index."""
+    values: dict[str, object] = {
+        "probability": [0.9 - 0.1 * i for i in range(n)],
+        "duration": [1.0] * n,
+    }
+    values.update(fields)
+    return Candidates.of(NAMES[:n] if n <= 6 else [f"t{i}" for i in range(n)], **values)  # type: ignore[arg-type]
+
+
+# --- order ------------------------------------------------------------------------
+
+
+def test_order_is_probability_per_second() -> None:
+    candidates = Candidates.of(
+        ["slow", "fast", "faster"],
+        [0.5, 0.2, 0.1],
+        duration=[10.0, 1.0, 0.2],  # 0.05/s, 0.2/s, 0.5/s
+    )
+    decision = decide(candidates, Policy(), Context())
+    assert names_of(candidates, decision.run_order()) == ["faster", "fast", "slow"]
+    assert decision.ranks.tolist() == [3, 2, 1]
+    assert decision.selected.all()
+    assert decision.rules == [Rule.MODEL] * 3
+
+
+def test_ties_go_by_probability_then_recency_of_failure_then_given_order() -> None:
+    candidates = Candidates.of(
+        ["a", "b", "c", "d", "e"],
+        [0.1, 0.2, 0.2, 0.2, 0.2],
+        duration=[0.5, 1.0, 1.0, 1.0, 1.0],  # all 0.2 per second
+        builds_since_failure=[None, None, 7, 2, 2],
+    )
+    decision = decide(candidates, Policy(), Context())
+    # a has the same rate per second but the lower probability; d and e
+    # failed most recently (tie kept in the given order), b never failed.
+    assert names_of(candidates, decision.order) == ["d", "e", "c", "b", "a"]
+
+
+def test_unknown_duration_is_the_median_of_the_known_or_one_second() -> None:
+    durations = expected_durations(np.array([1.0, math.nan, 3.0, 10.0, 0.0]))
+    assert durations.tolist() == [1.0, 2.0, 3.0, 10.0, 0.001]
+    assert expected_durations(np.array([math.nan, math.nan])).tolist() == [1.0, 1.0]
+
+
+# --- budgets ----------------------------------------------------------------------
+
+
+def test_time_budget_keeps_a_prefix_of_the_order() -> None:
+    candidates = plain(6, duration=[1.0, 2.0, 1.0, 1.0, 1.0, 1.0])
+    # priorities: 0.9, 0.4, 0.7, 0.6, 0.5, 0.4 per second
+    decision = decide(candidates, Policy(mode="time", budget=3.5, exploration_rate=0), Context())
+    assert names_of(candidates, decision.run_order()) == [NAMES[0], NAMES[2], NAMES[3]]
+    assert decision.rules[1] is Rule.BUDGET
+    assert decision.rules[0] is Rule.MODEL
+    assert decision.duration_dropped() == 2.0 + 1.0 + 1.0
+
+
+def test_forced_tests_use_the_budget_first() -> None:
+    candidates = plain(6, is_new=[False, False, False, False, True, True])
+    decision = decide(candidates, Policy(mode="time", budget=3.0, exploration_rate=0), Context())
+    assert decision.selected.tolist() == [True, False, False, False, True, True]
+    assert decision.rules[4] is Rule.NEW
+    assert decision.rules[5] is Rule.NEW
+    # More forced than the budget: they all run, nothing else does.
+    over = decide(candidates, Policy(mode="time", budget=1.0, exploration_rate=0), Context())
+    assert over.selected.tolist() == [False, False, False, False, True, True]
+
+
+def test_fraction_of_the_tests_rounds_up() -> None:
+    decision = decide(plain(6), Policy(mode="fraction", budget=0.3, exploration_rate=0), Context())
+    assert int(decision.selected.sum()) == 2  # ceil(1.8)
+    none = decide(plain(6), Policy(mode="fraction", budget=0.0, exploration_rate=0), Context())
+    assert not none.selected.any()
+
+
+def test_fraction_of_the_duration() -> None:
+    candidates = plain(4, probability=[0.4, 0.3, 0.2, 0.1], duration=[1.0, 1.0, 1.0, 7.0])
+    decision = decide(
+        candidates,
+        Policy(mode="fraction", budget=0.3, by="duration", exploration_rate=0),
+        Context(),
+    )
+    # 30% of 10 s: the first three tests, 3 s.
+    assert decision.selected.tolist() == [True, True, True, False]
+
+
+def test_confidence_keeps_tests_until_the_share_of_expected_failures() -> None:
+    candidates = plain(4, probability=[0.5, 0.3, 0.15, 0.05])
+    decide_at = lambda target: decide(  # noqa: E731
+        candidates, Policy(mode="confidence", budget=target, exploration_rate=0), Context()
+    ).selected.tolist()
+    assert decide_at(0.5) == [True, False, False, False]  # 0.5 of 1.0 reached
+    assert decide_at(0.51) == [True, True, False, False]
+    assert decide_at(0.95) == [True, True, True, False]
+    assert decide_at(0.96) == [True, True, True, True]
+    assert decide_at(0.0) == [False, False, False, False]
+
+
+def test_confidence_counts_forced_tests() -> None:
+    candidates = plain(4, probability=[0.5, 0.3, 0.15, 0.05], recent=["", "", "", "F"])
+    decision = decide(
+        candidates, Policy(mode="confidence", budget=0.55, exploration_rate=0), Context()
+    )
+    assert decision.selected.tolist() == [True, False, False, True]
+    assert decision.expected_failures_dropped(candidates.probability) == pytest.approx(0.45)
+
+
+# --- rules that force a test in ---------------------------------------------------
+
+
+def test_every_forcing_rule_labels_its_tests() -> None:
+    candidates = Candidates.of(
+        ["tests/smoke/test_boot.py::test_up", "n", "o", "r", "plain", "both"],
+        [0.0, 0.0, 0.0, 0.0, 0.9, 0.0],
+        duration=[1.0] * 6,
+        is_new=[False, True, False, False, False, True],
+        own_file_changed=[False, False, True, False, False, True],
+        recent=["PPP", "", "", "PFP", "", ""],
+    )
+    policy = Policy(
+        mode="fraction",
+        budget=0.0,
+        exploration_rate=0,
+        must_run=("tests/smoke/*", "*::test_nothing"),
+    )
+    decision = decide(candidates, policy, Context())
+    assert decision.rules == [
+        Rule.MUST_RUN,
+        Rule.NEW,
+        Rule.OWN_FILE_CHANGED,
+        Rule.RECENTLY_FAILED,
+        Rule.BUDGET,
+        Rule.NEW,  # new outranks own file changed
+    ]
+    assert decision.selected.tolist() == [True, True, True, True, False, True]
+    assert decision.propensity.tolist() == [1.0, 1.0, 1.0, 1.0, 0.0, 1.0]
+    assert reason(decision, 0, None) == "Must run (matches tests/smoke/*)"
+    assert reason(decision, 3, "Failed 1 of its last 3 runs") == (
+        "Failed in one of its last 2 runs; failed 1 of its last 3 runs"
+    )
+
+
+def test_recent_failures_window_is_configurable() -> None:
+    candidates = plain(3, recent=["PPF", "PE", "FPP"])
+    dropped_all = Policy(mode="fraction", budget=0.0, exploration_rate=0, recent_failures=1)
+    assert decide(candidates, dropped_all, Context()).selected.tolist() == [False, False, True]
+    three = Policy(mode="fraction", budget=0.0, exploration_rate=0, recent_failures=3)
+    assert decide(candidates, three, Context()).selected.tolist() == [True, True, True]
+    off = Policy(mode="fraction", budget=0.0, exploration_rate=0, recent_failures=0)
+    assert not decide(candidates, off, Context()).selected.any()
+
+
+# --- full runs --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("paths", "expected"),
+    [
+        (["src/app.py", "poetry.lock"], "poetry.lock"),
+        (["web/package-lock.json"], "web/package-lock.json"),
+        (["requirements-dev.txt"], "requirements-dev.txt"),
+        ([".github/workflows/ci.yml"], ".github/workflows/ci.yml"),
+        (["docs/.github/workflows/ci.yml"], None),  # a "/" glob matches the whole path
+        (["services/api/go.sum"], "services/api/go.sum"),
+        (["src/app.py", "README.md"], None),
+        ([], None),
+    ],
+)
+def test_changes_the_model_cannot_reason_about(paths: list[str], expected: str | None) -> None:
+    assert full_run_path(paths, DEFAULT_FULL_RUN_PATHS) == expected
+
+
+def test_full_run_on_a_lock_file_selects_everything() -> None:
+    candidates = plain(6)
+    decision = decide(
+        candidates,
+        Policy(mode="fraction", budget=0.1),
+        Context(changed_paths=["src/x.py", "yarn.lock"]),
+    )
+    assert decision.full_run_reason == "the change touches yarn.lock"
+    assert decision.selected.all()
+    assert decision.rules == [Rule.FULL_RUN] * 6
+    assert decision.propensity.tolist() == [1.0] * 6
+    assert reason(decision, 0, None) == "Full run: the change touches yarn.lock"
+
+
+def test_every_nth_build_of_the_default_branch_runs_everything() -> None:
+    policy = Policy(mode="fraction", budget=0.1, full_run_every=5)
+    runs = [
+        decide(plain(6), policy, Context(default_branch_build=build)).full_run
+        for build in range(1, 11)
+    ]
+    assert runs == [False, False, False, False, True] * 2
+    assert not decide(plain(6), policy, Context(default_branch_build=None)).full_run
+    never = Policy(mode="fraction", budget=0.1, full_run_every=0)
+    assert not decide(plain(6), never, Context(default_branch_build=5)).full_run
+
+
+# --- exploration ------------------------------------------------------------------
+
+
+def test_exploration_logs_the_rate_as_propensity_of_every_dropped_test() -> None:
+    candidates = plain(200, probability=np.linspace(0.5, 0.0, 200), duration=[1.0] * 200)
+    policy = Policy(mode="fraction", budget=0.1, exploration_rate=0.2)
+    decision = decide(candidates, policy, Context(seed=3))
+    kept = [rule in (Rule.MODEL,) for rule in decision.rules]
+    assert sum(kept) == 20
+    over = ~np.array(kept)
+    assert set(decision.propensity[np.array(kept)].tolist()) == {1.0}
+    assert set(decision.propensity[over].tolist()) == {0.2}
+    explored = [rule is Rule.EXPLORATION for rule in decision.rules]
+    assert decision.selected.tolist() == [k or e for k, e in zip(kept, explored, strict=True)]
+    assert 0 < sum(explored) < 180
+
+
+def test_exploration_is_deterministic_per_plan_and_per_test() -> None:
+    candidates = plain(100, probability=np.linspace(0.5, 0.0, 100))
+    policy = Policy(mode="fraction", budget=0.1, exploration_rate=0.3)
+    first = decide(candidates, policy, Context(seed=17)).selected
+    assert (decide(candidates, policy, Context(seed=17)).selected == first).all()
+    assert (decide(candidates, policy, Context(seed=18)).selected != first).any()
+    # A runner that collected only some of the tests gets the same draw for
+    # each of them: the draw belongs to the test's place in the plan.
+    subset = list(range(50, 100))
+    part = Candidates.of(
+        [candidates.names[i] for i in subset],
+        candidates.probability[subset],
+        duration=[1.0] * 50,
+        draw=subset,
+    )
+    # the budget keeps none of 50..99 here except by exploration
+    tight = Policy(mode="fraction", budget=0.0, exploration_rate=0.3)
+    whole = decide(candidates, tight, Context(seed=17))
+    sampled = decide(part, tight, Context(seed=17))
+    assert sampled.selected.tolist() == whole.selected[subset].tolist()
+
+
+def test_the_logged_propensity_is_the_empirical_selection_rate() -> None:
+    """Over many plans (seeds), each dropped-by-budget test is selected as
+    often as its logged propensity says: the log is what was used."""
+    candidates = plain(50, probability=np.linspace(0.5, 0.01, 50))
+    policy = Policy(mode="fraction", budget=0.2, exploration_rate=0.05)
+    seeds = 2000
+    chosen = np.zeros(50)
+    logged = np.zeros(50)
+    for seed in range(seeds):
+        decision = decide(candidates, policy, Context(seed=seed))
+        chosen += decision.selected
+        logged += decision.propensity
+    empirical = chosen / seeds
+    expected = logged / seeds
+    # The 10 kept by the budget always run, with propensity 1.
+    assert empirical[:10].tolist() == [1.0] * 10
+    assert expected[:10].tolist() == [1.0] * 10
+    assert expected[10:].tolist() == pytest.approx([0.05] * 40)
+    # Each test: 2000 Bernoulli(0.05) draws, sd 0.0049; 5 sd either side.
+    assert np.abs(empirical[10:] - 0.05).max() < 5 * math.sqrt(0.05 * 0.95 / seeds)
+    # All of them together: 80,000 draws, sd 0.00077.
+    assert abs(empirical[10:].mean() - 0.05) < 4 * math.sqrt(0.05 * 0.95 / (seeds * 40))
+
+
+# --- shards -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_shards_are_disjoint_cover_the_selection_and_are_balanced(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    durations = rng.lognormal(0.0, 1.5, n)
+    candidates = plain(
+        n, probability=rng.random(n), duration=durations, is_new=rng.random(n) < 0.05
+    )
+    decision = decide(candidates, Policy(mode="fraction", budget=0.6), Context(seed=seed))
+    run = decision.run_order()
+    count = int(rng.integers(1, 9))
+    parts = shards(run, decision.expected_duration, count)
+    assert len(parts) == count
+    together = np.concatenate(parts)
+    assert sorted(together.tolist()) == sorted(run.tolist())  # cover, no duplicates
+    assert len(set(together.tolist())) == len(together)
+    loads = [float(decision.expected_duration[part].sum()) for part in parts]
+    longest = float(decision.expected_duration[run].max())
+    assert max(loads) - min(loads) <= longest + 1e-9
+    position = {index: place for place, index in enumerate(run.tolist())}
+    for part in parts:  # each shard keeps the run order
+        places = [position[i] for i in part.tolist()]
+        assert places == sorted(places)
+    again = shards(run, decision.expected_duration, count)
+    assert all((a == b).all() for a, b in zip(parts, again, strict=True))
+
+
+def test_more_shards_than_tests_leaves_some_empty() -> None:
+    candidates = plain(2)
+    decision = decide(candidates, Policy(), Context())
+    parts = shards(decision.run_order(), decision.expected_duration, 4)
+    assert sorted(len(part) for part in parts) == [0, 0, 1, 1]
+
+
+# --- parameters -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        (Policy(mode="fast"), "mode must be one of order, time, fraction, confidence"),
+        (Policy(mode="fraction", budget=1.5), "a fraction budget is a share from 0 to 1"),
+        (Policy(mode="confidence", budget=-0.1), "a confidence budget is a share from 0 to 1"),
+        (Policy(mode="time", budget=-1), "a time budget is seconds"),
+        (Policy(mode="time"), "mode time needs a budget"),
+        (Policy(mode="fraction", budget=0.3, by="lines"), "by must be one of tests, duration"),
+        (Policy(mode="time", budget=math.inf), "finite"),
+    ],
+)
+def test_bad_parameters_say_what_is_wrong(policy: Policy, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        decide(plain(2), policy, Context())
+
+
+def test_order_mode_ignores_a_budget() -> None:
+    assert Policy(mode="order", budget=3.0).checked().budget is None
+
+
+@pytest.mark.parametrize("text", ["0/4", "5/4", "1-4", "a/b", "", "1/0"])
+def test_shard_must_be_i_of_n(text: str) -> None:
+    with pytest.raises(PolicyError, match="shard"):
+        Shard.parse(text)
+
+
+def test_shard_parses() -> None:
+    assert Shard.parse(" 2/4 ") == Shard(2, 4)
+    assert str(Shard(2, 4)) == "2/4"
