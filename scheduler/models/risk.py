@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from scheduler.models.base import Base, BigIntId, JSONType, str_enum, utcnow
@@ -53,6 +53,10 @@ class Plan(Base):
     feature_names: Mapped[list[str]] = mapped_column(JSONType, default=list)
     # APFD, failures caught and missed, once the outcomes are in.
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The policy last applied to the items' selected/propensity/rule columns
+    # (scheduler.planning.policy.Policy.as_json, plus the collected tests'
+    # digest): the plan API writes the items only when this changes.
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class PlanItem(Base):
@@ -77,3 +81,5 @@ class PlanItem(Base):
     # Probability that the policy selected this test (exploration), logged
     # so that training can weight the outcome without bias.
     propensity: Mapped[float | None] = mapped_column(Float)
+    # Why the policy selected or dropped it (scheduler.planning.policy.Rule).
+    rule: Mapped[str | None] = mapped_column(String(32))
