@@ -172,3 +172,88 @@ def test_one():
 def test_two():
     assert 1 + 1 == 3
 """
+
+
+def plan_answer(
+    tests: list[tuple[str, bool]], *, plan_id: int | None = 17, **fields: Any
+) -> dict[str, Any]:
+    """A plan as the contract shapes it: `tests` are (id, selected) in run order."""
+    answer: dict[str, Any] = {
+        "plan_id": plan_id,
+        "commit": "a" * 40,
+        "status": "ready",
+        "model_version": 3,
+        "mode": "fraction",
+        "budget": 0.5,
+        "by": "tests",
+        "shard": None,
+        "full_run": False,
+        "full_run_reason": None,
+        "total": len(tests),
+        "selected": sum(selected for _test, selected in tests),
+        "duration_selected": 1.5,
+        "duration_dropped": 125.0,
+        "expected_failures_dropped": 0.21,
+        "message": None,
+        "tests": [
+            {
+                "test": test,
+                "rank": rank,
+                "probability": round(0.5 / rank, 4),
+                "selected": selected,
+                "reason": "Failed 2 of its last 5 runs",
+                "duration": 0.5,
+                "rule": "model" if selected else "budget",
+            }
+            for rank, (test, selected) in enumerate(tests, start=1)
+        ],
+    }
+    answer.update(fields)
+    return answer
+
+
+RECEIPT = Answer(status=202, body=b'{"status": "queued", "run_id": 45}')
+
+
+def routed(plan: Answer, upload: Answer = RECEIPT) -> Responder:
+    """Plans from `plan`, uploads from `upload`."""
+
+    def respond(request: Recorded, _number: int) -> Answer:
+        return plan if "/plans/" in request.path else upload
+
+    return respond
+
+
+def plan_requests(fake: FakeRiskrank) -> list[Recorded]:
+    return [request for request in fake.requests if "/plans/" in request.path]
+
+
+def upload_requests(fake: FakeRiskrank) -> list[Recorded]:
+    return [request for request in fake.requests if request.path.endswith("/runs")]
+
+
+def ran_in_order(result: pytest.RunResult) -> list[str]:
+    """The node ids of `pytest -v` in the order they ran."""
+    found = []
+    for line in result.outlines:
+        parts = line.split(" ")
+        if len(parts) >= 2 and "::" in parts[0] and parts[1] in OUTCOME_WORDS:
+            found.append(parts[0])
+    return found
+
+
+OUTCOME_WORDS = {"PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS"}
+
+FOUR_TESTS = """
+def test_a():
+    pass
+
+def test_b():
+    pass
+
+def test_c():
+    pass
+
+def test_d():
+    assert "d" == "D"
+"""

@@ -19,6 +19,8 @@ from pytest_riskrank import __version__
 from pytest_riskrank.config import display_url
 
 MAX_ANSWER_BYTES = 1024 * 1024
+# A plan lists every test with a reason: some 250 bytes a test.
+MAX_PLAN_BYTES = 64 * 1024 * 1024
 # Below this much time left, another try could not finish: give up instead.
 MIN_TRY_SECONDS = 0.2
 
@@ -58,6 +60,103 @@ class Receipt:
 
     status: str
     run_id: int | None
+
+
+@dataclass(frozen=True)
+class PlannedTest:
+    """One test of a plan, as far as the plugin needs it."""
+
+    test: str
+    selected: bool
+    rank: int | None = None
+    rule: str | None = None
+
+
+@dataclass(frozen=True)
+class PlanAnswer:
+    """riskrank's plan for the session: `tests` in run order (the selected
+    ones first), and the figures for the summary line."""
+
+    plan_id: int | None
+    status: str
+    tests: tuple[PlannedTest, ...]
+    total: int | None = None
+    model_version: int | None = None
+    full_run: bool = False
+    full_run_reason: str | None = None
+    duration_dropped: float | None = None
+    expected_failures_dropped: float | None = None
+    message: str | None = None
+
+
+def _number(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key!r} is not a number")
+    return float(value)
+
+
+def _integer(data: dict[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key!r} is not an integer")
+    return value
+
+
+def _text(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{key!r} is not a string")
+    return value
+
+
+def parse_plan(data: Any) -> PlanAnswer:
+    """A plan answer checked against the contract; ValueError says what is off."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    status = _text(data, "status")
+    if status is None:
+        raise ValueError("no 'status'")
+    tests = data.get("tests")
+    if not isinstance(tests, list):
+        raise ValueError("'tests' is not a list")
+    planned = []
+    for entry in tests:
+        if not isinstance(entry, dict):
+            raise ValueError("an entry of 'tests' is not an object")
+        test = entry.get("test")
+        selected = entry.get("selected")
+        if not isinstance(test, str) or not isinstance(selected, bool):
+            raise ValueError("an entry of 'tests' lacks a string 'test' or a boolean 'selected'")
+        planned.append(
+            PlannedTest(
+                test=test,
+                selected=selected,
+                rank=_integer(entry, "rank"),
+                rule=_text(entry, "rule"),
+            )
+        )
+    full_run = data.get("full_run", False)
+    if not isinstance(full_run, bool):
+        raise ValueError("'full_run' is not a boolean")
+    return PlanAnswer(
+        plan_id=_integer(data, "plan_id"),
+        status=status,
+        tests=tuple(planned),
+        total=_integer(data, "total"),
+        model_version=_integer(data, "model_version"),
+        full_run=full_run,
+        full_run_reason=_text(data, "full_run_reason"),
+        duration_dropped=_number(data, "duration_dropped"),
+        expected_failures_dropped=_number(data, "expected_failures_dropped"),
+        message=_text(data, "message"),
+    )
 
 
 class _Bearer(requests.auth.AuthBase):
@@ -176,7 +275,27 @@ class Client:
             )
         return Receipt(status=status, run_id=run_id)
 
-    def _request(self, method: str, path: str, payload: dict[str, Any] | None) -> Any:
+    def fetch_plan(self, owner: str, name: str, commit: str, body: dict[str, Any]) -> PlanAnswer:
+        """POST for the commit's plan (the body holds the collected tests).
+        Raises RiskrankError."""
+        path = (
+            f"/api/v1/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+            f"/plans/{quote(commit, safe='')}"
+        )
+        data = self._request("POST", path, body, limit=MAX_PLAN_BYTES)
+        try:
+            return parse_plan(data)
+        except ValueError as error:
+            raise BadAnswer(f"unexpected plan from {self.display_url} ({error})") from None
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None,
+        *,
+        limit: int = MAX_ANSWER_BYTES,
+    ) -> Any:
         deadline = self._clock() + self.timeout
         body = None if payload is None else json.dumps(payload).encode()
         last_error: RiskrankError | None = None
@@ -188,7 +307,9 @@ class Client:
                 self._sleep(self.backoff)
                 remaining = deadline - self._clock()
             try:
-                return self._try(method, path, body, deadline=deadline, remaining=remaining)
+                return self._try(
+                    method, path, body, deadline=deadline, remaining=remaining, limit=limit
+                )
             except (Unreachable, _ServerError) as error:
                 last_error = error
             # Everything else (a timeout, a 4xx, garbage) would not get better.
@@ -196,7 +317,14 @@ class Client:
         raise last_error
 
     def _try(
-        self, method: str, path: str, body: bytes | None, *, deadline: float, remaining: float
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        *,
+        deadline: float,
+        remaining: float,
+        limit: int,
     ) -> Any:
         url = self.base_url + path
         if remaining <= 0:
@@ -221,7 +349,7 @@ class Client:
                     stream=True,
                 ) as response,
             ):
-                content = self._read(response, deadline)
+                content = self._read(response, deadline, limit)
                 status_code = response.status_code
                 location = response.headers.get("Location")
         except requests.Timeout:
@@ -260,14 +388,16 @@ class Client:
             raise _ServerError(message, status_code=status_code, detail=detail)
         raise Refused(message, status_code=status_code, detail=detail)
 
-    def _read(self, response: requests.Response, deadline: float) -> bytes:
+    def _read(self, response: requests.Response, deadline: float, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_content(chunk_size=64 * 1024):
             chunks.append(chunk)
             size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                raise BadAnswer(f"unexpected answer from {self.display_url} (over 1 MiB)")
+            if size > limit:
+                raise BadAnswer(
+                    f"unexpected answer from {self.display_url} (over {limit >> 20} MiB)"
+                )
             if self._clock() > deadline:
                 raise TimedOut(f"no answer from {self.display_url} within {self.timeout:g}s")
         return b"".join(chunks)

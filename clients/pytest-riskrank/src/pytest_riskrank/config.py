@@ -102,6 +102,10 @@ ENVIRONMENT_VARIABLES = (
     "RISKRANK_BRANCH",
     "RISKRANK_RUN_KEY",
     "RISKRANK_TIMEOUT",
+    "RISKRANK_MODE",
+    "RISKRANK_BUDGET",
+    "RISKRANK_SHARD",
+    "RISKRANK_BY",
     *COMMIT_VARIABLES,
     *BRANCH_VARIABLES,
     *REPO_VARIABLES,
@@ -114,6 +118,37 @@ ENVIRONMENT_VARIABLES = (
 )
 
 GitRunner = Callable[[Sequence[str], Path], str | None]
+
+# The plan API's modes (see the riskrank README): `order` keeps every test,
+# the others trim to a budget.
+MODES = ("order", "time", "fraction", "confidence")
+BY = ("tests", "duration")
+_SHARD = re.compile(r"^(\d+)/(\d+)$")
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What to ask riskrank's plan API for; `problems` lists malformed
+    options (with any, no plan is asked for and every test runs)."""
+
+    mode: str
+    budget: float | None = None
+    by: str | None = None
+    shard: str | None = None
+    problems: tuple[str, ...] = field(default=())
+
+    def to_json(self, *, branch: str | None, tests: Sequence[str]) -> dict[str, object]:
+        body: dict[str, object] = {"mode": self.mode}
+        for key, value in (
+            ("budget", self.budget),
+            ("by", self.by),
+            ("shard", self.shard),
+            ("branch", branch),
+        ):
+            if value is not None:
+                body[key] = value
+        body["tests"] = list(tests)
+        return body
 
 
 @dataclass(frozen=True)
@@ -130,6 +165,8 @@ class Settings:
     run_key: str | None
     timeout: float
     problems: tuple[str, ...] = field(default=())
+    # None: no mode was asked for, the plugin only uploads.
+    plan: PlanRequest | None = None
 
     @property
     def repository(self) -> str | None:
@@ -184,8 +221,33 @@ def add_options(parser: pytest.Parser) -> None:
         "--riskrank-timeout",
         metavar="SECONDS",
         type=float,
-        help=f"Longest time spent talking to riskrank at the end of the session "
+        help=f"Longest time spent on each call to riskrank (the plan, the upload) "
         f"[RISKRANK_TIMEOUT] (default {DEFAULT_TIMEOUT_SECONDS:g}).",
+    )
+    group.addoption(
+        "--riskrank-mode",
+        metavar="MODE",
+        help="Follow riskrank's plan: run the riskiest tests first and, but for "
+        "`order`, only those within the budget [RISKRANK_MODE]: "
+        "order | time | fraction | confidence. Without it the plugin only uploads.",
+    )
+    group.addoption(
+        "--riskrank-budget",
+        metavar="BUDGET",
+        help="The plan's budget [RISKRANK_BUDGET]: seconds for `time`, a share 0..1 "
+        "of the tests for `fraction`, of the expected failures for `confidence`.",
+    )
+    group.addoption(
+        "--riskrank-by",
+        metavar="tests|duration",
+        help="With `fraction`: a share of the tests (default) or of their "
+        "expected duration [RISKRANK_BY].",
+    )
+    group.addoption(
+        "--riskrank-shard",
+        metavar="I/N",
+        help="Run shard I of N of the plan's selection, balanced by expected "
+        "duration [RISKRANK_SHARD].",
     )
 
 
@@ -359,4 +421,58 @@ def load(
         run_key=run_key,
         timeout=timeout,
         problems=tuple(problems),
+        plan=plan_request(config, env),
     )
+
+
+def _budget_problem(mode: str, budget: float) -> str | None:
+    if mode == "time":
+        return None if budget > 0 else f"the time budget {budget:g} is not a positive number"
+    if mode in ("fraction", "confidence") and not 0 <= budget <= 1:
+        return f"the {mode} budget {budget:g} is not a share between 0 and 1"
+    return None
+
+
+def plan_request(config: pytest.Config, env: Mapping[str, str]) -> PlanRequest | None:
+    """The plan to ask for, or None when no mode is set (the plugin then only uploads)."""
+    mode = _option_or_env(config, "riskrank_mode", env)
+    raw_budget = _option_or_env(config, "riskrank_budget", env)
+    by = _option_or_env(config, "riskrank_by", env)
+    shard = _option_or_env(config, "riskrank_shard", env)
+    if mode is None:
+        given = [
+            f"--riskrank-{name}"
+            for name, value in (("budget", raw_budget), ("by", by), ("shard", shard))
+            if value is not None
+        ]
+        if not given:
+            return None
+        return PlanRequest(
+            mode="order",
+            problems=(f"{', '.join(given)} needs --riskrank-mode (or RISKRANK_MODE)",),
+        )
+    problems: list[str] = []
+    mode = mode.lower()
+    if mode not in MODES:
+        problems.append(f"the mode {mode!r} is not one of {', '.join(MODES)}")
+    budget: float | None = None
+    if raw_budget is not None:
+        try:
+            budget = float(raw_budget)
+        except ValueError:
+            problems.append(f"the budget {raw_budget!r} is not a number")
+        else:
+            problem = _budget_problem(mode, budget)
+            if problem is not None:
+                problems.append(problem)
+    elif mode in ("time", "fraction", "confidence"):
+        problems.append(f"the mode {mode!r} needs a budget (--riskrank-budget or RISKRANK_BUDGET)")
+    if by is not None:
+        by = by.lower()
+        if by not in BY:
+            problems.append(f"--riskrank-by {by!r} is not one of {', '.join(BY)}")
+    if shard is not None:
+        found = _SHARD.match(shard)
+        if found is None or not 1 <= int(found.group(1)) <= int(found.group(2)):
+            problems.append(f"the shard {shard!r} is not I/N with 1 <= I <= N")
+    return PlanRequest(mode=mode, budget=budget, by=by, shard=shard, problems=tuple(problems))

@@ -23,6 +23,14 @@ MESSAGE_LIMIT = 1000
 _SEVERITY: dict[Outcome, int] = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
 
 
+def test_id(nodeid: str) -> str:
+    """riskrank's id of the test pytest calls `nodeid`: the node id with each
+    run of whitespace as one space, as the server's canonical ids are (a
+    node id is already `file::Class::name[params]`). Uploads and plans both
+    use it, so a plan's ids match the collected items."""
+    return " ".join(nodeid.split())
+
+
 @dataclass(frozen=True)
 class CaseResult:
     """One attempt of one test, as the riskrank API takes it."""
@@ -71,7 +79,7 @@ class _Attempt:
             # pytest 9 fails such a test itself; the older pytest-subtests did not.
             outcome, message = "failed", self.subtest_message
         return CaseResult(
-            test=nodeid,
+            test=test_id(nodeid),
             outcome=outcome,
             duration=round(self.duration, 6),
             attempt=self.number,

@@ -1,0 +1,103 @@
+"""Following a plan: which collected items run, in which order, and the one
+line that says so (pure functions, tested without pytest sessions).
+
+Fail open: a test the plan does not mention runs (after the planned ones),
+except under a shard, where the plan answers for exactly the tests sent and
+an unlisted test belongs to another shard or was dropped. A sharded answer
+that does not cover what was sent is not followed at all."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from pytest_riskrank.client import PlanAnswer
+
+T = TypeVar("T")
+
+
+class PlanMismatch(ValueError):
+    """The answer is well-formed but not a plan for the tests that were sent."""
+
+
+@dataclass(frozen=True)
+class Arrangement(Generic[T]):
+    run: list[T]  # in run order
+    deselected: list[T]
+    unplanned: int  # items the plan did not mention, run after the planned ones
+
+
+def arrange(
+    items: Sequence[T], ids: Sequence[str], plan: PlanAnswer, *, sharded: bool
+) -> Arrangement[T]:
+    """The items to run in the plan's order and the items to deselect.
+    `ids[i]` is riskrank's id of `items[i]`; several items may share one."""
+    if len(items) != len(ids):
+        raise ValueError("one id per item")
+    by_id: dict[str, list[T]] = {}
+    for item, test in zip(items, ids, strict=True):
+        by_id.setdefault(test, []).append(item)
+    if sharded and plan.total is not None and plan.total != len(by_id):
+        raise PlanMismatch(f"the plan covers {plan.total} tests, {len(by_id)} were sent")
+    run: list[T] = []
+    deselected: list[T] = []
+    placed: set[str] = set()
+    for planned in plan.tests:
+        found = by_id.get(planned.test)
+        if found is None or planned.test in placed:
+            continue  # not collected here (or listed twice): nothing to do
+        placed.add(planned.test)
+        (run if planned.selected else deselected).extend(found)
+    unplanned = [item for item, test in zip(items, ids, strict=True) if test not in placed]
+    if sharded:
+        deselected.extend(unplanned)
+        return Arrangement(run=run, deselected=deselected, unplanned=0)
+    return Arrangement(run=run + unplanned, deselected=deselected, unplanned=len(unplanned))
+
+
+def duration_text(seconds: float) -> str:
+    """A duration for people: 45s, 3m 20s, 1h 05m."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def _count(number: int) -> str:
+    return f"{number} test" if number == 1 else f"{number} tests"
+
+
+def summary(
+    plan: PlanAnswer, *, running: int, collected: int, shard: str | None, unplanned: int
+) -> str:
+    """The plan's one line: what riskrank chose and what it may cost."""
+    head = "plan" if plan.plan_id is None else f"plan {plan.plan_id}"
+    status = plan.status
+    if plan.model_version is not None:
+        status += f", model v{plan.model_version}"
+    if plan.status == "fallback" and plan.message:
+        status += f": {plan.message}"
+    if running == collected:
+        what = f"running all {_count(collected)} in riskrank's order"
+    else:
+        what = f"running {running} of {_count(collected)}"
+    if shard is not None:
+        what += f" (shard {shard})"
+    parts = [f"{head} ({status}): {what}"]
+    if plan.full_run:
+        parts.append(f"full run: {plan.full_run_reason or 'a rule asked for every test'}")
+    if running < collected:
+        if plan.duration_dropped is not None and math.isfinite(plan.duration_dropped):
+            parts.append(f"about {duration_text(plan.duration_dropped)} saved")
+        risk = plan.expected_failures_dropped
+        if risk is not None and math.isfinite(risk):
+            parts.append(f"miss risk {risk:.2f} expected failures")
+    if unplanned:
+        parts.append(f"{_count(unplanned)} not in the plan run last")
+    return "; ".join(parts)

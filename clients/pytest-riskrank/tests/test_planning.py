@@ -1,0 +1,92 @@
+"""The plan's arrangement of items and its summary line, without sessions."""
+
+from __future__ import annotations
+
+import pytest
+from pytest_riskrank.client import PlanAnswer, PlannedTest, parse_plan
+from pytest_riskrank.planning import PlanMismatch, arrange, duration_text, summary
+from pytest_riskrank.results import test_id as riskrank_id
+from riskrank_testing import plan_answer
+
+
+def _plan(*tests: tuple[str, bool], total: int | None = None) -> PlanAnswer:
+    return PlanAnswer(
+        plan_id=1,
+        status="ready",
+        tests=tuple(PlannedTest(test=test, selected=selected) for test, selected in tests),
+        total=total,
+    )
+
+
+def test_items_sharing_an_id_move_together_and_repeats_are_ignored() -> None:
+    items = ["a1", "b", "a2", "c"]
+    ids = ["a", "b", "a", "c"]
+    plan = _plan(("b", True), ("a", True), ("b", False), ("gone", True), ("c", False))
+    arranged = arrange(items, ids, plan, sharded=False)
+    assert arranged.run == ["b", "a1", "a2"]
+    assert arranged.deselected == ["c"]
+    assert arranged.unplanned == 0
+
+
+def test_unplanned_items_run_last_in_their_order_unless_sharded() -> None:
+    items = ["a", "b", "c", "d"]
+    plan = _plan(("c", True), ("a", False), total=4)
+    whole = arrange(items, items, plan, sharded=False)
+    assert (whole.run, whole.deselected, whole.unplanned) == (["c", "b", "d"], ["a"], 2)
+    shard = arrange(items, items, plan, sharded=True)
+    assert (shard.run, shard.deselected, shard.unplanned) == (["c"], ["a", "b", "d"], 0)
+
+
+def test_a_sharded_plan_must_cover_the_tests_sent() -> None:
+    with pytest.raises(PlanMismatch, match="the plan covers 3 tests, 2 were sent"):
+        arrange(["a", "b"], ["a", "b"], _plan(("a", True), total=3), sharded=True)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.4, "0s"), (59.4, "59s"), (60, "1m 00s"), (3599, "59m 59s"), (3660, "1h 01m")],
+)
+def test_durations_read_like_durations(seconds: float, text: str) -> None:
+    assert duration_text(seconds) == text
+
+
+def test_the_summary_of_a_plan_without_figures() -> None:
+    plan = PlanAnswer(plan_id=None, status="heuristic", tests=())
+    assert summary(plan, running=3, collected=5, shard=None, unplanned=1) == (
+        "plan (heuristic): running 3 of 5 tests; 1 test not in the plan run last"
+    )
+
+
+def test_the_contract_example_parses() -> None:
+    parsed = parse_plan(plan_answer([("t::a", True), ("t::b", False)]))
+    assert parsed.plan_id == 17
+    assert parsed.tests == (
+        PlannedTest(test="t::a", selected=True, rank=1, rule="model"),
+        PlannedTest(test="t::b", selected=False, rank=2, rule="budget"),
+    )
+    assert (parsed.total, parsed.duration_dropped, parsed.expected_failures_dropped) == (
+        2,
+        125.0,
+        0.21,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"status": None}, "no 'status'"),
+        ({"total": 2.5}, "'total' is not an integer"),
+        ({"full_run": "no"}, "'full_run' is not a boolean"),
+        ({"duration_dropped": "long"}, "'duration_dropped' is not a number"),
+        ({"tests": [3]}, "an entry of 'tests' is not an object"),
+    ],
+)
+def test_a_plan_of_the_wrong_shape_says_what_is_wrong(
+    change: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        parse_plan(plan_answer([("t::a", True)]) | change)
+
+
+def test_ids_collapse_whitespace_as_the_server_does() -> None:
+    assert riskrank_id("t.py::test_x[a  b\tc]") == "t.py::test_x[a b c]"
