@@ -17,7 +17,7 @@ from scheduler.ingest.junit import parse_junit
 from scheduler.ingest.results import CaseResult
 from scheduler.models import Commit, Plan, Repository, RunSource, RunStatus, SuiteRun
 from scheduler.models.base import utcnow
-from scheduler.services import retry
+from scheduler.services import plan_evaluation, retry
 from scheduler.services.ingestion import Ingestor
 from scheduler.services.sql import insert_one_ignoring
 
@@ -144,6 +144,8 @@ def ingest_run(session: Session, run_id: int) -> RunStatus | None:
     run.status = RunStatus.INGESTED
     run.ingested_at = utcnow()
     run.error = None
+    if run.plan_id is not None:
+        plan_evaluation.evaluate_after_ingestion(session, run.plan_id)
     log.info(
         "run %s: %d tests (%d new), %d executions, %d flaky",
         run.id,

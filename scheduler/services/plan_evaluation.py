@@ -1,0 +1,230 @@
+"""How a plan did, once the outcomes of the runs that followed it are in.
+
+A run that followed a plan (SuiteRun.plan_id) is folded into the plan's
+evaluation after it is ingested: every ingested run of the plan is read
+again and the evaluation computed from scratch, so a report ingested twice
+changes nothing and the shards of one build add up.
+
+What it holds (Plan.evaluation, JSON):
+
+- the APFD (and cost-aware APFDc) of the plan's order over the tests that
+  ran: the planned tests by rank, then any test the plan did not hold;
+- the failures caught among the selected tests, and those of the exploration
+  sample: selected tests the policy would have dropped, kept at random with
+  a logged probability (propensity < 1). They are the only unbiased evidence
+  of what trimming misses;
+- failures among dropped tests that ran anyway (a full run in another job);
+- a Horvitz-Thompson estimate of what the budget dropped: each failure found
+  in the exploration sample, kept with probability p, stands for 1/p
+  failures among the tests the budget would drop, (1 - p)/p of them missed.
+
+A test's outcome is that of its last attempt in a run (a rerun that passes
+is a pass, as training sees it), the worst over the plan's runs; a skipped
+test did not run. Pure functions first, then the one database function."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.evaluation import metrics
+from scheduler.models import Execution, Outcome, Plan, PlanItem, RunStatus, SuiteRun
+
+log = logging.getLogger(__name__)
+
+# Worse outcomes win across the runs of one plan (the replay's order).
+_WORSE = {Outcome.PASSED: 0, Outcome.FAILED: 1, Outcome.ERROR: 2}
+_FAILING = (Outcome.FAILED, Outcome.ERROR)
+
+
+@dataclass(frozen=True)
+class PlannedTest:
+    """One item of a plan as the policy left it."""
+
+    test_id: int
+    rank: int
+    selected: bool | None
+    propensity: float | None = None
+    rule: str | None = None
+
+    @property
+    def explored(self) -> bool:
+        """Kept by the exploration draw rather than by a rule or the budget."""
+        if not self.selected:
+            return False
+        if self.propensity is not None:
+            return self.propensity < 1.0
+        return self.rule == "exploration"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A test's outcome over the runs of a plan."""
+
+    outcome: Outcome
+    duration: float | None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in _FAILING
+
+
+def observed_outcomes(
+    rows: Iterable[tuple[int, int, int, Outcome, float | None]],
+) -> dict[int, Observed]:
+    """Each test's outcome from (run id, test id, attempt, outcome, duration)
+    rows: the last attempt of each run, the worst over runs; skips left out."""
+    finals: dict[tuple[int, int], tuple[int, Outcome, float | None]] = {}
+    for run_id, test_id, attempt, outcome, duration in rows:
+        seen = finals.get((run_id, test_id))
+        if seen is None or attempt >= seen[0]:
+            finals[(run_id, test_id)] = (attempt, outcome, duration)
+    observed: dict[int, Observed] = {}
+    for (_run_id, test_id), (_attempt, outcome, duration) in sorted(finals.items()):
+        if outcome is Outcome.SKIPPED:
+            continue
+        seen_outcome = observed.get(test_id)
+        if seen_outcome is None or _WORSE[outcome] > _WORSE[seen_outcome.outcome]:
+            observed[test_id] = Observed(outcome, duration)
+    return observed
+
+
+def _rounded(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, digits)
+
+
+def evaluate(
+    items: Sequence[PlannedTest], observed: Mapping[int, Observed], *, run_ids: Sequence[int]
+) -> dict[str, Any]:
+    """The evaluation of a plan whose runs showed `observed` (JSON-ready).
+
+    When no item carries a selection (a plan nobody applied a policy to),
+    every item counts as selected. When some do, an item without one was not
+    part of what was asked for and counts as outside the plan."""
+    applied = any(item.selected is not None for item in items)
+    planned = sorted(
+        (item for item in items if item.selected is not None or not applied),
+        key=lambda item: (item.rank, item.test_id),
+    )
+    in_plan = {item.test_id for item in planned}
+
+    def selected(item: PlannedTest) -> bool:
+        return item.selected is not False
+
+    # The plan's order over the tests that ran: planned by rank, then the rest.
+    order = [item.test_id for item in planned if item.test_id in observed]
+    order += sorted(test_id for test_id in observed if test_id not in in_plan)
+    failed = [observed[test_id].failed for test_id in order]
+    durations = [max(0.0, observed[test_id].duration or 0.0) for test_id in order]
+
+    chosen = [item for item in planned if selected(item)]
+    dropped = [item for item in planned if not selected(item)]
+    explored = [item for item in chosen if item.explored]
+
+    def ran(group: Iterable[PlannedTest]) -> list[PlannedTest]:
+        return [item for item in group if item.test_id in observed]
+
+    def failing(group: Iterable[PlannedTest]) -> list[PlannedTest]:
+        return [item for item in ran(group) if observed[item.test_id].failed]
+
+    found_in_exploration = failing(explored)
+    # Horvitz-Thompson: a failure kept with probability p stands for 1/p.
+    weights = [1.0 / item.propensity for item in found_in_exploration if item.propensity]
+    estimated_beyond_budget = math.fsum(weights)
+    estimated_missed = math.fsum(weight - 1.0 for weight in weights)
+    caught = len(failing(chosen))
+    outside = [test_id for test_id in observed if test_id not in in_plan]
+    return {
+        "runs": len(run_ids),
+        "run_ids": sorted(run_ids),
+        "tests": len(planned),
+        "selected": len(chosen),
+        "dropped": len(dropped),
+        "exploration": len(explored),
+        "ran": len(order),
+        "ran_selected": len(ran(chosen)),
+        "ran_dropped": len(ran(dropped)),
+        "ran_exploration": len(ran(explored)),
+        "ran_outside_plan": len(outside),
+        "selected_not_run": len(chosen) - len(ran(chosen)),
+        "failures": sum(failed),
+        "failures_caught": caught,
+        "failures_in_exploration": len(found_in_exploration),
+        "failures_dropped_but_ran": len(failing(dropped)),
+        "failures_outside_plan": sum(observed[test_id].failed for test_id in outside),
+        "apfd": _rounded(metrics.apfd(failed)) if order else None,
+        "apfdc": _rounded(metrics.apfdc(failed, durations)) if order else None,
+        "first_failure": metrics.first_failure_position(failed) if order else None,
+        "estimated_failures_beyond_budget": _rounded(estimated_beyond_budget),
+        "estimated_missed_failures": _rounded(estimated_missed),
+        # The share of this build's failures the plan let through, estimated.
+        "estimated_miss_rate": (
+            _rounded(estimated_missed / (caught + estimated_missed))
+            if caught + estimated_missed > 0
+            else None
+        ),
+    }
+
+
+# --- the database -------------------------------------------------------------
+
+
+def evaluate_plan(session: Session, plan_id: int) -> dict[str, Any] | None:
+    """Compute and store the evaluation of a plan from all its ingested runs.
+
+    The plan's row is locked first, so that two shards ingested at once are
+    evaluated one after the other, the second seeing the first's outcomes."""
+    plan = session.get(Plan, plan_id, with_for_update=True)
+    if plan is None:
+        return None
+    items = [
+        PlannedTest(test_id, rank, selected, propensity, rule)
+        for test_id, rank, selected, propensity, rule in session.execute(
+            select(
+                PlanItem.test_id,
+                PlanItem.rank,
+                PlanItem.selected,
+                PlanItem.propensity,
+                PlanItem.rule,
+            ).where(PlanItem.plan_id == plan_id)
+        )
+    ]
+    run_ids = list(
+        session.scalars(
+            select(SuiteRun.id).where(
+                SuiteRun.plan_id == plan_id, SuiteRun.status == RunStatus.INGESTED
+            )
+        )
+    )
+    rows = session.execute(
+        select(
+            Execution.run_id,
+            Execution.test_id,
+            Execution.attempt,
+            Execution.outcome,
+            Execution.duration,
+        )
+        .join(SuiteRun, SuiteRun.id == Execution.run_id)
+        .where(SuiteRun.plan_id == plan_id, SuiteRun.status == RunStatus.INGESTED)
+    )
+    evaluation = evaluate(items, observed_outcomes(rows), run_ids=run_ids)
+    evaluation["policy"] = plan.policy
+    plan.evaluation = evaluation
+    session.flush()
+    return evaluation
+
+
+def evaluate_after_ingestion(session: Session, plan_id: int) -> None:
+    """Evaluate a plan after one of its runs was ingested, in a savepoint: an
+    evaluation that fails is logged and never costs the run its ingestion."""
+    try:
+        with session.begin_nested():
+            evaluate_plan(session, plan_id)
+    except Exception:
+        log.exception("could not evaluate plan %s", plan_id)
