@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from scheduler import __version__
-from scheduler.cli import db, history, models, processes, repo, token, upload
+from scheduler.cli import db, history, models, plans, processes, repo, token, upload
 
 app = typer.Typer(
     name="riskrank",
@@ -21,6 +21,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(db.app, name="db")
 app.add_typer(repo.app, name="repo")
 app.add_typer(token.app, name="token")
+app.add_typer(plans.app, name="plans")
 
 
 def _version(value: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import string
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -83,14 +84,59 @@ _COUNTS = {
 }
 
 
+NOTHING = "no sign of risk in its history or in this change"
+
+
 def sentence(reasons: Sequence[str], features: Mapping[str, float]) -> str:
     """`reasons` (feature names, strongest first) as one sentence."""
     values = _Values(features)
     phrases = [PHRASES[name].format_map(values) for name in reasons if name in PHRASES]
     if not phrases:
-        return "no sign of risk in its history or in this change"
+        return NOTHING
     text = "; ".join(phrases)
     return text[0].upper() + text[1:]
+
+
+def _reads(name: str) -> tuple[str, ...]:
+    """The features a phrase's placeholders read."""
+    reads: list[str] = []
+    for _, key, _, _ in string.Formatter().parse(PHRASES[name]):
+        if key == "share5":
+            reads += ["fail_rate_5", "log_runs"]
+        elif key == "duration":
+            reads.append("duration_mean")
+        elif key is not None:
+            reads.append(_PERCENT.get(key) or _COUNTS[key])
+    return tuple(reads)
+
+
+READS: dict[str, tuple[str, ...]] = {name: _reads(name) for name in PHRASES}
+
+
+def sentences(reasons: Sequence[Sequence[str]], matrix: FeatureMatrix) -> list[str]:
+    """`sentence` of every row of `matrix` with its `reasons`, each distinct
+    sentence formatted once: a plan has ten thousand rows, mostly with the
+    same few reasons and values."""
+    needed = {read for names in reasons for name in names for read in READS.get(name, ())}
+    columns = {name: matrix.column(name).tolist() for name in needed}
+    made: dict[tuple[object, ...], str] = {}
+    result: list[str] = []
+    for row, names in enumerate(reasons):
+        if not names:
+            result.append(NOTHING)
+            continue
+        # NaN reads as 0 in every phrase: as a key it is 0 too (NaN != NaN).
+        features = {
+            read: 0.0 if math.isnan(value := columns[read][row]) else value
+            for name in names
+            for read in READS.get(name, ())
+        }
+        key = (*names, *features.items())
+        text = made.get(key)
+        if text is None:
+            text = made[key] = sentence(names, features)
+        result.append(text)
+    return result
 
 
 HEURISTIC_SIGNALS = ("last_failed", "own_file_changed", "is_new", "fail_rate_5", "cofail_sum")

@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import psycopg
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from scheduler.models import Commit, ModelStatus, Plan, PlanItem, PlanStatus, RiskModel
 from scheduler.models.base import utcnow
@@ -42,8 +43,10 @@ class ModelCache:
     def model(
         self, session: Session, repository_id: int
     ) -> tuple[RiskModel | None, LoadedModel | None]:
+        # The text (megabytes for a big model) is read only when it is new here.
         active = session.scalar(
             select(RiskModel)
+            .options(defer(RiskModel.model_text))
             .where(RiskModel.repository_id == repository_id, RiskModel.status == ModelStatus.ACTIVE)
             .order_by(RiskModel.version.desc())
             .limit(1)
@@ -172,50 +175,81 @@ def store_plan(session: Session, *, commit: Commit, scores: Scores) -> Plan:
     )
     session.add(plan)
     session.flush()
-    values = scores.matrix.values.astype("<f4", copy=False)
-    order = ranks(scores.probabilities, scores.matrix)
-    named = scores.matrix.names
-    rows = [
-        {
-            "plan_id": plan.id,
-            "test_id": test_id,
-            "probability": float(scores.probabilities[row]),
-            "rank": int(order[row]),
-            "features": values[row].tobytes(),
-            "contributions": scores.contributions[row],
-            "reason": explain.sentence(
-                scores.reasons[row],
-                dict(zip(named, values[row].tolist(), strict=True)) if scores.reasons[row] else {},
-            ),
-        }
-        for row, test_id in enumerate(scores.test_ids)
-    ]
-    if session.get_bind().dialect.name == "postgresql":
-        _copy_items(session, rows)
+    items = _Items(
+        plan_id=plan.id,
+        test_ids=scores.test_ids,
+        probabilities=scores.probabilities.tolist(),
+        ranks=ranks(scores.probabilities, scores.matrix).tolist(),
+        features=scores.matrix.values.astype("<f4", copy=False),
+        contributions=scores.contributions,
+        reasons=explain.sentences(scores.reasons, scores.matrix),
+    )
+    driver = session.connection().connection.driver_connection
+    if isinstance(driver, psycopg.Connection):
+        _copy_items(driver, items)
     else:
-        insert_rows_ignoring(session, PlanItem, rows, conflict=["plan_id", "test_id"])
+        insert_rows_ignoring(session, PlanItem, items.rows(), conflict=["plan_id", "test_id"])
     return plan
 
 
+@dataclass(frozen=True)
+class _Items:
+    """A new plan's items as columns, in the order of `test_ids`."""
+
+    plan_id: int
+    test_ids: list[int]
+    probabilities: list[float]
+    ranks: list[int]
+    features: np.ndarray  # rows of little-endian float32
+    contributions: list[dict[str, float] | None]
+    reasons: list[str]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "plan_id": self.plan_id,
+                "test_id": test_id,
+                "probability": self.probabilities[row],
+                "rank": self.ranks[row],
+                "features": self.features[row].tobytes(),
+                "contributions": self.contributions[row],
+                "reason": self.reasons[row],
+            }
+            for row, test_id in enumerate(self.test_ids)
+        ]
+
+
 _ITEM_COLUMNS = ("plan_id", "test_id", "probability", "rank", "features", "contributions", "reason")
+# COPY's text format: these characters are written as escapes in a value.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _copy_items(session: Session, rows: list[dict[str, Any]]) -> None:
+def _copy_text(value: str) -> str:
+    return value.translate(_COPY_ESCAPES)
+
+
+def _copy_items(driver: psycopg.Connection[Any], items: _Items) -> None:
     """A new plan's items through COPY: ten thousand rows in one stream, where
-    even batched INSERTs cost a second (benchmarks/scoring.py)."""
-    driver = session.connection().connection.driver_connection
+    even batched INSERTs cost a second. The stream is written as one text
+    buffer (COPY's text format: a line a row, tab-separated, \\N for NULL):
+    a Python call per row and value was a third of a plan's time
+    (benchmarks/scoring.py)."""
+    width = items.features.shape[1] * 4 * 2  # hex digits of a row's vector
+    vectors = items.features.tobytes().hex()
+    # Reasons repeat (one sentence serves many tests): escape each once.
+    escaped = {reason: _copy_text(reason) for reason in dict.fromkeys(items.reasons)}
+    contributions = [
+        "\\N" if value is None else _copy_text(json.dumps(value)) for value in items.contributions
+    ]
+    plan = items.plan_id
+    lines = [
+        f"{plan}\t{test_id}\t{probability!r}\t{rank}"
+        f"\t\\\\x{vectors[row * width : (row + 1) * width]}"  # bytea's hex form, \ escaped
+        f"\t{contributions[row]}\t{escaped[items.reasons[row]]}\n"
+        for row, (test_id, probability, rank) in enumerate(
+            zip(items.test_ids, items.probabilities, items.ranks, strict=True)
+        )
+    ]
     statement = f"COPY plan_items ({', '.join(_ITEM_COLUMNS)}) FROM STDIN"
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
-        for row in rows:
-            contributions = row["contributions"]
-            copy.write_row(
-                (
-                    row["plan_id"],
-                    row["test_id"],
-                    row["probability"],
-                    row["rank"],
-                    row["features"],
-                    json.dumps(contributions) if contributions is not None else None,
-                    row["reason"],
-                )
-            )
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        copy.write("".join(lines))

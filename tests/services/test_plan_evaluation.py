@@ -127,6 +127,10 @@ POLICY = [
 
 @pytest.fixture
 def plan_id(database: Database) -> int:
+    return make_plan(database)
+
+
+def make_plan(database: Database) -> int:
     """A repository, a commit and a plan over TESTS with the policy applied."""
     with database.session() as session:
         repository = repos.add_repository(session, provider=Provider.GITHUB, full_name="acme/app")
@@ -150,6 +154,7 @@ def plan_id(database: Database) -> int:
                     probability=0.5 / rank,
                     rank=rank,
                     features=b"",
+                    reason=f"Reason {rank}",
                     selected=selected,
                     propensity=propensity,
                     rule=rule,

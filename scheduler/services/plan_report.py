@@ -1,0 +1,166 @@
+"""A commit's plan as people (and scripts) read it: what was scored, what the
+policy last applied kept and why, and how it did once outcomes came in.
+Read-only; `riskrank plans show` prints it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from scheduler.errors import ClientError
+from scheduler.models import Commit, KnownTest, Plan, PlanItem, Repository, RiskModel
+
+
+class PlanNotFound(ClientError):
+    """No such commit, or no plan for it yet."""
+
+    status_code = 404
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True)
+class ItemView:
+    rank: int
+    test: str
+    probability: float
+    selected: bool | None
+    propensity: float | None
+    rule: str | None
+    reason: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "test": self.test,
+            "probability": self.probability,
+            "selected": self.selected,
+            "propensity": self.propensity,
+            "rule": self.rule,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class PlanView:
+    plan_id: int
+    repository: str
+    commit: str
+    branch: str | None
+    status: str
+    model_version: int | None
+    created_at: datetime
+    scored_at: datetime | None
+    policy: dict[str, Any] | None
+    total: int  # items in the plan
+    selected: int | None  # None: no policy applied yet
+    items: list[ItemView]  # the first `limit` by rank
+    evaluation: dict[str, Any] | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "plan_id": self.plan_id,
+            "repository": self.repository,
+            "commit": self.commit,
+            "branch": self.branch,
+            "status": self.status,
+            "model_version": self.model_version,
+            "created_at": self.created_at.isoformat(),
+            "scored_at": self.scored_at.isoformat() if self.scored_at else None,
+            "policy": self.policy,
+            "total": self.total,
+            "selected": self.selected,
+            "items": [item.as_json() for item in self.items],
+            "evaluation": self.evaluation,
+        }
+
+
+def find_commit(session: Session, repository: Repository, sha: str) -> Commit:
+    """The commit a full sha or an unambiguous prefix of one names."""
+    sha = sha.strip().lower()
+    if not sha:
+        raise PlanNotFound("no commit given")
+    exact = session.scalar(
+        select(Commit).where(Commit.repository_id == repository.id, Commit.sha == sha)
+    )
+    if exact is not None:
+        return exact
+    found = list(
+        session.scalars(
+            select(Commit)
+            .where(
+                Commit.repository_id == repository.id,
+                Commit.sha.like(_escape_like(sha) + "%", escape="\\"),
+            )
+            .limit(2)
+        )
+    )
+    if not found:
+        raise PlanNotFound(f"riskrank knows no commit {sha} of {repository.full_name}")
+    if len(found) > 1:
+        raise PlanNotFound(f"{sha} names several commits of {repository.full_name}: give more")
+    return found[0]
+
+
+def newest_plan(session: Session, repository: Repository, sha: str, *, limit: int) -> PlanView:
+    """The commit's newest plan with its `limit` riskiest items."""
+    commit = find_commit(session, repository, sha)
+    plan = session.scalar(
+        select(Plan)
+        .where(Plan.commit_id == commit.id)
+        .order_by(Plan.created_at.desc(), Plan.id.desc())
+        .limit(1)
+    )
+    if plan is None:
+        raise PlanNotFound(
+            f"commit {commit.sha} of {repository.full_name} has no plan yet "
+            "(a worker scores a commit after its push, the plan API on request)"
+        )
+    version = (
+        session.scalar(select(RiskModel.version).where(RiskModel.id == plan.model_id))
+        if plan.model_id is not None
+        else None
+    )
+    total, selected, applied = session.execute(
+        select(
+            func.count(PlanItem.id),
+            func.count(PlanItem.id).filter(PlanItem.selected.is_(True)),
+            func.count(PlanItem.selected),
+        ).where(PlanItem.plan_id == plan.id)
+    ).one()
+    rows = session.execute(
+        select(
+            PlanItem.rank,
+            KnownTest.name,
+            PlanItem.probability,
+            PlanItem.selected,
+            PlanItem.propensity,
+            PlanItem.rule,
+            PlanItem.reason,
+        )
+        .join(KnownTest, KnownTest.id == PlanItem.test_id)
+        .where(PlanItem.plan_id == plan.id)
+        .order_by(PlanItem.rank, PlanItem.id)
+        .limit(max(0, limit))
+    )
+    return PlanView(
+        plan_id=plan.id,
+        repository=repository.full_name,
+        commit=commit.sha,
+        branch=commit.branch,
+        status=plan.status.value,
+        model_version=version,
+        created_at=plan.created_at,
+        scored_at=plan.scored_at,
+        policy=plan.policy,
+        total=int(total),
+        selected=int(selected) if applied else None,
+        items=[ItemView(*row) for row in rows],
+        evaluation=plan.evaluation,
+    )

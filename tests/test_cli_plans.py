@@ -1,0 +1,93 @@
+"""`riskrank plans show`, run as users run it: the installed command in a
+subprocess, against a migrated SQLite database holding a plan, before and
+after a run that followed it reported."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from scheduler.db import Database
+from tests.conftest import empty_all_tables
+from tests.e2e.conftest import clean_env
+from tests.services.test_plan_evaluation import TESTS, make_plan, post
+from tests.test_cli_outcomes import one_line, riskrank, run_together
+
+
+def flat(output: str) -> str:
+    """Output with Rich's table rules and line wrapping undone."""
+    return one_line(re.sub(r"[\u2500-\u257f]", " ", output))
+
+
+@pytest.fixture
+def sqlite_database(sqlite_url: str) -> Iterator[Database]:
+    database = Database.from_url(sqlite_url)
+    empty_all_tables(database)
+    yield database
+    database.dispose()
+
+
+def test_plans_show_prints_the_plan_then_its_evaluation(
+    sqlite_url: str, sqlite_database: Database, tmp_path: Path
+) -> None:
+    command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=sqlite_url), cwd=tmp_path)
+    plan_id = make_plan(sqlite_database)
+
+    as_text, as_json, limited, unknown, no_repo = run_together(
+        lambda: command("plans", "show", "acme/app", "c1"),
+        lambda: command("plans", "show", "acme/app", "c1", "--json"),
+        lambda: command("plans", "show", "acme/app", "c", "--limit", "2"),
+        lambda: command("plans", "show", "acme/app", "d00d"),
+        lambda: command("plans", "show", "acme/nothing", "c1"),
+    )
+    assert as_text.returncode == 0, as_text.explain()
+    text = flat(as_text.stdout)
+    assert f"plan {plan_id} of acme/app at c1 (main): ready, no model, 6 tests, 4 selected" in text
+    assert "policy: mode fraction, budget 0.5" in text
+    assert "1 tests/test_app.py::test_a 0.500 yes model Reason 1" in text
+    assert "4 tests/test_app.py::test_d 0.125 yes exploration Reason 4" in text
+    assert "6 tests/test_app.py::test_f 0.083 no budget Reason 6" in text
+    assert "no outcomes of runs that followed this plan yet" in text
+
+    assert as_json.returncode == 0, as_json.explain()
+    shown = json.loads(as_json.stdout)
+    assert (shown["plan_id"], shown["commit"], shown["status"]) == (plan_id, "c1", "ready")
+    assert (shown["total"], shown["selected"], shown["evaluation"]) == (6, 4, None)
+    assert [item["test"] for item in shown["items"]] == TESTS
+    assert shown["items"][3] == {
+        "rank": 4,
+        "test": TESTS[3],
+        "probability": 0.125,
+        "selected": True,
+        "propensity": 0.2,
+        "rule": "exploration",
+        "reason": "Reason 4",
+    }
+
+    assert limited.returncode == 0, limited.explain()
+    assert "the 2 riskiest of 6 tests (--limit to see more)" in flat(limited.stdout)
+    assert TESTS[2] not in limited.stdout
+    assert unknown.returncode == 1
+    assert "error: riskrank knows no commit d00d of acme/app" in one_line(unknown.stderr)
+    assert no_repo.returncode == 1
+    assert "acme/nothing" in no_repo.stderr
+
+    a, _b, c, d, _e, _f = TESTS
+    post(sqlite_database, plan_id, [(a, "passed"), (c, "failed"), (d, "failed")])
+    after_text, after_json = run_together(
+        lambda: command("plans", "show", "acme/app", "c1"),
+        lambda: command("plans", "show", "acme/app", "c1", "--json"),
+    )
+    assert after_text.returncode == 0, after_text.explain()
+    text = flat(after_text.stdout)
+    assert "evaluation over 1 run: 3 tests ran, 2 failed" in text
+    assert "failures in the exploration sample 1" in text
+    assert "estimated failures missed 4.000" in text
+    evaluation = json.loads(after_json.stdout)["evaluation"]
+    assert (evaluation["failures_caught"], evaluation["failures_in_exploration"]) == (2, 1)
+    assert evaluation["apfd"] == pytest.approx(1 - (2 + 3) / (3 * 2) + 1 / 6)
