@@ -54,6 +54,25 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="How often beat looks for repositories to retrain."
     )
     beat_schedule_file: str = "riskrank-beat-schedule"
+    # The plan API (scheduler.services.plans); a repository's settings
+    # (repositories.settings) override the policy defaults.
+    plan_wait_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a plan request waits for the worker's scores before scoring inline.",
+    )
+    plan_exploration_rate: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Share of the tests a budget drops that run anyway (exploration sample).",
+    )
+    plan_recent_failures: int = Field(
+        default=2, ge=0, description="Tests that failed in their last N runs always run."
+    )
+    plan_full_run_every: int = Field(
+        default=20, ge=0, description="Every N-th build of the default branch runs everything."
+    )
     log_level: str = "INFO"
 
     @field_validator("database_url")

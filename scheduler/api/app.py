@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from scheduler import __version__
-from scheduler.api import health, runs, webhooks
+from scheduler.api import health, plans, runs, webhooks
 from scheduler.config import Settings, get_settings
 from scheduler.db import Database
 from scheduler.errors import ClientError
@@ -38,4 +38,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(runs.router)
+    app.include_router(plans.router)
     return app

@@ -1,0 +1,275 @@
+"""GET/POST /api/v1/repos/{owner}/{name}/plans/{sha}: the plan CI follows.
+
+The contract is in the README ("Plans"). Only bad parameters are errors
+(400, besides the token's 401/403/404); anything that goes wrong while
+planning answers a `fallback` plan that runs everything."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from scheduler.api.deps import DatabaseDep, SettingsDep, read_body
+from scheduler.config import Settings
+from scheduler.db import Database
+from scheduler.services import plans, tokens
+from scheduler.services.plans import PlanParameterError, PlanRequest
+
+router = APIRouter(prefix="/api/v1/repos/{owner}/{name}", tags=["plans"])
+
+# Collected test lists travel in the POST body; ids are short, 64 MiB is
+# far beyond any suite and still bounded.
+MAX_PLAN_BODY = 64 * 1024 * 1024
+
+
+class PlannedTest(BaseModel):
+    test: str = Field(description="The canonical test id.")
+    rank: int = Field(description="1 for the first to run in the policy's order.")
+    probability: float | None = Field(description="Failure probability (null in a fallback).")
+    selected: bool
+    reason: str = Field(description="Why it runs or not, for a person.")
+    duration: float | None = Field(description="Expected seconds; null unknown.")
+    rule: Literal[
+        "model",
+        "must_run",
+        "new",
+        "own_file_changed",
+        "recently_failed",
+        "exploration",
+        "full_run",
+        "budget",
+    ]
+
+
+class PlanAnswer(BaseModel):
+    plan_id: int | None = Field(description="Null only for a fallback that stored nothing.")
+    commit: str
+    status: Literal["ready", "heuristic", "fallback"]
+    model_version: int | None = Field(description="Null unless status is ready.")
+    mode: str
+    budget: float | None
+    by: str
+    shard: str | None
+    exploration_rate: float
+    full_run: bool = Field(description="A rule (or a fallback) runs everything.")
+    full_run_reason: str | None
+    total: int = Field(description="Tests in the plan, before sharding.")
+    selected: int = Field(description="Selected tests in this shard.")
+    duration_selected: float = Field(description="Expected seconds of this shard's selection.")
+    duration_dropped: float = Field(description="Expected seconds of the dropped tests.")
+    expected_failures_dropped: float = Field(description="Sum of the dropped tests' probabilities.")
+    message: str | None
+    tests: list[PlannedTest] = Field(
+        description="Without a shard: every test, the selected ones first in run order, then "
+        "the dropped ones. With a shard: the shard's selected tests in run order."
+    )
+
+
+class PlanBody(BaseModel):
+    """The POST body: the GET parameters, with room for long test lists."""
+
+    mode: Literal["order", "time", "fraction", "confidence"] | None = None
+    budget: float | None = None
+    by: Literal["tests", "duration"] | None = None
+    shard: str | None = Field(default=None, examples=["1/4"])
+    branch: str | None = None
+    tests: list[str] | None = None
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": PlanAnswer, "description": "The plan (ready, heuristic or fallback)"},
+    400: {"description": "Bad parameters: the message says which"},
+    401: {"description": "No valid token"},
+    403: {"description": "The token is for another repository or lacks plans:read"},
+    404: {"description": "The repository is not registered"},
+}
+
+BODY_EXAMPLE = {
+    "mode": "fraction",
+    "budget": 0.3,
+    "by": "tests",
+    "shard": "1/4",
+    "branch": "main",
+    "tests": ["tests/test_io.py::test_eof", "tests/test_io.py::test_open"],
+}
+
+
+def _number(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise PlanParameterError(f"{what} must be a number, not {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise PlanParameterError(f"{what} must be a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise PlanParameterError(f"{what} must be a finite number, not {value!r}")
+    return number
+
+
+def _text(value: Any, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise PlanParameterError(f"{what} must be a string, not {value!r}")
+
+
+def _tests(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise PlanParameterError("tests must be a list of test id strings")
+    return value
+
+
+def _request(fields: dict[str, Any]) -> PlanRequest:
+    unknown = set(fields) - {"mode", "budget", "by", "shard", "branch", "tests"}
+    if unknown:
+        raise PlanParameterError(f"unknown parameters: {', '.join(sorted(unknown))}")
+    return PlanRequest(
+        mode=_text(fields.get("mode"), "mode"),
+        budget=_number(fields.get("budget"), "budget"),
+        by=_text(fields.get("by"), "by"),
+        shard=_text(fields.get("shard"), "shard"),
+        branch=_text(fields.get("branch"), "branch"),
+        tests=_tests(fields.get("tests")),
+    )
+
+
+def _authorize(
+    database: Database, *, authorization: str | None, owner: str, name: str
+) -> plans.RepositoryRef:
+    with database.session() as session:
+        repository = tokens.authorize(
+            session,
+            authorization=authorization,
+            full_name=f"{owner}/{name}",
+            scope=tokens.Scope.PLANS_READ,
+        )
+        return plans.RepositoryRef(
+            id=repository.id,
+            default_branch=repository.default_branch,
+            settings=dict(repository.settings or {}),
+        )
+
+
+def _answer(
+    database: Database,
+    settings: Settings,
+    *,
+    repository: plans.RepositoryRef,
+    sha: str,
+    fields: dict[str, Any],
+) -> bytes:
+    answer = plans.plan_for(
+        database,
+        repository=repository,
+        sha=plans.check_sha(sha),
+        request=_request(fields),
+        defaults=plans.PlanDefaults(
+            wait_seconds=settings.plan_wait_seconds,
+            exploration_rate=settings.plan_exploration_rate,
+            recent_failures=settings.plan_recent_failures,
+            full_run_every=settings.plan_full_run_every,
+        ),
+    )
+    return plans.dumps(answer)
+
+
+@router.get("/plans/{sha}", responses=RESPONSES, response_class=Response)
+async def get_plan(
+    owner: str,
+    name: str,
+    sha: str,
+    request: Request,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    mode: Annotated[
+        str | None,
+        Query(description="order (default) | time | fraction | confidence"),
+    ] = None,
+    budget: Annotated[
+        str | None,
+        Query(
+            description="time: seconds; fraction: share 0..1 of the tests (or of the expected "
+            "duration with by=duration); confidence: share 0..1 of the expected failures kept"
+        ),
+    ] = None,
+    by: Annotated[str | None, Query(description="tests (default) | duration")] = None,
+    shard: Annotated[str | None, Query(description="i/n, 1-based", examples=["1/4"])] = None,
+    branch: Annotated[str | None, Query(description="The branch being built.")] = None,
+    tests: Annotated[
+        list[str] | None,
+        Query(description="The test ids the runner collected: the plan covers exactly them."),
+    ] = None,
+) -> Response:
+    """The plan for a commit: the tests riskiest-per-second first, which of
+    them to run under the budget, and why. Scored on the spot if need be;
+    a `fallback` plan (everything runs) when planning fails."""
+    fields = {
+        "mode": mode,
+        "budget": budget,
+        "by": by,
+        "shard": shard,
+        "branch": branch,
+        "tests": tests,
+    }
+    authorization = request.headers.get("authorization")
+
+    def plan() -> bytes:
+        repository = _authorize(database, authorization=authorization, owner=owner, name=name)
+        return _answer(database, settings, repository=repository, sha=sha, fields=fields)
+
+    return Response(await run_in_threadpool(plan), media_type="application/json")
+
+
+@router.post(
+    "/plans/{sha}",
+    responses=RESPONSES,
+    response_class=Response,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {
+                    "schema": PlanBody.model_json_schema(),
+                    "example": BODY_EXAMPLE,
+                }
+            }
+        }
+    },
+)
+async def post_plan(
+    owner: str,
+    name: str,
+    sha: str,
+    request: Request,
+    database: DatabaseDep,
+    settings: SettingsDep,
+) -> Response:
+    """The same as GET, with the parameters in a JSON body (for long test lists)."""
+
+    # Nobody sends a large body without a token.
+    repository = await run_in_threadpool(
+        _authorize,
+        database,
+        authorization=request.headers.get("authorization"),
+        owner=owner,
+        name=name,
+    )
+    raw = await read_body(request, limit=MAX_PLAN_BODY)
+    try:
+        fields = json.loads(raw) if raw.strip() else {}
+    except ValueError as error:
+        raise PlanParameterError(f"the body is not JSON: {error}") from None
+    if not isinstance(fields, dict):
+        raise PlanParameterError("the body must be a JSON object")
+    body = await run_in_threadpool(
+        _answer, database, settings, repository=repository, sha=sha, fields=fields
+    )
+    return Response(body, media_type="application/json")
