@@ -7,8 +7,11 @@ changes nothing and the shards of one build add up.
 
 What it holds (Plan.evaluation, JSON):
 
-- the APFD (and cost-aware APFDc) of the plan's order over the tests that
-  ran: the planned tests by rank, then any test the plan did not hold;
+- the APFD (and cost-aware APFDc) of the plan's ranking over the tests that
+  ran: the planned tests by rank (riskiest first, as the plan lists them),
+  then any test the plan did not hold (new tests). The policy's run order
+  (risk per second) is computed per request and not stored, so the APFD
+  measures the ranking, which is what the model is responsible for;
 - the failures caught among the selected tests, and those of the exploration
   sample: selected tests the policy would have dropped, kept at random with
   a logged probability (propensity < 1). They are the only unbiased evidence
