@@ -110,9 +110,10 @@ def score_tests(
     reasons = explain.heuristic_reasons_of(matrix)
     contributions: list[dict[str, float] | None] = [None] * len(test_ids)
     if model is not None and len(test_ids):
-        probabilities = model.predict(matrix.values)
+        model_inputs = model.inputs(matrix)
+        probabilities = model.predict(model_inputs)
         riskiest = np.argsort(-probabilities, kind="stable")[:EXPLAINED_BY_MODEL]
-        tops = model.top_contributions(matrix.values[riskiest], FEATURE_NAMES, k=TOP_REASONS)
+        tops = model.top_contributions(model_inputs[riskiest], k=TOP_REASONS)
         for row, top in zip(riskiest.tolist(), tops, strict=True):
             reasons[row] = [name for name, _ in top]
             contributions[row] = {name: round(value, 4) for name, value in top}

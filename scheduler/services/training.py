@@ -91,15 +91,13 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
 
     held_out = indexes >= trained.validation.first_build
     x_val, y_val, b_val = features[held_out], labels[held_out], indexes[held_out]
-    heuristic = validation_metrics(
-        heuristic_scores(FeatureMatrix(tests=("",) * len(y_val), values=x_val)), y_val, b_val
-    )
+    validation = FeatureMatrix(tests=("",) * len(y_val), values=x_val)
+    heuristic = validation_metrics(heuristic_scores(validation), y_val, b_val)
     incumbent = active_model(session, repository_id)
     active_metrics: ValidationMetrics | None = None
-    if incumbent is not None and tuple(incumbent.feature_names) == FEATURE_NAMES:
-        active_metrics = validation_metrics(
-            load_model(incumbent.model_text).predict(x_val), y_val, b_val
-        )
+    if incumbent is not None and set(incumbent.feature_names) <= set(FEATURE_NAMES):
+        loaded = load_model(incumbent.model_text)
+        active_metrics = validation_metrics(loaded.predict(loaded.inputs(validation)), y_val, b_val)
     bar = active_metrics if incumbent is not None else heuristic
     promoted = _better(trained.metrics, bar)
     if incumbent is not None and active_metrics is None:

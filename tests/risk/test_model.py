@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from scheduler.evaluation.metrics import apfd
+from scheduler.risk.features import FeatureMatrix
 from scheduler.risk.model import (
     EARLY_STOPPING_ROUNDS,
     InvalidModelText,
@@ -15,6 +16,7 @@ from scheduler.risk.model import (
     NoPositiveLabels,
     TooFewBuilds,
     TrainedModel,
+    grouped_apfd,
     load_model,
     train_model,
     validation_metrics,
@@ -329,3 +331,43 @@ def test_predicting_checks_the_columns(trained: TrainedModel) -> None:
     assert loaded.predict(np.zeros((0, 6))).shape == (0,)
     missing = np.full((1, 6), np.nan)
     assert 0.0 < loaded.predict(missing)[0] < 1.0
+
+
+def test_grouped_apfd_is_the_mean_apfd_of_the_validation_metrics() -> None:
+    """The early-stopping measure is validation_metrics' mean APFD, ties
+    included (scores rounded to force them), builds given out of order."""
+    rng = np.random.default_rng(5)
+    builds = rng.integers(0, 30, size=900)
+    failed = rng.random(900) < 0.08
+    scores = np.round(rng.random(900), 1)
+    expected = validation_metrics(scores, failed, builds).mean_apfd
+    assert expected is not None
+    assert grouped_apfd(scores, failed, builds) == pytest.approx(expected, abs=1e-12)
+    assert grouped_apfd(scores, np.zeros(900, dtype=bool), builds) is None
+
+
+def test_excluded_features_are_not_read(data: tuple[np.ndarray, ...]) -> None:
+    features, failed, build = data
+    trained = train_model(features, failed, build, NAMES, exclude={"duration", "noise_a"})
+    assert trained.feature_names == ("fail_rate", "own_file_changed", "noise_b", "noise_c")
+    model = load_model(trained.model_text)
+    # Scoring hands over every feature; the model takes its own, by name.
+    shuffled = (NAMES[5], *NAMES[:5])
+    matrix = FeatureMatrix(
+        tests=("",) * len(features),
+        values=features[:, [5, 0, 1, 2, 3, 4]].astype(np.float32),
+        names=shuffled,
+    )
+    expected = model.predict(features[:, [0, 1, 3, 4]].astype(np.float32))
+    assert np.array_equal(model.predict(model.inputs(matrix)), expected)
+    assert train_model(features, failed, build, NAMES).feature_names == NAMES
+    with pytest.raises(ModelInputError, match="lacks noise_b"):
+        model.inputs(
+            FeatureMatrix(
+                tests=matrix.tests,
+                values=matrix.values[:, [0, 1, 2, 3, 5]],
+                names=(*shuffled[:4], shuffled[5]),
+            )
+        )
+    with pytest.raises(ModelInputError, match="every feature is excluded"):
+        train_model(features, failed, build, NAMES, exclude=set(NAMES))

@@ -23,7 +23,7 @@ from scheduler.models import (
     Provider,
     RiskModel,
 )
-from scheduler.risk.features import FEATURE_NAMES
+from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
 from scheduler.risk.model import load_model, train_model
 from scheduler.services import history, repos, runs, scoring
 
@@ -161,10 +161,12 @@ def test_active_model_from_the_database_scores_exactly_as_trained(
         plan_id = plan.id
         stored_text = session.scalars(select(RiskModel.model_text)).one()
     items = plan_items(database, plan_id)
-    matrix = np.stack([np.frombuffer(features, dtype="<f4") for *_, features, _ in items])
+    vectors = np.stack([np.frombuffer(features, dtype="<f4") for *_, features, _ in items])
+    matrix = FeatureMatrix(tests=("",) * len(vectors), values=vectors)
     # The text read back from the database predicts what the trained booster does.
-    expected = load_model(stored_text).predict(matrix)
-    assert np.array_equal(expected, load_model(text).predict(matrix))
+    stored, trained = load_model(stored_text), load_model(text)
+    expected = stored.predict(stored.inputs(matrix))
+    assert np.array_equal(expected, trained.predict(trained.inputs(matrix)))
     assert [probability for _, probability, *_ in items] == pytest.approx(
         expected.tolist(), abs=1e-12
     )
