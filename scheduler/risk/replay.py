@@ -10,15 +10,17 @@ the one scoring would have produced at that moment."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scheduler.ingest.history import HistoryReport
+from scheduler.ingest.results import final_results
 from scheduler.models import (
     ChangedFile,
     Commit,
@@ -103,6 +105,60 @@ def load_builds(session: Session, *, repository_id: int) -> list[Build]:
         if seen is None or WORSE[outcome] > WORSE[seen]:
             build.outcomes[name] = outcome
             build.durations[name] = duration
+    return list(builds.values())
+
+
+# When a history gives no time for a build (the replay only needs an order,
+# and test ages in days): builds without one are a day after the one before.
+_NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def builds_from_reports(reports: Iterable[HistoryReport]) -> list[Build]:
+    """The builds of a history file, in memory, as `load_builds` reads them
+    back after `riskrank import` (tested): reports with the same build id are
+    one build (its worst final outcome per test wins), and a test is flaky in
+    a build when a report reruns it with a different outcome, or when an
+    earlier build of the same commit disagrees with it (a retried CI job).
+
+    This is what lets a backtest or a benchmark replay a history without a
+    database; the training code replays what `load_builds` gives, and both
+    go through the same `Replayer`."""
+    builds: dict[str, Build] = {}
+    # commit -> build key -> test -> outcomes seen (passed or not)
+    seen: dict[str, dict[str, dict[str, set[bool]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(set))
+    )
+    previous = _NO_TIME
+    for report in reports:
+        key = f"{report.commit}/{report.build}"
+        build = builds.get(key)
+        if build is None:
+            at = report.time or datetime.fromtimestamp(previous.timestamp() + 86400, UTC)
+            build = builds[key] = Build(
+                key=key, at=at, paths=tuple(sorted({c.path for c in report.changed_files}))
+            )
+            previous = at
+        passed: dict[str, set[bool]] = defaultdict(set)
+        for result in report.results:
+            build.files.setdefault(result.test, result.file)
+            if result.outcome is not Outcome.SKIPPED:
+                passed[result.test].add(result.outcome is Outcome.PASSED)
+        earlier: dict[str, set[bool]] = defaultdict(set)
+        for other, tests in seen[report.commit].items():
+            if other != key:
+                for name, outcomes in tests.items():
+                    earlier[name] |= outcomes
+        for name, outcomes in passed.items():
+            if outcomes | earlier.get(name, set()) == {True, False}:
+                build.flaky.add(name)
+            seen[report.commit][key][name] |= outcomes
+        for name, result in final_results(report.results).items():
+            if result.outcome is Outcome.SKIPPED:
+                continue
+            current = build.outcomes.get(name)
+            if current is None or WORSE[result.outcome] > WORSE[current]:
+                build.outcomes[name] = result.outcome
+                build.durations[name] = result.duration
     return list(builds.values())
 
 

@@ -79,3 +79,36 @@ def test_replayed_features_are_the_ones_scoring_serves(
         assert np.array_equal(
             served.matrix.values[row_of[name]], last.matrix.values[row], equal_nan=True
         ), name
+
+
+@pytest.mark.parametrize(
+    ("dataset", "count"),
+    [
+        ("apache-commons/commons-io.jsonl.gz", 200),
+        ("dune-common/dune-total/features-engineered.csv.gz", 150),
+    ],
+)
+def test_a_history_replays_in_memory_as_it_does_once_imported(
+    database: Database, shared_dir: Path, dataset: str, count: int
+) -> None:
+    """`builds_from_reports` (backtests, benchmarks) gives the builds that
+    `load_builds` reads back after an import (training), so both replay to
+    the same rows."""
+    reports = list(itertools.islice(read_history(shared_dir / "datasets" / dataset), count))
+    repository_id = imported(database, reports)
+    with database.session() as session:
+        stored = replay.load_builds(session, repository_id=repository_id)
+    in_memory = replay.builds_from_reports(reports)
+    assert len(in_memory) == len(stored) > 0
+    for mine, theirs in zip(in_memory, stored, strict=True):
+        assert mine.at == theirs.at
+        assert mine.paths == theirs.paths
+        assert mine.outcomes == theirs.outcomes
+        assert mine.durations == theirs.durations
+        assert mine.flaky == theirs.flaky
+        assert mine.files == theirs.files
+    x_mine, y_mine, b_mine = replay.training_rows(in_memory)
+    x_theirs, y_theirs, b_theirs = replay.training_rows(stored)
+    assert np.array_equal(x_mine, x_theirs, equal_nan=True)
+    assert np.array_equal(y_mine, y_theirs)
+    assert np.array_equal(b_mine, b_theirs)
