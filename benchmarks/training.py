@@ -20,6 +20,7 @@ import time
 import numpy as np
 import numpy.typing as npt
 
+from scheduler.risk.features import FeatureMatrix
 from scheduler.risk.model import THREADS, load_model, train_model
 
 FEATURES = 25
@@ -113,7 +114,12 @@ def main() -> None:
     )
 
     loaded = load_model(trained.model_text)
-    batch = features[:PREDICT_ROWS]
+    # Scoring hands the model every feature; it reads its own (not the duration).
+    batch = loaded.inputs(
+        FeatureMatrix(
+            tests=("",) * PREDICT_ROWS, values=features[:PREDICT_ROWS], names=tuple(names)
+        )
+    )
     for label, method in (("predict", loaded.predict), ("contributions", loaded.contributions)):
         times = []
         for _ in range(REPEATS):
