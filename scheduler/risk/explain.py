@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.risk.features import FeatureMatrix
+from scheduler.risk.features import FeatureMatrix, StrongestCoFailure
 
 # How each feature reads when it pushed a score up. `{v}` is its value.
 PHRASES: dict[str, str] = {
@@ -86,15 +87,50 @@ _COUNTS = {
 
 NOTHING = "no sign of risk in its history or in this change"
 
+# The features that say how a changed file and the test failed together:
+# with a CoFailure, both read as one phrase that names the file.
+COFAIL_FEATURES = ("cofail_max", "cofail_sum")
 
-def sentence(reasons: Sequence[str], features: Mapping[str, float]) -> str:
-    """`reasons` (feature names, strongest first) as one sentence."""
+
+@dataclass(frozen=True)
+class CoFailure:
+    """The changed path that failed together with a test most often, and
+    how many times (features.strongest_cofailure); count 0 when none did."""
+
+    path: str
+    count: int
+
+
+def _cofailure_phrase(cofailure: CoFailure) -> str:
+    if cofailure.count <= 0:
+        return "no changed file has failed together with it yet"
+    times = "time" if cofailure.count == 1 else "times"
+    return f"{cofailure.path} changed and failed together with it {cofailure.count} {times}"
+
+
+def sentence(
+    reasons: Sequence[str], features: Mapping[str, float], cofailure: CoFailure | None = None
+) -> str:
+    """`reasons` (feature names, strongest first) as one sentence. With a
+    `cofailure`, the co-failure features name its path (once, when both
+    are reasons); without one they speak of the changed files in general."""
     values = _Values(features)
-    phrases = [PHRASES[name].format_map(values) for name in reasons if name in PHRASES]
+    phrases: list[str] = []
+    named = ""  # the phrase that starts with a path, which keeps its case
+    for name in reasons:
+        if cofailure is not None and name in COFAIL_FEATURES:
+            phrase = _cofailure_phrase(cofailure)
+            named = phrase if cofailure.count > 0 else ""
+        elif name in PHRASES:
+            phrase = PHRASES[name].format_map(values)
+        else:
+            continue
+        if phrase not in phrases:
+            phrases.append(phrase)
     if not phrases:
         return NOTHING
     text = "; ".join(phrases)
-    return text[0].upper() + text[1:]
+    return text if phrases[0] == named else text[0].upper() + text[1:]
 
 
 def _reads(name: str) -> tuple[str, ...]:
@@ -113,28 +149,51 @@ def _reads(name: str) -> tuple[str, ...]:
 READS: dict[str, tuple[str, ...]] = {name: _reads(name) for name in PHRASES}
 
 
-def sentences(reasons: Sequence[Sequence[str]], matrix: FeatureMatrix) -> list[str]:
+def sentences(
+    reasons: Sequence[Sequence[str]],
+    matrix: FeatureMatrix,
+    *,
+    paths: Sequence[str] = (),
+    strongest: StrongestCoFailure | None = None,
+) -> list[str]:
     """`sentence` of every row of `matrix` with its `reasons`, each distinct
     sentence formatted once: a plan has ten thousand rows, mostly with the
-    same few reasons and values."""
-    needed = {read for names in reasons for name in names for read in READS.get(name, ())}
-    columns = {name: matrix.column(name).tolist() for name in needed}
+    same few reasons and values. `strongest` (per row, into the changed
+    `paths`) names the co-failing file; without it none is named."""
+    # Per distinct list of reasons: the features its phrases read, and
+    # whether it names a co-failing file.
+    specs: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}
+    for names in reasons:
+        spec = tuple(names)
+        if spec not in specs:
+            distinct = dict.fromkeys(read for name in spec for read in READS.get(name, ()))
+            named = strongest is not None and any(name in COFAIL_FEATURES for name in spec)
+            specs[spec] = (tuple(distinct), named)
+    needed = {read for reads, _ in specs.values() for read in reads}
+    # NaN reads as 0 in every phrase; as a key it must be 0 too (NaN != NaN).
+    columns: dict[str, list[float]] = {}
+    for name in needed:
+        column = matrix.column(name)
+        columns[name] = np.where(np.isnan(column), 0.0, column).tolist()
+    path_index = strongest.path_index.tolist() if strongest is not None else []
+    counts = strongest.failed_together.tolist() if strongest is not None else []
     made: dict[tuple[object, ...], str] = {}
     result: list[str] = []
     for row, names in enumerate(reasons):
         if not names:
             result.append(NOTHING)
             continue
-        # NaN reads as 0 in every phrase: as a key it is 0 too (NaN != NaN).
-        features = {
-            read: 0.0 if math.isnan(value := columns[read][row]) else value
-            for name in names
-            for read in READS.get(name, ())
-        }
-        key = (*names, *features.items())
+        spec = tuple(names)
+        reads, named = specs[spec]
+        values = tuple(columns[read][row] for read in reads)
+        key = (spec, values, path_index[row], counts[row]) if named else (spec, values)
         text = made.get(key)
         if text is None:
-            text = made[key] = sentence(names, features)
+            cofailure = None
+            if named:
+                number = path_index[row]
+                cofailure = CoFailure(paths[number] if number >= 0 else "", round(counts[row]))
+            text = made[key] = sentence(names, dict(zip(reads, values, strict=True)), cofailure)
         result.append(text)
     return result
 

@@ -842,3 +842,42 @@ def build_features(
         values[:, number] = columns.pop(name)
     assert not columns, f"features without a place in FEATURE_NAMES: {sorted(columns)}"
     return FeatureMatrix(history.names, values)
+
+
+# --- explanations -------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class StrongestCoFailure:
+    """Per test row, the changed path that failed together with it most
+    often, which a reason names: its position in ChangeColumns.paths (-1 when
+    no changed path has a link to the test) and the builds in which the test
+    failed with that path changed (0 likewise)."""
+
+    path_index: IndexArray
+    failed_together: FloatArray
+
+    def __len__(self) -> int:
+        return int(self.path_index.shape[0])
+
+
+def strongest_cofailure(links: LinkColumns, n: int) -> StrongestCoFailure:
+    """For each of `n` test rows, its link with the highest failed-together
+    count; ties go to the higher co-failure strength (cofail_max's
+    (failed + alpha) / (ran + beta), so the path that changed with it in fewer
+    builds), then to the earlier changed path. One sort of the links, no loop
+    over the tests."""
+    _check_links(links, n, int(links.path_index.max(initial=-1)) + 1)
+    path_index = np.full(n, -1, dtype=np.intp)
+    failed_together = np.zeros(n, dtype=np.float64)
+    if len(links) == 0:
+        return StrongestCoFailure(path_index, failed_together)
+    strength = (links.failed_together + COFAIL_ALPHA) / (links.changed_together + COFAIL_BETA)
+    # By test, then most failures, then strongest, then path: the first link
+    # of each test is its strongest.
+    order = np.lexsort((links.path_index, -strength, -links.failed_together, links.test_index))
+    tests = links.test_index[order]
+    first = order[np.r_[True, tests[1:] != tests[:-1]]]
+    path_index[links.test_index[first]] = links.path_index[first]
+    failed_together[links.test_index[first]] = links.failed_together[first]
+    return StrongestCoFailure(path_index, failed_together)

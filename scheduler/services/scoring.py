@@ -19,7 +19,15 @@ from sqlalchemy.orm import Session, defer
 from scheduler.models import Commit, ModelStatus, Plan, PlanItem, PlanStatus, RiskModel
 from scheduler.models.base import utcnow
 from scheduler.risk import explain, inputs
-from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix, PathIndex, build_features
+from scheduler.risk.features import (
+    FEATURE_NAMES,
+    ChangeColumns,
+    FeatureMatrix,
+    PathIndex,
+    StrongestCoFailure,
+    build_features,
+    strongest_cofailure,
+)
 from scheduler.risk.heuristic import heuristic_scores
 from scheduler.risk.model import LoadedModel, load_model
 from scheduler.services.sql import insert_rows_ignoring
@@ -86,6 +94,10 @@ class Scores:
     reasons: list[list[str]]
     contributions: list[dict[str, float] | None]
     model: RiskModel | None
+    # What the reasons name: the changed paths, and per test the one that
+    # failed together with it most often.
+    change: ChangeColumns = field(default_factory=lambda: ChangeColumns(()))
+    strongest: StrongestCoFailure | None = None
 
 
 def score_tests(
@@ -120,7 +132,16 @@ def score_tests(
     else:
         record = None
         probabilities = heuristic_scores(matrix)
-    return Scores(test_ids, matrix, probabilities, reasons, contributions, record)
+    return Scores(
+        test_ids,
+        matrix,
+        probabilities,
+        reasons,
+        contributions,
+        record,
+        change=change,
+        strongest=strongest_cofailure(links, len(test_ids)),
+    )
 
 
 def ranks(probabilities: np.ndarray, matrix: FeatureMatrix) -> np.ndarray:
@@ -183,7 +204,9 @@ def store_plan(session: Session, *, commit: Commit, scores: Scores) -> Plan:
         ranks=ranks(scores.probabilities, scores.matrix).tolist(),
         features=scores.matrix.values.astype("<f4", copy=False),
         contributions=scores.contributions,
-        reasons=explain.sentences(scores.reasons, scores.matrix),
+        reasons=explain.sentences(
+            scores.reasons, scores.matrix, paths=scores.change.paths, strongest=scores.strongest
+        ),
     )
     driver = session.connection().connection.driver_connection
     if isinstance(driver, psycopg.Connection):

@@ -173,3 +173,29 @@ def test_active_model_from_the_database_scores_exactly_as_trained(
     with database.session() as session:
         contributions = session.scalars(select(PlanItem.contributions)).all()
     assert any(contribution for contribution in contributions)
+
+
+def test_reasons_name_the_changed_file_that_failed_with_the_test(database: Database) -> None:
+    """Through the plan's write (COPY on PostgreSQL), a reason names the
+    strongest co-failing changed path as it is, escapes and all."""
+    odd = "src/odd\tname\\with\nbreaks.py"
+    with database.session() as session:
+        repository_id = repos.add_repository(
+            session, provider=Provider.GITHUB, full_name="acme/odd"
+        ).id
+    reports = [
+        report(1, set()),
+        report(2, {TESTS[2]}, changed=("src/net.py", odd)),
+        report(3, {TESTS[2]}, changed=(odd,)),
+        report(4, set(), changed=("src/net.py",)),
+    ]
+    history.import_history(database, repository_id=repository_id, reports=reports)
+    commit_id = new_commit(database, repository_id, "src/net.py", odd)
+    with database.session() as session:
+        plan = scoring.score_commit(session, commit_id, cache=scoring.ModelCache())
+        assert plan is not None
+        plan_id = plan.id
+    reasons = {name: reason for name, *_, reason in plan_items(database, plan_id)}
+    assert reasons[TESTS[2]] == (
+        f"Failed 2 of its last 4 runs; {odd} changed and failed together with it 2 times"
+    )
