@@ -167,7 +167,7 @@ def _answer(
     sha: str,
     fields: dict[str, Any],
 ) -> bytes:
-    answer = plans.plan_for(
+    answer = plans.plan_answer(
         database,
         repository=repository,
         sha=plans.check_sha(sha),
@@ -179,7 +179,7 @@ def _answer(
             full_run_every=settings.plan_full_run_every,
         ),
     )
-    return plans.dumps(answer)
+    return answer.to_json()
 
 
 @router.get("/plans/{sha}", responses=RESPONSES, response_class=Response)

@@ -112,6 +112,9 @@ class Rule(enum.StrEnum):
     BUDGET = "budget"
 
 
+_RULES = {rule.value: rule for rule in Rule}
+
+
 @dataclass(frozen=True)
 class Shard:
     """Shard `index` of `count`, 1-based as CI systems number their jobs."""
@@ -204,6 +207,10 @@ class Candidates:
     is_new: BoolArray
     own_file_changed: BoolArray
     draw: IndexArray
+    # failed_recently(recent, runs) already computed (by the database) for
+    # `recent_runs` runs; `decide` uses it when the policy asks for as many.
+    recently_failed: BoolArray | None = None
+    recent_runs: int | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -439,7 +446,10 @@ def decide(candidates: Candidates, policy: Policy, context: Context) -> Decision
             policy=policy,
         )
     must = np.fromiter((p is not None for p in patterns), dtype=bool, count=n)
-    recently = failed_recently(candidates.recent, policy.recent_failures)
+    if candidates.recently_failed is not None and candidates.recent_runs == policy.recent_failures:
+        recently = candidates.recently_failed
+    else:
+        recently = failed_recently(candidates.recent, policy.recent_failures)
     # Lowest precedence first, so that the strongest label is written last.
     for rule, mask in (
         (Rule.RECENTLY_FAILED, recently),
@@ -464,7 +474,7 @@ def decide(candidates: Candidates, policy: Policy, context: Context) -> Decision
     return Decision(
         order=order,
         selected=selected,
-        rules=[Rule(value) for value in rules.tolist()],
+        rules=[_RULES[value] for value in rules.tolist()],
         propensity=propensity,
         expected_duration=duration,
         must_run_pattern=patterns,
@@ -527,9 +537,29 @@ def rule_sentence(decision: Decision, index: int) -> str:
 
 def reason(decision: Decision, index: int, scored: str | None) -> str:
     """The rule's sentence and, for a scored test, why it got its score."""
-    if decision.rules[index] is Rule.MODEL and scored:
+    return _joined(decision.rules[index], rule_sentence(decision, index), scored)
+
+
+def _joined(rule: Rule, sentence: str, scored: str | None) -> str:
+    if rule is Rule.MODEL and scored:
         return scored
-    sentence = rule_sentence(decision, index)
     if not scored:
         return sentence
     return f"{sentence}; {scored[0].lower()}{scored[1:]}"
+
+
+def reasons(decision: Decision, indexes: Sequence[int], scored: Sequence[str | None]) -> list[str]:
+    """`reason` for each of `indexes` (with `scored` indexed alike), each
+    rule's sentence made once: a plan lists ten thousand."""
+    sentences: dict[Rule, str] = {}
+    result = []
+    for index in indexes:
+        rule = decision.rules[index]
+        if rule is Rule.MUST_RUN:
+            sentence = rule_sentence(decision, index)
+        else:
+            sentence = sentences.get(rule) or sentences.setdefault(
+                rule, rule_sentence(decision, index)
+            )
+        result.append(_joined(rule, sentence, scored[index]))
+    return result

@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import numpy as np
@@ -285,7 +286,8 @@ class Items:
     reasons: list[str | None]
     duration: np.ndarray
     builds_since_failure: np.ndarray
-    recent: list[str]
+    recently_failed: np.ndarray  # in the last `recent_runs` runs
+    recent_runs: int
     runs: np.ndarray
     own_file_changed: np.ndarray
 
@@ -294,40 +296,62 @@ def _nan(value: float | int | None) -> float:
     return math.nan if value is None else float(value)
 
 
-_ITEMS = text(
+# recent holds only P, F and E: without its P's, a failure leaves something.
+# The own-file flag is compared as bytes: 1.0 as little-endian float32.
+_ITEMS = (
     "SELECT i.id, t.name, i.probability, i.rank, i.reason, s.duration_mean, "
-    "s.builds_since_failure, s.recent, s.runs, substr(i.features, :offset, 4) "
+    "s.builds_since_failure, s.runs, substr(i.features, {offset}, 4) = {one}, "
+    "replace(substr(s.recent, 1, {runs}), 'P', '') <> '' "
     "FROM plan_items i JOIN known_tests t ON t.id = i.test_id "
     "LEFT JOIN test_stats s ON s.test_id = i.test_id "
-    "WHERE i.plan_id = :plan ORDER BY i.rank"
+    "WHERE i.plan_id = {plan} ORDER BY i.rank"
 )
+_ITEMS_BY_STYLE = {
+    "pyformat": _ITEMS.format(
+        offset="%(offset)s", runs="%(runs)s", plan="%(plan)s", one="'\\x0000803f'::bytea"
+    ),
+    "named": _ITEMS.format(offset=":offset", runs=":runs", plan=":plan", one="X'0000803F'"),
+}
 
 
-def load_items(session: Session, *, plan_id: int, feature_names: Sequence[str]) -> Items:
+def load_items(
+    session: Session, *, plan_id: int, feature_names: Sequence[str], recent_runs: int
+) -> Items:
     """One query: every item of the plan with its test's name and statistics.
     Of the stored feature vector only the own-file-changed flag is read
-    (4 bytes of each, cut by the database)."""
+    (4 bytes of each, cut by the database), and whether the test failed in
+    its last runs is worked out there too.
+
+    It goes through the driver's cursor: SQLAlchemy's result rows cost more
+    than the query itself for ten thousand rows (benchmarks/plan_api.py)."""
     names = list(feature_names)
     # Plans scored before the flag existed have none: 1-based offset 0 reads nothing.
     offset = 4 * names.index("own_file_changed") + 1 if "own_file_changed" in names else 0
-    rows = session.execute(_ITEMS, {"plan": plan_id, "offset": offset}).all()
+    connection = session.connection()
+    style = connection.dialect.paramstyle
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(
+            _ITEMS_BY_STYLE["named" if style in ("named", "qmark") else "pyformat"],
+            {"plan": plan_id, "offset": offset, "runs": recent_runs},
+        )
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    n = len(rows)
     columns: list[Any] = list(zip(*rows, strict=True)) if rows else [() for _ in range(10)]
-    flags = columns[9]
-    if flags and all(len(f or b"") == 4 for f in flags):
-        own_flags = np.frombuffer(b"".join(bytes(f) for f in flags), dtype="<f4") == 1.0
-    else:
-        own_flags = np.zeros(len(rows), dtype=bool)
     return Items(
         ids=list(columns[0]),
         names=list(columns[1]),
-        probability=np.fromiter(columns[2], dtype=np.float64, count=len(rows)),
-        rank=np.fromiter(columns[3], dtype=np.intp, count=len(rows)),
+        probability=np.fromiter(columns[2], dtype=np.float64, count=n),
+        rank=np.fromiter(columns[3], dtype=np.intp, count=n),
         reasons=list(columns[4]),
-        duration=np.fromiter(map(_nan, columns[5]), dtype=np.float64, count=len(rows)),
-        builds_since_failure=np.fromiter(map(_nan, columns[6]), dtype=np.float64, count=len(rows)),
-        recent=[r or "" for r in columns[7]],
-        runs=np.fromiter((r or 0 for r in columns[8]), dtype=np.int64, count=len(rows)),
-        own_file_changed=own_flags,
+        duration=np.fromiter(map(_nan, columns[5]), dtype=np.float64, count=n),
+        builds_since_failure=np.fromiter(map(_nan, columns[6]), dtype=np.float64, count=n),
+        runs=np.fromiter((r or 0 for r in columns[7]), dtype=np.int64, count=n),
+        own_file_changed=np.fromiter((bool(f) for f in columns[8]), dtype=bool, count=n),
+        recently_failed=np.fromiter((bool(f) for f in columns[9]), dtype=bool, count=n),
+        recent_runs=recent_runs,
     )
 
 
@@ -367,10 +391,12 @@ def cover(items: Items, tests: Sequence[str] | None) -> Covered:
         probability=pick(items.probability, NEW_TEST_PROBABILITY),
         duration=duration,
         builds_since_failure=pick(items.builds_since_failure, math.nan),
-        recent=[items.recent[r] if r >= 0 else "" for r in row.tolist()],
+        recent=(),  # recently_failed stands for it
         is_new=is_new,
         own_file_changed=known & (pick(items.own_file_changed.astype(np.float64), 0.0) == 1.0),
         draw=np.where(known, pick(items.rank.astype(np.float64), 1.0) - 1, 0).astype(np.intp),
+        recently_failed=known & (pick(items.recently_failed.astype(np.float64), 0.0) == 1.0),
+        recent_runs=items.recent_runs,
     )
     reasons = [items.reasons[r] if r >= 0 else "not in this commit's scores" for r in row.tolist()]
     durations = [None if math.isnan(d) else d for d in duration.tolist()]
@@ -500,6 +526,85 @@ def _head(
     }
 
 
+@dataclass(frozen=True, eq=False)
+class PlannedTests:
+    """The `tests` of an answer as columns, in the order listed: turned into
+    JSON text directly (a dict per test, then json.dumps, costs twice as much
+    for ten thousand tests)."""
+
+    names: list[str]
+    ranks: list[int]
+    probability: list[float | None]
+    selected: list[bool]
+    reasons: list[str]
+    durations: list[float | None]
+    rules: list[str]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "test": name,
+                "rank": rank,
+                "probability": probability,
+                "selected": selected,
+                "reason": reason,
+                "duration": duration,
+                "rule": rule,
+            }
+            for name, rank, probability, selected, reason, duration, rule in zip(
+                self.names,
+                self.ranks,
+                self.probability,
+                self.selected,
+                self.reasons,
+                self.durations,
+                self.rules,
+                strict=True,
+            )
+        ]
+
+    def json(self) -> str:
+        text = encode_basestring_ascii
+        number = _json_number
+        return ",".join(
+            [
+                f'{{"test":{text(name)},"rank":{rank},"probability":{number(probability)},'
+                f'"selected":{"true" if selected else "false"},"reason":{text(reason)},'
+                f'"duration":{number(duration)},"rule":"{rule}"}}'
+                for name, rank, probability, selected, reason, duration, rule in zip(
+                    self.names,
+                    self.ranks,
+                    self.probability,
+                    self.selected,
+                    self.reasons,
+                    self.durations,
+                    self.rules,
+                    strict=True,
+                )
+            ]
+        )
+
+
+def _json_number(value: float | None) -> str:
+    # Probabilities and durations are finite (NaN never reaches a column).
+    return "null" if value is None else repr(value)
+
+
+@dataclass(frozen=True, eq=False)
+class Answer:
+    """A plan as the API answers it (the contract is in the README)."""
+
+    head: dict[str, Any]
+    tests: PlannedTests
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.head | {"tests": self.tests.rows()}
+
+    def to_json(self) -> bytes:
+        head = json.dumps(self.head, separators=(",", ":"), allow_nan=False)
+        return f'{head[:-1]},"tests":[{self.tests.json()}]}}'.encode()
+
+
 def answer(
     *,
     found: Found,
@@ -507,7 +612,7 @@ def answer(
     covered: Covered,
     decision: Decision,
     shard: Shard | None,
-) -> dict[str, Any]:
+) -> Answer:
     """The plan as the API returns it (see the contract in the README)."""
     candidates = covered.candidates
     run = decision.run_order()
@@ -517,27 +622,22 @@ def answer(
     else:
         listed = np.concatenate([run, decision.dropped_order()])
         in_shard = run
+    order = listed.tolist()
     names = candidates.names
-    probability = candidates.probability.tolist()
-    ranks = decision.ranks.tolist()
-    chosen = decision.selected.tolist()
-    rules = decision.rules
-    reasons = covered.reasons
+    probability = candidates.probability[listed].tolist()
     durations = covered.durations
-    tests = [
-        {
-            "test": names[i],
-            "rank": ranks[i],
-            "probability": probability[i],
-            "selected": chosen[i],
-            "reason": policies.reason(decision, i, reasons[i]),
-            "duration": durations[i],
-            "rule": rules[i].value,
-        }
-        for i in listed.tolist()
-    ]
+    rules = decision.rules
+    tests = PlannedTests(
+        names=[names[i] for i in order],
+        ranks=decision.ranks[listed].tolist(),
+        probability=probability,
+        selected=decision.selected[listed].tolist(),
+        reasons=policies.reasons(decision, order, covered.reasons),
+        durations=[durations[i] for i in order],
+        rules=[rules[i].value for i in order],
+    )
     status = found.status.value if found.status is not None else PlanStatus.FALLBACK.value
-    return _head(
+    head = _head(
         plan_id=found.plan_id,
         sha=sha,
         status=status,
@@ -555,8 +655,8 @@ def answer(
             decision.expected_failures_dropped(candidates.probability), 6
         ),
         "message": None,
-        "tests": tests,
     }
+    return Answer(head, tests)
 
 
 def serve(
@@ -568,13 +668,18 @@ def serve(
     policy: Policy,
     shard: Shard | None,
     wait_seconds: float,
-) -> dict[str, Any]:
+) -> Answer:
     """The plan of a commit under `policy`, scoring it first if need be."""
     found = scored(
         session, repository=repository, sha=sha, branch=request.branch, wait_seconds=wait_seconds
     )
     assert found.plan_id is not None
-    items = load_items(session, plan_id=found.plan_id, feature_names=found.feature_names or [])
+    items = load_items(
+        session,
+        plan_id=found.plan_id,
+        feature_names=found.feature_names or [],
+        recent_runs=policy.recent_failures,
+    )
     covered = cover(items, request.tests)
     context = context_of(session, found, repository, request.branch)
     decision = policies.decide(covered.candidates, policy, context)
@@ -643,7 +748,7 @@ def fallback(
     policy: Policy,
     shard: Shard | None,
     message: str,
-) -> dict[str, Any]:
+) -> Answer:
     """Everything runs: the collected suite in the heuristic order if the
     statistics can be read, else as given (split into shards all the same)."""
     tests = list(dict.fromkeys(request.tests)) if request.tests is not None else []
@@ -662,7 +767,8 @@ def fallback(
     if shard is not None:
         listed = policies.shards(listed, expected, shard.count)[shard.index - 1]
     reason = f"Fallback: everything runs ({message})"
-    return _head(
+    order = listed.tolist()
+    head = _head(
         plan_id=None,
         sha=sha,
         status=PlanStatus.FALLBACK.value,
@@ -678,19 +784,19 @@ def fallback(
         "duration_dropped": 0.0,
         "expected_failures_dropped": 0.0,
         "message": message,
-        "tests": [
-            {
-                "test": tests[i],
-                "rank": i + 1,
-                "probability": None,
-                "selected": True,
-                "reason": reason,
-                "duration": durations[i],
-                "rule": policies.Rule.FULL_RUN.value,
-            }
-            for i in listed.tolist()
-        ],
     }
+    return Answer(
+        head,
+        PlannedTests(
+            names=[tests[i] for i in order],
+            ranks=[i + 1 for i in order],
+            probability=[None] * len(order),
+            selected=[True] * len(order),
+            reasons=[reason] * len(order),
+            durations=[durations[i] for i in order],
+            rules=[policies.Rule.FULL_RUN.value] * len(order),
+        ),
+    )
 
 
 def plan_for(
@@ -701,6 +807,20 @@ def plan_for(
     request: PlanRequest,
     defaults: PlanDefaults,
 ) -> dict[str, Any]:
+    """`plan_answer` as a dict (for the CLI and tests)."""
+    return plan_answer(
+        database, repository=repository, sha=sha, request=request, defaults=defaults
+    ).to_dict()
+
+
+def plan_answer(
+    database: Database,
+    *,
+    repository: RepositoryRef,
+    sha: str,
+    request: PlanRequest,
+    defaults: PlanDefaults,
+) -> Answer:
     """The plan for a commit, as the API answers it. Raises only
     PlanParameterError (400) for bad parameters: every other failure answers
     a `fallback` plan that runs everything."""
@@ -727,8 +847,3 @@ def plan_for(
             shard=shard,
             message=f"scoring failed: {type(error).__name__}: {error}"[:500],
         )
-
-
-def dumps(plan: Mapping[str, Any]) -> bytes:
-    """The JSON body (compact; NaN never appears, so allow_nan stays off)."""
-    return json.dumps(plan, separators=(",", ":"), allow_nan=False).encode()

@@ -1,0 +1,242 @@
+"""How fast the plan API serves a ready plan of 10,000 tests on PostgreSQL
+(target: under 50 ms median): the policy applied to the stored scores, JSON
+out, through the real FastAPI app (in process, over ASGI) and, with
+--uvicorn, through a real uvicorn server over HTTP.
+
+    .venv/bin/python benchmarks/plan_api.py [--postgres URL] [--tests N] [--runs N] [--uvicorn]
+
+A temporary database is made on the server, migrated and filled with 10,000
+tests and their statistics; the commit is scored once (the worker's job, not
+timed); then each request kind is sent `--runs` times after one warm-up (the
+warm-up writes the policy's decision on the items; the timed ones find it
+recorded and only read) and the median and 90th percentile are printed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx2 as httpx
+import numpy as np
+import psycopg
+from sqlalchemy.engine import make_url
+
+from scheduler import migrate
+from scheduler.api.app import create_app
+from scheduler.config import Settings
+from scheduler.db import Database
+from scheduler.models import Provider
+from scheduler.services import repos, runs, scoring, tokens
+from scheduler.services.ingestion import STATS_COLUMNS
+
+RNG = np.random.default_rng(5)
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+SHA = "e" * 40
+
+
+def copy_rows(dsn: str, table: str, columns: list[str], rows: list[tuple[object, ...]]) -> None:
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+    with (
+        psycopg.connect(dsn) as connection,
+        connection.cursor() as cursor,
+        cursor.copy(statement) as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+
+
+def fill(url: str, dsn: str, n_tests: int) -> tuple[str, list[str]]:
+    """The repository, its tests and statistics, a scored commit; the token."""
+    database = Database.from_url(url)
+    with database.session() as session:
+        repository = repos.add_repository(session, provider=Provider.GITHUB, full_name="bench/app")
+        repository.default_branch = "main"
+        repository_id = repository.id
+        commit_id = runs.ensure_commit(session, repository=repository, sha=SHA, branch="feature")
+        token = tokens.create_token(
+            session, repository=repository, scopes=(tokens.Scope.PLANS_READ,), name="bench"
+        ).token
+    names = [
+        f"tests/pkg{i % 40}/module{i // 10}_test.py::TestCase{i % 7}::test_case_{i}"
+        for i in range(n_tests)
+    ]
+    copy_rows(
+        dsn,
+        "known_tests",
+        ["repository_id", "name", "file", "first_seen_at", "last_seen_at", "is_active"],
+        [
+            (repository_id, name, name.split("::")[0], NOW - timedelta(days=300), NOW, True)
+            for name in names
+        ],
+    )
+    with psycopg.connect(dsn) as connection:
+        ids = [row[0] for row in connection.execute("SELECT id FROM known_tests ORDER BY id")]
+    stats = []
+    for test_id in ids:
+        fails = RNG.random() < 0.05
+        recent = "".join("F" if fails and RNG.random() < 0.3 else "P" for _ in range(64))
+        stats.append(
+            (
+                test_id,
+                100,
+                recent.count("F"),
+                "failed" if recent[0] == "F" else "passed",
+                recent.find("F") if "F" in recent else None,
+                recent,
+                recent.count("FP") * 2,
+                0,
+                float(RNG.gamma(2.0, 0.5)),
+                100,
+                "1/x",
+                NOW,
+                None,
+                NOW,
+            )
+        )
+    copy_rows(dsn, "test_stats", ["test_id", *STATS_COLUMNS, "updated_at"], stats)
+    started = time.perf_counter()
+    with database.session() as session:
+        plan = scoring.score_commit(session, commit_id)
+        assert plan is not None
+    print(f"scored the commit (worker's job): {time.perf_counter() - started:.2f} s")
+    # What autovacuum does on a live server: planner statistics for the new rows.
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("ANALYZE")
+    database.dispose()
+    return token, names
+
+
+Request = Callable[[], Awaitable[httpx.Response]]
+
+
+async def timed(label: str, send: Request, runs_: int) -> None:
+    warm = await send()
+    assert warm.status_code == 200, warm.text
+    body = warm.json()
+    assert body["status"] == "heuristic", body.get("message")
+    samples = []
+    for _ in range(runs_):
+        started = time.perf_counter()
+        response = await send()
+        samples.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200
+    samples.sort()
+    p90 = samples[min(len(samples) - 1, int(0.9 * len(samples)))]
+    print(
+        f"{label:<46} median {statistics.median(samples):6.1f} ms   p90 {p90:6.1f} ms   "
+        f"({len(warm.content) / 1024:,.0f} KiB, {body['selected']:,} selected of {body['total']:,})"
+    )
+
+
+async def measure(client: httpx.AsyncClient, token: str, names: list[str], runs_: int) -> None:
+    url = f"/api/v1/repos/bench/app/plans/{SHA}"
+    headers = {"Authorization": f"Bearer {token}"}
+    params: dict[str, Any] = {"mode": "fraction", "budget": 0.3}
+
+    await timed(
+        "GET fraction 0.3, every test listed",
+        lambda: client.get(url, params=params, headers=headers),
+        runs_,
+    )
+    await timed(
+        "GET fraction 0.3, shard 1/4",
+        lambda: client.get(url, params={**params, "shard": "1/4"}, headers=headers),
+        runs_,
+    )
+    await timed(
+        "GET order (everything, reordered)",
+        lambda: client.get(url, params={"mode": "order"}, headers=headers),
+        runs_,
+    )
+    await timed(
+        "POST fraction 0.3 with the 10,000 collected ids",
+        lambda: client.post(url, json={**params, "tests": names}, headers=headers),
+        runs_,
+    )
+
+
+async def in_process(url: str, token: str, names: list[str], runs_: int) -> None:
+    app = create_app(Settings(database_url=url, broker_url="memory://"))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        await measure(client, token, names, runs_)
+
+
+async def over_http(url: str, token: str, names: list[str], runs_: int, port: int) -> None:
+    environment = {
+        **os.environ,
+        "RISKRANK_DATABASE_URL": url,
+        "RISKRANK_BROKER_URL": "memory://",
+        "RISKRANK_LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "scheduler.api.app:create_app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=environment,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("uvicorn did not start")
+                await asyncio.sleep(0.2)
+            await measure(client, token, names, runs_)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--postgres", default="postgresql+psycopg://127.0.0.1:5432/test")
+    parser.add_argument("--tests", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--uvicorn", action="store_true", help="Also over HTTP to uvicorn.")
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+
+    server = make_url(args.postgres)
+    name = f"riskrank_bench_{uuid.uuid4().hex[:8]}"
+    admin_dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = server.set(database=name).render_as_string(hide_password=False)
+            dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+            migrate.upgrade(url)
+            token, names = fill(url, dsn, args.tests)
+            print(f"in process (ASGI), {args.tests:,} tests, {args.runs} requests each:")
+            asyncio.run(in_process(url, token, names, args.runs))
+            if args.uvicorn:
+                print("over HTTP (uvicorn, one worker):")
+                asyncio.run(over_http(url, token, names, args.runs, args.port))
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
