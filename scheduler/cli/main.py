@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from scheduler import __version__
-from scheduler.cli import db, history, models, plans, processes, repo, token, upload
+from scheduler.cli import db, history, models, plan, plans, processes, repo, token, upload
 
 app = typer.Typer(
     name="riskrank",
@@ -17,6 +17,7 @@ processes.register(app)
 history.register(app)
 app.command()(upload.upload)
 app.command()(models.train)
+app.command()(plan.plan)
 app.add_typer(models.app, name="models")
 app.add_typer(db.app, name="db")
 app.add_typer(repo.app, name="repo")
