@@ -10,7 +10,7 @@ the same columns; tests/risk/test_inputs.py holds them to it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -23,10 +23,10 @@ from scheduler.services.sql import chunks
 
 
 def _driver(session: Session) -> psycopg.Connection[Any] | None:
-    """The psycopg connection under the session's, None on another backend."""
-    if session.get_bind().dialect.name != "postgresql":
-        return None
-    return cast(psycopg.Connection[Any], session.connection().connection.driver_connection)
+    """The psycopg connection under the session's, None on another backend
+    (or driver)."""
+    driver = session.connection().connection.driver_connection
+    return driver if isinstance(driver, psycopg.Connection) else None
 
 
 def load_history(
