@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from scheduler import __version__
-from scheduler.cli import db, history, models, plan, plans, processes, repo, token, upload
+from scheduler.cli import backtest, db, history, models, plan, plans, processes, repo, token, upload
 
 app = typer.Typer(
     name="riskrank",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 processes.register(app)
 history.register(app)
+backtest.register(app)
 app.command()(upload.upload)
 app.command()(models.train)
 app.command()(plan.plan)

@@ -1,0 +1,2 @@
+"""Backtests: what riskrank would have done on a real CI history, replayed
+build by build through the production code, beside simple baselines."""

@@ -1,0 +1,235 @@
+"""A backtest as one self-contained HTML page: the plots are matplotlib PNGs
+embedded as base64, so the file can be mailed or attached to a CI run."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: render to memory
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from scheduler.backtest import summary
+from scheduler.backtest.runner import (
+    OPTIMAL,
+    RANDOM,
+    RISKRANK,
+    BacktestResult,
+)
+from scheduler.evaluation import metrics
+
+SHARE_GRID = tuple(round(x, 2) for x in np.linspace(0.05, 1.0, 20))
+ROLLING_WINDOW = 50  # failing builds
+
+
+def recall_curve(
+    result: BacktestResult, name: str, view: str, *, time: bool = False
+) -> list[float]:
+    """Mean recall of the failing tests at each share of SHARE_GRID (of the
+    tests, or of the time), over the builds with a failure in the view."""
+    sums = np.zeros(len(SHARE_GRID))
+    count = 0
+    for record in result.records:
+        failed = summary.view_failures(record, view)
+        if not failed.any():
+            continue
+        if name == OPTIMAL:
+            orders = [metrics.optimal_order(failed, record.durations)]
+        elif name == RANDOM:
+            orders = [o for k, o in record.orders.items() if k.startswith(RANDOM + "/")]
+        else:
+            orders = [record.orders[name]]
+        values = np.zeros(len(SHARE_GRID))
+        for order in orders:
+            ranked, durations = failed[order], record.durations[order]
+            for column, share in enumerate(SHARE_GRID):
+                recall = (
+                    metrics.recall_at_time(ranked, durations, share)
+                    if time
+                    else metrics.recall_at_tests(ranked, share)
+                )
+                values[column] += recall or 0.0
+        sums += values / len(orders)
+        count += 1
+    return (sums / count).tolist() if count else [0.0] * len(SHARE_GRID)
+
+
+def _png(figure: Figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _style(name: str) -> dict[str, Any]:
+    if name == RISKRANK:
+        return {"linewidth": 2.5, "color": "black"}
+    if name == OPTIMAL:
+        return {"linestyle": ":", "color": "grey"}
+    return {"linewidth": 1.0}
+
+
+def recall_plot(result: BacktestResult, names: list[str]) -> str:
+    figure, axes = plt.subplots(2, 2, figsize=(12, 9), sharey=True)
+    for row, view in enumerate(summary.VIEWS):
+        for column, time in enumerate((False, True)):
+            ax = axes[row][column]
+            for name in names:
+                ax.plot(
+                    SHARE_GRID,
+                    recall_curve(result, name, view, time=time),
+                    label=name,
+                    **_style(name),
+                )
+            ax.set_xlabel("share of the " + ("time" if time else "tests") + " run")
+            ax.set_ylabel("mean recall of failing tests")
+            ax.set_title(
+                ("all failures" if view == "all" else "status changes")
+                + ", by "
+                + ("time" if time else "tests")
+            )
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    return _png(figure)
+
+
+def apfd_plot(result: BacktestResult, document: dict[str, Any]) -> str:
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, view in zip(axes, summary.VIEWS, strict=True):
+        rows = summary.per_build(result, view)
+        best = document["strongest_baseline"][view]["apfd"]
+        for name in dict.fromkeys([RISKRANK, best, OPTIMAL]):
+            if not name:
+                continue
+            points = summary.rolling_apfd(result, rows, name, ROLLING_WINDOW)
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, label=name, **_style(name))
+        for training in result.trainings:
+            if training.promoted:
+                ax.axvline(training.index, color="green", alpha=0.15)
+        ax.set_xlabel("build")
+        ax.set_ylabel(f"APFD, mean of the last {ROLLING_WINDOW} failing builds")
+        ax.set_title("all failures" if view == "all" else "status changes")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _png(figure)
+
+
+def learning_plot(document: dict[str, Any]) -> str | None:
+    curve = document["learning_curve"]
+    if not curve:
+        return None
+    figure, ax = plt.subplots(figsize=(12, 4.5))
+    xs = [point["build_index"] for point in curve]
+
+    def series(key: str) -> list[float]:
+        return [np.nan if p[key] is None else p[key] for p in curve]
+
+    ax.plot(xs, series("apfd"), marker="o", label="riskrank, builds until the next training")
+    best = document["strongest_baseline"]["all"]["apfd"]
+    ax.plot(
+        xs,
+        [
+            np.nan if p["baselines_apfd"].get(best) is None else p["baselines_apfd"][best]
+            for p in curve
+        ],
+        marker=".",
+        label=f"{best}, same builds",
+    )
+    ax.plot(xs, series("validation_apfd"), linestyle="--", label="candidate, validation builds")
+    ax.plot(xs, series("heuristic_apfd"), linestyle=":", label="heuristic, validation builds")
+    for point in curve:
+        if point["promoted"]:
+            ax.annotate(
+                f"v{point['version']}",
+                (point["build_index"], 0),
+                xycoords=("data", "axes fraction"),
+                fontsize=7,
+                color="green",
+            )
+    ax.set_xlabel("build of the retraining")
+    ax.set_ylabel("mean APFD (all failures)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(figure)
+
+
+def _cell(value: Any, measure: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if measure == summary.FIRST_FAILURE else f"{value:.4f}"
+
+
+def figures_table(document: dict[str, Any], view: str) -> str:
+    names = document["orderings"]
+    best = document["strongest_baseline"][view]
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    rows = []
+    for measure in document["measures"]:
+        cells = []
+        for name in names:
+            entry = document["figures"][view][name][measure]
+            text = _cell(entry["mean"], measure)
+            if "mean_all" in entry and entry["mean_all"] is not None:
+                text += f"<br><small>{entry['mean_all']:.4f}</small>"
+            mark = ' class="best"' if best[measure] == name else ""
+            cells.append(f"<td{mark}>{text}</td>")
+        rows.append(f"<tr><th>{measure}</th>{''.join(cells)}</tr>")
+    return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+
+
+STYLE = """
+body { font-family: sans-serif; margin: 2em; max-width: 1300px; }
+table { border-collapse: collapse; font-size: 12px; }
+td, th { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
+td.best { background: #eef; }
+small { color: #888; }
+"""
+
+
+def render(result: BacktestResult, document: dict[str, Any]) -> str:
+    """The page: what ran and how long it took, then the plots and tables."""
+    data = document["dataset"]
+    names = list(document["orderings"])
+    parts = [
+        f"<h1>riskrank backtest: {html.escape(str(data['name']))}</h1>",
+        "<p>"
+        f"{data['evaluated_builds']} of {data['builds']} builds evaluated "
+        f"({data['failing_builds']['all']} failing, {data['failing_builds']['changes']} "
+        f"with a status change); the backtest took <b>{document['seconds']:.1f} s</b> "
+        f"({document['builds_per_second']} builds/s), started {document['started_at']}.</p>",
+        f"<p>Parameters: <code>{html.escape(str(document['parameters']))}</code></p>",
+        f"<p>Plans kept: <code>{html.escape(str(document['selection']))}</code></p>",
+        "<h2>Recall against budget</h2>",
+        f'<img src="data:image/png;base64,{recall_plot(result, names)}">',
+        "<h2>APFD over time</h2>",
+        f'<img src="data:image/png;base64,{apfd_plot(result, document)}">',
+    ]
+    learning = learning_plot(document)
+    if learning is not None:
+        parts += [
+            "<h2>Learning curve</h2>",
+            f'<img src="data:image/png;base64,{learning}">',
+        ]
+    for view in summary.VIEWS:
+        title = "All failures" if view == "all" else "Status changes only"
+        parts += [
+            f"<h2>{title}</h2>",
+            "<p>Means over the failing builds; below, small: over all builds with "
+            "failure-free builds counted as 1 (COLEMAN). Shaded: the strongest baseline.</p>",
+            figures_table(document, view),
+        ]
+    body = "\n".join(parts)
+    return (
+        '<!DOCTYPE html><html><head><meta charset="utf-8">'
+        f"<title>riskrank backtest: {html.escape(str(data['name']))}</title>"
+        f"<style>{STYLE}</style></head><body>{body}</body></html>\n"
+    )

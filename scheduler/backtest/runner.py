@@ -1,0 +1,557 @@
+"""The backtest engine: a CI history replayed build by build, in time order,
+through the code that serves production, into a throwaway database.
+
+For each build after the warm-up:
+
+1. every `retrain_every` builds, `train_repository` trains on what the
+   database holds, and the registry decides whether the candidate replaces
+   the active model (or the heuristic), as the beat task would;
+2. the build's commit (with its changed files, which a push gives before CI
+   runs) is scored from the statistics as they stand, before the build's
+   own outcomes: the same reads, features, model and heuristic as
+   `scoring.score_tests`, at the build's time;
+3. the policy is applied to exactly the build's tests, as the plan API does
+   for the tests a runner collected (`plans.cover`, then `policy.decide`):
+   the riskrank order and the selection;
+4. the baselines order the same tests from the same point-in-time
+   statistics;
+5. the build's outcomes are ingested with `import_history`. With
+   `closed_loop`, only those of the tests the plan selected (the exploration
+   sample and the periodic full runs included): what riskrank would see in
+   production once CI follows its plans.
+
+The warm-up builds are ingested as they are (the history before riskrank was
+adopted) and not evaluated.
+
+What differs from production, and why: scoring skips the explanations
+(TreeSHAP on the 200 riskiest tests costs up to 0.1 s a build and changes no
+order) and stores no plan (a backtest reads its decisions from memory);
+builds without a time get one a day after the build before, as
+`replay.builds_from_reports` gives them, so that test ages and the figures
+do not depend on when the backtest runs. Everything is seeded: the same
+history and parameters give the same figures."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from scheduler import migrate
+from scheduler.db import Database
+from scheduler.evaluation import metrics
+from scheduler.ingest.history import HistoryReport
+from scheduler.models import ChangedFile, Outcome, Provider, Repository
+from scheduler.planning import policy as policies
+from scheduler.planning.policy import Context, Decision, Policy
+from scheduler.risk import inputs, replay
+from scheduler.risk.features import FeatureMatrix, HistoryColumns, build_features
+from scheduler.risk.heuristic import heuristic_scores
+from scheduler.services import history as history_import
+from scheduler.services import plans, repos, runs, scoring, training
+from scheduler.services.sql import insert_rows_ignoring
+
+Flags: TypeAlias = npt.NDArray[np.bool_]
+Floats: TypeAlias = npt.NDArray[np.float64]
+Order: TypeAlias = npt.NDArray[np.intp]
+
+RISKRANK = "riskrank"
+# The model's (or heuristic's) probabilities alone, without the policy's
+# per-second priority: tells the ranking apart from the policy's ordering.
+RISKRANK_BY_PROBABILITY = "riskrank by probability"
+ORIGINAL = "original order"
+RANDOM = "random"
+RECENTLY_FAILED = "recently failed first"
+FAILURE_RATE = "failure rate"
+FAILURE_RATE_PER_SECOND = "failure rate per second"
+SHORTEST = "shortest first"
+OPTIMAL = "optimal"
+BASELINES = (
+    ORIGINAL,
+    RANDOM,
+    RECENTLY_FAILED,
+    FAILURE_RATE,
+    FAILURE_RATE_PER_SECOND,
+    SHORTEST,
+)
+# Random orders are drawn with these many seeds; figures are their mean.
+RANDOM_SEEDS = 5
+NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+# Never failed, in a "builds since the last failure" column.
+NEVER = 1e9
+
+
+class BacktestError(ValueError):
+    """A backtest that cannot run (no builds, bad parameters)."""
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    warmup: int = 50  # builds ingested before the first evaluated one
+    retrain_every: int = 50  # builds between trainings after the warm-up; 0: never
+    policy: Policy = field(default_factory=Policy)
+    closed_loop: bool = False
+    random_seeds: int = RANDOM_SEEDS
+    database_url: str | None = None  # None: a temporary SQLite file
+
+    def checked(self) -> BacktestConfig:
+        if self.warmup < 0 or self.retrain_every < 0 or self.random_seeds < 1:
+            raise BacktestError(
+                "warmup and retrain_every must be 0 or more, random_seeds 1 or more"
+            )
+        try:
+            return replace(self, policy=self.policy.checked())
+        except policies.PolicyError as error:
+            raise BacktestError(str(error)) from None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "warmup": self.warmup,
+            "retrain_every": self.retrain_every,
+            "closed_loop": self.closed_loop,
+            "random_seeds": self.random_seeds,
+            "database": "postgresql" if self.database_url else "sqlite (temporary)",
+            "policy": self.policy.as_json(),
+        }
+
+
+@dataclass(frozen=True)
+class HistoryBuild:
+    """One build of the history: its reports (shards, variants) and what
+    happened to its tests (the worst final outcome per test, skips left out),
+    in the order the history lists them."""
+
+    index: int
+    build: str  # the dataset's own build id
+    commit: str
+    branch: str | None
+    at: datetime
+    paths: tuple[str, ...]
+    reports: tuple[HistoryReport, ...]
+    names: tuple[str, ...]
+    failed: Flags
+    durations: Floats  # seconds; unknown counts as 0
+
+
+@dataclass(frozen=True, eq=False)
+class BuildRecord:
+    """One evaluated build: its tests in the dataset's order, each ordering as
+    indices into them (the first to run first) and the plan's selection."""
+
+    index: int
+    build: str
+    names: tuple[str, ...]
+    failed: Flags
+    changed: Flags  # failing now and not in its previous run (or new): a status change
+    durations: Floats
+    orders: dict[str, Order]
+    selected: Flags
+    model_version: int | None
+    full_run: bool
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """One retraining: before which build, and what the registry decided."""
+
+    index: int
+    build: str
+    seconds: float
+    version: int | None = None
+    promoted: bool = False
+    reason: str = ""
+    rows: int | None = None
+    failures: int | None = None
+    validation_apfd: float | None = None
+    heuristic_apfd: float | None = None
+    active_apfd: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "before_build": self.build,
+            "build_index": self.index,
+            "seconds": round(self.seconds, 3),
+            "version": self.version,
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "rows": self.rows,
+            "failures": self.failures,
+            "validation_apfd": self.validation_apfd,
+            "heuristic_apfd": self.heuristic_apfd,
+            "active_apfd": self.active_apfd,
+        }
+
+
+@dataclass
+class BacktestResult:
+    config: BacktestConfig
+    builds: int
+    executions: int
+    records: list[BuildRecord]
+    trainings: list[TrainingRecord]
+    seconds: float = 0.0
+    seconds_by_step: dict[str, float] = field(default_factory=dict)
+
+
+# --- the history ----------------------------------------------------------------
+
+
+def history_builds(reports: Iterable[HistoryReport]) -> list[HistoryBuild]:
+    """The builds of a history, in its order: reports with the same commit and
+    build id are one build, as `replay.builds_from_reports` (and ingestion)
+    count them. Builds without a time get one a day after the build before."""
+    grouped: dict[str, list[HistoryReport]] = {}
+    for report in reports:
+        grouped.setdefault(f"{report.commit}/{report.build}", []).append(report)
+    result: list[HistoryBuild] = []
+    previous = NO_TIME
+    for number, group in enumerate(grouped.values()):
+        at = group[0].time or previous + timedelta(days=1)
+        previous = at
+        timed = tuple(r if r.time is not None else replace(r, time=at) for r in group)
+        (build,) = replay.builds_from_reports(timed)
+        names = tuple(build.outcomes)
+        result.append(
+            HistoryBuild(
+                index=number,
+                build=group[0].build,
+                commit=group[0].commit,
+                branch=group[0].branch,
+                at=at,
+                paths=build.paths,
+                reports=timed,
+                names=names,
+                failed=np.array(
+                    [build.outcomes[n] is not Outcome.PASSED for n in names], dtype=bool
+                ),
+                durations=np.array(
+                    [build.durations.get(n) or 0.0 for n in names], dtype=np.float64
+                ),
+            )
+        )
+    return result
+
+
+def status_changes(builds: Sequence[HistoryBuild]) -> list[Flags]:
+    """Per build, which of its failing tests are status changes: they fail
+    now and did not fail in their previous run, or never ran before. Taken
+    from the whole history, whatever a closed loop lets riskrank see."""
+    last_failed: dict[str, bool] = {}
+    result = []
+    for build in builds:
+        changed = np.array(
+            [
+                bool(failed) and not last_failed.get(name, False)
+                for name, failed in zip(build.names, build.failed.tolist(), strict=True)
+            ],
+            dtype=bool,
+        )
+        result.append(changed)
+        for name, failed in zip(build.names, build.failed.tolist(), strict=True):
+            last_failed[name] = bool(failed)
+    return result
+
+
+def observed(build: HistoryBuild, selected: set[str] | None) -> list[HistoryReport]:
+    """The reports of a build as riskrank receives them: whole, or (closed
+    loop) with only the results of the selected tests."""
+    if selected is None:
+        return list(build.reports)
+    return [
+        replace(r, results=tuple(x for x in r.results if x.test in selected)) for r in build.reports
+    ]
+
+
+# --- scoring and the policy -----------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Scored:
+    """A commit's scores over the repository's active tests, and their inputs."""
+
+    history: HistoryColumns
+    matrix: FeatureMatrix
+    probabilities: Floats
+    model_version: int | None
+
+
+def score(
+    database: Database,
+    *,
+    repository_id: int,
+    build: HistoryBuild,
+    cache: scoring.ModelCache,
+) -> Scored:
+    """Record the build's commit and its changed files, then score every
+    active test from the database as it stands (see the module docstring)."""
+    with database.session() as session:
+        repository = session.get_one(Repository, repository_id)
+        commit_id = runs.ensure_commit(
+            session, repository=repository, sha=build.commit, branch=build.branch
+        )
+        changes = [c for report in build.reports for c in report.changed_files]
+        insert_rows_ignoring(
+            session,
+            ChangedFile,
+            [
+                {"commit_id": commit_id, "path": c.path, "status": c.status, "old_path": c.old_path}
+                for c in changes
+            ],
+            conflict=["commit_id", "path"],
+        )
+        test_ids, history = inputs.load_history(session, repository_id=repository_id)
+        change = inputs.load_change(session, commit_id=commit_id)
+        links = inputs.load_links(
+            session, repository_id=repository_id, test_ids=test_ids, change=change
+        )
+        index = cache.index(repository_id, history.names, history.files)
+        matrix = build_features(history, change, links, at=build.at, index=index)
+        record, model = cache.model(session, repository_id)
+        if model is not None and len(test_ids):
+            probabilities = model.predict(model.inputs(matrix)).astype(np.float64)
+            version: int | None = record.version if record is not None else None
+        else:
+            probabilities = heuristic_scores(matrix)
+            version = None
+    return Scored(history, matrix, probabilities, version)
+
+
+def plan_items(scored: Scored, recent_runs: int) -> plans.Items:
+    """The scores as the plan API reads a stored plan's items."""
+    n = len(scored.history)
+    ranks = scoring.ranks(scored.probabilities, scored.matrix)
+    own = scored.matrix.column("own_file_changed").astype(np.float64)
+    return plans.Items(
+        ids=list(range(n)),
+        names=list(scored.history.names),
+        probability=scored.probabilities,
+        rank=ranks.astype(np.intp),
+        reasons=[None] * n,
+        duration=scored.history.duration_mean,
+        builds_since_failure=scored.history.builds_since_failure,
+        recently_failed=policies.failed_recently(scored.history.recent, recent_runs),
+        recent_runs=recent_runs,
+        runs=scored.history.runs.astype(np.int64),
+        own_file_changed=own == 1.0,
+    )
+
+
+def _column(scored: Scored, item: npt.NDArray[np.intp], name: str, missing: float) -> Floats:
+    """A feature of each candidate (`item`: its row in the scores, -1 none)."""
+    values = scored.matrix.column(name).astype(np.float64)
+    picked = np.where(item >= 0, values[np.maximum(item, 0)] if len(values) else np.nan, np.nan)
+    return np.where(np.isnan(picked), missing, picked)
+
+
+def baseline_orders(
+    build: HistoryBuild,
+    scored: Scored,
+    covered: plans.Covered,
+    *,
+    seeds: int,
+) -> dict[str, Order]:
+    """The baselines' orders of the build's tests, from the same point-in-time
+    statistics as riskrank's. A test without history has never failed, a
+    failure rate of 0 and the median known duration (as the policy assumes).
+    Ties keep the dataset's order, after the stated tie-breaks."""
+    n = len(build.names)
+    item = covered.item
+    since = _column(scored, item, "builds_since_failure", NEVER)
+    rate = _column(scored, item, "fail_rate_all", 0.0)
+    duration = policies.expected_durations(covered.candidates.duration)
+    orders: dict[str, Order] = {ORIGINAL: np.arange(n, dtype=np.intp)}
+    for seed in range(seeds):
+        rng = np.random.default_rng([seed, build.index])
+        orders[f"{RANDOM}/{seed}"] = rng.permutation(n).astype(np.intp)
+    orders[RECENTLY_FAILED] = metrics.order_by_scores(-since, tie_break=-rate)
+    orders[FAILURE_RATE] = metrics.order_by_scores(rate, tie_break=since)
+    orders[FAILURE_RATE_PER_SECOND] = metrics.order_by_scores(rate / duration, tie_break=since)
+    orders[SHORTEST] = metrics.order_by_scores(-duration)
+    return orders
+
+
+def decide(
+    build: HistoryBuild, scored: Scored, policy: Policy, default_branch_build: int | None
+) -> tuple[plans.Covered, Decision]:
+    """The plan for exactly the build's tests, as the plan API makes it."""
+    covered = plans.cover(plan_items(scored, policy.recent_failures), build.names)
+    context = Context(
+        changed_paths=build.paths,
+        default_branch_build=default_branch_build,
+        seed=build.index + 1,
+    )
+    return covered, policies.decide(covered.candidates, policy, context)
+
+
+# --- training -------------------------------------------------------------------
+
+
+def retrain(database: Database, *, repository_id: int, build: HistoryBuild) -> TrainingRecord:
+    started = time.perf_counter()
+    try:
+        with database.session() as session:
+            outcome = training.train_repository(session, repository_id=repository_id)
+            if outcome is None:
+                return TrainingRecord(build.index, build.build, 0.0, reason="locked")
+            found = outcome.model.metrics or {}
+            record = TrainingRecord(
+                index=build.index,
+                build=build.build,
+                seconds=time.perf_counter() - started,
+                version=outcome.model.version,
+                promoted=outcome.promoted,
+                reason=outcome.reason,
+                rows=outcome.model.train_rows,
+                failures=outcome.model.train_failures,
+                validation_apfd=(found.get("candidate") or {}).get("mean_apfd"),
+                heuristic_apfd=(found.get("heuristic") or {}).get("mean_apfd"),
+                active_apfd=(found.get("active") or {}).get("mean_apfd"),
+            )
+    except training.TrainingError as error:
+        return TrainingRecord(
+            build.index, build.build, time.perf_counter() - started, reason=f"not trained: {error}"
+        )
+    return record
+
+
+# --- the loop -------------------------------------------------------------------
+
+
+def temporary_database(directory: Path) -> str:
+    return f"sqlite:///{directory / 'backtest.db'}"
+
+
+def _default_branch(builds: Sequence[HistoryBuild]) -> str | None:
+    """The branch most builds ran on (None when the history names none)."""
+    counts: dict[str | None, int] = {}
+    for build in builds:
+        counts[build.branch] = counts.get(build.branch, 0) + 1
+    return max(counts, key=lambda b: (counts[b], b is not None)) if counts else None
+
+
+def run_backtest(
+    reports: Iterable[HistoryReport],
+    config: BacktestConfig,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> BacktestResult:
+    """Replay the history (see the module docstring); `progress(done,
+    total)` is called after each build."""
+    config = config.checked()
+    builds = history_builds(reports)
+    if not builds:
+        raise BacktestError("the history holds no build")
+    if config.warmup >= len(builds):
+        raise BacktestError(
+            f"--warmup {config.warmup} leaves no build to evaluate: the history has "
+            f"{len(builds)} builds"
+        )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="riskrank-backtest-") as directory:
+        url = config.database_url or temporary_database(Path(directory))
+        migrate.upgrade(url)
+        database = Database.from_url(url)
+        try:
+            result = _replay(database, builds, config, progress)
+        finally:
+            database.dispose()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _replay(
+    database: Database,
+    builds: list[HistoryBuild],
+    config: BacktestConfig,
+    progress: Callable[[int, int], None] | None,
+) -> BacktestResult:
+    with database.session() as session:
+        repository = repos.add_repository(
+            session,
+            provider=Provider.GENERIC,
+            full_name=f"backtest/run-{uuid.uuid4().hex[:12]}",
+        )
+        repository_id = repository.id
+    cache = scoring.ModelCache()  # never the process-wide one: ids repeat across databases
+    changes = status_changes(builds)
+    default_branch = _default_branch(builds)
+    steps = {"ingest": 0.0, "score": 0.0, "policy": 0.0, "train": 0.0}
+    result = BacktestResult(config, len(builds), 0, [], [])
+
+    def ingest(reports: list[HistoryReport]) -> None:
+        begun = time.perf_counter()
+        tally = history_import.import_history(
+            database, repository_id=repository_id, reports=reports
+        )
+        result.executions += tally.executions
+        steps["ingest"] += time.perf_counter() - begun
+
+    warm = builds[: config.warmup]
+    if warm:
+        ingest([report for build in warm for report in build.reports])
+        if progress:
+            progress(len(warm), len(builds))
+    branch_builds = sum(1 for b in warm if b.branch == default_branch)
+    for build in builds[config.warmup :]:
+        evaluated = build.index - config.warmup
+        if config.retrain_every and evaluated % config.retrain_every == 0:
+            record = retrain(database, repository_id=repository_id, build=build)
+            steps["train"] += record.seconds
+            result.trainings.append(record)
+        begun = time.perf_counter()
+        scored = score(database, repository_id=repository_id, build=build, cache=cache)
+        steps["score"] += time.perf_counter() - begun
+        begun = time.perf_counter()
+        on_default = build.branch == default_branch
+        branch_builds += int(on_default)
+        covered, decision = decide(
+            build, scored, config.policy, branch_builds if on_default else None
+        )
+        orders = {RISKRANK: decision.order}
+        recency = np.where(
+            np.isnan(covered.candidates.builds_since_failure),
+            math.inf,
+            covered.candidates.builds_since_failure,
+        )
+        orders[RISKRANK_BY_PROBABILITY] = metrics.order_by_scores(
+            covered.candidates.probability, tie_break=np.where(np.isinf(recency), NEVER, recency)
+        )
+        orders.update(baseline_orders(build, scored, covered, seeds=config.random_seeds))
+        result.records.append(
+            BuildRecord(
+                index=build.index,
+                build=build.build,
+                names=build.names,
+                failed=build.failed,
+                changed=changes[build.index],
+                durations=build.durations,
+                orders=orders,
+                selected=decision.selected,
+                model_version=scored.model_version,
+                full_run=decision.full_run,
+            )
+        )
+        steps["policy"] += time.perf_counter() - begun
+        chosen = (
+            {
+                name
+                for name, keep in zip(build.names, decision.selected.tolist(), strict=True)
+                if keep
+            }
+            if config.closed_loop
+            else None
+        )
+        ingest(observed(build, chosen))
+        if progress:
+            progress(build.index + 1, len(builds))
+    result.seconds_by_step = {name: round(value, 3) for name, value in steps.items()}
+    return result

@@ -1,0 +1,336 @@
+"""A backtest's figures: each ordering's measures per build, and their means.
+
+The measures are those of `scheduler.evaluation.metrics` (definitions and
+sources there and in the README): APFD, APFDc, NAPFD under 10%, 50% and 80%
+of the build's total duration (COLEMAN's rule), recall of the failing tests
+and whether a failing build is caught within 10%, 20%, 33% and 50% of its
+tests and of its time, and the position of the first failure.
+
+Every figure comes in two views: ``all`` (every failing test is a fault) and
+``changes`` (only the failing tests that are status changes: they did not
+fail in their previous run, or are new; the other failing tests count as
+passing). A build whose view has no failure has no value for any measure.
+
+Two means per measure: ``mean`` over the builds with at least one failure
+(in the view), and ``mean_all`` over every evaluated build with a
+failure-free build counted as 1, which is how COLEMAN reports (not given for
+the first failure's position, where 1 would mean the first test). The random
+baseline's value for a build is the mean over its seeds; the optimal order
+is computed per view (failing tests of the view first, shortest first)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from scheduler.backtest.runner import (
+    BASELINES,
+    OPTIMAL,
+    RANDOM,
+    RISKRANK,
+    BacktestResult,
+    BuildRecord,
+)
+from scheduler.evaluation import metrics
+
+Flags: TypeAlias = npt.NDArray[np.bool_]
+Floats: TypeAlias = npt.NDArray[np.float64]
+Value: TypeAlias = float | None
+
+VIEWS = ("all", "changes")
+TIME_BUDGETS = (0.1, 0.5, 0.8)
+SHARES = (0.1, 0.2, 0.33, 0.5)
+FIRST_FAILURE = "first_failure"
+
+
+def _percent(share: float) -> str:
+    return f"{round(share * 100)}"
+
+
+def measure_names() -> list[str]:
+    """Every measure, in the order tables list them."""
+    names = ["apfd", "apfdc"]
+    names += [f"napfd_{_percent(b)}" for b in TIME_BUDGETS]
+    for kind in ("tests", "time"):
+        names += [f"recall_{kind}_{_percent(s)}" for s in SHARES]
+        names += [f"caught_{kind}_{_percent(s)}" for s in SHARES]
+    names.append(FIRST_FAILURE)
+    return names
+
+
+MEASURES = tuple(measure_names())
+
+
+def _number(value: float | bool | int | None) -> Value:
+    return None if value is None else float(value)
+
+
+def measures(failed: Flags, durations: Floats) -> dict[str, Value]:
+    """Every measure of one build's order: `failed` and `durations` in run
+    order. All None when nothing fails."""
+    values: dict[str, Value] = {
+        "apfd": metrics.apfd(failed),
+        "apfdc": metrics.apfdc(failed, durations),
+    }
+    for budget in TIME_BUDGETS:
+        values[f"napfd_{_percent(budget)}"] = metrics.napfd(failed, durations, budget)
+    for share in SHARES:
+        p = _percent(share)
+        values[f"recall_tests_{p}"] = metrics.recall_at_tests(failed, share)
+        values[f"caught_tests_{p}"] = _number(metrics.caught_at_tests(failed, share))
+        values[f"recall_time_{p}"] = metrics.recall_at_time(failed, durations, share)
+        values[f"caught_time_{p}"] = _number(metrics.caught_at_time(failed, durations, share))
+    values[FIRST_FAILURE] = _number(metrics.first_failure_position(failed))
+    return {name: values[name] for name in MEASURES}
+
+
+def view_failures(record: BuildRecord, view: str) -> Flags:
+    if view == "all":
+        return record.failed
+    if view == "changes":
+        return record.failed & record.changed
+    raise ValueError(f"view must be one of {', '.join(VIEWS)}, not {view!r}")
+
+
+def _mean_of(rows: Sequence[dict[str, Value]]) -> dict[str, Value]:
+    """Per measure, the mean of the rows' values (None stays None)."""
+    result: dict[str, Value] = {}
+    for name in MEASURES:
+        values = [row[name] for row in rows]
+        known = [v for v in values if v is not None]
+        result[name] = sum(known) / len(known) if known else None
+    return result
+
+
+def orderings(result: BacktestResult) -> list[str]:
+    """The orderings a backtest compares: riskrank's, the baselines and the
+    optimal order (the random seeds as one)."""
+    names: list[str] = []
+    for record in result.records[:1]:
+        for name in record.orders:
+            merged = RANDOM if name.startswith(RANDOM + "/") else name
+            if merged not in names:
+                names.append(merged)
+    return [*names, OPTIMAL] if names else []
+
+
+def build_measures(record: BuildRecord, view: str) -> dict[str, dict[str, Value]]:
+    """Each ordering's measures on one build, in one view."""
+    failed = view_failures(record, view)
+    durations = record.durations
+    per: dict[str, dict[str, Value]] = {}
+    randoms: list[dict[str, Value]] = []
+    for name, order in record.orders.items():
+        values = measures(failed[order], durations[order])
+        if name.startswith(RANDOM + "/"):
+            randoms.append(values)
+        else:
+            per[name] = values
+    if randoms:
+        per[RANDOM] = _mean_of(randoms)
+    best = metrics.optimal_order(failed, durations)
+    per[OPTIMAL] = measures(failed[best], durations[best])
+    return per
+
+
+def aggregate(rows: Sequence[dict[str, Value]]) -> dict[str, dict[str, Value | int]]:
+    """Per measure: `mean` over the builds with a value, `builds` how many
+    those are, and `mean_all` over every build, a build without a value
+    (nothing failed) counted as 1."""
+    result: dict[str, dict[str, Value | int]] = {}
+    total = len(rows)
+    for name in MEASURES:
+        known = [row[name] for row in rows if row[name] is not None]
+        values = [v for v in known if v is not None]
+        entry: dict[str, Value | int] = {
+            "mean": sum(values) / len(values) if values else None,
+            "builds": len(values),
+        }
+        if name != FIRST_FAILURE:
+            entry["mean_all"] = (sum(values) + (total - len(values))) / total if total else None
+        result[name] = entry
+    return result
+
+
+def per_build(result: BacktestResult, view: str) -> list[dict[str, dict[str, Value]]]:
+    return [build_measures(record, view) for record in result.records]
+
+
+def figures(
+    result: BacktestResult, rows: dict[str, list[dict[str, dict[str, Value]]]] | None = None
+) -> dict[str, dict[str, dict[str, dict[str, Value | int]]]]:
+    """view -> ordering -> measure -> {mean, mean_all, builds}."""
+    rows = rows or {view: per_build(result, view) for view in VIEWS}
+    names = orderings(result)
+    return {
+        view: {name: aggregate([build[name] for build in rows[view]]) for name in names}
+        for view in VIEWS
+    }
+
+
+def selection(result: BacktestResult) -> dict[str, Value | int]:
+    """What the plans kept: mean share of the tests and of the time
+    selected, and per view the recall of the failing tests among the
+    selected ones and the share of failing builds with a failure selected."""
+    shares, times = [], []
+    recalls: dict[str, list[float]] = {view: [] for view in VIEWS}
+    caught: dict[str, list[float]] = {view: [] for view in VIEWS}
+    full = 0
+    for record in result.records:
+        n = len(record.names)
+        if n == 0:
+            continue
+        shares.append(float(record.selected.sum()) / n)
+        total = float(record.durations.sum())
+        times.append(float(record.durations[record.selected].sum()) / total if total else 1.0)
+        full += int(record.full_run)
+        for view in VIEWS:
+            recall = metrics.recall_of_selection(view_failures(record, view), record.selected)
+            if recall is not None:
+                recalls[view].append(recall)
+                caught[view].append(float(recall > 0))
+    summary: dict[str, Value | int] = {
+        "tests_share": _avg(shares),
+        "time_share": _avg(times),
+        "full_runs": full,
+    }
+    for view in VIEWS:
+        summary[f"recall_{view}"] = _avg(recalls[view])
+        summary[f"caught_{view}"] = _avg(caught[view])
+        summary[f"failing_builds_{view}"] = len(recalls[view])
+    return summary
+
+
+def _avg(values: Sequence[float]) -> Value:
+    return sum(values) / len(values) if values else None
+
+
+def lower_is_better(measure: str) -> bool:
+    return measure == FIRST_FAILURE
+
+
+def strongest_baseline(
+    by_ordering: dict[str, dict[str, dict[str, Value | int]]], measure: str
+) -> tuple[str, Value]:
+    """The baseline with the best mean for a measure (the first listed on a
+    tie); the optimal order is a bound, not a baseline."""
+    best: tuple[str, Value] = ("", None)
+    better: Callable[[float, float], bool] = (
+        (lambda a, b: a < b) if lower_is_better(measure) else (lambda a, b: a > b)
+    )
+    for name in BASELINES:
+        entry = by_ordering.get(name)
+        if entry is None:
+            continue
+        value = entry[measure]["mean"]
+        if value is None:
+            continue
+        if best[1] is None or better(float(value), float(best[1])):
+            best = (name, float(value))
+    return best
+
+
+def learning_curve(
+    result: BacktestResult, rows: list[dict[str, dict[str, Value]]]
+) -> list[dict[str, Any]]:
+    """After each retraining: riskrank's and the strongest baseline's mean
+    APFD (all failures) over the builds up to the next retraining."""
+    curve = []
+    indexes = [record.index for record in result.records]
+    for number, training in enumerate(result.trainings):
+        end = (
+            result.trainings[number + 1].index
+            if number + 1 < len(result.trainings)
+            else indexes[-1] + 1
+        )
+        window = [
+            row for row, index in zip(rows, indexes, strict=True) if training.index <= index < end
+        ]
+        means = {
+            name: aggregate([row[name] for row in window])["apfd"]["mean"]
+            for name in (RISKRANK, *BASELINES)
+            if window and name in window[0]
+        }
+        curve.append(
+            {
+                **training.as_json(),
+                "builds": len(window),
+                "apfd": means.get(RISKRANK),
+                "baselines_apfd": {k: v for k, v in means.items() if k != RISKRANK},
+            }
+        )
+    return curve
+
+
+def rolling_apfd(
+    result: BacktestResult, rows: list[dict[str, dict[str, Value]]], name: str, window: int
+) -> list[tuple[int, float]]:
+    """(build index, mean APFD of the last `window` failing builds) for an ordering."""
+    points: list[tuple[int, float]] = []
+    recent: list[float] = []
+    for record, row in zip(result.records, rows, strict=True):
+        value = row[name]["apfd"]
+        if value is None:
+            continue
+        recent.append(value)
+        if len(recent) > window:
+            recent.pop(0)
+        points.append((record.index, sum(recent) / len(recent)))
+    return points
+
+
+def orderings_jsonl(result: BacktestResult) -> list[dict[str, Any]]:
+    """One object per evaluated build: riskrank's order and selection."""
+    return [
+        {
+            "build": record.build,
+            "order": [record.names[i] for i in record.orders[RISKRANK].tolist()],
+            "selected": [
+                record.names[i]
+                for i in record.orders[RISKRANK].tolist()
+                if bool(record.selected[i])
+            ],
+        }
+        for record in result.records
+    ]
+
+
+def to_json(
+    result: BacktestResult, dataset: dict[str, Any], *, started_at: str | None = None
+) -> dict[str, Any]:
+    """Every figure of a backtest, with its run time, dataset and parameters."""
+    rows = {view: per_build(result, view) for view in VIEWS}
+    figs = figures(result, rows)
+    failing = {
+        view: sum(1 for r in result.records if view_failures(r, view).any()) for view in VIEWS
+    }
+    return {
+        "dataset": {
+            **dataset,
+            "builds": result.builds,
+            "evaluated_builds": len(result.records),
+            "failing_builds": failing,
+            "executions_ingested": result.executions,
+        },
+        "parameters": result.config.as_json(),
+        "started_at": started_at,
+        "seconds": round(result.seconds, 3),
+        "seconds_by_step": result.seconds_by_step,
+        "builds_per_second": round(result.builds / result.seconds, 3) if result.seconds else None,
+        "orderings": orderings(result),
+        "measures": list(MEASURES),
+        "figures": figs,
+        "strongest_baseline": {
+            view: {m: strongest_baseline(figs[view], m)[0] for m in MEASURES} for view in VIEWS
+        },
+        "selection": selection(result),
+        "trainings": [t.as_json() for t in result.trainings],
+        "learning_curve": learning_curve(result, rows["all"]),
+        "models_used": sorted(
+            {r.model_version for r in result.records if r.model_version is not None}
+        ),
+        "heuristic_builds": sum(1 for r in result.records if r.model_version is None),
+    }

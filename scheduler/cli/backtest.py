@@ -1,0 +1,190 @@
+"""riskrank backtest: what riskrank would have done on a CI history."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from scheduler.backtest import summary
+from scheduler.backtest.runner import (
+    OPTIMAL,
+    RISKRANK,
+    BacktestConfig,
+    BacktestError,
+    run_backtest,
+)
+from scheduler.cli.common import console, fail
+from scheduler.errors import ClientError
+from scheduler.ingest.history import HistoryReport, read_history
+from scheduler.planning.policy import MODES, Policy
+
+FORMATS = ("auto", "jsonl", "retecs")
+# The measures the summary table prints (the JSON has every one).
+TABLE = ("apfd", "apfdc", "napfd_50", "recall_tests_33", "recall_time_33", "first_failure")
+
+
+def backtest(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="History file (.gz allowed).")
+    ],
+    fmt: Annotated[
+        str, typer.Option("--format", help="jsonl, retecs (RETECS/COLEMAN CSV) or auto.")
+    ] = "auto",
+    warmup: Annotated[
+        int, typer.Option(min=0, help="Builds ingested before the first evaluated one.")
+    ] = 50,
+    retrain_every: Annotated[
+        int, typer.Option(min=0, help="Retrain every N evaluated builds (0: never).")
+    ] = 50,
+    mode: Annotated[str, typer.Option(help="Policy: order, time, fraction or confidence.")] = (
+        "order"
+    ),
+    budget: Annotated[
+        float | None, typer.Option(help="The mode's budget (seconds, or a share 0..1).")
+    ] = None,
+    by: Annotated[str, typer.Option(help="fraction of: tests or duration.")] = "tests",
+    closed_loop: Annotated[
+        bool,
+        typer.Option(
+            help="Learn only from the selected tests' outcomes (with exploration and full runs)."
+        ),
+    ] = False,
+    database: Annotated[
+        str | None,
+        typer.Option(help="Database URL to replay into (default: a temporary SQLite file)."),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", dir_okay=False, help="Write every figure as JSON.")
+    ] = None,
+    orderings: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False, help="Write riskrank's order and selection per build (JSONL)."
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(dir_okay=False, help="Write a self-contained HTML report.")
+    ] = None,
+) -> None:
+    """Replay a CI history build by build through riskrank (ingestion,
+    training and the registry, scoring, the policy) beside simple baselines,
+    and print how early each ordering finds the failures."""
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}")
+    if mode not in MODES:
+        fail(f"--mode must be one of {', '.join(MODES)}")
+    config = BacktestConfig(
+        warmup=warmup,
+        retrain_every=retrain_every,
+        policy=Policy(mode=mode, budget=budget, by=by),
+        closed_loop=closed_loop,
+        database_url=database,
+    )
+    try:
+        config = config.checked()
+    except BacktestError as error:
+        fail(str(error))
+    console.print(f"reading {file} …", markup=False)
+    try:
+        reports: list[HistoryReport] = list(read_history(file, fmt))
+    except ClientError as error:
+        fail(str(error))
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]backtest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("builds · {task.fields[rate]:,.1f} builds/s"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("backtest", total=None, rate=0.0)
+
+        def advance(done: int, total: int) -> None:
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.update(task, completed=done, total=total, rate=done / elapsed)
+
+        try:
+            result = run_backtest(reports, config, progress=advance)
+        except BacktestError as error:
+            fail(str(error))
+    dataset = {"file": str(file), "name": dataset_name(file), "format": fmt}
+    document = summary.to_json(result, dataset, started_at=started_at)
+    print_summary(document)
+    if json_out is not None:
+        write_text(json_out, json.dumps(document, indent=2) + "\n")
+    if orderings is not None:
+        lines = summary.orderings_jsonl(result)
+        write_text(orderings, "".join(json.dumps(line) + "\n" for line in lines))
+    if report is not None:
+        from scheduler.backtest import report as html  # matplotlib is slow to import
+
+        write_text(report, html.render(result, document))
+
+
+def dataset_name(file: Path) -> str:
+    """The dataset's name: the file's name without .gz/.csv/.jsonl, or its
+    folder's for the datasets' generic file names."""
+    name = file.name
+    for suffix in (".gz", ".csv", ".jsonl"):
+        name = name.removesuffix(suffix)
+    if name in ("features-engineered", "data-variants"):
+        return file.parent.name
+    return name
+
+
+def write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        fail(f"cannot write {path}: {error.strerror or error}")
+    console.print(f"wrote {path}", markup=False)
+
+
+def _cell(value: Any, measure: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if measure == summary.FIRST_FAILURE else f"{value:.4f}"
+
+
+def print_summary(document: dict[str, Any]) -> None:
+    data = document["dataset"]
+    console.print(
+        f"{data['name']}: {data['evaluated_builds']} of {data['builds']} builds evaluated "
+        f"in {document['seconds']:.1f} s ({document['builds_per_second']} builds/s); "
+        f"failing builds: {data['failing_builds']['all']} (status changes: "
+        f"{data['failing_builds']['changes']})",
+        highlight=False,
+        markup=False,
+    )
+    for view in summary.VIEWS:
+        title = "all failures" if view == "all" else "status changes only"
+        table = Table(title=f"{title}: means over failing builds")
+        table.add_column("ordering")
+        for measure in TABLE:
+            table.add_column(measure, justify="right")
+        best = document["strongest_baseline"][view]
+        for name in document["orderings"]:
+            row = document["figures"][view][name]
+            cells = []
+            for measure in TABLE:
+                text = _cell(row[measure]["mean"], measure)
+                if best[measure] == name:
+                    text += "*"
+                cells.append(text)
+            style = "bold" if name == RISKRANK else ("dim" if name == OPTIMAL else None)
+            table.add_row(name, *cells, style=style)
+        console.print(table)
+    console.print("* the strongest baseline per column; optimal is an upper bound", style="dim")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(backtest)

@@ -1,0 +1,178 @@
+"""The backtest end to end: a hand-written history through `riskrank
+backtest` (the installed command, on a temporary SQLite file), with figures
+worked out by hand; reproducibility and the closed loop on a slice of
+dune-total."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from scheduler.backtest import summary
+from scheduler.backtest.runner import (
+    ORIGINAL,
+    RISKRANK,
+    BacktestConfig,
+    BacktestError,
+    run_backtest,
+)
+from scheduler.ingest.history import read_history
+from scheduler.planning.policy import Policy
+from tests.e2e.conftest import clean_env
+from tests.test_cli_outcomes import one_line, riskrank
+
+# t3 fails from build 2 on; t5 appears in build 5 and fails. Equal durations,
+# no changed files, no model (no retraining): the heuristic orders the tests
+# (t3 failed last time, t5 is new, the others never failed).
+BUILDS = [
+    {"t1": "passed", "t2": "passed", "t3": "passed", "t4": "passed"},
+    {"t1": "passed", "t2": "passed", "t3": "failed", "t4": "passed"},
+    {"t1": "passed", "t2": "passed", "t3": "failed", "t4": "passed"},
+    {"t1": "passed", "t2": "passed", "t3": "failed", "t4": "passed"},
+    {"t1": "passed", "t2": "passed", "t3": "failed", "t4": "passed", "t5": "failed"},
+]
+
+
+def write_history(path: Path) -> Path:
+    lines = [
+        {
+            "build": f"b{number}",
+            "commit": f"{number:040x}",
+            "time": f"2024-01-0{number}T12:00:00+00:00",
+            "branch": "main",
+            "changed_files": [],
+            "results": [
+                {"test": test, "outcome": outcome, "duration": 1.0}
+                for test, outcome in outcomes.items()
+            ],
+        }
+        for number, outcomes in enumerate(BUILDS, start=1)
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def test_backtest_command_by_hand(tmp_path: Path) -> None:
+    history = write_history(tmp_path / "history.jsonl")
+    ran = riskrank(
+        "backtest",
+        str(history),
+        "--warmup",
+        "2",
+        "--retrain-every",
+        "0",
+        "--json",
+        "out.json",
+        "--orderings",
+        "orders.jsonl",
+        "--report",
+        "report.html",
+        env=clean_env(),
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.explain()
+    assert "3 of 5 builds evaluated" in one_line(ran.stdout)
+    document = json.loads((tmp_path / "out.json").read_text())
+    assert document["dataset"]["evaluated_builds"] == 3
+    assert document["dataset"]["failing_builds"] == {"all": 3, "changes": 1}
+    assert document["parameters"]["warmup"] == 2
+    assert document["heuristic_builds"] == 3
+    assert document["trainings"] == []
+    assert document["seconds"] > 0
+
+    apfd = document["figures"]["all"][RISKRANK]["apfd"]
+    # builds 3 and 4: t3 first of 4 (1 - 1/4 + 1/8); build 5: t3 then t5 of 5
+    # (1 - 3/10 + 1/10)
+    assert apfd["mean"] == pytest.approx((0.875 + 0.875 + 0.8) / 3)
+    assert apfd["builds"] == 3
+    original = document["figures"]["all"][ORIGINAL]["apfd"]
+    # t3 third of 4; then t3 and t5 at 3 and 5 of 5 (1 - 8/10 + 1/10)
+    assert original["mean"] == pytest.approx((0.375 + 0.375 + 0.3) / 3)
+    changes = document["figures"]["changes"][RISKRANK]
+    # only t5 in build 5 is a status change: second of five
+    assert changes["apfd"]["mean"] == pytest.approx(1 - 2 / 5 + 1 / 10)
+    assert changes["apfd"]["mean_all"] == pytest.approx((0.7 + 1 + 1) / 3)
+    assert changes["first_failure"]["mean"] == 2.0
+    assert document["strongest_baseline"]["all"]["apfd"] in (
+        "recently failed first",
+        "failure rate",
+        "failure rate per second",
+    )
+
+    orders = [json.loads(line) for line in (tmp_path / "orders.jsonl").read_text().splitlines()]
+    assert [o["build"] for o in orders] == ["b3", "b4", "b5"]
+    assert orders[2]["order"][:2] == ["t3", "t5"]
+    assert sorted(orders[2]["order"]) == ["t1", "t2", "t3", "t4", "t5"]
+    assert orders[2]["selected"] == orders[2]["order"]  # mode order: everything runs
+
+    page = (tmp_path / "report.html").read_text()
+    assert "the backtest took" in page
+    images = page.split('src="data:image/png;base64,')[1:]
+    assert len(images) == 2  # recall and APFD; no retraining, no learning curve
+    assert base64.b64decode(images[0].split('"')[0]).startswith(b"\x89PNG")
+
+
+def test_refusals(tmp_path: Path) -> None:
+    history = write_history(tmp_path / "history.jsonl")
+    reports = list(read_history(history))
+    with pytest.raises(BacktestError, match="leaves no build"):
+        run_backtest(reports, BacktestConfig(warmup=5))
+    with pytest.raises(BacktestError, match="needs a budget"):
+        run_backtest(reports, BacktestConfig(policy=Policy(mode="fraction")))
+
+
+def dune_slice(shared_dir: Path, builds: int) -> list:  # type: ignore[type-arg]
+    path = shared_dir / "datasets/dune-common/dune-total/features-engineered.csv.gz"
+    with gzip.open(path, "rt") as stream:
+        head = [next(stream)]
+        for line in stream:
+            if int(line.split(";")[2]) > builds:
+                break
+            head.append(line)
+    return head
+
+
+def test_dune_slice_reproducible_and_closed_loop(shared_dir: Path, tmp_path: Path) -> None:
+    sliced = tmp_path / "dune.csv"
+    sliced.write_text("".join(dune_slice(shared_dir, 160)), encoding="utf-8")
+    reports = list(read_history(sliced, "retecs"))
+    trimmed = Policy(mode="fraction", budget=0.2)
+
+    def figures(config: BacktestConfig) -> tuple[dict, object]:  # type: ignore[type-arg]
+        result = run_backtest(reports, config)
+        document = summary.to_json(result, {"name": "dune slice"})
+        stable = {key: document[key] for key in ("figures", "selection", "learning_curve")}
+        for point in stable["learning_curve"]:
+            point.pop("seconds")
+        return stable, result
+
+    open_config = BacktestConfig(warmup=40, retrain_every=40, policy=trimmed)
+    first, open_result = figures(open_config)
+    again, _ = figures(open_config)
+    assert first == again  # the same command twice: the same figures
+    assert len(open_result.trainings) == 3
+    assert open_result.records[0].index == 40
+    assert len(open_result.records) == 120
+
+    closed, closed_result = figures(
+        BacktestConfig(warmup=40, retrain_every=40, policy=trimmed, closed_loop=True)
+    )
+    # The closed loop learns only what the plans ran: fewer executions
+    # ingested, and the same builds evaluated.
+    assert closed_result.executions < open_result.executions
+    assert [r.build for r in closed_result.records] == [r.build for r in open_result.records]
+    # Exactly: every result of the warm-up, then those of the selected tests
+    # (reruns of a test within a build are executions too).
+    warm = sum(len(report.results) for report in reports[:40])
+    seen = 0
+    for result, report in zip(closed_result.records, reports[40:], strict=True):
+        chosen = {name for name, keep in zip(result.names, result.selected, strict=True) if keep}
+        seen += sum(1 for case in report.results if case.test in chosen)
+    assert closed_result.executions == warm + seen
+    assert closed["figures"] != first["figures"]
+    # A plan keeps a fifth of the tests plus the forced and explored ones.
+    assert 0.2 <= first["selection"]["tests_share"] < 1.0

@@ -1,0 +1,187 @@
+"""The backtest's aggregation and status changes, against hand-computed
+figures (the measures themselves are tested in tests/evaluation)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from scheduler.backtest import summary
+from scheduler.backtest.runner import (
+    OPTIMAL,
+    ORIGINAL,
+    RANDOM,
+    RISKRANK,
+    BacktestConfig,
+    BacktestResult,
+    BuildRecord,
+    history_builds,
+    status_changes,
+)
+from scheduler.ingest.history import HistoryReport
+from scheduler.ingest.results import CaseResult
+from scheduler.models import Outcome
+
+
+def record(
+    index: int,
+    names: str,
+    failed: list[int],
+    changed: list[int],
+    durations: list[float],
+    orders: dict[str, list[int]],
+) -> BuildRecord:
+    return BuildRecord(
+        index=index,
+        build=str(index + 1),
+        names=tuple(names),
+        failed=np.array(failed, dtype=bool),
+        changed=np.array(changed, dtype=bool),
+        durations=np.array(durations, dtype=np.float64),
+        orders={name: np.array(order, dtype=np.intp) for name, order in orders.items()},
+        selected=np.ones(len(names), dtype=bool),
+        model_version=None,
+        full_run=False,
+    )
+
+
+def result_of(*records: BuildRecord) -> BacktestResult:
+    return BacktestResult(BacktestConfig(), len(records), 0, list(records), [])
+
+
+# Build 1: a b c d; b and d fail, only b is a status change.
+FIRST = record(
+    0,
+    "abcd",
+    failed=[0, 1, 0, 1],
+    changed=[0, 1, 0, 0],
+    durations=[1.0, 2.0, 0.0, 1.0],
+    orders={
+        RISKRANK: [1, 3, 0, 2],  # b d a c
+        ORIGINAL: [0, 1, 2, 3],
+        f"{RANDOM}/0": [3, 2, 1, 0],  # d c b a
+        f"{RANDOM}/1": [0, 1, 2, 3],
+    },
+)
+# Build 2: nothing fails.
+QUIET = record(
+    1,
+    "ab",
+    failed=[0, 0],
+    changed=[0, 0],
+    durations=[1.0, 1.0],
+    orders={RISKRANK: [0, 1], ORIGINAL: [0, 1], f"{RANDOM}/0": [1, 0], f"{RANDOM}/1": [0, 1]},
+)
+
+
+def test_one_build_by_hand() -> None:
+    per = summary.build_measures(FIRST, "all")
+    # b d a c: failures at 1 and 2 of 4: 1 - 3/8 + 1/8
+    assert per[RISKRANK]["apfd"] == pytest.approx(0.75)
+    # a b c d: failures at 2 and 4: 1 - 6/8 + 1/8
+    assert per[ORIGINAL]["apfd"] == pytest.approx(0.375)
+    # random: the mean of its seeds, d c b a (1 and 3: 0.625) and a b c d (0.375)
+    assert per[RANDOM]["apfd"] == pytest.approx(0.5)
+    assert per[RISKRANK]["first_failure"] == 1.0
+    assert per[ORIGINAL]["first_failure"] == 2.0
+    assert per[RANDOM]["first_failure"] == 1.5
+    # optimal: failing tests first, shortest first: d (1 s) then b (2 s)
+    assert per[OPTIMAL]["apfd"] == pytest.approx(0.75)
+    # APFDc of b d a c, durations 2 1 1 0, total 4:
+    # b: (4 - 2/2) = 3, d: (2 - 1/2) = 1.5 -> 4.5 / (4 * 2)
+    assert per[RISKRANK]["apfdc"] == pytest.approx(4.5 / 8)
+    # recall at 10% of 4 tests: the first test (b), one of two failures
+    assert per[RISKRANK]["recall_tests_10"] == pytest.approx(0.5)
+    assert per[RISKRANK]["caught_tests_10"] == 1.0
+    assert per[ORIGINAL]["caught_tests_10"] == 0.0
+    assert per[RANDOM]["caught_tests_10"] == 0.5
+    # 10% of 4 s is 0.4 s: riskrank's first test takes 2 s, nothing runs
+    assert per[RISKRANK]["recall_time_10"] == 0.0
+
+    changes = summary.build_measures(FIRST, "changes")
+    # only b counts: first of four for riskrank, second for the original order
+    assert changes[RISKRANK]["apfd"] == pytest.approx(1 - 1 / 4 + 1 / 8)
+    assert changes[ORIGINAL]["apfd"] == pytest.approx(1 - 2 / 4 + 1 / 8)
+    # the optimal order of the view: b first, though d fails too
+    assert changes[OPTIMAL]["first_failure"] == 1.0
+
+
+def test_means_over_failing_builds_and_coleman_mean() -> None:
+    figures = summary.figures(result_of(FIRST, QUIET))
+    apfd = figures["all"][RISKRANK]["apfd"]
+    assert apfd["builds"] == 1
+    assert apfd["mean"] == pytest.approx(0.75)
+    assert apfd["mean_all"] == pytest.approx((0.75 + 1.0) / 2)  # failure-free counts as 1
+    assert figures["all"][RANDOM]["apfd"]["mean_all"] == pytest.approx((0.5 + 1.0) / 2)
+    assert "mean_all" not in figures["all"][RISKRANK]["first_failure"]
+    assert list(figures["all"]) == [RISKRANK, ORIGINAL, RANDOM, OPTIMAL]
+    name, value = summary.strongest_baseline(figures["all"], "apfd")
+    assert (name, value) == (RANDOM, pytest.approx(0.5))
+    name, value = summary.strongest_baseline(figures["all"], "first_failure")
+    assert (name, value) == (RANDOM, 1.5)  # lower is better
+
+
+def test_edge_builds() -> None:
+    single = record(0, "x", [1], [1], [0.0], {RISKRANK: [0], ORIGINAL: [0]})
+    every = record(1, "xyz", [1, 1, 1], [1, 0, 1], [0.0, 0.0, 0.0], {RISKRANK: [2, 1, 0]})
+    ties = record(2, "pq", [0, 1], [0, 1], [1.0, 1.0], {RISKRANK: [1, 0], ORIGINAL: [0, 1]})
+    for view in summary.VIEWS:
+        per = summary.build_measures(single, view)
+        assert per[RISKRANK]["apfd"] == pytest.approx(0.5)  # 1 - 1 + 1/2
+        assert per[RISKRANK]["apfdc"] == pytest.approx(0.5)  # zero durations: APFD
+        assert per[RISKRANK]["napfd_10"] == pytest.approx(0.5)  # 0 s always fits
+    per = summary.build_measures(every, "all")
+    assert per[RISKRANK]["apfd"] == pytest.approx(0.5)  # all failing: 1/2 whatever the order
+    changes = summary.build_measures(every, "changes")
+    # z y x: the changes x and z at 1 and 3 of 3: 1 - 4/6 + 1/6
+    assert changes[RISKRANK]["apfd"] == pytest.approx(0.5)
+    assert changes[RISKRANK]["first_failure"] == 1.0
+    per = summary.build_measures(ties, "all")
+    assert per[RISKRANK]["apfd"] == pytest.approx(0.75)
+    assert per[ORIGINAL]["apfd"] == pytest.approx(0.25)
+    assert per[OPTIMAL]["apfd"] == pytest.approx(0.75)
+    assert summary.build_measures(QUIET, "all")[RISKRANK] == dict.fromkeys(summary.MEASURES)
+
+
+def report(build: str, outcomes: dict[str, str]) -> HistoryReport:
+    return HistoryReport(
+        build=build,
+        commit=f"c{build}",
+        time=None,
+        branch=None,
+        changed_files=(),
+        results=tuple(
+            CaseResult(test=name, outcome=Outcome(outcome), duration=1.0)
+            for name, outcome in outcomes.items()
+        ),
+    )
+
+
+def test_status_changes() -> None:
+    builds = history_builds(
+        [
+            report("1", {"a": "failed", "b": "passed"}),
+            report("2", {"a": "failed", "b": "failed", "c": "error"}),
+            report("3", {"a": "passed", "b": "failed", "c": "passed"}),
+            report("4", {"a": "failed", "b": "skipped", "c": "failed"}),
+            report("5", {"b": "failed", "c": "passed"}),
+        ]
+    )
+    changes = [
+        dict(zip(b.names, flags.tolist(), strict=True))
+        for b, flags in zip(builds, status_changes(builds), strict=True)
+    ]
+    assert changes == [
+        {"a": True, "b": False},  # a is new and fails
+        {"a": False, "b": True, "c": True},  # a failed before; c is new
+        {"a": False, "b": False, "c": False},
+        {"a": True, "c": True},  # b skipped: not a run
+        {"b": False, "c": False},  # b's previous run (build 3) failed
+    ]
+    # builds without a time are a day apart, from 1970-01-02
+    assert [b.at for b in builds[:2]] == [
+        datetime(1970, 1, 2, tzinfo=UTC),
+        datetime(1970, 1, 3, tzinfo=UTC),
+    ]
