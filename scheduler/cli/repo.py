@@ -6,11 +6,12 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from scheduler.cli.common import console, fail, migrated_database, settings
 from scheduler.models import Provider
-from scheduler.services import repos
+from scheduler.services import repo_settings, repos
 
 app = typer.Typer(help="Register and list repositories.", no_args_is_help=True)
 
@@ -88,4 +89,49 @@ def list_(
             str(summary.commits),
             summary.last_event_at.strftime("%Y-%m-%d %H:%M") if summary.last_event_at else "-",
         )
+    console.print(table)
+
+
+@app.command("settings")
+def settings_(
+    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Set a policy setting; VALUE is JSON or plain text (mode=fraction, "
+            "budget=0.3, must_run='[\"tests/smoke/*\"]'). Repeatable.",
+        ),
+    ] = None,
+    unset: Annotated[
+        list[str] | None, typer.Option("--unset", metavar="KEY", help="Back to the default.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """Show or change a repository's plan policy: what CI gets when it asks
+    for a plan without parameters, and the rules every plan keeps."""
+    database = migrated_database(settings())
+    try:
+        changes = dict(repo_settings.parse_assignment(text) for text in set_ or [])
+        with database.session() as session:
+            if changes or unset:
+                stored = repo_settings.update_settings(
+                    session, full_name=full_name, changes=changes, unset=unset or []
+                )
+            else:
+                stored = dict(repos.resolve_repository(session, full_name=full_name).settings)
+            effective = repo_settings.effective_policy(stored)
+    except (repo_settings.SettingsError, repos.RepositoryError) as error:
+        fail(str(error))
+    if as_json:
+        typer.echo(json.dumps({"settings": stored, "policy": effective}, indent=2))
+        return
+    table = Table("setting", "value", "source")
+    for key, value in effective.items():
+        source = "repository" if key in stored else "default"
+        shown = (
+            ", ".join(value) if isinstance(value, list) else "-" if value is None else str(value)
+        )
+        table.add_row(key, escape(shown), source)
     console.print(table)
