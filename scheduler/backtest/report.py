@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import Any
+import math
+from typing import Any, TypeAlias
 
 import matplotlib
 
@@ -14,6 +15,7 @@ matplotlib.use("Agg")  # no display: render to memory
 
 import matplotlib.pyplot as plt
 import numpy as np
+import numpy.typing as npt
 from matplotlib.figure import Figure
 
 from scheduler.backtest import summary
@@ -25,8 +27,29 @@ from scheduler.backtest.runner import (
 )
 from scheduler.evaluation import metrics
 
+Flags: TypeAlias = npt.NDArray[np.bool_]
+Floats: TypeAlias = npt.NDArray[np.float64]
+
 SHARE_GRID = tuple(round(x, 2) for x in np.linspace(0.05, 1.0, 20))
 ROLLING_WINDOW = 50  # failing builds
+
+
+def _recalls(ranked: Flags, durations: Floats, time: bool) -> Floats:
+    """Recall at every share of SHARE_GRID for one order (`ranked`: failing
+    flags in run order): `metrics.recall_at_tests` and `recall_at_time`,
+    computed from one cumulative sum (tests/backtest checks they agree)."""
+    found = np.cumsum(ranked)
+    m = float(found[-1])
+    if time:
+        elapsed = np.cumsum(durations)
+        total = math.fsum(durations.tolist())
+        limits = np.array(SHARE_GRID) * total + metrics.BUDGET_SLACK * total
+        counts = np.searchsorted(elapsed, limits, side="right")
+    else:
+        counts = np.array([metrics.count_in_budget(len(ranked), s) for s in SHARE_GRID])
+    caught = np.where(counts > 0, found[np.maximum(counts - 1, 0)], 0)
+    result: Floats = caught / m
+    return result
 
 
 def recall_curve(
@@ -48,14 +71,7 @@ def recall_curve(
             orders = [record.orders[name]]
         values = np.zeros(len(SHARE_GRID))
         for order in orders:
-            ranked, durations = failed[order], record.durations[order]
-            for column, share in enumerate(SHARE_GRID):
-                recall = (
-                    metrics.recall_at_time(ranked, durations, share)
-                    if time
-                    else metrics.recall_at_tests(ranked, share)
-                )
-                values[column] += recall or 0.0
+            values += _recalls(failed[order], record.durations[order], time)
         sums += values / len(orders)
         count += 1
     return (sums / count).tolist() if count else [0.0] * len(SHARE_GRID)

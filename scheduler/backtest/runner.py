@@ -200,6 +200,8 @@ class BacktestResult:
     trainings: list[TrainingRecord]
     seconds: float = 0.0
     seconds_by_step: dict[str, float] = field(default_factory=dict)
+    # view -> per build -> ordering -> measure: summary.per_build's cache
+    measured: dict[str, list[dict[str, dict[str, float | None]]]] = field(default_factory=dict)
 
 
 # --- the history ----------------------------------------------------------------

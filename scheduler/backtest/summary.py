@@ -71,6 +71,8 @@ def _number(value: float | bool | int | None) -> Value:
 def measures(failed: Flags, durations: Floats) -> dict[str, Value]:
     """Every measure of one build's order: `failed` and `durations` in run
     order. All None when nothing fails."""
+    if not failed.any():
+        return dict.fromkeys(MEASURES)
     values: dict[str, Value] = {
         "apfd": metrics.apfd(failed),
         "apfdc": metrics.apfdc(failed, durations),
@@ -156,7 +158,12 @@ def aggregate(rows: Sequence[dict[str, Value]]) -> dict[str, dict[str, Value | i
 
 
 def per_build(result: BacktestResult, view: str) -> list[dict[str, dict[str, Value]]]:
-    return [build_measures(record, view) for record in result.records]
+    """Each evaluated build's measures in a view, computed once per result
+    (the JSON and the report both need them)."""
+    rows = result.measured.get(view)
+    if rows is None:
+        rows = result.measured[view] = [build_measures(record, view) for record in result.records]
+    return rows
 
 
 def figures(

@@ -185,3 +185,22 @@ def test_status_changes() -> None:
         datetime(1970, 1, 2, tzinfo=UTC),
         datetime(1970, 1, 3, tzinfo=UTC),
     ]
+
+
+def test_report_recalls_agree_with_the_metrics() -> None:
+    from scheduler.backtest import report
+    from scheduler.evaluation import metrics
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 30, 293):
+        ranked = rng.random(n) < 0.3
+        ranked[rng.integers(n)] = True
+        durations = np.where(rng.random(n) < 0.3, 0.0, rng.random(n) * 5)
+        for time in (False, True):
+            expected = [
+                metrics.recall_at_time(ranked, durations, share)
+                if time
+                else metrics.recall_at_tests(ranked, share)
+                for share in report.SHARE_GRID
+            ]
+            assert report._recalls(ranked, durations, time).tolist() == expected
