@@ -8,9 +8,11 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from scheduler.backtest import summary
 from scheduler.backtest.runner import (
@@ -20,7 +22,9 @@ from scheduler.backtest.runner import (
     BacktestError,
     run_backtest,
 )
+from scheduler.db import Database
 from scheduler.ingest.history import read_history
+from scheduler.models import RiskModel, SuiteRun
 from scheduler.planning.policy import Policy
 from tests.e2e.conftest import clean_env
 from tests.test_cli_outcomes import one_line, riskrank
@@ -176,3 +180,21 @@ def test_dune_slice_reproducible_and_closed_loop(shared_dir: Path, tmp_path: Pat
     assert closed["figures"] != first["figures"]
     # A plan keeps a fifth of the tests plus the forced and explored ones.
     assert 0.2 <= first["selection"]["tests_share"] < 1.0
+
+
+def test_a_given_database_gives_the_same_figures(
+    database: Database, db_url: str, shared_dir: Path, tmp_path: Path
+) -> None:
+    """--database URL (SQLite or PostgreSQL, already holding the schema)
+    replays into that database, with the figures of the temporary one."""
+    sliced = tmp_path / "dune.csv"
+    sliced.write_text("".join(dune_slice(shared_dir, 90)), encoding="utf-8")
+    reports = list(read_history(sliced, "retecs"))
+    config = BacktestConfig(warmup=30, retrain_every=20)
+    given = run_backtest(reports, replace(config, database_url=db_url))
+    temporary = run_backtest(reports, config)
+    assert summary.figures(given) == summary.figures(temporary)
+    assert [t.version for t in given.trainings] == [1, 2, 3]
+    with database.session() as session:
+        assert session.scalar(select(func.count()).select_from(RiskModel)) == 3
+        assert session.scalar(select(func.count()).select_from(SuiteRun)) == 90
