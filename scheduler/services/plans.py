@@ -19,14 +19,18 @@ import hashlib
 import json
 import logging
 import math
+import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import cached_property
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
+import psycopg
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
 
@@ -43,7 +47,15 @@ from scheduler.models import (
 )
 from scheduler.models.base import utcnow
 from scheduler.planning import policy as policies
-from scheduler.planning.policy import Candidates, Context, Decision, Policy, PolicyError, Shard
+from scheduler.planning.policy import (
+    Candidates,
+    Context,
+    Decision,
+    Policy,
+    PolicyError,
+    Rule,
+    Shard,
+)
 from scheduler.risk import heuristic
 from scheduler.services import scoring
 from scheduler.services.results import COMMIT_PATTERN
@@ -58,6 +70,9 @@ NEW_TEST_PROBABILITY = heuristic.BASE + heuristic.WEIGHTS["is_new"]
 WAIT_WINDOW = timedelta(minutes=10)
 POLL_SECONDS = 0.1
 SERVED = (PlanStatus.READY, PlanStatus.HEURISTIC)
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 class PlanParameterError(ClientError):
@@ -184,6 +199,7 @@ class Found:
     model_version: int | None
     feature_names: list[str] | None
     policy: dict[str, Any] | None
+    scored_at: datetime | None = None
 
 
 def find(session: Session, *, repository_id: int, sha: str) -> Found | None:
@@ -206,6 +222,7 @@ def find(session: Session, *, repository_id: int, sha: str) -> Found | None:
             RiskModel.version,
             Plan.feature_names,
             Plan.policy,
+            Plan.scored_at,
         )
         .select_from(Commit)
         .outerjoin(Plan, Plan.id == newest)
@@ -275,6 +292,120 @@ def scored(
 # --- the items ------------------------------------------------------------------
 
 
+class _Lru(Generic[_K, _V]):
+    """A cache shared by the API's threads, bounded by the total weight of
+    its values (tests, not entries: one plan may hold ten or ten thousand)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[_K, tuple[_V, int]] = OrderedDict()
+        self._weight = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: _K) -> _V | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: _K, value: _V, weight: int) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._weight -= old[1]
+            self._entries[key] = (value, weight)
+            self._weight += weight
+            while self._weight > self.capacity and len(self._entries) > 1:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._weight -= dropped
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._weight = 0
+
+
+def _encoded_tail(reason: str) -> str:
+    """A scored reason as it follows a rule's sentence ("...; failed 2 of"),
+    JSON-escaped without its quotes."""
+    return encode_basestring_ascii(f"{reason[0].lower()}{reason[1:]}")[1:-1]
+
+
+@dataclass(frozen=True, eq=False)
+class StoredItems:
+    """What a scored plan's items hold that never changes once stored: the
+    test, its probability, rank, scored reason and own-file flag, in rank
+    order, with their JSON text. Kept per plan in the process (see
+    `stored_items`): the shards and retries of a build ask for one plan many
+    times, and reading, converting and encoding ten thousand rows was over
+    half of an answer's time (benchmarks/plan_api.py)."""
+
+    ids: list[int]  # the plan items' ids
+    names: list[str]
+    probability: np.ndarray
+    rank: np.ndarray
+    reasons: list[str | None]
+    own_file_changed: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @cached_property
+    def _by_id(self) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.array(self.ids, dtype=np.int64)
+        order = np.argsort(ids, kind="stable")
+        return order, ids[order]
+
+    def rows_of(self, item_ids: np.ndarray) -> np.ndarray:
+        """The row (in rank order) of each of these item ids."""
+        order, sorted_ids = self._by_id
+        if not len(sorted_ids):
+            return np.zeros(0, dtype=np.intp)
+        return order[np.searchsorted(sorted_ids, item_ids)].astype(np.intp)
+
+    @cached_property
+    def position(self) -> dict[str, int]:
+        return {name: row for row, name in enumerate(self.names)}
+
+    @cached_property
+    def texts(self) -> ItemTexts:
+        return ItemTexts.of(self.names, self.probability, self.reasons)
+
+
+@dataclass(frozen=True, eq=False)
+class ItemTexts:
+    """Each item's pieces of its JSON object that do not depend on the
+    policy: `{"test":NAME,"rank":`, `,"probability":P,"selected":`, the
+    scored reason as a JSON string and as the tail of a rule's sentence."""
+
+    head: np.ndarray  # object arrays of str (None: no scored reason)
+    probability: np.ndarray
+    scored: np.ndarray
+    tail: np.ndarray
+
+    @classmethod
+    def of(
+        cls, names: Sequence[str], probability: np.ndarray, reasons: Sequence[str | None]
+    ) -> ItemTexts:
+        text = encode_basestring_ascii
+
+        def objects(values: list[str | None]) -> np.ndarray:
+            array = np.empty(len(values), dtype=object)
+            array[:] = values
+            return array
+
+        return cls(
+            head=objects([f'{{"test":{text(name)},"rank":' for name in names]),
+            probability=objects(
+                [f',"probability":{p!r},"selected":' for p in probability.tolist()]
+            ),
+            scored=objects([text(r) if r else None for r in reasons]),
+            tail=objects([_encoded_tail(r) if r else None for r in reasons]),
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class Items:
     """A plan's items, in stored rank order, as plain columns."""
@@ -290,68 +421,183 @@ class Items:
     recent_runs: int
     runs: np.ndarray
     own_file_changed: np.ndarray
+    # The cached stored part these columns come from (None: made elsewhere).
+    stored: StoredItems | None = None
+
+    @cached_property
+    def texts(self) -> ItemTexts:
+        if self.stored is not None:
+            return self.stored.texts
+        return ItemTexts.of(self.names, self.probability, self.reasons)
 
 
 def _nan(value: float | int | None) -> float:
     return math.nan if value is None else float(value)
 
 
-# recent holds only P, F and E: without its P's, a failure leaves something.
 # The own-file flag is compared as bytes: 1.0 as little-endian float32.
-_ITEMS = (
-    "SELECT i.id, t.name, i.probability, i.rank, i.reason, s.duration_mean, "
-    "s.builds_since_failure, s.runs, substr(i.features, {offset}, 4) = {one}, "
-    "replace(substr(s.recent, 1, {runs}), 'P', '') <> '' "
-    "FROM plan_items i JOIN known_tests t ON t.id = i.test_id "
-    "LEFT JOIN test_stats s ON s.test_id = i.test_id "
-    "WHERE i.plan_id = {plan} ORDER BY i.rank"
+_STORED = (
+    "SELECT i.id, t.name, i.probability, i.rank, i.reason, "
+    "substr(i.features, {offset}, 4) = {one} "
+    "FROM plan_items i JOIN known_tests t ON t.id = i.test_id WHERE i.plan_id = {plan}"
 )
-_ITEMS_BY_STYLE = {
-    "pyformat": _ITEMS.format(
-        offset="%(offset)s", runs="%(runs)s", plan="%(plan)s", one="'\\x0000803f'::bytea"
-    ),
-    "named": _ITEMS.format(offset=":offset", runs=":runs", plan=":plan", one="X'0000803F'"),
+# recent holds only P, F and E: without its P's, a failure leaves something.
+_STATS = (
+    "SELECT i.id, s.duration_mean, s.builds_since_failure, s.runs, "
+    "replace(substr(s.recent, 1, {runs}), 'P', '') <> '' "
+    "FROM plan_items i LEFT JOIN test_stats s ON s.test_id = i.test_id WHERE i.plan_id = {plan}"
+)
+_BY_STYLE = {
+    "pyformat": {
+        "stored": _STORED.format(offset="%(offset)s", plan="%(plan)s", one="'\\x0000803f'::bytea"),
+        "stats": _STATS.format(runs="%(runs)s", plan="%(plan)s"),
+    },
+    "named": {
+        "stored": _STORED.format(offset=":offset", plan=":plan", one="X'0000803F'"),
+        "stats": _STATS.format(runs=":runs", plan=":plan"),
+    },
 }
+# On PostgreSQL the statistics come as one row of arrays in binary: a
+# fifth of the client's time of ten thousand rows.
+_STATS_ARRAYS = (
+    "SELECT array_agg(i.id), array_agg(coalesce(s.duration_mean, 'NaN')), "
+    "array_agg(coalesce(CAST(s.builds_since_failure AS DOUBLE PRECISION), 'NaN')), "
+    "array_agg(coalesce(s.runs, 0)), "
+    "array_agg(coalesce(replace(substr(s.recent, 1, %(runs)s), 'P', '') <> '', false)) "
+    "FROM plan_items i LEFT JOIN test_stats s ON s.test_id = i.test_id WHERE i.plan_id = %(plan)s"
+)
 
 
-def load_items(
-    session: Session, *, plan_id: int, feature_names: Sequence[str], recent_runs: int
-) -> Items:
-    """One query: every item of the plan with its test's name and statistics.
-    Of the stored feature vector only the own-file-changed flag is read
-    (4 bytes of each, cut by the database), and whether the test failed in
-    its last runs is worked out there too.
-
-    It goes through the driver's cursor: SQLAlchemy's result rows cost more
+def _rows(session: Session, query: str, parameters: dict[str, Any]) -> list[Any]:
+    """Rows through the driver's cursor: SQLAlchemy's result rows cost more
     than the query itself for ten thousand rows (benchmarks/plan_api.py)."""
-    names = list(feature_names)
-    # Plans scored before the flag existed have none: 1-based offset 0 reads nothing.
-    offset = 4 * names.index("own_file_changed") + 1 if "own_file_changed" in names else 0
     connection = session.connection()
-    style = connection.dialect.paramstyle
+    style = "named" if connection.dialect.paramstyle in ("named", "qmark") else "pyformat"
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(
-            _ITEMS_BY_STYLE["named" if style in ("named", "qmark") else "pyformat"],
-            {"plan": plan_id, "offset": offset, "runs": recent_runs},
-        )
-        rows = cursor.fetchall()
+        cursor.execute(_BY_STYLE[style][query], parameters)
+        return list(cursor.fetchall())
     finally:
         cursor.close()
+
+
+# Stored parts of plans, by (database, plan id, scored at): a plan's items
+# never change once scored. Bounded by tests (about 300 bytes each).
+_STORED_CACHE: _Lru[tuple[str, int, datetime | None], StoredItems] = _Lru(200_000)
+
+
+def stored_items(session: Session, found: Found) -> StoredItems:
+    """The plan's stored part, read once per process and plan."""
+    assert found.plan_id is not None
+    key = (_database_key(session), found.plan_id, found.scored_at)
+    cached = _STORED_CACHE.get(key)
+    if cached is not None:
+        return cached
+    names = list(found.feature_names or [])
+    # Plans scored before the flag existed have none: 1-based offset 0 reads nothing.
+    offset = 4 * names.index("own_file_changed") + 1 if "own_file_changed" in names else 0
+    rows = _rows(session, "stored", {"plan": found.plan_id, "offset": offset})
     n = len(rows)
-    columns: list[Any] = list(zip(*rows, strict=True)) if rows else [() for _ in range(10)]
+    columns: list[Any] = list(zip(*rows, strict=True)) if rows else [() for _ in range(6)]
+    rank = np.fromiter(columns[3], dtype=np.intp, count=n)
+    order = np.argsort(rank, kind="stable").tolist()  # ranks are stored; no ORDER BY
+
+    def ordered(values: Sequence[Any]) -> list[Any]:
+        return [values[row] for row in order]
+
+    stored = StoredItems(
+        ids=ordered(columns[0]),
+        names=ordered(columns[1]),
+        probability=np.fromiter(columns[2], dtype=np.float64, count=n)[order],
+        rank=rank[order],
+        reasons=ordered(columns[4]),
+        own_file_changed=np.fromiter(map(bool, columns[5]), dtype=bool, count=n)[order],
+    )
+    _STORED_CACHE.put(key, stored, max(n, 1))
+    return stored
+
+
+def _database_key(session: Session) -> str:
+    return session.connection().engine.url.render_as_string(hide_password=True)
+
+
+@dataclass(frozen=True, eq=False)
+class LiveStats:
+    """The statistics the policy reads, as of now (they change as outcomes
+    arrive), in the stored items' rank order; `digest` tells two readings
+    apart for the decision cache."""
+
+    duration: np.ndarray
+    builds_since_failure: np.ndarray
+    runs: np.ndarray
+    recently_failed: np.ndarray
+    digest: bytes
+
+
+def live_stats(session: Session, *, stored: StoredItems, plan_id: int, runs: int) -> LiveStats:
+    """One query for every item's statistics (one row of arrays on PostgreSQL)."""
+    n = len(stored)
+    parameters = {"plan": plan_id, "runs": runs}
+    driver = session.connection().connection.driver_connection
+    if isinstance(driver, psycopg.Connection):
+        with driver.cursor(binary=True) as cursor:
+            cursor.execute(_STATS_ARRAYS, parameters)
+            row = cursor.fetchone()
+        columns: list[Any] = list(row) if row is not None and row[0] is not None else [[]] * 5
+        ids = np.array(columns[0], dtype=np.int64)
+        duration = np.array(columns[1], dtype=np.float64)
+        since = np.array(columns[2], dtype=np.float64)
+        ran = np.array(columns[3], dtype=np.int64)
+        failed = np.array(columns[4], dtype=bool)
+    else:
+        rows = _rows(session, "stats", parameters)
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in range(5)]
+        count = len(rows)
+        ids = np.fromiter(columns[0], dtype=np.int64, count=count)
+        duration = np.fromiter(map(_nan, columns[1]), dtype=np.float64, count=count)
+        since = np.fromiter(map(_nan, columns[2]), dtype=np.float64, count=count)
+        ran = np.fromiter((r or 0 for r in columns[3]), dtype=np.int64, count=count)
+        failed = np.fromiter(map(bool, columns[4]), dtype=bool, count=count)
+    if len(ids) != n:
+        raise RuntimeError(f"plan {plan_id} has {len(ids)} items, {n} when first read")
+    rows_ = stored.rows_of(ids)
+
+    def in_rank_order(values: np.ndarray) -> np.ndarray:
+        result = np.empty_like(values)
+        result[rows_] = values
+        return result
+
+    stats = LiveStats(
+        duration=in_rank_order(duration),
+        builds_since_failure=in_rank_order(since),
+        runs=in_rank_order(ran),
+        recently_failed=in_rank_order(failed),
+        digest=b"",
+    )
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (stats.duration, stats.builds_since_failure, stats.runs, stats.recently_failed):
+        digest.update(array.tobytes())
+    return replace(stats, digest=digest.digest())
+
+
+def load_items(session: Session, *, found: Found, recent_runs: int) -> Items:
+    """The plan's items: the stored part (cached), its statistics as of now."""
+    assert found.plan_id is not None
+    stored = stored_items(session, found)
+    stats = live_stats(session, stored=stored, plan_id=found.plan_id, runs=recent_runs)
     return Items(
-        ids=list(columns[0]),
-        names=list(columns[1]),
-        probability=np.fromiter(columns[2], dtype=np.float64, count=n),
-        rank=np.fromiter(columns[3], dtype=np.intp, count=n),
-        reasons=list(columns[4]),
-        duration=np.fromiter(map(_nan, columns[5]), dtype=np.float64, count=n),
-        builds_since_failure=np.fromiter(map(_nan, columns[6]), dtype=np.float64, count=n),
-        runs=np.fromiter((r or 0 for r in columns[7]), dtype=np.int64, count=n),
-        own_file_changed=np.fromiter((bool(f) for f in columns[8]), dtype=bool, count=n),
-        recently_failed=np.fromiter((bool(f) for f in columns[9]), dtype=bool, count=n),
+        ids=stored.ids,
+        names=stored.names,
+        probability=stored.probability,
+        rank=stored.rank,
+        reasons=stored.reasons,
+        duration=stats.duration,
+        builds_since_failure=stats.builds_since_failure,
+        runs=stats.runs,
+        own_file_changed=stored.own_file_changed,
+        recently_failed=stats.recently_failed,
         recent_runs=recent_runs,
+        stored=stored,
     )
 
 
@@ -372,7 +618,11 @@ def cover(items: Items, tests: Sequence[str] | None) -> Covered:
         row = np.arange(len(items.names), dtype=np.intp)
         names: Sequence[str] = items.names
     else:
-        position = {name: index for index, name in enumerate(items.names)}
+        position = (
+            items.stored.position
+            if items.stored is not None
+            else {name: index for index, name in enumerate(items.names)}
+        )
         unique = list(dict.fromkeys(tests))
         row = np.fromiter((position.get(name, -1) for name in unique), dtype=np.intp)
         names = unique
@@ -528,9 +778,7 @@ def _head(
 
 @dataclass(frozen=True, eq=False)
 class PlannedTests:
-    """The `tests` of an answer as columns, in the order listed: turned into
-    JSON text directly (a dict per test, then json.dumps, costs twice as much
-    for ten thousand tests)."""
+    """The `tests` of a fallback answer as columns, in the order listed."""
 
     names: list[str]
     ranks: list[int]
@@ -539,29 +787,6 @@ class PlannedTests:
     reasons: list[str]
     durations: list[float | None]
     rules: list[str]
-
-    def rows(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "test": name,
-                "rank": rank,
-                "probability": probability,
-                "selected": selected,
-                "reason": reason,
-                "duration": duration,
-                "rule": rule,
-            }
-            for name, rank, probability, selected, reason, duration, rule in zip(
-                self.names,
-                self.ranks,
-                self.probability,
-                self.selected,
-                self.reasons,
-                self.durations,
-                self.rules,
-                strict=True,
-            )
-        ]
 
     def json(self) -> str:
         text = encode_basestring_ascii
@@ -592,50 +817,128 @@ def _json_number(value: float | None) -> str:
 
 @dataclass(frozen=True, eq=False)
 class Answer:
-    """A plan as the API answers it (the contract is in the README)."""
+    """A plan as the API answers it (the contract is in the README): the
+    head's fields and the `tests` list as JSON text (its items joined by
+    commas), which is how it is made and sent."""
 
     head: dict[str, Any]
-    tests: PlannedTests
+    tests_json: str
 
     def to_dict(self) -> dict[str, Any]:
-        return self.head | {"tests": self.tests.rows()}
+        tests: list[dict[str, Any]] = json.loads(f"[{self.tests_json}]")
+        return self.head | {"tests": tests}
 
     def to_json(self) -> bytes:
         head = json.dumps(self.head, separators=(",", ":"), allow_nan=False)
-        return f'{head[:-1]},"tests":[{self.tests.json()}]}}'.encode()
+        return f'{head[:-1]},"tests":[{self.tests_json}]}}'.encode()
 
 
-def answer(
-    *,
-    found: Found,
-    sha: str,
-    covered: Covered,
-    decision: Decision,
-    shard: Shard | None,
-) -> Answer:
+_NOT_SCORED = "not in this commit's scores"
+_RULE_INDEX = {rule: index for index, rule in enumerate(policies.Rule)}
+_RULES = list(policies.Rule)
+_RULE_VALUES = np.array([rule.value for rule in _RULES], dtype=object)
+
+
+def test_texts(items: Items, covered: Covered, decision: Decision) -> list[str]:
+    """Each candidate's JSON object in the answer's `tests`, as text. The
+    stored pieces are joined column by column (numpy object arrays), so
+    only the last join is a Python step per test."""
+    texts = items.texts
+    n = len(covered.candidates)
+    item = covered.item
+    known = item >= 0
+    take = np.where(known, item, 0)
+
+    def pick(stored: np.ndarray, unknown: Callable[[int], str | None]) -> np.ndarray:
+        picked = stored[take] if len(stored) else np.empty(n, dtype=object)
+        for index in np.flatnonzero(~known).tolist():
+            picked[index] = unknown(index)
+        return picked
+
+    names = covered.candidates.names
+    head = pick(texts.head, lambda i: f'{{"test":{encode_basestring_ascii(names[i])},"rank":')
+    new = f',"probability":{NEW_TEST_PROBABILITY!r},"selected":'
+    probability = pick(texts.probability, lambda _: new)
+    scored = pick(texts.scored, lambda _: encode_basestring_ascii(_NOT_SCORED))
+    tail = pick(texts.tail, lambda _: _encoded_tail(_NOT_SCORED))
+    has = scored.astype(bool)
+
+    codes = np.fromiter(map(_RULE_INDEX.__getitem__, decision.rules), dtype=np.intp, count=n)
+    reason = np.empty(n, dtype=object)
+    for code in np.unique(codes).tolist():
+        rule = _RULES[code]
+        of_rule = codes == code
+        if rule is Rule.MUST_RUN:  # the sentence names the matching glob
+            for index in np.flatnonzero(of_rule).tolist():
+                reason[index] = encode_basestring_ascii(
+                    policies.reason(decision, index, covered.reasons[index])
+                )
+            continue
+        sentence = policies.rule_sentence(decision, int(np.argmax(of_rule)))
+        reason[of_rule & ~has] = encode_basestring_ascii(sentence)
+        with_scored = of_rule & has
+        if rule is Rule.MODEL:
+            reason[with_scored] = scored[with_scored]
+        elif with_scored.any():
+            prefix = f'"{encode_basestring_ascii(sentence)[1:-1]}; '
+            reason[with_scored] = prefix + tail[with_scored] + '"'
+    durations = [_json_number(d) for d in covered.durations]
+    rules = _RULE_VALUES[codes].tolist()
+    return [
+        f'{h}{rank}{p}{"true" if chosen else "false"},"reason":{r},"duration":{d},"rule":"{u}"}}'
+        for h, rank, p, chosen, r, d, u in zip(
+            head.tolist(),
+            decision.ranks.tolist(),
+            probability.tolist(),
+            decision.selected.tolist(),
+            reason.tolist(),
+            durations,
+            rules,
+            strict=True,
+        )
+    ]
+
+
+@dataclass(eq=False)
+class Planned:
+    """The policy applied to a plan's items: what serving it again with the
+    same parameters, statistics and change reuses (see `_PLANNED`)."""
+
+    items: Items
+    covered: Covered
+    decision: Decision
+    applied: dict[str, Any]
+    _texts: np.ndarray | None = None
+    _shards: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+    def texts(self) -> np.ndarray:
+        """Each candidate's JSON object as text (an object array)."""
+        if self._texts is None:
+            texts = test_texts(self.items, self.covered, self.decision)
+            array = np.empty(len(texts), dtype=object)
+            array[:] = texts
+            self._texts = array
+        return self._texts
+
+    def shard(self, shard: Shard) -> np.ndarray:
+        split = self._shards.get(shard.count)
+        if split is None:
+            decision = self.decision
+            split = policies.shards(decision.run_order(), decision.expected_duration, shard.count)
+            self._shards[shard.count] = split
+        return split[shard.index - 1]
+
+
+def answer(*, found: Found, sha: str, planned: Planned, shard: Shard | None) -> Answer:
     """The plan as the API returns it (see the contract in the README)."""
-    candidates = covered.candidates
-    run = decision.run_order()
+    candidates = planned.covered.candidates
+    decision = planned.decision
     if shard is not None:
-        listed = policies.shards(run, decision.expected_duration, shard.count)[shard.index - 1]
-        in_shard = listed
+        listed = in_shard = planned.shard(shard)
     else:
-        listed = np.concatenate([run, decision.dropped_order()])
-        in_shard = run
-    order = listed.tolist()
-    names = candidates.names
-    probability = candidates.probability[listed].tolist()
-    durations = covered.durations
-    rules = decision.rules
-    tests = PlannedTests(
-        names=[names[i] for i in order],
-        ranks=decision.ranks[listed].tolist(),
-        probability=probability,
-        selected=decision.selected[listed].tolist(),
-        reasons=policies.reasons(decision, order, covered.reasons),
-        durations=[durations[i] for i in order],
-        rules=[rules[i].value for i in order],
-    )
+        in_shard = decision.run_order()
+        listed = np.concatenate([in_shard, decision.dropped_order()])
+    texts = planned.texts()
     status = found.status.value if found.status is not None else PlanStatus.FALLBACK.value
     head = _head(
         plan_id=found.plan_id,
@@ -656,7 +959,66 @@ def answer(
         ),
         "message": None,
     }
-    return Answer(head, tests)
+    return Answer(head, ",".join(texts[listed].tolist()))
+
+
+# Decisions by (stored plan, statistics, policy, change, collected tests):
+# the shards and retries of a build ask the same question. Bounded by tests
+# (a decision keeps its answer's text, about 230 bytes a test).
+_PLANNED: _Lru[tuple[Any, ...], Planned] = _Lru(100_000)
+
+
+def plan(
+    session: Session,
+    *,
+    found: Found,
+    repository: RepositoryRef,
+    request: PlanRequest,
+    policy: Policy,
+) -> Planned:
+    """The policy applied to the plan's items, or the same decision made
+    before for the same plan, statistics, policy, change and tests."""
+    assert found.plan_id is not None
+    stored = stored_items(session, found)
+    stats = live_stats(session, stored=stored, plan_id=found.plan_id, runs=policy.recent_failures)
+    context = context_of(session, found, repository, request.branch)
+    tests = tuple(request.tests) if request.tests is not None else None
+    key = (
+        _database_key(session),
+        found.plan_id,
+        found.scored_at,
+        stats.digest,
+        policy,
+        tuple(context.changed_paths),
+        context.default_branch_build,
+        context.seed,
+        tests,
+    )
+    planned = _PLANNED.get(key)
+    if planned is not None:
+        return planned
+    items = Items(
+        ids=stored.ids,
+        names=stored.names,
+        probability=stored.probability,
+        rank=stored.rank,
+        reasons=stored.reasons,
+        duration=stats.duration,
+        builds_since_failure=stats.builds_since_failure,
+        runs=stats.runs,
+        own_file_changed=stored.own_file_changed,
+        recently_failed=stats.recently_failed,
+        recent_runs=policy.recent_failures,
+        stored=stored,
+    )
+    covered = cover(items, request.tests)
+    decision = policies.decide(covered.candidates, policy, context)
+    applied = applied_policy(decision.policy, request.tests) | {
+        "default_branch_build": context.default_branch_build
+    }
+    planned = Planned(items, covered, decision, applied)
+    _PLANNED.put(key, planned, max(len(covered.candidates), 1))
+    return planned
 
 
 def serve(
@@ -674,28 +1036,17 @@ def serve(
         session, repository=repository, sha=sha, branch=request.branch, wait_seconds=wait_seconds
     )
     assert found.plan_id is not None
-    items = load_items(
-        session,
-        plan_id=found.plan_id,
-        feature_names=found.feature_names or [],
-        recent_runs=policy.recent_failures,
-    )
-    covered = cover(items, request.tests)
-    context = context_of(session, found, repository, request.branch)
-    decision = policies.decide(covered.candidates, policy, context)
-    applied = applied_policy(decision.policy, request.tests) | {
-        "default_branch_build": context.default_branch_build
-    }
-    if found.policy != applied:
+    planned = plan(session, found=found, repository=repository, request=request, policy=policy)
+    if found.policy != planned.applied:
         record_decision(
             session,
             plan_id=found.plan_id,
-            items=items,
-            covered=covered,
-            decision=decision,
-            applied=applied,
+            items=planned.items,
+            covered=planned.covered,
+            decision=planned.decision,
+            applied=planned.applied,
         )
-    return answer(found=found, sha=sha, covered=covered, decision=decision, shard=shard)
+    return answer(found=found, sha=sha, planned=planned, shard=shard)
 
 
 # --- failing open ---------------------------------------------------------------
@@ -795,7 +1146,7 @@ def fallback(
             reasons=[reason] * len(order),
             durations=[durations[i] for i in order],
             rules=[policies.Rule.FULL_RUN.value] * len(order),
-        ),
+        ).json(),
     )
 
 

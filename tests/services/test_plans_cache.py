@@ -1,0 +1,82 @@
+"""What the plan service keeps in the process between requests (a plan's
+stored part, the decisions made) never hides a change: new outcomes, another
+plan under the same id in another database, or other collected tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scheduler import migrate
+from scheduler.db import Database
+from scheduler.models import Repository
+from scheduler.services import history, plans
+from scheduler.services.plans import PlanDefaults, PlanRequest, RepositoryRef
+from tests.planning.data import FLAKY, NAMES, SHA, make_repository, report
+
+DEFAULTS = PlanDefaults(wait_seconds=0)
+QUIET = "tests/test_db.py::test_query"
+
+
+def reference(database: Database, repository_id: int) -> RepositoryRef:
+    with database.session() as session:
+        repository = session.get_one(Repository, repository_id)
+        return RepositoryRef(repository.id, repository.default_branch, dict(repository.settings))
+
+
+def ask(database: Database, repository: RepositoryRef, **request: object) -> dict[str, object]:
+    return plans.plan_for(
+        database,
+        repository=repository,
+        sha=SHA,
+        request=PlanRequest(**request),  # type: ignore[arg-type]
+        defaults=DEFAULTS,
+    )
+
+
+def rules(plan: dict[str, object]) -> dict[str, str]:
+    tests = plan["tests"]
+    assert isinstance(tests, list)
+    return {test["test"]: test["rule"] for test in tests}
+
+
+def test_new_outcomes_change_the_next_answer(database: Database) -> None:
+    repository_id = make_repository(database, settings={"exploration_rate": 0})
+    repository = reference(database, repository_id)
+    first = ask(database, repository, mode="fraction", budget=0.0)
+    assert rules(first)[QUIET] == "budget"
+    assert ask(database, repository, mode="fraction", budget=0.0) == first  # served again
+    # A build after the plan was scored: QUIET fails. The stored scores stay,
+    # the statistics the policy reads do not.
+    history.import_history(database, repository_id=repository_id, reports=[report(7, {QUIET})])
+    second = ask(database, repository, mode="fraction", budget=0.0)
+    assert second["plan_id"] == first["plan_id"]
+    assert rules(second)[QUIET] == "recently_failed"
+    assert rules(second)[FLAKY] == "budget"  # its failures are 5 builds back now
+
+
+def test_collected_tests_are_part_of_the_question(database: Database) -> None:
+    repository = reference(database, make_repository(database))
+    everything = ask(database, repository, mode="order")
+    some = ask(database, repository, mode="order", tests=[NAMES[0], "tests/test_new.py::test_x"])
+    assert everything["total"] == len(NAMES)
+    assert some["total"] == 2
+    assert rules(some)["tests/test_new.py::test_x"] == "new"
+    assert ask(database, repository, mode="order")["total"] == len(NAMES)
+
+
+def test_the_same_plan_id_in_another_database_is_another_plan(tmp_path: Path) -> None:
+    answers = []
+    for name, failing in (("one", set()), ("two", {NAMES[5]})):
+        url = f"sqlite:///{tmp_path / name}.db"
+        migrate.upgrade(url)
+        database = Database.from_url(url)
+        try:
+            repository_id = make_repository(database)
+            history.import_history(
+                database, repository_id=repository_id, reports=[report(7, failing)]
+            )
+            answers.append(ask(database, reference(database, repository_id), mode="order"))
+        finally:
+            database.dispose()
+    assert answers[0]["plan_id"] == answers[1]["plan_id"]
+    assert answers[0]["tests"] != answers[1]["tests"]
