@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from sqlalchemy import func, select, update
 
 from scheduler.db import Database
 from scheduler.ingest.history import FileChange, HistoryReport
 from scheduler.ingest.results import CaseResult
-from scheduler.models import ChangedFile, FileStatus, Outcome, Provider, Repository
+from scheduler.models import (
+    ChangedFile,
+    FileStatus,
+    ModelStatus,
+    Outcome,
+    Provider,
+    Repository,
+    RiskModel,
+)
+from scheduler.risk.features import FEATURE_NAMES
+from scheduler.risk.model import train_model
 from scheduler.services import history, repos, runs, tokens
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
@@ -90,3 +104,45 @@ def add_commit(
         for path in paths:
             session.add(ChangedFile(commit_id=commit_id, path=path, status=FileStatus.MODIFIED))
         return commit_id
+
+
+@functools.cache
+def synthetic_model() -> str:
+    """A model trained on synthetic rows (as tests/services/test_scoring.py
+    does): failures follow last_failed. Trained once per test session."""
+    rng = np.random.default_rng(3)
+    rows = 4000
+    features = rng.random((rows, len(FEATURE_NAMES))).astype(np.float32)
+    last_failed = FEATURE_NAMES.index("last_failed")
+    features[:, last_failed] = rng.random(rows) < 0.1
+    labels = (features[:, last_failed] > 0) & (rng.random(rows) < 0.7)
+    builds = np.repeat(np.arange(rows // 20), 20)
+    return train_model(features, labels, builds, FEATURE_NAMES).model_text
+
+
+def add_model(database: Database, repository_id: int, *, text: str | None = None) -> int:
+    """A new active model (the previous active one retired), as the registry
+    promotes one; its id."""
+    with database.session() as session:
+        version = 1 + (
+            session.scalar(
+                select(func.max(RiskModel.version)).where(RiskModel.repository_id == repository_id)
+            )
+            or 0
+        )
+        session.execute(
+            update(RiskModel)
+            .where(RiskModel.repository_id == repository_id, RiskModel.status == ModelStatus.ACTIVE)
+            .values(status=ModelStatus.RETIRED)
+        )
+        model = RiskModel(
+            repository_id=repository_id,
+            version=version,
+            status=ModelStatus.ACTIVE,
+            model_text=synthetic_model() if text is None else text,
+            feature_names=list(FEATURE_NAMES),
+            params={},
+        )
+        session.add(model)
+        session.flush()
+        return model.id
