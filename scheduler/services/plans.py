@@ -39,6 +39,7 @@ from scheduler.errors import ClientError
 from scheduler.models import (
     ChangedFile,
     Commit,
+    ModelStatus,
     Plan,
     PlanStatus,
     Repository,
@@ -200,14 +201,41 @@ class Found:
     feature_names: list[str] | None
     policy: dict[str, Any] | None
     scored_at: datetime | None = None
+    model_id: int | None = None  # the plan's (None: the heuristic's)
+    active_model_id: int | None = None  # the repository's active model now
+
+    @property
+    def stale(self) -> bool:
+        """Scored by another model than the active one (or by the
+        heuristic while a model is active), and not yet followed by any CI
+        run: no policy has been applied to it."""
+        return (
+            self.plan_id is not None
+            and self.model_id != self.active_model_id
+            and self.policy is None
+        )
 
 
-def find(session: Session, *, repository_id: int, sha: str) -> Found | None:
-    """The commit and its newest served plan (plan fields None when unscored)."""
+def find(
+    session: Session, *, repository_id: int, sha: str, plan_id: int | None = None
+) -> Found | None:
+    """The commit and its newest served plan, or the plan `plan_id` (plan
+    fields None when unscored)."""
     newest = (
         select(Plan.id)
         .where(Plan.commit_id == Commit.id, Plan.status.in_(SERVED))
         .order_by(Plan.id.desc())
+        .limit(1)
+        .correlate(Commit)
+        .scalar_subquery()
+    )
+    active = (
+        select(RiskModel.id)
+        .where(
+            RiskModel.repository_id == Commit.repository_id,
+            RiskModel.status == ModelStatus.ACTIVE,
+        )
+        .order_by(RiskModel.version.desc())
         .limit(1)
         .correlate(Commit)
         .scalar_subquery()
@@ -223,9 +251,11 @@ def find(session: Session, *, repository_id: int, sha: str) -> Found | None:
             Plan.feature_names,
             Plan.policy,
             Plan.scored_at,
+            Plan.model_id,
+            active,
         )
         .select_from(Commit)
-        .outerjoin(Plan, Plan.id == newest)
+        .outerjoin(Plan, Plan.id == (newest if plan_id is None else plan_id))
         .outerjoin(RiskModel, RiskModel.id == Plan.model_id)
         .where(Commit.repository_id == repository_id, Commit.sha == sha)
     ).first()
@@ -260,9 +290,12 @@ def scored(
     wait_seconds: float,
 ) -> Found:
     """The commit's newest plan, scoring it (after waiting for the worker,
-    when one may be on its way) when there is none."""
+    when one may be on its way) when there is none, and again when it is
+    stale (see `rescored`)."""
     found = find(session, repository_id=repository.id, sha=sha)
     if found is not None and found.plan_id is not None:
+        if found.stale:
+            return rescored(session, found, repository_id=repository.id, sha=sha)
         return found
     if found is None:
         commit_id = ensure_commit(
@@ -287,6 +320,25 @@ def scored(
     if result is None or result.plan_id is None:
         raise RuntimeError(f"scoring commit {sha} stored no plan")
     return result
+
+
+def rescored(session: Session, found: Found, *, repository_id: int, sha: str) -> Found:
+    """The commit scored by the active model, when its stored plan came
+    from an older model (or the heuristic) and no CI has followed it yet.
+    A plan CI has followed is kept: the other shards and the retries of
+    that build must get the same plan. If scoring fails, the stored plan."""
+    try:
+        with session.begin_nested():
+            plan = scoring.score_commit(session, found.commit_id)
+            session.flush()
+    except Exception:
+        log.exception("rescoring commit %s with the active model failed: serving its plan", sha)
+        return found
+    if plan is None:
+        return found
+    log.info("plan for commit %s: plan %s was stale, now plan %s", sha, found.plan_id, plan.id)
+    result = find(session, repository_id=repository_id, sha=sha, plan_id=plan.id)
+    return result if result is not None and result.plan_id is not None else found
 
 
 # --- the items ------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Plans scored by a trained model through the API, on SQLite and
-PostgreSQL: a `ready` plan names its model."""
+PostgreSQL: a `ready` plan names its model, and which stored plan is served
+once a newer model is promoted (rescored unless CI already followed it)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from scheduler.api.app import create_app
 from scheduler.config import Settings
 from scheduler.db import Database
 from scheduler.models import KnownTest, Plan, PlanItem, PlanStatus
-from tests.planning.data import NAMES, SHA, add_model, make_repository, make_tokens
+from scheduler.services import scoring
+from tests.planning.data import NAMES, SHA, add_commit, add_model, make_repository, make_tokens
 
 URL = f"/api/v1/repos/acme/app/plans/{SHA}"
 
@@ -43,6 +45,15 @@ def get(client: TestClient, token: str, **params: Any) -> dict[str, Any]:
     return body
 
 
+def score_now(database: Database, repository_id: int) -> int:
+    """The worker's job on a push: the commit scored, nobody has asked yet."""
+    commit_id = add_commit(database, repository_id)
+    with database.session() as session:
+        plan = scoring.score_commit(session, commit_id, cache=scoring.ModelCache())
+        assert plan is not None
+        return plan.id
+
+
 def test_a_ready_plan_answers_the_models_scores(
     client: TestClient, database: Database, repository_id: int, token: str
 ) -> None:
@@ -66,3 +77,39 @@ def test_a_ready_plan_answers_the_models_scores(
     assert all(0 < test["probability"] < 1 and test["reason"] for test in plan["tests"])
     assert sorted(test["rank"] for test in plan["tests"]) == list(range(1, len(NAMES) + 1))
     assert plan["selected"] == sum(test["selected"] for test in plan["tests"]) >= len(NAMES) // 2
+
+
+def test_a_plan_nobody_followed_is_rescored_by_a_newer_model(
+    client: TestClient, database: Database, repository_id: int, token: str
+) -> None:
+    heuristic_plan = score_now(database, repository_id)
+    add_model(database, repository_id)  # promoted after the push was scored
+    plan = get(client, token)
+    assert (plan["status"], plan["model_version"]) == ("ready", 1)
+    assert plan["plan_id"] > heuristic_plan
+    add_model(database, repository_id)  # v2; but CI has now followed v1's plan
+    again = get(client, token, shard="1/2")
+    assert (again["plan_id"], again["model_version"]) == (plan["plan_id"], 1)
+
+
+def test_a_plan_ci_followed_is_kept_after_a_promotion(
+    client: TestClient, database: Database, repository_id: int, token: str
+) -> None:
+    first = get(client, token, mode="fraction", budget="0.5", shard="1/2")
+    assert first["status"] == "heuristic"
+    add_model(database, repository_id)
+    second = get(client, token, mode="fraction", budget="0.5", shard="2/2")
+    assert (second["plan_id"], second["status"]) == (first["plan_id"], "heuristic")
+    listed = {test["test"] for part in (first, second) for test in part["tests"]}
+    assert len(listed) == first["selected"] + second["selected"]  # the shards still agree
+
+
+def test_a_failed_rescoring_serves_the_stored_plan(
+    client: TestClient, database: Database, repository_id: int, token: str
+) -> None:
+    stored = score_now(database, repository_id)
+    add_model(database, repository_id, text="not a model")
+    plan = get(client, token)
+    assert (plan["plan_id"], plan["status"], plan["model_version"]) == (stored, "heuristic", None)
+    with database.session() as session:
+        assert session.scalars(select(Plan.id)).all() == [stored]  # nothing half-stored
