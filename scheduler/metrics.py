@@ -46,6 +46,16 @@ EVENTS_REQUEUED = Counter(
     "riskrank_events_requeued_total",
     "Stored but unhandled events the sweeper queued again.",
 )
+PLANS_SERVED = Counter(
+    "riskrank_plans_served_total",
+    "Plans answered by the plan API, by the answer's status.",
+    ["status"],  # ready, heuristic, fallback
+)
+PLAN_SECONDS = Histogram(
+    "riskrank_plan_seconds",
+    "Time to plan and encode one plan answer (scoring inline included).",
+    buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -15,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from scheduler import metrics
 from scheduler.api.deps import DatabaseDep, SettingsDep, read_body
 from scheduler.config import Settings
 from scheduler.db import Database
@@ -167,6 +169,7 @@ def _answer(
     sha: str,
     fields: dict[str, Any],
 ) -> bytes:
+    started = time.perf_counter()
     answer = plans.plan_answer(
         database,
         repository=repository,
@@ -179,7 +182,10 @@ def _answer(
             full_run_every=settings.plan_full_run_every,
         ),
     )
-    return answer.to_json()
+    body = answer.to_json()
+    metrics.PLAN_SECONDS.observe(time.perf_counter() - started)
+    metrics.PLANS_SERVED.labels(status=answer.head["status"]).inc()
+    return body
 
 
 @router.get("/plans/{sha}", responses=RESPONSES, response_class=Response)
