@@ -158,8 +158,13 @@ def score_commit(
     session: Session, commit_id: int, *, cache: ModelCache | None = None
 ) -> Plan | None:
     """The commit's plan: scored now unless a plan from the active model (or
-    the heuristic, when there is none) already exists. None for no such commit."""
-    commit = session.get(Commit, commit_id)
+    the heuristic, when there is none) already exists. None for no such commit.
+
+    The commit's row is locked first, so that a worker and the API (or the
+    shards of one build asking at once) never store two plans for the same
+    commit and model: the second one waits, then finds the first's plan."""
+    locked = session.scalar(select(Commit.id).where(Commit.id == commit_id).with_for_update())
+    commit = session.get(Commit, commit_id) if locked is not None else None
     if commit is None:
         return None
     record, _ = (cache or _cache).model(session, commit.repository_id)

@@ -3,6 +3,8 @@ the database, on both backends."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -18,6 +20,7 @@ from scheduler.models import (
     KnownTest,
     ModelStatus,
     Outcome,
+    Plan,
     PlanItem,
     PlanStatus,
     Provider,
@@ -199,3 +202,26 @@ def test_reasons_name_the_changed_file_that_failed_with_the_test(database: Datab
     assert reasons[TESTS[2]] == (
         f"Failed 2 of its last 4 runs; {odd} changed and failed together with it 2 times"
     )
+
+
+def test_scoring_the_same_commit_at_once_stores_one_plan(
+    database: Database, repository: int
+) -> None:
+    """The worker and the API, or the shards of one build, score an unscored
+    commit at the same moment: one waits for the other and finds its plan."""
+    commit_id = new_commit(database, repository, "src/net.py")
+    start = threading.Barrier(4)
+
+    def score() -> int:
+        start.wait()
+        with database.session() as session:
+            plan = scoring.score_commit(session, commit_id, cache=scoring.ModelCache())
+            assert plan is not None
+            return plan.id
+
+    with ThreadPoolExecutor(4) as pool:
+        plan_ids = set(pool.map(lambda _: score(), range(4)))
+    with database.session() as session:
+        stored = session.scalars(select(Plan.id).where(Plan.commit_id == commit_id)).all()
+    assert len(stored) == 1
+    assert plan_ids == set(stored)
