@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.backtest import summary
-from scheduler.backtest.runner import RISKRANK, BacktestConfig, run_backtest
+from scheduler.backtest.runner import (
+    RISKRANK,
+    RISKRANK_BY_PROBABILITY,
+    BacktestConfig,
+    run_backtest,
+)
 from scheduler.ingest.history import read_history
 from scheduler.planning.policy import Policy
 
@@ -100,6 +105,7 @@ def pooled(documents: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "seconds": sum(d["seconds"] for d in documents),
         "figures": views,
+        "selection": None,
     }
 
 
@@ -118,13 +124,24 @@ def table(document: dict[str, Any], label: str) -> list[str]:
         f"{data['failing_builds']['all']} (status changes: {data['failing_builds']['changes']}); "
         f"{document['seconds']:.0f} s.",
         "",
-        "| measure | view | riskrank | strongest baseline | | riskrank - baseline |",
-        "|---|---|---:|---|---:|---|",
+        "| measure | view | riskrank | by probability | strongest baseline | "
+        "| riskrank - baseline |",
+        "|---|---|---:|---:|---|---:|---|",
     ]
+    chosen = document.get("selection")
+    if chosen and chosen.get("tests_share") is not None and chosen["tests_share"] < 1:
+        lines[4:4] = [
+            f"Plans kept {chosen['tests_share']:.1%} of the tests, {chosen['time_share']:.1%} of "
+            f"the time; the kept tests held {_value(chosen['recall_all'], '')} of the failures "
+            f"and {_value(chosen['recall_changes'], '')} of the status changes; a failure was "
+            f"kept in {_value(chosen['caught_all'], '')} of the failing builds.",
+            "",
+        ]
     for view in summary.VIEWS:
         figures = document["figures"][view]
         for measure in MEASURES:
             mine = figures[RISKRANK][measure]["mean"]
+            scores = figures[RISKRANK_BY_PROBABILITY][measure]["mean"]
             name, best = summary.strongest_baseline(figures, measure)
             if mine is None or best is None:
                 verdict = "no failing build"
@@ -135,7 +152,8 @@ def table(document: dict[str, Any], label: str) -> list[str]:
                     "**ahead** " if ahead else ("tied " if delta == 0 else "behind ")
                 ) + f"({delta:+.3f})"
             lines.append(
-                f"| {measure} | {view} | {_value(mine, measure)} | {name} | "
+                f"| {measure} | {view} | {_value(mine, measure)} | {_value(scores, measure)} | "
+                f"{name} | "
                 f"{_value(best, measure)} | {verdict} |"
             )
     return [*lines, ""]
@@ -165,7 +183,7 @@ def main() -> None:
         commons: list[dict[str, Any]] = []
         for name, path in chosen:
             document = backtest(name, path, config)
-            documents.setdefault(label or "open loop", []).append(document)
+            documents.setdefault(label or "open loop, mode order", []).append(document)
             sections += table(document, label)
             if name.startswith("commons-"):
                 commons.append(document)
@@ -186,13 +204,20 @@ def main() -> None:
         "failing builds; `changes` counts only status changes (a test failing now that did "
         "not fail in its previous run, or is new). Baselines: original order, random "
         f"({defaults.random_seeds} seeds), recently failed first, failure rate, failure rate "
-        "per second, shortest first. first_failure: lower is better.",
+        "per second, shortest first. `riskrank` is the plan's order (probability per second of "
+        "expected runtime); `by probability` the same scores in probability order. "
+        "first_failure: lower is better.",
         "",
     ]
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
     arguments.out.write_text("\n".join(header + sections), encoding="utf-8")
     raw = arguments.out.with_suffix(".json")
-    raw.write_text(json.dumps(documents, indent=1) + "\n", encoding="utf-8")
+    kept = ("dataset", "parameters", "seconds", "figures", "selection", "trainings")
+    slim = {
+        label: [{key: d.get(key) for key in kept} for d in runs_of]
+        for label, runs_of in documents.items()
+    }
+    raw.write_text(json.dumps({"started": f"{started:%Y-%m-%d %H:%M} UTC", "runs": slim}) + "\n")
     print(f"wrote {arguments.out} and {raw}")
 
 
