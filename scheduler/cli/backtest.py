@@ -22,7 +22,7 @@ from scheduler.backtest.runner import (
 )
 from scheduler.cli.common import console, fail
 from scheduler.errors import ClientError
-from scheduler.ingest.history import HistoryReport, read_history
+from scheduler.ingest.history import HistoryReport, detect_format, read_history
 from scheduler.planning.policy import MODES, Policy
 
 FORMATS = ("auto", "jsonl", "retecs")
@@ -58,7 +58,10 @@ def backtest(
     ] = False,
     database: Annotated[
         str | None,
-        typer.Option(help="Database URL to replay into (default: a temporary SQLite file)."),
+        typer.Option(
+            help="Database URL to replay into, migrated if need be; the repository it adds "
+            "(backtest/run-…) stays there. Default: a temporary SQLite file, deleted after."
+        ),
     ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", dir_okay=False, help="Write every figure as JSON.")
@@ -116,7 +119,11 @@ def backtest(
             result = run_backtest(reports, config, progress=advance)
         except BacktestError as error:
             fail(str(error))
-    dataset = {"file": str(file), "name": dataset_name(file), "format": fmt}
+    dataset = {
+        "file": str(file),
+        "name": dataset_name(file),
+        "format": detect_format(file) if fmt == "auto" else fmt,
+    }
     document = summary.to_json(result, dataset, started_at=started_at)
     print_summary(document)
     if json_out is not None:

@@ -84,6 +84,7 @@ def test_backtest_command_by_hand(tmp_path: Path) -> None:
     assert document["dataset"]["evaluated_builds"] == 3
     assert document["dataset"]["failing_builds"] == {"all": 3, "changes": 1}
     assert document["parameters"]["warmup"] == 2
+    assert document["dataset"]["format"] == "jsonl"
     assert document["heuristic_builds"] == 3
     assert document["trainings"] == []
     assert document["seconds"] > 0
