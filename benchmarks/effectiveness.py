@@ -2,7 +2,7 @@
 ../shared/datasets: one backtest each (`riskrank backtest`'s engine, same
 defaults), a table per dataset, written to benchmarks/results/effectiveness.md.
 
-    .venv/bin/python benchmarks/effectiveness.py [--only NAME ...] [--closed-loop 0.33]
+    .venv/bin/python benchmarks/effectiveness.py [--only NAME ...] [--closed-loop 0.33] [--json F]
 
 Each dataset is replayed open loop in mode `order` (everything runs, in
 riskrank's order); `--closed-loop SHARE` adds a run where plans keep SHARE
@@ -81,7 +81,7 @@ def pooled(documents: list[dict[str, Any]]) -> dict[str, Any]:
     dataset's mean weighted by its number of failing builds."""
     views: dict[str, Any] = {}
     for view in summary.VIEWS:
-        names = documents[0]["orderings"]
+        names = list(documents[0]["figures"][view])
         views[view] = {}
         for name in names:
             views[view][name] = {}
@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="dataset names to run (default: all)")
     parser.add_argument("--closed-loop", type=float, default=None, metavar="SHARE")
     parser.add_argument("--out", type=Path, default=RESULTS / "effectiveness.md")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     arguments = parser.parse_args()
 
     started = datetime.now(UTC)
@@ -183,7 +184,7 @@ def main() -> None:
         commons: list[dict[str, Any]] = []
         for name, path in chosen:
             document = backtest(name, path, config)
-            documents.setdefault(label or "open loop, mode order", []).append(document)
+            documents.setdefault(label.lstrip(", ") or "open loop, mode order", []).append(document)
             sections += table(document, label)
             if name.startswith("commons-"):
                 commons.append(document)
@@ -211,14 +212,16 @@ def main() -> None:
     ]
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
     arguments.out.write_text("\n".join(header + sections), encoding="utf-8")
-    raw = arguments.out.with_suffix(".json")
-    kept = ("dataset", "parameters", "seconds", "figures", "selection", "trainings")
-    slim = {
-        label: [{key: d.get(key) for key in kept} for d in runs_of]
-        for label, runs_of in documents.items()
-    }
-    raw.write_text(json.dumps({"started": f"{started:%Y-%m-%d %H:%M} UTC", "runs": slim}) + "\n")
-    print(f"wrote {arguments.out} and {raw}")
+    print(f"wrote {arguments.out}")
+    if arguments.json is not None:
+        kept = ("dataset", "parameters", "seconds", "figures", "selection", "trainings")
+        slim = {
+            label: [{key: d.get(key) for key in kept} for d in runs_of]
+            for label, runs_of in documents.items()
+        }
+        document = {"started": f"{started:%Y-%m-%d %H:%M} UTC", "runs": slim}
+        arguments.json.write_text(json.dumps(document) + "\n", encoding="utf-8")
+        print(f"wrote {arguments.json}")
 
 
 if __name__ == "__main__":
