@@ -23,6 +23,7 @@ from scheduler.backtest.runner import (
     run_backtest,
 )
 from scheduler.db import Database
+from scheduler.evaluation import metrics
 from scheduler.ingest.history import read_history
 from scheduler.models import RiskModel, SuiteRun
 from scheduler.planning.policy import Policy
@@ -113,6 +114,13 @@ def test_backtest_command_by_hand(tmp_path: Path) -> None:
     assert orders[2]["order"][:2] == ["t3", "t5"]
     assert sorted(orders[2]["order"]) == ["t1", "t2", "t3", "t4", "t5"]
     assert orders[2]["selected"] == orders[2]["order"]  # mode order: everything runs
+    # Anyone can recompute the figures from the orderings and the history.
+    by_build = {f"b{number}": outcomes for number, outcomes in enumerate(BUILDS, start=1)}
+    recomputed = [
+        metrics.apfd([by_build[o["build"]][test] == "failed" for test in o["order"]])
+        for o in orders
+    ]
+    assert sum(recomputed) / len(recomputed) == pytest.approx(apfd["mean"])
 
     page = (tmp_path / "report.html").read_text()
     assert "the backtest took" in page
