@@ -88,6 +88,8 @@ RANDOM_SEEDS = 5
 NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 # Never failed, in a "builds since the last failure" column.
 NEVER = 1e9
+# Warm-up builds ingested per call (and per step of the progress bar).
+WARMUP_CHUNK = 100
 
 
 class BacktestError(ValueError):
@@ -498,10 +500,11 @@ def _replay(
         steps["ingest"] += time.perf_counter() - begun
 
     warm = builds[: config.warmup]
-    if warm:
-        ingest([report for build in warm for report in build.reports])
+    for start in range(0, len(warm), WARMUP_CHUNK):
+        chunk = warm[start : start + WARMUP_CHUNK]
+        ingest([report for build in chunk for report in build.reports])
         if progress:
-            progress(len(warm), len(builds))
+            progress(start + len(chunk), len(builds))
     branch_builds = sum(1 for b in warm if b.branch == default_branch)
     for build in builds[config.warmup :]:
         evaluated = build.index - config.warmup
