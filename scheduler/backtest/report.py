@@ -23,6 +23,7 @@ from scheduler.backtest.runner import (
     OPTIMAL,
     RANDOM,
     RISKRANK,
+    RISKRANK_BY_PROBABILITY,
     BacktestResult,
 )
 from scheduler.evaluation import metrics
@@ -89,6 +90,8 @@ def _style(name: str) -> dict[str, Any]:
         return {"linewidth": 2.5, "color": "black"}
     if name == OPTIMAL:
         return {"linestyle": ":", "color": "grey"}
+    if name == RISKRANK_BY_PROBABILITY:
+        return {"linewidth": 1.5, "color": "black", "linestyle": "--"}
     return {"linewidth": 1.0}
 
 
@@ -121,8 +124,8 @@ def apfd_plot(result: BacktestResult, document: dict[str, Any]) -> str:
     for ax, view in zip(axes, summary.VIEWS, strict=True):
         rows = summary.per_build(result, view)
         best = document["strongest_baseline"][view]["apfd"]
-        for name in dict.fromkeys([RISKRANK, best, OPTIMAL]):
-            if not name:
+        for name in dict.fromkeys([RISKRANK, RISKRANK_BY_PROBABILITY, best, OPTIMAL]):
+            if not name or (result.records and name not in (OPTIMAL, *result.records[0].orders)):
                 continue
             points = summary.rolling_apfd(result, rows, name, ROLLING_WINDOW)
             if points:
