@@ -33,7 +33,6 @@ history and parameters give the same figures."""
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 import uuid
@@ -522,13 +521,10 @@ def _replay(
             build, scored, config.policy, branch_builds if on_default else None
         )
         orders = {RISKRANK: decision.order}
-        recency = np.where(
-            np.isnan(covered.candidates.builds_since_failure),
-            math.inf,
-            covered.candidates.builds_since_failure,
-        )
+        # Ties as plans break them: the more recent failure first.
+        recency = np.nan_to_num(covered.candidates.builds_since_failure, nan=NEVER)
         orders[RISKRANK_BY_PROBABILITY] = metrics.order_by_scores(
-            covered.candidates.probability, tie_break=np.where(np.isinf(recency), NEVER, recency)
+            covered.candidates.probability, tie_break=recency
         )
         orders.update(baseline_orders(build, scored, covered, seeds=config.random_seeds))
         result.records.append(
