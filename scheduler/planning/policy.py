@@ -29,8 +29,20 @@ priority order: failure probability per second of expected runtime (ties: the
 higher probability, then the more recent failure, then the order given).
 
 Expected duration: the test's mean duration; unknown, the median of the known
-ones (1 s when none is known); never below 1 ms, so a test measured at 0 s
-does not get an infinite priority.
+ones (1 s when none is known); never below 1 ms.
+
+Per second of *what*: the priority divides by the expected duration plus a
+per-test overhead, by default the median expected duration of the plan's
+tests (`Policy.overhead`; 0 divides by the duration alone). A test's mean
+duration leaves out what running it costs beyond its own body (setup, the
+runner's bookkeeping, a process per test for ctest), and a suite holds many
+tests measured at a few milliseconds, or at 0: divided by that alone, any of
+them with a sliver of risk ran before a test twenty times as likely to fail.
+On dune-total's plans (the backtest, 2026-11-29) that cost the plan order
+its APFD: 0.882 against 0.948 for the same scores in probability order, and
+0.41 against 0.92 on dune-debian_11, where most tests take 0 s. The median
+keeps the rule free of units: the same for a suite of 5 ms unit tests and one
+of 5-minute integration tests.
 """
 
 from __future__ import annotations
@@ -153,6 +165,9 @@ class Policy:
     must_run: tuple[str, ...] = ()
     full_run_paths: tuple[str, ...] = DEFAULT_FULL_RUN_PATHS
     full_run_every: int = DEFAULT_FULL_RUN_EVERY  # 0: never
+    # Seconds added to each expected duration when ordering (see the module's
+    # docstring); None: the median expected duration of the plan's tests.
+    overhead: float | None = None
 
     def checked(self) -> Policy:
         """This policy, or a PolicyError that says what is wrong."""
@@ -160,6 +175,12 @@ class Policy:
             raise PolicyError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.by not in BY:
             raise PolicyError(f"by must be one of {', '.join(BY)}, not {self.by!r}")
+        if not 0 <= self.exploration_rate <= 1:
+            raise PolicyError(f"exploration_rate must be 0..1, not {self.exploration_rate}")
+        if self.recent_failures < 0 or self.full_run_every < 0:
+            raise PolicyError("recent_failures and full_run_every must be 0 or more")
+        if self.overhead is not None and not (math.isfinite(self.overhead) and self.overhead >= 0):
+            raise PolicyError(f"overhead is seconds, 0 or more, not {self.overhead}")
         budget = self.budget
         if self.mode == "order":
             return self if budget is None else replace(self, budget=None)
@@ -171,10 +192,6 @@ class Policy:
             raise PolicyError(f"a time budget is seconds, 0 or more, not {budget}")
         if self.mode in ("fraction", "confidence") and not 0 <= budget <= 1:
             raise PolicyError(f"a {self.mode} budget is a share from 0 to 1, not {budget}")
-        if not 0 <= self.exploration_rate <= 1:
-            raise PolicyError(f"exploration_rate must be 0..1, not {self.exploration_rate}")
-        if self.recent_failures < 0 or self.full_run_every < 0:
-            raise PolicyError("recent_failures and full_run_every must be 0 or more")
         return self
 
     def as_json(self) -> dict[str, Any]:
@@ -188,6 +205,7 @@ class Policy:
             "must_run": list(self.must_run),
             "full_run_paths": list(self.full_run_paths),
             "full_run_every": self.full_run_every,
+            "overhead": self.overhead,
         }
 
 
@@ -373,11 +391,22 @@ def expected_durations(duration: FloatArray) -> FloatArray:
     return np.maximum(np.where(np.isfinite(duration), duration, fill), MIN_DURATION)
 
 
-def priority_order(probability: FloatArray, duration: FloatArray, since: FloatArray) -> IndexArray:
-    """Highest failure probability per second first; ties: the higher
-    probability, then the more recent failure, then the order given."""
+def overhead_of(policy: Policy, duration: FloatArray) -> float:
+    """The per-test overhead of the order: the policy's, else the median
+    expected duration (0 for no test)."""
+    if policy.overhead is not None:
+        return policy.overhead
+    return float(np.median(duration)) if len(duration) else 0.0
+
+
+def priority_order(
+    probability: FloatArray, duration: FloatArray, since: FloatArray, overhead: float = 0.0
+) -> IndexArray:
+    """Highest failure probability per second (of duration plus overhead)
+    first; ties: the higher probability, then the more recent failure, then
+    the order given."""
     recency = np.where(np.isnan(since), math.inf, since)
-    per_second = probability / duration
+    per_second = probability / (duration + overhead)
     index = np.arange(len(probability))
     return np.lexsort((index, recency, -probability, -per_second)).astype(np.intp)
 
@@ -429,7 +458,9 @@ def decide(candidates: Candidates, policy: Policy, context: Context) -> Decision
     n = len(candidates)
     probability = np.nan_to_num(candidates.probability, nan=0.0)
     duration = expected_durations(candidates.duration)
-    order = priority_order(probability, duration, candidates.builds_since_failure)
+    order = priority_order(
+        probability, duration, candidates.builds_since_failure, overhead_of(policy, duration)
+    )
     patterns = must_run_patterns(candidates.names, policy.must_run)
     rules = np.full(n, Rule.MODEL.value, dtype=object)
     propensity = np.ones(n, dtype=np.float64)

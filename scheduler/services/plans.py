@@ -133,6 +133,7 @@ SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "must_run": (list,),
     "full_run_paths": (list,),
     "extra_full_run_paths": (list,),
+    "overhead": (int, float),
 }
 
 
@@ -178,6 +179,7 @@ def policy_of(
         must_run=tuple(stored.get("must_run", ())),
         full_run_paths=paths,
         full_run_every=int(stored.get("full_run_every", defaults.full_run_every)),
+        overhead=float(stored["overhead"]) if "overhead" in stored else None,
     )
     try:
         checked = chosen.checked()

@@ -4,6 +4,7 @@ shards, collected tests, what is recorded on the plan, and the 4xx answers."""
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -100,8 +101,9 @@ def test_unknown_commit_is_scored_on_the_spot(
     assert all(set(test) == TEST_KEYS for test in plan["tests"])
     assert [test["rank"] for test in plan["tests"]] == list(range(1, len(NAMES) + 1))
     assert {test["duration"] for test in plan["tests"]} == set(TESTS.values())
-    # Riskiest per second first.
-    rates = [test["probability"] / test["duration"] for test in plan["tests"]]
+    # Riskiest per second first, each test's seconds with the median's overhead.
+    overhead = statistics.median(test["duration"] for test in plan["tests"])
+    rates = [test["probability"] / (test["duration"] + overhead) for test in plan["tests"]]
     assert rates == sorted(rates, reverse=True)
     [flaky] = [test for test in plan["tests"] if test["test"] == FLAKY]
     assert flaky["reason"].startswith("Failed 2 of its last 5 runs")

@@ -49,11 +49,47 @@ def test_order_is_probability_per_second() -> None:
         [0.5, 0.2, 0.1],
         duration=[10.0, 1.0, 0.2],  # 0.05/s, 0.2/s, 0.5/s
     )
-    decision = decide(candidates, Policy(), Context())
+    decision = decide(candidates, Policy(overhead=0.0), Context())
     assert names_of(candidates, decision.run_order()) == ["faster", "fast", "slow"]
     assert decision.ranks.tolist() == [3, 2, 1]
     assert decision.selected.all()
     assert decision.rules == [Rule.MODEL] * 3
+
+
+def test_the_seconds_include_a_per_test_overhead_the_median_by_default() -> None:
+    candidates = Candidates.of(
+        ["slow", "fast", "faster"],
+        [0.5, 0.2, 0.1],
+        duration=[10.0, 1.0, 0.2],  # median 1 s: 0.5/11, 0.2/2, 0.1/1.2 per second
+    )
+    decision = decide(candidates, Policy(), Context())
+    assert names_of(candidates, decision.run_order()) == ["fast", "faster", "slow"]
+    given = decide(candidates, Policy(overhead=20.0), Context())  # nearly by probability
+    assert names_of(candidates, given.run_order()) == ["slow", "fast", "faster"]
+
+
+def test_tests_measured_at_zero_seconds_do_not_jump_the_queue() -> None:
+    """Divided by a duration floored at 1 ms, a test of 0 s with a sliver of
+    risk would run before one twenty times as likely to fail."""
+    candidates = Candidates.of(
+        ["risky", "instant", "quick"],
+        [0.2, 0.01, 0.05],
+        duration=[1.0, 0.0, 0.5],
+    )
+    assert names_of(candidates, decide(candidates, Policy(), Context()).run_order()) == [
+        "risky",
+        "quick",
+        "instant",
+    ]
+    bare = decide(candidates, Policy(overhead=0.0), Context())
+    assert names_of(candidates, bare.run_order())[0] == "instant"
+
+
+def test_overhead_must_be_seconds() -> None:
+    with pytest.raises(PolicyError, match="overhead is seconds"):
+        Policy(overhead=-1.0).checked()
+    with pytest.raises(PolicyError, match=r"exploration_rate must be 0\.\.1"):
+        Policy(exploration_rate=2.0).checked()  # checked in order mode too
 
 
 def test_ties_go_by_probability_then_recency_of_failure_then_given_order() -> None:
