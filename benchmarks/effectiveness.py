@@ -205,8 +205,9 @@ def main() -> None:
         "failing builds; `changes` counts only status changes (a test failing now that did "
         "not fail in its previous run, or is new). Baselines: original order, random "
         f"({defaults.random_seeds} seeds), recently failed first, failure rate, failure rate "
-        "per second, shortest first. `riskrank` is the plan's order (probability per second of "
-        "expected runtime); `by probability` the same scores in probability order. "
+        "per second, shortest first. `riskrank` is the plan's order (by probability in mode "
+        "order; per second of expected runtime with a time budget or by duration); "
+        "`by probability` the same scores in probability order. "
         "first_failure: lower is better.",
         "",
     ]

@@ -25,24 +25,34 @@ The rules, in the order they label a test (the first that applies wins):
 
 Rules 2-5 are "forced": their tests run whatever the budget, and they use up
 the budget first. The budget then takes a prefix of the other tests in
-priority order: failure probability per second of expected runtime (ties: the
-higher probability, then the more recent failure, then the order given).
+priority order (ties: the higher probability, then the more recent failure,
+then the order given).
+
+Priority order: the order spends what the budget counts as slowly as it can.
+When it counts tests (`by="tests"`, the default: `order`, `fraction` of the
+tests, `confidence`), the highest failure probability first, so the failures
+come within the fewest tests. When it counts seconds (`time`, or
+`by="duration"` in any mode), the highest failure probability per second of
+expected runtime first, so they come within the least time; the seconds are
+the expected duration plus a per-test overhead, by default the median
+expected duration of the plan's tests (`Policy.overhead`; 0 for the duration
+alone): a mean duration leaves out what running a test costs beyond its body
+(setup, the runner, a process per test for ctest), and suites hold many tests
+measured at a few milliseconds or at 0, which, divided by that alone, ran
+with a sliver of risk before a test twenty times as likely to fail. The
+median keeps the rule free of units (5 ms unit tests or 5-minute integration
+tests alike).
+
+Why not per second always: in the backtests of 2026-11-29 (warm-up 50
+builds, retraining every 50) the per-second order of the same scores cost
+APFD 0.882 against 0.948 on dune-total and 0.410 against 0.900 on
+dune-debian_11, and recall at 33% of the tests 0.849 against 0.941, while
+its gain in time (APFDc) was 0.948 against 0.950 on dune-total, 0.911
+against 0.888 on dune-debian_11 and 0.990 against 0.908 on dune-debian_10:
+worth it where time is what the budget or the user counts, not otherwise.
 
 Expected duration: the test's mean duration; unknown, the median of the known
 ones (1 s when none is known); never below 1 ms.
-
-Per second of *what*: the priority divides by the expected duration plus a
-per-test overhead, by default the median expected duration of the plan's
-tests (`Policy.overhead`; 0 divides by the duration alone). A test's mean
-duration leaves out what running it costs beyond its own body (setup, the
-runner's bookkeeping, a process per test for ctest), and a suite holds many
-tests measured at a few milliseconds, or at 0: divided by that alone, any of
-them with a sliver of risk ran before a test twenty times as likely to fail.
-On dune-total's plans (the backtest, 2026-11-29) that cost the plan order
-its APFD: 0.882 against 0.948 for the same scores in probability order, and
-0.41 against 0.92 on dune-debian_11, where most tests take 0 s. The median
-keeps the rule free of units: the same for a suite of 5 ms unit tests and one
-of 5-minute integration tests.
 """
 
 from __future__ import annotations
@@ -391,6 +401,12 @@ def expected_durations(duration: FloatArray) -> FloatArray:
     return np.maximum(np.where(np.isfinite(duration), duration, fill), MIN_DURATION)
 
 
+def per_second(policy: Policy) -> bool:
+    """Whether the order divides by the expected runtime: when the budget
+    counts seconds (see the module's docstring)."""
+    return policy.mode == "time" or policy.by == "duration"
+
+
 def overhead_of(policy: Policy, duration: FloatArray) -> float:
     """The per-test overhead of the order: the policy's, else the median
     expected duration (0 for no test)."""
@@ -400,15 +416,20 @@ def overhead_of(policy: Policy, duration: FloatArray) -> float:
 
 
 def priority_order(
-    probability: FloatArray, duration: FloatArray, since: FloatArray, overhead: float = 0.0
+    probability: FloatArray,
+    duration: FloatArray | None,
+    since: FloatArray,
+    overhead: float = 0.0,
 ) -> IndexArray:
     """Highest failure probability per second (of duration plus overhead)
-    first; ties: the higher probability, then the more recent failure, then
-    the order given."""
+    first, or, without durations, highest probability first; ties: the
+    higher probability, then the more recent failure, then the order given."""
     recency = np.where(np.isnan(since), math.inf, since)
-    per_second = probability / (duration + overhead)
     index = np.arange(len(probability))
-    return np.lexsort((index, recency, -probability, -per_second)).astype(np.intp)
+    if duration is None:
+        return np.lexsort((index, recency, -probability)).astype(np.intp)
+    rate = probability / (duration + overhead)
+    return np.lexsort((index, recency, -probability, -rate)).astype(np.intp)
 
 
 def budget_prefix(
@@ -458,9 +479,12 @@ def decide(candidates: Candidates, policy: Policy, context: Context) -> Decision
     n = len(candidates)
     probability = np.nan_to_num(candidates.probability, nan=0.0)
     duration = expected_durations(candidates.duration)
-    order = priority_order(
-        probability, duration, candidates.builds_since_failure, overhead_of(policy, duration)
-    )
+    if per_second(policy):
+        order = priority_order(
+            probability, duration, candidates.builds_since_failure, overhead_of(policy, duration)
+        )
+    else:
+        order = priority_order(probability, None, candidates.builds_since_failure)
     patterns = must_run_patterns(candidates.names, policy.must_run)
     rules = np.full(n, Rule.MODEL.value, dtype=object)
     propensity = np.ones(n, dtype=np.float64)

@@ -101,10 +101,15 @@ def test_unknown_commit_is_scored_on_the_spot(
     assert all(set(test) == TEST_KEYS for test in plan["tests"])
     assert [test["rank"] for test in plan["tests"]] == list(range(1, len(NAMES) + 1))
     assert {test["duration"] for test in plan["tests"]} == set(TESTS.values())
-    # Riskiest per second first, each test's seconds with the median's overhead.
-    overhead = statistics.median(test["duration"] for test in plan["tests"])
-    rates = [test["probability"] / (test["duration"] + overhead) for test in plan["tests"]]
+    # Riskiest first: the budget (none) counts tests.
+    probabilities = [test["probability"] for test in plan["tests"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    # By duration: riskiest per second, with the median's overhead.
+    timed = get(client, token, branch="feature", by="duration")
+    overhead = statistics.median(test["duration"] for test in timed["tests"])
+    rates = [test["probability"] / (test["duration"] + overhead) for test in timed["tests"]]
     assert rates == sorted(rates, reverse=True)
+    assert rates != [test["probability"] / (test["duration"] + overhead) for test in plan["tests"]]
     [flaky] = [test for test in plan["tests"] if test["test"] == FLAKY]
     assert flaky["reason"].startswith("Failed 2 of its last 5 runs")
     assert flaky["probability"] == max(test["probability"] for test in plan["tests"])

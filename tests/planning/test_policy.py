@@ -43,13 +43,36 @@ def plain(n: int = 6, **fields: object) -> Candidates:
 # --- order ------------------------------------------------------------------------
 
 
+def test_order_counts_what_the_budget_counts() -> None:
+    """Tests (the default): the highest probability first. Seconds (a time
+    budget, or by duration): the highest probability per second first."""
+    candidates = Candidates.of(
+        ["slow", "fast", "faster"],
+        [0.5, 0.2, 0.1],
+        duration=[10.0, 1.0, 0.2],  # 0.05/s, 0.2/s, 0.5/s
+    )
+    for policy in (
+        Policy(),
+        Policy(mode="fraction", budget=1.0),
+        Policy(mode="confidence", budget=1.0),
+    ):
+        by_tests = decide(candidates, policy, Context())
+        assert names_of(candidates, by_tests.run_order()) == ["slow", "fast", "faster"]
+    for policy in (
+        Policy(by="duration", overhead=0.0),
+        Policy(mode="time", budget=100, overhead=0.0),
+    ):
+        by_time = decide(candidates, policy, Context())
+        assert names_of(candidates, by_time.run_order()) == ["faster", "fast", "slow"]
+
+
 def test_order_is_probability_per_second() -> None:
     candidates = Candidates.of(
         ["slow", "fast", "faster"],
         [0.5, 0.2, 0.1],
         duration=[10.0, 1.0, 0.2],  # 0.05/s, 0.2/s, 0.5/s
     )
-    decision = decide(candidates, Policy(overhead=0.0), Context())
+    decision = decide(candidates, Policy(by="duration", overhead=0.0), Context())
     assert names_of(candidates, decision.run_order()) == ["faster", "fast", "slow"]
     assert decision.ranks.tolist() == [3, 2, 1]
     assert decision.selected.all()
@@ -62,9 +85,9 @@ def test_the_seconds_include_a_per_test_overhead_the_median_by_default() -> None
         [0.5, 0.2, 0.1],
         duration=[10.0, 1.0, 0.2],  # median 1 s: 0.5/11, 0.2/2, 0.1/1.2 per second
     )
-    decision = decide(candidates, Policy(), Context())
+    decision = decide(candidates, Policy(by="duration"), Context())
     assert names_of(candidates, decision.run_order()) == ["fast", "faster", "slow"]
-    given = decide(candidates, Policy(overhead=20.0), Context())  # nearly by probability
+    given = decide(candidates, Policy(by="duration", overhead=20.0), Context())
     assert names_of(candidates, given.run_order()) == ["slow", "fast", "faster"]
 
 
@@ -76,12 +99,13 @@ def test_tests_measured_at_zero_seconds_do_not_jump_the_queue() -> None:
         [0.2, 0.01, 0.05],
         duration=[1.0, 0.0, 0.5],
     )
-    assert names_of(candidates, decide(candidates, Policy(), Context()).run_order()) == [
+    by_time = Policy(by="duration")
+    assert names_of(candidates, decide(candidates, by_time, Context()).run_order()) == [
         "risky",
         "quick",
         "instant",
     ]
-    bare = decide(candidates, Policy(overhead=0.0), Context())
+    bare = decide(candidates, Policy(by="duration", overhead=0.0), Context())
     assert names_of(candidates, bare.run_order())[0] == "instant"
 
 
