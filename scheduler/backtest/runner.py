@@ -8,8 +8,7 @@ For each build after the warm-up:
    the active model (or the heuristic), as the beat task would;
 2. the build's commit (with its changed files, which a push gives before CI
    runs) is scored from the statistics as they stand, before the build's
-   own outcomes: the same reads, features, model and heuristic as
-   `scoring.score_tests`, at the build's time;
+   own outcomes, by `scoring.score_tests` itself, at the build's time;
 3. the policy is applied to exactly the build's tests, as the plan API does
    for the tests a runner collected (`plans.cover`, then `policy.decide`):
    the riskrank order and the selection;
@@ -52,9 +51,8 @@ from scheduler.ingest.history import HistoryReport
 from scheduler.models import ChangedFile, Outcome, Provider, Repository
 from scheduler.planning import policy as policies
 from scheduler.planning.policy import Context, Decision, Policy
-from scheduler.risk import inputs, replay
-from scheduler.risk.features import FeatureMatrix, HistoryColumns, build_features
-from scheduler.risk.heuristic import heuristic_scores
+from scheduler.risk import replay
+from scheduler.risk.features import FeatureMatrix, HistoryColumns
 from scheduler.services import history as history_import
 from scheduler.services import plans, repos, runs, scoring, training
 from scheduler.services.sql import insert_rows_ignoring
@@ -311,21 +309,17 @@ def score(
             ],
             conflict=["commit_id", "path"],
         )
-        test_ids, history = inputs.load_history(session, repository_id=repository_id)
-        change = inputs.load_change(session, commit_id=commit_id)
-        links = inputs.load_links(
-            session, repository_id=repository_id, test_ids=test_ids, change=change
+        scores = scoring.score_tests(
+            session,
+            repository_id=repository_id,
+            commit_id=commit_id,
+            at=build.at,
+            cache=cache,
+            explain_scores=False,
         )
-        index = cache.index(repository_id, history.names, history.files)
-        matrix = build_features(history, change, links, at=build.at, index=index)
-        record, model = cache.model(session, repository_id)
-        if model is not None and len(test_ids):
-            probabilities = model.predict(model.inputs(matrix)).astype(np.float64)
-            version: int | None = record.version if record is not None else None
-        else:
-            probabilities = heuristic_scores(matrix)
-            version = None
-    return Scored(history, matrix, probabilities, version)
+    assert scores.history is not None
+    version = scores.model.version if scores.model is not None else None
+    return Scored(scores.history, scores.matrix, scores.probabilities.astype(np.float64), version)
 
 
 def plan_items(scored: Scored, recent_runs: int) -> plans.Items:

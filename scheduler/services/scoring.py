@@ -23,6 +23,7 @@ from scheduler.risk.features import (
     FEATURE_NAMES,
     ChangeColumns,
     FeatureMatrix,
+    HistoryColumns,
     PathIndex,
     StrongestCoFailure,
     build_features,
@@ -98,6 +99,9 @@ class Scores:
     # failed together with it most often.
     change: ChangeColumns = field(default_factory=lambda: ChangeColumns(()))
     strongest: StrongestCoFailure | None = None
+    # The statistics the features came from (the policy reads durations,
+    # recency and recent outcomes from them).
+    history: HistoryColumns | None = None
 
 
 def score_tests(
@@ -107,9 +111,12 @@ def score_tests(
     commit_id: int,
     at: datetime,
     cache: ModelCache | None = None,
+    explain_scores: bool = True,
 ) -> Scores:
     """Probabilities for the repository's active tests on this commit, from
-    the statistics as they stand (that is, before the commit's own results)."""
+    the statistics as they stand (that is, before the commit's own results).
+    ``explain_scores=False`` leaves the reasons and contributions empty (a
+    backtest orders tests and reads no reason)."""
     cache = cache or _cache
     test_ids, history = inputs.load_history(session, repository_id=repository_id)
     change = inputs.load_change(session, commit_id=commit_id)
@@ -119,16 +126,17 @@ def score_tests(
     index = cache.index(repository_id, history.names, history.files)
     matrix = build_features(history, change, links, at=at, index=index)
     record, model = cache.model(session, repository_id)
-    reasons = explain.heuristic_reasons_of(matrix)
+    reasons = explain.heuristic_reasons_of(matrix) if explain_scores else [[] for _ in test_ids]
     contributions: list[dict[str, float] | None] = [None] * len(test_ids)
     if model is not None and len(test_ids):
         model_inputs = model.inputs(matrix)
         probabilities = model.predict(model_inputs)
-        riskiest = np.argsort(-probabilities, kind="stable")[:EXPLAINED_BY_MODEL]
-        tops = model.top_contributions(model_inputs[riskiest], k=TOP_REASONS)
-        for row, top in zip(riskiest.tolist(), tops, strict=True):
-            reasons[row] = [name for name, _ in top]
-            contributions[row] = {name: round(value, 4) for name, value in top}
+        if explain_scores:
+            riskiest = np.argsort(-probabilities, kind="stable")[:EXPLAINED_BY_MODEL]
+            tops = model.top_contributions(model_inputs[riskiest], k=TOP_REASONS)
+            for row, top in zip(riskiest.tolist(), tops, strict=True):
+                reasons[row] = [name for name, _ in top]
+                contributions[row] = {name: round(value, 4) for name, value in top}
     else:
         record = None
         probabilities = heuristic_scores(matrix)
@@ -140,7 +148,8 @@ def score_tests(
         contributions,
         record,
         change=change,
-        strongest=strongest_cofailure(links, len(test_ids)),
+        strongest=strongest_cofailure(links, len(test_ids)) if explain_scores else None,
+        history=history,
     )
 
 
