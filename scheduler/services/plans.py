@@ -634,11 +634,8 @@ def live_stats(session: Session, *, stored: StoredItems, plan_id: int, runs: int
     return replace(stats, digest=digest.digest())
 
 
-def load_items(session: Session, *, found: Found, recent_runs: int) -> Items:
-    """The plan's items: the stored part (cached), its statistics as of now."""
-    assert found.plan_id is not None
-    stored = stored_items(session, found)
-    stats = live_stats(session, stored=stored, plan_id=found.plan_id, runs=recent_runs)
+def items_of(stored: StoredItems, stats: LiveStats, recent_runs: int) -> Items:
+    """A plan's stored part with its tests' statistics as of now."""
     return Items(
         ids=stored.ids,
         names=stored.names,
@@ -653,6 +650,14 @@ def load_items(session: Session, *, found: Found, recent_runs: int) -> Items:
         recent_runs=recent_runs,
         stored=stored,
     )
+
+
+def load_items(session: Session, *, found: Found, recent_runs: int) -> Items:
+    """The plan's items: the stored part (cached), its statistics as of now."""
+    assert found.plan_id is not None
+    stored = stored_items(session, found)
+    stats = live_stats(session, stored=stored, plan_id=found.plan_id, runs=recent_runs)
+    return items_of(stored, stats, recent_runs)
 
 
 @dataclass(frozen=True, eq=False)
@@ -1051,20 +1056,7 @@ def plan(
     planned = _PLANNED.get(key)
     if planned is not None:
         return planned
-    items = Items(
-        ids=stored.ids,
-        names=stored.names,
-        probability=stored.probability,
-        rank=stored.rank,
-        reasons=stored.reasons,
-        duration=stats.duration,
-        builds_since_failure=stats.builds_since_failure,
-        runs=stats.runs,
-        own_file_changed=stored.own_file_changed,
-        recently_failed=stats.recently_failed,
-        recent_runs=policy.recent_failures,
-        stored=stored,
-    )
+    items = items_of(stored, stats, policy.recent_failures)
     covered = cover(items, request.tests)
     decision = policies.decide(covered.candidates, policy, context)
     applied = applied_policy(decision.policy, request.tests) | {

@@ -46,7 +46,10 @@ class ModelCache:
     """What a worker process keeps between tasks: each repository's active
     model, loaded once per version, and its path index."""
 
-    models: dict[int, tuple[int, LoadedModel]] = field(default_factory=dict)
+    # repository -> ((model row id, its creation time), the loaded model). The
+    # time too: SQLite may give a deleted row's id to the next row, and a
+    # process may serve several databases (the tests do).
+    models: dict[int, tuple[tuple[int, datetime], LoadedModel]] = field(default_factory=dict)
     indexes: dict[int, PathIndex] = field(default_factory=dict)
 
     def model(
@@ -64,8 +67,9 @@ class ModelCache:
             self.models.pop(repository_id, None)
             return None, None
         cached = self.models.get(repository_id)
-        if cached is None or cached[0] != active.id:
-            cached = (active.id, load_model(active.model_text))
+        identity = (active.id, active.created_at)
+        if cached is None or cached[0] != identity:
+            cached = (identity, load_model(active.model_text))
             self.models[repository_id] = cached
             log.info("loaded model v%s of repository %s", active.version, repository_id)
         return active, cached[1]
