@@ -14,11 +14,9 @@ import argparse
 import resource
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import psycopg
-from sqlalchemy.engine import make_url
+from pgtemp import temporary_database
 
 from scheduler import migrate
 from scheduler.db import Database
@@ -61,16 +59,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 rows, seconds = run(f"sqlite:///{tmp}/bench.db", args.file)
         else:
-            name = f"riskrank_bench_{uuid.uuid4().hex[:8]}"
-            server = make_url(args.postgres)
-            dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
-            with psycopg.connect(dsn, autocommit=True) as admin:
-                admin.execute(f'CREATE DATABASE "{name}"')
-                try:
-                    url = server.set(database=name).render_as_string(hide_password=False)
-                    rows, seconds = run(url, args.file)
-                finally:
-                    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            with temporary_database(args.postgres) as temp:
+                rows, seconds = run(temp.url, args.file)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(
             f"{backend:>10}: {rows:,} executions in {seconds:.1f} s = {rows / seconds:,.0f} rows/s"

@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,9 +30,8 @@ from typing import Any
 import httpx2 as httpx
 import numpy as np
 import psycopg
-from sqlalchemy.engine import make_url
+from pgtemp import temporary_database
 
-from scheduler import migrate
 from scheduler.api.app import create_app
 from scheduler.config import Settings
 from scheduler.db import Database
@@ -233,23 +231,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
 
-    server = make_url(args.postgres)
-    name = f"riskrank_bench_{uuid.uuid4().hex[:8]}"
-    admin_dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            url = server.set(database=name).render_as_string(hide_password=False)
-            dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-            migrate.upgrade(url)
-            token, names = fill(url, dsn, args.tests)
-            print(f"in process (ASGI), {args.tests:,} tests, {args.runs} requests each:")
-            asyncio.run(in_process(url, token, names, args.runs))
-            if args.uvicorn:
-                print("over HTTP (uvicorn, one worker):")
-                asyncio.run(over_http(url, token, names, args.runs, args.port))
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_database(args.postgres) as database:
+        url = database.url
+        token, names = fill(url, database.dsn, args.tests)
+        print(f"in process (ASGI), {args.tests:,} tests, {args.runs} requests each:")
+        asyncio.run(in_process(url, token, names, args.runs))
+        if args.uvicorn:
+            print("over HTTP (uvicorn, one worker):")
+            asyncio.run(over_http(url, token, names, args.runs, args.port))
 
 
 if __name__ == "__main__":

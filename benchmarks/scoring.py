@@ -17,15 +17,13 @@ import resource
 import statistics
 import time
 import tracemalloc
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import psycopg
-from sqlalchemy.engine import make_url
+from pgtemp import temporary_database
 
-from scheduler import migrate
 from scheduler.db import Database
 from scheduler.models import ChangedFile, FileStatus, ModelStatus, Provider, RiskModel
 from scheduler.risk import inputs
@@ -187,107 +185,96 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="Profile one whole scoring.")
     args = parser.parse_args()
 
-    server = make_url(args.postgres)
-    name = f"riskrank_bench_{uuid.uuid4().hex[:8]}"
-    admin_dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            url = server.set(database=name).render_as_string(hide_password=False)
-            dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-            migrate.upgrade(url)
-            started = time.perf_counter()
-            repository_id, commit_id = fill(url, dsn, args.tests, args.executions)
-            print(
-                f"filled {args.tests:,} tests, {args.executions:,} executions in "
-                f"{time.perf_counter() - started:.0f} s"
+    with temporary_database(args.postgres) as temp:
+        url, dsn = temp.url, temp.dsn
+        started = time.perf_counter()
+        repository_id, commit_id = fill(url, dsn, args.tests, args.executions)
+        print(
+            f"filled {args.tests:,} tests, {args.executions:,} executions in "
+            f"{time.perf_counter() - started:.0f} s"
+        )
+        database = Database.from_url(url)
+        cache = scoring.ModelCache()
+        with database.session() as session:
+            test_ids, history = inputs.load_history(session, repository_id=repository_id)
+            change = inputs.load_change(session, commit_id=commit_id)
+            links = inputs.load_links(
+                session, repository_id=repository_id, test_ids=test_ids, change=change
             )
-            database = Database.from_url(url)
-            cache = scoring.ModelCache()
-            with database.session() as session:
-                test_ids, history = inputs.load_history(session, repository_id=repository_id)
-                change = inputs.load_change(session, commit_id=commit_id)
-                links = inputs.load_links(
-                    session, repository_id=repository_id, test_ids=test_ids, change=change
+            _, model = cache.model(session, repository_id)
+            assert model is not None
+            index = cache.index(repository_id, history.names, history.files)
+
+            def read() -> None:
+                ids, _ = inputs.load_history(session, repository_id=repository_id)
+                inputs.load_links(
+                    session,
+                    repository_id=repository_id,
+                    test_ids=ids,
+                    change=inputs.load_change(session, commit_id=commit_id),
                 )
-                _, model = cache.model(session, repository_id)
-                assert model is not None
-                index = cache.index(repository_id, history.names, history.files)
 
-                def read() -> None:
-                    ids, _ = inputs.load_history(session, repository_id=repository_id)
-                    inputs.load_links(
-                        session,
-                        repository_id=repository_id,
-                        test_ids=ids,
-                        change=inputs.load_change(session, commit_id=commit_id),
-                    )
+            # The columns the model reads (it may leave some features out).
+            columns = [FEATURE_NAMES.index(name) for name in model.feature_names]
 
-                # The columns the model reads (it may leave some features out).
-                columns = [FEATURE_NAMES.index(name) for name in model.feature_names]
-
-                def matrix_and_predict() -> None:
-                    matrix = build_features(history, change, links, at=NOW, index=index)
-                    model.predict(matrix.values[:, columns])
-
+            def matrix_and_predict() -> None:
                 matrix = build_features(history, change, links, at=NOW, index=index)
-                print(f"links for the change: {len(links):,}")
-                print(f"database reads:              {median_ms(read, args.runs):7.1f} ms")
-                print(
-                    "feature matrix + prediction: "
-                    f"{median_ms(matrix_and_predict, args.runs):7.1f} ms   (target < 100 ms)"
-                )
-                explain_ms = median_ms(
-                    lambda: model.top_contributions(matrix.values[:200, columns]), args.runs
-                )
-                print(f"contributions, riskiest 200: {explain_ms:7.1f} ms")
+                model.predict(matrix.values[:, columns])
 
-            def whole() -> None:
-                with database.session() as session:
-                    commit = session.get_one(runs.Commit, commit_id)
-                    scores = scoring.score_tests(
-                        session,
-                        repository_id=repository_id,
-                        commit_id=commit_id,
-                        at=NOW,
-                        cache=cache,
-                    )
-                    scoring.store_plan(session, commit=commit, scores=scores)
+            matrix = build_features(history, change, links, at=NOW, index=index)
+            print(f"links for the change: {len(links):,}")
+            print(f"database reads:              {median_ms(read, args.runs):7.1f} ms")
+            print(
+                "feature matrix + prediction: "
+                f"{median_ms(matrix_and_predict, args.runs):7.1f} ms   (target < 100 ms)"
+            )
+            explain_ms = median_ms(
+                lambda: model.top_contributions(matrix.values[:200, columns]), args.runs
+            )
+            print(f"contributions, riskiest 200: {explain_ms:7.1f} ms")
 
+        def whole() -> None:
             with database.session() as session:
+                commit = session.get_one(runs.Commit, commit_id)
                 scores = scoring.score_tests(
-                    session, repository_id=repository_id, commit_id=commit_id, at=NOW, cache=cache
+                    session,
+                    repository_id=repository_id,
+                    commit_id=commit_id,
+                    at=NOW,
+                    cache=cache,
                 )
+                scoring.store_plan(session, commit=commit, scores=scores)
 
-            def write() -> None:
-                with database.session() as session:
-                    commit = session.get_one(runs.Commit, commit_id)
-                    scoring.store_plan(session, commit=commit, scores=scores)
-
-            print(
-                f"plan write, {len(scores.test_ids):,} items: {median_ms(write, args.runs):7.1f} ms"
+        with database.session() as session:
+            scores = scoring.score_tests(
+                session, repository_id=repository_id, commit_id=commit_id, at=NOW, cache=cache
             )
-            print(
-                "whole scoring, with the plan's write: "
-                f"{median_ms(whole, args.runs):7.1f} ms   (target < 300 ms)"
-            )
-            tracemalloc.start()
-            whole()
-            traced = tracemalloc.get_traced_memory()[1] / 2**20
-            tracemalloc.stop()
-            print(f"peak memory of one scoring (tracemalloc): {traced:.0f} MiB")
-            if args.profile:
-                import cProfile
-                import pstats
 
-                profile = cProfile.Profile()
-                profile.runcall(whole)
-                pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(f"peak RSS of the process, filling included: {peak:.0f} MiB")
-            database.dispose()
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        def write() -> None:
+            with database.session() as session:
+                commit = session.get_one(runs.Commit, commit_id)
+                scoring.store_plan(session, commit=commit, scores=scores)
+
+        print(f"plan write, {len(scores.test_ids):,} items: {median_ms(write, args.runs):7.1f} ms")
+        print(
+            "whole scoring, with the plan's write: "
+            f"{median_ms(whole, args.runs):7.1f} ms   (target < 300 ms)"
+        )
+        tracemalloc.start()
+        whole()
+        traced = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        print(f"peak memory of one scoring (tracemalloc): {traced:.0f} MiB")
+        if args.profile:
+            import cProfile
+            import pstats
+
+            profile = cProfile.Profile()
+            profile.runcall(whole)
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"peak RSS of the process, filling included: {peak:.0f} MiB")
+        database.dispose()
 
 
 if __name__ == "__main__":
