@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 
 from scheduler import metrics
 from scheduler.api.deps import DatabaseDep, SettingsDep, read_body
@@ -168,7 +169,8 @@ def _answer(
     repository: plans.RepositoryRef,
     sha: str,
     fields: dict[str, Any],
-) -> bytes:
+) -> tuple[bytes, BackgroundTask | None]:
+    """The answer's body, and the decision to record once it is sent."""
     started = time.perf_counter()
     answer = plans.plan_answer(
         database,
@@ -181,11 +183,14 @@ def _answer(
             recent_failures=settings.plan_recent_failures,
             full_run_every=settings.plan_full_run_every,
         ),
+        defer=True,
     )
     body = answer.to_json()
     metrics.PLAN_SECONDS.observe(time.perf_counter() - started)
     metrics.PLANS_SERVED.labels(status=answer.head["status"]).inc()
-    return body
+    pending = answer.pending
+    task = BackgroundTask(plans.write_decision, database, pending) if pending else None
+    return body, task
 
 
 @router.get("/plans/{sha}", responses=RESPONSES, response_class=Response)
@@ -228,11 +233,12 @@ async def get_plan(
     }
     authorization = request.headers.get("authorization")
 
-    def plan() -> bytes:
+    def plan() -> tuple[bytes, BackgroundTask | None]:
         repository = _authorize(database, authorization=authorization, owner=owner, name=name)
         return _answer(database, settings, repository=repository, sha=sha, fields=fields)
 
-    return Response(await run_in_threadpool(plan), media_type="application/json")
+    body, task = await run_in_threadpool(plan)
+    return Response(body, media_type="application/json", background=task)
 
 
 @router.post(
@@ -275,7 +281,7 @@ async def post_plan(
         raise PlanParameterError(f"the body is not JSON: {error}") from None
     if not isinstance(fields, dict):
         raise PlanParameterError("the body must be a JSON object")
-    body = await run_in_threadpool(
+    body, task = await run_in_threadpool(
         _answer, database, settings, repository=repository, sha=sha, fields=fields
     )
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", background=task)

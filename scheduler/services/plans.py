@@ -764,17 +764,61 @@ def applied_policy(policy: Policy, tests: Sequence[str] | None) -> dict[str, Any
     return record
 
 
-def record_decision(
-    session: Session,
+@dataclass(frozen=True, eq=False)
+class DecisionRecord:
+    """What the policy decided for each item of a plan (None for the items
+    the runner did not collect), and the applied policy, to be written."""
+
+    plan_id: int
+    item_ids: list[int]
+    selected: list[bool | None]
+    propensity: list[float | None]
+    rules: list[str | None]
+    applied: dict[str, Any]
+
+    def write(self, session: Session) -> None:
+        """Write selected/propensity/rule on the plan's items and the applied
+        policy on the plan."""
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(
+                text(
+                    "UPDATE plan_items AS i SET selected = v.selected, "
+                    "propensity = v.propensity, rule = v.rule FROM unnest("
+                    "CAST(:ids AS BIGINT[]), CAST(:selected AS BOOLEAN[]), "
+                    "CAST(:propensity AS DOUBLE PRECISION[]), CAST(:rules AS VARCHAR[])) "
+                    "AS v(id, selected, propensity, rule) WHERE i.id = v.id"
+                ),
+                {
+                    "ids": self.item_ids,
+                    "selected": self.selected,
+                    "propensity": self.propensity,
+                    "rules": self.rules,
+                },
+            )
+        elif self.item_ids:
+            session.execute(
+                text(
+                    "UPDATE plan_items SET selected = :selected, propensity = :propensity, "
+                    "rule = :rule WHERE id = :id"
+                ),
+                [
+                    {"id": i, "selected": s, "propensity": p, "rule": r}
+                    for i, s, p, r in zip(
+                        self.item_ids, self.selected, self.propensity, self.rules, strict=True
+                    )
+                ],
+            )
+        session.execute(update(Plan).where(Plan.id == self.plan_id).values(policy=self.applied))
+
+
+def decision_record(
     *,
     plan_id: int,
     items: Items,
     covered: Covered,
     decision: Decision,
     applied: dict[str, Any],
-) -> None:
-    """Write selected/propensity/rule on every item of the plan (NULL for
-    the items the runner did not collect) and the applied policy on the plan."""
+) -> DecisionRecord:
     n = len(items.ids)
     selected: list[bool | None] = [None] * n
     propensity: list[float | None] = [None] * n
@@ -786,28 +830,34 @@ def record_decision(
             selected[item] = chosen[candidate]
             propensity[item] = logged[candidate]
             rules[item] = decision.rules[candidate].value
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text(
-                "UPDATE plan_items AS i SET selected = v.selected, propensity = v.propensity, "
-                "rule = v.rule FROM unnest(CAST(:ids AS BIGINT[]), CAST(:selected AS BOOLEAN[]), "
-                "CAST(:propensity AS DOUBLE PRECISION[]), CAST(:rules AS VARCHAR[])) "
-                "AS v(id, selected, propensity, rule) WHERE i.id = v.id"
-            ),
-            {"ids": items.ids, "selected": selected, "propensity": propensity, "rules": rules},
-        )
-    elif n:
-        session.execute(
-            text(
-                "UPDATE plan_items SET selected = :selected, propensity = :propensity, "
-                "rule = :rule WHERE id = :id"
-            ),
-            [
-                {"id": i, "selected": s, "propensity": p, "rule": r}
-                for i, s, p, r in zip(items.ids, selected, propensity, rules, strict=True)
-            ],
-        )
-    session.execute(update(Plan).where(Plan.id == plan_id).values(policy=applied))
+    return DecisionRecord(plan_id, list(items.ids), selected, propensity, rules, applied)
+
+
+def record_decision(
+    session: Session,
+    *,
+    plan_id: int,
+    items: Items,
+    covered: Covered,
+    decision: Decision,
+    applied: dict[str, Any],
+) -> None:
+    """Write what the policy decided on the plan's items, now."""
+    decision_record(
+        plan_id=plan_id, items=items, covered=covered, decision=decision, applied=applied
+    ).write(session)
+
+
+def write_decision(database: Database, record: DecisionRecord) -> None:
+    """Write a decision after the answer went out (the API's background
+    task). Never raises: the plan was served; a lost record only leaves the
+    plan's evaluation without its selection, and the next request for the
+    same policy writes it again."""
+    try:
+        with database.session() as session:
+            record.write(session)
+    except Exception:
+        log.exception("could not record the decision of plan %s", record.plan_id)
 
 
 # --- the answer -----------------------------------------------------------------
@@ -882,6 +932,8 @@ class Answer:
 
     head: dict[str, Any]
     tests_json: str
+    # A decision still to be recorded on the plan (see plan_answer's `defer`).
+    pending: DecisionRecord | None = None
 
     def to_dict(self) -> dict[str, Any]:
         tests: list[dict[str, Any]] = json.loads(f"[{self.tests_json}]")
@@ -1076,23 +1128,30 @@ def serve(
     policy: Policy,
     shard: Shard | None,
     wait_seconds: float,
+    defer: bool = False,
 ) -> Answer:
-    """The plan of a commit under `policy`, scoring it first if need be."""
+    """The plan of a commit under `policy`, scoring it first if need be.
+    A policy new to the plan is recorded on its items, now or, with `defer`,
+    by whoever writes the answer's `pending` record."""
     found = scored(
         session, repository=repository, sha=sha, branch=request.branch, wait_seconds=wait_seconds
     )
     assert found.plan_id is not None
     planned = plan(session, found=found, repository=repository, request=request, policy=policy)
+    pending = None
     if found.policy != planned.applied:
-        record_decision(
-            session,
+        pending = decision_record(
             plan_id=found.plan_id,
             items=planned.items,
             covered=planned.covered,
             decision=planned.decision,
             applied=planned.applied,
         )
-    return answer(found=found, sha=sha, planned=planned, shard=shard)
+        if not defer:
+            pending.write(session)
+            pending = None
+    served = answer(found=found, sha=sha, planned=planned, shard=shard)
+    return replace(served, pending=pending) if pending is not None else served
 
 
 # --- failing open ---------------------------------------------------------------
@@ -1217,10 +1276,14 @@ def plan_answer(
     sha: str,
     request: PlanRequest,
     defaults: PlanDefaults,
+    defer: bool = False,
 ) -> Answer:
     """The plan for a commit, as the API answers it. Raises only
     PlanParameterError (400) for bad parameters: every other failure answers
-    a `fallback` plan that runs everything."""
+    a `fallback` plan that runs everything. With `defer`, a decision to
+    record on the plan comes back as the answer's `pending` record, for the
+    caller to write once the answer is out (`write_decision`): writing it
+    on 10,000 items costs more than the answer itself."""
     policy, shard = policy_of(request, repository, defaults)
     try:
         with database.session() as session:
@@ -1232,6 +1295,7 @@ def plan_answer(
                 policy=policy,
                 shard=shard,
                 wait_seconds=defaults.wait_seconds,
+                defer=defer,
             )
     except Exception as error:
         log.exception("plan for %s of repository %s failed: falling back", sha, repository.id)

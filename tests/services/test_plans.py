@@ -173,3 +173,46 @@ def test_an_error_with_unreadable_statistics_keeps_the_given_order(
     )
     assert plan["status"] == "fallback"
     assert [test["test"] for test in plan["tests"]] == collected
+
+
+def test_a_deferred_decision_is_recorded_only_when_written(
+    database: Database, tmp_path: Path
+) -> None:
+    """The API answers first and records the policy's decision after (writing
+    10,000 items costs more than the answer); a failed write is logged, not
+    raised, and the next request for the policy writes it again."""
+    repository_id = make_repository(database)
+    repository = reference(database, repository_id)
+    request = PlanRequest(mode="fraction", budget=0.5)
+    first = plans.plan_answer(
+        database, repository=repository, sha=SHA, request=request, defaults=DEFAULTS, defer=True
+    )
+    assert first.pending is not None
+    with database.session() as session:
+        policy, rules = session.execute(
+            text(
+                "SELECT p.policy, count(i.rule) FROM plans p "
+                "JOIN plan_items i ON i.plan_id = p.id GROUP BY p.policy"
+            )
+        ).one()
+    assert (policy, rules) == (None, 0)
+
+    broken = Database.from_url(f"sqlite:///{tmp_path}/missing/riskrank.db")
+    plans.write_decision(broken, first.pending)  # logged, not raised
+    broken.dispose()
+    again = plans.plan_answer(
+        database, repository=repository, sha=SHA, request=request, defaults=DEFAULTS, defer=True
+    )
+    assert again.pending is not None  # still unrecorded: written again
+    plans.write_decision(database, again.pending)
+    with database.session() as session:
+        rules = dict(
+            session.execute(text("SELECT rule, count(*) FROM plan_items GROUP BY rule")).all()
+        )
+    assert sum(rules.values()) == len(NAMES)
+    assert set(rules) <= {rule.value for rule in plans.policies.Rule}
+    third = plans.plan_answer(
+        database, repository=repository, sha=SHA, request=request, defaults=DEFAULTS, defer=True
+    )
+    assert third.pending is None  # recorded: nothing to write
+    assert third.to_dict()["tests"] == again.to_dict()["tests"]
