@@ -778,7 +778,10 @@ class DecisionRecord:
 
     def write(self, session: Session) -> None:
         """Write selected/propensity/rule on the plan's items and the applied
-        policy on the plan."""
+        policy on the plan. The plan's row is locked first: two writes for
+        one plan (shards asking at once, a new policy right after another)
+        would otherwise lock its items in different orders and deadlock."""
+        session.execute(select(Plan.id).where(Plan.id == self.plan_id).with_for_update())
         if session.get_bind().dialect.name == "postgresql":
             session.execute(
                 text(
