@@ -30,7 +30,6 @@ import argparse
 import math
 import resource
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ from scheduler.evaluation import metrics
 from scheduler.ingest.history import read_history
 from scheduler.risk import replay
 from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
-from scheduler.risk.heuristic import heuristic_scores
+from scheduler.risk.heuristic import HEURISTICS, NEVER
 from scheduler.risk.model import load_model, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,40 +48,14 @@ DEFAULT_FILE = ROOT.parent / "shared/datasets/dune-common/dune-total/features-en
 Scores = npt.NDArray[np.float64]
 
 
-def _column(matrix: FeatureMatrix, name: str, missing: float) -> Scores:
-    values = matrix.column(name).astype(np.float64)
-    return np.where(np.isnan(values), missing, values)
-
-
-def recently_failed_first(matrix: FeatureMatrix) -> Scores:
-    """Fewest builds since the last failure first (never failed last); ties
-    by the failure rate."""
-    since = _column(matrix, "builds_since_failure", 1e9)
-    rate = _column(matrix, "fail_rate_all", 0.0)
-    return -since + rate * 1e-3
-
-
-def failure_rate(matrix: FeatureMatrix) -> Scores:
-    return _column(matrix, "fail_rate_all", 0.0)
-
-
-def recent_failure_rate(matrix: FeatureMatrix) -> Scores:
-    """Failure rate over the last 5 runs, ties by the rate over all runs."""
-    return _column(matrix, "fail_rate_5", 0.0) + _column(matrix, "fail_rate_all", 0.0) * 1e-3
-
-
-HEURISTICS: dict[str, Callable[[FeatureMatrix], Scores]] = {
-    "recently failed first": recently_failed_first,
-    "failure rate": failure_rate,
-    "failure rate, last 5": recent_failure_rate,
-    "riskrank heuristic": heuristic_scores,
-}
-COLUMNS = ("APFD", "recall@20%", "recall@33%", "APFDc")
-
-
 def recency(matrix: FeatureMatrix) -> Scores:
     """The tie-break of plans: builds since the last failure, never last."""
-    return _column(matrix, "builds_since_failure", 1e9)
+    since = matrix.column("builds_since_failure").astype(np.float64)
+    result: Scores = np.where(np.isnan(since), NEVER, since)
+    return result
+
+
+COLUMNS = ("APFD", "recall@20%", "recall@33%", "APFDc")
 
 
 def figures(

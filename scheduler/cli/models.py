@@ -66,12 +66,19 @@ def train(
 
 def _comparison(metrics: dict[str, Any]) -> None:
     table = Table("on the validation builds", "APFD", "recall@20%", "recall@33%", "AUC", "log loss")
-    for label, key in (
-        ("this model", "candidate"),
-        ("active model", "active"),
-        ("heuristic", "heuristic"),
-    ):
-        figures = metrics.get(key)
+    rows: list[tuple[str, dict[str, Any] | None]] = [
+        ("this model", metrics.get("candidate")),
+        ("active model", metrics.get("active")),
+    ]
+    heuristics: dict[str, Any] = metrics.get("heuristics") or {
+        "heuristic": metrics.get("heuristic")
+    }
+    best = metrics.get("best_heuristic")
+    rows += [
+        (f"{name} (best)" if name == best else name, figures)
+        for name, figures in heuristics.items()
+    ]
+    for label, figures in rows:
         if figures:
             table.add_row(
                 label,

@@ -17,7 +17,7 @@ from scheduler.models import ModelStatus, Repository, RiskModel, RunStatus, Suit
 from scheduler.models.base import utcnow
 from scheduler.risk import replay
 from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
-from scheduler.risk.heuristic import heuristic_scores
+from scheduler.risk.heuristic import HEURISTICS, heuristic_scores
 from scheduler.risk.model import (
     ModelError,
     ValidationMetrics,
@@ -93,6 +93,13 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
     x_val, y_val, b_val = features[held_out], labels[held_out], indexes[held_out]
     validation = FeatureMatrix(tests=("",) * len(y_val), values=x_val)
     heuristic = validation_metrics(heuristic_scores(validation), y_val, b_val)
+    # The simple orderings too, for the record (the bar to promote a first
+    # model is the heuristic that serves until then).
+    baselines = {
+        name: validation_metrics(scores(validation), y_val, b_val)
+        for name, scores in HEURISTICS.items()
+    }
+    best_baseline = max(baselines, key=lambda name: baselines[name].mean_apfd or 0.0)
     incumbent = active_model(session, repository_id)
     active_metrics: ValidationMetrics | None = None
     if incumbent is not None and set(incumbent.feature_names) <= set(FEATURE_NAMES):
@@ -126,6 +133,8 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
             "candidate": asdict(trained.metrics),
             "active": asdict(active_metrics) if active_metrics is not None else None,
             "heuristic": asdict(heuristic),
+            "heuristics": {name: asdict(figures) for name, figures in baselines.items()},
+            "best_heuristic": best_baseline,
             "validation_builds": trained.validation.builds,
             "best_iteration": trained.best_iteration,
             "importance": {

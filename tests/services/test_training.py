@@ -55,6 +55,18 @@ def test_training_records_a_model_with_its_comparison(database: Database, dune: 
     candidate = metrics["candidate"]["mean_apfd"]
     heuristic = metrics["heuristic"]["mean_apfd"]
     assert promoted == (candidate > heuristic)
+    # Beside it, the simple orderings on the same builds, the best named.
+    assert set(metrics["heuristics"]) == {
+        "recently failed first",
+        "failure rate",
+        "failure rate, last 5",
+        "riskrank heuristic",
+    }
+    assert metrics["heuristics"]["riskrank heuristic"] == metrics["heuristic"]
+    best = metrics["best_heuristic"]
+    assert metrics["heuristics"][best]["mean_apfd"] == max(
+        figures["mean_apfd"] for figures in metrics["heuristics"].values()
+    )
     assert statuses(database, dune)[1] is (
         ModelStatus.ACTIVE if promoted else ModelStatus.CANDIDATE
     )
