@@ -212,7 +212,13 @@ async def get_plan(
             "duration with by=duration); confidence: share 0..1 of the expected failures kept"
         ),
     ] = None,
-    by: Annotated[str | None, Query(description="tests (default) | duration")] = None,
+    by: Annotated[
+        str | None,
+        Query(
+            description="what the budget counts, and so the order: tests (default; by "
+            "probability) | duration (probability per second of expected runtime)"
+        ),
+    ] = None,
     shard: Annotated[str | None, Query(description="i/n, 1-based", examples=["1/4"])] = None,
     branch: Annotated[str | None, Query(description="The branch being built.")] = None,
     tests: Annotated[

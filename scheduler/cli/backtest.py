@@ -49,7 +49,13 @@ def backtest(
     budget: Annotated[
         float | None, typer.Option(help="The mode's budget (seconds, or a share 0..1).")
     ] = None,
-    by: Annotated[str, typer.Option(help="fraction of: tests or duration.")] = "tests",
+    by: Annotated[
+        str,
+        typer.Option(
+            help="What the budget counts, and so the order: tests (by probability) or "
+            "duration (probability per second; a fraction of the duration)."
+        ),
+    ] = "tests",
     closed_loop: Annotated[
         bool,
         typer.Option(

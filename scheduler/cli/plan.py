@@ -72,7 +72,13 @@ def plan(
         float | None,
         typer.Option(help="Seconds (time), or a share 0..1 (fraction, confidence)."),
     ] = None,
-    by: Annotated[str | None, typer.Option(help="fraction of: tests | duration.")] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            help="What the budget counts, and so the order: tests (by probability) | "
+            "duration (probability per second)."
+        ),
+    ] = None,
     shard: Annotated[str | None, typer.Option(help="i/n: only shard i of n.")] = None,
     branch: Annotated[str | None, typer.Option(help="The branch being built.")] = None,
     tests_file: Annotated[

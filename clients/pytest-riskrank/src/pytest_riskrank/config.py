@@ -240,8 +240,9 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption(
         "--riskrank-by",
         metavar="tests|duration",
-        help="With `fraction`: a share of the tests (default) or of their "
-        "expected duration [RISKRANK_BY].",
+        help="What the budget counts, and so the order: tests (default; riskiest "
+        "first) or duration (riskiest per second; `fraction` of the expected "
+        "duration) [RISKRANK_BY].",
     )
     group.addoption(
         "--riskrank-shard",
