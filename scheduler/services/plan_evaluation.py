@@ -9,9 +9,10 @@ What it holds (Plan.evaluation, JSON):
 
 - the APFD (and cost-aware APFDc) of the plan's ranking over the tests that
   ran: the planned tests by rank (riskiest first, as the plan lists them),
-  then any test the plan did not hold (new tests). The policy's run order
-  (risk per second) is computed per request and not stored, so the APFD
-  measures the ranking, which is what the model is responsible for;
+  then any test the plan did not hold (new tests). The policy's run order is
+  computed per request and not stored; it is this ranking when the budget
+  counts tests (the default), and risk per second when it counts time, so
+  the APFD measures the ranking, which is what the model is responsible for;
 - the failures caught among the selected tests, and those of the exploration
   sample: selected tests the policy would have dropped, kept at random with
   a logged probability (propensity < 1). They are the only unbiased evidence
