@@ -226,9 +226,10 @@ async def get_plan(
         Query(description="The test ids the runner collected: the plan covers exactly them."),
     ] = None,
 ) -> Response:
-    """The plan for a commit: the tests riskiest-per-second first, which of
-    them to run under the budget, and why. Scored on the spot if need be;
-    a `fallback` plan (everything runs) when planning fails."""
+    """The plan for a commit: the riskiest tests first (per second with a
+    time budget or `by=duration`), which of them to run under the budget,
+    and why. Scored on the spot if need be; a `fallback` plan (everything
+    runs) when planning fails."""
     fields = {
         "mode": mode,
         "budget": budget,
