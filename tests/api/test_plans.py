@@ -7,7 +7,6 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from scheduler.config import Settings
 from scheduler.db import Database
 from scheduler.models import Commit, Plan, PlanItem, Repository
 from scheduler.services import scoring
-from tests.planning.data import FLAKY, NAMES, SHA, TESTS, add_commit, make_repository, make_tokens
+from tests.planning.data import FLAKY, NAMES, SHA, TESTS, add_commit
 
 URL = f"/api/v1/repos/acme/app/plans/{SHA}"
 CONTRACT_KEYS = {
@@ -42,22 +41,6 @@ CONTRACT_KEYS = {
     "tests",
 }
 TEST_KEYS = {"test", "rank", "probability", "selected", "reason", "duration", "rule"}
-
-
-@pytest.fixture
-def repository_id(database: Database) -> int:
-    return make_repository(database)
-
-
-@pytest.fixture
-def token(database: Database, repository_id: int) -> str:
-    return make_tokens(database)["plans"]
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
-        yield client
 
 
 def auth(token: str) -> dict[str, str]:

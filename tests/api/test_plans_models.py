@@ -4,43 +4,20 @@ once a newer model is promoted (rescored unless CI already followed it)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from scheduler.api.app import create_app
-from scheduler.config import Settings
 from scheduler.db import Database
 from scheduler.models import KnownTest, Plan, PlanItem, PlanStatus
 from scheduler.services import scoring
-from tests.planning.data import NAMES, SHA, add_commit, add_model, make_repository, make_tokens
-
-URL = f"/api/v1/repos/acme/app/plans/{SHA}"
-
-
-@pytest.fixture
-def repository_id(database: Database) -> int:
-    return make_repository(database)
-
-
-@pytest.fixture
-def token(database: Database, repository_id: int) -> str:
-    return make_tokens(database)["plans"]
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
-        yield client
+from tests.api.test_plans import get as get_plan
+from tests.planning.data import NAMES, add_commit, add_model
 
 
 def get(client: TestClient, token: str, **params: Any) -> dict[str, Any]:
-    response = client.get(URL, params=params, headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
+    body = get_plan(client, token, **params)
     assert body["message"] is None
     return body
 

@@ -14,8 +14,6 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from scheduler.api.app import create_app
-from scheduler.config import Settings
 from scheduler.db import Database
 from scheduler.models import Commit, Provider, RunSource, SuiteRun
 from scheduler.queue import RUNS_INGEST
@@ -57,12 +55,6 @@ def tokens_by_name(database: Database) -> dict[str, str]:
                 session, repository=other, scopes=tokens.DEFAULT_SCOPES, name="ci"
             ).token,
         }
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
-        yield client
 
 
 def headers(token: str | None, content_type: str = "application/xml") -> dict[str, str]:

@@ -24,12 +24,6 @@ URL = "/webhooks/github"
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
-        yield client
-
-
-@pytest.fixture
 def registered(database: Database, github_samples: Path) -> int:
     """Every repository the samples name, with the tests' secret."""
     names = {
