@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 from sqlalchemy import select
 
 from scheduler.db import Database
-from scheduler.ingest.history import FileChange, HistoryReport
-from scheduler.ingest.results import CaseResult
+from scheduler.ingest.history import HistoryReport
 from scheduler.models import (
     ChangedFile,
     FileStatus,
     KnownTest,
     ModelStatus,
-    Outcome,
     Plan,
     PlanItem,
     PlanStatus,
@@ -29,8 +26,8 @@ from scheduler.models import (
 from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
 from scheduler.risk.model import load_model, train_model
 from scheduler.services import history, repos, runs, scoring
+from tests.planning import data as planning_data
 
-T0 = datetime(2024, 3, 1, tzinfo=UTC)
 TESTS = [
     "tests/test_io.py::test_read",
     "tests/test_io.py::test_write",
@@ -39,22 +36,7 @@ TESTS = [
 
 
 def report(build: int, failing: set[str], *, changed: tuple[str, ...] = ()) -> HistoryReport:
-    return HistoryReport(
-        build=str(build),
-        commit=f"{build:040x}",
-        time=T0 + timedelta(hours=build),
-        branch="main",
-        changed_files=tuple(FileChange(path, FileStatus.MODIFIED) for path in changed),
-        results=tuple(
-            CaseResult(
-                test=name,
-                outcome=Outcome.FAILED if name in failing else Outcome.PASSED,
-                duration=1.0,
-                file=name.split("::")[0],
-            )
-            for name in TESTS
-        ),
-    )
+    return planning_data.report(build, failing, changed=changed, tests=dict.fromkeys(TESTS, 1.0))
 
 
 @pytest.fixture
