@@ -32,7 +32,7 @@ from typing import Any
 import httpx2 as httpx
 import numpy as np
 import psycopg
-from pgtemp import temporary_database
+from pgtemp import copy_rows, temporary_database
 
 from scheduler.api.app import create_app
 from scheduler.config import Settings
@@ -44,17 +44,6 @@ from scheduler.services.ingestion import STATS_COLUMNS
 RNG = np.random.default_rng(5)
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 SHA = "e" * 40
-
-
-def copy_rows(dsn: str, table: str, columns: list[str], rows: list[tuple[object, ...]]) -> None:
-    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-    with (
-        psycopg.connect(dsn) as connection,
-        connection.cursor() as cursor,
-        cursor.copy(statement) as copy,
-    ):
-        for row in rows:
-            copy.write_row(row)
 
 
 def fill(url: str, dsn: str, n_tests: int) -> tuple[str, list[str]]:

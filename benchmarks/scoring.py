@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import psycopg
-from pgtemp import temporary_database
+from pgtemp import copy_rows, temporary_database
 
 from scheduler.db import Database
 from scheduler.models import ChangedFile, FileStatus, ModelStatus, Provider, RiskModel
@@ -34,17 +34,6 @@ from scheduler.services.ingestion import STATS_COLUMNS
 
 RNG = np.random.default_rng(11)
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-def copy_rows(dsn: str, table: str, columns: list[str], rows: list[tuple[object, ...]]) -> None:
-    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-    with (
-        psycopg.connect(dsn) as connection,
-        connection.cursor() as cursor,
-        cursor.copy(statement) as copy,
-    ):
-        for row in rows:
-            copy.write_row(row)
 
 
 def fill(url: str, dsn: str, n_tests: int, n_executions: int) -> tuple[int, int]:

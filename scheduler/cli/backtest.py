@@ -21,8 +21,8 @@ from scheduler.backtest.runner import (
     run_backtest,
 )
 from scheduler.cli.common import console, fail
-from scheduler.errors import ClientError
-from scheduler.ingest.history import HistoryReport, detect_format, read_history
+from scheduler.cli.history import read_reports
+from scheduler.ingest.history import detect_format
 from scheduler.planning.policy import MODES, Policy
 
 FORMATS = ("auto", "jsonl", "retecs")
@@ -100,11 +100,7 @@ def backtest(
         config = config.checked()
     except BacktestError as error:
         fail(str(error))
-    console.print(f"reading {file} …", markup=False)
-    try:
-        reports: list[HistoryReport] = list(read_history(file, fmt))
-    except ClientError as error:
-        fail(str(error))
+    reports = read_reports(file, fmt)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
     with Progress(

@@ -19,6 +19,15 @@ from scheduler.services import history, repos
 FORMATS = ("auto", "jsonl", "retecs")
 
 
+def read_reports(file: Path, fmt: str) -> list[HistoryReport]:
+    """Every report of a history file, or the command fails saying why."""
+    console.print(f"reading {file} …", markup=False)
+    try:
+        return list(read_history(file, fmt))
+    except ClientError as error:
+        fail(str(error))
+
+
 def import_(
     full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
     file: Annotated[
@@ -47,11 +56,7 @@ def import_(
     except repos.RepositoryError as error:
         fail(str(error))
     # Read the whole file first: a file that cannot be read registers nothing.
-    console.print(f"reading {file} …", markup=False)
-    try:
-        reports: list[HistoryReport] = list(read_history(file, fmt))
-    except ClientError as error:
-        fail(str(error))
+    reports = read_reports(file, fmt)
     try:
         with database.session() as session:
             try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -178,16 +178,9 @@ def _one_line(text: str, limit: int = 200) -> str:
 def describe_connection_error(error: BaseException) -> str:
     """The operating system's reason under requests' and urllib3's wrappers,
     e.g. "Connection refused"."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [error]
-    while pending:
-        current = pending.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
+    for current in _chain(error):
         if isinstance(current, OSError) and current.strerror:
             return current.strerror
-        pending.extend(_nested(current))
     found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(error))
     if found:
         return found.group(1).strip()
@@ -197,6 +190,15 @@ def describe_connection_error(error: BaseException) -> str:
 def _is_timeout(error: BaseException) -> bool:
     """Whether a timeout hides under requests' wrappers (a read timeout while
     streaming the body comes out as a ConnectionError)."""
+    return any(
+        isinstance(current, TimeoutError) or "Timeout" in type(current).__name__
+        for current in _chain(error)
+    )
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """The error and every exception nested in it (reason, cause, context,
+    arguments), breadth first, each once."""
     seen: set[int] = set()
     pending: list[BaseException] = [error]
     while pending:
@@ -204,10 +206,8 @@ def _is_timeout(error: BaseException) -> bool:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, TimeoutError) or "Timeout" in type(current).__name__:
-            return True
+        yield current
         pending.extend(_nested(current))
-    return False
 
 
 def _nested(error: BaseException) -> list[BaseException]:
