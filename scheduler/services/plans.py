@@ -814,53 +814,46 @@ class DecisionRecord:
         session.execute(update(Plan).where(Plan.id == self.plan_id).values(policy=self.applied))
 
 
-def decision_record(
-    *,
-    plan_id: int,
-    items: Items,
-    covered: Covered,
-    decision: Decision,
-    applied: dict[str, Any],
-) -> DecisionRecord:
-    n = len(items.ids)
-    selected: list[bool | None] = [None] * n
-    propensity: list[float | None] = [None] * n
-    rules: list[str | None] = [None] * n
-    chosen = decision.selected.tolist()
-    logged = decision.propensity.tolist()
-    for candidate, item in enumerate(covered.item.tolist()):
-        if item >= 0:
-            selected[item] = chosen[candidate]
-            propensity[item] = logged[candidate]
-            rules[item] = decision.rules[candidate].value
-    return DecisionRecord(plan_id, list(items.ids), selected, propensity, rules, applied)
+@dataclass(frozen=True, eq=False)
+class PendingDecision:
+    """A decision not yet recorded on its plan: what the policy decided for
+    the covered tests, turned into per-item values only when written (on
+    the API's background task, off the answer's path)."""
+
+    plan_id: int
+    items: Items
+    covered: Covered
+    decision: Decision
+    applied: dict[str, Any]
+
+    def record(self) -> DecisionRecord:
+        n = len(self.items.ids)
+        selected: list[bool | None] = [None] * n
+        propensity: list[float | None] = [None] * n
+        rules: list[str | None] = [None] * n
+        chosen = self.decision.selected.tolist()
+        logged = self.decision.propensity.tolist()
+        for candidate, item in enumerate(self.covered.item.tolist()):
+            if item >= 0:
+                selected[item] = chosen[candidate]
+                propensity[item] = logged[candidate]
+                rules[item] = self.decision.rules[candidate].value
+        return DecisionRecord(
+            self.plan_id, list(self.items.ids), selected, propensity, rules, self.applied
+        )
 
 
-def record_decision(
-    session: Session,
-    *,
-    plan_id: int,
-    items: Items,
-    covered: Covered,
-    decision: Decision,
-    applied: dict[str, Any],
-) -> None:
-    """Write what the policy decided on the plan's items, now."""
-    decision_record(
-        plan_id=plan_id, items=items, covered=covered, decision=decision, applied=applied
-    ).write(session)
-
-
-def write_decision(database: Database, record: DecisionRecord) -> None:
+def write_decision(database: Database, pending: PendingDecision) -> None:
     """Write a decision after the answer went out (the API's background
     task). Never raises: the plan was served; a lost record only leaves the
     plan's evaluation without its selection, and the next request for the
     same policy writes it again."""
     try:
+        record = pending.record()
         with database.session() as session:
             record.write(session)
     except Exception:
-        log.exception("could not record the decision of plan %s", record.plan_id)
+        log.exception("could not record the decision of plan %s", pending.plan_id)
 
 
 # --- the answer -----------------------------------------------------------------
@@ -936,7 +929,7 @@ class Answer:
     head: dict[str, Any]
     tests_json: str
     # A decision still to be recorded on the plan (see plan_answer's `defer`).
-    pending: DecisionRecord | None = None
+    pending: PendingDecision | None = None
 
     def to_dict(self) -> dict[str, Any]:
         tests: list[dict[str, Any]] = json.loads(f"[{self.tests_json}]")
@@ -1143,7 +1136,7 @@ def serve(
     planned = plan(session, found=found, repository=repository, request=request, policy=policy)
     pending = None
     if found.policy != planned.applied:
-        pending = decision_record(
+        pending = PendingDecision(
             plan_id=found.plan_id,
             items=planned.items,
             covered=planned.covered,
@@ -1151,7 +1144,7 @@ def serve(
             applied=planned.applied,
         )
         if not defer:
-            pending.write(session)
+            pending.record().write(session)
             pending = None
     served = answer(found=found, sha=sha, planned=planned, shard=shard)
     return replace(served, pending=pending) if pending is not None else served

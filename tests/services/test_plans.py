@@ -243,7 +243,7 @@ def test_concurrent_decisions_for_one_plan_are_written_one_after_another(
             defer=True,
         )
         assert answer.pending is not None
-        records.append(answer.pending)
+        records.append(answer.pending.record())
     # Half of them list the items backwards, as another order of locking would.
     records = [
         record
