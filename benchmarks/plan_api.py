@@ -8,13 +8,15 @@ out, through the real FastAPI app (in process, over ASGI) and, with
 A temporary database is made on the server, migrated and filled with 10,000
 tests and their statistics; the commit is scored once (the worker's job, not
 timed); then each request kind is sent `--runs` times after one warm-up (the
-warm-up writes the policy's decision on the items; the timed ones find it
-recorded and only read; the process has the plan's stored part and the
-decision for those parameters cached) and the median and 90th percentile are
-printed. Two kinds are never cached: a new budget each time, back to back
-(the policy applied afresh, its decision written after the answer while the
-next request comes), and a build's first request (a new commit, scored by the
-worker beforehand, asked for once), which is the one every build makes."""
+warm-up records the policy's decision on the plan; the timed ones find it
+recorded and only read; the process has the plan's payload and the decision
+for those parameters cached) and the median and 90th percentile are
+printed. Three kinds are never cached: a new budget each time, back to back
+(the policy applied afresh, its decision recorded after the answer while
+the next request comes); a build's first request (a new commit, scored by
+the worker beforehand, asked for once), which is the one every build makes;
+and the same after another build's outcomes came in since the commit was
+scored (its statistics are read again)."""
 
 from __future__ import annotations
 
@@ -131,7 +133,15 @@ def scored_commits(url: str, dsn: str, count: int) -> list[str]:
 Request = Callable[[], Awaitable[httpx.Response]]
 
 
-async def timed(label: str, send: Request, runs_: int, pause: float = 0.0) -> None:
+async def timed(
+    label: str,
+    send: Request,
+    runs_: int,
+    pause: float = 0.0,
+    before: Callable[[], None] | None = None,
+) -> None:
+    if before is not None:
+        before()
     warm = await send()
     assert warm.status_code == 200, warm.text
     body = warm.json()
@@ -139,6 +149,8 @@ async def timed(label: str, send: Request, runs_: int, pause: float = 0.0) -> No
     samples = []
     for _ in range(runs_):
         await asyncio.sleep(pause)  # untimed: what the server does in between finishes
+        if before is not None:
+            before()  # untimed
         started = time.perf_counter()
         response = await send()
         samples.append((time.perf_counter() - started) * 1000)
@@ -151,8 +163,34 @@ async def timed(label: str, send: Request, runs_: int, pause: float = 0.0) -> No
     )
 
 
+def other_builds_outcomes(dsn: str) -> Callable[[], None]:
+    """What ingesting another build's outcomes does to the statistics the
+    plans read: a hundred tests' rows rewritten and the repository's
+    statistics version moved on."""
+    rng = np.random.default_rng(11)
+
+    def ingest() -> None:
+        with psycopg.connect(dsn) as connection:
+            ids = [row[0] for row in connection.execute("SELECT id FROM known_tests")]
+            chosen = rng.choice(ids, size=min(100, len(ids)), replace=False).tolist()
+            connection.execute(
+                "UPDATE test_stats SET recent = 'F' || left(recent, 63), runs = runs + 1, "
+                "duration_mean = duration_mean * 1.01, updated_at = now() "
+                "WHERE test_id = ANY(%s)",
+                (chosen,),
+            )
+            connection.execute("UPDATE repositories SET stats_version = stats_version + 1")
+
+    return ingest
+
+
 async def measure(
-    client: httpx.AsyncClient, token: str, names: list[str], runs_: int, fresh: list[str]
+    client: httpx.AsyncClient,
+    token: str,
+    names: list[str],
+    runs_: int,
+    fresh: list[str],
+    dsn: str,
 ) -> None:
     url = f"/api/v1/repos/bench/app/plans/{SHA}"
     headers = {"Authorization": f"Bearer {token}"}
@@ -205,17 +243,30 @@ async def measure(
         runs_,
         pause=0.3,
     )
+    # The same, when another build's outcomes came in after the commit was
+    # scored: the plan's statistics are read again.
+    await timed(
+        "GET fraction 0.3, first request, after outcomes",
+        lambda: client.get(
+            f"/api/v1/repos/bench/app/plans/{next(commits)}", params=params, headers=headers
+        ),
+        runs_,
+        pause=0.3,
+        before=other_builds_outcomes(dsn),
+    )
 
 
-async def in_process(url: str, token: str, names: list[str], runs_: int, fresh: list[str]) -> None:
+async def in_process(
+    url: str, dsn: str, token: str, names: list[str], runs_: int, fresh: list[str]
+) -> None:
     app = create_app(Settings(database_url=url, broker_url="memory://"))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-        await measure(client, token, names, runs_, fresh)
+        await measure(client, token, names, runs_, fresh, dsn)
 
 
 async def over_http(
-    url: str, token: str, names: list[str], runs_: int, port: int, fresh: list[str]
+    url: str, dsn: str, token: str, names: list[str], runs_: int, port: int, fresh: list[str]
 ) -> None:
     environment = {
         **os.environ,
@@ -249,7 +300,7 @@ async def over_http(
                 if time.monotonic() > deadline:
                     raise RuntimeError("uvicorn did not start")
                 await asyncio.sleep(0.2)
-            await measure(client, token, names, runs_, fresh)
+            await measure(client, token, names, runs_, fresh, dsn)
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -267,12 +318,15 @@ def main() -> None:
     with temporary_database(args.postgres) as database:
         url = database.url
         token, names = fill(url, database.dsn, args.tests)
-        fresh = scored_commits(url, database.dsn, 2 * (args.runs + 1))
+        per_run = 2 * (args.runs + 1)  # a build's first requests, and after outcomes
+        fresh = scored_commits(url, database.dsn, 2 * per_run if args.uvicorn else per_run)
         print(f"in process (ASGI), {args.tests:,} tests, {args.runs} requests each:")
-        asyncio.run(in_process(url, token, names, args.runs, fresh[: args.runs + 1]))
+        asyncio.run(in_process(url, database.dsn, token, names, args.runs, fresh[:per_run]))
         if args.uvicorn:
             print("over HTTP (uvicorn, one worker):")
-            asyncio.run(over_http(url, token, names, args.runs, args.port, fresh[args.runs + 1 :]))
+            asyncio.run(
+                over_http(url, database.dsn, token, names, args.runs, args.port, fresh[per_run:])
+            )
 
 
 if __name__ == "__main__":

@@ -232,7 +232,7 @@ def main() -> None:
                     at=NOW,
                     cache=cache,
                 )
-                scoring.store_plan(session, commit=commit, scores=scores)
+                scoring.store_plan(session, commit=commit, scores=scores, stats_version=0)
 
         with database.session() as session:
             scores = scoring.score_tests(
@@ -242,7 +242,7 @@ def main() -> None:
         def write() -> None:
             with database.session() as session:
                 commit = session.get_one(runs.Commit, commit_id)
-                scoring.store_plan(session, commit=commit, scores=scores)
+                scoring.store_plan(session, commit=commit, scores=scores, stats_version=0)
 
         print(f"plan write, {len(scores.test_ids):,} items: {median_ms(write, args.runs):7.1f} ms")
         print(

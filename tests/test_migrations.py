@@ -1,12 +1,14 @@
 """The migrations build exactly the models, on both backends, and go back down."""
 
+import numpy as np
 import pytest
 from alembic import command
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from scheduler import migrate
 from scheduler.db import Database, create_db_engine
 from scheduler.models import Base
+from scheduler.planning.records import DecisionRecord
 from tests.conftest import empty_all_tables
 
 
@@ -106,6 +108,82 @@ def test_upgrading_keeps_rows_of_tables_it_alters(
     migrate.check(url)
     if backend == "postgresql":
         # Leave the shared test database as the other tests expect it: empty.
+        database = Database.from_url(url)
+        empty_all_tables(database)
+        database.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_plan_decisions_move_between_items_and_record_both_ways(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Before e3b9f0c4a711 each plan item held its selection; after, the
+    plan holds one record. Downgrading writes the record back on the items,
+    upgrading reads them into a record again."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('records') / 'records.db'}"
+        migrate.upgrade(url)
+    else:
+        url = request.getfixturevalue("postgres_url")
+    decision = DecisionRecord.of(
+        3,
+        rows=np.array([0, 2, 1]),
+        selected=np.array([True, False, True]),
+        propensity=np.array([1.0, 0.05, 0.05]),
+        rules=["model", "budget", "exploration"],
+        ranks=np.array([1, 3, 2]),
+    )
+    engine = create_db_engine(url)
+    try:
+        with engine.begin() as connection:
+            for statement in (
+                "INSERT INTO repositories (id, provider, owner, name, slug, settings, created_at)"
+                " VALUES (1, 'github', 'o', 'r', 'o/r', '{}', '2024-01-01T00:00:00+00:00')",
+                "INSERT INTO commits (id, repository_id, sha, created_at)"
+                " VALUES (1, 1, 'abc', '2024-01-01T00:00:00+00:00')",
+                *(
+                    "INSERT INTO known_tests (id, repository_id, name, first_seen_at,"
+                    f" last_seen_at, is_active) VALUES ({i}, 1, 't{i}',"
+                    " '2024-01-01T00:00:00+00:00', '2024-01-01T00:00:00+00:00', true)"
+                    for i in (1, 2, 3)
+                ),
+                "INSERT INTO plans (id, repository_id, commit_id, status, created_at,"
+                " feature_names, policy) VALUES (1, 1, 1, 'ready', '2024-01-01T00:00:00+00:00',"
+                " '[]', '{\"mode\": \"fraction\"}')",
+                *(
+                    "INSERT INTO plan_items (plan_id, test_id, probability, rank, features)"
+                    f" VALUES (1, {i}, {1 / i}, {i}, X'00')".replace(
+                        "X'00'", "'\\x00'::bytea" if backend == "postgresql" else "X'00'"
+                    )
+                    for i in (1, 2, 3)
+                ),
+            ):
+                connection.exec_driver_sql(statement)
+            connection.execute(
+                text("UPDATE plans SET decision = :decision WHERE id = 1"),
+                {"decision": decision.encode()},
+            )
+        command.downgrade(migrate.alembic_config(url), "d8a5c1e7f203")
+        with engine.connect() as connection:
+            items = connection.exec_driver_sql(
+                "SELECT rank, selected, propensity, rule FROM plan_items ORDER BY rank"
+            ).all()
+        assert [tuple(item) for item in items] == [
+            (1, True, 1.0, "model"),
+            (2, True, 0.05, "exploration"),
+            (3, False, 0.05, "budget"),
+        ]
+        migrate.upgrade(url)
+        with engine.connect() as connection:
+            blob = connection.exec_driver_sql("SELECT decision FROM plans").scalar_one()
+        back = DecisionRecord.decode(bytes(blob))
+        assert [back.selected_at(row) for row in range(3)] == [True, True, False]
+        assert back.rule == ["model", "exploration", "budget"]
+        assert [back.propensity_at(row) for row in range(3)] == [1.0, 0.05, 0.05]
+    finally:
+        engine.dispose()
+    migrate.check(url)
+    if backend == "postgresql":
         database = Database.from_url(url)
         empty_all_tables(database)
         database.dispose()

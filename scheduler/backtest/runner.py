@@ -51,10 +51,12 @@ from scheduler.ingest.history import HistoryReport
 from scheduler.models import ChangedFile, Outcome, Provider, Repository
 from scheduler.planning import policy as policies
 from scheduler.planning.policy import Context, Decision, Policy
+from scheduler.planning.records import Payload
 from scheduler.risk import replay
 from scheduler.risk.features import FeatureMatrix, HistoryColumns
 from scheduler.services import history as history_import
 from scheduler.services import plans, repos, runs, scoring, training
+from scheduler.services.plans.items import Stats
 from scheduler.services.sql import insert_rows_ignoring
 
 Flags: TypeAlias = npt.NDArray[np.bool_]
@@ -322,24 +324,27 @@ def score(
     return Scored(scores.history, scores.matrix, scores.probabilities.astype(np.float64), version)
 
 
-def plan_items(scored: Scored, recent_runs: int) -> plans.Items:
-    """The scores as the plan API reads a stored plan's items."""
-    n = len(scored.history)
+def plan_items(scored: Scored) -> plans.Items:
+    """The scores as the plan API reads a stored plan's tests (the payload
+    it would store, without its JSON pieces), in rank order."""
     ranks = scoring.ranks(scored.probabilities, scored.matrix)
+    order = np.argsort(ranks, kind="stable")
+    rows = order.tolist()
+    history = scored.history
     own = scored.matrix.column("own_file_changed").astype(np.float64)
-    return plans.Items(
-        ids=list(range(n)),
-        names=list(scored.history.names),
-        probability=scored.probabilities,
-        rank=ranks.astype(np.intp),
-        reasons=[None] * n,
-        duration=scored.history.duration_mean,
-        builds_since_failure=scored.history.builds_since_failure,
-        recently_failed=policies.failed_recently(scored.history.recent, recent_runs),
-        recent_runs=recent_runs,
-        runs=scored.history.runs.astype(np.int64),
-        own_file_changed=own == 1.0,
+    payload = Payload.build(
+        test_id=order,  # the row in the scores, as the test's id
+        names=[history.names[row] for row in rows],
+        probability=scored.probabilities[order],
+        reasons=[],
+        own_file_changed=own[order] == 1.0,
+        duration=history.duration_mean[order],
+        builds_since_failure=history.builds_since_failure[order],
+        runs=history.runs[order],
+        recent=[history.recent[row] for row in rows],
+        texts=False,
     )
+    return plans.Items(payload, Stats.of_payload(payload, None))
 
 
 def _column(scored: Scored, item: npt.NDArray[np.intp], name: str, missing: float) -> Floats:
@@ -352,7 +357,7 @@ def _column(scored: Scored, item: npt.NDArray[np.intp], name: str, missing: floa
 def baseline_orders(
     build: HistoryBuild,
     scored: Scored,
-    covered: plans.Covered,
+    covered: Covered,
     *,
     seeds: int,
 ) -> dict[str, Order]:
@@ -361,7 +366,7 @@ def baseline_orders(
     failure rate of 0 and the median known duration (as the policy assumes).
     Ties keep the dataset's order, after the stated tie-breaks."""
     n = len(build.names)
-    item = covered.item
+    item = covered.scores_row
     since = _column(scored, item, "builds_since_failure", NEVER)
     rate = _column(scored, item, "fail_rate_all", 0.0)
     duration = policies.expected_durations(covered.candidates.duration)
@@ -376,17 +381,31 @@ def baseline_orders(
     return orders
 
 
+@dataclass(frozen=True, eq=False)
+class Covered:
+    """The build's tests as the plan API covers them, and each one's row in
+    the scores (-1: not scored, new)."""
+
+    candidates: policies.Candidates
+    scores_row: npt.NDArray[np.intp]
+
+
 def decide(
     build: HistoryBuild, scored: Scored, policy: Policy, default_branch_build: int | None
-) -> tuple[plans.Covered, Decision]:
+) -> tuple[Covered, Decision]:
     """The plan for exactly the build's tests, as the plan API makes it."""
-    covered = plans.cover(plan_items(scored, policy.recent_failures), build.names)
+    items = plan_items(scored)
+    covered = plans.cover(items, build.names, policy.recent_failures)
+    rows = np.where(covered.known, items.payload.test_id[np.maximum(covered.row, 0)], -1)
     context = Context(
         changed_paths=build.paths,
         default_branch_build=default_branch_build,
         seed=build.index + 1,
     )
-    return covered, policies.decide(covered.candidates, policy, context)
+    return (
+        Covered(covered.candidates, rows.astype(np.intp)),
+        policies.decide(covered.candidates, policy, context),
+    )
 
 
 # --- training -------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from scheduler.models.base import Base, BigIntId, JSONType, str_enum, utcnow
@@ -27,6 +27,9 @@ class Repository(Base):
     default_branch: Mapped[str | None] = mapped_column(String(255))
     # Policy defaults (budget, must-run globs, ...), read by the scheduler.
     settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # Bumped by every write of its tests' statistics (ingestion): a plan
+    # whose payload is as of this version needs no statistics read.
+    stats_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property

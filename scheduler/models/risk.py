@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Float, ForeignKey, LargeBinary, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from scheduler.models.base import Base, BigIntId, JSONType, str_enum, utcnow
@@ -53,10 +53,18 @@ class Plan(Base):
     feature_names: Mapped[list[str]] = mapped_column(JSONType, default=list)
     # APFD, failures caught and missed, once the outcomes are in.
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    # The policy last applied to the items' selected/propensity/rule columns
-    # (scheduler.planning.policy.Policy.as_json, plus the collected tests'
-    # digest): the plan API writes the items only when this changes.
+    # The policy last applied (scheduler.planning.policy.Policy.as_json, plus
+    # the collected tests' digest) and what it decided for each test
+    # (scheduler.planning.records.DecisionRecord): the plan API writes them,
+    # in one row, only when the policy changes.
     policy: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    decision: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    # What serving the plan reads, written by the worker with the items
+    # (scheduler.planning.records.Payload), and the repository's statistics
+    # version its statistics are as of (Repository.stats_version). The two
+    # records load only when asked for: a payload is megabytes.
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    stats_version: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class PlanItem(Base):
@@ -76,10 +84,5 @@ class PlanItem(Base):
     features: Mapped[bytes] = mapped_column(LargeBinary)
     # The features that pushed the probability up most: {name: contribution}.
     contributions: Mapped[dict[str, float] | None] = mapped_column(JSONType)
-    selected: Mapped[bool | None]
+    # Why it got its probability, for a person.
     reason: Mapped[str | None] = mapped_column(Text)
-    # Probability that the policy selected this test (exploration), logged
-    # so that training can weight the outcome without bias.
-    propensity: Mapped[float | None] = mapped_column(Float)
-    # Why the policy selected or dropped it (scheduler.planning.policy.Rule).
-    rule: Mapped[str | None] = mapped_column(String(32))

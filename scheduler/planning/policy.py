@@ -600,7 +600,7 @@ def _joined(rule: Rule, sentence: str, scored: str | None) -> str:
         return scored
     if not scored:
         return sentence
-    return f"{sentence}; {scored[0].lower()}{scored[1:]}"
+    return f"{sentence}. {scored}"
 
 
 def reasons(decision: Decision, indexes: Sequence[int], scored: Sequence[str | None]) -> list[str]:

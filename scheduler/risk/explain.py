@@ -85,7 +85,7 @@ _COUNTS = {
 }
 
 
-NOTHING = "no sign of risk in its history or in this change"
+NOTHING = "No sign of risk in its history or in this change"
 
 # The features that say how a changed file and the test failed together:
 # with a CoFailure, both read as one phrase that names the file.

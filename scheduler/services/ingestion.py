@@ -27,6 +27,7 @@ from scheduler.models import (
     KnownTest,
     KnownTestStats,
     Outcome,
+    Repository,
     SuiteRun,
 )
 from scheduler.models.base import utcnow
@@ -309,6 +310,14 @@ class Ingestor:
             add=[],
             replace=[*STATS_COLUMNS, "updated_at"],
         )
+        if self._dirty:
+            # Plans keep the statistics they were scored with, as of this
+            # version: a new one tells the plan API to read them again.
+            session.execute(
+                update(Repository)
+                .where(Repository.id == self.repository_id)
+                .values(stats_version=Repository.stats_version + 1)
+            )
         self._dirty.clear()
 
         upsert_adding(

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.evaluation import metrics
 from scheduler.models import Execution, Outcome, Plan, PlanItem, RunStatus, SuiteRun
+from scheduler.planning.records import DecisionRecord
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class PlannedTest:
     """One item of a plan as the policy left it."""
 
     test_id: int
-    rank: int
+    rank: int  # in the order CI ran (the policy's), else the stored rank
     selected: bool | None
     propensity: float | None = None
     rule: str | None = None
@@ -179,6 +180,39 @@ def evaluate(
 # --- the database -------------------------------------------------------------
 
 
+def decision_of(session: Session, plan_id: int) -> DecisionRecord | None:
+    """The decision last recorded on a plan (None: no policy applied yet)."""
+    blob = session.scalar(select(Plan.decision).where(Plan.id == plan_id))
+    return DecisionRecord.decode(bytes(blob)) if blob is not None else None
+
+
+def planned_tests(session: Session, plan_id: int) -> list[PlannedTest]:
+    """A plan's items as its recorded decision left them: ranked in the
+    order CI ran them (the stored rank before any policy was applied)."""
+    record = decision_of(session, plan_id)
+    items = session.execute(
+        select(PlanItem.test_id, PlanItem.rank).where(PlanItem.plan_id == plan_id)
+    ).all()
+    if record is None:
+        return [PlannedTest(test_id, rank, None) for test_id, rank in items]
+    planned = []
+    for test_id, rank in items:
+        row = rank - 1  # the decision is in stored rank order
+        if not 0 <= row < len(record):
+            planned.append(PlannedTest(test_id, rank, None))
+            continue
+        planned.append(
+            PlannedTest(
+                test_id,
+                int(record.rank[row]) or rank,
+                record.selected_at(row),
+                record.propensity_at(row),
+                record.rule[row],
+            )
+        )
+    return planned
+
+
 def evaluate_plan(session: Session, plan_id: int) -> dict[str, Any] | None:
     """Compute and store the evaluation of a plan from all its ingested runs.
 
@@ -187,18 +221,7 @@ def evaluate_plan(session: Session, plan_id: int) -> dict[str, Any] | None:
     plan = session.get(Plan, plan_id, with_for_update=True)
     if plan is None:
         return None
-    items = [
-        PlannedTest(test_id, rank, selected, propensity, rule)
-        for test_id, rank, selected, propensity, rule in session.execute(
-            select(
-                PlanItem.test_id,
-                PlanItem.rank,
-                PlanItem.selected,
-                PlanItem.propensity,
-                PlanItem.rule,
-            ).where(PlanItem.plan_id == plan_id)
-        )
-    ]
+    items = planned_tests(session, plan_id)
     run_ids = list(
         session.scalars(
             select(SuiteRun.id).where(

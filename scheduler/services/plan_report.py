@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.errors import ClientError
 from scheduler.models import Commit, KnownTest, Plan, PlanItem, Repository, RiskModel
+from scheduler.services.plan_evaluation import decision_of
 
 
 class PlanNotFound(ClientError):
@@ -127,28 +128,25 @@ def newest_plan(session: Session, repository: Repository, sha: str, *, limit: in
         if plan.model_id is not None
         else None
     )
-    total, selected, applied = session.execute(
-        select(
-            func.count(PlanItem.id),
-            func.count(PlanItem.id).filter(PlanItem.selected.is_(True)),
-            func.count(PlanItem.selected),
-        ).where(PlanItem.plan_id == plan.id)
-    ).one()
+    record = decision_of(session, plan.id)
+    total = session.scalar(select(func.count(PlanItem.id)).where(PlanItem.plan_id == plan.id))
     rows = session.execute(
-        select(
-            PlanItem.rank,
-            KnownTest.name,
-            PlanItem.probability,
-            PlanItem.selected,
-            PlanItem.propensity,
-            PlanItem.rule,
-            PlanItem.reason,
-        )
+        select(PlanItem.rank, KnownTest.name, PlanItem.probability, PlanItem.reason)
         .join(KnownTest, KnownTest.id == PlanItem.test_id)
         .where(PlanItem.plan_id == plan.id)
         .order_by(PlanItem.rank, PlanItem.id)
         .limit(max(0, limit))
     )
+    items = []
+    for rank, name, probability, reason in rows:
+        row = rank - 1  # the decision is in stored rank order
+        if record is None or not 0 <= row < len(record):
+            items.append(ItemView(rank, name, probability, None, None, None, reason))
+            continue
+        selected, propensity = record.selected_at(row), record.propensity_at(row)
+        items.append(
+            ItemView(rank, name, probability, selected, propensity, record.rule[row], reason)
+        )
     return PlanView(
         plan_id=plan.id,
         repository=repository.full_name,
@@ -159,8 +157,8 @@ def newest_plan(session: Session, repository: Repository, sha: str, *, limit: in
         created_at=plan.created_at,
         scored_at=plan.scored_at,
         policy=plan.policy,
-        total=int(total),
-        selected=int(selected) if applied else None,
-        items=[ItemView(*row) for row in rows],
+        total=int(total or 0),
+        selected=int((record.selected == 1).sum()) if record is not None else None,
+        items=items,
         evaluation=plan.evaluation,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,8 +17,9 @@ import psycopg
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
-from scheduler.models import Commit, ModelStatus, Plan, PlanItem, PlanStatus, RiskModel
+from scheduler.models import Commit, ModelStatus, Plan, PlanItem, PlanStatus, Repository, RiskModel
 from scheduler.models.base import utcnow
+from scheduler.planning.records import Payload
 from scheduler.risk import explain, inputs
 from scheduler.risk.features import (
     FEATURE_NAMES,
@@ -188,12 +190,18 @@ def score_commit(
             Plan.commit_id == commit_id,
             Plan.model_id.is_(None) if model_id is None else Plan.model_id == model_id,
             Plan.status.in_([PlanStatus.READY, PlanStatus.HEURISTIC]),
+            Plan.payload.is_not(None),  # scored before payloads: scored again
         )
         .order_by(Plan.id.desc())
         .limit(1)
     )
     if existing is not None:
         return existing
+    # Read before the statistics: a write between the two leaves the plan
+    # a version behind (read again when served), never a version ahead.
+    stats_version = session.scalar(
+        select(Repository.stats_version).where(Repository.id == commit.repository_id)
+    )
     scores = score_tests(
         session,
         repository_id=commit.repository_id,
@@ -201,10 +209,17 @@ def score_commit(
         at=utcnow(),
         cache=cache,
     )
-    return store_plan(session, commit=commit, scores=scores)
+    return store_plan(session, commit=commit, scores=scores, stats_version=stats_version)
 
 
-def store_plan(session: Session, *, commit: Commit, scores: Scores) -> Plan:
+def store_plan(
+    session: Session, *, commit: Commit, scores: Scores, stats_version: int | None
+) -> Plan:
+    """The plan's row with its payload, and its items."""
+    item_ranks = ranks(scores.probabilities, scores.matrix)
+    reasons = explain.sentences(
+        scores.reasons, scores.matrix, paths=scores.change.paths, strongest=scores.strongest
+    )
     plan = Plan(
         repository_id=commit.repository_id,
         commit_id=commit.id,
@@ -212,6 +227,8 @@ def store_plan(session: Session, *, commit: Commit, scores: Scores) -> Plan:
         status=PlanStatus.READY if scores.model is not None else PlanStatus.HEURISTIC,
         scored_at=utcnow(),
         feature_names=list(FEATURE_NAMES),
+        payload=payload_of(scores, item_ranks, reasons).encode(),
+        stats_version=stats_version,
     )
     session.add(plan)
     session.flush()
@@ -219,12 +236,10 @@ def store_plan(session: Session, *, commit: Commit, scores: Scores) -> Plan:
         plan_id=plan.id,
         test_ids=scores.test_ids,
         probabilities=scores.probabilities.tolist(),
-        ranks=ranks(scores.probabilities, scores.matrix).tolist(),
+        ranks=item_ranks.tolist(),
         features=scores.matrix.values.astype("<f4", copy=False),
         contributions=scores.contributions,
-        reasons=explain.sentences(
-            scores.reasons, scores.matrix, paths=scores.change.paths, strongest=scores.strongest
-        ),
+        reasons=reasons,
     )
     driver = session.connection().connection.driver_connection
     if isinstance(driver, psycopg.Connection):
@@ -232,6 +247,31 @@ def store_plan(session: Session, *, commit: Commit, scores: Scores) -> Plan:
     else:
         insert_rows_ignoring(session, PlanItem, items.rows(), conflict=["plan_id", "test_id"])
     return plan
+
+
+def payload_of(scores: Scores, item_ranks: np.ndarray, reasons: Sequence[str]) -> Payload:
+    """What serving the plan reads, in rank order (see records.Payload)."""
+    history = scores.history
+    if history is None:
+        raise ValueError("scores without their statistics make no plan payload")
+    order = np.argsort(item_ranks, kind="stable")
+    rows = order.tolist()
+    own_file = (
+        scores.matrix.column("own_file_changed") == 1.0
+        if "own_file_changed" in scores.matrix.names
+        else np.zeros(len(rows), dtype=bool)
+    )
+    return Payload.build(
+        test_id=np.asarray(scores.test_ids, dtype=np.int64)[order],
+        names=[history.names[row] for row in rows],
+        probability=scores.probabilities[order],
+        reasons=[reasons[row] for row in rows],
+        own_file_changed=own_file[order],
+        duration=history.duration_mean[order],
+        builds_since_failure=history.builds_since_failure[order],
+        runs=history.runs[order],
+        recent=[history.recent[row] for row in rows],
+    )
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from sqlalchemy import select, update
 from scheduler.api.app import create_app
 from scheduler.config import Settings
 from scheduler.db import Database
-from scheduler.models import Commit, Plan, PlanItem, Repository
+from scheduler.models import Commit, Plan, Repository
 from scheduler.services import scoring
-from tests.planning.data import FLAKY, NAMES, SHA, TESTS, add_commit
+from tests.planning.data import FLAKY, NAMES, SHA, TESTS, add_commit, recorded
 
 URL = f"/api/v1/repos/acme/app/plans/{SHA}"
 CONTRACT_KEYS = {
@@ -52,18 +52,6 @@ def get(client: TestClient, token: str, **params: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def stored_items(database: Database, plan_id: int) -> dict[str, tuple[Any, ...]]:
-    from scheduler.models import KnownTest
-
-    with database.session() as session:
-        rows = session.execute(
-            select(KnownTest.name, PlanItem.selected, PlanItem.propensity, PlanItem.rule)
-            .join(KnownTest, KnownTest.id == PlanItem.test_id)
-            .where(PlanItem.plan_id == plan_id)
-        )
-        return {name: (selected, propensity, rule) for name, selected, propensity, rule in rows}
 
 
 def test_unknown_commit_is_scored_on_the_spot(
@@ -120,15 +108,15 @@ def test_fraction_budget_lists_selected_then_dropped_and_records_it(
         sum(t["probability"] for t in dropped), abs=1e-5
     )
     # What the policy decided is on the plan items, to evaluate outcomes later.
-    stored = stored_items(database, plan["plan_id"])
+    stored = recorded(database, plan["plan_id"])
     for test in tests:
         selected, propensity, rule = stored[test["test"]]
         assert (selected, rule) == (test["selected"], test["rule"])
         assert propensity == (1.0 if test["rule"] != "budget" else 0.05)
     with database.session() as session:
-        recorded = session.get_one(Plan, plan["plan_id"]).policy
-        assert recorded is not None
-        assert (recorded["mode"], recorded["budget"], recorded["tests"]) == (
+        policy = session.get_one(Plan, plan["plan_id"]).policy
+        assert policy is not None
+        assert (policy["mode"], policy["budget"], policy["tests"]) == (
             "fraction",
             0.25,
             None,
@@ -141,11 +129,12 @@ def test_items_are_written_only_when_the_policy_changes(
     plan = get(client, token, mode="fraction", budget="0.25")
     plan_id = plan["plan_id"]
     with database.session() as session:  # a marker the same policy must not overwrite
-        session.execute(update(PlanItem).where(PlanItem.plan_id == plan_id).values(rule="marker"))
+        session.execute(update(Plan).where(Plan.id == plan_id).values(decision=b"marker"))
     get(client, token, mode="fraction", budget="0.25", shard="1/2")  # same policy, a shard
-    assert {rule for _, _, rule in stored_items(database, plan_id).values()} == {"marker"}
+    with database.session() as session:
+        assert session.scalar(select(Plan.decision).where(Plan.id == plan_id)) == b"marker"
     get(client, token, mode="fraction", budget="0.5")
-    assert "marker" not in {rule for _, _, rule in stored_items(database, plan_id).values()}
+    assert {rule for _, _, rule in recorded(database, plan_id).values()} >= {"budget", "model"}
 
 
 def test_shards_split_the_selection(client: TestClient, token: str) -> None:
@@ -175,7 +164,7 @@ def test_collected_tests_define_the_plan_and_unknown_ones_are_new(
     new = by_name["tests/test_new.py::test_fresh"]
     assert (new["selected"], new["rule"], new["duration"]) == (True, "new", None)
     assert new["reason"].startswith("New to riskrank")
-    stored = stored_items(database, plan["plan_id"])
+    stored = recorded(database, plan["plan_id"])
     assert stored[NAMES[1]] == (None, None, None)  # not collected: no decision
     assert stored[NAMES[0]][2] in {"budget", "exploration"}
 

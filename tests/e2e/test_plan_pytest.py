@@ -29,7 +29,6 @@ from scheduler.models import (
     KnownTest,
     KnownTestStats,
     Plan,
-    PlanItem,
     Provider,
     RunStatus,
     SuiteRun,
@@ -38,6 +37,7 @@ from scheduler.services import repos, tokens
 from tests.conftest import empty_all_tables
 from tests.e2e.conftest import Process, clean_env
 from tests.helpers import SECRET, free_port, github_headers, sample, wait_for
+from tests.planning.data import recorded
 
 pytestmark = pytest.mark.slow
 
@@ -152,13 +152,10 @@ def _head_plan(database: Database) -> int | None:
 
 
 def _selection(database: Database, plan_id: int) -> dict[str, tuple[bool | None, str | None]]:
-    with database.session() as session:
-        rows = session.execute(
-            select(KnownTest.name, PlanItem.selected, PlanItem.rule)
-            .join(KnownTest, KnownTest.id == PlanItem.test_id)
-            .where(PlanItem.plan_id == plan_id)
-        )
-        return {name: (selected, rule) for name, selected, rule in rows}
+    return {
+        name: (selected, rule)
+        for name, (selected, _propensity, rule) in recorded(database, plan_id).items()
+    }
 
 
 def _evaluation(database: Database, plan_id: int) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ from scheduler.ingest.results import CaseResult
 from scheduler.models import (
     ChangedFile,
     FileStatus,
+    KnownTest,
     ModelStatus,
     Outcome,
     Provider,
@@ -23,7 +24,7 @@ from scheduler.models import (
 )
 from scheduler.risk.features import FEATURE_NAMES
 from scheduler.risk.model import train_model
-from scheduler.services import history, repos, runs, tokens
+from scheduler.services import history, plan_evaluation, repos, runs, tokens
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 # name -> duration (seconds)
@@ -154,3 +155,17 @@ def add_model(database: Database, repository_id: int, *, text: str | None = None
         session.add(model)
         session.flush()
         return model.id
+
+
+def recorded(
+    database: Database, plan_id: int
+) -> dict[str, tuple[bool | None, float | None, str | None]]:
+    """What the decision recorded on a plan says of each of its tests, by
+    name: (selected, propensity, rule), all None for one not collected or
+    before any policy was applied."""
+    with database.session() as session:
+        names = dict(session.execute(select(KnownTest.id, KnownTest.name)).all())
+        return {
+            names[test.test_id]: (test.selected, test.propensity, test.rule)
+            for test in plan_evaluation.planned_tests(session, plan_id)
+        }

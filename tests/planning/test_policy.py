@@ -229,7 +229,7 @@ def test_every_forcing_rule_labels_its_tests() -> None:
     assert decision.propensity.tolist() == [1.0, 1.0, 1.0, 1.0, 0.0, 1.0]
     assert reason(decision, 0, None) == "Must run (matches tests/smoke/*)"
     assert reason(decision, 3, "Failed 1 of its last 3 runs") == (
-        "Failed in one of its last 2 runs; failed 1 of its last 3 runs"
+        "Failed in one of its last 2 runs. Failed 1 of its last 3 runs"
     )
 
 

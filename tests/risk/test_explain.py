@@ -29,7 +29,7 @@ def test_sentence_from_features() -> None:
 
 
 def test_a_test_with_nothing_against_it() -> None:
-    assert sentence([], {}) == "no sign of risk in its history or in this change"
+    assert sentence([], {}) == "No sign of risk in its history or in this change"
 
 
 def test_unknown_values_read_as_zero() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import pytest
 
 from scheduler.db import Database
@@ -21,6 +22,7 @@ from scheduler.models import (
     RunSource,
     RunStatus,
 )
+from scheduler.planning.records import DecisionRecord
 from scheduler.services import plan_evaluation, repos, runs
 from scheduler.services.plan_evaluation import Observed, PlannedTest, evaluate, observed_outcomes
 
@@ -143,7 +145,7 @@ def make_plan(database: Database) -> int:
         )
         session.add(plan)
         session.flush()
-        for name, (rank, selected, propensity, rule) in zip(TESTS, POLICY, strict=True):
+        for name, (rank, _, _, _) in zip(TESTS, POLICY, strict=True):
             test = KnownTest(repository_id=repository.id, name=name, file="tests/test_app.py")
             session.add(test)
             session.flush()
@@ -155,11 +157,16 @@ def make_plan(database: Database) -> int:
                     rank=rank,
                     features=b"",
                     reason=f"Reason {rank}",
-                    selected=selected,
-                    propensity=propensity,
-                    rule=rule,
                 )
             )
+        plan.decision = DecisionRecord.of(
+            len(POLICY),
+            rows=np.arange(len(POLICY)),
+            selected=np.array([selected for _, selected, _, _ in POLICY]),
+            propensity=np.array([propensity for _, _, propensity, _ in POLICY]),
+            rules=[rule for _, _, _, rule in POLICY],
+            ranks=np.array([rank for rank, _, _, _ in POLICY]),
+        ).encode()
         return plan.id
 
 

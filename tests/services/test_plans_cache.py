@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import update
+
 from scheduler import migrate
 from scheduler.db import Database
-from scheduler.models import Repository
+from scheduler.models import KnownTest, KnownTestStats, Plan, Repository
 from scheduler.services import history, plans
 from scheduler.services.plans import PlanDefaults, PlanRequest, RepositoryRef
 from tests.planning.data import FLAKY, NAMES, SHA, make_repository, report
@@ -80,3 +82,44 @@ def test_the_same_plan_id_in_another_database_is_another_plan(tmp_path: Path) ->
             database.dispose()
     assert answers[0]["plan_id"] == answers[1]["plan_id"]
     assert answers[0]["tests"] != answers[1]["tests"]
+
+
+def test_statistics_are_read_again_only_when_their_version_moved(database: Database) -> None:
+    """A plan serves the statistics stored with its payload while the
+    repository's statistics version is the one it was scored at; ingestion
+    moves the version (test_new_outcomes_change_the_next_answer), and with
+    it, the statistics are read again."""
+    repository_id = make_repository(database, settings={"exploration_rate": 0})
+    repository = reference(database, repository_id)
+    first = ask(database, repository, mode="fraction", budget=0.0)
+    assert rules(first)[QUIET] == "budget"
+    with database.session() as session:  # behind the version's back
+        session.execute(
+            update(KnownTestStats)
+            .where(KnownTestStats.test_id == KnownTest.id, KnownTest.name == QUIET)
+            .values(recent="FPPPP", duration_mean=9.5)
+        )
+    assert ask(database, repository, mode="fraction", budget=0.0) == first
+    with database.session() as session:
+        session.execute(
+            update(Repository)
+            .where(Repository.id == repository_id)
+            .values(stats_version=Repository.stats_version + 1)
+        )
+    moved = ask(database, repository, mode="fraction", budget=0.0)
+    assert moved["plan_id"] == first["plan_id"]
+    [quiet] = [test for test in moved["tests"] if test["test"] == QUIET]
+    assert (quiet["rule"], quiet["duration"]) == ("recently_failed", 9.5)
+
+
+def test_a_plan_scored_before_payloads_is_scored_again(database: Database) -> None:
+    """Plans stored before plans had a payload (an upgrade) are scored again
+    when asked for, even when CI followed them already."""
+    repository = reference(database, make_repository(database))
+    first = ask(database, repository, mode="fraction", budget=0.5)
+    with database.session() as session:
+        session.execute(update(Plan).where(Plan.id == first["plan_id"]).values(payload=None))
+    again = ask(database, repository, mode="fraction", budget=0.5)
+    assert again["status"] == first["status"] == "heuristic"
+    assert again["plan_id"] != first["plan_id"]
+    assert [test["test"] for test in again["tests"]] == [test["test"] for test in first["tests"]]

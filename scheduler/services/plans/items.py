@@ -1,0 +1,261 @@
+"""A plan's tests as the policy reads them: the payload the worker stored
+when it scored the commit, with the statistics as they stand now.
+
+The payload carries the statistics its scores came from, as of the
+repository's statistics version then. While no outcome has been ingested
+since (the version is the same), serving reads nothing else; after, the
+statistics are read again (one query) and kept for that version, so the
+policy still sees a test that failed since the plan was scored."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from functools import cached_property
+from typing import Any, overload
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from scheduler.models import Plan
+from scheduler.planning.policy import Candidates
+from scheduler.planning.records import Payload, failed_runs_ago
+from scheduler.risk import heuristic
+from scheduler.services.plans.cache import Lru, database_key
+from scheduler.services.plans.lookup import Found
+
+# The heuristic's score of a test riskrank has never seen: what a collected
+# test missing from the commit's scores gets as its probability.
+NEW_TEST_PROBABILITY = heuristic.BASE + heuristic.WEIGHTS["is_new"]
+NOT_SCORED = "not in this commit's scores"
+
+# Payloads by (database, plan id, scored at): a plan's payload never changes.
+# Bounded by tests (about 600 bytes each once decoded).
+_PAYLOADS: Lru[tuple[str, int, datetime | None], Payload] = Lru(200_000)
+# Statistics read again, by (database, plan id, scored at, statistics version).
+_STATS: Lru[tuple[str, int, datetime | None, int], Stats] = Lru(200_000)
+
+
+def payload_of(session: Session, found: Found) -> Payload:
+    """The plan's payload, read once per process and plan."""
+    assert found.plan_id is not None
+    key = (database_key(session), found.plan_id, found.scored_at)
+    cached = _PAYLOADS.get(key)
+    if cached is not None:
+        return cached
+    blob = _read_payload(session, found.plan_id)
+    if blob is None:
+        raise RuntimeError(f"plan {found.plan_id} has no payload")
+    payload = Payload.decode(blob)
+    _PAYLOADS.put(key, payload, max(len(payload), 1))
+    return payload
+
+
+def _read_payload(session: Session, plan_id: int) -> bytes | None:
+    """The payload's bytes; on PostgreSQL in binary (in text, megabytes of
+    hex took most of a first request's time)."""
+    driver = session.connection().connection.driver_connection
+    if isinstance(driver, psycopg.Connection):
+        with driver.cursor(binary=True) as cursor:
+            cursor.execute("SELECT payload FROM plans WHERE id = %s", (plan_id,))
+            row = cursor.fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+    blob = session.scalar(select(Plan.payload).where(Plan.id == plan_id))
+    return None if blob is None else bytes(blob)
+
+
+@dataclass(frozen=True, eq=False)
+class Stats:
+    """The statistics the policy reads, in the payload's order: NaN unknown;
+    `failed_runs_ago` -1 for no failure among the recent outcomes."""
+
+    duration: npt.NDArray[np.float64]
+    builds_since_failure: npt.NDArray[np.float64]
+    runs: npt.NDArray[np.int64]
+    failed_runs_ago: npt.NDArray[np.int32]
+    version: int | None  # the repository's statistics version they are as of
+    # The answer's heads with these durations (None: the payload's own).
+    heads: np.ndarray | None = None
+
+    @classmethod
+    def of_payload(cls, payload: Payload, version: int | None) -> Stats:
+        return cls(
+            duration=payload.duration,
+            builds_since_failure=payload.builds_since_failure,
+            runs=payload.runs,
+            failed_runs_ago=payload.failed_runs_ago,
+            version=version,
+        )
+
+
+# On PostgreSQL one row of arrays, in binary: a fifth of the client's time
+# of ten thousand rows.
+_STATS_ARRAYS = (
+    "SELECT array_agg(s.test_id), array_agg(coalesce(s.duration_mean, 'NaN')), "
+    "array_agg(coalesce(CAST(s.builds_since_failure AS DOUBLE PRECISION), 'NaN')), "
+    "array_agg(coalesce(s.runs, 0)), "
+    "array_agg(coalesce(least(nullif(strpos(s.recent, 'F'), 0), "
+    "nullif(strpos(s.recent, 'E'), 0)) - 1, -1)) "
+    "FROM test_stats s WHERE s.test_id = ANY(%(ids)s)"
+)
+_STATS_ROWS = (
+    "SELECT s.test_id, s.duration_mean, s.builds_since_failure, s.runs, s.recent "
+    "FROM test_stats s JOIN known_tests t ON t.id = s.test_id WHERE t.repository_id = :repository"
+)
+
+
+def current_stats(session: Session, found: Found, payload: Payload, repository_id: int) -> Stats:
+    """The statistics as they stand: the payload's while the repository's
+    version has not moved since scoring, else read again (once per version)."""
+    version = found.current_stats_version
+    if found.stats_version is not None and found.stats_version == version:
+        return Stats.of_payload(payload, version)
+    assert found.plan_id is not None
+    key = (database_key(session), found.plan_id, found.scored_at, version)
+    cached = _STATS.get(key)
+    if cached is not None:
+        return cached
+    stats = _read_stats(session, payload, repository_id, version)
+    _STATS.put(key, stats, max(len(payload), 1))
+    return stats
+
+
+def _read_stats(session: Session, payload: Payload, repository_id: int, version: int) -> Stats:
+    driver = session.connection().connection.driver_connection
+    if isinstance(driver, psycopg.Connection):
+        with driver.cursor(binary=True) as cursor:
+            cursor.execute(_STATS_ARRAYS, {"ids": payload.test_id.tolist()})
+            row = cursor.fetchone()
+        columns: list[Any] = list(row) if row is not None and row[0] is not None else [[]] * 5
+    else:
+        rows = session.execute(text(_STATS_ROWS), {"repository": repository_id}).all()
+        recent = [r[4] or "" for r in rows]
+        columns = [
+            [r[0] for r in rows],
+            [math.nan if r[1] is None else r[1] for r in rows],
+            [math.nan if r[2] is None else r[2] for r in rows],
+            [r[3] or 0 for r in rows],
+            failed_runs_ago(recent).tolist(),
+        ]
+    n = len(payload)
+    stats = Stats(
+        duration=np.full(n, math.nan),
+        builds_since_failure=np.full(n, math.nan),
+        runs=np.zeros(n, dtype=np.int64),
+        failed_runs_ago=np.full(n, -1, dtype=np.int32),
+        version=version,
+    )
+    ids = np.array(columns[0], dtype=np.int64)
+    if len(ids):
+        order = np.argsort(payload.test_id, kind="stable")
+        sorted_ids = payload.test_id[order]
+        at = np.minimum(np.searchsorted(sorted_ids, ids), n - 1)
+        known = sorted_ids[at] == ids  # the repository's other tests are not the plan's
+        rows_ = order[at[known]]
+        stats.duration[rows_] = np.array(columns[1], dtype=np.float64)[known]
+        stats.builds_since_failure[rows_] = np.array(columns[2], dtype=np.float64)[known]
+        stats.runs[rows_] = np.array(columns[3], dtype=np.int64)[known]
+        stats.failed_runs_ago[rows_] = np.array(columns[4], dtype=np.int32)[known]
+    return replace(stats, heads=payload.heads_with(stats.duration) if len(payload.head) else None)
+
+
+@dataclass(frozen=True, eq=False)
+class Items:
+    """A plan's tests: its payload and their statistics as of now."""
+
+    payload: Payload
+    stats: Stats
+
+    def __len__(self) -> int:
+        return len(self.payload)
+
+    def heads(self) -> np.ndarray:
+        """Each test's `,{"test":...,"rank":` piece (records.Payload)."""
+        return self.stats.heads if self.stats.heads is not None else self.payload.pieces[0]
+
+
+def load_items(session: Session, *, found: Found, repository_id: int) -> Items:
+    payload = payload_of(session, found)
+    return Items(payload, current_stats(session, found, payload, repository_id))
+
+
+class _Names(Sequence[str]):
+    """The candidates' names, decoded from the payload only when read (the
+    policy reads them only for must-run globs)."""
+
+    def __init__(self, payload: Payload) -> None:
+        self._payload = payload
+
+    def __len__(self) -> int:
+        return len(self._payload)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self._payload.names[index]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._payload.names)
+
+
+@dataclass(frozen=True, eq=False)
+class Covered:
+    """The candidates of the request: each one's payload row (-1: not in
+    the plan, new) and, for a collected list, the names as collected."""
+
+    candidates: Candidates
+    row: npt.NDArray[np.intp]
+    collected: list[str] | None
+
+    @cached_property
+    def known(self) -> npt.NDArray[np.bool_]:
+        return self.row >= 0
+
+
+def cover(items: Items, tests: Sequence[str] | None, recent_runs: int) -> Covered:
+    """The plan's tests, or exactly the collected ones: those the plan lacks
+    are new (riskrank has never seen them, or learned of them after scoring)."""
+    payload, stats = items.payload, items.stats
+    names: Sequence[str]
+    collected: list[str] | None
+    if tests is None:
+        row = np.arange(len(payload), dtype=np.intp)
+        names, collected = _Names(payload), None
+    else:
+        collected = list(dict.fromkeys(tests))
+        position = payload.position
+        row = np.fromiter(
+            (position.get(name, -1) for name in collected), dtype=np.intp, count=len(collected)
+        )
+        names = collected
+    known = row >= 0
+    take = np.where(known, row, 0)
+
+    def pick(values: np.ndarray, missing: Any) -> np.ndarray:
+        if tests is None:
+            return values
+        if not len(values):
+            return np.full(len(row), missing)
+        return np.where(known, values[take], missing)
+
+    failed_ago = pick(stats.failed_runs_ago, -1)
+    candidates = Candidates(
+        names=names,
+        probability=pick(payload.probability, NEW_TEST_PROBABILITY),
+        duration=pick(stats.duration, math.nan),
+        builds_since_failure=pick(stats.builds_since_failure, math.nan),
+        recent=(),  # recently_failed stands for it
+        is_new=~known | (pick(stats.runs, 0) == 0),
+        own_file_changed=known & pick(payload.own_file_changed, False),
+        draw=take if tests is not None else row,  # the stored rank - 1
+        recently_failed=known & (failed_ago >= 0) & (failed_ago < recent_runs),
+        recent_runs=recent_runs,
+    )
+    return Covered(candidates, row, collected)

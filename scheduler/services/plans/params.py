@@ -1,0 +1,130 @@
+"""What a plan request asks for, checked: the policy (the request's
+parameters, else the repository's settings, else the service's defaults)
+and the shard."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheduler.errors import ClientError
+from scheduler.planning import policy as policies
+from scheduler.planning.policy import Policy, PolicyError, Shard
+from scheduler.services.results import COMMIT_PATTERN
+
+log = logging.getLogger(__name__)
+
+
+class PlanParameterError(ClientError):
+    """A plan request whose parameters make no policy (400)."""
+
+    status_code = 400
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the caller asked for; None leaves the repository's default."""
+
+    mode: str | None = None
+    budget: float | None = None
+    by: str | None = None
+    shard: str | None = None
+    branch: str | None = None
+    tests: Sequence[str] | None = None
+
+
+@dataclass(frozen=True)
+class PlanDefaults:
+    """The service-wide defaults (from Settings)."""
+
+    wait_seconds: float = 2.0
+    exploration_rate: float = policies.DEFAULT_EXPLORATION_RATE
+    recent_failures: int = policies.DEFAULT_RECENT_FAILURES
+    full_run_every: int = policies.DEFAULT_FULL_RUN_EVERY
+
+
+@dataclass(frozen=True)
+class RepositoryRef:
+    id: int
+    default_branch: str | None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+# --- parameters -----------------------------------------------------------------
+
+
+def check_sha(sha: str) -> str:
+    """The commit id as given, or a 400 (the same rule as for results)."""
+    sha = sha.strip()
+    if not COMMIT_PATTERN.match(sha):
+        raise PlanParameterError(f"{sha!r} is not a commit id")
+    return sha
+
+
+# Repository settings keys (repositories.settings JSON) and their types.
+SETTING_TYPES: dict[str, tuple[type, ...]] = {
+    "mode": (str,),
+    "budget": (int, float),
+    "by": (str,),
+    "exploration_rate": (int, float),
+    "recent_failures": (int,),
+    "full_run_every": (int,),
+    "must_run": (list,),
+    "full_run_paths": (list,),
+    "extra_full_run_paths": (list,),
+    "overhead": (int, float),
+}
+
+
+def _repository_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy keys of a repository's settings that have a usable type;
+    a bad one is logged and ignored (an admin's typo must not break CI)."""
+    usable: dict[str, Any] = {}
+    for key, kinds in SETTING_TYPES.items():
+        if key not in settings or settings[key] is None:
+            continue
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            log.warning(
+                "ignoring repository setting %s=%r: not a %s", key, value, kinds[0].__name__
+            )
+            continue
+        if isinstance(value, list) and not all(isinstance(item, str) for item in value):
+            log.warning("ignoring repository setting %s=%r: not a list of globs", key, value)
+            continue
+        usable[key] = value
+    return usable
+
+
+def policy_of(
+    request: PlanRequest, repository: RepositoryRef, defaults: PlanDefaults
+) -> tuple[Policy, Shard | None]:
+    """The policy to apply: the request's parameters, else the repository's
+    settings, else the service defaults. PlanParameterError (400) for
+    parameters that make no policy."""
+    stored = _repository_settings(repository.settings)
+    paths = tuple(stored.get("full_run_paths", policies.DEFAULT_FULL_RUN_PATHS))
+    paths += tuple(stored.get("extra_full_run_paths", ()))
+    mode = request.mode if request.mode is not None else stored.get("mode", "order")
+    budget = request.budget
+    if budget is None and request.mode in (None, stored.get("mode")):
+        budget = stored.get("budget")
+    chosen = Policy(
+        mode=mode,
+        budget=float(budget) if budget is not None else None,
+        by=request.by if request.by is not None else stored.get("by", "tests"),
+        exploration_rate=float(stored.get("exploration_rate", defaults.exploration_rate)),
+        recent_failures=int(stored.get("recent_failures", defaults.recent_failures)),
+        must_run=tuple(stored.get("must_run", ())),
+        full_run_paths=paths,
+        full_run_every=int(stored.get("full_run_every", defaults.full_run_every)),
+        overhead=float(stored["overhead"]) if "overhead" in stored else None,
+    )
+    try:
+        checked = chosen.checked()
+        shard = Shard.parse(request.shard) if request.shard else None
+    except PolicyError as error:
+        raise PlanParameterError(str(error)) from None
+    return checked, shard
