@@ -109,11 +109,11 @@ def fill(url: str, dsn: str, n_tests: int) -> tuple[str, list[str]]:
     return token, names
 
 
-def scored_commits(url: str, dsn: str, count: int) -> list[str]:
+def scored_commits(url: str, dsn: str, count: int, first: int = 0) -> list[str]:
     """`count` more commits, each scored (the worker's job, not timed): a
     build's first plan request finds its commit scored and nothing applied."""
     database = Database.from_url(url)
-    shas = [f"{index + 1:04x}".rjust(40, "c") for index in range(count)]
+    shas = [f"{index + 1:04x}".rjust(40, "c") for index in range(first, first + count)]
     with database.session() as session:
         repository = repos.resolve_repository(session, full_name="bench/app")
         commit_ids = [
@@ -318,15 +318,17 @@ def main() -> None:
     with temporary_database(args.postgres) as database:
         url = database.url
         token, names = fill(url, database.dsn, args.tests)
-        per_run = 2 * (args.runs + 1)  # a build's first requests, and after outcomes
-        fresh = scored_commits(url, database.dsn, 2 * per_run if args.uvicorn else per_run)
+        # Scored just before each phase: a build's first request finds no
+        # outcomes ingested since its commit was scored (the phase's last
+        # kind brings some).
+        per_run = 2 * (args.runs + 1)
+        fresh = scored_commits(url, database.dsn, per_run)
         print(f"in process (ASGI), {args.tests:,} tests, {args.runs} requests each:")
-        asyncio.run(in_process(url, database.dsn, token, names, args.runs, fresh[:per_run]))
+        asyncio.run(in_process(url, database.dsn, token, names, args.runs, fresh))
         if args.uvicorn:
+            fresh = scored_commits(url, database.dsn, per_run, first=per_run)
             print("over HTTP (uvicorn, one worker):")
-            asyncio.run(
-                over_http(url, database.dsn, token, names, args.runs, args.port, fresh[per_run:])
-            )
+            asyncio.run(over_http(url, database.dsn, token, names, args.runs, args.port, fresh))
 
 
 if __name__ == "__main__":

@@ -239,14 +239,18 @@ class Payload:
         return _objects(self.head), _objects([r or None for r in self.reason])
 
     def heads_with(self, duration: npt.NDArray[np.float64]) -> np.ndarray:
-        """The heads with other durations (the statistics read again)."""
-        cut = [h[: h.index(DURATION_KEY, len(HEAD_START))] for h in self.head]
-        return _objects(
-            [
-                f"{h}{DURATION_KEY}{json_number(d)}{RANK_KEY}"
-                for h, d in zip(cut, duration.tolist(), strict=True)
-            ]
-        )
+        """The heads with other durations (the statistics read again): the
+        stored ones where the duration is the same."""
+        heads = self.pieces[0].copy()
+        same = (duration == self.duration) | (np.isnan(duration) & np.isnan(self.duration))
+        start = len(HEAD_START)
+        for row, value in zip(
+            np.flatnonzero(~same).tolist(), duration[~same].tolist(), strict=True
+        ):
+            head = self.head[row]
+            cut = head[: head.index(DURATION_KEY, start)]
+            heads[row] = f"{cut}{DURATION_KEY}{json_number(value)}{RANK_KEY}"
+        return heads
 
 
 HEAD_START = ',{"test":'

@@ -93,7 +93,7 @@ _RANKS: list[np.ndarray] = [np.empty(0, dtype=object)]
 
 
 def _rank_texts(n: int) -> np.ndarray:
-    """ "1", "2", ... "n" at indexes 1..n (made once per process and size)."""
+    """The texts of the ranks 1 to n, at their indexes (made once per process)."""
     texts = _RANKS[0]
     if len(texts) <= n:
         texts = np.array([str(i) for i in range(max(n + 1, 2 * len(texts)))], dtype=object)

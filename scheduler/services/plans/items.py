@@ -93,15 +93,17 @@ class Stats:
         )
 
 
-# On PostgreSQL one row of arrays, in binary: a fifth of the client's time
-# of ten thousand rows.
+# The repository's tests' statistics (the plan's are among them; a test is
+# never deleted). On PostgreSQL one row of arrays, in binary: a fifth of the
+# client's time of ten thousand rows.
 _STATS_ARRAYS = (
     "SELECT array_agg(s.test_id), array_agg(coalesce(s.duration_mean, 'NaN')), "
     "array_agg(coalesce(CAST(s.builds_since_failure AS DOUBLE PRECISION), 'NaN')), "
     "array_agg(coalesce(s.runs, 0)), "
     "array_agg(coalesce(least(nullif(strpos(s.recent, 'F'), 0), "
     "nullif(strpos(s.recent, 'E'), 0)) - 1, -1)) "
-    "FROM test_stats s WHERE s.test_id = ANY(%(ids)s)"
+    "FROM test_stats s JOIN known_tests t ON t.id = s.test_id "
+    "WHERE t.repository_id = %(repository)s"
 )
 _STATS_ROWS = (
     "SELECT s.test_id, s.duration_mean, s.builds_since_failure, s.runs, s.recent "
@@ -126,10 +128,12 @@ def current_stats(session: Session, found: Found, payload: Payload, repository_i
 
 
 def _read_stats(session: Session, payload: Payload, repository_id: int, version: int) -> Stats:
+    """The statistics of the payload's tests as they stand (a test without
+    any: unknown), with the answer's heads for their durations."""
     driver = session.connection().connection.driver_connection
     if isinstance(driver, psycopg.Connection):
         with driver.cursor(binary=True) as cursor:
-            cursor.execute(_STATS_ARRAYS, {"ids": payload.test_id.tolist()})
+            cursor.execute(_STATS_ARRAYS, {"repository": repository_id})
             row = cursor.fetchone()
         columns: list[Any] = list(row) if row is not None and row[0] is not None else [[]] * 5
     else:
@@ -151,7 +155,7 @@ def _read_stats(session: Session, payload: Payload, repository_id: int, version:
         version=version,
     )
     ids = np.array(columns[0], dtype=np.int64)
-    if len(ids):
+    if len(ids) and n:
         order = np.argsort(payload.test_id, kind="stable")
         sorted_ids = payload.test_id[order]
         at = np.minimum(np.searchsorted(sorted_ids, ids), n - 1)
@@ -161,7 +165,9 @@ def _read_stats(session: Session, payload: Payload, repository_id: int, version:
         stats.builds_since_failure[rows_] = np.array(columns[2], dtype=np.float64)[known]
         stats.runs[rows_] = np.array(columns[3], dtype=np.int64)[known]
         stats.failed_runs_ago[rows_] = np.array(columns[4], dtype=np.int32)[known]
-    return replace(stats, heads=payload.heads_with(stats.duration) if len(payload.head) else None)
+    if not len(payload.head):  # made without its texts (a backtest's)
+        return stats
+    return replace(stats, heads=payload.heads_with(stats.duration))
 
 
 @dataclass(frozen=True, eq=False)
