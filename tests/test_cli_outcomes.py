@@ -247,7 +247,7 @@ def test_token_is_shown_once_stored_as_a_hash_listed_and_revoked(
         widgets_id = widgets.id
     command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=sqlite_url), cwd=tmp_path)
 
-    created, bad_scope, unknown_repo, wrong_repo = run_together(
+    created, repeated, bad_scope, unknown_repo, wrong_repo = run_together(
         partial(
             command,
             "token",
@@ -258,6 +258,17 @@ def test_token_is_shown_once_stored_as_a_hash_listed_and_revoked(
             "results:write",
             "--name",
             "ci-main",
+        ),
+        partial(
+            command,
+            "token",
+            "create",
+            "--repo",
+            "octo/widgets",
+            "--scope",
+            "plans:read",
+            "--scope",
+            "results:write,plans:read",
         ),
         partial(command, "token", "create", "--repo", "octo/widgets", "--scope", "admin"),
         partial(command, "token", "create", "--repo", "octo/nowhere"),
@@ -271,6 +282,9 @@ def test_token_is_shown_once_stored_as_a_hash_listed_and_revoked(
     assert "token for Octo/Widgets (results:write)" in one_line(created.stdout)
     assert "plans:read" not in created.stdout
     assert token not in created.stderr
+
+    assert repeated.returncode == 0, repeated.explain()
+    assert "token for Octo/Widgets (plans:read, results:write)" in one_line(repeated.stdout)
 
     assert bad_scope.returncode == 1
     assert "error: unknown scope 'admin'; scopes are results:write, plans:read" in one_line(
@@ -298,7 +312,7 @@ def test_token_is_shown_once_stored_as_a_hash_listed_and_revoked(
         assert record.revoked_at is None
         # The secret part of the token is nowhere in the table, in any column.
         stored = session.execute(text("SELECT * FROM api_tokens")).all()
-        assert len(stored) == 2  # nothing made by the refused commands
+        assert len(stored) == 3  # nothing made by the refused commands
         for row in stored:
             for value in row:
                 assert token[10:] not in str(value)
@@ -322,7 +336,7 @@ def test_token_is_shown_once_stored_as_a_hash_listed_and_revoked(
     assert listed.returncode == 0, listed.explain()
     assert token[10:] not in listed.stdout
     by_name = {row["name"]: row for row in json.loads(listed.stdout)}
-    assert set(by_name) == {"other", "ci-main"}
+    assert set(by_name) == {"other", "ci-main", "ci"}
     row = by_name["ci-main"]
     assert row["id"] == token_id
     assert row["prefix"] == token[:10]

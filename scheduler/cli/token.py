@@ -24,14 +24,19 @@ ProviderOption = Annotated[
 def create(
     repo: RepoOption,
     scope: Annotated[
-        str, typer.Option(help="Comma-separated scopes: results:write, plans:read.")
-    ] = ",".join(s.value for s in tokens.DEFAULT_SCOPES),
+        list[str] | None,
+        typer.Option(
+            help="Scopes, comma-separated or the option repeated: results:write, plans:read "
+            "(default: both)."
+        ),
+    ] = None,
     name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "ci",
     provider: ProviderOption = None,
 ) -> None:
     """Make a token for one repository and print it (once: only its hash is kept)."""
     try:
-        scopes = tokens.parse_scopes(scope)
+        given = ",".join(scope) if scope else ",".join(s.value for s in tokens.DEFAULT_SCOPES)
+        scopes = tokens.parse_scopes(given)
     except ValueError as error:
         fail(str(error))
     database = migrated_database(settings())
