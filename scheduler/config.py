@@ -54,6 +54,15 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="How often beat looks for repositories to retrain."
     )
     beat_schedule_file: str = "riskrank-beat-schedule"
+    retention_days: float = Field(
+        default=90.0,
+        ge=0,
+        description="Plans, handled CI events and raw reports of ingested runs older than "
+        "this are removed (scheduler.services.retention); 0 keeps everything.",
+    )
+    prune_interval_seconds: float = Field(
+        default=6 * 3600.0, gt=0, description="How often beat prunes what is past retention."
+    )
     # The plan API (scheduler.services.plans); a repository's settings
     # (repositories.settings) override the policy defaults.
     plan_wait_seconds: float = Field(

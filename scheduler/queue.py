@@ -31,6 +31,7 @@ RUNS_SWEEP = "runs.sweep"
 PLANS_SCORE = "plans.score"
 MODELS_TRAIN = "models.train"
 MODELS_TRAIN_DUE = "models.train_due"
+MAINTENANCE_PRUNE = "maintenance.prune"
 
 _PENDING_KEY = "riskrank.pending_tasks"
 
@@ -84,6 +85,10 @@ def create_celery(settings: Settings) -> Celery:
             "retrain-models": {
                 "task": MODELS_TRAIN_DUE,
                 "schedule": settings.train_check_seconds,
+            },
+            "prune-past-retention": {
+                "task": MAINTENANCE_PRUNE,
+                "schedule": settings.prune_interval_seconds,
             },
         },
         beat_schedule_filename=settings.beat_schedule_file,

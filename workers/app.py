@@ -18,7 +18,13 @@ from scheduler.queue import create_celery
 celery_app = create_celery(get_settings())
 # The task modules, imported by the worker as it starts (they import this
 # module for `celery_app`, so they cannot be imported here at the top).
-celery_app.conf.imports = ("workers.events", "workers.models", "workers.plans", "workers.runs")
+celery_app.conf.imports = (
+    "workers.events",
+    "workers.maintenance",
+    "workers.models",
+    "workers.plans",
+    "workers.runs",
+)
 
 
 @setup_logging.connect

@@ -1,13 +1,22 @@
-"""riskrank db: the schema."""
+"""riskrank db: the schema, and pruning what is past retention."""
 
 from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Annotated
 
 import typer
 
 from scheduler import migrate
-from scheduler.cli.common import console, fail, settings
+from scheduler.cli.common import console, fail, migrated_database, settings
+from scheduler.models.base import utcnow
+from scheduler.services import retention
 
-app = typer.Typer(help="Create and upgrade the database schema.", no_args_is_help=True)
+app = typer.Typer(
+    help="Create and upgrade the database schema; prune what is past retention.",
+    no_args_is_help=True,
+)
 
 
 @app.command()
@@ -27,3 +36,51 @@ def current() -> None:
     config = settings()
     console.print(f"current: {migrate.current(config.database_url) or 'none'}")
     console.print(f"head:    {migrate.head()}")
+
+
+@app.command()
+def prune(
+    older_than: Annotated[
+        float | None,
+        typer.Option(
+            "--older-than",
+            metavar="DAYS",
+            min=0.0,
+            help="Retention in days (default: RISKRANK_RETENTION_DAYS, 90).",
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count, remove nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Remove plans, handled CI events and raw reports of ingested runs older
+    than the retention (the worker's beat does it every few hours)."""
+    config = settings()
+    days = config.retention_days if older_than is None else older_than
+    if days <= 0:
+        fail("a retention of 0 days keeps everything: nothing to prune")
+    database = migrated_database(config)
+    now = utcnow()
+    try:
+        if dry_run:
+            with database.session() as session:
+                pruned = retention.count(session, cutoff=now - timedelta(days=days))
+        else:
+            with console.status("pruning…") as status:
+
+                def progress(what: str, done: int) -> None:
+                    status.update(f"pruning {what}… {done:,} so far")
+
+                pruned = retention.prune(
+                    database, older_than=timedelta(days=days), now=now, progress=progress
+                )
+    finally:
+        database.dispose()
+    if as_json:
+        typer.echo(json.dumps(pruned.as_dict() | {"dry_run": dry_run}))
+        return
+    verb = "would remove" if dry_run else "removed"
+    console.print(
+        f"{verb} {pruned.plans} plans (with their items), {pruned.events} CI events and "
+        f"{pruned.reports} raw reports from before {pruned.cutoff:%Y-%m-%d %H:%M} UTC",
+        highlight=False,
+    )
