@@ -146,3 +146,8 @@ def redis_url(redis_server: redis.Redis) -> str:
 @pytest.fixture
 def settings(db_url: str, redis_url: str, database: Database) -> Settings:
     return Settings(database_url=db_url, broker_url=redis_url)
+
+
+@pytest.fixture(scope="session")
+def gitlab_samples(shared_dir: Path) -> Path:
+    return shared_dir / "samples" / "dev" / "gitlab"

@@ -1,0 +1,218 @@
+"""The generic CI event: one commit, in a small JSON body riskrank defines,
+for any CI that is not GitHub or GitLab (pure functions).
+
+    {
+      "repository": "owner/name",
+      "commit": "<40 or 64 hex digits>",
+      "branch": "main",                               optional
+      "parents": ["<sha>", ...],                      optional, first parent first
+      "changed_files": [                              optional
+        {"path": "src/a.py", "status": "modified",    status optional (modified)
+         "old_path": "src/b.py",                      optional (renames, copies)
+         "additions": 3, "deletions": 1}              optional (both, or neither)
+      ],
+      "message": "...", "author": "...",              optional
+      "time": "2024-05-01T12:00:00Z",                 optional, ISO 8601
+      "delivery_id": "..."                            optional
+    }
+
+Signed like GitHub's deliveries: `X-Riskrank-Signature-256: sha256=<hex
+HMAC-SHA256 of the raw body>` with the repository's webhook secret. Unknown
+keys are refused: a misspelt optional key would otherwise be lost without a
+word."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeAlias
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from scheduler.ingest.errors import MalformedPayload
+from scheduler.ingest.testid import normalise_path
+from scheduler.models.enums import FileStatus
+
+SIGNATURE_HEADER = "X-Riskrank-Signature-256"
+DELIVERY_HEADER = "X-Riskrank-Delivery"
+# The event name a generic delivery is stored under.
+COMMIT = "commit"
+MAX_DELIVERY_ID = 200
+
+_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+
+
+@dataclass(frozen=True)
+class ChangedPath:
+    path: str
+    status: FileStatus
+    old_path: str | None = None
+    additions: int | None = None
+    deletions: int | None = None
+
+
+@dataclass(frozen=True)
+class CommitEvent:
+    repository: str
+    sha: str
+    branch: str | None
+    parents: tuple[str, ...]
+    files: tuple[ChangedPath, ...]
+    message: str | None = None
+    author: str | None = None
+    time: datetime | None = None
+    delivery_id: str | None = None
+
+    @property
+    def parent_sha(self) -> str | None:
+        """The first parent: what riskrank keeps of a commit's parents."""
+        return self.parents[0] if self.parents else None
+
+
+def _sha(value: str) -> str:
+    sha = value.strip().lower()
+    if not _SHA.fullmatch(sha):
+        raise ValueError(f"{value!r} is not a commit sha (40 or 64 hex digits)")
+    return sha
+
+
+Sha: TypeAlias = Annotated[str, AfterValidator(_sha)]
+
+
+def _repository(value: str) -> str:
+    name = value.strip().strip("/")
+    parts = name.split("/")
+    if len(parts) < 2 or not all(part.strip() for part in parts):
+        raise ValueError(f"{value!r} is not OWNER/NAME")
+    return name
+
+
+class _ChangedFileIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1)
+    status: FileStatus = FileStatus.MODIFIED
+    old_path: str | None = Field(default=None, min_length=1)
+    additions: int | None = Field(default=None, ge=0, strict=True)
+    deletions: int | None = Field(default=None, ge=0, strict=True)
+
+    @field_validator("path", "old_path")
+    @classmethod
+    def _normalised(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        path = normalise_path(value)
+        if not path:
+            raise ValueError("a path must not be empty")
+        return path
+
+
+class _CommitIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    repository: str = Field(max_length=511)
+    commit: Sha
+    branch: str | None = Field(default=None, min_length=1, max_length=255)
+    parents: list[Sha] = Field(default_factory=list)
+    changed_files: list[_ChangedFileIn] = Field(default_factory=list)
+    message: str | None = None
+    author: str | None = Field(default=None, max_length=255)
+    time: datetime | None = None
+    delivery_id: str | None = Field(default=None, min_length=1, max_length=MAX_DELIVERY_ID)
+
+    @field_validator("repository")
+    @classmethod
+    def _repository_name(cls, value: str) -> str:
+        return _repository(value)
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str | None) -> str | None:
+        # CI tools often hand over the ref rather than the branch.
+        return value.removeprefix("refs/heads/") if value else value
+
+
+def _where(location: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "body"
+
+
+def _message(error: ValidationError) -> str:
+    problems = []
+    for problem in error.errors(include_url=False):
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field"
+        else:
+            message = str(problem["msg"]).removeprefix("Value error, ")
+        problems.append(f"{_where(tuple(problem['loc']))}: {message}")
+    return "; ".join(problems)
+
+
+def repository_name(payload: Mapping[str, Any]) -> str:
+    """The repository the body names, read before its signature is checked
+    (the secret to check it with is the repository's)."""
+    name = payload.get("repository")
+    if not isinstance(name, str):
+        raise MalformedPayload("repository: a string OWNER/NAME is required")
+    try:
+        return _repository(name)
+    except ValueError as error:
+        raise MalformedPayload(f"repository: {error}") from None
+
+
+def parse_commit(payload: Mapping[str, Any]) -> CommitEvent:
+    """The commit a generic event reports, or MalformedPayload saying every
+    field that is wrong."""
+    try:
+        body = _CommitIn.model_validate(payload)
+    except ValidationError as error:
+        raise MalformedPayload(_message(error)) from None
+    seen: set[str] = set()
+    for number, change in enumerate(body.changed_files):
+        if change.path in seen:
+            raise MalformedPayload(f"changed_files[{number}]: {change.path!r} is listed twice")
+        if (change.additions is None) != (change.deletions is None):
+            raise MalformedPayload(
+                f"changed_files[{number}]: give both additions and deletions, or neither"
+            )
+        seen.add(change.path)
+    time = body.time
+    if time is not None:
+        time = time.replace(tzinfo=UTC) if time.tzinfo is None else time.astimezone(UTC)
+    return CommitEvent(
+        repository=body.repository,
+        sha=body.commit,
+        branch=body.branch,
+        parents=tuple(body.parents),
+        files=tuple(
+            ChangedPath(
+                path=change.path,
+                status=change.status,
+                old_path=change.old_path,
+                additions=change.additions,
+                deletions=change.deletions,
+            )
+            for change in body.changed_files
+        ),
+        message=body.message,
+        author=body.author,
+        time=time,
+        delivery_id=body.delivery_id.strip() if body.delivery_id else None,
+    )
+
+
+def delivery_id(*, header: str | None, commit: CommitEvent, body: bytes) -> str:
+    """The id a resend of this event carries again: the X-Riskrank-Delivery
+    header, else the body's `delivery_id`, else (the same body is the same
+    event) a hash of the body."""
+    declared = (header or "").strip() or commit.delivery_id
+    if declared is None:
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+    if len(declared) > MAX_DELIVERY_ID:
+        raise MalformedPayload(f"{DELIVERY_HEADER} must be at most {MAX_DELIVERY_ID} characters")
+    return declared

@@ -1,0 +1,183 @@
+"""GitLab webhook deliveries, normalised (pure functions).
+
+https://docs.gitlab.com/user/project/integrations/webhook_events/
+
+A GitLab push lists its commits in the shape GitHub does (id, message,
+timestamp, author, added/modified/removed), so it is read into the same
+`github.Push` and stored by the same code."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from scheduler.ingest.errors import MalformedPayload
+from scheduler.ingest.github import (
+    BRANCH_PREFIX,
+    FileChange,
+    Push,
+    PushedCommit,
+)
+from scheduler.models.enums import FileStatus
+
+EVENT_HEADER = "X-Gitlab-Event"
+TOKEN_HEADER = "X-Gitlab-Token"  # noqa: S105 (a header name, not a secret)
+# Stable across GitLab's retries of one delivery (GitLab 17.4+).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# One per event (GitLab 14.8+): a retry of the same event carries it again.
+EVENT_UUID_HEADER = "X-Gitlab-Event-UUID"
+
+PUSH = "Push Hook"
+TAG_PUSH = "Tag Push Hook"
+# Stored and processed.
+HANDLED_EVENTS = frozenset({PUSH})
+# Stored for the record, nothing to process: GitHub sends a tag push as a
+# `push`, which riskrank stores; GitLab's own hook for it is kept the same way.
+RECORDED_EVENTS = frozenset({TAG_PUSH})
+# Every other event (Merge Request Hook, Pipeline Hook, Job Hook, Note Hook,
+# System Hook, ...) is acknowledged and dropped, as GitHub's pull_request and
+# workflow_run are: nothing reads them yet, and Job Hooks come several times
+# per job.
+
+# GitLab puts at most this many commits, the newest ones, in a push payload
+# (`total_commits_count` says how many the push had).
+MAX_LISTED_COMMITS = 20
+
+
+def delivery_id(*, idempotency_key: str | None, event_uuid: str | None, body: bytes) -> str:
+    """The id a redelivery of this delivery carries again."""
+    for value in (idempotency_key, event_uuid):
+        if value and value.strip():
+            return value.strip()
+    # GitLab before 14.8 sends neither header. The body is then the only
+    # thing a redelivery repeats; two different pushes never have the same
+    # body (it names `before` and `after`), so its hash tells them apart.
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def project_path(payload: Mapping[str, Any]) -> str | None:
+    """`project.path_with_namespace` (`group/sub/project`), or None when the
+    payload does not name it (older GitLab's Job Hooks give only `project_id`
+    and a display name)."""
+    project = payload.get("project")
+    path = project.get("path_with_namespace") if isinstance(project, Mapping) else None
+    if not isinstance(path, str) or "/" not in path.strip("/"):
+        return None
+    return path.strip("/")
+
+
+def default_branch(payload: Mapping[str, Any]) -> str | None:
+    project = payload.get("project")
+    branch = project.get("default_branch") if isinstance(project, Mapping) else None
+    return branch if isinstance(branch, str) and branch else None
+
+
+def _is_null_sha(sha: object) -> bool:
+    return not isinstance(sha, str) or not sha.strip("0")
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+def _files(commit: Mapping[str, Any]) -> tuple[FileChange, ...]:
+    changes: dict[str, FileChange] = {}
+    for key, status in (
+        ("added", FileStatus.ADDED),
+        ("modified", FileStatus.MODIFIED),
+        ("removed", FileStatus.REMOVED),
+    ):
+        paths = commit.get(key) or []
+        if not isinstance(paths, list):
+            raise MalformedPayload(f"commit {key} must be a list of paths")
+        for path in paths:
+            if isinstance(path, str) and path:
+                changes[path] = FileChange(path, status)
+    return tuple(changes.values())
+
+
+def _commit(raw: object, parent_sha: str | None) -> PushedCommit:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str) or not raw["id"]:
+        raise MalformedPayload("every commit must be an object with an id")
+    author = raw.get("author")
+    author_name = author.get("name") if isinstance(author, Mapping) else None
+    message = raw.get("message")
+    return PushedCommit(
+        sha=raw["id"],
+        parent_sha=parent_sha,
+        author_name=author_name if isinstance(author_name, str) else None,
+        author_time=_parse_time(raw.get("timestamp")),
+        message=message if isinstance(message, str) else None,
+        files=_files(raw),
+    )
+
+
+def head_sha(payload: Mapping[str, Any]) -> str | None:
+    """The commit the pushed branch now points at: `checkout_sha`, else
+    `after`; None when the branch was deleted."""
+    for key in ("checkout_sha", "after"):
+        sha = payload.get(key)
+        if isinstance(sha, str) and not _is_null_sha(sha):
+            return sha
+    return None
+
+
+def total_commits(payload: Mapping[str, Any]) -> int:
+    """How many commits the push had (more than it lists past 20)."""
+    listed = payload.get("commits")
+    count = payload.get("total_commits_count")
+    if isinstance(count, int) and not isinstance(count, bool):
+        return count
+    return len(listed) if isinstance(listed, list) else 0
+
+
+def parse_push(payload: Mapping[str, Any]) -> Push:
+    """The commits a Push Hook lists, each with its first parent and its files.
+
+    GitLab lists the newest commits (at most 20) oldest first, so parents are
+    read as for GitHub: each commit's parent is the one listed before it, and
+    the first one's is `before` unless the branch is new (`before` all zeros)
+    or the list was cut (its first commit then follows unlisted ones). GitLab
+    does not say whether a push was forced; a forced push's first commit is
+    given `before` as its parent, which it is not."""
+    kind = payload.get("object_kind")
+    if kind is not None and kind != "push":
+        raise MalformedPayload(f"a Push Hook must have object_kind push, not {kind!r}")
+    ref = payload.get("ref")
+    if not isinstance(ref, str):
+        raise MalformedPayload("push payload has no ref")
+    raw_commits = payload.get("commits") or []
+    if not isinstance(raw_commits, list):
+        raise MalformedPayload("push commits must be a list")
+    head = head_sha(payload)
+    branch = ref.removeprefix(BRANCH_PREFIX) if ref.startswith(BRANCH_PREFIX) else None
+    if head is None or branch is None:
+        # A deleted branch brings no commit; tags come as Tag Push Hooks.
+        return Push(ref=ref, branch=branch, deleted=head is None, commits=())
+
+    before = payload.get("before")
+    truncated = total_commits(payload) > len(raw_commits)
+    parent = None if truncated or _is_null_sha(before) else str(before)
+    commits: list[PushedCommit] = []
+    for raw in raw_commits:
+        commit = _commit(raw, parent)
+        commits.append(commit)
+        parent = commit.sha
+
+    # A branch created at a commit another branch has lists no commit: the
+    # head is still what CI builds on it.
+    if head not in {commit.sha for commit in commits}:
+        commits.append(
+            PushedCommit(
+                sha=head, parent_sha=None, author_name=None, author_time=None, message=None
+            )
+        )
+    return Push(ref=ref, branch=branch, deleted=False, commits=tuple(commits))
