@@ -18,7 +18,13 @@ app = typer.Typer(help="Register and list repositories.", no_args_is_help=True)
 
 @app.command("add")
 def add(
-    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
+    full_name: Annotated[
+        str,
+        typer.Argument(
+            metavar="OWNER/NAME",
+            help="The repository; for GitLab its path with every group: GROUP/SUBGROUP/NAME.",
+        ),
+    ],
     provider: Annotated[Provider, typer.Option(help="Where the repository lives.")] = (
         Provider.GITHUB
     ),

@@ -28,11 +28,20 @@ def slug_for(full_name: str) -> str:
     return full_name.strip().lower()
 
 
-def split_full_name(full_name: str) -> tuple[str, str]:
-    """`OWNER/NAME` (GitLab groups may nest: `group/sub/name`)."""
+# GitLab groups nest (`group/sub/project`), and a generic CI may name its
+# repositories the same way; a GitHub repository is exactly OWNER/NAME.
+NESTED_NAMES = frozenset({Provider.GITLAB, Provider.GENERIC})
+
+
+def split_full_name(full_name: str, *, nested: bool = True) -> tuple[str, str]:
+    """`OWNER/NAME`, or with `nested` also `group/sub/name` (owner `group/sub`)."""
     owner, _, name = full_name.strip().rpartition("/")
     if not owner or not name or any(not part for part in owner.split("/")):
         raise InvalidRepositoryName(f"{full_name!r} is not OWNER/NAME")
+    if not nested and "/" in owner:
+        raise InvalidRepositoryName(
+            f"{full_name!r} is not OWNER/NAME (only GitLab and generic names nest groups)"
+        )
     return owner, name
 
 
@@ -76,7 +85,7 @@ def add_repository(
     full_name: str,
     webhook_secret: str | None = None,
 ) -> Repository:
-    owner, name = split_full_name(full_name)
+    owner, name = split_full_name(full_name, nested=provider in NESTED_NAMES)
     if find_repository(session, provider=provider, full_name=full_name) is not None:
         raise RepositoryExists(f"{provider.value} repository {full_name} is already registered")
     if webhook_secret is not None and len(webhook_secret) < 16:
