@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from scheduler.ingest import github
+from scheduler.ingest import generic, github, gitlab
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.models import ChangedFile, CiEvent, Commit, EventStatus, Provider, Repository
 from scheduler.models.base import utcnow
@@ -73,43 +73,71 @@ class PushResult:
     changed_files: int
 
 
-def _store_push(session: Session, event: CiEvent, push: github.Push) -> PushResult:
-    if not push.commits:
+def _store_commits(
+    session: Session,
+    event: CiEvent,
+    *,
+    commits: Sequence[dict[str, Any]],
+    files: dict[str, list[dict[str, Any]]],
+) -> PushResult:
+    """Insert commits (column values by name, `sha` among them) and their
+    changed files (by sha); what is there already stays as it is."""
+    if not commits:
         return PushResult(commits=0, changed_files=0)
     repository_id = event.repository_id
+    now = utcnow()
     insert_rows_ignoring(
         session,
         Commit,
         [
-            {
-                "repository_id": repository_id,
-                "sha": commit.sha,
-                "parent_sha": commit.parent_sha,
-                "branch": push.branch,
-                "author_name": commit.author_name,
-                "author_time": commit.author_time,
-                "message": commit.message,
-                "event_id": event.id,
-                "created_at": utcnow(),
-            }
-            for commit in push.commits
+            {**commit, "repository_id": repository_id, "event_id": event.id, "created_at": now}
+            for commit in commits
         ],
         conflict=["repository_id", "sha"],
     )
     rows = session.execute(
         select(Commit.sha, Commit.id).where(
             Commit.repository_id == repository_id,
-            Commit.sha.in_([commit.sha for commit in push.commits]),
+            Commit.sha.in_([commit["sha"] for commit in commits]),
         )
     )
     ids = {sha: commit_id for sha, commit_id in rows}
-    files = [
-        {"commit_id": ids[commit.sha], "path": change.path, "status": change.status}
-        for commit in push.commits
-        for change in commit.files
+    file_rows = [
+        {"commit_id": ids[sha], **change} for sha, changes in files.items() for change in changes
     ]
-    insert_rows_ignoring(session, ChangedFile, files, conflict=["commit_id", "path"])
-    return PushResult(commits=len(ids), changed_files=len(files))
+    insert_rows_ignoring(session, ChangedFile, file_rows, conflict=["commit_id", "path"])
+    return PushResult(commits=len(ids), changed_files=len(file_rows))
+
+
+def _store_push(session: Session, event: CiEvent, push: github.Push) -> PushResult:
+    return _store_commits(
+        session,
+        event,
+        commits=[
+            {
+                "sha": commit.sha,
+                "parent_sha": commit.parent_sha,
+                "branch": push.branch,
+                "author_name": commit.author_name,
+                "author_time": commit.author_time,
+                "message": commit.message,
+            }
+            for commit in push.commits
+        ],
+        files={
+            commit.sha: [{"path": change.path, "status": change.status} for change in commit.files]
+            for commit in push.commits
+        },
+    )
+
+
+def _set_default_branch(session: Session, event: CiEvent, branch: object) -> None:
+    if isinstance(branch, str) and branch and event.repository_id is not None:
+        session.execute(
+            update(Repository)
+            .where(Repository.id == event.repository_id)
+            .values(default_branch=branch)
+        )
 
 
 def _handle_github_push(session: Session, event: CiEvent) -> None:
@@ -122,19 +150,79 @@ def _handle_github_push(session: Session, event: CiEvent) -> None:
         result.commits,
         result.changed_files,
     )
-    default_branch = (event.payload.get("repository") or {}).get("default_branch")
-    if isinstance(default_branch, str) and event.repository_id is not None:
-        session.execute(
-            update(Repository)
-            .where(Repository.id == event.repository_id)
-            .values(default_branch=default_branch)
+    _set_default_branch(
+        session, event, (event.payload.get("repository") or {}).get("default_branch")
+    )
+
+
+def _handle_gitlab_push(session: Session, event: CiEvent) -> None:
+    push = gitlab.parse_push(event.payload)
+    result = _store_push(session, event, push)
+    log.info(
+        "event %s: GitLab push to %s, %d commits, %d changed files",
+        event.id,
+        push.ref,
+        result.commits,
+        result.changed_files,
+    )
+    listed = event.payload.get("commits")
+    listed_count = len(listed) if isinstance(listed, list) else 0
+    total = gitlab.total_commits(event.payload)
+    if total > listed_count:
+        # GitLab lists only the newest commits of a push (at most 20): the
+        # older ones are not stored, and the oldest listed one has no parent.
+        log.warning(
+            "event %s: GitLab listed %d of the push's %d commits; only those are stored",
+            event.id,
+            listed_count,
+            total,
         )
+    _set_default_branch(session, event, gitlab.default_branch(event.payload))
+
+
+def _handle_generic_commit(session: Session, event: CiEvent) -> None:
+    commit = generic.parse_commit(event.payload)
+    result = _store_commits(
+        session,
+        event,
+        commits=[
+            {
+                "sha": commit.sha,
+                "parent_sha": commit.parent_sha,
+                "branch": commit.branch,
+                "author_name": commit.author,
+                "author_time": commit.time,
+                "message": commit.message,
+            }
+        ],
+        files={
+            commit.sha: [
+                {
+                    "path": change.path,
+                    "status": change.status,
+                    "old_path": change.old_path,
+                    "additions": change.additions,
+                    "deletions": change.deletions,
+                }
+                for change in commit.files
+            ]
+        },
+    )
+    log.info(
+        "event %s: commit %s on %s, %d changed files",
+        event.id,
+        commit.sha,
+        commit.branch or "no branch",
+        result.changed_files,
+    )
 
 
 Handler = Callable[[Session, CiEvent], None]
 
 HANDLERS: dict[tuple[Provider, str], Handler] = {
     (Provider.GITHUB, github.PUSH): _handle_github_push,
+    (Provider.GITLAB, gitlab.PUSH): _handle_gitlab_push,
+    (Provider.GENERIC, generic.COMMIT): _handle_generic_commit,
 }
 
 
@@ -191,14 +279,33 @@ def claim_unhandled_events(
     )
 
 
+def _github_head(payload: dict[str, Any]) -> str | None:
+    after = payload.get("after")
+    return after if isinstance(after, str) else None
+
+
+def _generic_head(payload: dict[str, Any]) -> str | None:
+    return generic.parse_commit(payload).sha
+
+
+# The sha each kind of handled event leaves for CI to build next.
+HEADS: dict[tuple[Provider, str], Callable[[dict[str, Any]], str | None]] = {
+    (Provider.GITHUB, github.PUSH): _github_head,
+    (Provider.GITLAB, gitlab.PUSH): gitlab.head_sha,
+    (Provider.GENERIC, generic.COMMIT): _generic_head,
+}
+
+
 def pushed_head(session: Session, event_id: int) -> int | None:
-    """The commit a handled push left its branch at (what CI builds next)."""
+    """The commit a handled event left its branch at (what CI builds next):
+    the head of a GitHub or GitLab push, the commit of a generic event."""
     event = session.get(CiEvent, event_id)
-    if event is None or event.status is not EventStatus.HANDLED or event.event != github.PUSH:
+    if event is None or event.status is not EventStatus.HANDLED or event.repository_id is None:
         return None
-    after = event.payload.get("after")
-    if not isinstance(after, str) or event.repository_id is None:
+    head = HEADS.get((event.provider, event.event))
+    sha = head(event.payload) if head is not None else None
+    if sha is None:
         return None
     return session.scalar(
-        select(Commit.id).where(Commit.repository_id == event.repository_id, Commit.sha == after)
+        select(Commit.id).where(Commit.repository_id == event.repository_id, Commit.sha == sha)
     )
