@@ -72,3 +72,49 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def gitlab_headers(
+    *,
+    event: str = "Push Hook",
+    token: str | None = SECRET,
+    idempotency_key: str | None = None,
+    event_uuid: str | None = None,
+) -> dict[str, str]:
+    """What GitLab sends (../shared/samples/HEADERS.md); a fresh
+    Idempotency-Key unless one or an event UUID is given."""
+    headers = {
+        "X-Gitlab-Event": event,
+        "Content-Type": "application/json",
+        "User-Agent": "GitLab/17.6.0",
+    }
+    if token is not None:
+        headers["X-Gitlab-Token"] = token
+    if idempotency_key is None and event_uuid is None:
+        idempotency_key = str(uuid.uuid4())
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    if event_uuid is not None:
+        headers["X-Gitlab-Event-UUID"] = event_uuid
+    return headers
+
+
+def generic_headers(
+    body: bytes, *, secret: str = SECRET, delivery: str | None = None
+) -> dict[str, str]:
+    """A generic event's headers: its signature, and a delivery id if given."""
+    headers = {
+        "X-Riskrank-Signature-256": sign_hmac_sha256(secret, body),
+        "Content-Type": "application/json",
+    }
+    if delivery is not None:
+        headers["X-Riskrank-Delivery"] = delivery
+    return headers
+
+
+def metric_value(metrics_text: str, series: str) -> float:
+    """The value of one series (`name{labels}`) in a /metrics answer; 0 if absent."""
+    for line in metrics_text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
