@@ -12,7 +12,9 @@ import time
 import pytest
 from riskrank_testing import (
     FOUR_TESTS,
+    RECEIPT,
     Answer,
+    Recorded,
     StartFake,
     answer_json,
     free_port,
@@ -412,24 +414,143 @@ def test_missing_settings_ask_for_no_plan(
     assert fake.requests == []
 
 
-@pytest.mark.skipif(importlib.util.find_spec("xdist") is None, reason="needs pytest-xdist")
-def test_under_xdist_the_plan_is_not_followed(
+needs_xdist = pytest.mark.skipif(
+    importlib.util.find_spec("xdist") is None, reason="needs pytest-xdist"
+)
+
+
+def _run_xdist(pytester: pytest.Pytester, url: str, *arguments: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-v", "-n", "2", f"--riskrank-url={url}", *arguments
+    )
+
+
+@needs_xdist
+def test_under_xdist_the_controller_asks_once_and_every_worker_follows(
     pytester: pytest.Pytester, fake_riskrank: StartFake
 ) -> None:
-    fake = fake_riskrank(routed(answer_json(200, plan_answer([(A, True)]))))
-    pytester.makepyfile(test_suite=FOUR_TESTS)
-    result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-n", "2", f"--riskrank-url={fake.url}", *FRACTION
+    fake = fake_riskrank(
+        routed(answer_json(200, plan_answer([(D, True), (B, True), (A, False), (C, False)])))
     )
+    pytester.makepyfile(test_suite=FOUR_TESTS)
+    result = _run_xdist(pytester, fake.url, *FRACTION)
+    assert result.ret == 1  # test_d fails, and it ran
+    result.stdout.fnmatch_lines(["*1 failed, 1 passed*"])
+    assert sorted(_ran_under_xdist(result)) == [B, D]
+    assert riskrank_lines(result) == [
+        "riskrank: plan 17 (ready, model v3): running 2 tests on 2 xdist workers, riskiest "
+        "first; about 2m 05s saved; miss risk 0.21 expected failures",
+        "riskrank: uploaded 2 results (run 45)",
+    ]
+    # Asked once, by the controller, which collects nothing: no test list.
+    [asked] = plan_requests(fake)
+    assert asked.json() == {"mode": "fraction", "budget": 0.5, "branch": "main"}
+    assert upload_requests(fake)[0].json()["plan_id"] == 17
+
+
+@needs_xdist
+def test_under_xdist_tests_the_plan_does_not_know_run(
+    pytester: pytest.Pytester, fake_riskrank: StartFake
+) -> None:
+    # The plan knows two of the four tests (the others are new to riskrank).
+    fake = fake_riskrank(routed(answer_json(200, plan_answer([(B, True), (A, False)]))))
+    pytester.makepyfile(test_suite=FOUR_TESTS)
+    result = _run_xdist(pytester, fake.url, *FRACTION)
+    assert result.ret == 1
+    assert sorted(_ran_under_xdist(result)) == [B, C, D]
+
+
+@needs_xdist
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (
+            Answer(status=500, body=b"Internal Server Error", content_type="text/plain"),
+            "{url} answered HTTP 500: Internal Server Error",
+        ),
+        (answer_json(200, ["not", "a", "plan"]), "unexpected plan from {url} (not a JSON object)"),
+    ],
+    ids=["500", "garbage"],
+)
+def test_under_xdist_without_a_plan_every_test_runs(
+    pytester: pytest.Pytester, fake_riskrank: StartFake, answer: Answer, said: str
+) -> None:
+    fake = fake_riskrank(routed(answer))
+    pytester.makepyfile(test_suite=FOUR_TESTS)
+    result = _run_xdist(pytester, fake.url, *FRACTION)
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*1 failed, 3 passed*"])
     assert riskrank_lines(result) == [
-        "riskrank: plans are not followed under pytest-xdist (its workers collect the tests); "
-        "running every test",
+        f"riskrank: no plan: {said.format(url=fake.url)}; running every test",
         "riskrank: uploaded 4 results (run 45)",
     ]
-    assert plan_requests(fake) == []
     assert upload_requests(fake)[0].json()["plan_id"] is None
+
+
+@needs_xdist
+def test_under_xdist_a_dead_riskrank_runs_everything(pytester: pytest.Pytester) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    pytester.makepyfile(test_suite=FOUR_TESTS)
+    result = _run_xdist(pytester, url, *FRACTION)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*1 failed, 3 passed*"])
+    assert riskrank_lines(result)[0] == (
+        f"riskrank: no plan: cannot reach {url} (Connection refused); running every test"
+    )
+
+
+@needs_xdist
+def test_under_xdist_a_shard_runs_its_tests_and_shard_1_the_new_ones(
+    pytester: pytest.Pytester, fake_riskrank: StartFake
+) -> None:
+    whole = answer_json(200, plan_answer([(D, True), (B, True), (A, False)]))
+    shards = {
+        "1/2": answer_json(200, plan_answer([(D, True)], shard="1/2")),
+        "2/2": answer_json(200, plan_answer([(B, True)], shard="2/2")),
+    }
+
+    def respond(request: Recorded, _number: int) -> Answer:
+        if "/plans/" not in request.path:
+            return RECEIPT
+        shard = request.json().get("shard")
+        return shards[shard] if shard else whole
+
+    fake = fake_riskrank(respond)
+    pytester.makepyfile(test_suite=FOUR_TESTS)  # test_c is new to riskrank
+    first = _run_xdist(pytester, fake.url, *FRACTION, "--riskrank-shard=1/2")
+    second = _run_xdist(pytester, fake.url, *FRACTION, "--riskrank-shard=2/2")
+    assert sorted(_ran_under_xdist(first)) == [C, D]
+    assert sorted(_ran_under_xdist(second)) == [B]
+    assert [request.json().get("shard") for request in plan_requests(fake)] == [
+        "1/2",
+        None,
+        "2/2",
+        None,
+    ]
+
+
+@needs_xdist
+def test_under_xdist_a_plan_that_drops_everything_exits_0(
+    pytester: pytest.Pytester, fake_riskrank: StartFake
+) -> None:
+    fake = fake_riskrank(routed(answer_json(200, plan_answer([(test, False) for test in IDS]))))
+    pytester.makepyfile(test_suite=FOUR_TESTS)
+    result = _run_xdist(pytester, fake.url, *FRACTION)
+    assert result.ret == 0
+    assert _ran_under_xdist(result) == []
+    assert riskrank_lines(result)[0].startswith(
+        "riskrank: plan 17 (ready, model v3): running 0 tests on 2 xdist workers"
+    )
+
+
+def _ran_under_xdist(result: pytest.RunResult) -> list[str]:
+    """The node ids `pytest -v -n N` reports as run (`[gw0] [ 50%] PASSED id`)."""
+    ran = []
+    for line in result.outlines:
+        parts = line.split()
+        if parts and parts[0].startswith("[gw"):
+            ran.extend(part for part in parts if "::" in part)
+    return ran
 
 
 def test_the_plan_options_are_in_the_help(pytester: pytest.Pytester) -> None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 from pytest_riskrank.client import PlanAnswer, PlannedTest, parse_plan
-from pytest_riskrank.planning import PlanMismatch, arrange, duration_text, summary
+from pytest_riskrank.planning import (
+    PlanMismatch,
+    arrange,
+    arrange_shipped,
+    distributed_summary,
+    duration_text,
+    summary,
+)
 from pytest_riskrank.results import test_id as riskrank_id
 from riskrank_testing import plan_answer
 
@@ -90,3 +97,30 @@ def test_a_plan_of_the_wrong_shape_says_what_is_wrong(
 
 def test_ids_collapse_whitespace_as_the_server_does() -> None:
     assert riskrank_id("t.py::test_x[a  b\tc]") == "t.py::test_x[a b c]"
+
+
+def test_an_xdist_worker_follows_the_shipped_plan_and_runs_new_tests_once() -> None:
+    """Workers got the plan without sending their tests: a shard's answer
+    lists its own tests, `known` the whole plan's; a test riskrank does not
+    know ("new") runs after the planned ones, in shard 1 only."""
+    items = ["a", "b", "c", "new"]
+    whole = arrange_shipped(items, items, {"tests": [["c", True], ["a", False], ["b", True]]})
+    assert (whole.run, whole.deselected, whole.unplanned) == (["c", "b", "new"], ["a"], 1)
+    shard = {"tests": [["c", True]], "sharded": True, "known": ["a", "b", "c"]}
+    first = arrange_shipped(items, items, shard | {"new_here": True})
+    assert (first.run, first.deselected, first.unplanned) == (["c", "new"], ["a", "b"], 1)
+    other = arrange_shipped(items, items, shard | {"new_here": False})
+    assert (other.run, other.deselected) == (["c"], ["a", "b", "new"])
+
+
+def test_the_line_under_xdist_says_what_the_workers_run() -> None:
+    plan = parse_plan(plan_answer([("a", True), ("b", False)]))
+    assert distributed_summary(plan, running=1, workers=2, shard="2/3") == (
+        "plan 17 (ready, model v3): running 1 test on 2 xdist workers, riskiest first "
+        "(shard 2/3); about 2m 05s saved; miss risk 0.21 expected failures"
+    )
+    everything = parse_plan(plan_answer([("a", True)], full_run=True, full_run_reason="x.lock"))
+    assert distributed_summary(everything, running=1, workers=1, shard=None) == (
+        "plan 17 (ready, model v3): running 1 test on 1 xdist worker, riskiest first; "
+        "full run: x.lock"
+    )

@@ -137,7 +137,10 @@ class PlanRequest:
     shard: str | None = None
     problems: tuple[str, ...] = field(default=())
 
-    def to_json(self, *, branch: str | None, tests: Sequence[str]) -> dict[str, object]:
+    def to_json(self, *, branch: str | None, tests: Sequence[str] | None) -> dict[str, object]:
+        """The request's body; without `tests`, the plan covers every test
+        riskrank knows of the repository (what an xdist controller asks for:
+        it collects nothing itself)."""
         body: dict[str, object] = {"mode": self.mode}
         for key, value in (
             ("budget", self.budget),
@@ -147,7 +150,8 @@ class PlanRequest:
         ):
             if value is not None:
                 body[key] = value
-        body["tests"] = list(tests)
+        if tests is not None:
+            body["tests"] = list(tests)
         return body
 
 

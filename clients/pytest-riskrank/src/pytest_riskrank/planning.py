@@ -9,11 +9,11 @@ that does not cover what was sent is not followed at all."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from pytest_riskrank.client import PlanAnswer
+from pytest_riskrank.client import PlanAnswer, PlannedTest
 
 T = TypeVar("T")
 
@@ -30,16 +30,23 @@ class Arrangement(Generic[T]):
 
 
 def arrange(
-    items: Sequence[T], ids: Sequence[str], plan: PlanAnswer, *, sharded: bool
+    items: Sequence[T],
+    ids: Sequence[str],
+    plan: PlanAnswer,
+    *,
+    sharded: bool,
+    sent: bool = True,
 ) -> Arrangement[T]:
     """The items to run in the plan's order and the items to deselect.
-    `ids[i]` is riskrank's id of `items[i]`; several items may share one."""
+    `ids[i]` is riskrank's id of `items[i]`; several items may share one.
+    `sent`: the plan was asked for with exactly these tests (a sharded
+    answer must then cover them all)."""
     if len(items) != len(ids):
         raise ValueError("one id per item")
     by_id: dict[str, list[T]] = {}
     for item, test in zip(items, ids, strict=True):
         by_id.setdefault(test, []).append(item)
-    if sharded and plan.total is not None and plan.total != len(by_id):
+    if sent and sharded and plan.total is not None and plan.total != len(by_id):
         raise PlanMismatch(f"the plan covers {plan.total} tests, {len(by_id)} were sent")
     run: list[T] = []
     deselected: list[T] = []
@@ -55,6 +62,34 @@ def arrange(
         deselected.extend(unplanned)
         return Arrangement(run=run, deselected=deselected, unplanned=0)
     return Arrangement(run=run + unplanned, deselected=deselected, unplanned=len(unplanned))
+
+
+def arrange_shipped(
+    items: Sequence[T], ids: Sequence[str], shipped: Mapping[str, Any]
+) -> Arrangement[T]:
+    """`arrange` for an xdist worker, with the plan its controller handed
+    it (asked for without a test list): `tests` as [id, selected] in run
+    order; with a shard, `known` lists every test of the whole plan, and a
+    collected test outside it (new to riskrank) runs only where `new_here`
+    (shard 1), after the planned ones."""
+    plan = PlanAnswer(
+        plan_id=None,
+        status="ready",
+        tests=tuple(PlannedTest(str(test), bool(selected)) for test, selected in shipped["tests"]),
+    )
+    if not shipped.get("sharded"):
+        return arrange(items, ids, plan, sharded=False, sent=False)
+    shard = arrange(items, ids, plan, sharded=True, sent=False)
+    known = set(shipped.get("known") or ())
+    new = [item for item, test in zip(items, ids, strict=True) if test not in known]
+    if not new or not shipped.get("new_here"):
+        return shard
+    fresh = {id(item) for item in new}
+    return Arrangement(
+        run=[*shard.run, *new],
+        deselected=[item for item in shard.deselected if id(item) not in fresh],
+        unplanned=len(new),
+    )
 
 
 def duration_text(seconds: float) -> str:
@@ -100,4 +135,29 @@ def summary(
             parts.append(f"miss risk {risk:.2f} expected failures")
     if unplanned:
         parts.append(f"{_count(unplanned)} not in the plan run last")
+    return "; ".join(parts)
+
+
+def distributed_summary(plan: PlanAnswer, *, running: int, workers: int, shard: str | None) -> str:
+    """The plan's one line under pytest-xdist: the controller sees what its
+    workers will run, not what they collected."""
+    head = "plan" if plan.plan_id is None else f"plan {plan.plan_id}"
+    status = plan.status
+    if plan.model_version is not None:
+        status += f", model v{plan.model_version}"
+    if plan.status == "fallback" and plan.message:
+        status += f": {plan.message}"
+    where = f"{workers} xdist worker" + ("" if workers == 1 else "s")
+    what = f"running {_count(running)} on {where}, riskiest first"
+    if shard is not None:
+        what += f" (shard {shard})"
+    parts = [f"{head} ({status}): {what}"]
+    if plan.full_run:
+        parts.append(f"full run: {plan.full_run_reason or 'a rule asked for every test'}")
+    elif any(not test.selected for test in plan.tests):
+        if plan.duration_dropped is not None and math.isfinite(plan.duration_dropped):
+            parts.append(f"about {duration_text(plan.duration_dropped)} saved")
+        risk = plan.expected_failures_dropped
+        if risk is not None and math.isfinite(risk):
+            parts.append(f"miss risk {risk:.2f} expected failures")
     return "; ".join(parts)

@@ -3,7 +3,9 @@ options; with one, the session's reports are collected and uploaded once at
 the end, and exactly one `riskrank:` line says how that went. With a mode
 (--riskrank-mode), the plan is asked for once the tests are collected, the
 items are reordered and trimmed to it, and one more `riskrank:` line says
-what was chosen (or why every test runs as collected).
+what was chosen (or why every test runs as collected). Under pytest-xdist
+the controller asks for the plan before its workers start and hands it to
+each of them (see "planning under pytest-xdist" below).
 
 Fail open: no hook here raises, and the only change to the exit status is
 that a session whose every test the plan dropped exits 0, not 5, whatever
@@ -13,17 +15,20 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from pytest_riskrank import config as riskrank_config
 from pytest_riskrank import planning
-from pytest_riskrank.client import BadAnswer, Client, RiskrankError
+from pytest_riskrank.client import BadAnswer, Client, PlanAnswer, RiskrankError
 from pytest_riskrank.results import ResultCollector, test_id
 
 PLUGIN_NAME = "riskrank-session"
 PREFIX = "riskrank:"
+# The key of the plan an xdist controller hands its workers (workerinput).
+WORKER_PLAN = "riskrank_plan"
 
 
 def _count(number: int) -> str:
@@ -35,8 +40,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if hasattr(config, "workerinput"):
-        # An xdist worker: its reports reach the controller, which uploads.
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        # An xdist worker: its reports reach the controller, which uploads;
+        # it follows the plan the controller handed it, if any.
+        shipped = workerinput.get(WORKER_PLAN)
+        if shipped is not None:
+            config.pluginmanager.register(WorkerPlan(config, shipped), PLUGIN_NAME)
         return
     try:
         settings = riskrank_config.load(config, os.environ)
@@ -76,11 +86,11 @@ class RiskrankSession:
         self._plan_line_is_warning = True
         self._plan_id: int | None = None
         self._deselected_all = False
-        if settings is not None and settings.plan is not None and _distributed(config):
-            self._plan_line = (
-                f"{PREFIX} plans are not followed under pytest-xdist "
-                "(its workers collect the tests); running every test"
-            )
+        # Under pytest-xdist: the plan handed to the workers, once asked for.
+        self._asked_for_workers = False
+        self._workers_plan: PlanAnswer | None = None
+        self._shipped: dict[str, Any] | None = None
+        self._workers = 0
 
     # --- planning -------------------------------------------------------
 
@@ -137,6 +147,84 @@ class RiskrankSession:
             unplanned=arrangement.unplanned,
         )
         return f"{PREFIX} {line}", plan.status == "fallback"
+
+    # --- planning under pytest-xdist -------------------------------------
+    #
+    # The controller collects nothing: it asks for the plan of every test
+    # riskrank knows (no `tests` list) once, before its workers start, and
+    # hands the same plan to each; every worker then arranges the same
+    # collection the same way, which xdist requires. When the plan cannot be
+    # had, no worker gets one, and every test runs.
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        try:
+            shipped = self._plan_for_workers()
+        except Exception as error:
+            self._workers_plan, self._shipped = None, None  # no worker gets a plan
+            self._plan_line = (
+                f"{PREFIX} internal error while asking for the plan ({error!r}); running every test"
+            )
+            self._plan_line_is_warning = True
+            return
+        if shipped is not None:
+            node.workerinput[WORKER_PLAN] = shipped
+            self._workers += 1
+
+    def _plan_for_workers(self) -> dict[str, Any] | None:
+        """The plan for every worker, as workerinput carries it (asked for once)."""
+        if self._asked_for_workers:
+            return self._shipped
+        self._asked_for_workers = True
+        settings = self.settings
+        if settings is None or settings.plan is None or self._broken is not None:
+            return None
+        request = settings.plan
+        problems = [*settings.problems, *request.problems]
+        token, owner, name, commit = settings.token, settings.owner, settings.name, settings.commit
+        if problems or not (token and owner and name and commit):
+            self._plan_line = f"{PREFIX} no plan ({'; '.join(problems)}); running every test"
+            return None
+        client = Client(settings.url, token, timeout=settings.timeout)
+        branch = settings.branch
+        try:
+            plan = client.fetch_plan(
+                owner, name, commit, request.to_json(branch=branch, tests=None)
+            )
+            # A shard's answer lists only its own tests; which collected
+            # tests riskrank knows (the others are new, and run in shard 1
+            # only) takes the whole plan.
+            whole = plan
+            if request.shard is not None:
+                unsharded = replace(request, shard=None).to_json(branch=branch, tests=None)
+                whole = client.fetch_plan(owner, name, commit, unsharded)
+        except RiskrankError as error:
+            self._plan_line = f"{PREFIX} no plan: {error}; running every test"
+            return None
+        self._workers_plan = plan
+        self._plan_id = plan.plan_id
+        self._shipped = {
+            "tests": [[test.test, test.selected] for test in plan.tests],
+            "sharded": request.shard is not None,
+            "known": [test.test for test in whole.tests] if request.shard is not None else [],
+            "new_here": request.shard is None or request.shard.split("/")[0].strip() == "1",
+        }
+        return self._shipped
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        plan = self._workers_plan
+        if plan is None or self._plan_line is not None:
+            return  # no plan, or the first worker's collection told already
+        request = self.settings.plan if self.settings is not None else None
+        line = planning.distributed_summary(
+            plan,
+            running=len(ids),
+            workers=self._workers,
+            shard=request.shard if request is not None else None,
+        )
+        self._plan_line, self._plan_line_is_warning = f"{PREFIX} {line}", plan.status == "fallback"
+        self._deselected_all = not ids
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -227,11 +315,28 @@ class RiskrankSession:
         _write(reporter, line, warning=self._plan_line_is_warning)
 
 
-def _distributed(config: pytest.Config) -> bool:
-    """Whether pytest-xdist runs the tests in workers: the controller then
-    collects nothing, and each worker would have to follow the same plan."""
-    dist = getattr(config.option, "dist", "no")
-    return bool(dist and dist != "no") and not config.getoption("collectonly", False)
+class WorkerPlan:
+    """An xdist worker following the plan its controller handed it: the
+    same arrangement of the same collection as every other worker. Says
+    nothing (the controller tells); on any error it leaves the items as
+    collected, as every other worker then does too."""
+
+    def __init__(self, config: pytest.Config, shipped: dict[str, Any]) -> None:
+        self.config = config
+        self.shipped = shipped
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        try:
+            ids = [test_id(item.nodeid) for item in items]
+            arrangement = planning.arrange_shipped(items, ids, self.shipped)
+        except Exception:
+            return  # deterministic: every worker keeps its collection alike
+        if arrangement.deselected:
+            config.hook.pytest_deselected(items=arrangement.deselected)
+        items[:] = arrangement.run
 
 
 def _write(reporter: pytest.TerminalReporter | None, line: str | None, *, warning: bool) -> None:
