@@ -59,6 +59,15 @@ def test_downgrade_to_nothing_and_up_again(
     migrate.check(url)
 
 
+# Rows every revision's schema takes, written as plain SQL.
+A_REPOSITORY_AND_COMMIT = (
+    "INSERT INTO repositories (id, provider, owner, name, slug, settings, created_at)"
+    " VALUES (1, 'github', 'o', 'r', 'o/r', '{}', '2024-01-01T00:00:00+00:00')",
+    "INSERT INTO commits (id, repository_id, sha, created_at)"
+    " VALUES (1, 1, 'abc', '2024-01-01T00:00:00+00:00')",
+)
+
+
 def test_no_model_class_looks_like_a_test() -> None:
     # pytest would try to collect a class whose name starts with Test.
     for mapper in Base.registry.mappers:
@@ -81,10 +90,7 @@ def test_upgrading_keeps_rows_of_tables_it_alters(
     try:
         with engine.begin() as connection:
             for statement in (
-                "INSERT INTO repositories (id, provider, owner, name, slug, settings, created_at)"
-                " VALUES (1, 'github', 'o', 'r', 'o/r', '{}', '2024-01-01T00:00:00+00:00')",
-                "INSERT INTO commits (id, repository_id, sha, created_at)"
-                " VALUES (1, 1, 'abc', '2024-01-01T00:00:00+00:00')",
+                *A_REPOSITORY_AND_COMMIT,
                 "INSERT INTO test_runs (id, repository_id, commit_id, source, status, received_at)"
                 " VALUES (1, 1, 1, 'junit', 'pending', '2024-01-01T00:00:00+00:00')",
                 "INSERT INTO known_tests (id, repository_id, name, first_seen_at, last_seen_at,"
@@ -137,10 +143,7 @@ def test_plan_decisions_move_between_items_and_record_both_ways(
     try:
         with engine.begin() as connection:
             for statement in (
-                "INSERT INTO repositories (id, provider, owner, name, slug, settings, created_at)"
-                " VALUES (1, 'github', 'o', 'r', 'o/r', '{}', '2024-01-01T00:00:00+00:00')",
-                "INSERT INTO commits (id, repository_id, sha, created_at)"
-                " VALUES (1, 1, 'abc', '2024-01-01T00:00:00+00:00')",
+                *A_REPOSITORY_AND_COMMIT,
                 *(
                     "INSERT INTO known_tests (id, repository_id, name, first_seen_at,"
                     f" last_seen_at, is_active) VALUES ({i}, 1, 't{i}',"

@@ -108,23 +108,28 @@ def _count(number: int) -> str:
     return f"{number} test" if number == 1 else f"{number} tests"
 
 
-def summary(
-    plan: PlanAnswer, *, running: int, collected: int, shard: str | None, unplanned: int
-) -> str:
-    """The plan's one line: what riskrank chose and what it may cost."""
+def _heading(plan: PlanAnswer) -> str:
+    """`plan 17 (ready, model v3)`: which plan, and how it was made."""
     head = "plan" if plan.plan_id is None else f"plan {plan.plan_id}"
     status = plan.status
     if plan.model_version is not None:
         status += f", model v{plan.model_version}"
     if plan.status == "fallback" and plan.message:
         status += f": {plan.message}"
+    return f"{head} ({status})"
+
+
+def summary(
+    plan: PlanAnswer, *, running: int, collected: int, shard: str | None, unplanned: int
+) -> str:
+    """The plan's one line: what riskrank chose and what it may cost."""
     if running == collected:
         what = f"running all {_count(collected)} in riskrank's order"
     else:
         what = f"running {running} of {_count(collected)}"
     if shard is not None:
         what += f" (shard {shard})"
-    parts = [f"{head} ({status}): {what}"]
+    parts = [f"{_heading(plan)}: {what}"]
     if plan.full_run:
         parts.append(f"full run: {plan.full_run_reason or 'a rule asked for every test'}")
     if running < collected:
@@ -141,17 +146,11 @@ def summary(
 def distributed_summary(plan: PlanAnswer, *, running: int, workers: int, shard: str | None) -> str:
     """The plan's one line under pytest-xdist: the controller sees what its
     workers will run, not what they collected."""
-    head = "plan" if plan.plan_id is None else f"plan {plan.plan_id}"
-    status = plan.status
-    if plan.model_version is not None:
-        status += f", model v{plan.model_version}"
-    if plan.status == "fallback" and plan.message:
-        status += f": {plan.message}"
     where = f"{workers} xdist worker" + ("" if workers == 1 else "s")
     what = f"running {_count(running)} on {where}, riskiest first"
     if shard is not None:
         what += f" (shard {shard})"
-    parts = [f"{head} ({status}): {what}"]
+    parts = [f"{_heading(plan)}: {what}"]
     if plan.full_run:
         parts.append(f"full run: {plan.full_run_reason or 'a rule asked for every test'}")
     elif any(not test.selected for test in plan.tests):
