@@ -24,7 +24,8 @@ from scheduler.db import Database
 from scheduler.services import plans, tokens
 from scheduler.services.plans import PlanParameterError, PlanRequest
 
-router = APIRouter(prefix="/api/v1/repos/{owner}/{name}", tags=["plans"])
+# `owner` may hold slashes: a GitLab project in nested groups (group/sub/name).
+router = APIRouter(prefix="/api/v1/repos/{owner:path}/{name}", tags=["plans"])
 
 # Collected test lists travel in the POST body; ids are short, 64 MiB is
 # far beyond any suite and still bounded.

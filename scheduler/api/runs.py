@@ -12,7 +12,8 @@ from scheduler.api.deps import CeleryDep, DatabaseDep, SettingsDep, read_body
 from scheduler.services import tokens
 from scheduler.services.results import RunParameters, RunReceipt, receive_run
 
-router = APIRouter(prefix="/api/v1/repos/{owner}/{name}", tags=["results"])
+# `owner` may hold slashes: a GitLab project in nested groups (group/sub/name).
+router = APIRouter(prefix="/api/v1/repos/{owner:path}/{name}", tags=["results"])
 
 REPORT_EXAMPLE = {
     "commit": "9fceb02d0ae598e95dc970b74767f19372d61af8",

@@ -21,8 +21,8 @@ def no_git(_arguments: Sequence[str], _cwd: Path) -> str | None:
     [
         ({"GITHUB_REPOSITORY": "octo-org/octo-repo"}, "octo-org/octo-repo"),
         ({"CI_PROJECT_PATH": "group/project"}, "group/project"),
-        # A nested GitLab group has no OWNER/NAME form.
-        ({"CI_PROJECT_PATH": "group/sub/project"}, None),
+        # A GitLab project in nested groups: OWNER is the groups.
+        ({"CI_PROJECT_PATH": "group/sub/project"}, "group/sub/project"),
         ({"BITBUCKET_REPO_FULL_NAME": "team/repo"}, "team/repo"),
         ({"TRAVIS_REPO_SLUG": "owner/repo"}, "owner/repo"),
         ({"CIRCLE_PROJECT_USERNAME": "owner", "CIRCLE_PROJECT_REPONAME": "repo"}, "owner/repo"),

@@ -263,7 +263,7 @@ class Client:
 
     def upload_run(self, owner: str, name: str, payload: dict[str, Any]) -> Receipt:
         """POST one run's results. Raises RiskrankError."""
-        path = f"/api/v1/repos/{quote(owner, safe='')}/{quote(name, safe='')}/runs"
+        path = f"/api/v1/repos/{quote(owner, safe='/')}/{quote(name, safe='')}/runs"
         data = self._request("POST", path, payload)
         if not isinstance(data, dict):
             raise BadAnswer(f"unexpected answer from {self.display_url} (not a JSON object)")
@@ -279,7 +279,7 @@ class Client:
         """POST for the commit's plan (the body holds the collected tests).
         Raises RiskrankError."""
         path = (
-            f"/api/v1/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+            f"/api/v1/repos/{quote(owner, safe='/')}/{quote(name, safe='')}"
             f"/plans/{quote(commit, safe='')}"
         )
         data = self._request("POST", path, body, limit=MAX_PLAN_BYTES)

@@ -18,7 +18,11 @@ import pytest
 DEFAULT_TIMEOUT_SECONDS = 10.0
 GIT_TIMEOUT_SECONDS = 5.0
 
-_OWNER_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+# OWNER/NAME, where OWNER may be nested groups (GitLab: group/sub/name).
+_OWNER_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
+# A clone URL's path counts only with exactly two parts (a longer one may
+# start with a server's own prefix, e.g. Bitbucket Server's /scm/).
+_TWO_PARTS = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 # Each CI system's variable for the commit under test, in the order tried.
 COMMIT_VARIABLES = (
@@ -62,7 +66,7 @@ BRANCH_VARIABLES = (
 # Variables that hold OWNER/NAME as they are.
 REPO_VARIABLES = (
     "GITHUB_REPOSITORY",
-    "CI_PROJECT_PATH",  # GitLab: a nested group path does not fit OWNER/NAME
+    "CI_PROJECT_PATH",  # GitLab: group/name, or nested groups, group/sub/name
     "BITBUCKET_REPO_FULL_NAME",
     "DRONE_REPO",
     "TRAVIS_REPO_SLUG",
@@ -308,7 +312,7 @@ def repo_from_url(url: str) -> str | None:
         path = text
     path = path.strip("/")
     path = path.removesuffix(".git")
-    return path if _OWNER_NAME.match(path) else None
+    return path if _TWO_PARTS.match(path) else None
 
 
 def detect_repo(env: Mapping[str, str]) -> str | None:
@@ -394,7 +398,7 @@ def load(
     elif not _OWNER_NAME.match(repo):
         problems.append(f"the repository {repo!r} is not OWNER/NAME")
     else:
-        owner, name = repo.split("/")
+        owner, name = repo.rsplit("/", 1)
 
     rootdir = Path(config.rootpath)
     commit = _option_or_env(config, "riskrank_commit", env) or detect_commit(env, rootdir, git=git)
