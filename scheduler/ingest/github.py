@@ -63,11 +63,16 @@ def repository_full_name(payload: Mapping[str, Any]) -> str:
     return name
 
 
-def _is_null_sha(sha: object) -> bool:
+# Shared with the GitLab parser, whose commits have the same shape.
+
+
+def is_null_sha(sha: object) -> bool:
+    """All zeros (or missing): no commit, as a deleted or new ref's side."""
     return not isinstance(sha, str) or not sha.strip("0")
 
 
-def _parse_time(value: object) -> datetime | None:
+def parse_time(value: object) -> datetime | None:
+    """An ISO 8601 time with its zone, else None."""
     if not isinstance(value, str):
         return None
     try:
@@ -77,7 +82,8 @@ def _parse_time(value: object) -> datetime | None:
     return parsed if parsed.tzinfo else None
 
 
-def _files(commit: Mapping[str, Any]) -> tuple[FileChange, ...]:
+def commit_files(commit: Mapping[str, Any]) -> tuple[FileChange, ...]:
+    """A listed commit's added, modified and removed paths."""
     changes: dict[str, FileChange] = {}
     for key, status in (
         ("added", FileStatus.ADDED),
@@ -93,8 +99,9 @@ def _files(commit: Mapping[str, Any]) -> tuple[FileChange, ...]:
     return tuple(changes.values())
 
 
-def _commit(raw: object, parent_sha: str | None) -> PushedCommit:
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str):
+def pushed_commit(raw: object, parent_sha: str | None) -> PushedCommit:
+    """A listed commit (id, author, timestamp, message, files)."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str) or not raw["id"]:
         raise MalformedPayload("every commit must be an object with an id")
     author = raw.get("author")
     author_name = author.get("name") if isinstance(author, Mapping) else None
@@ -103,9 +110,9 @@ def _commit(raw: object, parent_sha: str | None) -> PushedCommit:
         sha=raw["id"],
         parent_sha=parent_sha,
         author_name=author_name if isinstance(author_name, str) else None,
-        author_time=_parse_time(raw.get("timestamp")),
+        author_time=parse_time(raw.get("timestamp")),
         message=message if isinstance(message, str) else None,
-        files=_files(raw),
+        files=commit_files(raw),
     )
 
 
@@ -118,7 +125,7 @@ def parse_push(payload: Mapping[str, Any]) -> Push:
     ref = payload.get("ref")
     if not isinstance(ref, str):
         raise MalformedPayload("push payload has no ref")
-    deleted = bool(payload.get("deleted")) or _is_null_sha(payload.get("after"))
+    deleted = bool(payload.get("deleted")) or is_null_sha(payload.get("after"))
     branch = ref.removeprefix(BRANCH_PREFIX) if ref.startswith(BRANCH_PREFIX) else None
     raw_commits = payload.get("commits") or []
     if not isinstance(raw_commits, list):
@@ -130,11 +137,11 @@ def parse_push(payload: Mapping[str, Any]) -> Push:
 
     before = payload.get("before")
     parent: str | None = None
-    if not payload.get("created") and not payload.get("forced") and not _is_null_sha(before):
+    if not payload.get("created") and not payload.get("forced") and not is_null_sha(before):
         parent = str(before)
     commits: list[PushedCommit] = []
     for raw in raw_commits:
-        commit = _commit(raw, parent)
+        commit = pushed_commit(raw, parent)
         commits.append(commit)
         parent = commit.sha
 
@@ -142,5 +149,5 @@ def parse_push(payload: Mapping[str, Any]) -> Push:
     # still the commit CI will build on that branch.
     head = payload.get("head_commit")
     if isinstance(head, Mapping) and head.get("id") not in {c.sha for c in commits}:
-        commits.append(_commit(head, None))
+        commits.append(pushed_commit(head, None))
     return Push(ref=ref, branch=branch, deleted=False, commits=tuple(commits))

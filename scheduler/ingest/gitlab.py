@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.ingest.github import (
     BRANCH_PREFIX,
-    FileChange,
     Push,
     PushedCommit,
+    is_null_sha,
+    pushed_commit,
 )
-from scheduler.models.enums import FileStatus
 
 EVENT_HEADER = "X-Gitlab-Event"
 TOKEN_HEADER = "X-Gitlab-Token"  # noqa: S105 (a header name, not a secret)
@@ -74,58 +73,12 @@ def default_branch(payload: Mapping[str, Any]) -> str | None:
     return branch if isinstance(branch, str) and branch else None
 
 
-def _is_null_sha(sha: object) -> bool:
-    return not isinstance(sha, str) or not sha.strip("0")
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else None
-
-
-def _files(commit: Mapping[str, Any]) -> tuple[FileChange, ...]:
-    changes: dict[str, FileChange] = {}
-    for key, status in (
-        ("added", FileStatus.ADDED),
-        ("modified", FileStatus.MODIFIED),
-        ("removed", FileStatus.REMOVED),
-    ):
-        paths = commit.get(key) or []
-        if not isinstance(paths, list):
-            raise MalformedPayload(f"commit {key} must be a list of paths")
-        for path in paths:
-            if isinstance(path, str) and path:
-                changes[path] = FileChange(path, status)
-    return tuple(changes.values())
-
-
-def _commit(raw: object, parent_sha: str | None) -> PushedCommit:
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str) or not raw["id"]:
-        raise MalformedPayload("every commit must be an object with an id")
-    author = raw.get("author")
-    author_name = author.get("name") if isinstance(author, Mapping) else None
-    message = raw.get("message")
-    return PushedCommit(
-        sha=raw["id"],
-        parent_sha=parent_sha,
-        author_name=author_name if isinstance(author_name, str) else None,
-        author_time=_parse_time(raw.get("timestamp")),
-        message=message if isinstance(message, str) else None,
-        files=_files(raw),
-    )
-
-
 def head_sha(payload: Mapping[str, Any]) -> str | None:
     """The commit the pushed branch now points at: `checkout_sha`, else
     `after`; None when the branch was deleted."""
     for key in ("checkout_sha", "after"):
         sha = payload.get(key)
-        if isinstance(sha, str) and not _is_null_sha(sha):
+        if isinstance(sha, str) and not is_null_sha(sha):
             return sha
     return None
 
@@ -165,10 +118,10 @@ def parse_push(payload: Mapping[str, Any]) -> Push:
 
     before = payload.get("before")
     truncated = total_commits(payload) > len(raw_commits)
-    parent = None if truncated or _is_null_sha(before) else str(before)
+    parent = None if truncated or is_null_sha(before) else str(before)
     commits: list[PushedCommit] = []
     for raw in raw_commits:
-        commit = _commit(raw, parent)
+        commit = pushed_commit(raw, parent)
         commits.append(commit)
         parent = commit.sha
 
