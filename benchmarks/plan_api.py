@@ -35,11 +35,13 @@ import httpx2 as httpx
 import numpy as np
 import psycopg
 from pgtemp import copy_rows, temporary_database
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from scheduler.api.app import create_app
 from scheduler.config import Settings
 from scheduler.db import Database
-from scheduler.models import Provider
+from scheduler.models import Commit, Provider
 from scheduler.services import repos, runs, scoring, tokens
 from scheduler.services.ingestion import STATS_COLUMNS
 
@@ -109,9 +111,12 @@ def fill(url: str, dsn: str, n_tests: int) -> tuple[str, list[str]]:
     return token, names
 
 
-def scored_commits(url: str, dsn: str, count: int, first: int = 0) -> list[str]:
-    """`count` more commits, each scored (the worker's job, not timed): a
-    build's first plan request finds its commit scored and nothing applied."""
+def scored_commits(
+    url: str, dsn: str, count: int, first: int = 0, *, scored: int | None = None
+) -> list[str]:
+    """`count` more commits, the first `scored` of them (all by default)
+    scored (the worker's job, not timed): a build's first plan request finds
+    its commit scored and nothing applied."""
     database = Database.from_url(url)
     shas = [f"{index + 1:04x}".rjust(40, "c") for index in range(first, first + count)]
     with database.session() as session:
@@ -120,7 +125,7 @@ def scored_commits(url: str, dsn: str, count: int, first: int = 0) -> list[str]:
             runs.ensure_commit(session, repository=repository, sha=sha, branch="feature")
             for sha in shas
         ]
-    for commit_id in commit_ids:
+    for commit_id in commit_ids[: len(commit_ids) if scored is None else scored]:
         with database.session() as session:
             assert scoring.score_commit(session, commit_id) is not None
     database.dispose()
@@ -163,10 +168,22 @@ async def timed(
     )
 
 
+def score(dsn: str, sha: str) -> None:
+    """The worker's scoring of a commit (not timed)."""
+    url = make_url(dsn).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    database = Database.from_url(url)
+    with database.session() as session:
+        commit_id = session.scalar(select(Commit.id).where(Commit.sha == sha))
+        assert commit_id is not None
+        assert scoring.score_commit(session, commit_id) is not None
+    database.dispose()
+
+
 def other_builds_outcomes(dsn: str) -> Callable[[], None]:
     """What ingesting another build's outcomes does to the statistics the
-    plans read: a hundred tests' rows rewritten and the repository's
-    statistics version moved on."""
+    plans read: a hundred tests' rows rewritten, the repository's
+    statistics version moved on, and which tests changed recorded under it
+    (scheduler.services.ingestion)."""
     rng = np.random.default_rng(11)
 
     def ingest() -> None:
@@ -179,7 +196,16 @@ def other_builds_outcomes(dsn: str) -> Callable[[], None]:
                 "WHERE test_id = ANY(%s)",
                 (chosen,),
             )
-            connection.execute("UPDATE repositories SET stats_version = stats_version + 1")
+            version = connection.execute(
+                "UPDATE repositories SET stats_version = stats_version + 1 "
+                "RETURNING id, stats_version"
+            ).fetchone()
+            assert version is not None
+            connection.execute(
+                "INSERT INTO stats_changes (repository_id, version, test_ids, created_at) "
+                "VALUES (%s, %s, %s, now())",
+                (*version, np.array(sorted(chosen), dtype="<i8").tobytes()),
+            )
 
     return ingest
 
@@ -244,15 +270,26 @@ async def measure(
         pause=0.3,
     )
     # The same, when another build's outcomes came in after the commit was
-    # scored: the plan's statistics are read again.
+    # scored (scored, then the outcomes, untimed): the statistics of the
+    # tests that build changed are read again.
+    ingest = other_builds_outcomes(dsn)
+    later = iter(fresh[runs_ + 1 :])
+    asked: list[str] = []
+
+    def score_then_ingest() -> None:
+        sha = next(later)
+        score(dsn, sha)
+        ingest()
+        asked.append(sha)
+
     await timed(
         "GET fraction 0.3, first request, after outcomes",
         lambda: client.get(
-            f"/api/v1/repos/bench/app/plans/{next(commits)}", params=params, headers=headers
+            f"/api/v1/repos/bench/app/plans/{asked[-1]}", params=params, headers=headers
         ),
         runs_,
         pause=0.3,
-        before=other_builds_outcomes(dsn),
+        before=score_then_ingest,
     )
 
 
@@ -322,11 +359,11 @@ def main() -> None:
         # outcomes ingested since its commit was scored (the phase's last
         # kind brings some).
         per_run = 2 * (args.runs + 1)
-        fresh = scored_commits(url, database.dsn, per_run)
+        fresh = scored_commits(url, database.dsn, per_run, scored=args.runs + 1)
         print(f"in process (ASGI), {args.tests:,} tests, {args.runs} requests each:")
         asyncio.run(in_process(url, database.dsn, token, names, args.runs, fresh))
         if args.uvicorn:
-            fresh = scored_commits(url, database.dsn, per_run, first=per_run)
+            fresh = scored_commits(url, database.dsn, per_run, first=per_run, scored=args.runs + 1)
             print("over HTTP (uvicorn, one worker):")
             asyncio.run(over_http(url, database.dsn, token, names, args.runs, args.port, fresh))
 

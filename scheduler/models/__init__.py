@@ -20,6 +20,7 @@ from scheduler.models.testing import (
     FileTestLink,
     KnownTest,
     KnownTestStats,
+    StatsChange,
     SuiteRun,
 )
 
@@ -45,5 +46,6 @@ __all__ = [
     "RiskModel",
     "RunSource",
     "RunStatus",
+    "StatsChange",
     "SuiteRun",
 ]

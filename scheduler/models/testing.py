@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Float,
     ForeignKey,
     LargeBinary,
@@ -127,3 +128,20 @@ class FileTestLink(Base):
     changed_together: Mapped[int] = mapped_column(default=0)
     failed_together: Mapped[int] = mapped_column(default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StatsChange(Base):
+    """Which tests' statistics one write changed, under the repository's
+    statistics version it moved to (Repository.stats_version): a plan
+    scored at an older version reads again only these tests' statistics.
+    Pruned with the plans (scheduler.services.retention)."""
+
+    __tablename__ = "stats_changes"
+    __table_args__ = (UniqueConstraint("repository_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(BigInteger)
+    # The test ids, little-endian int64 (a flush may change ten thousand).
+    test_ids: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

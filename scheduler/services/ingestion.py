@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -28,6 +29,7 @@ from scheduler.models import (
     KnownTestStats,
     Outcome,
     Repository,
+    StatsChange,
     SuiteRun,
 )
 from scheduler.models.base import utcnow
@@ -311,13 +313,24 @@ class Ingestor:
             replace=[*STATS_COLUMNS, "updated_at"],
         )
         if self._dirty:
-            # Plans keep the statistics they were scored with, as of this
-            # version: a new one tells the plan API to read them again.
-            session.execute(
+            # Plans keep the statistics they were scored with, as of the
+            # repository's version: a new one, with the tests it changed,
+            # tells the plan API which to read again. The repository's row
+            # stays locked to the commit, so versions commit in order.
+            version = session.scalar(
                 update(Repository)
                 .where(Repository.id == self.repository_id)
                 .values(stats_version=Repository.stats_version + 1)
+                .returning(Repository.stats_version)
             )
+            session.add(
+                StatsChange(
+                    repository_id=self.repository_id,
+                    version=version,
+                    test_ids=np.array(sorted(self._dirty), dtype="<i8").tobytes(),
+                )
+            )
+            session.flush()
         self._dirty.clear()
 
         upsert_adding(

@@ -13,6 +13,8 @@ What grows with every commit and every CI run, and what is kept:
 - **Raw reports** of ingested runs (JUnit XML or JSON, often megabytes):
   their executions and statistics are what riskrank reads; the bytes go,
   the run row (and its digest, which recognises a report sent again) stays.
+- **Statistics change records** (which tests each ingestion changed): a
+  plan reads those written after it was scored, so they go with the plans.
 
 Executions, per-test statistics, file-test links, commits and models are
 kept: they are the history training and features read.
@@ -31,7 +33,7 @@ from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from scheduler.db import Database
-from scheduler.models import CiEvent, EventStatus, Plan, RunStatus, SuiteRun
+from scheduler.models import CiEvent, EventStatus, Plan, RunStatus, StatsChange, SuiteRun
 from scheduler.models.base import utcnow
 
 log = logging.getLogger(__name__)
@@ -45,12 +47,14 @@ class Pruned:
     events: int
     reports: int
     cutoff: datetime
+    stats_changes: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
             "plans": self.plans,
             "events": self.events,
             "reports": self.reports,
+            "stats_changes": self.stats_changes,
             "cutoff": self.cutoff.isoformat(),
         }
 
@@ -71,6 +75,10 @@ def _old_reports(cutoff: datetime) -> ColumnElement[bool]:
     )
 
 
+def _old_changes(cutoff: datetime) -> ColumnElement[bool]:
+    return StatsChange.created_at < cutoff
+
+
 def count(session: Session, *, cutoff: datetime) -> Pruned:
     """What `prune` would remove, without removing it."""
     return Pruned(
@@ -78,6 +86,8 @@ def count(session: Session, *, cutoff: datetime) -> Pruned:
         events=session.scalar(select(func.count(CiEvent.id)).where(_old_events(cutoff))) or 0,
         reports=session.scalar(select(func.count(SuiteRun.id)).where(_old_reports(cutoff))) or 0,
         cutoff=cutoff,
+        stats_changes=session.scalar(select(func.count(StatsChange.id)).where(_old_changes(cutoff)))
+        or 0,
     )
 
 
@@ -140,11 +150,25 @@ def prune(
             session.execute(update(SuiteRun).where(SuiteRun.id.in_(ids)).values(report=None))
         return len(ids)
 
+    def changes(session: Session) -> int:
+        ids = list(
+            session.scalars(
+                select(StatsChange.id)
+                .where(_old_changes(cutoff))
+                .order_by(StatsChange.id)
+                .limit(BATCH)
+            )
+        )
+        if ids:
+            session.execute(delete(StatsChange).where(StatsChange.id.in_(ids)))
+        return len(ids)
+
     pruned = Pruned(
         plans=_in_batches(database, "plans", plans, progress),
         events=_in_batches(database, "CI events", events, progress),
         reports=_in_batches(database, "raw reports", reports, progress),
         cutoff=cutoff,
+        stats_changes=_in_batches(database, "statistics change records", changes, progress),
     )
     log.info(
         "pruned %s plans, %s CI events and %s raw reports older than %s",

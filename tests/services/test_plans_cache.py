@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import update
+import numpy as np
+from sqlalchemy import delete, select, update
 
 from scheduler import migrate
 from scheduler.db import Database
-from scheduler.models import KnownTest, KnownTestStats, Plan, Repository
+from scheduler.models import KnownTest, KnownTestStats, Plan, Repository, StatsChange
 from scheduler.services import history, plans
 from scheduler.services.plans import PlanDefaults, PlanRequest, RepositoryRef
 from tests.planning.data import FLAKY, NAMES, SHA, make_repository, report
@@ -123,3 +124,53 @@ def test_a_plan_scored_before_payloads_is_scored_again(database: Database) -> No
     assert again["status"] == first["status"] == "heuristic"
     assert again["plan_id"] != first["plan_id"]
     assert [test["test"] for test in again["tests"]] == [test["test"] for test in first["tests"]]
+
+
+def _sneak(database: Database, name: str, **values: object) -> None:
+    """Change a test's statistics behind the repository's version."""
+    with database.session() as session:
+        session.execute(
+            update(KnownTestStats)
+            .where(KnownTestStats.test_id == KnownTest.id, KnownTest.name == name)
+            .values(**values)
+        )
+
+
+def test_after_an_ingestion_only_the_tests_it_changed_are_read_again(
+    database: Database,
+) -> None:
+    """Each ingestion records which tests it changed under its version; a
+    plan scored before reads again those only. Without the record of a
+    version between (pruned, or written before records were kept), every
+    test's statistics are read again."""
+    repository_id = make_repository(database, settings={"exploration_rate": 0})
+    repository = reference(database, repository_id)
+    first = ask(database, repository, mode="fraction", budget=0.0)
+    _sneak(database, FLAKY, duration_mean=42.0)
+    # A build of QUIET alone: its statistics change, and are recorded as changed.
+    history.import_history(
+        database,
+        repository_id=repository_id,
+        reports=[report(7, {QUIET}, tests={QUIET: 0.25})],
+    )
+    with database.session() as session:
+        version, ids = session.execute(
+            select(StatsChange.version, StatsChange.test_ids).order_by(StatsChange.version.desc())
+        ).first() or (None, None)
+        quiet_id = session.scalar(select(KnownTest.id).where(KnownTest.name == QUIET))
+        assert session.scalar(select(Repository.stats_version)) == version
+    assert ids is not None
+    assert np.frombuffer(ids, dtype="<i8").tolist() == [quiet_id]
+
+    durations = {test["test"]: test["duration"] for test in first["tests"]}
+    second = ask(database, repository, mode="fraction", budget=0.0)
+    seen = {test["test"]: test for test in second["tests"]}
+    assert seen[QUIET]["rule"] == "recently_failed"
+    assert seen[QUIET]["duration"] != durations[QUIET]  # read again
+    assert seen[FLAKY]["duration"] == durations[FLAKY]  # not changed by a recorded write
+
+    with database.session() as session:  # the record goes: everything is read again
+        session.execute(delete(StatsChange))
+        session.execute(update(Repository).values(stats_version=Repository.stats_version + 1))
+    third = ask(database, repository, mode="fraction", budget=0.0)
+    assert {test["test"]: test for test in third["tests"]}[FLAKY]["duration"] == 42.0

@@ -25,6 +25,7 @@ from scheduler.models import (
     Provider,
     RunSource,
     RunStatus,
+    StatsChange,
     SuiteRun,
 )
 from scheduler.models.base import utcnow
@@ -82,6 +83,10 @@ def fill(database: Database) -> None:
                         report_sha256=f"{sha}-{status}",
                     )
                 )
+        session.add_all(
+            StatsChange(repository_id=repository.id, version=version, test_ids=b"", created_at=at)
+            for version, at in ((1, OLD), (2, RECENT))
+        )
         for number, (status, at) in enumerate(
             (
                 (EventStatus.HANDLED, OLD),
@@ -122,6 +127,7 @@ def counts(database: Database) -> dict[str, int]:
             "reports": number(select(func.count(SuiteRun.id)).where(SuiteRun.report.is_not(None))),
             "commits": number(select(func.count(Commit.id))),
             "tests": number(select(func.count(KnownTest.id))),
+            "stats changes": number(select(func.count(StatsChange.id))),
         }
 
 
@@ -130,7 +136,7 @@ def test_what_is_past_retention_goes_and_the_rest_stays(database: Database) -> N
     before = counts(database)
     with database.session() as session:
         would = retention.count(session, cutoff=NOW - timedelta(days=90))
-    assert (would.plans, would.events, would.reports) == (1, 3, 1)
+    assert (would.plans, would.events, would.reports, would.stats_changes) == (1, 3, 1, 1)
     assert counts(database) == before  # counting removes nothing
 
     done: list[tuple[str, int]] = []
@@ -140,13 +146,19 @@ def test_what_is_past_retention_goes_and_the_rest_stays(database: Database) -> N
         now=NOW,
         progress=lambda what, total: done.append((what, total)),
     )
-    assert (pruned.plans, pruned.events, pruned.reports) == (1, 3, 1)
-    assert done == [("plans", 1), ("CI events", 3), ("raw reports", 1)]
+    assert (pruned.plans, pruned.events, pruned.reports, pruned.stats_changes) == (1, 3, 1, 1)
+    assert done == [
+        ("plans", 1),
+        ("CI events", 3),
+        ("raw reports", 1),
+        ("statistics change records", 1),
+    ]
     assert counts(database) == before | {
         "plans": 1,
         "items": 3,  # the old plan's went with it
         "events": 2,  # the pending one stays whatever its age
         "reports": 3,  # the old run not ingested keeps its report
+        "stats changes": 1,
     }
     with database.session() as session:
         # The old runs stay (their executions are history), their plan is gone.
@@ -189,6 +201,7 @@ def test_the_cli_prunes_or_only_counts(sqlite_url: str, tmp_path: Path) -> None:
             "plans": 1,
             "events": 3,
             "reports": 1,
+            "stats_changes": 1,
             "cutoff": None,
             "dry_run": True,
         }

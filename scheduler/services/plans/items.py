@@ -22,7 +22,7 @@ import psycopg
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from scheduler.models import Plan
+from scheduler.models import KnownTestStats, Plan, StatsChange
 from scheduler.planning.policy import Candidates
 from scheduler.planning.records import Payload, failed_runs_ago
 from scheduler.risk import heuristic
@@ -111,9 +111,15 @@ _STATS_ROWS = (
 )
 
 
+# More tests changed since scoring than this: read every test's statistics.
+DELTA_LIMIT = 2_000
+
+
 def current_stats(session: Session, found: Found, payload: Payload, repository_id: int) -> Stats:
     """The statistics as they stand: the payload's while the repository's
-    version has not moved since scoring, else read again (once per version)."""
+    version has not moved since scoring; else the payload's with the tests
+    changed since read again; else (too many changed, or the record of a
+    version missing) every test's read again. Once per plan and version."""
     version = found.current_stats_version
     if found.stats_version is not None and found.stats_version == version:
         return Stats.of_payload(payload, version)
@@ -122,9 +128,100 @@ def current_stats(session: Session, found: Found, payload: Payload, repository_i
     cached = _STATS.get(key)
     if cached is not None:
         return cached
-    stats = _read_stats(session, payload, repository_id, version)
+    changed = (
+        changed_since(session, repository_id, since=found.stats_version, until=version)
+        if found.stats_version is not None
+        else None
+    )
+    if changed is not None and len(changed) <= DELTA_LIMIT:
+        stats = _read_changed(session, payload, changed, version)
+    else:
+        stats = _read_stats(session, payload, repository_id, version)
     _STATS.put(key, stats, max(len(payload), 1))
     return stats
+
+
+def changed_since(
+    session: Session, repository_id: int, *, since: int, until: int
+) -> npt.NDArray[np.int64] | None:
+    """The tests whose statistics changed after version `since`, up to
+    `until`; None when a version between has no record (written before
+    records were kept, or pruned)."""
+    records = session.scalars(
+        select(StatsChange.test_ids).where(
+            StatsChange.repository_id == repository_id,
+            StatsChange.version > since,
+            StatsChange.version <= until,
+        )
+    ).all()
+    if len(records) != until - since:
+        return None
+    if not records:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate([np.frombuffer(bytes(ids), dtype="<i8") for ids in records]))
+
+
+def _rows_of(payload: Payload, ids: npt.NDArray[np.int64]) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `ids`, whether the payload has that test, and its row."""
+    n = len(payload)
+    if not len(ids) or not n:
+        return np.zeros(len(ids), dtype=bool), np.zeros(0, dtype=np.intp)
+    order = np.argsort(payload.test_id, kind="stable")
+    sorted_ids = payload.test_id[order]
+    at = np.minimum(np.searchsorted(sorted_ids, ids), n - 1)
+    known = sorted_ids[at] == ids
+    return known, order[at[known]]
+
+
+_CHANGED_STATS = (
+    "SELECT test_id, duration_mean, builds_since_failure, runs, recent "
+    "FROM test_stats WHERE test_id = ANY(%s)"
+)
+
+
+def _read_changed(
+    session: Session, payload: Payload, changed: npt.NDArray[np.int64], version: int
+) -> Stats:
+    """The payload's statistics with those of the `changed` tests read again."""
+    stats = Stats(
+        duration=payload.duration.copy(),
+        builds_since_failure=payload.builds_since_failure.copy(),
+        runs=payload.runs.copy(),
+        failed_runs_ago=payload.failed_runs_ago.copy(),
+        version=version,
+    )
+    if not len(changed):
+        return replace(stats, heads=None)
+    driver = session.connection().connection.driver_connection
+    rows: list[Any]
+    if isinstance(driver, psycopg.Connection):
+        # One array parameter: an expanding IN of thousands of ids costs
+        # more to build and parse than the query takes.
+        with driver.cursor(binary=True) as cursor:
+            cursor.execute(_CHANGED_STATS, (changed.tolist(),))
+            rows = cursor.fetchall()
+    else:
+        rows = list(
+            session.execute(
+                select(
+                    KnownTestStats.test_id,
+                    KnownTestStats.duration_mean,
+                    KnownTestStats.builds_since_failure,
+                    KnownTestStats.runs,
+                    KnownTestStats.recent,
+                ).where(KnownTestStats.test_id.in_(changed.tolist()))
+            )
+        )
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    known, at = _rows_of(payload, ids)
+    kept = [row for row, keep in zip(rows, known.tolist(), strict=True) if keep]
+    stats.duration[at] = [math.nan if r[1] is None else r[1] for r in kept]
+    stats.builds_since_failure[at] = [math.nan if r[2] is None else r[2] for r in kept]
+    stats.runs[at] = [r[3] or 0 for r in kept]
+    stats.failed_runs_ago[at] = failed_runs_ago([r[4] or "" for r in kept])
+    if not len(payload.head):  # made without its texts (a backtest's)
+        return stats
+    return replace(stats, heads=payload.heads_with(stats.duration))
 
 
 def _read_stats(session: Session, payload: Payload, repository_id: int, version: int) -> Stats:
@@ -155,12 +252,8 @@ def _read_stats(session: Session, payload: Payload, repository_id: int, version:
         version=version,
     )
     ids = np.array(columns[0], dtype=np.int64)
-    if len(ids) and n:
-        order = np.argsort(payload.test_id, kind="stable")
-        sorted_ids = payload.test_id[order]
-        at = np.minimum(np.searchsorted(sorted_ids, ids), n - 1)
-        known = sorted_ids[at] == ids  # the repository's other tests are not the plan's
-        rows_ = order[at[known]]
+    known, rows_ = _rows_of(payload, ids)  # the repository's other tests are not the plan's
+    if len(rows_):
         stats.duration[rows_] = np.array(columns[1], dtype=np.float64)[known]
         stats.builds_since_failure[rows_] = np.array(columns[2], dtype=np.float64)[known]
         stats.runs[rows_] = np.array(columns[3], dtype=np.int64)[known]
