@@ -4,8 +4,9 @@ when it scored the commit, with the statistics as they stand now.
 The payload carries the statistics its scores came from, as of the
 repository's statistics version then. While no outcome has been ingested
 since (the version is the same), serving reads nothing else; after, the
-statistics are read again (one query) and kept for that version, so the
-policy still sees a test that failed since the plan was scored."""
+statistics of the tests those ingestions changed (each records them,
+`StatsChange`) are read again and kept for that version, so the policy
+still sees a test that failed since the plan was scored."""
 
 from __future__ import annotations
 
