@@ -24,7 +24,7 @@ from scheduler.models import (
     RiskModel,
 )
 from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
-from scheduler.risk.model import load_model, train_model
+from scheduler.risk.model import load_model
 from scheduler.services import history, repos, runs, scoring
 from tests.planning import data as planning_data
 
@@ -111,21 +111,10 @@ def test_unknown_commit_scores_nothing(database: Database, repository: int) -> N
         assert scoring.score_commit(session, 999_999) is None
 
 
-def synthetic_model() -> str:
-    rng = np.random.default_rng(3)
-    rows = 4000
-    features = rng.random((rows, len(FEATURE_NAMES))).astype(np.float32)
-    last_failed = FEATURE_NAMES.index("last_failed")
-    features[:, last_failed] = rng.random(rows) < 0.1
-    labels = (features[:, last_failed] > 0) & (rng.random(rows) < 0.7)
-    builds = np.repeat(np.arange(rows // 20), 20)
-    return train_model(features, labels, builds, FEATURE_NAMES).model_text
-
-
 def test_active_model_from_the_database_scores_exactly_as_trained(
     database: Database, repository: int
 ) -> None:
-    text = synthetic_model()
+    text = planning_data.synthetic_model()
     with database.session() as session:
         session.add(
             RiskModel(

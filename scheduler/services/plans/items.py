@@ -180,6 +180,35 @@ _CHANGED_STATS = (
 )
 
 
+def _columns(rows: Sequence[Any]) -> list[Any]:
+    """(test id, mean duration, builds since failure, runs, recent) rows as
+    the columns `_overwritten` takes (NULL: unknown)."""
+    return [
+        [r[0] for r in rows],
+        [math.nan if r[1] is None else r[1] for r in rows],
+        [math.nan if r[2] is None else r[2] for r in rows],
+        [r[3] or 0 for r in rows],
+        failed_runs_ago([r[4] or "" for r in rows]).tolist(),
+    ]
+
+
+def _overwritten(base: Stats, payload: Payload, columns: Sequence[Any]) -> Stats:
+    """`base` (fresh arrays) with the rows of the tests in `columns` (ids,
+    durations, builds since failure, runs, failed runs ago) overwritten; the
+    payload's other tests are not the plan's. With the answer's heads for
+    the durations, unless the payload has no texts (a backtest's)."""
+    ids = np.array(columns[0], dtype=np.int64)
+    known, at = _rows_of(payload, ids)
+    if len(at):
+        base.duration[at] = np.array(columns[1], dtype=np.float64)[known]
+        base.builds_since_failure[at] = np.array(columns[2], dtype=np.float64)[known]
+        base.runs[at] = np.array(columns[3], dtype=np.int64)[known]
+        base.failed_runs_ago[at] = np.array(columns[4], dtype=np.int32)[known]
+    if not len(payload.head):
+        return base
+    return replace(base, heads=payload.heads_with(base.duration))
+
+
 def _read_changed(
     session: Session, payload: Payload, changed: npt.NDArray[np.int64], version: int
 ) -> Stats:
@@ -192,7 +221,7 @@ def _read_changed(
         version=version,
     )
     if not len(changed):
-        return replace(stats, heads=None)
+        return stats  # heads None: the payload's own
     driver = session.connection().connection.driver_connection
     rows: list[Any]
     if isinstance(driver, psycopg.Connection):
@@ -213,16 +242,7 @@ def _read_changed(
                 ).where(KnownTestStats.test_id.in_(changed.tolist()))
             )
         )
-    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    known, at = _rows_of(payload, ids)
-    kept = [row for row, keep in zip(rows, known.tolist(), strict=True) if keep]
-    stats.duration[at] = [math.nan if r[1] is None else r[1] for r in kept]
-    stats.builds_since_failure[at] = [math.nan if r[2] is None else r[2] for r in kept]
-    stats.runs[at] = [r[3] or 0 for r in kept]
-    stats.failed_runs_ago[at] = failed_runs_ago([r[4] or "" for r in kept])
-    if not len(payload.head):  # made without its texts (a backtest's)
-        return stats
-    return replace(stats, heads=payload.heads_with(stats.duration))
+    return _overwritten(stats, payload, _columns(rows))
 
 
 def _read_stats(session: Session, payload: Payload, repository_id: int, version: int) -> Stats:
@@ -235,33 +255,16 @@ def _read_stats(session: Session, payload: Payload, repository_id: int, version:
             row = cursor.fetchone()
         columns: list[Any] = list(row) if row is not None and row[0] is not None else [[]] * 5
     else:
-        rows = session.execute(text(_STATS_ROWS), {"repository": repository_id}).all()
-        recent = [r[4] or "" for r in rows]
-        columns = [
-            [r[0] for r in rows],
-            [math.nan if r[1] is None else r[1] for r in rows],
-            [math.nan if r[2] is None else r[2] for r in rows],
-            [r[3] or 0 for r in rows],
-            failed_runs_ago(recent).tolist(),
-        ]
+        columns = _columns(session.execute(text(_STATS_ROWS), {"repository": repository_id}).all())
     n = len(payload)
-    stats = Stats(
+    unknown = Stats(
         duration=np.full(n, math.nan),
         builds_since_failure=np.full(n, math.nan),
         runs=np.zeros(n, dtype=np.int64),
         failed_runs_ago=np.full(n, -1, dtype=np.int32),
         version=version,
     )
-    ids = np.array(columns[0], dtype=np.int64)
-    known, rows_ = _rows_of(payload, ids)  # the repository's other tests are not the plan's
-    if len(rows_):
-        stats.duration[rows_] = np.array(columns[1], dtype=np.float64)[known]
-        stats.builds_since_failure[rows_] = np.array(columns[2], dtype=np.float64)[known]
-        stats.runs[rows_] = np.array(columns[3], dtype=np.int64)[known]
-        stats.failed_runs_ago[rows_] = np.array(columns[4], dtype=np.int32)[known]
-    if not len(payload.head):  # made without its texts (a backtest's)
-        return stats
-    return replace(stats, heads=payload.heads_with(stats.duration))
+    return _overwritten(unknown, payload, columns)
 
 
 @dataclass(frozen=True, eq=False)
