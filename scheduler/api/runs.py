@@ -31,7 +31,10 @@ REPORT_EXAMPLE = {
     status_code=202,
     responses={
         200: {"description": "This very report was already received for the commit"},
-        400: {"description": "Not a JUnit XML report or results JSON, or no commit"},
+        400: {
+            "description": "Not a JUnit XML report or results JSON, or no full commit id "
+            "(40 or 64 hex digits)"
+        },
         401: {"description": "No valid token"},
         403: {"description": "The token is for another repository or lacks results:write"},
         404: {"description": "The repository is not registered"},
@@ -53,7 +56,10 @@ async def post_run(
     settings: SettingsDep,
     database: DatabaseDep,
     celery: CeleryDep,
-    commit: Annotated[str | None, Query(description="The commit the tests ran on.")] = None,
+    commit: Annotated[
+        str | None,
+        Query(description="The commit the tests ran on: its full id (40 or 64 hex digits)."),
+    ] = None,
     branch: Annotated[str | None, Query()] = None,
     run_key: Annotated[
         str | None, Query(description="Shared by the reports of one build (shards, matrix).")

@@ -24,7 +24,6 @@ word."""
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from typing import Annotated, Any, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from scheduler import commit_ids
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.ingest.testid import normalise_path
 from scheduler.models.enums import FileStatus
@@ -41,8 +41,6 @@ DELIVERY_HEADER = "X-Riskrank-Delivery"
 # The event name a generic delivery is stored under.
 COMMIT = "commit"
 MAX_DELIVERY_ID = 200
-
-_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 
 
 @dataclass(frozen=True)
@@ -73,10 +71,11 @@ class CommitEvent:
 
 
 def _sha(value: str) -> str:
-    sha = value.strip().lower()
-    if not _SHA.fullmatch(sha):
-        raise ValueError(f"{value!r} is not a commit sha (40 or 64 hex digits)")
-    return sha
+    try:
+        return commit_ids.parse(value)
+    except commit_ids.CommitIdError as error:
+        # pydantic reports a ValueError under the field's path ("commit: ...").
+        raise ValueError(error.message) from None
 
 
 Sha: TypeAlias = Annotated[str, AfterValidator(_sha)]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from celery import Celery
 from sqlalchemy.orm import Session
 
+from scheduler import commit_ids
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.ingest.json_results import parse_run_json
 from scheduler.ingest.junit import parse_junit
@@ -18,9 +18,6 @@ from scheduler.services import runs
 
 XML_TYPES = ("application/xml", "text/xml", "application/junit+xml")
 JSON_TYPES = ("application/json",)
-# A commit id as git prints it (SHA-1 or SHA-256, short or full), or the
-# build id of an imported history.
-COMMIT_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._:/-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -43,10 +40,7 @@ class RunParameters:
 def _check_commit(commit: str | None) -> str:
     if not commit:
         raise MalformedPayload("the commit is required: ?commit=<sha> (or the JSON field 'commit')")
-    commit = commit.strip()
-    if not COMMIT_PATTERN.match(commit):
-        raise MalformedPayload(f"{commit!r} is not a commit id")
-    return commit
+    return commit_ids.parse(commit)
 
 
 def receive_run(
@@ -85,10 +79,11 @@ def receive_run(
             f"Content-Type {content_type!r} is not a report: send JUnit XML as "
             "application/xml or results as application/json"
         )
+    commit = _check_commit(fields.commit)
     stored = runs.store_run(
         session,
         repository=repository,
-        commit_sha=_check_commit(fields.commit),
+        commit_sha=commit,
         branch=fields.branch,
         run_key=fields.run_key,
         plan_id=fields.plan_id,

@@ -202,7 +202,7 @@ BAD_REPORTS = [
     pytest.param(b'{"results": "nope"}', "application/json", 400, "results", id="bad-json"),
     pytest.param(b'{"results": []}', "application/json", 400, "commit", id="json-no-commit"),
     pytest.param(
-        b'{"commit": "abc", "results": [{"test": "t", "outcome": "exploded"}]}',
+        b'{"commit": "%s", "results": [{"test": "t", "outcome": "exploded"}]}' % SHA.encode(),
         "application/json",
         400,
         "outcome",
@@ -272,6 +272,78 @@ def test_missing_or_malformed_commit(
     assert malformed.status_code == 400
     assert "not a commit id" in malformed.json()["detail"]
     assert runs_stored(database) == []
+
+
+NOT_COMMITS = [
+    pytest.param(
+        "HEAD", "'HEAD' is not a commit id: give the full 40 (or 64) hex digits", id="HEAD"
+    ),
+    pytest.param("main", "'main' is not a commit id", id="branch"),
+    pytest.param("not-a-sha", "'not-a-sha' is not a commit id", id="not-a-sha"),
+    pytest.param(SHA[:7], "is not a commit id (7 hex digits)", id="short"),
+    pytest.param(SHA[:39], "is not a commit id (39 hex digits)", id="39-hex"),
+    pytest.param(SHA + "0", "is not a commit id (41 hex digits)", id="41-hex"),
+]
+
+
+def nothing_stored(database: Database, redis_server: redis.Redis) -> None:
+    assert runs_stored(database) == []
+    with database.session() as session:
+        assert session.scalar(select(func.count()).select_from(Commit)) == 0
+    assert queued_tasks(redis_server) == []
+
+
+@pytest.mark.parametrize(("commit", "message"), NOT_COMMITS)
+def test_a_junit_report_for_what_is_not_a_commit_id_is_refused(
+    client: TestClient,
+    database: Database,
+    redis_server: redis.Redis,
+    tokens_by_name: dict[str, str],
+    commit: str,
+    message: str,
+) -> None:
+    response = client.post(
+        URL, params={"commit": commit}, content=REPORT, headers=headers(tokens_by_name["app"])
+    )
+    assert response.status_code == 400, response.text
+    assert message in response.json()["detail"]
+    nothing_stored(database, redis_server)
+
+
+@pytest.mark.parametrize(("commit", "message"), NOT_COMMITS)
+def test_results_json_for_what_is_not_a_commit_id_is_refused(
+    client: TestClient,
+    database: Database,
+    redis_server: redis.Redis,
+    tokens_by_name: dict[str, str],
+    commit: str,
+    message: str,
+) -> None:
+    body = {"commit": commit, "results": [{"test": "t", "outcome": "passed"}]}
+    response = client.post(
+        URL,
+        # A good commit in the query does not make up for a bad one in the body.
+        params={"commit": SHA},
+        content=json.dumps(body),
+        headers=headers(tokens_by_name["app"], "application/json"),
+    )
+    assert response.status_code == 400, response.text
+    assert message in response.json()["detail"]
+    nothing_stored(database, redis_server)
+
+
+def test_a_commit_id_in_capitals_or_of_sha_256_is_taken_in_lower_case(
+    client: TestClient, database: Database, tokens_by_name: dict[str, str]
+) -> None:
+    sha256 = "9FCEB02D0AE598E95DC970B74767F19372D61AF8" + "0123456789ABCDEF01234567"
+    for commit in (SHA.upper(), sha256):
+        response = client.post(
+            URL, params={"commit": commit}, content=REPORT, headers=headers(tokens_by_name["app"])
+        )
+        assert response.status_code == 202, response.text
+    with database.session() as session:
+        stored = session.scalars(select(Commit.sha).order_by(Commit.id)).all()
+    assert stored == [SHA, sha256.lower()]
 
 
 def test_unknown_plan_is_refused(

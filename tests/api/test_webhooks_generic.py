@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from scheduler.db import Database
 from scheduler.models import ChangedFile, CiEvent, Commit, EventStatus, FileStatus, Provider
@@ -189,8 +189,23 @@ BAD_REQUESTS = [
     pytest.param(
         {"body": body_of(commit="HEAD")},
         400,
-        "commit: 'HEAD' is not a commit sha (40 or 64 hex digits)",
-        id="bad-sha",
+        "commit: 'HEAD' is not a commit id: give the full 40 (or 64) hex digits",
+        id="commit-HEAD",
+    ),
+    pytest.param(
+        {"body": body_of(commit="main")}, 400, "commit: 'main' is not a commit id", id="branch"
+    ),
+    pytest.param(
+        {"body": body_of(commit=SHA[:7])},
+        400,
+        f"commit: '{SHA[:7]}' is not a commit id (7 hex digits): give the full 40",
+        id="short-sha",
+    ),
+    pytest.param(
+        {"body": body_of(commit=SHA + "0")},
+        400,
+        "is not a commit id (41 hex digits)",
+        id="41-hex",
     ),
     pytest.param(
         {"body": body_of(parents=["abc"])}, 400, "parents[0]: 'abc' is not", id="bad-parent"
@@ -245,6 +260,8 @@ def test_bad_requests_get_a_clear_error_and_leave_no_row(
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
     assert stored_events(database) == []
+    with database.session() as session:
+        assert session.scalar(select(func.count()).select_from(Commit)) == 0
     assert queued_tasks(redis_server) == []
 
 

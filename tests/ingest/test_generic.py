@@ -75,9 +75,13 @@ def test_a_time_without_zone_is_utc() -> None:
         ({"repository": "acme/app"}, "commit: Field required"),
         (event(repository="app"), "repository: 'app' is not OWNER/NAME"),
         (event(repository="acme//app"), "is not OWNER/NAME"),
-        (event(commit="abc123"), "commit: 'abc123' is not a commit sha (40 or 64 hex digits)"),
-        (event(commit="g" * 40), "is not a commit sha"),
-        (event(parents=[PARENT, "xyz"]), "parents[1]: 'xyz' is not a commit sha"),
+        (
+            event(commit="abc123"),
+            "commit: 'abc123' is not a commit id (6 hex digits): give the full 40 (or 64) hex "
+            "digits, as `git rev-parse HEAD` prints them",
+        ),
+        (event(commit="g" * 40), "is not a commit id"),
+        (event(parents=[PARENT, "xyz"]), "parents[1]: 'xyz' is not a commit id"),
         (event(parents=PARENT), "parents: Input should be a valid list"),
         (
             event(changed_files=[{"path": "a.py", "status": "changed"}]),

@@ -263,7 +263,7 @@ def test_a_malformed_generic_event_fails_with_the_reason(database: Database) -> 
     with database.session() as session:
         error = session.get_one(CiEvent, event_id).error
     assert error is not None
-    assert "commit: 'HEAD' is not a commit sha" in error
+    assert "commit: 'HEAD' is not a commit id" in error
 
 
 # --- GitHub, through the same dispatch ---------------------------------------

@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from scheduler import commit_ids
 from scheduler.errors import ClientError
 from scheduler.planning import policy as policies
 from scheduler.planning.policy import Policy, PolicyError, Shard
-from scheduler.services.results import COMMIT_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,9 @@ class RepositoryRef:
 
 
 def check_sha(sha: str) -> str:
-    """The commit id as given, or a 400 (the same rule as for results)."""
-    sha = sha.strip()
-    if not COMMIT_PATTERN.match(sha):
-        raise PlanParameterError(f"{sha!r} is not a commit id")
-    return sha
+    """The full commit id, in lower case, or a 400 (commit_ids.parse: the
+    rule of every path a commit comes in by)."""
+    return commit_ids.parse(sha)
 
 
 # Repository settings keys (repositories.settings JSON) and their types.
