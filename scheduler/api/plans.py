@@ -54,7 +54,11 @@ class PlannedTest(BaseModel):
 class PlanAnswer(BaseModel):
     plan_id: int | None = Field(description="Null only for a fallback that stored nothing.")
     commit: str
-    status: Literal["ready", "heuristic", "fallback"]
+    status: Literal["ready", "heuristic", "fallback", "no_tests"] = Field(
+        description="ready: scored by the model; heuristic: by the simple rules (no model "
+        "yet); fallback: planning failed, everything runs; no_tests: riskrank knows no test "
+        "of the repository and none were sent, the whole suite runs."
+    )
     model_version: int | None = Field(description="Null unless status is ready.")
     mode: str
     budget: float | None
@@ -63,6 +67,11 @@ class PlanAnswer(BaseModel):
     exploration_rate: float
     full_run: bool = Field(description="A rule (or a fallback) runs everything.")
     full_run_reason: str | None
+    run_all: bool = Field(
+        description="Run the whole suite, not only the listed tests: riskrank cannot name "
+        "them (no test known and none sent), or everything runs (a fallback or a full run) "
+        "and no collected list was sent, so a test new to riskrank would be missed."
+    )
     total: int = Field(description="Tests in the plan, before sharding.")
     selected: int = Field(description="Selected tests in this shard.")
     duration_selected: float = Field(description="Expected seconds of this shard's selection.")

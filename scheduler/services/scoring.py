@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, defer
 
 from scheduler.models import Commit, ModelStatus, Plan, PlanItem, PlanStatus, Repository, RiskModel
@@ -184,6 +184,11 @@ def score_commit(
         return None
     record, _ = (cache or _cache).model(session, commit.repository_id)
     model_id = record.id if record is not None else None
+    # Read before the statistics: a write between the two leaves the plan
+    # a version behind (read again when served), never a version ahead.
+    stats_version = session.scalar(
+        select(Repository.stats_version).where(Repository.id == commit.repository_id)
+    )
     existing = session.scalar(
         select(Plan)
         .where(
@@ -191,17 +196,17 @@ def score_commit(
             Plan.model_id.is_(None) if model_id is None else Plan.model_id == model_id,
             Plan.status.in_([PlanStatus.READY, PlanStatus.HEURISTIC]),
             Plan.payload.is_not(None),  # scored before payloads: scored again
+            # Scored when no test was known, and outcomes came since: scored again.
+            or_(
+                Plan.stats_version == stats_version,
+                select(PlanItem.id).where(PlanItem.plan_id == Plan.id).exists(),
+            ),
         )
         .order_by(Plan.id.desc())
         .limit(1)
     )
     if existing is not None:
         return existing
-    # Read before the statistics: a write between the two leaves the plan
-    # a version behind (read again when served), never a version ahead.
-    stats_version = session.scalar(
-        select(Repository.stats_version).where(Repository.id == commit.repository_id)
-    )
     scores = score_tests(
         session,
         repository_id=commit.repository_id,

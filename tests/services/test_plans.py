@@ -154,6 +154,14 @@ def test_an_error_answers_everything_in_heuristic_order(private_sqlite: Database
     ]
     listed = [test["test"] for half in halves for test in half["tests"]]
     assert sorted(listed) == sorted(collected)
+    # The collected list is the whole suite; without one, riskrank's known
+    # tests may not be: the answer says to run the whole suite.
+    assert plan["run_all"] is False
+    unlisted = plans.plan_for(
+        database, repository=repository, sha=SHA, request=PlanRequest(), defaults=DEFAULTS
+    )
+    assert (unlisted["status"], unlisted["run_all"]) == ("fallback", True)
+    assert sorted(test["test"] for test in unlisted["tests"]) == sorted(NAMES)
 
 
 def test_an_error_with_unreadable_statistics_keeps_the_given_order(

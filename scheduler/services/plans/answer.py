@@ -48,6 +48,21 @@ def _body(text: str) -> str:
     return encode_basestring_ascii(text)[1:-1]
 
 
+# riskrank knows no test of the repository and the caller sent none: it
+# cannot name the tests to run, so the whole suite runs (`run_all`).
+NO_TESTS = "no_tests"
+NO_TESTS_MESSAGE = (
+    "riskrank knows no test of this repository yet and no test list was sent: run the whole suite"
+)
+
+
+def run_all(*, total: int, full_run: bool, collected: bool) -> bool:
+    """Whether the caller must run its whole suite, not only the listed
+    tests: riskrank names no test at all, or everything is to run and the
+    list holds only the tests riskrank knows (a new test would be missed)."""
+    return total == 0 or (full_run and not collected)
+
+
 def head(
     *,
     plan_id: int | None,
@@ -128,8 +143,17 @@ def reasons(
         second[of_rule & ~has] = f'{sentence}"'
         with_scored = of_rule & has
         second[with_scored] = scored[with_scored]
-        if rule is not Rule.MODEL:
-            first[with_scored] = f"{sentence}. "
+        if rule is Rule.MODEL:
+            continue
+        first[with_scored] = f"{sentence}. "
+        if rule in policies.SAID_BY_RULE:
+            # Few tests have these rules: mend each reason that repeats its sentence.
+            for index in np.flatnonzero(with_scored).tolist():
+                text = scored[index][:-1]  # without the closing quote
+                rest = policies.unsaid(rule, text)
+                if rest != text:
+                    first[index] = "" if not rest else f"{sentence}. "
+                    second[index] = f'{rest or sentence}"'
     return first, second
 
 

@@ -15,7 +15,7 @@ from scheduler.db import Database
 from scheduler.models import PlanStatus
 from scheduler.planning import policy as policies
 from scheduler.planning.policy import Policy, Shard
-from scheduler.services.plans.answer import Answer, PlannedTests, head
+from scheduler.services.plans.answer import Answer, PlannedTests, head, run_all
 from scheduler.services.plans.params import PlanRequest
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ def fallback(
     ) | {
         "full_run": True,
         "full_run_reason": "riskrank could not plan this commit",
+        "run_all": run_all(total=len(tests), full_run=True, collected=request.tests is not None),
         "total": len(tests),
         "selected": len(listed),
         "duration_selected": round(float(expected[listed].sum()), 3),

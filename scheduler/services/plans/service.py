@@ -23,12 +23,20 @@ from scheduler.db import Database
 from scheduler.models import ChangedFile, Commit, Plan, PlanStatus, SuiteRun
 from scheduler.planning import policy as policies
 from scheduler.planning.policy import Context, Decision, Policy, Shard
-from scheduler.services.plans.answer import Answer, head, joined, pieces
+from scheduler.services.plans.answer import (
+    NO_TESTS,
+    NO_TESTS_MESSAGE,
+    Answer,
+    head,
+    joined,
+    pieces,
+    run_all,
+)
 from scheduler.services.plans.cache import Lru, database_key
 from scheduler.services.plans.decision import PendingDecision, applied_policy
 from scheduler.services.plans.fallback import fallback
 from scheduler.services.plans.items import Covered, Items, cover, load_items
-from scheduler.services.plans.lookup import Found, scored
+from scheduler.services.plans.lookup import Found, rescored, scored
 from scheduler.services.plans.params import (
     PlanDefaults,
     PlanRequest,
@@ -105,8 +113,12 @@ class Planned:
         return split[shard.index - 1]
 
 
-def answer(*, found: Found, sha: str, planned: Planned, shard: Shard | None) -> Answer:
-    """The plan as the API returns it (see the contract in the README)."""
+def answer(
+    *, found: Found, sha: str, planned: Planned, shard: Shard | None, collected: bool
+) -> Answer:
+    """The plan as the API returns it (see the contract in the README).
+    `collected`: the caller sent the tests it collected, so the plan's
+    tests are its whole suite."""
     candidates = planned.covered.candidates
     decision = planned.decision
     if shard is not None:
@@ -115,6 +127,9 @@ def answer(*, found: Found, sha: str, planned: Planned, shard: Shard | None) -> 
         in_shard = decision.run_order()
         listed = np.concatenate([in_shard, decision.dropped_order()])
     status = found.status.value if found.status is not None else PlanStatus.FALLBACK.value
+    message = None
+    if len(candidates) == 0 and not collected:
+        status, message = NO_TESTS, NO_TESTS_MESSAGE
     fields = head(
         plan_id=found.plan_id,
         sha=sha,
@@ -125,6 +140,7 @@ def answer(*, found: Found, sha: str, planned: Planned, shard: Shard | None) -> 
     ) | {
         "full_run": decision.full_run,
         "full_run_reason": decision.full_run_reason,
+        "run_all": run_all(total=len(candidates), full_run=decision.full_run, collected=collected),
         "total": len(candidates),
         "selected": len(in_shard),
         "duration_selected": round(float(decision.expected_duration[in_shard].sum()), 3),
@@ -132,7 +148,7 @@ def answer(*, found: Found, sha: str, planned: Planned, shard: Shard | None) -> 
         "expected_failures_dropped": round(
             decision.expected_failures_dropped(candidates.probability), 6
         ),
-        "message": None,
+        "message": message,
     }
     return Answer(fields, joined(planned.pieces(), listed))
 
@@ -200,6 +216,16 @@ def serve(
     )
     assert found.plan_id is not None
     planned = plan(session, found=found, repository=repository, request=request, policy=policy)
+    if len(planned.items) == 0 and found.stats_version != found.current_stats_version:
+        # Scored before riskrank knew any test of the repository, and outcomes
+        # came in since: score it again, so the tests now known are planned.
+        renewed = rescored(session, found, repository_id=repository.id, sha=sha)
+        if renewed.plan_id != found.plan_id:
+            found = renewed
+            planned = plan(
+                session, found=found, repository=repository, request=request, policy=policy
+            )
+    assert found.plan_id is not None
     pending = None
     if found.policy != planned.applied:
         pending = PendingDecision(
@@ -212,7 +238,9 @@ def serve(
         if not defer:
             pending.write(session)
             pending = None
-    served = answer(found=found, sha=sha, planned=planned, shard=shard)
+    served = answer(
+        found=found, sha=sha, planned=planned, shard=shard, collected=request.tests is not None
+    )
     return replace(served, pending=pending) if pending is not None else served
 
 
