@@ -595,9 +595,39 @@ def reason(decision: Decision, index: int, scored: str | None) -> str:
     return _joined(decision.rules[index], rule_sentence(decision, index), scored)
 
 
+# What a rule's sentence already says, as the phrases of a scored reason
+# (risk.explain) say it: left out of the scored part after that sentence.
+SAID_BY_RULE: dict[Rule, tuple[str, ...]] = {
+    Rule.OWN_FILE_CHANGED: ("its own file changed",),
+    Rule.RECENTLY_FAILED: ("failed in its last run",),
+    Rule.NEW: ("is new to riskrank", "not in this commit's scores"),
+}
+
+
+def unsaid(rule: Rule, scored: str) -> str:
+    """`scored` (phrases joined by "; ", the first capitalised) without the
+    phrases the rule's sentence already says: "" when none is left."""
+    said = SAID_BY_RULE.get(rule)
+    if not said or not any(phrase in scored.lower() for phrase in said):
+        return scored
+    phrases = scored.split("; ")
+    kept = [phrase for phrase in phrases if phrase.lower() not in said]
+    if len(kept) == len(phrases):
+        return scored
+    if not kept:
+        return ""
+    first = kept[0]
+    if phrases.index(first) > 0 and " changed and failed together with it " not in first:
+        # It was not first, so not capitalised; a phrase naming a path keeps its case.
+        first = first[0].upper() + first[1:]
+    return "; ".join([first, *kept[1:]])
+
+
 def _joined(rule: Rule, sentence: str, scored: str | None) -> str:
     if rule is Rule.MODEL and scored:
         return scored
+    if scored:
+        scored = unsaid(rule, scored)
     if not scored:
         return sentence
     return f"{sentence}. {scored}"

@@ -21,6 +21,7 @@ from scheduler.planning.policy import (
     full_run_path,
     reason,
     shards,
+    unsaid,
 )
 
 NAMES = [f"tests/test_{i}.py::test_{i}" for i in range(6)]
@@ -422,3 +423,33 @@ def test_shard_must_be_i_of_n(text: str) -> None:
 def test_shard_parses() -> None:
     assert Shard.parse(" 2/4 ") == Shard(2, 4)
     assert str(Shard(2, 4)) == "2/4"
+
+
+@pytest.mark.parametrize(
+    ("rule", "scored", "expected"),
+    [
+        (Rule.OWN_FILE_CHANGED, "Its own file changed", ""),
+        (
+            Rule.OWN_FILE_CHANGED,
+            "Its own file changed; failed 2 of its last 5 runs",
+            "Failed 2 of its last 5 runs",
+        ),
+        (
+            Rule.RECENTLY_FAILED,
+            "Failed 2 of its last 5 runs; failed in its last run",
+            "Failed 2 of its last 5 runs",
+        ),
+        (
+            Rule.RECENTLY_FAILED,
+            "Failed in its last run; src/Net.py changed and failed together with it 2 times",
+            "src/Net.py changed and failed together with it 2 times",
+        ),
+        (Rule.NEW, "Not in this commit's scores", ""),
+        (Rule.NEW, "Is new to riskrank", ""),
+        # Other rules, and phrases the sentence does not say, are kept as they are.
+        (Rule.BUDGET, "Its own file changed", "Its own file changed"),
+        (Rule.OWN_FILE_CHANGED, "Failed in its last run", "Failed in its last run"),
+    ],
+)
+def test_a_reason_does_not_repeat_its_rule(rule: Rule, scored: str, expected: str) -> None:
+    assert unsaid(rule, scored) == expected

@@ -33,7 +33,7 @@ from scheduler.services.plans.lookup import Found
 # The heuristic's score of a test riskrank has never seen: what a collected
 # test missing from the commit's scores gets as its probability.
 NEW_TEST_PROBABILITY = heuristic.BASE + heuristic.WEIGHTS["is_new"]
-NOT_SCORED = "not in this commit's scores"
+NOT_SCORED = "Not in this commit's scores"
 
 # Payloads by (database, plan id, scored at): a plan's payload never changes.
 # Bounded by tests (about 600 bytes each once decoded).
