@@ -181,10 +181,81 @@ def learning_plot(document: dict[str, Any]) -> str | None:
     return _png(figure)
 
 
-def _cell(value: Any, measure: str) -> str:
+def _text(value: Any) -> str:
+    """A parameter's value as a reader types it: lists joined, None as none."""
     if value is None:
-        return "-"
-    return f"{value:.2f}" if measure == summary.FIRST_FAILURE else f"{value:.4f}"
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return str(round(value, 4))
+    if isinstance(value, list | tuple):
+        return ", ".join(_text(v) for v in value) if value else "none"
+    return str(value)
+
+
+def flat(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested settings as (dotted name, value) rows: policy.mode, …"""
+    rows: list[tuple[str, Any]] = []
+    for name, value in values.items():
+        if isinstance(value, dict):
+            rows += flat(value, f"{prefix}{name}.")
+        else:
+            rows.append((f"{prefix}{name}", value))
+    return rows
+
+
+def pairs_table(rows: list[tuple[str, Any]], head: tuple[str, str]) -> str:
+    """A two-column table, every name and value escaped."""
+    body = "".join(
+        f"<tr><th>{html.escape(name)}</th><td>{html.escape(_text(value))}</td></tr>"
+        for name, value in rows
+    )
+    return (
+        f'<table class="pairs"><tr><th>{html.escape(head[0])}</th>'
+        f"<th>{html.escape(head[1])}</th></tr>{body}</table>"
+    )
+
+
+def _apfd(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def trainings_table(trainings: list[dict[str, Any]]) -> str:
+    """Every retraining: before which build, what the registry decided and
+    why, and the validation APFDs it compared."""
+    head = (
+        "build index",
+        "before build",
+        "outcome",
+        "version",
+        "reason",
+        "candidate APFD",
+        "heuristic APFD",
+        "active model APFD",
+        "rows",
+        "failures",
+        "seconds",
+    )
+    rows = []
+    for t in trainings:
+        cells = (
+            str(t["build_index"]),
+            str(t["before_build"]),
+            str(t["outcome"]),
+            "-" if t["version"] is None else f"v{t['version']}",
+            str(t["reason"]),
+            _apfd(t["validation_apfd"]),
+            _apfd(t["heuristic_apfd"]),
+            _apfd(t["active_apfd"]),
+            "-" if t["rows"] is None else str(t["rows"]),
+            "-" if t["failures"] is None else str(t["failures"]),
+            f"{t['seconds']:.1f}",
+        )
+        mark = f' class="{html.escape(str(t["outcome"]).replace(" ", "-"))}"'
+        rows.append(f"<tr{mark}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    titles = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    return f'<table class="trainings"><tr>{titles}</tr>{"".join(rows)}</table>'
 
 
 def figures_table(document: dict[str, Any], view: str) -> str:
@@ -196,7 +267,7 @@ def figures_table(document: dict[str, Any], view: str) -> str:
         cells = []
         for name in names:
             entry = document["figures"][view][name][measure]
-            text = _cell(entry["mean"], measure)
+            text = summary.cell(entry["mean"], measure)
             if "mean_all" in entry and entry["mean_all"] is not None:
                 text += f"<br><small>{entry['mean_all']:.4f}</small>"
             mark = ' class="best"' if best[measure] == name else ""
@@ -210,6 +281,10 @@ body { font-family: sans-serif; margin: 2em; max-width: 1300px; }
 table { border-collapse: collapse; font-size: 12px; }
 td, th { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
 td.best { background: #eef; }
+table.pairs td, table.pairs th, table.trainings td { text-align: left; }
+tr.promoted { background: #efe; }
+p.served { font-weight: bold; }
+p.served.heuristic { background: #ffd; padding: 4px; }
 small { color: #888; }
 """
 
@@ -218,6 +293,10 @@ def render(result: BacktestResult, document: dict[str, Any]) -> str:
     """The page: what ran and how long it took, then the plots and tables."""
     data = document["dataset"]
     names = list(document["orderings"])
+    # Which model (or the heuristic) served sits beside every results table:
+    # a heuristic's figures read as a model's would mislead.
+    kind = "served heuristic" if document["served"]["only_heuristic"] else "served"
+    served = f'<p class="{kind}">{html.escape(document["served"]["text"])}</p>'
     parts = [
         f"<h1>riskrank backtest: {html.escape(str(data['name']))}</h1>",
         "<p>"
@@ -225,8 +304,18 @@ def render(result: BacktestResult, document: dict[str, Any]) -> str:
         f"({data['failing_builds']['all']} failing, {data['failing_builds']['changes']} "
         f"with a status change); the backtest took <b>{document['seconds']:.1f} s</b> "
         f"({document['builds_per_second']} builds/s), started {document['started_at']}.</p>",
-        f"<p>Parameters: <code>{html.escape(str(document['parameters']))}</code></p>",
-        f"<p>Plans kept: <code>{html.escape(str(document['selection']))}</code></p>",
+        served,
+        "<h2>Parameters</h2>",
+        pairs_table(
+            [
+                ("history file", data.get("file")),
+                ("history format", data.get("format")),
+                *flat(document["parameters"]),
+            ],
+            ("parameter", "value"),
+        ),
+        "<h2>What the plans kept</h2>",
+        pairs_table(flat(document["selection"]), ("figure", "value")),
         "<h2>Recall against budget</h2>",
         f'<img src="data:image/png;base64,{recall_plot(result, names)}">',
         "<h2>APFD over time</h2>",
@@ -244,8 +333,18 @@ def render(result: BacktestResult, document: dict[str, Any]) -> str:
             f"<h2>{title}</h2>",
             "<p>Means over the failing builds; below, small: over all builds with "
             "failure-free builds counted as 1 (COLEMAN). Shaded: the strongest baseline.</p>",
+            served,
             figures_table(document, view),
         ]
+    parts += [
+        "<h2>Trainings</h2>",
+        "<p>Each retraining trains a candidate on the history so far; the registry "
+        "promotes it only if its mean APFD on the newest (validation) builds beats the "
+        "active model's, or the heuristic's while no model is active.</p>",
+        trainings_table(document["trainings"])
+        if document["trainings"]
+        else "<p>No retraining (--retrain-every 0).</p>",
+    ]
     body = "\n".join(parts)
     return (
         '<!DOCTYPE html><html><head><meta charset="utf-8">'

@@ -43,6 +43,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+from sqlalchemy import make_url
 
 from scheduler import migrate
 from scheduler.db import Database
@@ -120,7 +121,11 @@ class BacktestConfig:
             "retrain_every": self.retrain_every,
             "closed_loop": self.closed_loop,
             "random_seeds": self.random_seeds,
-            "database": "postgresql" if self.database_url else "sqlite (temporary)",
+            "database": (
+                make_url(self.database_url).render_as_string(hide_password=True)
+                if self.database_url
+                else "sqlite (temporary)"
+            ),
             "policy": self.policy.as_json(),
         }
 
@@ -160,9 +165,19 @@ class BuildRecord:
     full_run: bool
 
 
+# What became of a retraining: its candidate replaced the active model (or
+# the heuristic), the registry kept the incumbent, or no candidate came out
+# (too little history, no failure to learn from).
+PROMOTED = "promoted"
+REFUSED = "refused"
+NOT_TRAINED = "not trained"
+OUTCOMES = (PROMOTED, REFUSED, NOT_TRAINED)
+
+
 @dataclass(frozen=True)
 class TrainingRecord:
-    """One retraining: before which build, and what the registry decided."""
+    """One retraining: before which build, and what the registry decided
+    (`reason`: the registry's words, or why no model was trained)."""
 
     index: int
     build: str
@@ -176,12 +191,19 @@ class TrainingRecord:
     heuristic_apfd: float | None = None
     active_apfd: float | None = None
 
+    @property
+    def outcome(self) -> str:
+        if self.promoted:
+            return PROMOTED
+        return REFUSED if self.version is not None else NOT_TRAINED
+
     def as_json(self) -> dict[str, Any]:
         return {
             "before_build": self.build,
             "build_index": self.index,
             "seconds": round(self.seconds, 3),
             "version": self.version,
+            "outcome": self.outcome,
             "promoted": self.promoted,
             "reason": self.reason,
             "rows": self.rows,
@@ -417,7 +439,9 @@ def retrain(database: Database, *, repository_id: int, build: HistoryBuild) -> T
         with database.session() as session:
             outcome = training.train_repository(session, repository_id=repository_id)
             if outcome is None:
-                return TrainingRecord(build.index, build.build, 0.0, reason="locked")
+                return TrainingRecord(
+                    build.index, build.build, 0.0, reason="another training held the lock"
+                )
             found = outcome.model.metrics or {}
             record = TrainingRecord(
                 index=build.index,
@@ -434,7 +458,7 @@ def retrain(database: Database, *, repository_id: int, build: HistoryBuild) -> T
             )
     except training.TrainingError as error:
         return TrainingRecord(
-            build.index, build.build, time.perf_counter() - started, reason=f"not trained: {error}"
+            build.index, build.build, time.perf_counter() - started, reason=str(error)
         )
     return record
 

@@ -28,11 +28,15 @@ import numpy.typing as npt
 
 from scheduler.backtest.runner import (
     BASELINES,
+    NOT_TRAINED,
     OPTIMAL,
+    OUTCOMES,
+    PROMOTED,
     RANDOM,
     RISKRANK,
     BacktestResult,
     BuildRecord,
+    TrainingRecord,
 )
 from scheduler.evaluation import metrics
 
@@ -215,6 +219,13 @@ def _avg(values: Sequence[float]) -> Value:
     return sum(values) / len(values) if values else None
 
 
+def cell(value: Value | int, measure: str) -> str:
+    """A mean as the tables print it."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if measure == FIRST_FAILURE else f"{value:.4f}"
+
+
 def lower_is_better(measure: str) -> bool:
     return measure == FIRST_FAILURE
 
@@ -289,6 +300,131 @@ def rolling_apfd(
     return points
 
 
+# --- what served the riskrank rows ------------------------------------------
+
+
+def stretches(records: Sequence[BuildRecord]) -> list[dict[str, Any]]:
+    """The scored builds in runs served by one model version (None: the
+    heuristic), in build order."""
+    runs: list[dict[str, Any]] = []
+    for record in records:
+        if runs and runs[-1]["version"] == record.model_version:
+            runs[-1]["builds"] += 1
+            runs[-1]["last_build_index"] = record.index
+            runs[-1]["last_build"] = record.build
+            continue
+        runs.append(
+            {
+                "served_by": "heuristic" if record.model_version is None else "model",
+                "version": record.model_version,
+                "builds": 1,
+                "first_build_index": record.index,
+                "first_build": record.build,
+                "last_build_index": record.index,
+                "last_build": record.build,
+            }
+        )
+    return runs
+
+
+def _server(version: int | None) -> str:
+    return "the heuristic" if version is None else f"model v{version}"
+
+
+def _builds(count: int) -> str:
+    return f"{count} scored build" + ("" if count == 1 else "s")
+
+
+def served_phrase(runs: Sequence[dict[str, Any]], total: int) -> str:
+    """Who scored the builds, in order: "the heuristic served the first 32
+    of 412 scored builds, model v2 the last 380"."""
+    if not runs:
+        return "no build was scored"
+    if len(runs) == 1:
+        who = _server(runs[0]["version"])
+        return (
+            f"{who} served the only scored build"
+            if total == 1
+            else (f"{who} served all {_builds(total)}")
+        )
+    parts = [
+        f"{_server(runs[0]['version'])} served the first {runs[0]['builds']} of {_builds(total)}"
+    ]
+    parts += [f"{_server(run['version'])} the next {run['builds']}" for run in runs[1:-1]]
+    parts.append(f"{_server(runs[-1]['version'])} the last {runs[-1]['builds']}")
+    return ", ".join(parts)
+
+
+def _reasons(trainings: Sequence[TrainingRecord]) -> str:
+    """The distinct reasons, with how many trainings gave each when they differ."""
+    counts: dict[str, int] = {}
+    for training in trainings:
+        counts[training.reason] = counts.get(training.reason, 0) + 1
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{reason}: {count}" for reason, count in counts.items())
+
+
+def trainings_phrase(trainings: Sequence[TrainingRecord], retrain_every: int) -> str:
+    """What became of the retrainings: "3 trainings, all refused (does not
+    beat the heuristic)" or "3 trainings: 1 promoted (v2), 2 refused (…)"."""
+    if not trainings:
+        return "no training (--retrain-every 0)" if retrain_every == 0 else "no training"
+    by: dict[str, list[TrainingRecord]] = {kind: [] for kind in OUTCOMES}
+    for training in trainings:
+        by[training.outcome].append(training)
+
+    def detail(kind: str) -> str:
+        group = by[kind]
+        if kind == PROMOTED:
+            return ", ".join(f"v{t.version} before build {t.build}" for t in group)
+        return _reasons(group)
+
+    total = len(trainings)
+    counted = f"{total} training" + ("" if total == 1 else "s")
+    kinds = [kind for kind in OUTCOMES if by[kind]]
+    if len(kinds) == 1:
+        (kind,) = kinds
+        label = "could not train" if kind == NOT_TRAINED else kind
+        every = (
+            label if total == 1 else ("none " + label if kind == NOT_TRAINED else f"all {label}")
+        )
+        return f"{counted}, {every} ({detail(kind)})"
+    return counted + ": " + ", ".join(f"{len(by[k])} {k} ({detail(k)})" for k in kinds)
+
+
+def served(result: BacktestResult) -> dict[str, Any]:
+    """What scored the riskrank rows' builds (a model, which version, or the
+    heuristic) and what became of every training, with the sentence the
+    command and the report print."""
+    runs = stretches(result.records)
+    total = len(result.records)
+    models: dict[int, int] = {}
+    for record in result.records:
+        if record.model_version is not None:
+            models[record.model_version] = models.get(record.model_version, 0) + 1
+    heuristic = total - sum(models.values())
+    text = served_phrase(runs, total)
+    if total and heuristic == total:
+        text = "no model: " + text
+    text += "; " + trainings_phrase(result.trainings, result.config.retrain_every)
+    return {
+        "scored_builds": total,
+        "heuristic_builds": heuristic,
+        "model_builds": [{"version": v, "builds": n} for v, n in sorted(models.items())],
+        "only_heuristic": heuristic == total,
+        "stretches": runs,
+        "trainings": {
+            "total": len(result.trainings),
+            **{
+                kind.replace(" ", "_"): sum(1 for t in result.trainings if t.outcome == kind)
+                for kind in OUTCOMES
+            },
+        },
+        "text": f"{RISKRANK} rows: {text}.",
+    }
+
+
 def orderings_jsonl(result: BacktestResult) -> list[dict[str, Any]]:
     """One object per evaluated build: riskrank's order and selection."""
     return [
@@ -340,4 +476,5 @@ def to_json(
             {r.model_version for r in result.records if r.model_version is not None}
         ),
         "heuristic_builds": sum(1 for r in result.records if r.model_version is None),
+        "served": served(result),
     }

@@ -9,21 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from scheduler.backtest import summary
-from scheduler.backtest.runner import (
-    OPTIMAL,
-    RISKRANK,
-    BacktestConfig,
-    BacktestError,
-    run_backtest,
-)
 from scheduler.cli.common import console, fail
-from scheduler.cli.history import read_reports
-from scheduler.ingest.history import detect_format
-from scheduler.planning.policy import MODES, Policy
+
+# `riskrank --help` imports every command module: the backtest (numpy,
+# LightGBM, and matplotlib for the report) is imported only when it runs.
 
 FORMATS = ("auto", "jsonl", "retecs")
 # The measures the summary table prints (the JSON has every one).
@@ -85,6 +76,20 @@ def backtest(
     """Replay a CI history build by build through riskrank (ingestion,
     training and the registry, scoring, the policy) beside simple baselines,
     and print how early each ordering finds the failures."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from scheduler.backtest import summary
+    from scheduler.backtest.runner import BacktestConfig, BacktestError, run_backtest
+    from scheduler.cli.history import read_reports
+    from scheduler.ingest.history import detect_format
+    from scheduler.planning.policy import MODES, Policy
+
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}")
     if mode not in MODES:
@@ -158,13 +163,10 @@ def write_text(path: Path, text: str) -> None:
     console.print(f"wrote {path}", markup=False)
 
 
-def _cell(value: Any, measure: str) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if measure == summary.FIRST_FAILURE else f"{value:.4f}"
-
-
 def print_summary(document: dict[str, Any]) -> None:
+    from scheduler.backtest import summary
+    from scheduler.backtest.runner import OPTIMAL, RISKRANK
+
     data = document["dataset"]
     console.print(
         f"{data['name']}: {data['evaluated_builds']} of {data['builds']} builds evaluated "
@@ -185,7 +187,7 @@ def print_summary(document: dict[str, Any]) -> None:
             row = document["figures"][view][name]
             cells = []
             for measure in TABLE:
-                text = _cell(row[measure]["mean"], measure)
+                text = summary.cell(row[measure]["mean"], measure)
                 if best[measure] == name:
                     text += "*"
                 cells.append(text)
@@ -193,6 +195,15 @@ def print_summary(document: dict[str, Any]) -> None:
             table.add_row(name, *cells, style=style)
         console.print(table)
     console.print("* the strongest baseline per column; optimal is an upper bound", style="dim")
+    # Whether a model or the heuristic made the riskrank rows changes what
+    # they mean: say it under the tables, where the eye leaves them.
+    served = document["served"]
+    console.print(
+        served["text"],
+        style="bold yellow" if served["only_heuristic"] else "bold",
+        highlight=False,
+        markup=False,
+    )
 
 
 def register(app: typer.Typer) -> None:
