@@ -226,6 +226,19 @@ class Payload:
         return {name: row for row, name in enumerate(self.names)}
 
     @cached_property
+    def groups(self) -> dict[str, list[int]]:
+        """The rows of each group of tests, by the part of their ids before
+        a `::` (a file, a class: `a.py` and `a.py::TestX` of
+        `a.py::TestX::test_y`), in rank order."""
+        groups: dict[str, list[int]] = {}
+        for row, name in enumerate(self.names):
+            end = name.find("::")
+            while end > 0:
+                groups.setdefault(name[:end], []).append(row)
+                end = name.find("::", end + 2)
+        return groups
+
+    @cached_property
     def reasons(self) -> list[str | None]:
         if not len(self):
             return []

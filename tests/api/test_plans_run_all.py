@@ -128,3 +128,22 @@ def test_reasons_do_not_repeat_their_rule(
         "tests/test_ui.py::test_click": "Its own file changed",
         "tests/test_ui.py::test_scroll": "Its own file changed",
     }
+
+
+def test_a_collected_file_or_class_stands_for_its_known_tests(
+    client: TestClient, token: str
+) -> None:
+    # What a runner that cannot list its test cases collects: files (Jest's
+    # --listTests) or classes (Maven's test sources).
+    collected = ["tests/test_io.py", "tests/test_net.py::test_get", "tests/test_new.py"]
+    plan = ask(client, token, SHA, repo="acme/app", mode="fraction", budget=0, tests=collected)
+    assert plan["run_all"] is False
+    assert sorted(test["test"] for test in plan["tests"]) == [
+        "tests/test_io.py::test_read",
+        "tests/test_io.py::test_write",
+        "tests/test_net.py::test_get",
+        "tests/test_new.py",
+    ]
+    # The group no known test belongs to is new: it runs whatever the budget.
+    [new] = [test for test in plan["tests"] if test["test"] == "tests/test_new.py"]
+    assert (new["selected"], new["rule"]) == (True, "new")

@@ -147,3 +147,18 @@ def test_newest_failure_or_error() -> None:
         2,
         0,
     ]
+
+
+def test_groups_are_the_id_prefixes_before_each_separator() -> None:
+    payload = Payload.build(
+        test_id=np.arange(4),
+        names=["a.py::T::test_x", "b.py::test_y", "a.py::T::test_z", "a.py::test_w"],
+        probability=np.zeros(4),
+        own_file_changed=np.zeros(4, dtype=bool),
+        duration=np.zeros(4),
+        builds_since_failure=np.zeros(4),
+        runs=np.zeros(4, dtype=np.int64),
+        recent=[""] * 4,
+        reasons=[None] * 4,
+    )
+    assert payload.groups == {"a.py": [0, 2, 3], "a.py::T": [0, 2], "b.py": [1]}

@@ -322,9 +322,29 @@ class Covered:
         return self.row >= 0
 
 
+def expanded(tests: Sequence[str], payload: Payload) -> list[str]:
+    """The collected ids, each once, with an id that is not a test of the
+    plan but a group of them (a file or a class, as a runner that cannot
+    list test cases collects: see `Payload.groups`) in place of its tests."""
+    collected = list(dict.fromkeys(tests))
+    position = payload.position
+    if all(name in position for name in collected):
+        return collected
+    groups, names = payload.groups, payload.names
+    result: list[str] = []
+    for name in collected:
+        rows = groups.get(name) if name not in position else None
+        if rows:
+            result.extend(names[row] for row in rows)
+        else:
+            result.append(name)
+    return list(dict.fromkeys(result))
+
+
 def cover(items: Items, tests: Sequence[str] | None, recent_runs: int) -> Covered:
-    """The plan's tests, or exactly the collected ones: those the plan lacks
-    are new (riskrank has never seen them, or learned of them after scoring)."""
+    """The plan's tests, or exactly the collected ones (a collected group
+    stands for its tests): those the plan lacks are new (riskrank has never
+    seen them, or learned of them after scoring)."""
     payload, stats = items.payload, items.stats
     names: Sequence[str]
     collected: list[str] | None
@@ -332,7 +352,7 @@ def cover(items: Items, tests: Sequence[str] | None, recent_runs: int) -> Covere
         row = np.arange(len(payload), dtype=np.intp)
         names, collected = _Names(payload), None
     else:
-        collected = list(dict.fromkeys(tests))
+        collected = expanded(tests, payload)
         position = payload.position
         row = np.fromiter(
             (position.get(name, -1) for name in collected), dtype=np.intp, count=len(collected)
