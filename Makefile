@@ -14,8 +14,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml clients/pytest-riskrank/pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]" -e clients/pytest-riskrank
+$(VENV)/.installed-dev: pyproject.toml clients/riskrank-client/pyproject.toml clients/pytest-riskrank/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -e clients/riskrank-client -e clients/pytest-riskrank
 	touch $@
 
 up: $(VENV)/.installed
@@ -28,12 +28,14 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy --strict clients/riskrank-client/src
 	$(BIN)/mypy --strict clients/pytest-riskrank/src
 
 # Two processes (this machine's cores); each has its own databases and Redis
 # database, and a test file stays in one process (module fixtures).
 test: $(VENV)/.installed-dev services lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+	cd clients/riskrank-client && ../../$(BIN)/python -m pytest
 	cd clients/pytest-riskrank && ../../$(BIN)/python -m pytest
 
 clean:

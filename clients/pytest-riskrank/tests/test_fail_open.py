@@ -360,7 +360,7 @@ def test_a_crash_while_loading_the_settings_is_one_line(
         raise RuntimeError("git exploded")
 
     monkeypatch.delenv("GITHUB_SHA")
-    monkeypatch.setattr("pytest_riskrank.config.run_git", broken_git)
+    monkeypatch.setattr("riskrank_client.ci.run_git", broken_git)
     pytester.makepyfile(test_suite=PASSING_SUITE)
     result = pytester.runpytest("-p", "no:cacheprovider", f"--riskrank-url={fake.url}")
     assert result.ret == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from pytest_riskrank.client import PlanAnswer, PlannedTest, parse_plan
 from pytest_riskrank.planning import (
     PlanMismatch,
     arrange,
@@ -13,6 +12,7 @@ from pytest_riskrank.planning import (
     summary,
 )
 from pytest_riskrank.results import test_id as riskrank_id
+from riskrank_client.api import PlanAnswer, PlannedTest, parse_plan
 from riskrank_testing import plan_answer
 
 

@@ -1,5 +1,6 @@
 """Where the plugin's settings come from: command-line options, then RISKRANK_*
-variables, then what the CI system (or git) says about the build.
+variables, then what the CI system (or git) says about the build (riskrank
+client's detection, `riskrank_client.ci`, shared with its commands).
 
 Everything here reads an explicit `env` mapping so it can be tested without
 touching the process environment."""
@@ -7,121 +8,25 @@ touching the process environment."""
 from __future__ import annotations
 
 import re
-import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
+from riskrank_client.ci import (
+    OWNER_NAME,
+    GitRunner,
+    clean,
+    detect_branch,
+    detect_commit,
+    detect_repo,
+    detect_run_key,
+    display_url,
+    resolve_commit,
+    unresolved_commit,
+)
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
-GIT_TIMEOUT_SECONDS = 5.0
-
-# OWNER/NAME, where OWNER may be nested groups (GitLab: group/sub/name).
-_OWNER_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
-# A clone URL's path counts only with exactly two parts (a longer one may
-# start with a server's own prefix, e.g. Bitbucket Server's /scm/).
-_TWO_PARTS = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-
-# Each CI system's variable for the commit under test, in the order tried.
-COMMIT_VARIABLES = (
-    "GITHUB_SHA",  # GitHub Actions
-    "CI_COMMIT_SHA",  # GitLab CI, Woodpecker
-    "BUILDKITE_COMMIT",
-    "CIRCLE_SHA1",
-    "TRAVIS_COMMIT",
-    "BITBUCKET_COMMIT",
-    "DRONE_COMMIT_SHA",
-    "BUILD_SOURCEVERSION",  # Azure Pipelines
-    "SEMAPHORE_GIT_SHA",
-    "APPVEYOR_REPO_COMMIT",
-    "CODEBUILD_RESOLVED_SOURCE_VERSION",  # AWS CodeBuild
-    "HEROKU_TEST_RUN_COMMIT_VERSION",
-    "GIT_COMMIT",  # Jenkins git plugin: last, it is also a common local name
-)
-
-# A pull request's own branch comes before the ref the build ran on (which is
-# a synthetic merge ref for pull requests on GitHub).
-BRANCH_VARIABLES = (
-    "GITHUB_HEAD_REF",
-    "GITHUB_REF_NAME",
-    "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME",  # GitLab merge request pipelines
-    "CI_COMMIT_REF_NAME",  # GitLab, Woodpecker
-    "BUILDKITE_BRANCH",
-    "CIRCLE_BRANCH",
-    "TRAVIS_PULL_REQUEST_BRANCH",
-    "TRAVIS_BRANCH",
-    "BITBUCKET_BRANCH",
-    "DRONE_SOURCE_BRANCH",
-    "DRONE_BRANCH",
-    "SEMAPHORE_GIT_PR_BRANCH",
-    "SEMAPHORE_GIT_BRANCH",
-    "APPVEYOR_PULL_REQUEST_HEAD_REPO_BRANCH",
-    "APPVEYOR_REPO_BRANCH",
-    "BRANCH_NAME",  # Jenkins multibranch pipelines
-    "GIT_BRANCH",  # Jenkins git plugin
-)
-
-# Variables that hold OWNER/NAME as they are.
-REPO_VARIABLES = (
-    "GITHUB_REPOSITORY",
-    "CI_PROJECT_PATH",  # GitLab: group/name, or nested groups, group/sub/name
-    "BITBUCKET_REPO_FULL_NAME",
-    "DRONE_REPO",
-    "TRAVIS_REPO_SLUG",
-    "SEMAPHORE_GIT_REPO_SLUG",
-    "APPVEYOR_REPO_NAME",
-)
-# Variables that hold a clone URL whose path may end in OWNER/NAME(.git).
-REPO_URL_VARIABLES = (
-    "BUILDKITE_REPO",
-    "CIRCLE_REPOSITORY_URL",
-    "BUILD_REPOSITORY_URI",  # Azure Pipelines
-    "GIT_URL",  # Jenkins git plugin
-)
-
-# Jobs of one build (shards, matrix entries) share these; a rerun of the build
-# gets a new key where the CI system tells attempts apart.
-RUN_KEY_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("github", ("GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT")),
-    ("gitlab", ("CI_PIPELINE_ID",)),
-    ("buildkite", ("BUILDKITE_BUILD_ID",)),
-    ("circleci", ("CIRCLE_WORKFLOW_ID",)),
-    ("travis", ("TRAVIS_BUILD_ID",)),
-    ("bitbucket", ("BITBUCKET_PIPELINE_UUID",)),
-    ("drone", ("DRONE_BUILD_NUMBER",)),
-    ("azure", ("BUILD_BUILDID", "SYSTEM_JOBATTEMPT")),
-    ("semaphore", ("SEMAPHORE_WORKFLOW_ID",)),
-    ("appveyor", ("APPVEYOR_BUILD_ID",)),
-    ("jenkins", ("BUILD_TAG",)),
-)
-
-# Every variable the plugin reads, for tests that need a clean environment.
-ENVIRONMENT_VARIABLES = (
-    "RISKRANK_URL",
-    "RISKRANK_TOKEN",
-    "RISKRANK_REPO",
-    "RISKRANK_COMMIT",
-    "RISKRANK_BRANCH",
-    "RISKRANK_RUN_KEY",
-    "RISKRANK_TIMEOUT",
-    "RISKRANK_MODE",
-    "RISKRANK_BUDGET",
-    "RISKRANK_SHARD",
-    "RISKRANK_BY",
-    *COMMIT_VARIABLES,
-    *BRANCH_VARIABLES,
-    *REPO_VARIABLES,
-    *REPO_URL_VARIABLES,
-    "CIRCLE_PROJECT_USERNAME",
-    "CIRCLE_PROJECT_REPONAME",
-    "GITHUB_REF_TYPE",
-    "CI_COMMIT_TAG",
-    *(name for _, names in RUN_KEY_SOURCES for name in names),
-)
-
-GitRunner = Callable[[Sequence[str], Path], str | None]
 
 # The plan API's modes (see the riskrank README): `order` keeps every test,
 # the others trim to a budget.
@@ -260,113 +165,11 @@ def add_options(parser: pytest.Parser) -> None:
     )
 
 
-def _clean(value: object) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _first(env: Mapping[str, str], names: Sequence[str]) -> str | None:
-    for name in names:
-        value = _clean(env.get(name))
-        if value is not None:
-            return value
-    return None
-
-
-def display_url(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
-
-
-def run_git(arguments: Sequence[str], cwd: Path) -> str | None:
-    """git's one-line answer, or None when git is missing, slow or unhappy."""
-    try:
-        completed = subprocess.run(  # noqa: S603  (fixed argv, no shell)
-            ["git", *arguments],  # noqa: S607  (git from PATH, like a user runs it)
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=GIT_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if completed.returncode != 0:
-        return None
-    return _clean(completed.stdout)
-
-
-def repo_from_url(url: str) -> str | None:
-    """OWNER/NAME from a clone URL (https, ssh or scp-like), if its path has
-    exactly two parts."""
-    text = url.strip()
-    if "://" in text:
-        path = urlsplit(text).path
-    elif ":" in text:  # scp-like: git@github.com:owner/name.git
-        path = text.split(":", 1)[1]
-    else:
-        path = text
-    path = path.strip("/")
-    path = path.removesuffix(".git")
-    return path if _TWO_PARTS.match(path) else None
-
-
-def detect_repo(env: Mapping[str, str]) -> str | None:
-    for name in REPO_VARIABLES:
-        value = _clean(env.get(name))
-        if value is not None and _OWNER_NAME.match(value):
-            return value
-    owner = _clean(env.get("CIRCLE_PROJECT_USERNAME"))
-    repo = _clean(env.get("CIRCLE_PROJECT_REPONAME"))
-    if owner and repo and _OWNER_NAME.match(f"{owner}/{repo}"):
-        return f"{owner}/{repo}"
-    for name in REPO_URL_VARIABLES:
-        value = _clean(env.get(name))
-        if value is not None:
-            found = repo_from_url(value)
-            if found is not None:
-                return found
-    return None
-
-
-def detect_commit(
-    env: Mapping[str, str], rootdir: Path, *, git: GitRunner | None = None
-) -> str | None:
-    return _first(env, COMMIT_VARIABLES) or (git or run_git)(["rev-parse", "HEAD"], rootdir)
-
-
-def detect_branch(
-    env: Mapping[str, str], rootdir: Path, *, git: GitRunner | None = None
-) -> str | None:
-    if _clean(env.get("GITHUB_REF_TYPE")) == "tag" or _clean(env.get("CI_COMMIT_TAG")):
-        # A tag build: its ref name is the tag's, and no branch is under test.
-        return None
-    branch = _first(env, BRANCH_VARIABLES)
-    if branch is not None:
-        return branch
-    # Quiet and failing on a detached HEAD, which has no branch to report.
-    return (git or run_git)(["symbolic-ref", "--quiet", "--short", "HEAD"], rootdir)
-
-
-def detect_run_key(env: Mapping[str, str]) -> str | None:
-    for system, names in RUN_KEY_SOURCES:
-        first = _clean(env.get(names[0]))
-        if first is None:
-            continue
-        rest = [value for value in (_clean(env.get(name)) for name in names[1:]) if value]
-        return "-".join([system, first, *rest])
-    return None
-
-
 def _option_or_env(config: pytest.Config, option: str, env: Mapping[str, str]) -> str | None:
-    value = _clean(config.getoption(option))
+    value = clean(config.getoption(option))
     if value is not None:
         return value
-    return _clean(env.get(option.upper()))
+    return clean(env.get(option.upper()))
 
 
 def url_from(config: pytest.Config, env: Mapping[str, str]) -> str | None:
@@ -395,15 +198,23 @@ def load(
     repo = explicit_repo or detect_repo(env)
     if repo is None:
         problems.append("no repository (set RISKRANK_REPO or --riskrank-repo to OWNER/NAME)")
-    elif not _OWNER_NAME.match(repo):
+    elif not OWNER_NAME.match(repo):
         problems.append(f"the repository {repo!r} is not OWNER/NAME")
     else:
         owner, name = repo.rsplit("/", 1)
 
     rootdir = Path(config.rootpath)
-    commit = _option_or_env(config, "riskrank_commit", env) or detect_commit(env, rootdir, git=git)
-    if commit is None:
+    revision = _option_or_env(config, "riskrank_commit", env) or detect_commit(
+        env, rootdir, git=git
+    )
+    commit = None
+    if revision is None:
         problems.append("no commit (set RISKRANK_COMMIT or --riskrank-commit, or run in git)")
+    else:
+        # riskrank takes full commit ids only: HEAD or a short id as git names it.
+        commit = resolve_commit(revision, rootdir, git=git)
+        if commit is None:
+            problems.append(f"no commit: {unresolved_commit(revision)}")
 
     branch = _option_or_env(config, "riskrank_branch", env) or detect_branch(env, rootdir, git=git)
     run_key = _option_or_env(config, "riskrank_run_key", env) or detect_run_key(env)

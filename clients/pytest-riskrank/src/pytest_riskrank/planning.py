@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
-from pytest_riskrank.client import PlanAnswer, PlannedTest
+from riskrank_client.api import PlanAnswer, PlannedTest
 
 T = TypeVar("T")
 
@@ -62,6 +62,35 @@ def arrange(
         deselected.extend(unplanned)
         return Arrangement(run=run, deselected=deselected, unplanned=0)
     return Arrangement(run=run + unplanned, deselected=deselected, unplanned=len(unplanned))
+
+
+def arrange_all(items: Sequence[T], ids: Sequence[str], plan: PlanAnswer) -> Arrangement[T]:
+    """Every item, for a plan that asks for the whole suite (`run_all`): the
+    ones it lists in its order, then the others as collected."""
+    everything = replace(plan, tests=tuple(replace(test, selected=True) for test in plan.tests))
+    return arrange(items, ids, everything, sharded=False, sent=False)
+
+
+def whole_suite_reason(plan: PlanAnswer) -> str:
+    """Why a `run_all` plan asks for the whole suite, for the summary line."""
+    if plan.status == "no_tests" or plan.total == 0 or not plan.tests:
+        return "riskrank knows no test of this repository yet"
+    if plan.full_run:
+        return f"full run: {plan.full_run_reason or 'a rule asked for every test'}"
+    if plan.status == "fallback":
+        return "riskrank could not plan"  # the heading carries its message
+    return plan.message or "riskrank cannot name the tests to run"
+
+
+def shipped_whole_suite(plan: PlanAnswer) -> dict[str, Any]:
+    """What an xdist controller hands its workers for a `run_all` plan:
+    every test, in the listed order where the plan lists it, on every shard."""
+    return {
+        "tests": [[test.test, True] for test in plan.tests],
+        "sharded": False,
+        "known": [],
+        "new_here": True,
+    }
 
 
 def arrange_shipped(
@@ -123,6 +152,10 @@ def summary(
     plan: PlanAnswer, *, running: int, collected: int, shard: str | None, unplanned: int
 ) -> str:
     """The plan's one line: what riskrank chose and what it may cost."""
+    if plan.run_all:
+        order = "in riskrank's order" if plan.tests else "as collected"
+        what = f"running all {_count(collected)} {order}"
+        return f"{_heading(plan)}: {what}; the whole suite: {whole_suite_reason(plan)}"
     if running == collected:
         what = f"running all {_count(collected)} in riskrank's order"
     else:
@@ -148,6 +181,8 @@ def distributed_summary(plan: PlanAnswer, *, running: int, workers: int, shard: 
     workers will run, not what they collected."""
     where = f"{workers} xdist worker" + ("" if workers == 1 else "s")
     what = f"running {_count(running)} on {where}, riskiest first"
+    if plan.run_all:
+        return f"{_heading(plan)}: {what}; the whole suite: {whole_suite_reason(plan)}"
     if shard is not None:
         what += f" (shard {shard})"
     parts = [f"{_heading(plan)}: {what}"]

@@ -19,10 +19,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from riskrank_client.api import BadAnswer, Client, PlanAnswer, RiskrankError
 
+from pytest_riskrank import __version__, planning
 from pytest_riskrank import config as riskrank_config
-from pytest_riskrank import planning
-from pytest_riskrank.client import BadAnswer, Client, PlanAnswer, RiskrankError
 from pytest_riskrank.results import ResultCollector, test_id
 
 PLUGIN_NAME = "riskrank-session"
@@ -126,11 +126,14 @@ class RiskrankSession:
             return f"{PREFIX} no plan ({'; '.join(problems)}); running every test", True
         ids = [test_id(item.nodeid) for item in items]
         unique = list(dict.fromkeys(ids))
-        client = Client(settings.url, token, timeout=settings.timeout)
+        client = _client(settings, token)
         body = request.to_json(branch=settings.branch, tests=unique)
         try:
             plan = client.fetch_plan(owner, name, commit, body)
-            arrangement = planning.arrange(items, ids, plan, sharded=request.shard is not None)
+            if plan.run_all:
+                arrangement = planning.arrange_all(items, ids, plan)
+            else:
+                arrangement = planning.arrange(items, ids, plan, sharded=request.shard is not None)
         except (RiskrankError, planning.PlanMismatch) as error:
             return f"{PREFIX} no plan: {error}; running every test", True
         collected = len(items)
@@ -146,7 +149,7 @@ class RiskrankSession:
             shard=request.shard,
             unplanned=arrangement.unplanned,
         )
-        return f"{PREFIX} {line}", plan.status == "fallback"
+        return f"{PREFIX} {line}", plan.status == "fallback" or plan.run_all
 
     # --- planning under pytest-xdist -------------------------------------
     #
@@ -185,12 +188,18 @@ class RiskrankSession:
         if problems or not (token and owner and name and commit):
             self._plan_line = f"{PREFIX} no plan ({'; '.join(problems)}); running every test"
             return None
-        client = Client(settings.url, token, timeout=settings.timeout)
+        client = _client(settings, token)
         branch = settings.branch
         try:
             plan = client.fetch_plan(
                 owner, name, commit, request.to_json(branch=branch, tests=None)
             )
+            if plan.run_all:
+                # riskrank cannot name the tests: every worker runs them all.
+                self._workers_plan = plan
+                self._plan_id = plan.plan_id
+                self._shipped = planning.shipped_whole_suite(plan)
+                return self._shipped
             # A shard's answer lists only its own tests; which collected
             # tests riskrank knows (the others are new, and run in shard 1
             # only) takes the whole plan.
@@ -223,7 +232,8 @@ class RiskrankSession:
             workers=self._workers,
             shard=request.shard if request is not None else None,
         )
-        self._plan_line, self._plan_line_is_warning = f"{PREFIX} {line}", plan.status == "fallback"
+        warning = plan.status == "fallback" or plan.run_all
+        self._plan_line, self._plan_line_is_warning = f"{PREFIX} {line}", warning
         self._deselected_all = not ids
 
     @pytest.hookimpl(trylast=True)
@@ -281,7 +291,7 @@ class RiskrankSession:
             "source": "pytest",
             "results": [result.to_json() for result in results],
         }
-        client = Client(settings.url, token, timeout=settings.timeout)
+        client = _client(settings, token)
         try:
             receipt = client.upload_run(owner, name, payload)
         except BadAnswer as error:
@@ -337,6 +347,15 @@ class WorkerPlan:
         if arrangement.deselected:
             config.hook.pytest_deselected(items=arrangement.deselected)
         items[:] = arrangement.run
+
+
+def _client(settings: riskrank_config.Settings, token: str) -> Client:
+    return Client(
+        settings.url,
+        token,
+        timeout=settings.timeout,
+        user_agent=f"pytest-riskrank/{__version__}",
+    )
 
 
 def _write(reporter: pytest.TerminalReporter | None, line: str | None, *, warning: bool) -> None:

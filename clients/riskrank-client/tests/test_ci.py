@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from pytest_riskrank import config
+from riskrank_client import ci
 
 NO_GIT = Path("/nonexistent")
 
@@ -35,7 +35,7 @@ def no_git(_arguments: Sequence[str], _cwd: Path) -> str | None:
     ],
 )
 def test_detect_repo(env: dict[str, str], expected: str | None) -> None:
-    assert config.detect_repo(env) == expected
+    assert ci.detect_repo(env) == expected
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def test_detect_repo(env: dict[str, str], expected: str | None) -> None:
     ],
 )
 def test_detect_commit_from_variables(env: dict[str, str], expected: str | None) -> None:
-    assert config.detect_commit(env, NO_GIT, git=no_git) == expected
+    assert ci.detect_commit(env, NO_GIT, git=no_git) == expected
 
 
 def test_detect_commit_falls_back_to_git() -> None:
@@ -63,7 +63,7 @@ def test_detect_commit_falls_back_to_git() -> None:
         asked.append((list(arguments), cwd))
         return "4" * 40
 
-    assert config.detect_commit({}, Path("/repo"), git=git) == "4" * 40
+    assert ci.detect_commit({}, Path("/repo"), git=git) == "4" * 40
     assert asked == [(["rev-parse", "HEAD"], Path("/repo"))]
 
 
@@ -85,7 +85,7 @@ def test_detect_commit_falls_back_to_git() -> None:
     ],
 )
 def test_detect_branch(env: dict[str, str], expected: str | None) -> None:
-    assert config.detect_branch(env, NO_GIT, git=no_git) == expected
+    assert ci.detect_branch(env, NO_GIT, git=no_git) == expected
 
 
 @pytest.mark.parametrize(
@@ -102,12 +102,12 @@ def test_detect_branch(env: dict[str, str], expected: str | None) -> None:
     ],
 )
 def test_detect_run_key(env: dict[str, str], expected: str | None) -> None:
-    assert config.detect_run_key(env) == expected
+    assert ci.detect_run_key(env) == expected
 
 
 def test_git_missing_from_the_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert config.run_git(["rev-parse", "HEAD"], tmp_path) is None
+    assert ci.run_git(["rev-parse", "HEAD"], tmp_path) is None
 
 
 def test_a_hanging_git_is_given_up_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -115,19 +115,19 @@ def test_a_hanging_git_is_given_up_on(monkeypatch: pytest.MonkeyPatch, tmp_path:
     fake_git.write_text("#!/bin/sh\nexec sleep 30\n")
     fake_git.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(config, "GIT_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr(ci, "GIT_TIMEOUT_SECONDS", 0.3)
     started = time.monotonic()
-    assert config.run_git(["rev-parse", "HEAD"], tmp_path) is None
+    assert ci.run_git(["rev-parse", "HEAD"], tmp_path) is None
     assert time.monotonic() - started < 5
 
 
 def test_git_outside_a_repository(tmp_path: Path) -> None:
-    assert config.run_git(["rev-parse", "HEAD"], tmp_path) is None
+    assert ci.run_git(["rev-parse", "HEAD"], tmp_path) is None
 
 
 def test_credentials_in_the_url_are_not_shown() -> None:
     assert (
-        config.display_url("https://user:secret@riskrank.example.com/base")
+        ci.display_url("https://user:secret@riskrank.example.com/base")
         == "https://riskrank.example.com/base"
     )
-    assert config.display_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000"
+    assert ci.display_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000"

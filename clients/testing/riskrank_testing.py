@@ -1,18 +1,29 @@
-"""A stand-in riskrank for the plugin's tests: a real HTTP server on a local
-port, in a thread, that records what it is sent and answers as told."""
+"""Test helpers of the riskrank clients (pytest-riskrank, riskrank-client):
+a stand-in riskrank (a real HTTP server on a local port, in a thread, that
+records what it is sent and answers as told), and the real riskrank server
+and worker started as processes on a SQLite file."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import socket
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import requests
 
 T = TypeVar("T")
 
@@ -257,3 +268,161 @@ def test_c():
 def test_d():
     assert "d" == "D"
 """
+
+
+# --- the real riskrank ----------------------------------------------------------
+
+# Beside the interpreter running the tests (not resolved: a venv links it).
+RISKRANK = str(Path(os.path.abspath(sys.executable)).with_name("riskrank"))
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+TOKEN_PATTERN = re.compile(r"rr_[A-Za-z0-9_-]+")
+WEBHOOK_SECRET = "0123456789abcdef0123"  # noqa: S105  (a test value)
+SCOPES = "results:write,plans:read"
+
+
+@dataclass(frozen=True)
+class RealServer:
+    """`riskrank serve` with three repositories: acme/widgets and acme/gadgets
+    (GitHub; `token` and `other_repository_token` are theirs) and acme/tools
+    (generic, `tools_token`); every webhook secret is WEBHOOK_SECRET."""
+
+    url: str
+    token: str
+    other_repository_token: str
+    tools_token: str
+    database: Path
+    home: Path
+    env: dict[str, str]
+
+    def query(self, sql: str, *parameters: object) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.database, timeout=10) as connection:
+            return connection.execute(sql, parameters).fetchall()
+
+    def runs(self) -> list[tuple[int, str, bytes, str]]:
+        return [
+            (row[0], row[1], row[2], row[3])
+            for row in self.query("SELECT id, source, report, status FROM test_runs ORDER BY id")
+        ]
+
+
+@dataclass(frozen=True)
+class RealWorker:
+    server: RealServer
+    log: Path
+
+
+def admin(*arguments: str, env: dict[str, str], cwd: Path) -> str:
+    """Run a `riskrank` admin command; its stdout."""
+    completed = subprocess.run(  # noqa: S603  (our own executable, no shell)
+        [RISKRANK, *arguments],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, (
+        f"riskrank {' '.join(arguments)} failed:\n{completed.stdout}\n{completed.stderr}"
+    )
+    return completed.stdout
+
+
+def _token(output: str) -> str:
+    found = TOKEN_PATTERN.search(output)
+    assert found, f"no token in the output of `riskrank token create`:\n{output}"
+    return found.group(0)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/readyz", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def _skip_without_server() -> None:
+    if not Path(RISKRANK).exists():
+        reason = f"the riskrank server is not installed beside the interpreter ({RISKRANK})"
+        if IN_CI:
+            pytest.fail(f"{reason} (CI must have it)", pytrace=False)
+        pytest.skip(reason)
+
+
+@contextmanager
+def _running(
+    argv: list[str], *, env: dict[str, str], cwd: Path, log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603  (our own executable, no shell)
+            argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def start_real_server(home: Path) -> Iterator[RealServer]:
+    """The real server on the embedded SQLite default in `home`, with its
+    repositories and tokens; skips where the server is not installed."""
+    _skip_without_server()
+    database = home / "riskrank.db"
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RISKRANK_")}
+    env.update(
+        RISKRANK_DATABASE_URL=f"sqlite:///{database}",
+        RISKRANK_BROKER_URL=f"sqla+sqlite:///{home / 'riskrank-broker.db'}",
+        RISKRANK_PORT=str(port),
+    )
+    admin("db", "upgrade", env=env, cwd=home)
+    tokens = []
+    for repository, provider in (
+        ("acme/widgets", "github"),
+        ("acme/gadgets", "github"),
+        ("acme/tools", "generic"),
+    ):
+        admin(
+            "repo", "add", repository, "--provider", provider, "--secret", WEBHOOK_SECRET,
+            env=env, cwd=home,
+        )  # fmt: skip
+        created = admin(
+            "token", "create", "--repo", repository, "--scope", SCOPES, env=env, cwd=home
+        )
+        tokens.append(_token(created))
+    url = f"http://127.0.0.1:{port}"
+    log_path = home / "serve.log"
+    with _running([RISKRANK, "serve"], env=env, cwd=home, log_path=log_path) as serve:
+
+        def ready() -> bool:
+            if serve.poll() is not None:
+                raise AssertionError(
+                    f"riskrank serve exited with {serve.returncode}:\n{log_path.read_text()}"
+                )
+            return _ready(url)
+
+        wait_for(ready, timeout=60, what=f"riskrank serve at {url} to be ready")
+        yield RealServer(
+            url=url,
+            token=tokens[0],
+            other_repository_token=tokens[1],
+            tools_token=tokens[2],
+            database=database,
+            home=home,
+            env=env,
+        )
+
+
+@contextmanager
+def start_real_worker(server: RealServer) -> Iterator[RealWorker]:
+    """`riskrank worker` (one process) on the server's database and broker."""
+    log_path = server.home / "worker.log"
+    argv = [RISKRANK, "worker", "--concurrency", "1"]
+    with _running(argv, env=server.env, cwd=server.home, log_path=log_path):
+        yield RealWorker(server=server, log=log_path)

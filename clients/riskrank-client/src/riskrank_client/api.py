@@ -1,28 +1,33 @@
-"""The riskrank HTTP API as the plugin uses it. Every failure is a
-`RiskrankError` whose message fits in one line of terminal output; nothing
-else escapes. One call never takes longer than the client's timeout, retries
-included."""
+"""The riskrank HTTP API as its clients use it (this package's commands and
+the pytest plugin). Every failure is a `RiskrankError` whose message fits in
+one line of terminal output; nothing else escapes. One call never takes
+longer than the client's timeout, retries included.
+
+This module imports requests: the command line imports it only once it is
+about to send something, so that `--help` stays fast."""
 
 from __future__ import annotations
 
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
-from pytest_riskrank import __version__
-from pytest_riskrank.config import display_url
+from riskrank_client import __version__
+from riskrank_client.ci import display_url
+from riskrank_client.options import MAX_BACKOFF_SECONDS
 
 MAX_ANSWER_BYTES = 1024 * 1024
 # A plan lists every test with a reason: some 250 bytes a test.
 MAX_PLAN_BYTES = 64 * 1024 * 1024
 # Below this much time left, another try could not finish: give up instead.
 MIN_TRY_SECONDS = 0.2
+USER_AGENT = f"riskrank-client/{__version__}"
 
 
 class RiskrankError(Exception):
@@ -56,15 +61,17 @@ class BadAnswer(RiskrankError):
 
 @dataclass(frozen=True)
 class Receipt:
-    """riskrank's answer to an upload: "queued" or "duplicate", and the run."""
+    """riskrank's answer to an upload or an event: "queued" or "duplicate",
+    and the run (or event) and its number of tests where it says them."""
 
     status: str
     run_id: int | None
+    tests: int | None = None
 
 
 @dataclass(frozen=True)
 class PlannedTest:
-    """One test of a plan, as far as the plugin needs it."""
+    """One test of a plan, as far as the clients need it."""
 
     test: str
     selected: bool
@@ -74,8 +81,9 @@ class PlannedTest:
 
 @dataclass(frozen=True)
 class PlanAnswer:
-    """riskrank's plan for the session: `tests` in run order (the selected
-    ones first), and the figures for the summary line."""
+    """riskrank's plan: `tests` in run order (the selected ones first), and
+    the figures for a summary line. `run_all`: riskrank cannot name the tests
+    to run, so the whole suite must run."""
 
     plan_id: int | None
     status: str
@@ -87,9 +95,10 @@ class PlanAnswer:
     duration_dropped: float | None = None
     expected_failures_dropped: float | None = None
     message: str | None = None
+    run_all: bool = False
 
 
-def _number(data: dict[str, Any], key: str) -> float | None:
+def _number(data: Mapping[str, Any], key: str) -> float | None:
     value = data.get(key)
     if value is None:
         return None
@@ -98,7 +107,7 @@ def _number(data: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
-def _integer(data: dict[str, Any], key: str) -> int | None:
+def _integer(data: Mapping[str, Any], key: str) -> int | None:
     value = data.get(key)
     if value is None:
         return None
@@ -107,12 +116,19 @@ def _integer(data: dict[str, Any], key: str) -> int | None:
     return value
 
 
-def _text(data: dict[str, Any], key: str) -> str | None:
+def _text(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"{key!r} is not a string")
+    return value
+
+
+def _flag(data: Mapping[str, Any], key: str) -> bool | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{key!r} is not a boolean")
     return value
 
 
@@ -142,31 +158,35 @@ def parse_plan(data: Any) -> PlanAnswer:
                 rule=_text(entry, "rule"),
             )
         )
-    full_run = data.get("full_run", False)
-    if not isinstance(full_run, bool):
-        raise ValueError("'full_run' is not a boolean")
+    total = _integer(data, "total")
+    run_all = _flag(data, "run_all")
+    if run_all is None:
+        # A server from before `run_all`: a plan of no test cannot mean "run nothing".
+        run_all = (total if total is not None else len(planned)) == 0
     return PlanAnswer(
         plan_id=_integer(data, "plan_id"),
         status=status,
         tests=tuple(planned),
-        total=_integer(data, "total"),
+        total=total,
         model_version=_integer(data, "model_version"),
-        full_run=full_run,
+        full_run=bool(_flag(data, "full_run")),
         full_run_reason=_text(data, "full_run_reason"),
         duration_dropped=_number(data, "duration_dropped"),
         expected_failures_dropped=_number(data, "expected_failures_dropped"),
         message=_text(data, "message"),
+        run_all=run_all,
     )
 
 
 class _Bearer(requests.auth.AuthBase):
     # Passing auth explicitly also stops requests from replacing the header
     # with credentials from a ~/.netrc entry for the same host.
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str | None) -> None:
         self.token = token
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self.token}"
+        if self.token is not None:
+            request.headers["Authorization"] = f"Bearer {self.token}"
         return request
 
 
@@ -237,15 +257,47 @@ def _detail(body: bytes) -> str | None:
     return _one_line(json.dumps(data))
 
 
+def _receipt(data: Any, key: str, where: str) -> Receipt:
+    """An upload's or an event's answer: {"status": ..., key: id, "tests": n}."""
+    if not isinstance(data, dict):
+        raise BadAnswer(f"unexpected answer from {where} (not a JSON object)")
+    status = data.get("status")
+    number = data.get(key)
+    tests = data.get("tests")
+    if (
+        not isinstance(status, str)
+        or not (number is None or isinstance(number, int))
+        or not (tests is None or isinstance(tests, int))
+    ):
+        raise BadAnswer(f"unexpected answer from {where}: {_one_line(json.dumps(data))}")
+    return Receipt(status=status, run_id=number, tests=tests)
+
+
+def _repository_path(owner: str, name: str) -> str:
+    return f"/api/v1/repos/{quote(owner, safe='/')}/{quote(name, safe='')}"
+
+
+@dataclass(frozen=True)
+class _Body:
+    data: bytes
+    headers: Mapping[str, str]
+
+
 class Client:
+    """riskrank at `base_url`. `timeout` bounds each call, retries included;
+    with `try_timeout`, each try is bounded by it too and a try that timed
+    out is tried again (the upload command's `--timeout` is per request)."""
+
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | None,
         *,
         timeout: float,
         tries: int = 2,
         backoff: float = 0.5,
+        try_timeout: float | None = None,
+        user_agent: str = USER_AGENT,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -254,6 +306,8 @@ class Client:
         self.timeout = timeout
         self.tries = max(1, tries)
         self.backoff = backoff
+        self.try_timeout = try_timeout
+        self.user_agent = user_agent
         self._clock = clock
         self._sleep = sleep
 
@@ -262,86 +316,128 @@ class Client:
         return display_url(self.base_url)
 
     def upload_run(self, owner: str, name: str, payload: dict[str, Any]) -> Receipt:
-        """POST one run's results. Raises RiskrankError."""
-        path = f"/api/v1/repos/{quote(owner, safe='/')}/{quote(name, safe='')}/runs"
-        data = self._request("POST", path, payload)
-        if not isinstance(data, dict):
-            raise BadAnswer(f"unexpected answer from {self.display_url} (not a JSON object)")
-        status = data.get("status")
-        run_id = data.get("run_id")
-        if not isinstance(status, str) or not (run_id is None or isinstance(run_id, int)):
-            raise BadAnswer(
-                f"unexpected answer from {self.display_url}: {_one_line(json.dumps(data))}"
-            )
-        return Receipt(status=status, run_id=run_id)
+        """POST one run's results as JSON. Raises RiskrankError."""
+        data = self._request("POST", f"{_repository_path(owner, name)}/runs", _json(payload))
+        return _receipt(data, "run_id", self.display_url)
+
+    def upload_report(
+        self,
+        owner: str,
+        name: str,
+        report: bytes,
+        *,
+        content_type: str,
+        gzipped: bool,
+        params: Mapping[str, str],
+    ) -> Receipt:
+        """POST one report file as it is (JUnit XML or results JSON, maybe
+        gzipped); `params` carry the commit and the build. Raises RiskrankError."""
+        headers = {"Content-Type": content_type}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        data = self._request(
+            "POST",
+            f"{_repository_path(owner, name)}/runs",
+            _Body(report, headers),
+            params=params,
+        )
+        return _receipt(data, "run_id", self.display_url)
 
     def fetch_plan(self, owner: str, name: str, commit: str, body: dict[str, Any]) -> PlanAnswer:
         """POST for the commit's plan (the body holds the collected tests).
         Raises RiskrankError."""
-        path = (
-            f"/api/v1/repos/{quote(owner, safe='/')}/{quote(name, safe='')}"
-            f"/plans/{quote(commit, safe='')}"
-        )
-        data = self._request("POST", path, body, limit=MAX_PLAN_BYTES)
+        return self.fetch_plan_json(owner, name, commit, body)[1]
+
+    def fetch_plan_json(
+        self, owner: str, name: str, commit: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], PlanAnswer]:
+        """The plan as riskrank answered it, and as checked."""
+        path = f"{_repository_path(owner, name)}/plans/{quote(commit, safe='')}"
+        data = self._request("POST", path, _json(body), limit=MAX_PLAN_BYTES)
         try:
-            return parse_plan(data)
+            return data, parse_plan(data)
         except ValueError as error:
             raise BadAnswer(f"unexpected plan from {self.display_url} ({error})") from None
+
+    def send_event(self, body: bytes, *, headers: Mapping[str, str]) -> Receipt:
+        """POST a generic commit event (signed in `headers`). Raises RiskrankError."""
+        data = self._request(
+            "POST",
+            "/webhooks/generic",
+            _Body(body, {"Content-Type": "application/json", **headers}),
+        )
+        return _receipt(data, "event_id", self.display_url)
 
     def _request(
         self,
         method: str,
         path: str,
-        payload: dict[str, Any] | None,
+        body: _Body | None,
         *,
+        params: Mapping[str, str] | None = None,
         limit: int = MAX_ANSWER_BYTES,
     ) -> Any:
         deadline = self._clock() + self.timeout
-        body = None if payload is None else json.dumps(payload).encode()
         last_error: RiskrankError | None = None
         for try_number in range(1, self.tries + 1):
             remaining = deadline - self._clock()
             if try_number > 1:
-                if remaining - self.backoff < MIN_TRY_SECONDS:
+                pause = min(self.backoff * 2 ** (try_number - 2), MAX_BACKOFF_SECONDS)
+                if remaining - pause < MIN_TRY_SECONDS:
                     break
-                self._sleep(self.backoff)
+                self._sleep(pause)
                 remaining = deadline - self._clock()
+            if self.try_timeout is not None:
+                remaining = min(remaining, self.try_timeout)
             try:
                 return self._try(
-                    method, path, body, deadline=deadline, remaining=remaining, limit=limit
+                    method,
+                    path,
+                    body,
+                    params=params,
+                    deadline=self._clock() + remaining,
+                    remaining=remaining,
+                    limit=limit,
                 )
             except (Unreachable, _ServerError) as error:
                 last_error = error
-            # Everything else (a timeout, a 4xx, garbage) would not get better.
+            except TimedOut as error:
+                if self.try_timeout is None:
+                    raise  # the whole call's time is up
+                last_error = error
+            # Everything else (a 4xx, garbage) would not get better.
         assert last_error is not None
         raise last_error
+
+    def _timed_out(self) -> TimedOut:
+        seconds = self.try_timeout if self.try_timeout is not None else self.timeout
+        return TimedOut(f"no answer from {self.display_url} within {seconds:g}s")
 
     def _try(
         self,
         method: str,
         path: str,
-        body: bytes | None,
+        body: _Body | None,
         *,
+        params: Mapping[str, str] | None,
         deadline: float,
         remaining: float,
         limit: int,
     ) -> Any:
         url = self.base_url + path
         if remaining <= 0:
-            raise TimedOut(f"no answer from {self.display_url} within {self.timeout:g}s")
-        headers = {
-            "Accept": "application/json",
-            "User-Agent": f"pytest-riskrank/{__version__}",
-        }
+            raise self._timed_out()
+        headers = {"Accept": "application/json", "User-Agent": self.user_agent}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers.update(body.headers)
         try:
             with (
                 requests.Session() as session,
                 session.request(
                     method,
                     url,
-                    data=body,
+                    data=None if body is None else body.data,
+                    params=params,
                     headers=headers,
                     auth=_Bearer(self.token),
                     timeout=(remaining, remaining),
@@ -353,12 +449,10 @@ class Client:
                 status_code = response.status_code
                 location = response.headers.get("Location")
         except requests.Timeout:
-            raise TimedOut(f"no answer from {self.display_url} within {self.timeout:g}s") from None
+            raise self._timed_out() from None
         except requests.ConnectionError as error:
             if _is_timeout(error):
-                raise TimedOut(
-                    f"no answer from {self.display_url} within {self.timeout:g}s"
-                ) from None
+                raise self._timed_out() from None
             reason = describe_connection_error(error)
             raise Unreachable(f"cannot reach {self.display_url} ({reason})") from None
         except requests.RequestException as error:
@@ -399,5 +493,9 @@ class Client:
                     f"unexpected answer from {self.display_url} (over {limit >> 20} MiB)"
                 )
             if self._clock() > deadline:
-                raise TimedOut(f"no answer from {self.display_url} within {self.timeout:g}s")
+                raise self._timed_out()
         return b"".join(chunks)
+
+
+def _json(payload: Mapping[str, Any]) -> _Body:
+    return _Body(json.dumps(payload).encode(), {"Content-Type": "application/json"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from pytest_riskrank.client import (
+from riskrank_client.api import (
     BadAnswer,
     Client,
     Receipt,
@@ -22,7 +22,9 @@ PAYLOAD = {"commit": "abc", "results": []}
 def test_upload_returns_the_receipt(fake_riskrank: StartFake) -> None:
     fake = fake_riskrank(answer_json(202, {"status": "queued", "run_id": 3, "tests": 0}))
     client = Client(fake.url + "/", "rr_x", timeout=5)
-    assert client.upload_run("acme", "widgets", PAYLOAD) == Receipt(status="queued", run_id=3)
+    assert client.upload_run("acme", "widgets", PAYLOAD) == Receipt(
+        status="queued", run_id=3, tests=0
+    )
     [request] = fake.requests
     assert request.path == "/api/v1/repos/acme/widgets/runs"
     assert request.json() == PAYLOAD

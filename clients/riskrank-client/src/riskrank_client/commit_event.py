@@ -1,0 +1,165 @@
+"""The generic commit event's body (see riskrank's README, "Any other CI:
+the generic event"), read from git in the checkout, and its signature."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from riskrank_client import ci
+
+SIGNATURE_HEADER = "X-Riskrank-Signature-256"
+DELIVERY_HEADER = "X-Riskrank-Delivery"
+
+# git's status letters, as the event names them.
+STATUSES = {"A": "added", "M": "modified", "D": "removed", "R": "renamed", "C": "copied"}
+# Field separator of `git log --format`: a byte no message holds.
+_SEPARATOR = "\x1f"
+
+
+@dataclass(frozen=True)
+class ChangedFile:
+    path: str
+    status: str
+    old_path: str | None = None
+    additions: int | None = None
+    deletions: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"path": self.path, "status": self.status}
+        if self.old_path is not None:
+            entry["old_path"] = self.old_path
+        if self.additions is not None and self.deletions is not None:
+            entry["additions"] = self.additions
+            entry["deletions"] = self.deletions
+        return entry
+
+
+@dataclass(frozen=True)
+class CommitFacts:
+    """What git says about one commit; `notes` lists what it could not say."""
+
+    sha: str
+    parents: tuple[str, ...] = ()
+    files: tuple[ChangedFile, ...] | None = None  # None: unknown (not "no file")
+    message: str | None = None
+    author: str | None = None
+    time: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+
+def parse_name_status(output: str) -> list[tuple[str, str, str | None]]:
+    """`git diff --name-status -z` as (status letter, path, old path)."""
+    fields = output.split("\0")
+    changes: list[tuple[str, str, str | None]] = []
+    position = 0
+    while position < len(fields) and fields[position]:
+        letter = fields[position][:1]
+        if letter in ("R", "C"):
+            old, new = fields[position + 1], fields[position + 2]
+            changes.append((letter, new, old))
+            position += 3
+        else:
+            changes.append((letter, fields[position + 1], None))
+            position += 2
+    return changes
+
+
+def parse_numstat(output: str) -> dict[str, tuple[int, int] | None]:
+    """`git diff --numstat -z` as path -> (additions, deletions); None for a
+    binary file (git counts no lines)."""
+    fields = output.split("\0")
+    counts: dict[str, tuple[int, int] | None] = {}
+    position = 0
+    while position < len(fields) and fields[position]:
+        added, deleted, path = fields[position].split("\t", 2)
+        position += 1
+        if not path:  # a rename or copy: old and new path follow
+            path = fields[position + 1]
+            position += 2
+        counts[path] = (int(added), int(deleted)) if added != "-" and deleted != "-" else None
+    return counts
+
+
+def changed_files(
+    sha: str, parent: str | None, cwd: Path, *, git: ci.GitRunner | None = None
+) -> tuple[ChangedFile, ...] | None:
+    """The commit's changes against its first parent (everything, for a root
+    commit); None when git cannot tell (the parent is not fetched)."""
+    read = git or ci.git_output
+    base = [parent, sha] if parent is not None else ["--root", sha]
+    common = ["diff-tree", "-r", "-z", "-M", "-C", "--no-commit-id"]
+    statuses = read([*common, "--name-status", *base], cwd)
+    if statuses is None:
+        return None
+    numbers = read([*common, "--numstat", *base], cwd)
+    counts = parse_numstat(numbers) if numbers is not None else {}
+    files = []
+    for letter, path, old_path in parse_name_status(statuses):
+        lines = counts.get(path)
+        files.append(
+            ChangedFile(
+                path=path,
+                status=STATUSES.get(letter, "modified"),
+                old_path=old_path,
+                additions=lines[0] if lines is not None else None,
+                deletions=lines[1] if lines is not None else None,
+            )
+        )
+    return tuple(files)
+
+
+def commit_facts(sha: str, cwd: Path, *, git: ci.GitRunner | None = None) -> CommitFacts:
+    """Parents, changed files, message, author and time of `sha` (a full id)."""
+    read = git or ci.git_output
+    notes: list[str] = []
+    # The commit object names its parents even in a shallow clone, where
+    # `git log` shows none past the boundary.
+    raw = read(["cat-file", "commit", sha], cwd) or ""
+    header = raw.split("\n\n", 1)[0]
+    parents = tuple(
+        line.split(" ", 1)[1] for line in header.splitlines() if line.startswith("parent ")
+    )
+    shown = read(["show", "-s", f"--format=%an{_SEPARATOR}%aI{_SEPARATOR}%B", sha], cwd)
+    author = time = message = None
+    if shown is not None and shown.count(_SEPARATOR) >= 2:
+        author, time, message = shown.split(_SEPARATOR, 2)
+        message = message.strip() or None
+    files = changed_files(sha, parents[0] if parents else None, cwd, git=git)
+    if files is None:
+        notes.append(
+            "no changed files: git has not got the parent commit here "
+            "(a shallow clone? fetch with a depth of 2 or more)"
+        )
+    return CommitFacts(
+        sha=sha,
+        parents=parents,
+        files=files,
+        message=message,
+        author=ci.clean(author),
+        time=ci.clean(time),
+        notes=tuple(notes),
+    )
+
+
+def event_body(repository: str, facts: CommitFacts, *, branch: str | None) -> bytes:
+    body: dict[str, Any] = {"repository": repository, "commit": facts.sha}
+    if branch is not None:
+        body["branch"] = branch
+    if facts.parents:
+        body["parents"] = list(facts.parents)
+    if facts.files is not None:
+        body["changed_files"] = [change.to_json() for change in facts.files]
+    for key, value in (("message", facts.message), ("author", facts.author), ("time", facts.time)):
+        if value is not None:
+            body[key] = value
+    return json.dumps(body).encode("utf-8")
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The X-Riskrank-Signature-256 value: sha256=<hex HMAC-SHA256 of the body>."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()

@@ -1,0 +1,235 @@
+"""riskrank-client plan: a commit's plan for any test runner, over HTTP.
+
+Exit codes (the same as the server's `riskrank plan`):
+0  follow the plan: with --format list, stdout holds the selected ids in run order;
+3  run the whole suite: riskrank cannot name the tests (`run_all`), or could
+   not be reached, answered an error or garbage; with --format list nothing is
+   printed on stdout, and one line on stderr says why;
+2  usage error (bad option, no commit id, ...): run the whole suite too."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from riskrank_client import ci
+from riskrank_client.options import add_connection, setting, warn
+
+FOLLOW = 0
+USAGE = 2
+RUN_ALL = 3
+
+MODES = ("order", "time", "fraction", "confidence")
+BY = ("tests", "duration")
+FORMATS = ("list", "json", "junit")
+_SHARD = re.compile(r"^(\d+)/(\d+)$")
+
+
+class UsageError(Exception):
+    """A problem with what was asked: exit 2, and run the whole suite."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "repository",
+        nargs="?",
+        metavar="OWNER/NAME",
+        help="[RISKRANK_REPO] default: from the CI (GITHUB_REPOSITORY, CI_PROJECT_PATH, ...).",
+    )
+    parser.add_argument(
+        "sha",
+        nargs="?",
+        metavar="SHA",
+        help="The commit: a full id, or a revision git resolves here (HEAD, a branch) "
+        "[RISKRANK_COMMIT] default: from the CI (GITHUB_SHA, ...), else `git rev-parse HEAD`.",
+    )
+    parser.add_argument("--mode", type=str.lower, choices=MODES, help="[RISKRANK_MODE]")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        help="Seconds (time), or a share 0..1 (fraction, confidence) [RISKRANK_BUDGET].",
+    )
+    parser.add_argument(
+        "--by",
+        type=str.lower,
+        choices=BY,
+        help="What the budget counts, and so the order [RISKRANK_BY].",
+    )
+    parser.add_argument("--shard", metavar="I/N", help="Only shard I of N [RISKRANK_SHARD].")
+    parser.add_argument(
+        "--branch",
+        help="The branch being built [RISKRANK_BRANCH] default: from the CI, else git.",
+    )
+    parser.add_argument(
+        "--tests-file",
+        metavar="FILE",
+        help="The collected test ids, one a line ('-': stdin; blank and # lines skipped); "
+        "the plan then covers exactly them.",
+    )
+    parser.add_argument(
+        "--format",
+        dest="output",
+        choices=FORMATS,
+        default="list",
+        help="list (default): the selected ids in run order; json: the answer; "
+        "junit: the selected tests as a JUnit XML suite.",
+    )
+    add_connection(parser)
+
+
+def read_tests(source: str) -> list[str]:
+    """One test id a line ("-": standard input); blank lines and # comments skipped."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error)
+        raise UsageError(f"cannot read {source}: {reason}") from None
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def junit(plan: Mapping[str, Any]) -> str:
+    """The selected tests as a JUnit XML suite, in run order: classname and
+    name split at the id's last "::" (the whole id as name without one), and
+    the plan's figures as properties (none for what the plan leaves unset,
+    such as the shard of an unsharded plan). A list for tools that take one
+    as JUnit, not a report of outcomes: nothing has run yet."""
+    from xml.etree import ElementTree  # only this format needs it
+
+    tests = plan.get("tests") or []
+    selected = [test for test in tests if test.get("selected")]
+    suite = ElementTree.Element(
+        "testsuite",
+        name=f"riskrank plan {plan.get('plan_id') or 'fallback'} for {plan.get('commit')}",
+        tests=str(len(selected)),
+    )
+    properties = ElementTree.SubElement(suite, "properties")
+    for key in ("plan_id", "status", "run_all", "mode", "budget", "shard", "total", "selected"):
+        value = plan.get(key)
+        if value is not None:
+            ElementTree.SubElement(properties, "property", name=key, value=_text(value))
+    for test in selected:
+        classname, _, name = str(test["test"]).rpartition("::")
+        case = ElementTree.SubElement(
+            suite,
+            "testcase",
+            classname=classname,
+            name=name,
+            time=f"{test.get('duration') or 0:.3f}",
+        )
+        case_properties = ElementTree.SubElement(case, "properties")
+        for key in ("rank", "probability", "rule", "reason"):
+            value = test.get(key)
+            if value is not None:
+                ElementTree.SubElement(case_properties, "property", name=key, value=_text(value))
+    root = ElementTree.Element("testsuites")
+    root.append(suite)
+    ElementTree.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(root, "unicode")
+
+
+def _text(value: object) -> str:
+    # JSON's spelling for booleans, as the answer has them.
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def _request(args: argparse.Namespace, env: Mapping[str, str], cwd: Path) -> dict[str, Any]:
+    """The POST body; UsageError for a bad option."""
+    body: dict[str, Any] = {}
+    mode = setting(args.mode, env, "RISKRANK_MODE")
+    if mode is not None:
+        if mode.lower() not in MODES:
+            raise UsageError(f"the mode {mode!r} is not one of {', '.join(MODES)}")
+        body["mode"] = mode.lower()
+    budget = args.budget if args.budget is not None else setting(None, env, "RISKRANK_BUDGET")
+    if budget is not None:
+        try:
+            body["budget"] = float(budget)
+        except ValueError:
+            raise UsageError(f"the budget {budget!r} is not a number") from None
+    by = setting(args.by, env, "RISKRANK_BY")
+    if by is not None:
+        if by.lower() not in BY:
+            raise UsageError(f"--by {by!r} is not one of {', '.join(BY)}")
+        body["by"] = by.lower()
+    shard = setting(args.shard, env, "RISKRANK_SHARD")
+    if shard is not None:
+        found = _SHARD.match(shard)
+        if found is None or not 1 <= int(found.group(1)) <= int(found.group(2)):
+            raise UsageError(f"the shard {shard!r} is not I/N with 1 <= I <= N")
+        body["shard"] = shard
+    branch = setting(args.branch, env, "RISKRANK_BRANCH") or ci.detect_branch(env, cwd)
+    if branch is not None:
+        body["branch"] = branch
+    if args.tests_file is not None:
+        body["tests"] = read_tests(args.tests_file)
+    return body
+
+
+def _why_all(plan: Any) -> str:
+    """Why riskrank asks for the whole suite (plan is an api.PlanAnswer)."""
+    if plan.message:
+        return str(plan.message)
+    if plan.full_run:
+        return f"full run: {plan.full_run_reason or 'a rule asked for every test'}"
+    return f"riskrank cannot name the tests to run (status {plan.status})"
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str], cwd: Path) -> int:
+    try:
+        url = setting(args.url, env, "RISKRANK_URL")
+        token = setting(args.token, env, "RISKRANK_TOKEN")
+        repository = setting(args.repository, env, "RISKRANK_REPO") or ci.detect_repo(env)
+        revision = setting(args.sha, env, "RISKRANK_COMMIT") or ci.detect_commit(env, cwd)
+        missing = [
+            what
+            for what, value in (
+                ("--url/RISKRANK_URL", url),
+                ("--token/RISKRANK_TOKEN", token),
+                ("OWNER/NAME (or RISKRANK_REPO)", repository),
+                ("SHA (or RISKRANK_COMMIT)", revision),
+            )
+            if not value
+        ]
+        if missing or url is None or repository is None or revision is None:
+            raise UsageError(f"missing {', '.join(missing)}")
+        if not ci.OWNER_NAME.match(repository):
+            raise UsageError(f"the repository {repository!r} is not OWNER/NAME")
+        commit = ci.resolve_commit(revision, cwd)
+        if commit is None:
+            raise UsageError(ci.unresolved_commit(revision))
+        body = _request(args, env, cwd)
+    except UsageError as error:
+        warn(f"riskrank: {error}; run the whole suite")
+        return USAGE
+
+    from riskrank_client import api  # imports requests: only now that something is sent
+
+    owner, name = repository.rsplit("/", 1)
+    client = api.Client(url, token, timeout=args.timeout)
+    try:
+        data, plan = client.fetch_plan_json(owner, name, commit, body)
+    except api.Refused as error:
+        warn(f"riskrank: {error}; run the whole suite")
+        # 400: the parameters are wrong, a usage error; the rest is riskrank's.
+        return USAGE if error.status_code == 400 else RUN_ALL
+    except api.RiskrankError as error:
+        warn(f"riskrank: {error}; run the whole suite")
+        return RUN_ALL
+
+    if plan.run_all:
+        warn(f"riskrank: run the whole suite: {_why_all(plan)}")
+    elif plan.message:
+        warn(f"riskrank: {plan.message}")
+    if args.output == "json":
+        print(json.dumps(data, indent=2))
+    elif args.output == "junit":
+        print(junit(data))
+    elif not plan.run_all:
+        sys.stdout.write("".join(f"{test.test}\n" for test in plan.tests if test.selected))
+    return RUN_ALL if plan.run_all else FOLLOW
