@@ -3,27 +3,59 @@ and hand values to services as arguments."""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-EMBEDDED_DATABASE_URL = "sqlite:///riskrank.db"
-EMBEDDED_BROKER_URL = "sqla+sqlite:///riskrank-broker.db"
+# The embedded default's files, all in the data directory.
+DATABASE_FILE = "riskrank.db"
+BROKER_FILE = "riskrank-broker.db"
+BEAT_SCHEDULE_FILE = "riskrank-beat-schedule"
+
+
+def default_data_dir() -> Path:
+    """$XDG_DATA_HOME/riskrank, else ~/.local/share/riskrank.
+
+    The XDG base directory layout is what a Linux user expects of a
+    command-line daemon's data, and on macOS ~/.local/share is where
+    command-line tools (pipx, uv, Homebrew's own) keep theirs:
+    ~/Library/Application Support is for applications with a window, and a
+    path with a space in it is awkward in the shell and in a SQLite URL. A
+    relative XDG_DATA_HOME is invalid by the specification and is ignored."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path(os.path.expanduser("~")) / ".local" / "share"
+    return base / "riskrank"
+
+
+def embedded_database_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / DATABASE_FILE}"
+
+
+def embedded_broker_url(data_dir: Path) -> str:
+    return f"sqla+sqlite:///{data_dir / BROKER_FILE}"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RISKRANK_", extra="ignore")
 
     environment: Literal["development", "production"] = "development"
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where the embedded default keeps its files (the SQLite database, "
+        "the SQLite broker, beat's schedule), whatever the working directory.",
+    )
     database_url: str = Field(
-        default=EMBEDDED_DATABASE_URL,
-        description="SQLAlchemy URL; postgres:// and postgresql:// mean psycopg 3.",
+        default="",
+        description="SQLAlchemy URL; postgres:// and postgresql:// mean psycopg 3. "
+        "Unset: a SQLite file in the data directory.",
     )
     broker_url: str = Field(
-        default=EMBEDDED_BROKER_URL,
-        description="Celery broker; the default is a SQLite file, nothing to install.",
+        default="",
+        description="Celery broker. Unset: a SQLite file beside the database, nothing to install.",
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -53,7 +85,9 @@ class Settings(BaseSettings):
     train_check_seconds: float = Field(
         default=600.0, gt=0, description="How often beat looks for repositories to retrain."
     )
-    beat_schedule_file: str = "riskrank-beat-schedule"
+    beat_schedule_file: str = Field(
+        default="", description="Beat's schedule file. Unset: in the data directory."
+    )
     retention_days: float = Field(
         default=90.0,
         ge=0,
@@ -93,6 +127,21 @@ class Settings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Printed and derived URLs then name the same place from any directory.
+        return value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _derive_embedded_defaults(self) -> Settings:
+        # Runs before the production check below (after-validators run in the
+        # order they are defined), which then refuses these SQLite files.
+        self.database_url = self.database_url or embedded_database_url(self.data_dir)
+        self.broker_url = self.broker_url or embedded_broker_url(self.data_dir)
+        self.beat_schedule_file = self.beat_schedule_file or str(self.data_dir / BEAT_SCHEDULE_FILE)
+        return self
 
     @model_validator(mode="after")
     def _refuse_embedded_defaults_in_production(self) -> Settings:

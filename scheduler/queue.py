@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -48,6 +49,8 @@ def prepare_embedded_broker(broker_url: str) -> None:
     path = make_url(broker_url.split("+", 1)[1]).database
     if not path or path == ":memory:":
         return
+    # The data directory may not exist yet when a worker starts first.
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path, timeout=30) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
 

@@ -15,9 +15,12 @@ from tests.e2e.conftest import RISKRANK, clean_env
 
 
 def riskrank(*arguments: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the command; without RISKRANK_DATA_DIR in `env`, the embedded
+    default's files go to `cwd` (a test's own directory), never to the
+    developer's ~/.local/share/riskrank."""
     return subprocess.run(
         [RISKRANK, *arguments],
-        env={**env, "COLUMNS": "200"},
+        env={"RISKRANK_DATA_DIR": str(cwd), **env, "COLUMNS": "200"},
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -33,9 +36,11 @@ def test_version(tmp_path: Path) -> None:
 
 
 def test_commands_refuse_an_unmigrated_database_and_upgrade_fixes_it(tmp_path: Path) -> None:
-    env = clean_env()  # the embedded default: riskrank.db in the working directory
+    env = clean_env()  # the embedded default: riskrank.db in the data directory, here
+    (tmp_path / "riskrank.db").touch()  # a file, but no schema
     refused = riskrank("repo", "list", env=env, cwd=tmp_path)
     assert refused.returncode == 1
+    assert "the database is at revision none" in refused.stderr
     assert "run `riskrank db upgrade`" in refused.stderr
 
     upgraded = riskrank("db", "upgrade", env=env, cwd=tmp_path)

@@ -1,15 +1,57 @@
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from scheduler.config import EMBEDDED_BROKER_URL, EMBEDDED_DATABASE_URL, Settings
+from scheduler.config import Settings
+
+EMBEDDED = ("RISKRANK_DATA_DIR", "RISKRANK_DATABASE_URL", "RISKRANK_BROKER_URL")
 
 
-def test_defaults_are_the_embedded_files(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("RISKRANK_DATABASE_URL", "RISKRANK_BROKER_URL"):
+def test_defaults_are_the_embedded_files_in_the_data_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in (*EMBEDDED, "RISKRANK_BEAT_SCHEDULE_FILE"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
     settings = Settings()
-    assert settings.database_url == EMBEDDED_DATABASE_URL == "sqlite:///riskrank.db"
-    assert settings.broker_url == EMBEDDED_BROKER_URL == "sqla+sqlite:///riskrank-broker.db"
+    data = tmp_path / "xdg" / "riskrank"
+    assert settings.data_dir == data
+    assert settings.database_url == f"sqlite:///{data}/riskrank.db"
+    assert settings.broker_url == f"sqla+sqlite:///{data}/riskrank-broker.db"
+    assert settings.beat_schedule_file == f"{data}/riskrank-beat-schedule"
+
+
+def test_without_xdg_data_home_the_data_directory_is_under_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in EMBEDDED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for xdg in (None, "relative/is/ignored"):
+        if xdg is None:
+            monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+        else:
+            monkeypatch.setenv("XDG_DATA_HOME", xdg)
+        assert Settings().data_dir == tmp_path / ".local" / "share" / "riskrank"
+
+
+def test_a_data_directory_moves_the_embedded_files_not_the_servers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in EMBEDDED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RISKRANK_DATA_DIR", "data")  # relative: to where it was read
+    settings = Settings()
+    assert settings.data_dir == tmp_path / "data"
+    assert settings.database_url == f"sqlite:///{tmp_path}/data/riskrank.db"
+    monkeypatch.setenv("RISKRANK_DATABASE_URL", "postgres://db/riskrank")
+    monkeypatch.setenv("RISKRANK_BROKER_URL", "redis://redis:6379/0")
+    servers = Settings()
+    assert servers.database_url == "postgresql+psycopg://db/riskrank"
+    assert servers.broker_url == "redis://redis:6379/0"
 
 
 def test_environment_variables_have_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,16 +1,21 @@
-"""What the commands share: settings, the database, and how errors look."""
+"""What the commands share: settings, the database, and how errors look.
+
+Every command module imports this at start-up, so it stays light: the
+settings (pydantic), Alembic and SQLAlchemy are imported inside the functions
+that use them, and `riskrank --help` loads none of them."""
 
 from __future__ import annotations
 
-from typing import NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from scheduler import migrate
-from scheduler.config import Settings, get_settings
-from scheduler.db import Database, database_for
+if TYPE_CHECKING:
+    from scheduler.config import Settings
+    from scheduler.db import Database
 
 console = Console()
 err_console = Console(stderr=True)
@@ -23,14 +28,69 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def settings() -> Settings:
+    from scheduler.config import get_settings
+
     try:
         return get_settings()
     except ValueError as error:
         fail(f"invalid settings: {error}")
 
 
+def sqlite_file(database_url: str) -> Path | None:
+    """The file a SQLite URL names, made absolute (None: not SQLite, or not a
+    plain file: in memory, or a `file:` URI)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    name = url.database
+    if url.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return None
+    if name.startswith("file:"):
+        return None
+    return Path(name).expanduser().absolute()
+
+
+def where_from(config: Settings) -> str:
+    """Which setting chose the database, for messages."""
+    from scheduler.config import embedded_database_url
+
+    if config.database_url == embedded_database_url(config.data_dir):
+        return f"the data directory, RISKRANK_DATA_DIR, is {config.data_dir}"
+    return "set by RISKRANK_DATABASE_URL"
+
+
+def make_database_directory(config: Settings) -> None:
+    """Create the directory of a SQLite database (SQLite makes the file, not
+    its directory): only `up` and `db upgrade`, which create the database."""
+    path = sqlite_file(config.database_url)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(f"cannot create {path.parent} for the database: {error.strerror or error}")
+
+
+def existing_database(config: Settings) -> None:
+    """Refuse, saying where it looked, if the SQLite database file is missing:
+    connecting would create an empty one, and the next command would look at
+    that instead of telling the user they are in the wrong place."""
+    path = sqlite_file(config.database_url)
+    if path is not None and not path.is_file():
+        fail(
+            f"no riskrank database at {path} ({where_from(config)}): "
+            "create it with `riskrank up` or `riskrank db upgrade`, "
+            "or set RISKRANK_DATA_DIR (or RISKRANK_DATABASE_URL) to where it is"
+        )
+
+
 def migrated_database(config: Settings) -> Database:
-    """The configured database, refusing to work on an out-of-date schema."""
+    """The configured database, refusing a missing one (never creating it) and
+    an out-of-date schema."""
+    from scheduler import migrate
+    from scheduler.db import database_for
+
+    existing_database(config)
     try:
         current = migrate.current(config.database_url)
     except Exception as error:

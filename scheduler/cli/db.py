@@ -8,10 +8,15 @@ from typing import Annotated
 
 import typer
 
-from scheduler import migrate
-from scheduler.cli.common import console, fail, migrated_database, settings
-from scheduler.models.base import utcnow
-from scheduler.services import retention
+from scheduler.cli.common import (
+    console,
+    existing_database,
+    fail,
+    make_database_directory,
+    migrated_database,
+    settings,
+    sqlite_file,
+)
 
 app = typer.Typer(
     help="Create and upgrade the database schema; prune what is past retention.",
@@ -21,19 +26,31 @@ app = typer.Typer(
 
 @app.command()
 def upgrade(revision: str = typer.Argument("head", help="Alembic revision to reach.")) -> None:
-    """Run the migrations up to REVISION (all of them by default)."""
+    """Run the migrations up to REVISION (all of them by default), creating
+    the database if it is a SQLite file not made yet."""
+    from scheduler import migrate
+
     config = settings()
+    make_database_directory(config)
     try:
         migrate.upgrade(config.database_url, revision)
     except Exception as error:
         fail(f"migration failed: {error}")
-    console.print(f"database at revision {migrate.current(config.database_url)}")
+    path = sqlite_file(config.database_url)
+    console.print(
+        f"database at revision {migrate.current(config.database_url)}"
+        + (f" in {path}" if path else ""),
+        highlight=False,
+    )
 
 
 @app.command()
 def current() -> None:
     """Print the revision the database is at, and the newest one."""
+    from scheduler import migrate
+
     config = settings()
+    existing_database(config)
     console.print(f"current: {migrate.current(config.database_url) or 'none'}")
     console.print(f"head:    {migrate.head()}")
 
@@ -54,6 +71,9 @@ def prune(
 ) -> None:
     """Remove plans, handled CI events and raw reports of ingested runs older
     than the retention (the worker's beat does it every few hours)."""
+    from scheduler.models.base import utcnow
+    from scheduler.services import retention
+
     config = settings()
     days = config.retention_days if older_than is None else older_than
     if days <= 0:

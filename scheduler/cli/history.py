@@ -5,22 +5,24 @@ from __future__ import annotations
 import gzip
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scheduler.cli.common import console, fail, migrated_database, settings
-from scheduler.errors import ClientError
-from scheduler.ingest.history import HistoryReport, read_history
 from scheduler.models import Provider
-from scheduler.services import history, repos
+
+if TYPE_CHECKING:
+    from scheduler.ingest.history import HistoryReport
 
 FORMATS = ("auto", "jsonl", "retecs")
 
 
 def read_reports(file: Path, fmt: str) -> list[HistoryReport]:
     """Every report of a history file, or the command fails saying why."""
+    from scheduler.errors import ClientError
+    from scheduler.ingest.history import read_history
+
     console.print(f"reading {file} …", markup=False)
     try:
         return list(read_history(file, fmt))
@@ -44,6 +46,16 @@ def import_(
 ) -> None:
     """Import a CI history: each build goes through the same ingestion as live
     results. Builds imported before are skipped, so it can be run again."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from scheduler.services import history, repos
+
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}")
     database = migrated_database(settings())
@@ -108,6 +120,8 @@ def export(
 ) -> None:
     """Write the repository's ingested history as history JSONL (one line per
     report), which `riskrank import` reads back to the same statistics."""
+    from scheduler.services import history, repos
+
     database = migrated_database(settings())
     with database.session() as session:
         try:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from scheduler.cli.common import console, fail, migrated_database, settings
-from scheduler.models import Provider, RiskModel
-from scheduler.services import repos, training
+from scheduler.models import Provider
+
+if TYPE_CHECKING:
+    from scheduler.models import RiskModel
 
 app = typer.Typer(help="List, inspect, promote and roll back models.", no_args_is_help=True)
 
@@ -24,6 +26,8 @@ def _figure(value: Any) -> str:
 
 
 def _repository_id(full_name: str, provider: Provider | None) -> int:
+    from scheduler.services import repos
+
     database = migrated_database(settings())
     with database.session() as session:
         try:
@@ -37,6 +41,9 @@ def train(
 ) -> None:
     """Train a model on the repository's history now; it becomes the active
     model only if it beats the active one (or the heuristic) on held-out builds."""
+    # LightGBM comes with training: only this command and the model views load it.
+    from scheduler.services import training
+
     repository_id = _repository_id(full_name, provider)
     database = migrated_database(settings())
     with console.status("replaying the history and training…"):
@@ -101,6 +108,8 @@ def list_(
     full_name: RepoArgument, provider: ProviderOption = None, as_json: JsonOption = False
 ) -> None:
     """The repository's models, newest first."""
+    from scheduler.services import training
+
     repository_id = _repository_id(full_name, provider)
     with migrated_database(settings()).session() as session:
         rows = [
@@ -136,6 +145,8 @@ def show(
 ) -> None:
     """One model: its figures beside the active model's and the heuristic's,
     and its feature importances."""
+    from scheduler.services import training
+
     repository_id = _repository_id(full_name, provider)
     with migrated_database(settings()).session() as session:
         try:
@@ -176,6 +187,8 @@ def promote(
     provider: ProviderOption = None,
 ) -> None:
     """Make VERSION the active model."""
+    from scheduler.services import training
+
     repository_id = _repository_id(full_name, provider)
     try:
         with migrated_database(settings()).session() as session:
@@ -188,6 +201,8 @@ def promote(
 @app.command()
 def rollback(full_name: RepoArgument, provider: ProviderOption = None) -> None:
     """Go back to the model that was active before the current one."""
+    from scheduler.services import training
+
     repository_id = _repository_id(full_name, provider)
     try:
         with migrated_database(settings()).session() as session:

@@ -9,21 +9,32 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from scheduler import migrate
-from scheduler.cli.common import console, fail, settings
+from scheduler.cli.common import console, fail, make_database_directory, settings, sqlite_file
 from scheduler.logs import configure_logging
-from scheduler.queue import QUEUE_NAME, prepare_embedded_broker
 
 STOP_GRACE_SECONDS = 20.0
 
+# `serve` and `up` take the same two options, defaulting to the settings.
+HostOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Bind address [RISKRANK_HOST, default 127.0.0.1: this machine only]; "
+        "0.0.0.0 listens on every interface."
+    ),
+]
+PortOption = Annotated[
+    int | None, typer.Option(min=1, max=65535, help="Port [RISKRANK_PORT, default 8000].")
+]
+
 
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address [RISKRANK_HOST].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [RISKRANK_PORT].")] = None,
+    host: HostOption = None,
+    port: PortOption = None,
     workers: Annotated[int, typer.Option(min=1, help="HTTP worker processes.")] = 1,
 ) -> None:
     """Run the HTTP API (webhooks, plans, results, /metrics)."""
@@ -54,6 +65,8 @@ def worker(
     ] = None,
 ) -> None:
     """Run a Celery worker (events, scoring, ingestion, training)."""
+    from scheduler.queue import QUEUE_NAME, prepare_embedded_broker
+
     config = settings()
     arguments = ["worker", "--queues", QUEUE_NAME, "--loglevel", config.log_level]
     if concurrency:
@@ -64,8 +77,11 @@ def worker(
 
 def beat() -> None:
     """Run the scheduler of periodic tasks. Run exactly one."""
+    from scheduler.queue import prepare_embedded_broker
+
     config = settings()
     prepare_embedded_broker(config.broker_url)
+    Path(config.beat_schedule_file).parent.mkdir(parents=True, exist_ok=True)
     _celery("beat", "--schedule", config.beat_schedule_file, "--loglevel", config.log_level)
 
 
@@ -91,13 +107,30 @@ def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
             child.wait()
 
 
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def up(
+    host: HostOption = None,
+    port: PortOption = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Worker task processes.")] = 2,
 ) -> None:
     """Run api, worker and beat together on this machine (the embedded default:
-    a SQLite database and broker in the working directory). Ctrl-C stops all."""
+    a SQLite database and broker in the data directory, RISKRANK_DATA_DIR,
+    created if missing). Ctrl-C stops all."""
+    from scheduler import migrate
+    from scheduler.queue import prepare_embedded_broker
+
     config = settings()
     configure_logging(config.log_level)
+    host = host or config.host
+    port = port or config.port
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(f"cannot create the data directory {config.data_dir}: {error.strerror or error}")
+    make_database_directory(config)
     try:
         migrate.upgrade(config.database_url)
     except Exception as error:
@@ -112,7 +145,7 @@ def up(
 
     command = [sys.executable, "-m", "scheduler.cli"]
     commands = {
-        "api": [*command, "serve"],
+        "api": [*command, "serve", "--host", host, "--port", str(port)],
         "worker": [*command, "worker", "--concurrency", str(concurrency)],
         "beat": [*command, "beat"],
     }
@@ -124,10 +157,14 @@ def up(
             # A session of its own: a terminal's Ctrl-C reaches only us, and
             # we stop each child once, in order.
             children[name] = subprocess.Popen(argv, env=env, start_new_session=True)  # noqa: S603
+        database = sqlite_file(config.database_url) or _hidden_password(config.database_url)
         console.print(
-            f"riskrank is up on http://{config.host}:{config.port} "
-            f"(database {config.database_url}, broker {config.broker_url}); Ctrl-C stops it",
+            f"data directory: {config.data_dir}\n"
+            f"database:       {database}\n"
+            f"broker:         {_hidden_password(config.broker_url)}\n"
+            f"riskrank is up on {_url(host, port)}; Ctrl-C stops it",
             highlight=False,
+            soft_wrap=True,
         )
         while True:
             for name, child in children.items():
@@ -146,6 +183,15 @@ def up(
             shutil.rmtree(metrics_dir, ignore_errors=True)
     console.print("riskrank stopped")
     raise typer.Exit(code)
+
+
+def _hidden_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # a broker URL SQLAlchemy cannot parse: show its scheme only
+        return url.split("://", 1)[0] + "://…"
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from scheduler.cli.common import console, fail, migrated_database, settings
 from scheduler.models import Provider
-from scheduler.services import repo_settings, repos
 
 app = typer.Typer(help="Register and list repositories.", no_args_is_help=True)
 
@@ -37,6 +36,8 @@ def add(
     ] = None,
 ) -> None:
     """Register a repository and print the webhook secret to give the provider."""
+    from scheduler.services import repos
+
     config = settings()
     database = migrated_database(config)
     try:
@@ -63,6 +64,8 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
 ) -> None:
     """List registered repositories with what riskrank has seen of them."""
+    from scheduler.services import repos
+
     database = migrated_database(settings())
     with database.session() as session:
         summaries = repos.list_repositories(session)
@@ -117,6 +120,8 @@ def settings_(
 ) -> None:
     """Show or change a repository's plan policy: what CI gets when it asks
     for a plan without parameters, and the rules every plan keeps."""
+    from scheduler.services import repo_settings, repos
+
     database = migrated_database(settings())
     try:
         changes = dict(repo_settings.parse_assignment(text) for text in set_ or [])

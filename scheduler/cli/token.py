@@ -10,7 +10,6 @@ from rich.table import Table
 
 from scheduler.cli.common import console, fail, migrated_database, settings
 from scheduler.models import Provider
-from scheduler.services import repos, tokens
 
 app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 
@@ -34,6 +33,8 @@ def create(
     provider: ProviderOption = None,
 ) -> None:
     """Make a token for one repository and print it (once: only its hash is kept)."""
+    from scheduler.services import repos, tokens
+
     try:
         given = ",".join(scope) if scope else ",".join(s.value for s in tokens.DEFAULT_SCOPES)
         scopes = tokens.parse_scopes(given)
@@ -62,6 +63,8 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
 ) -> None:
     """List a repository's tokens (never the tokens themselves)."""
+    from scheduler.services import repos, tokens
+
     database = migrated_database(settings())
     try:
         with database.session() as session:
@@ -108,6 +111,8 @@ def revoke(
     provider: ProviderOption = None,
 ) -> None:
     """Revoke a token: it stops working at once."""
+    from scheduler.services import repos, tokens
+
     database = migrated_database(settings())
     try:
         with database.session() as session:
