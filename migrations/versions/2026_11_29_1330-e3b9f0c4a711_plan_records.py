@@ -15,11 +15,8 @@ Create Date: 2026-11-29 13:30:00.000000
 
 from collections.abc import Sequence
 
-import numpy as np
 import sqlalchemy as sa
 from alembic import op
-
-from scheduler.planning.records import DecisionRecord
 
 revision: str = "e3b9f0c4a711"
 down_revision: str | None = "d8a5c1e7f203"
@@ -27,7 +24,16 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# NumPy and the decision record are imported where the data is converted:
+# Alembic loads every revision to find the head, which each admin command
+# checks, and those must not pay for NumPy.
+
+
 def upgrade() -> None:
+    import numpy as np
+
+    from scheduler.planning.records import DecisionRecord
+
     with op.batch_alter_table("repositories", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("stats_version", sa.BigInteger(), nullable=False, server_default="0")
@@ -80,6 +86,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    from scheduler.planning.records import DecisionRecord
+
     with op.batch_alter_table("plan_items", schema=None) as batch_op:
         batch_op.add_column(sa.Column("selected", sa.Boolean(), nullable=True))
         batch_op.add_column(sa.Column("propensity", sa.Float(), nullable=True))

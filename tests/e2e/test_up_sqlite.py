@@ -1,5 +1,6 @@
-"""`riskrank up` on the embedded default (SQLite database, SQLite broker):
-the whole flow with nothing installed, and a clean stop."""
+"""`riskrank up` on the embedded default (SQLite database, SQLite broker in
+the data directory): the whole flow with nothing installed, on the address
+given, and a clean stop."""
 
 from __future__ import annotations
 
@@ -62,19 +63,28 @@ def test_up_runs_the_whole_flow_on_sqlite_and_stops_cleanly(
         pytest.skip("needs /proc to see the child processes")
     workdir = tmp_path / "riskrank-home"
     workdir.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    data_dir = tmp_path / "data" / "riskrank"  # made by `up`
     port = free_port()
-    env = clean_env(RISKRANK_PORT=str(port), RISKRANK_SWEEP_INTERVAL_SECONDS="2")
+    env = clean_env(RISKRANK_DATA_DIR=str(data_dir), RISKRANK_SWEEP_INTERVAL_SECONDS="2")
     url = f"http://127.0.0.1:{port}"
 
-    up = start("up", env=env, cwd=workdir)
+    up = start("up", "--host", "127.0.0.1", "--port", str(port), env=env, cwd=workdir)
     wait_for(lambda: healthy(url), timeout=60, what=f"riskrank up to be ready:\n{up.output()}")
-    assert (workdir / "riskrank.db").exists()
-    assert (workdir / "riskrank-broker.db").exists()
+    assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
+    assert f"data directory: {data_dir}\n" in up.output()
+    assert f"database:       {data_dir / 'riskrank.db'}\n" in up.output()
+    assert f"broker:         sqla+sqlite:///{data_dir / 'riskrank-broker.db'}\n" in up.output()
+    assert f"riskrank is up on {url}; Ctrl-C stops it" in up.output()
+    assert (data_dir / "riskrank.db").exists()
+    assert (data_dir / "riskrank-broker.db").exists()
 
+    # From another directory: the same database.
     added = subprocess.run(
         [RISKRANK, "repo", "add", "binkkatal/sample_app", "--secret", SECRET],
         env=env,
-        cwd=workdir,
+        cwd=elsewhere,
         capture_output=True,
         text=True,
         timeout=60,
@@ -89,7 +99,7 @@ def test_up_runs_the_whole_flow_on_sqlite_and_stops_cleanly(
     assert response.status_code == 202, response.text
 
     rows = wait_for(
-        lambda: commits(workdir / "riskrank.db"),
+        lambda: commits(data_dir / "riskrank.db"),
         timeout=60,
         what=f"the commit to be stored; riskrank up said:\n{up.output()}",
     )
@@ -115,3 +125,6 @@ def test_up_runs_the_whole_flow_on_sqlite_and_stops_cleanly(
     assert up.stop(stop_signal) == 0, up.output()
     assert "riskrank stopped" in up.output()
     wait_for(lambda: not processes_in(workdir), timeout=10, what="every child to exit")
+    # Beat's schedule too went to the data directory: the working directories are clean.
+    assert [*workdir.iterdir(), *elsewhere.iterdir()] == []
+    assert any(path.name.startswith("riskrank-beat-schedule") for path in data_dir.iterdir())
