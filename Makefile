@@ -1,4 +1,6 @@
-# make up    set up and run riskrank on the embedded default (SQLite files here)
+# make up    set up and run riskrank on the embedded default: SQLite files in the data
+#            directory (RISKRANK_DATA_DIR, default ~/.local/share/riskrank), from any
+#            directory; beyond this machine: make up UP_ARGS="--host 0.0.0.0 --port 8000"
 # make test  set up and run the checks and the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -19,7 +21,7 @@ $(VENV)/.installed-dev: pyproject.toml clients/riskrank-client/pyproject.toml cl
 	touch $@
 
 up: $(VENV)/.installed
-	$(BIN)/riskrank up
+	$(BIN)/riskrank up $(UP_ARGS)
 
 services:
 	@scripts/services.sh
