@@ -11,12 +11,17 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from scheduler.db import Database
+from scheduler.models import Commit, Repository
+from scheduler.services import runs
 from tests.conftest import empty_all_tables
 from tests.e2e.conftest import clean_env
 from tests.services.test_plan_evaluation import TESTS, make_plan, post
 from tests.test_cli_outcomes import one_line, riskrank, run_together
+
+SHA = "c1" * 20  # the planned commit
 
 
 def flat(output: str) -> str:
@@ -36,18 +41,19 @@ def test_plans_show_prints_the_plan_then_its_evaluation(
     sqlite_url: str, sqlite_database: Database, tmp_path: Path
 ) -> None:
     command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=sqlite_url), cwd=tmp_path)
-    plan_id = make_plan(sqlite_database)
+    plan_id = make_plan(sqlite_database, sha=SHA)
 
     as_text, as_json, limited, unknown, no_repo = run_together(
-        lambda: command("plans", "show", "acme/app", "c1"),
-        lambda: command("plans", "show", "acme/app", "c1", "--json"),
-        lambda: command("plans", "show", "acme/app", "c", "--limit", "2"),
+        lambda: command("plans", "show", "acme/app", SHA),
+        lambda: command("plans", "show", "acme/app", SHA[:7], "--json"),
+        lambda: command("plans", "show", "acme/app", "C1C1", "--limit", "2"),
         lambda: command("plans", "show", "acme/app", "d00d"),
-        lambda: command("plans", "show", "acme/nothing", "c1"),
+        lambda: command("plans", "show", "acme/nothing", SHA),
     )
     assert as_text.returncode == 0, as_text.explain()
     text = flat(as_text.stdout)
-    assert f"plan {plan_id} of acme/app at c1 (main): ready, no model, 6 tests, 4 selected" in text
+    assert f"plan {plan_id} of acme/app at c1c1c1c1c1c1 (main): ready, no model, 6 tests, 4" in text
+    assert "6 tests, 4 selected" in text
     assert "policy: mode fraction, budget 0.5" in text
     assert "1 tests/test_app.py::test_a 0.500 yes model Reason 1" in text
     assert "4 tests/test_app.py::test_d 0.125 yes exploration Reason 4" in text
@@ -56,7 +62,7 @@ def test_plans_show_prints_the_plan_then_its_evaluation(
 
     assert as_json.returncode == 0, as_json.explain()
     shown = json.loads(as_json.stdout)
-    assert (shown["plan_id"], shown["commit"], shown["status"]) == (plan_id, "c1", "ready")
+    assert (shown["plan_id"], shown["commit"], shown["status"]) == (plan_id, SHA, "ready")
     assert (shown["total"], shown["selected"], shown["evaluation"]) == (6, 4, None)
     assert [item["test"] for item in shown["items"]] == TESTS
     assert shown["items"][3] == {
@@ -78,10 +84,10 @@ def test_plans_show_prints_the_plan_then_its_evaluation(
     assert "acme/nothing" in no_repo.stderr
 
     a, _b, c, d, _e, _f = TESTS
-    post(sqlite_database, plan_id, [(a, "passed"), (c, "failed"), (d, "failed")])
+    post(sqlite_database, plan_id, [(a, "passed"), (c, "failed"), (d, "failed")], sha=SHA)
     after_text, after_json = run_together(
-        lambda: command("plans", "show", "acme/app", "c1"),
-        lambda: command("plans", "show", "acme/app", "c1", "--json"),
+        lambda: command("plans", "show", "acme/app", SHA),
+        lambda: command("plans", "show", "acme/app", SHA, "--json"),
     )
     assert after_text.returncode == 0, after_text.explain()
     text = flat(after_text.stdout)
@@ -91,3 +97,42 @@ def test_plans_show_prints_the_plan_then_its_evaluation(
     evaluation = json.loads(after_json.stdout)["evaluation"]
     assert (evaluation["failures_caught"], evaluation["failures_in_exploration"]) == (2, 1)
     assert evaluation["apfd"] == pytest.approx(1 - (2 + 3) / (3 * 2) + 1 / 6)
+
+
+def test_plans_show_takes_a_full_id_or_a_prefix_of_one_commit_only(
+    sqlite_url: str, sqlite_database: Database, tmp_path: Path
+) -> None:
+    command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=sqlite_url), cwd=tmp_path)
+    make_plan(sqlite_database, sha=SHA)
+    twin = "c1c1" + "0" * 36
+    with sqlite_database.session() as session:
+        repository = session.scalars(select(Repository)).one()
+        runs.ensure_commit(session, repository=repository, sha=twin, branch="main")
+
+    head, short, ambiguous, unique, unplanned, unknown = run_together(
+        lambda: command("plans", "show", "acme/app", "HEAD"),
+        lambda: command("plans", "show", "acme/app", "c1c"),
+        lambda: command("plans", "show", "acme/app", "c1c1"),
+        lambda: command("plans", "show", "acme/app", "c1c1c", "--json"),
+        lambda: command("plans", "show", "acme/app", "c1c10"),
+        lambda: command("plans", "show", "acme/app", "0" * 40),
+    )
+    assert (head.returncode, head.stdout) == (2, ""), head.explain()
+    assert (
+        "error: 'HEAD' is not a commit id: give the full 40 (or 64) hex digits, as "
+        "`git rev-parse HEAD` prints them, or at least 4 of a commit riskrank knows"
+    ) in one_line(head.stderr)
+    assert (short.returncode, short.stdout) == (2, ""), short.explain()
+    assert "error: 'c1c' is not a commit id" in one_line(short.stderr)
+    assert (ambiguous.returncode, ambiguous.stdout) == (2, ""), ambiguous.explain()
+    assert f"error: c1c1 names 2 commits of acme/app ({twin}, {SHA}): give more digits" in one_line(
+        ambiguous.stderr
+    )
+    assert unique.returncode == 0, unique.explain()
+    assert json.loads(unique.stdout)["commit"] == SHA
+    assert unplanned.returncode == 1, unplanned.explain()
+    assert f"error: commit {twin} of acme/app has no plan yet" in one_line(unplanned.stderr)
+    assert unknown.returncode == 1, unknown.explain()
+    assert f"error: riskrank knows no commit {'0' * 40} of acme/app" in one_line(unknown.stderr)
+    with sqlite_database.session() as session:
+        assert sorted(session.scalars(select(Commit.sha))) == [twin, SHA]

@@ -11,9 +11,16 @@ from xml.etree import ElementTree
 
 import typer
 
+from scheduler import commit_ids
 from scheduler.cli.common import fail, migrated_database, settings
-from scheduler.models import Provider, Repository
-from scheduler.services import plans, repos
+from scheduler.models import Provider
+
+# `plan` prints the plan and exits 0 when the plan names the tests to run;
+# it exits RUN_ALL (nothing on stdout with --format list) when riskrank
+# cannot name them and the whole suite must run, and USAGE for a bad option
+# or commit. A recipe runs everything on any other status than 0.
+RUN_ALL = 3
+USAGE = 2
 
 
 class Format(enum.StrEnum):
@@ -32,6 +39,11 @@ def _read_tests(path: Path) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
+def _text(value: object) -> str:
+    # JSON's spelling for booleans, as the answer has them.
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
 def junit(plan: dict[str, Any]) -> str:
     """The selected tests as a JUnit XML suite, in run order: classname and
     name split at the id's last "::" (the whole id as name without one), and
@@ -44,8 +56,11 @@ def junit(plan: dict[str, Any]) -> str:
         tests=str(len(selected)),
     )
     properties = ElementTree.SubElement(suite, "properties")
-    for key in ("plan_id", "status", "mode", "budget", "shard", "total", "selected"):
-        ElementTree.SubElement(properties, "property", name=key, value=str(plan[key]))
+    for key in ("plan_id", "status", "run_all", "mode", "budget", "shard", "total", "selected"):
+        # A figure the plan does not have (no shard, no budget) is left out,
+        # not written as "None"; the light client writes the same properties.
+        if plan.get(key) is not None:
+            ElementTree.SubElement(properties, "property", name=key, value=_text(plan[key]))
     for test in selected:
         classname, _, name = test["test"].rpartition("::")
         case = ElementTree.SubElement(
@@ -57,11 +72,30 @@ def junit(plan: dict[str, Any]) -> str:
         )
         case_properties = ElementTree.SubElement(case, "properties")
         for key in ("rank", "probability", "rule", "reason"):
-            ElementTree.SubElement(case_properties, "property", name=key, value=str(test[key]))
+            if test[key] is not None:
+                ElementTree.SubElement(
+                    case_properties, "property", name=key, value=_text(test[key])
+                )
     root = ElementTree.Element("testsuites")
     root.append(suite)
     ElementTree.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(root, "unicode")
+
+
+def run_all(answer: dict[str, Any]) -> bool:
+    """Whether the answer says to run the whole suite. A server from before
+    the `run_all` field says so by naming no test (total 0)."""
+    said = answer.get("run_all")
+    return bool(said) if said is not None else answer["total"] == 0
+
+
+def _why_run_all(answer: dict[str, Any]) -> str:
+    why = str(
+        answer.get("message")
+        or answer.get("full_run_reason")
+        or "riskrank cannot name the tests to run"
+    )
+    return why if why.endswith("run the whole suite") else f"{why}: run the whole suite"
 
 
 def plan(
@@ -93,16 +127,27 @@ def plan(
     """Print the plan for a commit: `list` gives the selected test ids in the
     order to run them, one a line; `json` the whole plan (as the API answers
     it); `junit` the selected tests as a JUnit XML suite. Scores the commit
-    first if need be; falls back to everything rather than fail."""
+    first if need be; falls back to everything rather than fail.
+
+    SHA is the commit's full id, or a prefix of one riskrank knows. Exit
+    status: 0 to follow the plan; 3 when riskrank cannot name the tests to
+    run, so the whole suite must run (with `list`, nothing is printed); 2 for
+    a bad option or commit."""
+    # Imported here: planning pulls in numpy and LightGBM, which the other
+    # commands' start-up need not pay for.
+    from scheduler.services import plans, repos
+
     config = settings()
     database = migrated_database(config)
     with database.session() as session:
         try:
-            record: Repository = repos.resolve_repository(
-                session, full_name=full_name, provider=provider
-            )
+            record = repos.resolve_repository(session, full_name=full_name, provider=provider)
         except repos.RepositoryError as error:
             fail(str(error))
+        try:
+            commit = commit_ids.resolve(session, record, sha)
+        except commit_ids.CommitIdError as error:
+            fail(error.message, code=USAGE)
         repository = plans.RepositoryRef(
             id=record.id, default_branch=record.default_branch, settings=dict(record.settings)
         )
@@ -118,7 +163,7 @@ def plan(
         answer = plans.plan_for(
             database,
             repository=repository,
-            sha=plans.check_sha(sha),
+            sha=commit,
             request=request,
             defaults=plans.PlanDefaults(
                 wait_seconds=config.plan_wait_seconds,
@@ -128,14 +173,19 @@ def plan(
             ),
         )
     except plans.PlanParameterError as error:
-        fail(error.message, code=2)
-    if answer["message"]:
+        fail(error.message, code=USAGE)
+    whole_suite = run_all(answer)
+    if whole_suite:
+        typer.echo(f"riskrank: {_why_run_all(answer)}", err=True)
+    elif answer["message"]:
         typer.echo(f"riskrank: {answer['message']}", err=True)
     if output is Format.JSON:
         typer.echo(json.dumps(answer, indent=2))
     elif output is Format.JUNIT:
         typer.echo(junit(answer))
-    else:
+    elif not whole_suite:
         for test in answer["tests"]:
             if test["selected"]:
                 typer.echo(test["test"])
+    if whole_suite:
+        raise typer.Exit(RUN_ALL)

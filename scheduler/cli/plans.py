@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from scheduler import commit_ids
 from scheduler.cli.common import console, fail, migrated_database, settings
 from scheduler.models import Provider
-from scheduler.services import plan_report, repos
+
+if TYPE_CHECKING:
+    from scheduler.services.plan_report import PlanView
 
 app = typer.Typer(help="Show the plans riskrank made and how they did.", no_args_is_help=True)
 
 RepoArgument = Annotated[str, typer.Argument(metavar="OWNER/NAME")]
-ShaArgument = Annotated[str, typer.Argument(metavar="SHA", help="A commit, or a prefix of one.")]
+ShaArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="SHA", help="A commit's full id, or a prefix (4 hex digits or more) of one."
+    ),
+]
 ProviderOption = Annotated[Provider | None, typer.Option(help="If the name is ambiguous.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="JSON, for scripts.")]
 LimitOption = Annotated[int, typer.Option(min=0, help="How many tests to list, riskiest first.")]
@@ -45,10 +53,18 @@ def show(
     """The commit's newest plan: status, model, each test's rank, failure
     probability, whether the policy last applied selected it and why, and,
     once runs that followed the plan reported, its evaluation."""
+    # Imported here: the plans' records pull in numpy, which the other
+    # commands' start-up need not pay for.
+    from scheduler.services import plan_report, repos
+
     with migrated_database(settings()).session() as session:
         try:
             repository = repos.resolve_repository(session, full_name=full_name, provider=provider)
             view = plan_report.newest_plan(session, repository, sha, limit=limit)
+        except commit_ids.UnknownCommit as error:
+            fail(error.message)
+        except commit_ids.CommitIdError as error:
+            fail(error.message, code=2)
         except (repos.RepositoryError, plan_report.PlanNotFound) as error:
             fail(str(error))
     if as_json:
@@ -57,7 +73,7 @@ def show(
     _print(view)
 
 
-def _print(view: plan_report.PlanView) -> None:
+def _print(view: PlanView) -> None:
     model = f"model v{view.model_version}" if view.model_version is not None else "no model"
     console.print(
         f"plan {view.plan_id} of {escape(view.repository)} at {view.commit[:12]}"

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from scheduler import commit_ids
 from scheduler.errors import ClientError
 from scheduler.models import Commit, KnownTest, Plan, PlanItem, Repository, RiskModel
 from scheduler.services.plan_evaluation import decision_of
@@ -20,10 +21,6 @@ class PlanNotFound(ClientError):
     """No such commit, or no plan for it yet."""
 
     status_code = 404
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 @dataclass(frozen=True)
@@ -83,30 +80,15 @@ class PlanView:
 
 
 def find_commit(session: Session, repository: Repository, sha: str) -> Commit:
-    """The commit a full sha or an unambiguous prefix of one names."""
-    sha = sha.strip().lower()
-    if not sha:
-        raise PlanNotFound("no commit given")
-    exact = session.scalar(
-        select(Commit).where(Commit.repository_id == repository.id, Commit.sha == sha)
+    """The commit a full id or an unambiguous prefix of a known one names
+    (commit_ids.resolve, which raises CommitIdError for anything else)."""
+    full = commit_ids.resolve(session, repository, sha)
+    commit = session.scalar(
+        select(Commit).where(Commit.repository_id == repository.id, Commit.sha == full)
     )
-    if exact is not None:
-        return exact
-    found = list(
-        session.scalars(
-            select(Commit)
-            .where(
-                Commit.repository_id == repository.id,
-                Commit.sha.like(_escape_like(sha) + "%", escape="\\"),
-            )
-            .limit(2)
-        )
-    )
-    if not found:
-        raise PlanNotFound(f"riskrank knows no commit {sha} of {repository.full_name}")
-    if len(found) > 1:
-        raise PlanNotFound(f"{sha} names several commits of {repository.full_name}: give more")
-    return found[0]
+    if commit is None:
+        raise PlanNotFound(f"riskrank knows no commit {full} of {repository.full_name}")
+    return commit
 
 
 def newest_plan(session: Session, repository: Repository, sha: str, *, limit: int) -> PlanView:

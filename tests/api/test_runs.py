@@ -286,50 +286,33 @@ NOT_COMMITS = [
 ]
 
 
-def nothing_stored(database: Database, redis_server: redis.Redis) -> None:
+@pytest.mark.parametrize("kind", ["junit", "json"])
+@pytest.mark.parametrize(("commit", "message"), NOT_COMMITS)
+def test_a_report_for_what_is_not_a_commit_id_is_refused(
+    client: TestClient,
+    database: Database,
+    redis_server: redis.Redis,
+    tokens_by_name: dict[str, str],
+    commit: str,
+    message: str,
+    kind: str,
+) -> None:
+    if kind == "junit":
+        params, content, content_type = {"commit": commit}, REPORT, "application/xml"
+    else:
+        # A good commit in the query does not make up for a bad one in the body.
+        body = {"commit": commit, "results": [{"test": "t", "outcome": "passed"}]}
+        params, content = {"commit": SHA}, json.dumps(body).encode()
+        content_type = "application/json"
+    response = client.post(
+        URL, params=params, content=content, headers=headers(tokens_by_name["app"], content_type)
+    )
+    assert response.status_code == 400, response.text
+    assert message in response.json()["detail"]
     assert runs_stored(database) == []
     with database.session() as session:
         assert session.scalar(select(func.count()).select_from(Commit)) == 0
     assert queued_tasks(redis_server) == []
-
-
-@pytest.mark.parametrize(("commit", "message"), NOT_COMMITS)
-def test_a_junit_report_for_what_is_not_a_commit_id_is_refused(
-    client: TestClient,
-    database: Database,
-    redis_server: redis.Redis,
-    tokens_by_name: dict[str, str],
-    commit: str,
-    message: str,
-) -> None:
-    response = client.post(
-        URL, params={"commit": commit}, content=REPORT, headers=headers(tokens_by_name["app"])
-    )
-    assert response.status_code == 400, response.text
-    assert message in response.json()["detail"]
-    nothing_stored(database, redis_server)
-
-
-@pytest.mark.parametrize(("commit", "message"), NOT_COMMITS)
-def test_results_json_for_what_is_not_a_commit_id_is_refused(
-    client: TestClient,
-    database: Database,
-    redis_server: redis.Redis,
-    tokens_by_name: dict[str, str],
-    commit: str,
-    message: str,
-) -> None:
-    body = {"commit": commit, "results": [{"test": "t", "outcome": "passed"}]}
-    response = client.post(
-        URL,
-        # A good commit in the query does not make up for a bad one in the body.
-        params={"commit": SHA},
-        content=json.dumps(body),
-        headers=headers(tokens_by_name["app"], "application/json"),
-    )
-    assert response.status_code == 400, response.text
-    assert message in response.json()["detail"]
-    nothing_stored(database, redis_server)
 
 
 def test_a_commit_id_in_capitals_or_of_sha_256_is_taken_in_lower_case(

@@ -132,11 +132,11 @@ def plan_id(database: Database) -> int:
     return make_plan(database)
 
 
-def make_plan(database: Database) -> int:
+def make_plan(database: Database, *, sha: str = "c1") -> int:
     """A repository, a commit and a plan over TESTS with the policy applied."""
     with database.session() as session:
         repository = repos.add_repository(session, provider=Provider.GITHUB, full_name="acme/app")
-        commit_id = runs.ensure_commit(session, repository=repository, sha="c1", branch="main")
+        commit_id = runs.ensure_commit(session, repository=repository, sha=sha, branch="main")
         plan = Plan(
             repository_id=repository.id,
             commit_id=commit_id,
@@ -171,7 +171,12 @@ def make_plan(database: Database) -> int:
 
 
 def post(
-    database: Database, plan: int | None, rows: list[tuple[str, str]], *, run_key: str = "b1"
+    database: Database,
+    plan: int | None,
+    rows: list[tuple[str, str]],
+    *,
+    run_key: str = "b1",
+    sha: str = "c1",
 ) -> int:
     """Store a report as the API does, then ingest it as the worker does."""
     report = {"results": [{"test": test, "outcome": outcome} for test, outcome in rows]}
@@ -179,7 +184,7 @@ def post(
         stored = runs.store_run(
             session,
             repository=repos.resolve_repository(session, full_name="acme/app"),
-            commit_sha="c1",
+            commit_sha=sha,
             branch="main",
             run_key=run_key,
             plan_id=plan,
