@@ -12,6 +12,7 @@ import pytest
 
 from scheduler import migrate
 from tests.e2e.conftest import RISKRANK, clean_env
+from tests.helpers import free_port
 
 
 def run(*arguments: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -54,6 +55,8 @@ def user_env(home: Path, **overrides: str) -> dict[str, str]:
         ["models", "list", "acme/app"],
         ["db", "current"],
         ["db", "prune"],
+        ["serve", "--port", str(free_port())],
+        ["worker"],
     ],
     ids=lambda command: " ".join(command[:2]),
 )

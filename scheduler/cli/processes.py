@@ -14,7 +14,14 @@ from typing import Annotated
 
 import typer
 
-from scheduler.cli.common import console, fail, make_database_directory, settings, sqlite_file
+from scheduler.cli.common import (
+    console,
+    existing_database,
+    fail,
+    make_database_directory,
+    settings,
+    sqlite_file,
+)
 from scheduler.logs import configure_logging
 
 STOP_GRACE_SECONDS = 20.0
@@ -41,6 +48,7 @@ def serve(
     import uvicorn
 
     config = settings()
+    existing_database(config)
     configure_logging(config.log_level)
     uvicorn.run(
         "scheduler.api.app:create_app",
@@ -68,6 +76,7 @@ def worker(
     from scheduler.queue import QUEUE_NAME, prepare_embedded_broker
 
     config = settings()
+    existing_database(config)
     arguments = ["worker", "--queues", QUEUE_NAME, "--loglevel", config.log_level]
     if concurrency:
         arguments += ["--concurrency", str(concurrency)]
