@@ -138,7 +138,8 @@ def apfd_plot(result: BacktestResult, document: dict[str, Any]) -> str:
         ax.set_ylabel(f"APFD, mean of the last {ROLLING_WINDOW} failing builds")
         ax.set_title("all failures" if view == "all" else "status changes")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a view without failures draws no line
+            ax.legend(fontsize=8)
     return _png(figure)
 
 

@@ -121,13 +121,15 @@ class BacktestConfig:
             "retrain_every": self.retrain_every,
             "closed_loop": self.closed_loop,
             "random_seeds": self.random_seeds,
-            "database": (
-                make_url(self.database_url).render_as_string(hide_password=True)
-                if self.database_url
-                else "sqlite (temporary)"
-            ),
+            "database": shown_url(self.database_url) if self.database_url else "sqlite (temporary)",
             "policy": self.policy.as_json(),
         }
+
+
+def shown_url(url: str) -> str:
+    """A database URL as given, its password (if any) hidden."""
+    parsed = make_url(url)
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,10 @@ def test_backtest_command_by_hand(tmp_path: Path) -> None:
     )
     assert ran.returncode == 0, ran.explain()
     assert "3 of 5 builds evaluated" in one_line(ran.stdout)
+    assert (
+        "riskrank rows: no model: the heuristic served all 3 scored builds; "
+        "no training (--retrain-every 0)." in one_line(ran.stdout)
+    )
     document = json.loads((tmp_path / "out.json").read_text())
     assert document["dataset"]["evaluated_builds"] == 3
     assert document["dataset"]["failing_builds"] == {"all": 3, "changes": 1}
@@ -124,6 +128,7 @@ def test_backtest_command_by_hand(tmp_path: Path) -> None:
 
     page = (tmp_path / "report.html").read_text()
     assert "the backtest took" in page
+    assert "<p>No retraining (--retrain-every 0).</p>" in page
     images = page.split('src="data:image/png;base64,')[1:]
     assert len(images) == 2  # recall and APFD; no retraining, no learning curve
     assert base64.b64decode(images[0].split('"')[0]).startswith(b"\x89PNG")

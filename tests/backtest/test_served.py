@@ -1,0 +1,191 @@
+"""What served the riskrank rows of a backtest, said by `riskrank backtest`
+(the installed command) in the terminal, the JSON and the HTML report: the
+heuristic when every training is refused, a model's version and its builds
+once one is promoted. Two histories written by hand, each shaped so that the
+registry's decisions are known in advance."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.conftest import clean_env
+from tests.test_cli_outcomes import one_line, riskrank
+
+TESTS = 20
+START = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def write_history(path: Path, builds: int, fails: Callable[[int, int], bool]) -> Path:
+    """`builds` builds of TESTS tests of a second each; `fails(test, build)`
+    (both from 0) says which fail."""
+    lines = [
+        {
+            "build": f"b{build + 1}",
+            "commit": f"{build + 1:040x}",
+            "time": (START + timedelta(hours=build)).isoformat(),
+            "branch": "main",
+            "changed_files": [],
+            "results": [
+                {
+                    "test": f"t{test:02d}",
+                    "outcome": "failed" if fails(test, build) else "passed",
+                    "duration": 1.0,
+                }
+                for test in range(TESTS)
+            ],
+        }
+        for build in range(builds)
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def backtest(cwd: Path, history: str, *options: str) -> tuple[str, dict[str, Any], str]:
+    """`riskrank backtest` with a JSON and a report: its terminal output on
+    one line, the JSON and the page."""
+    ran = riskrank(
+        "backtest",
+        history,
+        *options,
+        "--json",
+        "out.json",
+        "--report",
+        "report.html",
+        env=clean_env(),
+        cwd=cwd,
+    )
+    assert ran.returncode == 0, ran.explain()
+    document = json.loads((cwd / "out.json").read_text())
+    return one_line(ran.stdout), document, (cwd / "report.html").read_text()
+
+
+def steady(test: int, build: int) -> bool:
+    """t00 fails in every build from the second on: the heuristic (the last
+    failed first) is already the optimal order, so a candidate can at best
+    tie with it, and a tie is refused."""
+    return test == 0 and build > 0
+
+
+def alternating(test: int, build: int) -> bool:
+    """t00 fails in the even builds, t01 in the odd ones: the heuristic puts
+    the one that failed last first, always the wrong one, and a model learns
+    the flip."""
+    return (test, build % 2) in ((0, 1), (1, 0))
+
+
+def test_the_heuristic_served_every_build(tmp_path: Path) -> None:
+    # A name with HTML's special characters: the report escapes it.
+    history = write_history(tmp_path / "a<b>&.jsonl", 32, steady)
+    output, document, page = backtest(
+        tmp_path, history.name, "--warmup", "12", "--retrain-every", "7"
+    )
+    said = (
+        "riskrank rows: no model: the heuristic served all 20 scored builds; "
+        "3 trainings, all refused (does not beat the heuristic)."
+    )
+    assert said in output
+
+    served = document["served"]
+    assert served["text"] == said
+    assert served["scored_builds"] == 20
+    assert served["heuristic_builds"] == 20
+    assert served["only_heuristic"] is True
+    assert served["model_builds"] == []
+    assert served["trainings"] == {"total": 3, "promoted": 0, "refused": 3, "not_trained": 0}
+    assert [
+        (t["build_index"], t["outcome"], t["version"], t["reason"]) for t in document["trainings"]
+    ] == [
+        (12, "refused", 1, "does not beat the heuristic"),
+        (19, "refused", 2, "does not beat the heuristic"),
+        (26, "refused", 3, "does not beat the heuristic"),
+    ]
+
+    # At the top and beside both results tables.
+    assert page.count(f'<p class="served heuristic">{said}</p>') == 3
+    assert page.count('<tr class="refused"><td>') == 3
+    assert "<td>19</td><td>b20</td><td>refused</td><td>v2</td>" in page
+    assert "<td>does not beat the heuristic</td>" in page
+    # The parameters: a two-column table, every value escaped; no dict repr.
+    assert '<table class="pairs"><tr><th>parameter</th><th>value</th></tr>' in page
+    assert "<tr><th>history file</th><td>a&lt;b&gt;&amp;.jsonl</td></tr>" in page
+    assert "<tr><th>warmup</th><td>12</td></tr>" in page
+    assert "<tr><th>retrain_every</th><td>7</td></tr>" in page
+    assert "<tr><th>policy.mode</th><td>order</td></tr>" in page
+    assert "{'" not in page
+    assert "a<b>" not in page
+
+
+def test_a_promoted_model_and_the_builds_it_served(tmp_path: Path) -> None:
+    history = write_history(tmp_path / "history.jsonl", 40, alternating)
+    # The database: a parameter holding "<", shown escaped in the report.
+    kept = tmp_path / "x<y"
+    kept.mkdir()
+    output, document, page = backtest(
+        tmp_path,
+        str(history),
+        "--warmup",
+        "8",
+        "--retrain-every",
+        "8",
+        "--database",
+        f"sqlite:///{kept / 'backtest.db'}",
+    )
+    # Before the first training 8 builds are too few; the second candidate
+    # beats the heuristic; the next two only tie with the active model.
+    said = (
+        "riskrank rows: the heuristic served the first 8 of 32 scored builds, "
+        "model v1 the last 24; 4 trainings: 1 promoted (v1 before build b17), "
+        "2 refused (does not beat the active model), "
+        "1 not trained (8 builds: at least 10 are needed to train and validate)."
+    )
+    assert said in output
+
+    served = document["served"]
+    assert served["text"] == said
+    assert served["heuristic_builds"] == 8
+    assert served["only_heuristic"] is False
+    assert served["model_builds"] == [{"version": 1, "builds": 24}]
+    assert [(s["served_by"], s["version"], s["builds"]) for s in served["stretches"]] == [
+        ("heuristic", None, 8),
+        ("model", 1, 24),
+    ]
+    assert (served["stretches"][1]["first_build"], served["stretches"][1]["last_build"]) == (
+        "b17",
+        "b40",
+    )
+    assert served["trainings"] == {"total": 4, "promoted": 1, "refused": 2, "not_trained": 1}
+    assert [(t["build_index"], t["outcome"], t["version"]) for t in document["trainings"]] == [
+        (8, "not trained", None),
+        (16, "promoted", 1),
+        (24, "refused", 2),
+        (32, "refused", 3),
+    ]
+
+    assert page.count(f'<p class="served">{said}</p>') == 3
+    assert (
+        '<tr class="promoted"><td>16</td><td>b17</td><td>promoted</td><td>v1</td>'
+        "<td>beats the heuristic</td>"
+    ) in page
+    assert page.count('<tr class="refused"><td>') == 2
+    assert page.count('<tr class="not-trained"><td>') == 1
+    assert f"<tr><th>database</th><td>sqlite:///{tmp_path}/x&lt;y/backtest.db</td></tr>" in page
+
+
+def test_the_command_module_imports_no_backtest() -> None:
+    """`riskrank --help` imports every command module: this one must leave
+    the backtest, numpy, LightGBM and matplotlib to the command itself."""
+    heavy = ("numpy", "lightgbm", "matplotlib", "scheduler.backtest")
+    probe = (
+        "import sys, scheduler.cli.backtest\n"
+        f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == ""
