@@ -217,6 +217,43 @@ def test_a_full_run_says_why(pytester: pytest.Pytester, fake_riskrank: StartFake
     )
 
 
+NO_TESTS_MESSAGE = (
+    "riskrank knows no test of this repository yet and no test list was sent: run the whole suite"
+)
+
+
+def test_a_plan_that_asks_for_the_whole_suite_runs_every_test(
+    pytester: pytest.Pytester, fake_riskrank: StartFake
+) -> None:
+    # run_all: the listed tests in their order, then the others; none deselected.
+    answer = plan_answer([(D, True), (A, False)], run_all=True)
+    fake = fake_riskrank(routed(answer_json(200, answer)))
+    pytester.makepyfile(test_suite=FOUR_TESTS)
+    result = _run(pytester, fake.url, *FRACTION, "--riskrank-shard=2/2")
+    assert result.ret == 1
+    assert ran_in_order(result) == [D, A, B, C]
+    assert "deselected" not in result.stdout.str()
+    assert riskrank_lines(result)[0] == (
+        "riskrank: plan 17 (ready, model v3): running all 4 tests in riskrank's order; "
+        "the whole suite: riskrank cannot name the tests to run"
+    )
+
+
+def test_a_plan_of_no_test_from_an_older_server_runs_every_test(
+    pytester: pytest.Pytester, fake_riskrank: StartFake
+) -> None:
+    # No run_all in the answer, and total 0: that cannot mean "run nothing".
+    fake = fake_riskrank(routed(answer_json(200, plan_answer([], shard="1/2"))))
+    pytester.makepyfile(test_suite=FOUR_TESTS)
+    result = _run(pytester, fake.url, *FRACTION, "--riskrank-shard=1/2")
+    assert result.ret == 1
+    assert ran_in_order(result) == IDS
+    assert riskrank_lines(result)[0] == (
+        "riskrank: plan 17 (ready, model v3): running all 4 tests as collected; "
+        "the whole suite: riskrank knows no test of this repository yet"
+    )
+
+
 def test_the_settings_come_from_the_environment_too(
     pytester: pytest.Pytester, fake_riskrank: StartFake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -541,6 +578,27 @@ def test_under_xdist_a_plan_that_drops_everything_exits_0(
     assert riskrank_lines(result)[0].startswith(
         "riskrank: plan 17 (ready, model v3): running 0 tests on 2 xdist workers"
     )
+
+
+@needs_xdist
+def test_under_xdist_a_plan_of_no_known_test_runs_everything_on_every_shard(
+    pytester: pytest.Pytester, fake_riskrank: StartFake
+) -> None:
+    answer = plan_answer(
+        [], plan_id=5, status="no_tests", model_version=None, run_all=True,
+        message=NO_TESTS_MESSAGE, shard="2/2",
+    )  # fmt: skip
+    fake = fake_riskrank(routed(answer_json(200, answer)))
+    pytester.makepyfile(test_suite=FOUR_TESTS)
+    result = _run_xdist(pytester, fake.url, *FRACTION, "--riskrank-shard=2/2")
+    assert result.ret == 1
+    assert sorted(_ran_under_xdist(result)) == IDS
+    assert riskrank_lines(result)[0] == (
+        "riskrank: plan 5 (no_tests): running 4 tests on 2 xdist workers; "
+        "the whole suite: riskrank knows no test of this repository yet"
+    )
+    # One question: no second one for the whole (unsharded) plan.
+    assert len(plan_requests(fake)) == 1
 
 
 def _ran_under_xdist(result: pytest.RunResult) -> list[str]:

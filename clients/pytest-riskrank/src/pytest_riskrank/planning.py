@@ -182,6 +182,7 @@ def distributed_summary(plan: PlanAnswer, *, running: int, workers: int, shard: 
     where = f"{workers} xdist worker" + ("" if workers == 1 else "s")
     what = f"running {_count(running)} on {where}, riskiest first"
     if plan.run_all:
+        what = f"running {_count(running)} on {where}"
         return f"{_heading(plan)}: {what}; the whole suite: {whole_suite_reason(plan)}"
     if shard is not None:
         what += f" (shard {shard})"
