@@ -54,7 +54,7 @@ def test_a_missing_setting_imports_nothing_heavy(tmp_path: Path) -> None:
     )
     lines = completed.stderr.strip().splitlines()
     assert lines == [
-        "riskrank: nothing uploaded, missing --url/RISKRANK_URL, --repo/RISKRANK_REPO, "
-        "--commit/RISKRANK_COMMIT, --token/RISKRANK_TOKEN",
+        "riskrank: nothing uploaded, missing --url/RISKRANK_URL, --token/RISKRANK_TOKEN, "
+        "--repo/RISKRANK_REPO, --commit/RISKRANK_COMMIT",
         "imported:",
     ]

@@ -7,7 +7,6 @@ touching the process environment."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +24,9 @@ from riskrank_client.ci import (
     resolve_commit,
     unresolved_commit,
 )
+from riskrank_client.plan import BY, MODES, SHARD
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
-
-# The plan API's modes (see the riskrank README): `order` keeps every test,
-# the others trim to a budget.
-MODES = ("order", "time", "fraction", "confidence")
-BY = ("tests", "duration")
-_SHARD = re.compile(r"^(\d+)/(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -292,7 +286,7 @@ def plan_request(config: pytest.Config, env: Mapping[str, str]) -> PlanRequest |
         if by not in BY:
             problems.append(f"--riskrank-by {by!r} is not one of {', '.join(BY)}")
     if shard is not None:
-        found = _SHARD.match(shard)
+        found = SHARD.match(shard)
         if found is None or not 1 <= int(found.group(1)) <= int(found.group(2)):
             problems.append(f"the shard {shard!r} is not I/N with 1 <= I <= N")
     return PlanRequest(mode=mode, budget=budget, by=by, shard=shard, problems=tuple(problems))

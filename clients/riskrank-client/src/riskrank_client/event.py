@@ -12,9 +12,12 @@ from pathlib import Path
 
 from riskrank_client import ci
 from riskrank_client.options import (
+    SettingProblem,
     add_build,
     add_connection,
     add_fail_open,
+    branch,
+    locate,
     setting,
     warn,
     whole_call_seconds,
@@ -46,21 +49,17 @@ def run(args: argparse.Namespace, env: Mapping[str, str], cwd: Path) -> int:
     failed = 1 if args.strict else 0
     url = setting(args.url, env, "RISKRANK_URL")
     secret = setting(args.secret, env, "RISKRANK_SECRET")
-    repo = setting(args.repo, env, "RISKRANK_REPO") or ci.detect_repo(env)
-    revision = setting(args.commit, env, "RISKRANK_COMMIT") or ci.detect_commit(env, cwd)
-    needed = [("--repo/RISKRANK_REPO", repo), ("--commit/RISKRANK_COMMIT", revision)]
-    if not args.dry_run:
-        needed = [("--url/RISKRANK_URL", url), *needed, ("--secret/RISKRANK_SECRET", secret)]
-    missing = [option for option, value in needed if not value]
-    if missing or repo is None or revision is None:
-        warn(f"riskrank: no event sent, missing {', '.join(missing)}")
-        return failed
-    if not ci.OWNER_NAME.match(repo):
-        warn(f"riskrank: no event sent, the repository {repo!r} is not OWNER/NAME")
-        return failed
-    commit = ci.resolve_commit(revision, cwd)
-    if commit is None:
-        warn(f"riskrank: no event sent, {ci.unresolved_commit(revision)}")
+    required = [("--url/RISKRANK_URL", url), ("--secret/RISKRANK_SECRET", secret)]
+    try:
+        repo, commit = locate(
+            env,
+            cwd,
+            required=[] if args.dry_run else required,
+            repo=("--repo/RISKRANK_REPO", args.repo),
+            commit=("--commit/RISKRANK_COMMIT", args.commit),
+        )
+    except SettingProblem as problem:
+        warn(f"riskrank: no event sent, {problem}")
         return failed
 
     # Not before: `--help` stays fast.
@@ -75,13 +74,12 @@ def run(args: argparse.Namespace, env: Mapping[str, str], cwd: Path) -> int:
     facts = commit_facts(commit, cwd)
     for note in facts.notes:
         warn(f"riskrank: {note}")
-    branch = setting(args.branch, env, "RISKRANK_BRANCH") or ci.detect_branch(env, cwd)
-    body = event_body(repo, facts, branch=branch)
+    body = event_body(repo, facts, branch=branch(args.branch, env, cwd))
     if args.dry_run:
         sys.stdout.write(body.decode("utf-8") + "\n")
         return 0
     if url is None or secret is None:
-        return failed  # not reached: `missing` named them
+        return failed  # not reached: locate named them
     headers = {SIGNATURE_HEADER: signature(secret, body)}
     delivery = (
         setting(args.delivery_id, env, "RISKRANK_DELIVERY_ID")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from riskrank_client.ci import clean
+from riskrank_client import ci
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_RETRIES = 2
@@ -23,7 +24,42 @@ def warn(line: str) -> None:
 
 def setting(given: str | None, env: Mapping[str, str], variable: str) -> str | None:
     """The option's value, else the variable's; blank counts as unset."""
-    return clean(given) or clean(env.get(variable))
+    return ci.clean(given) or ci.clean(env.get(variable))
+
+
+class SettingProblem(Exception):
+    """A setting is missing or malformed; str() says which, for one line."""
+
+
+def locate(
+    env: Mapping[str, str],
+    cwd: Path,
+    *,
+    required: Sequence[tuple[str, str | None]],
+    repo: tuple[str, str | None] = ("--repo/RISKRANK_REPO", None),
+    commit: tuple[str, str | None] = ("--commit/RISKRANK_COMMIT", None),
+) -> tuple[str, str]:
+    """The repository (OWNER/NAME) and the full commit id of the build: from
+    the given values (`repo`, `commit`: label and value), RISKRANK_REPO and
+    RISKRANK_COMMIT, then the CI and git. SettingProblem when one of them or
+    of the `required` (label, value) pairs is missing, or is not what
+    riskrank takes."""
+    repository = setting(repo[1], env, "RISKRANK_REPO") or ci.detect_repo(env)
+    revision = setting(commit[1], env, "RISKRANK_COMMIT") or ci.detect_commit(env, cwd)
+    needed = [*required, (repo[0], repository), (commit[0], revision)]
+    missing = [label for label, value in needed if not value]
+    if missing or repository is None or revision is None:
+        raise SettingProblem(f"missing {', '.join(missing)}")
+    if not ci.OWNER_NAME.match(repository):
+        raise SettingProblem(f"the repository {repository!r} is not OWNER/NAME")
+    resolved = ci.resolve_commit(revision, cwd)
+    if resolved is None:
+        raise SettingProblem(ci.unresolved_commit(revision))
+    return repository, resolved
+
+
+def branch(given: str | None, env: Mapping[str, str], cwd: Path) -> str | None:
+    return setting(given, env, "RISKRANK_BRANCH") or ci.detect_branch(env, cwd)
 
 
 def _seconds(text: str) -> float:

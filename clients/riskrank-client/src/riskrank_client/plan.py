@@ -17,17 +17,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from riskrank_client import ci
-from riskrank_client.options import add_connection, setting, warn
+from riskrank_client.options import SettingProblem, add_connection, branch, locate, setting, warn
 
 FOLLOW = 0
 USAGE = 2
 RUN_ALL = 3
 
+# The plan API's modes (see the riskrank README): `order` keeps every test,
+# the others trim to a budget.
 MODES = ("order", "time", "fraction", "confidence")
 BY = ("tests", "duration")
 FORMATS = ("list", "json", "junit")
-_SHARD = re.compile(r"^(\d+)/(\d+)$")
+SHARD = re.compile(r"^(\d+)/(\d+)$")
 
 
 class UsageError(Exception):
@@ -159,13 +160,13 @@ def _request(args: argparse.Namespace, env: Mapping[str, str], cwd: Path) -> dic
         body["by"] = by.lower()
     shard = setting(args.shard, env, "RISKRANK_SHARD")
     if shard is not None:
-        found = _SHARD.match(shard)
+        found = SHARD.match(shard)
         if found is None or not 1 <= int(found.group(1)) <= int(found.group(2)):
             raise UsageError(f"the shard {shard!r} is not I/N with 1 <= I <= N")
         body["shard"] = shard
-    branch = setting(args.branch, env, "RISKRANK_BRANCH") or ci.detect_branch(env, cwd)
-    if branch is not None:
-        body["branch"] = branch
+    branch_name = branch(args.branch, env, cwd)
+    if branch_name is not None:
+        body["branch"] = branch_name
     if args.tests_file is not None:
         body["tests"] = read_tests(args.tests_file)
     return body
@@ -181,32 +182,22 @@ def _why_all(plan: Any) -> str:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str], cwd: Path) -> int:
+    url = setting(args.url, env, "RISKRANK_URL")
+    token = setting(args.token, env, "RISKRANK_TOKEN")
     try:
-        url = setting(args.url, env, "RISKRANK_URL")
-        token = setting(args.token, env, "RISKRANK_TOKEN")
-        repository = setting(args.repository, env, "RISKRANK_REPO") or ci.detect_repo(env)
-        revision = setting(args.sha, env, "RISKRANK_COMMIT") or ci.detect_commit(env, cwd)
-        missing = [
-            what
-            for what, value in (
-                ("--url/RISKRANK_URL", url),
-                ("--token/RISKRANK_TOKEN", token),
-                ("OWNER/NAME (or RISKRANK_REPO)", repository),
-                ("SHA (or RISKRANK_COMMIT)", revision),
-            )
-            if not value
-        ]
-        if missing or url is None or repository is None or revision is None:
-            raise UsageError(f"missing {', '.join(missing)}")
-        if not ci.OWNER_NAME.match(repository):
-            raise UsageError(f"the repository {repository!r} is not OWNER/NAME")
-        commit = ci.resolve_commit(revision, cwd)
-        if commit is None:
-            raise UsageError(ci.unresolved_commit(revision))
+        repository, commit = locate(
+            env,
+            cwd,
+            required=[("--url/RISKRANK_URL", url), ("--token/RISKRANK_TOKEN", token)],
+            repo=("OWNER/NAME (or RISKRANK_REPO)", args.repository),
+            commit=("SHA (or RISKRANK_COMMIT)", args.sha),
+        )
         body = _request(args, env, cwd)
-    except UsageError as error:
+    except (SettingProblem, UsageError) as error:
         warn(f"riskrank: {error}; run the whole suite")
         return USAGE
+    if url is None:
+        return USAGE  # not reached: locate named it
 
     from riskrank_client import api  # imports requests: only now that something is sent
 

@@ -11,9 +11,12 @@ from pathlib import Path
 
 from riskrank_client import ci
 from riskrank_client.options import (
+    SettingProblem,
     add_build,
     add_connection,
     add_fail_open,
+    branch,
+    locate,
     setting,
     warn,
     whole_call_seconds,
@@ -51,32 +54,23 @@ def run(args: argparse.Namespace, env: Mapping[str, str], cwd: Path) -> int:
     failed = 1 if args.strict else 0
     url = setting(args.url, env, "RISKRANK_URL")
     token = setting(args.token, env, "RISKRANK_TOKEN")
-    repo = setting(args.repo, env, "RISKRANK_REPO") or ci.detect_repo(env)
-    revision = setting(args.commit, env, "RISKRANK_COMMIT") or ci.detect_commit(env, cwd)
-    missing = [
-        option
-        for option, value in (
-            ("--url/RISKRANK_URL", url),
-            ("--repo/RISKRANK_REPO", repo),
-            ("--commit/RISKRANK_COMMIT", revision),
-            ("--token/RISKRANK_TOKEN", token),
+    try:
+        repo, commit = locate(
+            env,
+            cwd,
+            required=[("--url/RISKRANK_URL", url), ("--token/RISKRANK_TOKEN", token)],
+            repo=("--repo/RISKRANK_REPO", args.repo),
+            commit=("--commit/RISKRANK_COMMIT", args.commit),
         )
-        if not value
-    ]
-    if missing or url is None or repo is None or revision is None or token is None:
-        warn(f"riskrank: nothing uploaded, missing {', '.join(missing)}")
+    except SettingProblem as problem:
+        warn(f"riskrank: nothing uploaded, {problem}")
         return failed
-    if not ci.OWNER_NAME.match(repo):
-        warn(f"riskrank: nothing uploaded, the repository {repo!r} is not OWNER/NAME")
-        return failed
-    commit = ci.resolve_commit(revision, cwd)
-    if commit is None:
-        warn(f"riskrank: nothing uploaded, {ci.unresolved_commit(revision)}")
-        return failed
+    if url is None or token is None:
+        return failed  # not reached: locate named them
     params = {"commit": commit}
-    branch = setting(args.branch, env, "RISKRANK_BRANCH") or ci.detect_branch(env, cwd)
     run_key = setting(args.run_key, env, "RISKRANK_RUN_KEY") or ci.detect_run_key(env)
-    for key, value in (("branch", branch), ("run_key", run_key), ("plan_id", args.plan_id)):
+    branch_name = branch(args.branch, env, cwd)
+    for key, value in (("branch", branch_name), ("run_key", run_key), ("plan_id", args.plan_id)):
         if value is not None:
             params[key] = str(value)
 
