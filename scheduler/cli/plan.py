@@ -83,8 +83,9 @@ def junit(plan: dict[str, Any]) -> str:
 
 
 def run_all(answer: dict[str, Any]) -> bool:
-    """Whether the answer says to run the whole suite. A server from before
-    the `run_all` field says so by naming no test (total 0)."""
+    """Whether the answer says to run the whole suite. An answer without
+    the `run_all` field (from before it was added) says so by naming no
+    test (total 0)."""
     said = answer.get("run_all")
     return bool(said) if said is not None else answer["total"] == 0
 
@@ -100,7 +101,14 @@ def _why_run_all(answer: dict[str, Any]) -> str:
 
 def plan(
     full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
-    sha: Annotated[str, typer.Argument(help="The commit to plan.")],
+    sha: Annotated[
+        str,
+        typer.Argument(
+            metavar="SHA",
+            help="The commit to plan: its full id, or a prefix (4 hex digits or more) of one "
+            "riskrank knows.",
+        ),
+    ],
     mode: Annotated[str | None, typer.Option(help="order | time | fraction | confidence.")] = None,
     budget: Annotated[
         float | None,
@@ -129,10 +137,8 @@ def plan(
     it); `junit` the selected tests as a JUnit XML suite. Scores the commit
     first if need be; falls back to everything rather than fail.
 
-    SHA is the commit's full id, or a prefix of one riskrank knows. Exit
-    status: 0 to follow the plan; 3 when riskrank cannot name the tests to
-    run, so the whole suite must run (with `list`, nothing is printed); 2 for
-    a bad option or commit."""
+    Exit status: 0 follow the plan; 2 a bad option or commit;
+    3 run the whole suite, riskrank cannot name the tests (`list` prints none)."""
     # Imported here: planning pulls in numpy and LightGBM, which the other
     # commands' start-up need not pay for.
     from scheduler.services import plans, repos
