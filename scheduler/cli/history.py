@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from scheduler.cli.common import console, fail, migrated_database, settings
-from scheduler.models import Provider
+from scheduler.providers import Provider
 
 if TYPE_CHECKING:
     from scheduler.ingest.history import HistoryReport

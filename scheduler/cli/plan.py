@@ -11,9 +11,8 @@ from xml.etree import ElementTree
 
 import typer
 
-from scheduler import commit_ids
 from scheduler.cli.common import fail, migrated_database, settings
-from scheduler.models import Provider
+from scheduler.providers import Provider
 
 # `plan` prints the plan and exits 0 when the plan names the tests to run;
 # it exits RUN_ALL (nothing on stdout with --format list) when riskrank
@@ -141,6 +140,7 @@ def plan(
     3 run the whole suite, riskrank cannot name the tests (`list` prints none)."""
     # Imported here: planning pulls in numpy and LightGBM, which the other
     # commands' start-up need not pay for.
+    from scheduler import commit_ids
     from scheduler.services import plans, repos
 
     config = settings()

@@ -9,9 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from scheduler import commit_ids
 from scheduler.cli.common import console, fail, migrated_database, settings
-from scheduler.models import Provider
+from scheduler.providers import Provider
 
 if TYPE_CHECKING:
     from scheduler.services.plan_report import PlanView
@@ -55,6 +54,7 @@ def show(
     once runs that followed the plan reported, its evaluation."""
     # Imported here: the plans' records pull in numpy, which the other
     # commands' start-up need not pay for.
+    from scheduler import commit_ids
     from scheduler.services import plan_report, repos
 
     with migrated_database(settings()).session() as session:

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from scheduler.cli.common import console, fail, migrated_database, settings
-from scheduler.models import Provider
+from scheduler.providers import Provider
 
 app = typer.Typer(help="Register and list repositories.", no_args_is_help=True)
 

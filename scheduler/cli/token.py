@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from scheduler.cli.common import console, fail, migrated_database, settings
-from scheduler.models import Provider
+from scheduler.providers import Provider
 
 app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import enum
 
+from scheduler.providers import Provider
 
-class Provider(enum.StrEnum):
-    GITHUB = "github"
-    GITLAB = "gitlab"
-    GENERIC = "generic"
+__all__ = [
+    "EventStatus",
+    "FileStatus",
+    "ModelStatus",
+    "Outcome",
+    "PlanStatus",
+    "Provider",
+    "RunSource",
+    "RunStatus",
+]
 
 
 class EventStatus(enum.StrEnum):
