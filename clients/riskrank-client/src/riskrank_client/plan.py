@@ -175,7 +175,8 @@ def _request(args: argparse.Namespace, env: Mapping[str, str], cwd: Path) -> dic
 def _why_all(plan: Any) -> str:
     """Why riskrank asks for the whole suite (plan is an api.PlanAnswer)."""
     if plan.message:
-        return str(plan.message)
+        # The server's sentence may end by saying it too: once is enough.
+        return str(plan.message).removesuffix(": run the whole suite")
     if plan.full_run:
         return f"full run: {plan.full_run_reason or 'a rule asked for every test'}"
     return f"riskrank cannot name the tests to run (status {plan.status})"
