@@ -9,8 +9,9 @@ Installed size: the new environment's site-packages minus a bare one's
 (made the same way, with pip only), in MB, and the distributions it adds.
 Start-up: the median wall time of `riskrank-client upload --help` over
 --runs runs (after one unmeasured run that warms the file cache). With
---compare N, the server's `riskrank upload --help` (beside this
-interpreter) is timed N times too, for comparison."""
+--compare N, the server's `riskrank --help` (beside this interpreter; the
+server's CLI had the upload until the light client took it) is timed N
+times too, for comparison."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="timed runs (default 20)")
     parser.add_argument(
-        "--compare", type=int, default=0, help="also time the server's `riskrank upload --help`"
+        "--compare", type=int, default=0, help="also time the server's `riskrank --help`"
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     options = parser.parse_args()
@@ -101,10 +102,10 @@ def main() -> None:
     if options.compare:
         if not SERVER.exists():
             parser.error(f"--compare needs the server beside this interpreter ({SERVER})")
-        server = _timings([str(SERVER), "upload", "--help"], options.compare)
-        figures["server_upload_help_median_seconds"] = round(statistics.median(server), 3)
+        server = _timings([str(SERVER), "--help"], options.compare)
+        figures["server_help_median_seconds"] = round(statistics.median(server), 3)
         print(
-            f"`riskrank upload --help` (the server's): median "
+            f"`riskrank --help` (the server's): median "
             f"{statistics.median(server) * 1000:.0f} ms over {options.compare} runs"
         )
     if options.json is not None:

@@ -53,7 +53,7 @@ def test_help_loads_no_model_library_nor_the_backtest(tmp_path: Path) -> None:
     assert "repo" in out
     assert heavy_in(modules) == []
     # Nor the database layer: the settings and Alembic come with a command.
-    assert {"alembic", "pydantic_settings", "celery"} & modules == set()
+    assert {"alembic", "pydantic_settings", "celery", "sqlalchemy", "requests"} & modules == set()
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from scheduler import __version__
-from scheduler.cli import backtest, db, history, models, plan, plans, processes, repo, token, upload
+from scheduler.cli import backtest, db, history, models, plan, plans, processes, repo, token
 
 app = typer.Typer(
     name="riskrank",
@@ -16,7 +16,6 @@ app = typer.Typer(
 processes.register(app)
 history.register(app)
 backtest.register(app)
-app.command()(upload.upload)
 app.command()(models.train)
 app.command()(plan.plan)
 app.add_typer(models.app, name="models")
