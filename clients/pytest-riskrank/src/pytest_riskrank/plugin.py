@@ -194,8 +194,11 @@ class RiskrankSession:
             plan = client.fetch_plan(
                 owner, name, commit, request.to_json(branch=branch, tests=None)
             )
-            if plan.run_all:
-                # riskrank cannot name the tests: every worker runs them all.
+            if plan.run_all and plan.total == 0:
+                # riskrank names no test: every worker runs them all. (A full
+                # run or a fallback lists the tests riskrank knows; the new
+                # ones run in shard 1 anyway, as below, so each shard keeps
+                # its part.)
                 self._workers_plan = plan
                 self._plan_id = plan.plan_id
                 self._shipped = planning.shipped_whole_suite(plan)
