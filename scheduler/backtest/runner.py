@@ -71,6 +71,8 @@ RISKRANK_BY_PROBABILITY = "riskrank by probability"
 ORIGINAL = "original order"
 RANDOM = "random"
 RECENTLY_FAILED = "recently failed first"
+NEW_THEN_RECENT = "new first, then recently failed"
+TRANSITIONS = "transitions"
 FAILURE_RATE = "failure rate"
 FAILURE_RATE_PER_SECOND = "failure rate per second"
 SHORTEST = "shortest first"
@@ -78,11 +80,16 @@ OPTIMAL = "optimal"
 BASELINES = (
     ORIGINAL,
     RANDOM,
+    NEW_THEN_RECENT,
     RECENTLY_FAILED,
     FAILURE_RATE,
     FAILURE_RATE_PER_SECOND,
+    TRANSITIONS,
     SHORTEST,
 )
+# The orderings a user could write in one line, which riskrank must beat: the
+# baselines without the random order (a floor, not a rule anyone would adopt).
+SIMPLE_ORDERINGS = tuple(name for name in BASELINES if name != RANDOM)
 # Random orders are drawn with these many seeds; figures are their mean.
 RANDOM_SEEDS = 5
 NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
@@ -90,6 +97,11 @@ NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 NEVER = 1e9
 # Warm-up builds ingested per call (and per step of the progress bar).
 WARMUP_CHUNK = 100
+
+
+# Which builds after the warm-up are scored: the protocol makes every design
+# choice on the first half of a history and reports the second.
+HALVES = ("all", "first", "second")
 
 
 class BacktestError(ValueError):
@@ -104,12 +116,15 @@ class BacktestConfig:
     closed_loop: bool = False
     random_seeds: int = RANDOM_SEEDS
     database_url: str | None = None  # None: a temporary SQLite file
+    half: str = "all"  # HALVES: the builds after the warm-up that are scored
 
     def checked(self) -> BacktestConfig:
         if self.warmup < 0 or self.retrain_every < 0 or self.random_seeds < 1:
             raise BacktestError(
                 "warmup and retrain_every must be 0 or more, random_seeds 1 or more"
             )
+        if self.half not in HALVES:
+            raise BacktestError(f"half must be one of {', '.join(HALVES)}, not {self.half!r}")
         try:
             return replace(self, policy=self.policy.checked())
         except policies.PolicyError as error:
@@ -121,6 +136,7 @@ class BacktestConfig:
             "retrain_every": self.retrain_every,
             "closed_loop": self.closed_loop,
             "random_seeds": self.random_seeds,
+            "half": self.half,
             "database": shown_url(self.database_url) if self.database_url else "sqlite (temporary)",
             "policy": self.policy.as_json(),
         }
@@ -225,6 +241,7 @@ class BacktestResult:
     trainings: list[TrainingRecord]
     seconds: float = 0.0
     seconds_by_step: dict[str, float] = field(default_factory=dict)
+    evaluated: int = 0  # builds after the warm-up, whichever half is scored
     # view -> per build -> ordering -> measure: summary.per_build's cache
     measured: dict[str, list[dict[str, dict[str, float | None]]]] = field(default_factory=dict)
 
@@ -371,11 +388,16 @@ def plan_items(scored: Scored) -> plans.Items:
     return plans.Items(payload, Stats.of_payload(payload, None))
 
 
-def _column(scored: Scored, item: npt.NDArray[np.intp], name: str, missing: float) -> Floats:
-    """A feature of each candidate (`item`: its row in the scores, -1 none)."""
-    values = scored.matrix.column(name).astype(np.float64)
+def _picked(values: Floats, item: npt.NDArray[np.intp], missing: float) -> Floats:
+    """Each candidate's value (`item`: its row in the scores, -1 none);
+    `missing` for a test without a row or with a NaN."""
     picked = np.where(item >= 0, values[np.maximum(item, 0)] if len(values) else np.nan, np.nan)
     return np.where(np.isnan(picked), missing, picked)
+
+
+def _column(scored: Scored, item: npt.NDArray[np.intp], name: str, missing: float) -> Floats:
+    """A feature of each candidate (`item`: its row in the scores, -1 none)."""
+    return _picked(scored.matrix.column(name).astype(np.float64), item, missing)
 
 
 def baseline_orders(
@@ -386,21 +408,38 @@ def baseline_orders(
     seeds: int,
 ) -> dict[str, Order]:
     """The baselines' orders of the build's tests, from the same point-in-time
-    statistics as riskrank's. A test without history has never failed, a
-    failure rate of 0 and the median known duration (as the policy assumes).
-    Ties keep the dataset's order, after the stated tie-breaks."""
+    statistics as riskrank's (the test's statistics before the build's own
+    outcomes). A test without history is new: it has never failed, a failure
+    rate of 0, no transition and the median known duration (as the policy
+    assumes). Ties keep the dataset's order, after the stated tie-breaks:
+
+    - new first, then recently failed: the tests that never ran first, then
+      by builds since the last failure (fewest first; never failed last),
+      then by failure rate (highest first);
+    - recently failed first: by builds since the last failure, then by
+      failure rate;
+    - failure rate: highest first, then the more recent failure;
+    - failure rate per second: failure rate over the expected duration, then
+      the more recent failure;
+    - transitions: the most flips between passing and failing first, then the
+      more recent failure, then the higher failure rate;
+    - shortest first: by expected duration."""
     n = len(build.names)
     item = covered.scores_row
     since = _column(scored, item, "builds_since_failure", NEVER)
     rate = _column(scored, item, "fail_rate_all", 0.0)
+    new = _column(scored, item, "is_new", 1.0)
+    flips = _picked(scored.history.flips, item, 0.0)
     duration = policies.expected_durations(covered.candidates.duration)
     orders: dict[str, Order] = {ORIGINAL: np.arange(n, dtype=np.intp)}
     for seed in range(seeds):
         rng = np.random.default_rng([seed, build.index])
         orders[f"{RANDOM}/{seed}"] = rng.permutation(n).astype(np.intp)
+    orders[NEW_THEN_RECENT] = metrics.order_by_keys(-new, since, -rate)
     orders[RECENTLY_FAILED] = metrics.order_by_scores(-since, tie_break=-rate)
     orders[FAILURE_RATE] = metrics.order_by_scores(rate, tie_break=since)
     orders[FAILURE_RATE_PER_SECOND] = metrics.order_by_scores(rate / duration, tie_break=since)
+    orders[TRANSITIONS] = metrics.order_by_keys(-flips, since, -rate)
     orders[SHORTEST] = metrics.order_by_scores(-duration)
     return orders
 
@@ -497,6 +536,12 @@ def run_backtest(
             f"--warmup {config.warmup} leaves no build to evaluate: the history has "
             f"{len(builds)} builds"
         )
+    scored = scored_range(len(builds), config)
+    if scored.start >= scored.stop:
+        raise BacktestError(
+            f"--half {config.half} leaves no build to score: {len(builds) - config.warmup} "
+            "builds after the warm-up"
+        )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="riskrank-backtest-") as directory:
         url = config.database_url or temporary_database(Path(directory))
@@ -508,6 +553,20 @@ def run_backtest(
             database.dispose()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def scored_range(builds: int, config: BacktestConfig) -> range:
+    """The indexes of the builds scored: every build after the warm-up, or
+    its first half (the first floor(n / 2) of the n builds after it) or its
+    second half (the rest). The replay is the same whichever is scored (the
+    same ingestion and trainings before each build), so a half's per-build
+    figures are those of the whole run."""
+    middle = config.warmup + (builds - config.warmup) // 2
+    if config.half == "first":
+        return range(config.warmup, middle)
+    if config.half == "second":
+        return range(middle, builds)
+    return range(config.warmup, builds)
 
 
 def _replay(
@@ -527,7 +586,8 @@ def _replay(
     changes = status_changes(builds)
     default_branch = _default_branch(builds)
     steps = {"ingest": 0.0, "score": 0.0, "policy": 0.0, "train": 0.0}
-    result = BacktestResult(config, len(builds), 0, [], [])
+    result = BacktestResult(config, len(builds), 0, [], [], evaluated=len(builds) - config.warmup)
+    scored_builds = scored_range(len(builds), config)
 
     def ingest(reports: list[HistoryReport]) -> None:
         begun = time.perf_counter()
@@ -542,9 +602,10 @@ def _replay(
         chunk = warm[start : start + WARMUP_CHUNK]
         ingest([report for build in chunk for report in build.reports])
         if progress:
-            progress(start + len(chunk), len(builds))
+            progress(start + len(chunk), scored_builds.stop)
     branch_builds = sum(1 for b in warm if b.branch == default_branch)
-    for build in builds[config.warmup :]:
+    # What comes after the scored builds cannot change their figures.
+    for build in builds[config.warmup : scored_builds.stop]:
         evaluated = build.index - config.warmup
         if config.retrain_every and evaluated % config.retrain_every == 0:
             record = retrain(database, repository_id=repository_id, build=build)
@@ -566,20 +627,21 @@ def _replay(
             covered.candidates.probability, tie_break=recency
         )
         orders.update(baseline_orders(build, scored, covered, seeds=config.random_seeds))
-        result.records.append(
-            BuildRecord(
-                index=build.index,
-                build=build.build,
-                names=build.names,
-                failed=build.failed,
-                changed=changes[build.index],
-                durations=build.durations,
-                orders=orders,
-                selected=decision.selected,
-                model_version=scored.model_version,
-                full_run=decision.full_run,
+        if build.index in scored_builds:
+            result.records.append(
+                BuildRecord(
+                    index=build.index,
+                    build=build.build,
+                    names=build.names,
+                    failed=build.failed,
+                    changed=changes[build.index],
+                    durations=build.durations,
+                    orders=orders,
+                    selected=decision.selected,
+                    model_version=scored.model_version,
+                    full_run=decision.full_run,
+                )
             )
-        )
         steps["policy"] += time.perf_counter() - begun
         chosen = (
             {
@@ -592,6 +654,6 @@ def _replay(
         )
         ingest(observed(build, chosen))
         if progress:
-            progress(build.index + 1, len(builds))
+            progress(build.index + 1, scored_builds.stop)
     result.seconds_by_step = {name: round(value, 3) for name, value in steps.items()}
     return result

@@ -34,11 +34,12 @@ from scheduler.backtest.runner import (
     PROMOTED,
     RANDOM,
     RISKRANK,
+    SIMPLE_ORDERINGS,
     BacktestResult,
     BuildRecord,
     TrainingRecord,
 )
-from scheduler.evaluation import metrics
+from scheduler.evaluation import metrics, paired
 
 Flags: TypeAlias = npt.NDArray[np.bool_]
 Floats: TypeAlias = npt.NDArray[np.float64]
@@ -249,6 +250,106 @@ def strongest_baseline(
         if best[1] is None or better(float(value), float(best[1])):
             best = (name, float(value))
     return best
+
+
+# The measures riskrank is compared on, paired per build, against the
+# strongest simple ordering: the whole order (APFD, APFDc) and what a budget
+# of the tests or of the time would have caught.
+PAIRED_MEASURES = (
+    "apfd",
+    "apfdc",
+    *(f"recall_{kind}_{_percent(s)}" for kind in ("tests", "time") for s in SHARES),
+)
+
+
+def strongest_simple(
+    by_ordering: dict[str, dict[str, dict[str, Value | int]]], measure: str
+) -> str | None:
+    """The simple ordering (SIMPLE_ORDERINGS: neither random nor the optimal
+    order) with the best mean on a measure over the scored builds; the first
+    listed on a tie; None when no build has a value."""
+    best: tuple[str | None, float] = (None, 0.0)
+    sign = -1.0 if lower_is_better(measure) else 1.0
+    for name in SIMPLE_ORDERINGS:
+        entry = by_ordering.get(name)
+        value = None if entry is None else entry[measure]["mean"]
+        if value is not None and (best[0] is None or sign * float(value) > sign * best[1]):
+            best = (name, float(value))
+    return best[0]
+
+
+def differences(rows: Sequence[dict[str, dict[str, Value]]], measure: str, other: str) -> Floats:
+    """riskrank's value minus `other`'s, per build where both have one (the
+    builds with a failure in the view), in build order; negated where lower
+    is better, so that above 0 always means riskrank did better."""
+    sign = -1.0 if lower_is_better(measure) else 1.0
+    values = [
+        sign * (float(mine) - float(theirs))
+        for row in rows
+        if (mine := row[RISKRANK][measure]) is not None
+        and (theirs := row[other][measure]) is not None
+    ]
+    return np.array(values, dtype=np.float64)
+
+
+def paired_comparison(
+    rows: dict[str, list[dict[str, dict[str, Value]]]],
+    figs: dict[str, dict[str, dict[str, dict[str, Value | int]]]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """view -> measure -> riskrank against the strongest simple ordering, per
+    build: the mean difference, its bootstrap 95% interval, wins, losses and
+    ties, and the verdict (`scheduler.evaluation.paired`)."""
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for view in VIEWS:
+        result[view] = {}
+        for measure in PAIRED_MEASURES:
+            strongest = strongest_simple(figs[view], measure)
+            if strongest is None or RISKRANK not in figs[view]:
+                result[view][measure] = {"strongest": None, **paired.compare([]).as_json()}
+                continue
+            found = paired.compare(differences(rows[view], measure, strongest))
+            result[view][measure] = {"strongest": strongest, **found.as_json()}
+    return result
+
+
+def paired_cell(entry: dict[str, Any], separator: str = " ") -> str:
+    """A paired comparison as the tables print it: the difference, the
+    interval, wins/losses/ties and the verdict."""
+    if entry["verdict"] is None:
+        return "-"
+    return separator.join(
+        (
+            f"{entry['mean_difference']:+.4f}",
+            f"[{entry['low']:+.4f}, {entry['high']:+.4f}]",
+            f"{entry['wins']}/{entry['losses']}/{entry['ties']}",
+            entry["verdict"],
+        )
+    )
+
+
+def half_text(result: BacktestResult) -> str:
+    """Which builds the figures are from, and the protocol they serve."""
+    half = result.config.half
+    records = result.records
+    where = (
+        f"builds {records[0].build} to {records[-1].build}, {len(records)} of "
+        f"{result.evaluated} after the warm-up"
+        if records
+        else "no build"
+    )
+    protocol = "design choices are made on the first half, figures reported on the second"
+    if half == "second":
+        return f"scored: the second half of the builds ({where}); {protocol}."
+    if half == "first":
+        return (
+            f"scored: the first half of the builds ({where}), the half design choices are "
+            f"made on; {protocol} (--half second)."
+        )
+    return (
+        f"scored: every build after the warm-up ({where}), both halves; {protocol} "
+        "(--half first, --half second): a figure from the half that was looked at is not "
+        "held out."
+    )
 
 
 def learning_curve(
@@ -468,6 +569,15 @@ def to_json(
         "figures": figs,
         "strongest_baseline": {
             view: {m: strongest_baseline(figs[view], m)[0] for m in MEASURES} for view in VIEWS
+        },
+        "paired": paired_comparison(rows, figs),
+        "half": {
+            "half": result.config.half,
+            "scored_builds": len(result.records),
+            "evaluated_builds": result.evaluated,
+            "first_build": result.records[0].build if result.records else None,
+            "last_build": result.records[-1].build if result.records else None,
+            "text": half_text(result),
         },
         "selection": selection(result),
         "trainings": [t.as_json() for t in result.trainings],

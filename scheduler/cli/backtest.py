@@ -72,6 +72,13 @@ def backtest(
     report: Annotated[
         Path | None, typer.Option(dir_okay=False, help="Write a self-contained HTML report.")
     ] = None,
+    half: Annotated[
+        str,
+        typer.Option(
+            help="Score the first or second half of the builds after the warm-up, or all: "
+            "design choices are made on the first half, figures reported on the second."
+        ),
+    ] = "all",
 ) -> None:
     """Replay a CI history build by build through riskrank (ingestion,
     training and the registry, scoring, the policy) beside simple baselines,
@@ -85,7 +92,7 @@ def backtest(
     )
 
     from scheduler.backtest import summary
-    from scheduler.backtest.runner import BacktestConfig, BacktestError, run_backtest
+    from scheduler.backtest.runner import HALVES, BacktestConfig, BacktestError, run_backtest
     from scheduler.cli.history import read_reports
     from scheduler.ingest.history import detect_format
     from scheduler.planning.policy import MODES, Policy
@@ -94,12 +101,15 @@ def backtest(
         fail(f"--format must be one of {', '.join(FORMATS)}")
     if mode not in MODES:
         fail(f"--mode must be one of {', '.join(MODES)}")
+    if half not in HALVES:
+        fail(f"--half must be one of {', '.join(HALVES)}")
     config = BacktestConfig(
         warmup=warmup,
         retrain_every=retrain_every,
         policy=Policy(mode=mode, budget=budget, by=by),
         closed_loop=closed_loop,
         database_url=database,
+        half=half,
     )
     try:
         config = config.checked()
@@ -193,8 +203,20 @@ def print_summary(document: dict[str, Any]) -> None:
                 cells.append(text)
             style = "bold" if name == RISKRANK else ("dim" if name == OPTIMAL else None)
             table.add_row(name, *cells, style=style)
+        paired = document["paired"][view]
+        table.add_row(
+            "vs strongest",
+            *(summary.paired_cell(paired[m], "\n") if m in paired else "" for m in TABLE),
+            end_section=False,
+        )
         console.print(table)
-    console.print("* the strongest baseline per column; optimal is an upper bound", style="dim")
+    console.print(
+        "* the strongest baseline per column; optimal is an upper bound. vs strongest: "
+        "riskrank minus the strongest simple ordering per build, its mean, bootstrap 95% "
+        "interval, wins/losses/ties, and the verdict (ahead only when the interval is above 0)",
+        style="dim",
+    )
+    console.print(document["half"]["text"], highlight=False, markup=False)
     # Whether a model or the heuristic made the riskrank rows changes what
     # they mean: say it under the tables, where the eye leaves them.
     served = document["served"]

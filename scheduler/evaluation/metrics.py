@@ -320,6 +320,20 @@ def order_by_scores(scores: npt.ArrayLike, *, tie_break: npt.ArrayLike | None = 
     return order
 
 
+def order_by_keys(*keys: npt.ArrayLike) -> Order:
+    """The indices of the tests in run order, sorted by the first key
+    (lowest first), ties by the next, and so on; among equal keys the test
+    given first runs first. Negate a key to run its highest values first."""
+    if not keys:
+        raise ValueError("order_by_keys needs at least one key")
+    columns = [_scores(key, "key") for key in keys]
+    if any(column.shape != columns[0].shape for column in columns):
+        raise ValueError("every key must have the same length")
+    # lexsort sorts by the last key first.
+    order: Order = np.lexsort([np.arange(columns[0].size), *reversed(columns)]).astype(np.intp)
+    return order
+
+
 def optimal_order(failed: npt.ArrayLike, durations: npt.ArrayLike) -> Order:
     """The best order knowing the outcomes: failing tests first, shortest
     first among them and among the rest, then as given.
