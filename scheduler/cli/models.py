@@ -40,7 +40,9 @@ def train(
     full_name: RepoArgument, provider: ProviderOption = None, as_json: JsonOption = False
 ) -> None:
     """Train a model on the repository's history now; it becomes the active
-    model only if it beats the active one (or the heuristic) on held-out builds."""
+    model only if it is ahead of the active one (or the heuristic) on held-out
+    builds neither was trained on: the lower bound of the paired 95% interval
+    of its per-build APFD lead above 0."""
     # LightGBM comes with training: only this command and the model views load it.
     from scheduler.services import training
 
@@ -71,8 +73,35 @@ def train(
     _comparison(result["compared"])
 
 
+def _interval(metrics: dict[str, Any]) -> None:
+    """The paired comparison that decided the promotion, when the model has one."""
+    from scheduler.risk.comparison import PairedComparison
+
+    found = metrics.get("comparison")
+    if not found:
+        return
+    comparison = PairedComparison(
+        **{name: found[name] for name in PairedComparison.__dataclass_fields__}
+    )
+    against = (
+        "the heuristic"
+        if found.get("against") == "heuristic"
+        else f"the active model v{found.get('against_version')}"
+    )
+    compared = (metrics.get("ranges") or {}).get("compared")
+    where = f", {compared['first_build']} to {compared['last_build']}" if compared else ""
+    console.print(
+        f"APFD against {against}, per held-out build{where}: {comparison.phrase()} "
+        f"({comparison.confidence:.0%} bootstrap interval; {comparison.wins} won, "
+        f"{comparison.losses} lost, {comparison.ties} tied)",
+        highlight=False,
+    )
+    console.print(f"decision: {metrics.get('decision')}", highlight=False)
+
+
 def _comparison(metrics: dict[str, Any]) -> None:
-    table = Table("on the validation builds", "APFD", "recall@20%", "recall@33%", "AUC", "log loss")
+    _interval(metrics)
+    table = Table("on the held-out builds", "APFD", "recall@20%", "recall@33%", "AUC", "log loss")
     rows: list[tuple[str, dict[str, Any] | None]] = [
         ("this model", metrics.get("candidate")),
         ("active model", metrics.get("active")),

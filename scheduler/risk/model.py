@@ -13,6 +13,12 @@ How it trains, and why:
   it will be used: on builds after the ones it learnt from. Refused
   (`TooFewBuilds`) under ``min_builds`` builds, and (`NoPositiveLabels`) when
   no training row failed: there would be nothing to learn.
+- **A comparison slice no fit has seen.** With ``comparison_share``, the
+  newest builds are held out before that split: neither the training nor
+  early stopping sees them (early stopping picks the rounds that do best on
+  its slice, so its APFD there flatters the model). The model trained on the
+  older builds (`TrainedModel.evaluated`) is what the registry compares with
+  the active model on them; the refit below still learns from them.
 - **Early stopping** on the validation builds' log loss (up to ``MAX_ROUNDS``
   rounds, patience ``EARLY_STOPPING_ROUNDS``). Then, by default, the model is
   **refit on every row** with the best number of rounds: the newest builds are
@@ -215,17 +221,27 @@ class TrainedModel:
     refit: bool  # whether the served model was refit on every row
     pos_weight: float  # the weight of a failing row (1: not weighted)
     train: BuildSpan
-    validation: BuildSpan
-    metrics: ValidationMetrics
+    validation: BuildSpan  # the early-stopping builds
+    comparison: BuildSpan | None  # the builds held out from both (comparison_share)
+    metrics: ValidationMetrics  # the held-out model on the early-stopping builds
     booster: lgb.Booster = field(repr=False, compare=False)
+    # The model fit on the training builds only, at the chosen rounds: the
+    # one to measure on the comparison builds (the served one is refit).
+    evaluated: LoadedModel = field(repr=False, compare=False)
+
+    @property
+    def _spans(self) -> tuple[BuildSpan, ...]:
+        return (self.train, self.validation) + (
+            () if self.comparison is None else (self.comparison,)
+        )
 
     @property
     def rows(self) -> int:
-        return self.train.rows + self.validation.rows
+        return sum(span.rows for span in self._spans)
 
     @property
     def failures(self) -> int:
-        return self.train.failures + self.validation.failures
+        return sum(span.failures for span in self._spans)
 
     def summary(self) -> dict[str, Any]:
         """Everything but the model text and the booster, as JSON values."""
@@ -237,6 +253,7 @@ class TrainedModel:
             "pos_weight": self.pos_weight,
             "train": vars(self.train).copy(),
             "validation": vars(self.validation).copy(),
+            "comparison": None if self.comparison is None else vars(self.comparison).copy(),
             "metrics": vars(self.metrics).copy(),
         }
 
@@ -316,19 +333,32 @@ def _weight(pos_weight: float | Literal["balanced"] | None, labels: Labels) -> f
 # --- training ----------------------------------------------------------------------
 
 
-def _split(builds: Builds, validation_share: float, min_builds: int) -> Builds:
-    """The validation builds: the newest ``validation_share`` of them."""
+def _newest(distinct: Builds, share: float, keep: int) -> Builds:
+    """The newest ``share`` of the builds, at least one, leaving ``keep``."""
+    count = min(max(1, round(share * distinct.size)), distinct.size - keep)
+    newest: Builds = distinct[-count:]
+    return newest
+
+
+def _split(
+    builds: Builds, validation_share: float, min_builds: int, comparison_share: float = 0.0
+) -> tuple[Builds, Builds]:
+    """The early-stopping builds and the comparison builds: the newest
+    ``comparison_share`` of the builds held out from everything, then the
+    newest ``validation_share`` of the others."""
     if not 0.0 < validation_share < 1.0:
         raise ModelInputError(f"validation_share must be between 0 and 1, got {validation_share}")
+    if not 0.0 <= comparison_share < 1.0:
+        raise ModelInputError(f"comparison_share must be in [0, 1), got {comparison_share}")
     distinct = np.unique(builds)
-    needed = max(min_builds, 2)
+    needed = max(min_builds, 3 if comparison_share else 2)
     if distinct.size < needed:
         raise TooFewBuilds(
             f"{distinct.size} builds: at least {needed} are needed to train and validate"
         )
-    held_out = min(max(1, round(validation_share * distinct.size)), distinct.size - 1)
-    newest: Builds = distinct[-held_out:]
-    return newest
+    compared = _newest(distinct, comparison_share, 2) if comparison_share else distinct[:0]
+    validation = _newest(distinct[: distinct.size - compared.size], validation_share, 1)
+    return validation, compared
 
 
 def _span(builds: Builds, labels: Labels) -> BuildSpan:
@@ -375,10 +405,10 @@ def _shift_prior(booster: lgb.Booster, weight: float) -> None:
         booster.set_leaf_output(0, leaf, booster.get_leaf_output(0, leaf) + shift)
 
 
-def grouped_apfd(scores: Floats, failed: Labels, builds: Builds) -> float | None:
-    """The mean APFD over the builds with a failure, each build's rows ranked
-    by score (ties in row order), vectorised: `validation_metrics`'s APFD,
-    cheap enough to be checked after every boosting round."""
+def build_apfds(scores: Floats, failed: Labels, builds: Builds) -> tuple[Builds, Floats]:
+    """Each build with a failure (ascending) and its APFD, the build's rows
+    ranked by score (ties in row order), vectorised: `validation_metrics`'s
+    APFD, cheap enough to be checked after every boosting round."""
     order = np.lexsort((np.arange(scores.size), -scores, builds))
     sorted_builds, sorted_failed = builds[order], failed[order]
     starts = np.flatnonzero(np.r_[True, sorted_builds[1:] != sorted_builds[:-1]])
@@ -388,10 +418,16 @@ def grouped_apfd(scores: Floats, failed: Labels, builds: Builds) -> float | None
     failures = np.bincount(group, weights=sorted_failed, minlength=starts.size)
     positions = np.bincount(group, weights=position * sorted_failed, minlength=starts.size)
     failing = failures > 0
-    if not failing.any():
-        return None
     n, m = sizes[failing], failures[failing]
-    return float(np.mean(1.0 - positions[failing] / (n * m) + 1.0 / (2.0 * n)))
+    apfds: Floats = 1.0 - positions[failing] / (n * m) + 1.0 / (2.0 * n)
+    failing_builds: Builds = sorted_builds[starts][failing]
+    return failing_builds, apfds
+
+
+def grouped_apfd(scores: Floats, failed: Labels, builds: Builds) -> float | None:
+    """The mean of `build_apfds` (None without a failing build)."""
+    apfds = build_apfds(scores, failed, builds)[1]
+    return float(np.mean(apfds)) if apfds.size else None
 
 
 def _apfd_metric(builds: Builds) -> Any:
@@ -458,6 +494,7 @@ def train_model(
     *,
     params: Mapping[str, Any] | None = None,
     validation_share: float = 0.2,
+    comparison_share: float = 0.0,
     seed: int = 7,
     refit: bool = True,
     pos_weight: float | Literal["balanced"] | None = None,
@@ -465,8 +502,9 @@ def train_model(
     exclude: Collection[str] = EXCLUDED_FEATURES,
 ) -> TrainedModel:
     """Train the model on rows of (features, failed, build index), the newest
-    builds held out to stop early and to measure it (see the module's
-    docstring for every choice). The features named in ``exclude`` are left
+    builds held out to stop early and to measure it, and the newest
+    ``comparison_share`` before those from both (see the module's docstring
+    for every choice). The features named in ``exclude`` are left
     out: the model's `feature_names` are the others, in the order given."""
     matrix = _matrix(features)
     rows, columns = matrix.shape
@@ -483,8 +521,12 @@ def train_model(
 
     if not failed.any():
         raise NoPositiveLabels("no row failed: there is nothing to learn")
-    held_out = np.isin(build_of, _split(build_of, validation_share, min_builds))
-    training = ~held_out
+    validation_builds, comparison_builds = _split(
+        build_of, validation_share, min_builds, comparison_share
+    )
+    held_out = np.isin(build_of, validation_builds)
+    compared = np.isin(build_of, comparison_builds)
+    training = ~(held_out | compared)
     if not failed[training].any():
         raise NoPositiveLabels(
             "no row of the training builds failed (only the newest builds have failures)"
@@ -511,6 +553,10 @@ def train_model(
     raw = held_out_booster.predict(matrix[held_out], raw_score=True, num_iteration=best)
     probabilities = _sigmoid(np.asarray(raw, dtype=np.float64) - math.log(weight))
     validation = validation_metrics(probabilities, failed[held_out], build_of[held_out])
+    _shift_prior(held_out_booster, weight)
+    evaluated_text = held_out_booster.model_to_string(num_iteration=best)
+    # It has exactly the chosen rounds.
+    evaluated = LoadedModel(lgb.Booster(model_str=evaluated_text))
 
     if refit:
         weight = _weight(pos_weight, failed)
@@ -519,10 +565,7 @@ def train_model(
         _shift_prior(booster, weight)
         text = booster.model_to_string()
     else:
-        _shift_prior(held_out_booster, weight)
-        text = held_out_booster.model_to_string(num_iteration=best)
-        # The served booster has exactly the served rounds.
-        booster = lgb.Booster(model_str=text)
+        text, booster = evaluated_text, evaluated.booster
 
     served = {**lgb_params, "num_iterations": best}
     if weight != 1.0:
@@ -536,8 +579,10 @@ def train_model(
         pos_weight=weight,
         train=_span(build_of[training], failed[training]),
         validation=_span(build_of[held_out], failed[held_out]),
+        comparison=_span(build_of[compared], failed[compared]) if compared.any() else None,
         metrics=validation,
         booster=booster,
+        evaluated=evaluated,
     )
 
 
@@ -549,7 +594,7 @@ class LoadedModel:
     columns are `feature_names`, in that order."""
 
     def __init__(self, booster: lgb.Booster, *, threads: int = THREADS) -> None:
-        self._booster = booster
+        self.booster = booster
         self._threads = threads
         self.feature_names: tuple[str, ...] = tuple(booster.feature_name())
 
@@ -569,7 +614,7 @@ class LoadedModel:
 
     def _predict(self, features: npt.ArrayLike, **options: bool) -> Floats:
         matrix = _matrix(features, len(self.feature_names))
-        result = self._booster.predict(matrix, num_threads=self._threads, **options)
+        result = self.booster.predict(matrix, num_threads=self._threads, **options)
         return np.asarray(result, dtype=np.float64)
 
     def predict(self, features: npt.ArrayLike) -> Floats:

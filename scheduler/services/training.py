@@ -1,32 +1,40 @@
 """Training a repository's model and keeping the registry: every trained
 model is a row of risk_models; a candidate becomes the active model only if
-it beats the active one (or, for a repository's first model, the heuristic)
-on the same held-out builds."""
+it is ahead of the active one (or, for a repository's first model, of the
+heuristic) on held-out builds that neither was trained on, by a paired
+bootstrap interval whose lower bound is above 0."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
+import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from scheduler.models import ModelStatus, Repository, RiskModel, RunStatus, SuiteRun
 from scheduler.models.base import utcnow
 from scheduler.risk import replay
+from scheduler.risk.comparison import PairedComparison, paired_comparison
 from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
 from scheduler.risk.heuristic import HEURISTICS, heuristic_scores
 from scheduler.risk.model import (
+    BuildSpan,
     ModelError,
-    ValidationMetrics,
+    build_apfds,
     load_model,
     train_model,
     validation_metrics,
 )
 
 log = logging.getLogger(__name__)
+
+# The newest share of the history that no fit of the candidate sees: the
+# builds it is compared on (those after the active model's training too).
+COMPARISON_SHARE: Final = 0.2
 
 
 class TrainingError(Exception):
@@ -42,17 +50,6 @@ class TrainingOutcome:
     model: RiskModel
     promoted: bool
     reason: str
-
-
-def _better(candidate: ValidationMetrics, incumbent: ValidationMetrics | None) -> bool:
-    """Higher mean APFD on the validation builds; recall at 33% breaks a tie."""
-    if incumbent is None or incumbent.mean_apfd is None:
-        return candidate.mean_apfd is not None
-    if candidate.mean_apfd is None:
-        return False
-    if candidate.mean_apfd != incumbent.mean_apfd:
-        return candidate.mean_apfd > incumbent.mean_apfd
-    return (candidate.mean_recall_at_33 or 0.0) > (incumbent.mean_recall_at_33 or 0.0)
 
 
 def active_model(session: Session, repository_id: int) -> RiskModel | None:
@@ -75,9 +72,69 @@ def _lock(session: Session, repository_id: int) -> bool:
     return locked is not None
 
 
+def _point(builds: list[replay.Build], index: int) -> dict[str, Any]:
+    """A build of the history, as the registry records it: its key and time
+    (which outlive this replay) and its index in this replay."""
+    build = builds[index]
+    return {"build": build.key, "at": build.at.isoformat(), "index": index}
+
+
+def _range(builds: list[replay.Build], span: BuildSpan | None) -> dict[str, Any] | None:
+    if span is None:
+        return None
+    first, last = _point(builds, span.first_build), _point(builds, span.last_build)
+    return {
+        "first_build": first["build"],
+        "last_build": last["build"],
+        "first_at": first["at"],
+        "last_at": last["at"],
+        "first_index": span.first_build,
+        "last_index": span.last_build,
+        "builds": span.builds,
+        "rows": span.rows,
+        "failures": span.failures,
+    }
+
+
+def _last_seen(record: RiskModel, builds: list[replay.Build]) -> int:
+    """The index, in this replay, of the newest build a model was trained
+    on: by its recorded key, else (older records, a build since deleted) the
+    last build at or before its recorded time. -1: before every build."""
+    seen = (record.metrics or {}).get("trained_through") or {}
+    key = seen.get("build")
+    for index in range(len(builds) - 1, -1, -1):
+        if builds[index].key == key:
+            return index
+    if record.train_to is None:
+        # Nothing says what it saw: assume everything, so nothing is compared.
+        return len(builds) - 1
+    return max((i for i, build in enumerate(builds) if build.at <= record.train_to), default=-1)
+
+
+def _comparison_reason(against: str, comparison: PairedComparison, builds: int) -> str:
+    if comparison.ahead:
+        return f"ahead of {against}: {comparison.phrase()}"
+    if comparison.builds == 0:
+        if builds == 0:
+            return f"not compared with {against}: it was trained on every held-out build"
+        return (
+            f"not compared with {against}: none of the {builds} held-out builds "
+            "after both models' training has a failure"
+        )
+    return f"not ahead of {against}: {comparison.phrase()}"
+
+
 def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome | None:
     """Train on the whole history, replayed in time order; None when another
-    training of the repository holds the lock."""
+    training of the repository holds the lock.
+
+    The newest COMPARISON_SHARE of the builds is held out from the
+    candidate's training and early stopping; of those, the builds after the
+    active model's own training are where the candidate, as trained on the
+    older builds, and the active model (the heuristic when there is none)
+    are scored. The per-build APFD differences decide: promoted only when
+    their bootstrap 95% interval is above 0. The served model is then refit
+    on every build, the held-out ones included."""
     if not _lock(session, repository_id):
         return None
     builds = replay.load_builds(session, repository_id=repository_id)
@@ -85,34 +142,56 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
     if len(labels) == 0:
         raise TrainingError("no test outcomes yet: import a history or send results first")
     try:
-        trained = train_model(features, labels, indexes, FEATURE_NAMES)
+        trained = train_model(
+            features, labels, indexes, FEATURE_NAMES, comparison_share=COMPARISON_SHARE
+        )
     except ModelError as error:
         raise TrainingError(str(error)) from error
 
-    held_out = indexes >= trained.validation.first_build
-    x_val, y_val, b_val = features[held_out], labels[held_out], indexes[held_out]
-    validation = FeatureMatrix(tests=("",) * len(y_val), values=x_val)
-    heuristic = validation_metrics(heuristic_scores(validation), y_val, b_val)
-    # The simple orderings too, for the record (the bar to promote a first
-    # model is the heuristic that serves until then).
-    baselines = {
-        name: validation_metrics(scores(validation), y_val, b_val)
-        for name, scores in HEURISTICS.items()
-    }
-    best_baseline = max(baselines, key=lambda name: baselines[name].mean_apfd or 0.0)
     incumbent = active_model(session, repository_id)
-    active_metrics: ValidationMetrics | None = None
-    if incumbent is not None and set(incumbent.feature_names) <= set(FEATURE_NAMES):
-        loaded = load_model(incumbent.model_text)
-        active_metrics = validation_metrics(loaded.predict(loaded.inputs(validation)), y_val, b_val)
-    bar = active_metrics if incumbent is not None else heuristic
-    promoted = _better(trained.metrics, bar)
-    if incumbent is not None and active_metrics is None:
-        promoted, reason = True, "the active model reads other features"
-    elif promoted:
-        reason = "beats the " + ("active model" if incumbent is not None else "heuristic")
+    if incumbent is not None and not set(incumbent.feature_names) <= set(FEATURE_NAMES):
+        rival, rival_seen = None, None  # it cannot score these builds: the heuristic is the bar
     else:
-        reason = "does not beat the " + ("active model" if incumbent is not None else "heuristic")
+        rival = incumbent
+        rival_seen = None if incumbent is None else _last_seen(incumbent, builds)
+    cutoff = max(trained.validation.last_build, -1 if rival_seen is None else rival_seen)
+    compared = indexes > cutoff
+    x_cmp, y_cmp, b_cmp = features[compared], labels[compared], indexes[compared]
+    matrix = FeatureMatrix(tests=("",) * len(y_cmp), values=x_cmp)
+    candidate_scores = trained.evaluated.predict(trained.evaluated.inputs(matrix))
+    if rival is not None:
+        loaded = load_model(rival.model_text)
+        bar_scores = loaded.predict(loaded.inputs(matrix))
+        against = f"the active model v{rival.version}"
+    else:
+        bar_scores = heuristic_scores(matrix)
+        against = "the heuristic"
+        if incumbent is not None:
+            against += f" (the active model v{incumbent.version} reads other features)"
+    _, candidate_apfds = build_apfds(candidate_scores, y_cmp, b_cmp)
+    _, bar_apfds = build_apfds(bar_scores, y_cmp, b_cmp)
+    comparison = paired_comparison(candidate_apfds, bar_apfds)
+    compared_builds = int(np.unique(b_cmp).size)
+    promoted = comparison.ahead
+    reason = _comparison_reason(against, comparison, compared_builds)
+
+    def figures(scores: np.ndarray[Any, np.dtype[np.float64]]) -> dict[str, Any] | None:
+        return asdict(validation_metrics(scores, y_cmp, b_cmp)) if y_cmp.size else None
+
+    # The simple orderings too, on the same builds, for the record.
+    baselines = {name: figures(scores(matrix)) for name, scores in HEURISTICS.items()}
+    best_baseline = max(baselines, key=lambda name: (baselines[name] or {}).get("mean_apfd") or 0.0)
+    compared_span = (
+        BuildSpan(
+            first_build=int(b_cmp.min()),
+            last_build=int(b_cmp.max()),
+            builds=compared_builds,
+            rows=int(y_cmp.size),
+            failures=int(y_cmp.sum()),
+        )
+        if y_cmp.size
+        else None
+    )
 
     version = (
         session.scalar(
@@ -121,7 +200,7 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
         or 0
     ) + 1
     importance = trained.booster.feature_importance(importance_type="gain")
-    times = [build.at for build in builds]
+    last = int(indexes.max())
     record = RiskModel(
         repository_id=repository_id,
         version=version,
@@ -130,21 +209,39 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
         feature_names=list(trained.feature_names),
         params=dict(trained.params),
         metrics={
-            "candidate": asdict(trained.metrics),
-            "active": asdict(active_metrics) if active_metrics is not None else None,
-            "heuristic": asdict(heuristic),
-            "heuristics": {name: asdict(figures) for name, figures in baselines.items()},
+            "candidate": figures(candidate_scores),
+            "active": figures(bar_scores) if rival is not None else None,
+            "heuristic": baselines["riskrank heuristic"],
+            "heuristics": baselines,
             "best_heuristic": best_baseline,
-            "validation_builds": trained.validation.builds,
+            "early_stopping": asdict(trained.metrics),
+            "validation_builds": compared_builds,
             "best_iteration": trained.best_iteration,
             "importance": {
                 name: round(float(value), 3)
                 for name, value in zip(trained.feature_names, importance, strict=True)
             },
             "decision": reason,
+            "comparison": comparison.as_json()
+            | {
+                "measure": "APFD",
+                "against": "heuristic" if rival is None else "active model",
+                "against_version": None if rival is None else rival.version,
+                "against_trained_through": None
+                if rival_seen is None or rival_seen < 0
+                else _point(builds, rival_seen),
+            },
+            "ranges": {
+                "train": _range(builds, trained.train),
+                "early_stopping": _range(builds, trained.validation),
+                "held_out": _range(builds, trained.comparison),
+                "compared": _range(builds, compared_span),
+            },
+            # The served model is refit on every build up to this one.
+            "trained_through": _point(builds, last),
         },
-        train_from=_time(times, trained.train.first_build),
-        train_to=_time(times, trained.validation.last_build),
+        train_from=builds[trained.train.first_build].at,
+        train_to=builds[last].at,
         train_rows=trained.rows,
         train_failures=trained.failures,
     )
@@ -178,10 +275,6 @@ def repositories_due(session: Session, *, every_runs: int, every_hours: float) -
         if new_runs >= every_runs or (stale and new_runs > 0 and trained_at is not None):
             due.append(repository_id)
     return sorted(due)
-
-
-def _time(times: list[datetime], index: int) -> datetime | None:
-    return times[index] if 0 <= index < len(times) else None
 
 
 def _activate(session: Session, record: RiskModel) -> None:
@@ -260,4 +353,6 @@ def summary(record: RiskModel) -> dict[str, Any]:
         "recall_at_33": candidate.get("mean_recall_at_33"),
         "auc": candidate.get("auc"),
         "log_loss": candidate.get("log_loss"),
+        "comparison": (record.metrics or {}).get("comparison"),
+        "decision": (record.metrics or {}).get("decision"),
     }

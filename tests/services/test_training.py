@@ -51,10 +51,15 @@ def test_training_records_a_model_with_its_comparison(database: Database, dune: 
         assert set(metrics) >= {"candidate", "heuristic", "importance", "decision"}
         assert metrics["active"] is None
         promoted = outcome.promoted
-    # The first model is active only if it beat the heuristic on the held-out builds.
-    candidate = metrics["candidate"]["mean_apfd"]
-    heuristic = metrics["heuristic"]["mean_apfd"]
-    assert promoted == (candidate > heuristic)
+    # The first model is active only if it is ahead of the heuristic on the
+    # held-out builds: the lower bound of the paired interval above 0.
+    comparison = metrics["comparison"]
+    assert comparison["against"] == "heuristic"
+    assert promoted == (comparison["low"] > 0)
+    assert comparison["builds"] == metrics["candidate"]["failing_builds"]
+    assert metrics["candidate"]["mean_apfd"] - metrics["heuristic"]["mean_apfd"] == pytest.approx(
+        comparison["mean_difference"]
+    )
     # Beside it, the simple orderings on the same builds, the best named.
     assert set(metrics["heuristics"]) == {
         "recently failed first",

@@ -1,0 +1,235 @@
+"""Promotion without bias: a candidate and the active model (or the
+heuristic) are compared on the same held-out builds, none of which either
+was trained on or stopped early on, and the candidate is promoted only when
+the paired bootstrap interval of its per-build APFD lead is above 0. On both
+backends, with histories written so that the registry's decisions are
+known in advance."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler.db import Database
+from scheduler.ingest.history import read_history
+from scheduler.models import ModelStatus, Provider
+from scheduler.services import history, repos, training
+from tests.e2e.conftest import clean_env
+from tests.test_cli_outcomes import one_line, riskrank
+
+TESTS = 20
+START = datetime(2024, 1, 1, tzinfo=UTC)
+
+Fails = Callable[[int, int], bool]
+
+
+def write_history(path: Path, first: int, last: int, fails: Fails) -> Path:
+    """Builds `first` to `last` - 1 (numbered from 0) of TESTS tests;
+    `fails(test, build)` says which fail."""
+    lines = [
+        {
+            "build": f"b{build + 1}",
+            "commit": f"{build + 1:040x}",
+            "time": (START + timedelta(hours=build)).isoformat(),
+            "branch": "main",
+            "changed_files": [],
+            "results": [
+                {
+                    "test": f"t{test:02d}",
+                    "outcome": "failed" if fails(test, build) else "passed",
+                    "duration": 1.0,
+                }
+                for test in range(TESTS)
+            ],
+        }
+        for build in range(first, last)
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def import_builds(
+    database: Database, tmp_path: Path, repository_id: int, first: int, last: int, fails: Fails
+) -> None:
+    path = write_history(tmp_path / f"builds-{first}-{last}.jsonl", first, last, fails)
+    history.import_history(database, repository_id=repository_id, reports=read_history(path))
+
+
+def new_repository(database: Database, name: str) -> int:
+    with database.session() as session:
+        return repos.add_repository(session, provider=Provider.GENERIC, full_name=name).id
+
+
+# A fixed pattern of extra failures, the same on every run (not a secret).
+_NOISE = random.Random(5)  # noqa: S311
+NOISE = {(_NOISE.randrange(2, TESTS), build) for build in range(200) if _NOISE.random() < 0.25}
+
+
+def alternating(test: int, build: int) -> bool:
+    """t00 fails in the even builds and t01 in the odd ones, and now and then
+    another test fails once: the heuristic puts the one that failed last
+    first, always the wrong one of the pair, and a model learns the flip."""
+    return (test, build % 2) in ((0, 0), (1, 1)) or (test, build) in NOISE
+
+
+def steady(test: int, build: int) -> bool:
+    """t00 fails in every build from the second on: the heuristic (the last
+    failed first) already gives the optimal order, so a candidate can at
+    best tie with it."""
+    return test == 0 and build > 0
+
+
+def train(database: Database, repository_id: int) -> tuple[training.TrainingOutcome, Any]:
+    with database.session() as session:
+        outcome = training.train_repository(session, repository_id=repository_id)
+        assert outcome is not None
+        return outcome, outcome.model.metrics
+
+
+def test_a_clearly_better_candidate_is_promoted(database: Database, tmp_path: Path) -> None:
+    repository_id = new_repository(database, "acme/flip")
+    import_builds(database, tmp_path, repository_id, 0, 100, alternating)
+    outcome, metrics = train(database, repository_id)
+    comparison = metrics["comparison"]
+
+    assert outcome.promoted
+    assert outcome.model.status is ModelStatus.ACTIVE
+    assert comparison["against"] == "heuristic"
+    assert comparison["against_version"] is None
+    assert comparison["against_trained_through"] is None
+    # Every one of the 20 held-out builds has a failure (t00 or t01).
+    assert comparison["builds"] == 20
+    assert comparison["wins"] + comparison["losses"] + comparison["ties"] == 20
+    assert comparison["low"] > 0
+    assert comparison["low"] <= comparison["mean_difference"] <= comparison["high"]
+    phrase = interval(comparison, 20)
+    assert outcome.reason == f"ahead of the heuristic: {phrase}"
+    assert metrics["decision"] == outcome.reason
+    # The table's rows are on those builds too: the difference of the means.
+    assert metrics["candidate"]["failing_builds"] == metrics["heuristic"]["failing_builds"] == 20
+    assert metrics["candidate"]["mean_apfd"] - metrics["heuristic"]["mean_apfd"] == pytest.approx(
+        comparison["mean_difference"]
+    )
+
+    # 100 builds: the newest 20 held out from everything, the newest 16 of
+    # the others for early stopping, 64 to train on; the served model is
+    # refit on all 100.
+    ranges = metrics["ranges"]
+    assert spans(ranges) == {
+        "train": (0, 63, 64),
+        "early_stopping": (64, 79, 16),
+        "held_out": (80, 99, 20),
+        "compared": (80, 99, 20),
+    }
+    assert ranges["compared"]["first_build"].endswith("b81")
+    assert ranges["early_stopping"]["last_at"] < ranges["compared"]["first_at"]
+    assert metrics["trained_through"]["build"].endswith("b100")
+    assert metrics["trained_through"]["index"] == 99
+
+
+def test_a_candidate_only_as_good_as_the_heuristic_is_refused(
+    database: Database, tmp_path: Path
+) -> None:
+    repository_id = new_repository(database, "acme/steady")
+    import_builds(database, tmp_path, repository_id, 0, 40, steady)
+    outcome, metrics = train(database, repository_id)
+
+    assert not outcome.promoted
+    assert outcome.model.status is ModelStatus.CANDIDATE
+    assert outcome.reason == "not ahead of the heuristic: +0.0000 [+0.0000, +0.0000] over 8 builds"
+    comparison = metrics["comparison"]
+    assert (comparison["builds"], comparison["wins"], comparison["losses"], comparison["ties"]) == (
+        8,
+        0,
+        0,
+        8,
+    )
+    assert comparison["low"] == comparison["high"] == 0.0
+    assert spans(metrics["ranges"])["compared"] == (32, 39, 8)
+
+
+def test_against_the_active_model_only_builds_after_both_trainings_count(
+    database: Database, tmp_path: Path
+) -> None:
+    """v1 (made active by an operator) saw builds 0-69; v2, trained on 80
+    builds, holds out 64-79 from its training and early stopping but is
+    compared on 70-79 only: v1 learnt from the others. Both put t00 first,
+    so v2 is refused as no better."""
+    repository_id = new_repository(database, "acme/steady")
+    import_builds(database, tmp_path, repository_id, 0, 70, steady)
+    first, first_metrics = train(database, repository_id)
+    assert not first.promoted
+    with database.session() as session:
+        training.promote(session, repository_id=repository_id, version=1)
+    import_builds(database, tmp_path, repository_id, 70, 80, steady)
+    second, metrics = train(database, repository_id)
+
+    assert first_metrics["trained_through"]["index"] == 69
+    comparison = metrics["comparison"]
+    assert (comparison["against"], comparison["against_version"]) == ("active model", 1)
+    assert comparison["against_trained_through"] == first_metrics["trained_through"]
+    assert not second.promoted
+    assert second.reason == (
+        "not ahead of the active model v1: +0.0000 [+0.0000, +0.0000] over 10 builds"
+    )
+    ranges = metrics["ranges"]
+    assert spans(ranges) == {
+        "train": (0, 50, 51),
+        "early_stopping": (51, 63, 13),
+        "held_out": (64, 79, 16),
+        "compared": (70, 79, 10),
+    }
+    # Disjoint from what either model learnt from or stopped early on.
+    assert ranges["compared"]["first_at"] > first_metrics["trained_through"]["at"]
+    assert ranges["compared"]["first_at"] > ranges["early_stopping"]["last_at"]
+    assert metrics["active"]["failing_builds"] == metrics["candidate"]["failing_builds"] == 10
+    with database.session() as session:
+        assert training.active_model(session, repository_id).version == 1  # type: ignore[union-attr]
+
+
+def test_models_show_and_list_carry_the_interval(
+    database: Database, db_url: str, tmp_path: Path
+) -> None:
+    repository_id = new_repository(database, "acme/flip")
+    import_builds(database, tmp_path, repository_id, 0, 100, alternating)
+    outcome, metrics = train(database, repository_id)
+    assert outcome.promoted
+    phrase = interval(metrics["comparison"], 20)
+    comparison = metrics["comparison"]
+    env = clean_env(RISKRANK_DATABASE_URL=db_url)
+
+    shown = riskrank("models", "show", "acme/flip", env=env, cwd=tmp_path)
+    assert shown.returncode == 0, shown.explain()
+    compared = metrics["ranges"]["compared"]
+    assert (
+        f"APFD against the heuristic, per held-out build, {compared['first_build']}"
+        f" to {compared['last_build']}: {phrase} (95% bootstrap interval; "
+        f"{comparison['wins']} won, {comparison['losses']} lost, {comparison['ties']} tied)"
+    ) in one_line(shown.stdout)
+    assert f"decision: ahead of the heuristic: {phrase}" in one_line(shown.stdout)
+
+    listed = riskrank("models", "list", "acme/flip", "--json", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.explain()
+    (row,) = json.loads(listed.stdout)
+    assert row["comparison"] == comparison
+    assert row["decision"] == outcome.reason
+
+
+def interval(comparison: dict[str, Any], builds: int) -> str:
+    return (
+        f"{comparison['mean_difference']:+.4f} [{comparison['low']:+.4f}, "
+        f"{comparison['high']:+.4f}] over {builds} builds"
+    )
+
+
+def spans(ranges: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+    return {
+        name: (span["first_index"], span["last_index"], span["builds"])
+        for name, span in ranges.items()
+    }
