@@ -1,9 +1,14 @@
 """Reading CI histories: the history JSONL format and the RETECS/COLEMAN CSV
 format (../shared/datasets/README.md), as one report per build or shard.
 
-Rows of one build that name the same test more than once are successive
-attempts of it, in the order the file gives (RETECS files repeat a test when
-it was run again within the build)."""
+Rows of one report that name the same test more than once, without attempt
+numbers (RETECS files repeat a test when it ran again within the build), are
+one result: failed when any row failed (an error when any row errored), its
+duration the sum of the rows'. Every reader of a history (import, replay,
+the backtest and its evaluation) takes this one result, so they count the
+same failing builds. Rows with explicit `attempt` numbers (an export of live
+reruns) stay attempts: the final one is the test's outcome, as ingestion
+counts a live rerun."""
 
 from __future__ import annotations
 
@@ -12,13 +17,13 @@ import gzip
 import io
 import json
 from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.ingest.json_results import ResultIn, case_results
@@ -31,10 +36,49 @@ SYNTHETIC_COMMIT_PREFIX = "build-"
 
 
 @dataclass(frozen=True)
+class Hunk:
+    """One hunk of a file's zero-context diff (`git diff -U0`), and the
+    function or class enclosing its first new line, where known."""
+
+    old_start: int
+    old_lines: int
+    new_start: int
+    new_lines: int
+    symbol: str | None = None
+
+
+@dataclass(frozen=True)
 class FileChange:
+    """A changed file; its line counts and hunks only when the history has them
+    (in memory only: the database keeps the counts, not the hunks)."""
+
     path: str
     status: FileStatus
     old_path: str | None = None
+    additions: int | None = None
+    deletions: int | None = None
+    hunks: tuple[Hunk, ...] | None = None
+
+    @property
+    def lines(self) -> int | None:
+        """Added plus removed lines, None when either count is unknown."""
+        if self.additions is None or self.deletions is None:
+            return None
+        return self.additions + self.deletions
+
+
+def changed_lines(counts: Iterable[tuple[int | None, int | None]]) -> int | None:
+    """The lines a change adds and removes over its files (additions,
+    deletions), None unless every file says both: a partial sum would read
+    as a smaller change than the real one."""
+    total = 0
+    known = False
+    for additions, deletions in counts:
+        if additions is None or deletions is None:
+            return None
+        total += additions + deletions
+        known = True
+    return total if known else None
 
 
 @dataclass(frozen=True)
@@ -74,12 +118,46 @@ def detect_format(path: Path) -> str:
 # --- history JSONL ------------------------------------------------------------
 
 
+class _HunkIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    old_start: int = Field(ge=0)
+    old_lines: int = Field(ge=0)
+    new_start: int = Field(ge=0)
+    new_lines: int = Field(ge=0)
+    symbol: str | None = None
+
+
 class _ChangedFileIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     path: str = Field(min_length=1)
     status: FileStatus = FileStatus.MODIFIED
     old_path: str | None = None
+    additions: int | None = Field(default=None, ge=0)
+    deletions: int | None = Field(default=None, ge=0)
+    hunks: list[_HunkIn] | None = None
+
+    @model_validator(mode="after")
+    def _both_counts(self) -> _ChangedFileIn:
+        if (self.additions is None) != (self.deletions is None):
+            raise ValueError(f"{self.path}: give both additions and deletions, or neither")
+        return self
+
+    def change(self) -> FileChange:
+        return FileChange(
+            normalise_path(self.path),
+            self.status,
+            normalise_path(self.old_path) if self.old_path else None,
+            additions=self.additions,
+            deletions=self.deletions,
+            hunks=None
+            if self.hunks is None
+            else tuple(
+                Hunk(h.old_start, h.old_lines, h.new_start, h.new_lines, h.symbol)
+                for h in self.hunks
+            ),
+        )
 
 
 class _BuildIn(BaseModel):
@@ -115,34 +193,57 @@ def read_jsonl(path: Path) -> Iterator[HistoryReport]:
                 commit=build.commit or SYNTHETIC_COMMIT_PREFIX + build_id,
                 time=_aware(build.time),
                 branch=build.branch,
-                changed_files=tuple(
-                    FileChange(
-                        normalise_path(change.path),
-                        change.status,
-                        normalise_path(change.old_path) if change.old_path else None,
-                    )
-                    for change in build.changed_files
-                ),
-                results=tuple(_number_attempts(case_results(build.results))),
+                changed_files=tuple(change.change() for change in build.changed_files),
+                results=_jsonl_results(build.results),
             )
 
 
-def _number_attempts(results: list[CaseResult]) -> Iterator[CaseResult]:
-    """Repeated tests without explicit attempts become attempts 1, 2, …"""
-    seen: dict[str, int] = defaultdict(int)
+def _jsonl_results(rows: list[ResultIn]) -> tuple[CaseResult, ...]:
+    """A test's rows without attempt numbers are one result (see the module
+    docstring); with them, repeated attempt numbers become 1, 2, … in order."""
+    numbered = frozenset(row.test for row in rows if "attempt" in row.model_fields_set)
+    return tuple(merge_repeats(case_results(rows), attempts_of=numbered))
+
+
+_SEVERITY = {Outcome.SKIPPED: 0, Outcome.PASSED: 1, Outcome.FAILED: 2, Outcome.ERROR: 3}
+
+
+def merge_repeats(
+    results: Iterable[CaseResult], *, attempts_of: frozenset[str] = frozenset()
+) -> list[CaseResult]:
+    """One result per test, in first-seen order: the worst outcome of its rows
+    (a skip only when every row skipped), durations added over the rows that
+    ran (a skip's duration counts for nothing, as in ingestion). The tests of
+    `attempts_of` keep their rows as attempts; an attempt 1 repeated becomes
+    2, 3, … in the order given."""
+    groups: dict[str, list[CaseResult]] = {}
     for result in results:
-        seen[result.test] += 1
-        if result.attempt == 1 and seen[result.test] > 1:
-            yield CaseResult(
-                test=result.test,
-                outcome=result.outcome,
-                duration=result.duration,
-                attempt=seen[result.test],
-                file=result.file,
-                message=result.message,
+        groups.setdefault(result.test, []).append(result)
+    merged: list[CaseResult] = []
+    for test, rows in groups.items():
+        if test in attempts_of:
+            merged.extend(
+                replace(row, attempt=number) if row.attempt == 1 and number > 1 else row
+                for number, row in enumerate(rows, start=1)
             )
+        elif len(rows) == 1:
+            merged.append(rows[0])
         else:
-            yield result
+            merged.append(_one_result(rows))
+    return merged
+
+
+def _one_result(rows: list[CaseResult]) -> CaseResult:
+    worst = max(rows, key=lambda r: _SEVERITY[r.outcome])
+    ran = [r for r in rows if r.outcome is not Outcome.SKIPPED] or rows
+    durations = [r.duration for r in ran if r.duration is not None]
+    return CaseResult(
+        test=worst.test,
+        outcome=worst.outcome,
+        duration=sum(durations) if durations else None,
+        file=next((r.file for r in rows if r.file), None),
+        message=worst.message,
+    )
 
 
 # --- RETECS / COLEMAN CSV -----------------------------------------------------
@@ -182,7 +283,6 @@ def read_retecs(path: Path) -> Iterator[HistoryReport]:
         build_column = "BuildId" if "BuildId" in columns else "Cycle"
         groups: dict[tuple[str, str], list[CaseResult]] = defaultdict(list)
         times: dict[str, datetime] = {}
-        attempts: dict[tuple[str, str, str], int] = defaultdict(int)
         for number, row in enumerate(reader, start=2):
             where = f"{path}:{number}"
             build = (row.get(build_column) or "").strip()
@@ -193,14 +293,11 @@ def read_retecs(path: Path) -> Iterator[HistoryReport]:
             if verdict not in ("0", "1"):
                 raise HistoryError(f"{where}: Verdict must be 0 or 1, not {verdict!r}")
             variant = (row.get("Variant") or "").strip()
-            test = canonical_test_id(name=name)
-            attempts[(build, variant, test)] += 1
             groups[(build, variant)].append(
                 CaseResult(
-                    test=test,
+                    test=canonical_test_id(name=name),
                     outcome=Outcome.FAILED if verdict == "1" else Outcome.PASSED,
                     duration=_float(row.get("Duration") or "", where),
-                    attempt=attempts[(build, variant, test)],
                 )
             )
             moment = _time(row.get("LastRun"))
@@ -218,7 +315,7 @@ def read_retecs(path: Path) -> Iterator[HistoryReport]:
             time=times.get(build),
             branch=None,
             changed_files=(),
-            results=tuple(groups[(build, variant)]),
+            results=tuple(merge_repeats(groups[(build, variant)])),
         )
 
 

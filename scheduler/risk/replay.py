@@ -19,7 +19,7 @@ import numpy.typing as npt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scheduler.ingest.history import HistoryReport
+from scheduler.ingest.history import FileChange, HistoryReport, changed_lines
 from scheduler.ingest.results import final_results
 from scheduler.models import (
     ChangedFile,
@@ -46,11 +46,13 @@ WORSE = {Outcome.PASSED: 0, Outcome.FAILED: 1, Outcome.ERROR: 2}
 @dataclass
 class Build:
     """One build: its tests' final outcomes (skips left out), the changed
-    paths of its commit, and when it ran."""
+    paths of its commit and its changed lines (None unless every changed file
+    says them, as scoring reads them), and when it ran."""
 
     key: str
     at: datetime
     paths: tuple[str, ...]
+    changed_lines: int | None = None
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     durations: dict[str, float | None] = field(default_factory=dict)
     flaky: set[str] = field(default_factory=set)
@@ -60,13 +62,17 @@ class Build:
 def load_builds(session: Session, *, repository_id: int) -> list[Build]:
     """Every ingested build of a repository, in the order they were ingested."""
     paths: dict[int, list[str]] = defaultdict(list)
-    for commit_id, path in session.execute(
-        select(ChangedFile.commit_id, ChangedFile.path)
+    counts: dict[int, list[tuple[int | None, int | None]]] = defaultdict(list)
+    for commit_id, path, additions, deletions in session.execute(
+        select(
+            ChangedFile.commit_id, ChangedFile.path, ChangedFile.additions, ChangedFile.deletions
+        )
         .join(Commit, Commit.id == ChangedFile.commit_id)
         .where(Commit.repository_id == repository_id)
         .order_by(ChangedFile.path)
     ):
         paths[commit_id].append(path)
+        counts[commit_id].append((additions, deletions))
     rows = session.execute(
         select(
             SuiteRun.id,
@@ -92,7 +98,12 @@ def load_builds(session: Session, *, repository_id: int) -> list[Build]:
         key = f"{commit_id}/{run_key or f'run-{run_id}'}"
         keys[run_id] = key
         if key not in builds:
-            builds[key] = Build(key=key, at=at, paths=tuple(paths.get(commit_id, ())))
+            builds[key] = Build(
+                key=key,
+                at=at,
+                paths=tuple(paths.get(commit_id, ())),
+                changed_lines=changed_lines(counts.get(commit_id, ())),
+            )
         builds[key].files.setdefault(name, file)
         finals[(run_id, name)] = (outcome, duration, flaky)  # the last attempt wins
     for (run_id, name), (outcome, duration, flaky) in finals.items():
@@ -134,8 +145,17 @@ def builds_from_reports(reports: Iterable[HistoryReport]) -> list[Build]:
         build = builds.get(key)
         if build is None:
             at = report.time or datetime.fromtimestamp(previous.timestamp() + 86400, UTC)
+            # A path listed twice is stored once, by its first row (import).
+            changes: dict[str, FileChange] = {}
+            for change in report.changed_files:
+                changes.setdefault(change.path, change)
             build = builds[key] = Build(
-                key=key, at=at, paths=tuple(sorted({c.path for c in report.changed_files}))
+                key=key,
+                at=at,
+                paths=tuple(sorted(changes)),
+                changed_lines=changed_lines(
+                    (changes[path].additions, changes[path].deletions) for path in sorted(changes)
+                ),
             )
             previous = at
         passed: dict[str, set[bool]] = defaultdict(set)
@@ -201,7 +221,7 @@ class Replayer:
             duration_mean=[t.duration_mean for t in tallies],
             first_seen=[self.first_seen.get(name) for name in tests],
         )
-        change = ChangeColumns.of(build.paths)
+        change = ChangeColumns.of(build.paths, build.changed_lines)
         test_rows, path_rows, ran, failed = [], [], [], []
         if build.paths:
             row_of = {name: row for row, name in enumerate(tests)}

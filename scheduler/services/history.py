@@ -72,6 +72,8 @@ def import_report(
                 "path": change.path,
                 "status": change.status,
                 "old_path": change.old_path,
+                "additions": change.additions,
+                "deletions": change.deletions,
             }
             for change in report.changed_files
         ],
@@ -165,9 +167,20 @@ def export_history(session: Session, *, repository_id: int) -> Iterator[dict[str
     }
     for run_id, run_key, received_at, commit_id, sha in run_rows:
         changed = [
-            {"path": path, "status": status.value, **({"old_path": old} if old else {})}
-            for path, status, old in session.execute(
-                select(ChangedFile.path, ChangedFile.status, ChangedFile.old_path)
+            {
+                "path": path,
+                "status": status.value,
+                **({"old_path": old} if old else {}),
+                **({"additions": added, "deletions": deleted} if added is not None else {}),
+            }
+            for path, status, old, added, deleted in session.execute(
+                select(
+                    ChangedFile.path,
+                    ChangedFile.status,
+                    ChangedFile.old_path,
+                    ChangedFile.additions,
+                    ChangedFile.deletions,
+                )
                 .where(ChangedFile.commit_id == commit_id)
                 .order_by(ChangedFile.id)
             )
