@@ -497,3 +497,14 @@ def test_budget_slack_is_tiny() -> None:
     # Rounding is absorbed, a real overrun is not.
     assert metrics.BUDGET_SLACK <= 1e-6
     assert prefix_selection([1.0, 1.0], 1.999).tolist() == [T, F]
+
+
+def test_order_by_keys_sorts_lexicographically_then_as_given() -> None:
+    # first key lowest first; ties by the second; then the order given
+    assert metrics.order_by_keys([1, 0, 1, 0], [2, 5, 1, 5]).tolist() == [1, 3, 2, 0]
+    assert metrics.order_by_keys([-1.0, -0.0, -1.0]).tolist() == [0, 2, 1]
+    assert metrics.order_by_keys(np.zeros(0)).tolist() == []
+    with pytest.raises(ValueError, match="same length"):
+        metrics.order_by_keys([1, 2], [1])
+    with pytest.raises(ValueError, match="at least one key"):
+        metrics.order_by_keys()
