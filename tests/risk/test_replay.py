@@ -81,6 +81,64 @@ def test_replayed_features_are_the_ones_scoring_serves(
         ), name
 
 
+def test_replay_knows_the_changed_lines_that_scoring_serves(
+    database: Database, shared_dir: Path
+) -> None:
+    """The same parity with line counts in the history (the mutation
+    history has them): `changed_lines` is the change's added plus removed
+    lines when served, when replayed from the database for training, and
+    when replayed from the file for a backtest."""
+    path = shared_dir / "datasets" / "mutation" / "more-itertools.jsonl.gz"
+    if not path.exists():
+        pytest.skip(f"the mutation history is not at {path}")
+    reports = list(itertools.islice(read_history(path), 41))
+    known, following = reports[:40], reports[40]
+    lines = sum(change.lines or 0 for change in following.changed_files)
+    assert lines > 0
+    repository_id = imported(database, known)
+    with database.session() as session:
+        repository = session.get_one(Repository, repository_id)
+        commit_id = runs.ensure_commit(session, repository=repository, sha=following.commit)
+        for change in following.changed_files:
+            session.add(
+                ChangedFile(
+                    commit_id=commit_id,
+                    path=change.path,
+                    status=change.status,
+                    additions=change.additions,
+                    deletions=change.deletions,
+                )
+            )
+    assert following.time is not None
+    with database.session() as session:
+        served = scoring.score_tests(
+            session,
+            repository_id=repository_id,
+            commit_id=commit_id,
+            at=following.time,
+            cache=scoring.ModelCache(),
+        )
+    assert set(served.matrix.column("changed_lines").tolist()) == {lines}
+    history.import_history(database, repository_id=repository_id, reports=[following])
+    from_database = replayed(database, repository_id)[-1]
+    from_file = list(replay.replay(replay.builds_from_reports(reports)))[-1]
+    row_of = {name: row for row, name in enumerate(served.matrix.tests)}
+    for last in (from_database, from_file):
+        assert last.build.at == following.time
+        assert set(last.matrix.column("changed_lines").tolist()) == {lines}
+        assert len(last.tests) == 696
+        for row, name in enumerate(last.tests):
+            assert np.array_equal(
+                served.matrix.values[row_of[name]], last.matrix.values[row], equal_nan=True
+            ), name
+    # Every earlier build replays with its own line counts too.
+    with database.session() as session:
+        stored = replay.load_builds(session, repository_id=repository_id)
+    assert [b.changed_lines for b in stored] == [
+        sum(change.lines or 0 for change in report.changed_files) for report in reports
+    ]
+
+
 @pytest.mark.parametrize(
     ("dataset", "count"),
     [
