@@ -68,7 +68,7 @@ def backtest(cwd: Path, history: str, *options: str) -> tuple[str, dict[str, Any
 def steady(test: int, build: int) -> bool:
     """t00 fails in every build from the second on: the heuristic (the last
     failed first) is already the optimal order, so a candidate can at best
-    tie with it, and a tie is refused."""
+    tie with it, and a tie is refused (its interval is [0, 0])."""
     return test == 0 and build > 0
 
 
@@ -85,9 +85,10 @@ def test_the_heuristic_served_every_build(tmp_path: Path) -> None:
     output, document, page = backtest(
         tmp_path, history.name, "--warmup", "12", "--retrain-every", "7"
     )
+    tie = "not ahead of the heuristic: +0.0000 [+0.0000, +0.0000] over {} builds"
     said = (
         "riskrank rows: no model: the heuristic served all 20 scored builds; "
-        "3 trainings, all refused (does not beat the heuristic)."
+        f"3 trainings, all refused ({tie.format(2)}: 1, {tie.format(4)}: 1, {tie.format(5)}: 1)."
     )
     assert said in output
 
@@ -101,16 +102,16 @@ def test_the_heuristic_served_every_build(tmp_path: Path) -> None:
     assert [
         (t["build_index"], t["outcome"], t["version"], t["reason"]) for t in document["trainings"]
     ] == [
-        (12, "refused", 1, "does not beat the heuristic"),
-        (19, "refused", 2, "does not beat the heuristic"),
-        (26, "refused", 3, "does not beat the heuristic"),
+        (12, "refused", 1, tie.format(2)),
+        (19, "refused", 2, tie.format(4)),
+        (26, "refused", 3, tie.format(5)),
     ]
 
     # At the top and beside both results tables.
     assert page.count(f'<p class="served heuristic">{said}</p>') == 3
     assert page.count('<tr class="refused"><td>') == 3
     assert "<td>19</td><td>b20</td><td>refused</td><td>v2</td>" in page
-    assert "<td>does not beat the heuristic</td>" in page
+    assert f"<td>{tie.format(4)}</td>" in page
     # The parameters: a two-column table, every value escaped; no dict repr.
     assert '<table class="pairs"><tr><th>parameter</th><th>value</th></tr>' in page
     assert "<tr><th>history file</th><td>a&lt;b&gt;&amp;.jsonl</td></tr>" in page
@@ -137,40 +138,43 @@ def test_a_promoted_model_and_the_builds_it_served(tmp_path: Path) -> None:
         f"sqlite:///{kept / 'backtest.db'}",
     )
     # Before the first training 8 builds are too few; the second candidate
-    # beats the heuristic; the next two only tie with the active model.
+    # ties with the heuristic on one of its 3 held-out builds, so its
+    # interval reaches 0; the third is ahead on all 5 of its own; the last
+    # only ties with it.
     said = (
-        "riskrank rows: the heuristic served the first 8 of 32 scored builds, "
-        "model v1 the last 24; 4 trainings: 1 promoted (v1 before build b17), "
-        "2 refused (does not beat the active model), "
+        "riskrank rows: the heuristic served the first 16 of 32 scored builds, "
+        "model v2 the last 16; 4 trainings: 1 promoted (v2 before build b25), "
+        "2 refused (not ahead of the heuristic: +0.0333 [+0.0000, +0.0500] over 3 builds: 1, "
+        "not ahead of the active model v2: +0.0000 [+0.0000, +0.0000] over 6 builds: 1), "
         "1 not trained (8 builds: at least 10 are needed to train and validate)."
     )
     assert said in output
 
     served = document["served"]
     assert served["text"] == said
-    assert served["heuristic_builds"] == 8
+    assert served["heuristic_builds"] == 16
     assert served["only_heuristic"] is False
-    assert served["model_builds"] == [{"version": 1, "builds": 24}]
+    assert served["model_builds"] == [{"version": 2, "builds": 16}]
     assert [(s["served_by"], s["version"], s["builds"]) for s in served["stretches"]] == [
-        ("heuristic", None, 8),
-        ("model", 1, 24),
+        ("heuristic", None, 16),
+        ("model", 2, 16),
     ]
     assert (served["stretches"][1]["first_build"], served["stretches"][1]["last_build"]) == (
-        "b17",
+        "b25",
         "b40",
     )
     assert served["trainings"] == {"total": 4, "promoted": 1, "refused": 2, "not_trained": 1}
     assert [(t["build_index"], t["outcome"], t["version"]) for t in document["trainings"]] == [
         (8, "not trained", None),
-        (16, "promoted", 1),
-        (24, "refused", 2),
+        (16, "refused", 1),
+        (24, "promoted", 2),
         (32, "refused", 3),
     ]
 
     assert page.count(f'<p class="served">{said}</p>') == 3
     assert (
-        '<tr class="promoted"><td>16</td><td>b17</td><td>promoted</td><td>v1</td>'
-        "<td>beats the heuristic</td>"
+        '<tr class="promoted"><td>24</td><td>b25</td><td>promoted</td><td>v2</td>'
+        "<td>ahead of the heuristic: +0.0300 [+0.0100, +0.0500] over 5 builds</td>"
     ) in page
     assert page.count('<tr class="refused"><td>') == 2
     assert page.count('<tr class="not-trained"><td>') == 1
