@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from scheduler.db import Database
-from scheduler.ingest.history import HistoryReport
+from scheduler.ingest.history import FileChange, HistoryReport
 from scheduler.models import (
     ChangedFile,
     Commit,
@@ -49,6 +49,30 @@ def _imported_keys(session: Session, repository_id: int) -> set[tuple[str, str]]
     return {(sha, key) for sha, key in rows if key}
 
 
+def record_changed_files(
+    session: Session, *, commit_id: int, changes: Iterable[FileChange]
+) -> None:
+    """A history's changed files of a commit, with their line counts (scoring
+    reads them as `changed_lines`, so replay must find them too); a path
+    recorded before keeps its row."""
+    insert_rows_ignoring(
+        session,
+        ChangedFile,
+        [
+            {
+                "commit_id": commit_id,
+                "path": change.path,
+                "status": change.status,
+                "old_path": change.old_path,
+                "additions": change.additions,
+                "deletions": change.deletions,
+            }
+            for change in changes
+        ],
+        conflict=["commit_id", "path"],
+    )
+
+
 def import_report(
     session: Session, ingestor: Ingestor, *, repository: Repository, report: HistoryReport
 ) -> int:
@@ -63,22 +87,7 @@ def import_report(
             .where(Commit.id == commit_id, Commit.author_time.is_(None))
             .values(author_time=report.time)
         )
-    insert_rows_ignoring(
-        session,
-        ChangedFile,
-        [
-            {
-                "commit_id": commit_id,
-                "path": change.path,
-                "status": change.status,
-                "old_path": change.old_path,
-                "additions": change.additions,
-                "deletions": change.deletions,
-            }
-            for change in report.changed_files
-        ],
-        conflict=["commit_id", "path"],
-    )
+    record_changed_files(session, commit_id=commit_id, changes=report.changed_files)
     at = report.time or utcnow()
     run = SuiteRun(
         repository_id=repository.id,
