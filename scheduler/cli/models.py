@@ -75,14 +75,11 @@ def train(
 
 def _interval(metrics: dict[str, Any]) -> None:
     """The paired comparison that decided the promotion, when the model has one."""
-    from scheduler.risk.comparison import PairedComparison
+    from scheduler.services.training import interval_phrase
 
     found = metrics.get("comparison")
     if not found:
         return
-    comparison = PairedComparison(
-        **{name: found[name] for name in PairedComparison.__dataclass_fields__}
-    )
     against = (
         "the heuristic"
         if found.get("against") == "heuristic"
@@ -91,9 +88,9 @@ def _interval(metrics: dict[str, Any]) -> None:
     compared = (metrics.get("ranges") or {}).get("compared")
     where = f", {compared['first_build']} to {compared['last_build']}" if compared else ""
     console.print(
-        f"APFD against {against}, per held-out build{where}: {comparison.phrase()} "
-        f"({comparison.confidence:.0%} bootstrap interval; {comparison.wins} won, "
-        f"{comparison.losses} lost, {comparison.ties} tied)",
+        f"APFD against {against}, per held-out build{where}: {interval_phrase(found)} "
+        f"({found['confidence']:.0%} bootstrap interval; {found['wins']} won, "
+        f"{found['losses']} lost, {found['ties']} tied)",
         highlight=False,
     )
     console.print(f"decision: {metrics.get('decision')}", highlight=False)

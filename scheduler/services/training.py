@@ -7,6 +7,7 @@ bootstrap interval whose lower bound is above 0."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -15,10 +16,10 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from scheduler.evaluation import paired
 from scheduler.models import ModelStatus, Repository, RiskModel, RunStatus, SuiteRun
 from scheduler.models.base import utcnow
 from scheduler.risk import replay
-from scheduler.risk.comparison import PairedComparison, paired_comparison
 from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
 from scheduler.risk.heuristic import HEURISTICS, heuristic_scores
 from scheduler.risk.model import (
@@ -111,9 +112,21 @@ def _last_seen(record: RiskModel, builds: list[replay.Build]) -> int:
     return max((i for i, build in enumerate(builds) if build.at <= record.train_to), default=-1)
 
 
-def _comparison_reason(against: str, comparison: PairedComparison, builds: int) -> str:
-    if comparison.ahead:
-        return f"ahead of {against}: {comparison.phrase()}"
+def interval_phrase(comparison: Mapping[str, Any]) -> str:
+    """A paired comparison (`paired.Paired.as_json()`, as the registry keeps
+    it) in words: "+0.0040 [-0.0020, +0.0100] over 120 builds"."""
+    if comparison.get("mean_difference") is None:
+        return "no build to compare on"
+    builds = comparison["builds"]
+    return (
+        f"{comparison['mean_difference']:+.4f} [{comparison['low']:+.4f}, "
+        f"{comparison['high']:+.4f}] over {builds} build{'' if builds == 1 else 's'}"
+    )
+
+
+def _comparison_reason(against: str, comparison: paired.Paired, builds: int) -> str:
+    if comparison.verdict == paired.AHEAD:
+        return f"ahead of {against}: {interval_phrase(comparison.as_json())}"
     if comparison.builds == 0:
         if builds == 0:
             return f"not compared with {against}: it was trained on every held-out build"
@@ -121,7 +134,7 @@ def _comparison_reason(against: str, comparison: PairedComparison, builds: int) 
             f"not compared with {against}: none of the {builds} held-out builds "
             "after both models' training has a failure"
         )
-    return f"not ahead of {against}: {comparison.phrase()}"
+    return f"not ahead of {against}: {interval_phrase(comparison.as_json())}"
 
 
 def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome | None:
@@ -170,9 +183,9 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
             against += f" (the active model v{incumbent.version} reads other features)"
     _, candidate_apfds = build_apfds(candidate_scores, y_cmp, b_cmp)
     _, bar_apfds = build_apfds(bar_scores, y_cmp, b_cmp)
-    comparison = paired_comparison(candidate_apfds, bar_apfds)
+    comparison = paired.compare(candidate_apfds - bar_apfds)
     compared_builds = int(np.unique(b_cmp).size)
-    promoted = comparison.ahead
+    promoted = comparison.verdict == paired.AHEAD
     reason = _comparison_reason(against, comparison, compared_builds)
 
     def figures(scores: np.ndarray[Any, np.dtype[np.float64]]) -> dict[str, Any] | None:
@@ -224,6 +237,9 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
             "decision": reason,
             "comparison": comparison.as_json()
             | {
+                "confidence": paired.CONFIDENCE,
+                "resamples": paired.RESAMPLES,
+                "seed": paired.SEED,
                 "measure": "APFD",
                 "against": "heuristic" if rival is None else "active model",
                 "against_version": None if rival is None else rival.version,
