@@ -143,6 +143,71 @@ def apfd_plot(result: BacktestResult, document: dict[str, Any]) -> str:
     return _png(figure)
 
 
+def _view_title(view: str) -> str:
+    return "all failures" if view == "all" else "status changes"
+
+
+def paired_plot(result: BacktestResult, document: dict[str, Any]) -> str:
+    """Per view: the paired intervals of every measure (a forest plot), and
+    the distribution of the per-build APFD differences."""
+    figure, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    for column, view in enumerate(summary.VIEWS):
+        entries = document["paired"][view]
+        measures = [m for m in summary.PAIRED_MEASURES if entries[m]["verdict"] is not None]
+        ax = axes[0][column]
+        for y, measure in enumerate(measures):
+            entry = entries[measure]
+            color = {"ahead": "green", "behind": "red"}.get(entry["verdict"], "grey")
+            ax.plot([entry["low"], entry["high"]], [y, y], color=color, linewidth=2)
+            ax.plot([entry["mean_difference"]], [y], "o", color=color)
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(measures)), measures)
+        ax.invert_yaxis()
+        ax.set_xlabel("riskrank minus the strongest simple ordering: mean, 95% interval")
+        ax.set_title(_view_title(view))
+        ax.grid(alpha=0.3)
+        ax = axes[1][column]
+        strongest = entries["apfd"]["strongest"]
+        if strongest is not None:
+            rows = summary.per_build(result, view)
+            ax.hist(summary.differences(rows, "apfd", strongest), bins=40, color="grey")
+            ax.axvline(0.0, color="black", linewidth=0.8)
+            ax.set_title(f"{_view_title(view)}: APFD per build,\nriskrank minus {strongest}")
+        ax.set_xlabel("difference in APFD")
+        ax.set_ylabel("builds")
+        ax.grid(alpha=0.3)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def paired_table(document: dict[str, Any]) -> str:
+    """riskrank against the strongest simple ordering, per measure and view."""
+    head = "".join(
+        f'<th colspan="4">{html.escape(_view_title(view))}</th>' for view in summary.VIEWS
+    )
+    sub = "<th>strongest</th><th>difference [95% interval]</th><th>W/L/T</th><th>verdict</th>"
+    rows = []
+    for measure in summary.PAIRED_MEASURES:
+        cells = []
+        for view in summary.VIEWS:
+            entry = document["paired"][view][measure]
+            if entry["verdict"] is None:
+                cells.append("<td>-</td><td>-</td><td>-</td><td>no failing build</td>")
+                continue
+            cells.append(
+                f"<td>{html.escape(entry['strongest'])}</td>"
+                f"<td>{entry['mean_difference']:+.4f} [{entry['low']:+.4f}, "
+                f"{entry['high']:+.4f}]</td>"
+                f"<td>{entry['wins']}/{entry['losses']}/{entry['ties']}</td>"
+                f'<td class="{entry["verdict"]}">{entry["verdict"]}</td>'
+            )
+        rows.append(f"<tr><th>{measure}</th>{''.join(cells)}</tr>")
+    return (
+        f"<table><tr><th></th>{head}</tr><tr><th>measure</th>{sub * len(summary.VIEWS)}</tr>"
+        f"{''.join(rows)}</table>"
+    )
+
+
 def learning_plot(document: dict[str, Any]) -> str | None:
     curve = document["learning_curve"]
     if not curve:
@@ -282,6 +347,8 @@ body { font-family: sans-serif; margin: 2em; max-width: 1300px; }
 table { border-collapse: collapse; font-size: 12px; }
 td, th { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
 td.best { background: #eef; }
+td.ahead { background: #efe; }
+td.behind { background: #fee; }
 table.pairs td, table.pairs th, table.trainings td { text-align: left; }
 tr.promoted { background: #efe; }
 p.served { font-weight: bold; }
@@ -306,6 +373,7 @@ def render(result: BacktestResult, document: dict[str, Any]) -> str:
         f"with a status change); the backtest took <b>{document['seconds']:.1f} s</b> "
         f"({document['builds_per_second']} builds/s), started {document['started_at']}.</p>",
         served,
+        f"<p>{html.escape(document['half']['text'])}</p>",
         "<h2>Parameters</h2>",
         pairs_table(
             [
@@ -338,6 +406,15 @@ def render(result: BacktestResult, document: dict[str, Any]) -> str:
             figures_table(document, view),
         ]
     parts += [
+        "<h2>Against the strongest simple ordering</h2>",
+        "<p>Per build, riskrank's value minus that of the simple ordering with the best "
+        "mean on the measure (random and the optimal order left out); the mean of those "
+        "differences, its bootstrap 95% interval (10,000 resamples of the builds), the "
+        "builds riskrank won, lost and tied, and the verdict: ahead only when the "
+        "interval is above 0, behind when it is below, a tie otherwise.</p>",
+        served,
+        paired_table(document),
+        f'<img src="data:image/png;base64,{paired_plot(result, document)}">',
         "<h2>Trainings</h2>",
         "<p>Each retraining trains a candidate on the history so far; the registry "
         "promotes it only if its mean APFD on the newest (validation) builds beats the "

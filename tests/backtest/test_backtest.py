@@ -127,7 +127,10 @@ def test_backtest_command_by_hand(tmp_path: Path) -> None:
     assert "the backtest took" in page
     assert "<p>No retraining (--retrain-every 0).</p>" in page
     images = page.split('src="data:image/png;base64,')[1:]
-    assert len(images) == 2  # recall and APFD; no retraining, no learning curve
+    # recall, APFD and the paired comparison; no retraining, no learning curve
+    assert len(images) == 3
+    assert "<h2>Against the strongest simple ordering</h2>" in page
+    assert "scored: every build after the warm-up (builds b3 to b5, 3 of 3" in page
     assert base64.b64decode(images[0].split('"')[0]).startswith(b"\x89PNG")
 
 
