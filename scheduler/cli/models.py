@@ -70,10 +70,10 @@ def train(
         f"{result['rows']:,} rows, {result['failures']:,} failing",
         highlight=False,
     )
-    _comparison(result["compared"])
+    _comparison(result["compared"], decision=False)  # the line above says it
 
 
-def _interval(metrics: dict[str, Any]) -> None:
+def _interval(metrics: dict[str, Any], *, decision: bool) -> None:
     """The paired comparison that decided the promotion, when the model has one."""
     from scheduler.services.training import interval_phrase
 
@@ -93,11 +93,12 @@ def _interval(metrics: dict[str, Any]) -> None:
         f"{found['losses']} lost, {found['ties']} tied)",
         highlight=False,
     )
-    console.print(f"decision: {metrics.get('decision')}", highlight=False)
+    if decision:
+        console.print(f"decision: {metrics.get('decision')}", highlight=False)
 
 
-def _comparison(metrics: dict[str, Any]) -> None:
-    _interval(metrics)
+def _comparison(metrics: dict[str, Any], *, decision: bool = True) -> None:
+    _interval(metrics, decision=decision)
     table = Table("on the held-out builds", "APFD", "recall@20%", "recall@33%", "AUC", "log loss")
     rows: list[tuple[str, dict[str, Any] | None]] = [
         ("this model", metrics.get("candidate")),

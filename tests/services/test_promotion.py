@@ -193,6 +193,47 @@ def test_against_the_active_model_only_builds_after_both_trainings_count(
         assert training.active_model(session, repository_id).version == 1  # type: ignore[union-attr]
 
 
+def test_what_an_older_record_saw_is_read_from_its_training_time(
+    database: Database, tmp_path: Path
+) -> None:
+    """A model recorded before the ranges were kept: its last training time
+    (train_to) says where its training ended."""
+    repository_id = new_repository(database, "acme/steady")
+    import_builds(database, tmp_path, repository_id, 0, 70, steady)
+    train(database, repository_id)
+    with database.session() as session:
+        record = training.promote(session, repository_id=repository_id, version=1)
+        record.metrics = {
+            key: value for key, value in record.metrics.items() if key != "trained_through"
+        }
+    import_builds(database, tmp_path, repository_id, 70, 80, steady)
+    _, metrics = train(database, repository_id)
+    assert metrics["comparison"]["against_trained_through"]["index"] == 69
+    assert spans(metrics["ranges"])["compared"] == (70, 79, 10)
+
+
+def test_an_active_model_reading_other_features_leaves_the_heuristic_as_the_bar(
+    database: Database, tmp_path: Path
+) -> None:
+    repository_id = new_repository(database, "acme/flip")
+    import_builds(database, tmp_path, repository_id, 0, 100, alternating)
+    train(database, repository_id)
+    with database.session() as session:
+        record = training.promote(session, repository_id=repository_id, version=1)
+        record.feature_names = [*record.feature_names, "a_feature_no_longer_computed"]
+    outcome, metrics = train(database, repository_id)
+    comparison = metrics["comparison"]
+    assert (comparison["against"], comparison["against_version"]) == ("heuristic", None)
+    assert metrics["active"] is None
+    # Nothing that v1 saw limits the comparison: all 20 held-out builds.
+    assert spans(metrics["ranges"])["compared"] == (80, 99, 20)
+    assert outcome.promoted
+    assert outcome.reason == (
+        "ahead of the heuristic (the active model v1 reads other features): "
+        + interval(comparison, 20)
+    )
+
+
 def test_models_show_and_list_carry_the_interval(
     database: Database, db_url: str, tmp_path: Path
 ) -> None:
