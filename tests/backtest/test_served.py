@@ -21,9 +21,11 @@ TESTS = 20
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def write_history(path: Path, builds: int, fails: Callable[[int, int], bool]) -> Path:
-    """`builds` builds of TESTS tests of a second each; `fails(test, build)`
-    (both from 0) says which fail."""
+def write_history(
+    path: Path, builds: int, fails: Callable[[int, int], bool], *, first: int = 0
+) -> Path:
+    """`builds` builds of TESTS tests of a second each, numbered from
+    `first`; `fails(test, build)` (both from 0) says which fail."""
     lines = [
         {
             "build": f"b{build + 1}",
@@ -40,7 +42,7 @@ def write_history(path: Path, builds: int, fails: Callable[[int, int], bool]) ->
                 for test in range(TESTS)
             ],
         }
-        for build in range(builds)
+        for build in range(first, first + builds)
     ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,44 +19,17 @@ from scheduler.db import Database
 from scheduler.ingest.history import read_history
 from scheduler.models import ModelStatus, Provider
 from scheduler.services import history, repos, training
+from tests.backtest.test_served import TESTS, write_history
 from tests.e2e.conftest import clean_env
 from tests.test_cli_outcomes import one_line, riskrank
 
-TESTS = 20
-START = datetime(2024, 1, 1, tzinfo=UTC)
-
 Fails = Callable[[int, int], bool]
-
-
-def write_history(path: Path, first: int, last: int, fails: Fails) -> Path:
-    """Builds `first` to `last` - 1 (numbered from 0) of TESTS tests;
-    `fails(test, build)` says which fail."""
-    lines = [
-        {
-            "build": f"b{build + 1}",
-            "commit": f"{build + 1:040x}",
-            "time": (START + timedelta(hours=build)).isoformat(),
-            "branch": "main",
-            "changed_files": [],
-            "results": [
-                {
-                    "test": f"t{test:02d}",
-                    "outcome": "failed" if fails(test, build) else "passed",
-                    "duration": 1.0,
-                }
-                for test in range(TESTS)
-            ],
-        }
-        for build in range(first, last)
-    ]
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
-    return path
 
 
 def import_builds(
     database: Database, tmp_path: Path, repository_id: int, first: int, last: int, fails: Fails
 ) -> None:
-    path = write_history(tmp_path / f"builds-{first}-{last}.jsonl", first, last, fails)
+    path = write_history(tmp_path / f"builds-{first}.jsonl", last - first, fails, first=first)
     history.import_history(database, repository_id=repository_id, reports=read_history(path))
 
 
