@@ -30,6 +30,29 @@ def read_reports(file: Path, fmt: str) -> list[HistoryReport]:
         fail(str(error))
 
 
+def described(reports: list[HistoryReport]) -> str:
+    """What the history holds, counted as `riskrank backtest` evaluates it."""
+    from scheduler.risk import replay
+
+    counts = replay.count_history(replay.builds_from_reports(reports))
+    changes = [change for report in reports for change in report.changed_files]
+    if changes:
+        counted = sum(change.lines is not None for change in changes)
+        with_hunks = sum(change.hunks is not None for change in changes)
+        files = (
+            f"changed files: {len(changes):,}, with line counts: {counted:,}, "
+            f"with hunks: {with_hunks:,} (read, not stored)"
+        )
+    else:
+        files = "changed files: none"
+    return (
+        f"the history: builds: {counts.builds:,}, tests that ran: {counts.tests:,}, "
+        f"failing builds: {counts.failing_builds:,} (failures: {counts.failures:,}), "
+        f"status changes: {counts.status_changes:,} (in builds: {counts.status_change_builds:,}); "
+        f"{files}"
+    )
+
+
 def import_(
     full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
     file: Annotated[
@@ -111,6 +134,7 @@ def import_(
         f"{tally.skipped} reports were already there ({rows:,} rows read)",
         highlight=False,
     )
+    console.print(described(reports), highlight=False, markup=False)
 
 
 def export(

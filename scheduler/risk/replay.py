@@ -41,6 +41,7 @@ from scheduler.risk.features import (
 from scheduler.services import statistics
 
 WORSE = {Outcome.PASSED: 0, Outcome.FAILED: 1, Outcome.ERROR: 2}
+FAILING = frozenset((Outcome.FAILED, Outcome.ERROR))
 
 
 @dataclass
@@ -180,6 +181,43 @@ def builds_from_reports(reports: Iterable[HistoryReport]) -> list[Build]:
                 build.outcomes[name] = result.outcome
                 build.durations[name] = result.duration
     return list(builds.values())
+
+
+@dataclass(frozen=True)
+class HistoryCounts:
+    """What a history holds, counted as a backtest evaluates it."""
+
+    builds: int
+    tests: int  # distinct tests with an outcome (skips left out)
+    failing_builds: int
+    failures: int  # (build, test) pairs that failed
+    status_changes: int  # failures of a test that did not fail in its previous run
+    status_change_builds: int
+
+
+def count_history(builds: Sequence[Build]) -> HistoryCounts:
+    """The counts of `builds` (in time order). A status change is a test that
+    fails and did not fail in its previous run, or never ran before: the
+    regressions a change introduces (as the backtest's status-change view)."""
+    failed_last: dict[str, bool] = {}
+    failing_builds = failures = changes = change_builds = 0
+    for build in builds:
+        failing = {name for name, outcome in build.outcomes.items() if outcome in FAILING}
+        new = sum(1 for name in failing if not failed_last.get(name, False))
+        failing_builds += int(bool(failing))
+        failures += len(failing)
+        changes += new
+        change_builds += int(new > 0)
+        for name in build.outcomes:
+            failed_last[name] = name in failing
+    return HistoryCounts(
+        builds=len(builds),
+        tests=len(failed_last),
+        failing_builds=failing_builds,
+        failures=failures,
+        status_changes=changes,
+        status_change_builds=change_builds,
+    )
 
 
 @dataclass

@@ -87,6 +87,15 @@ def test_the_mutation_history_reads_as_it_is(mutation: Path) -> None:
         == 18
     )
     in_memory = replay.builds_from_reports(reports)
+    # What `riskrank import` says of it: the same counts as the backtest's.
+    assert replay.count_history(in_memory) == replay.HistoryCounts(
+        builds=100,
+        tests=745,  # one test only ever skipped
+        failing_builds=43,
+        failures=124,
+        status_changes=81,
+        status_change_builds=26,
+    )
     assert in_memory[0].changed_lines == 2
     assert sum(b.changed_lines or 0 for b in in_memory) == 4_470
 
@@ -104,6 +113,11 @@ def test_riskrank_import_keeps_the_line_counts_and_export_writes_them(
         assert summary(100, 70_876, "more-itertools/mutation", 0, 70_876).search(
             one_line(ran.stdout)
         ), ran.stdout
+        assert (
+            "the history: builds: 100, tests that ran: 745, failing builds: 43 (failures: 124), "
+            "status changes: 81 (in builds: 26); changed files: 239, with line counts: 239, "
+            "with hunks: 239 (read, not stored)"
+        ) in one_line(ran.stdout)
         with database.session() as session:
             repository = repository_id(session, "more-itertools/mutation")
             assert counts(session, repository) == {
@@ -296,6 +310,10 @@ def test_the_import_stores_one_execution_for_a_test_listed_twice(
         )
         assert ran.returncode == 0, ran.explain()
         assert summary(4, 8, "acme/twice", 0, 8).search(one_line(ran.stdout)), ran.stdout
+        assert (
+            "the history: builds: 4, tests that ran: 2, failing builds: 1 (failures: 1), "
+            "status changes: 1 (in builds: 1); changed files: none"
+        ) in one_line(ran.stdout)
         with database.session() as session:
             rows = session.execute(
                 select(Commit.sha, Execution.attempt, Execution.outcome, Execution.duration)
