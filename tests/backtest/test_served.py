@@ -109,8 +109,8 @@ def test_the_heuristic_served_every_build(tmp_path: Path) -> None:
         (26, "refused", 3, tie.format(5)),
     ]
 
-    # At the top and beside both results tables.
-    assert page.count(f'<p class="served heuristic">{said}</p>') == 3
+    # At the top, beside both results tables and beside the paired comparison.
+    assert page.count(f'<p class="served heuristic">{said}</p>') == 4
     assert page.count('<tr class="refused"><td>') == 3
     assert "<td>19</td><td>b20</td><td>refused</td><td>v2</td>" in page
     assert f"<td>{tie.format(4)}</td>" in page
@@ -173,7 +173,7 @@ def test_a_promoted_model_and_the_builds_it_served(tmp_path: Path) -> None:
         (32, "refused", 3),
     ]
 
-    assert page.count(f'<p class="served">{said}</p>') == 3
+    assert page.count(f'<p class="served">{said}</p>') == 4
     assert (
         '<tr class="promoted"><td>24</td><td>b25</td><td>promoted</td><td>v2</td>'
         "<td>ahead of the heuristic: +0.0300 [+0.0100, +0.0500] over 5 builds</td>"
