@@ -165,25 +165,24 @@ def new_then_recent(builds: list[Build], upto: int) -> list[str]:
     )
 
 
-def test_paired_figures_recomputed_from_the_orderings(tmp_path: Path) -> None:
-    builds = random_builds()
-    history = write_builds(tmp_path / "history.jsonl", builds)
+def backtest_command(history: Path, *arguments: str) -> str:
+    """`riskrank backtest` on a history, 10 builds of warm-up, no training,
+    in the history's folder; its output, Rich's wrapping undone."""
     ran = riskrank(
         "backtest",
         str(history),
-        "--warmup",
-        "10",
-        "--retrain-every",
-        "0",
-        "--json",
-        "out.json",
-        "--orderings",
-        "orders.jsonl",
+        *("--warmup", "10", "--retrain-every", "0", *arguments),
         env=clean_env(),
-        cwd=tmp_path,
+        cwd=history.parent,
     )
     assert ran.returncode == 0, ran.explain()
-    said = one_line(ran.stdout)
+    return one_line(ran.stdout)
+
+
+def test_paired_figures_recomputed_from_the_orderings(tmp_path: Path) -> None:
+    builds = random_builds()
+    history = write_builds(tmp_path / "history.jsonl", builds)
+    said = backtest_command(history, "--json", "out.json", "--orderings", "orders.jsonl")
     assert said.count("vs strongest") == 3  # a row per view, and the footnote
     assert "scored: every build after the warm-up (builds b11 to b36, 26 of 26" in said
     document = json.loads((tmp_path / "out.json").read_text())
@@ -294,25 +293,11 @@ def test_half_scores_the_first_or_the_second_half(tmp_path: Path) -> None:
 
 def test_half_on_the_command_line(tmp_path: Path) -> None:
     history = write_builds(tmp_path / "history.jsonl", random_builds(count=25))
-    ran = riskrank(
-        "backtest",
-        str(history),
-        "--warmup",
-        "10",
-        "--retrain-every",
-        "0",
-        "--half",
-        "second",
-        "--json",
-        "out.json",
-        env=clean_env(),
-        cwd=tmp_path,
-    )
-    assert ran.returncode == 0, ran.explain()
+    said = backtest_command(history, "--half", "second", "--json", "out.json")
     assert (
         "scored: the second half of the builds (builds b18 to b25, 8 of 15 after the warm-up); "
         "design choices are made on the first half, figures reported on the second."
-    ) in one_line(ran.stdout)
+    ) in said
     document = json.loads((tmp_path / "out.json").read_text())
     assert document["parameters"]["half"] == "second"
     assert document["dataset"]["evaluated_builds"] == 8
