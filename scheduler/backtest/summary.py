@@ -232,15 +232,18 @@ def lower_is_better(measure: str) -> bool:
 
 
 def strongest_baseline(
-    by_ordering: dict[str, dict[str, dict[str, Value | int]]], measure: str
+    by_ordering: dict[str, dict[str, dict[str, Value | int]]],
+    measure: str,
+    names: Sequence[str] = BASELINES,
 ) -> tuple[str, Value]:
     """The baseline with the best mean for a measure (the first listed on a
-    tie); the optimal order is a bound, not a baseline."""
+    tie; ("", None) when none has a value); the optimal order is a bound, not
+    a baseline."""
     best: tuple[str, Value] = ("", None)
     better: Callable[[float, float], bool] = (
         (lambda a, b: a < b) if lower_is_better(measure) else (lambda a, b: a > b)
     )
-    for name in BASELINES:
+    for name in names:
         entry = by_ordering.get(name)
         if entry is None:
             continue
@@ -268,14 +271,7 @@ def strongest_simple(
     """The simple ordering (SIMPLE_ORDERINGS: neither random nor the optimal
     order) with the best mean on a measure over the scored builds; the first
     listed on a tie; None when no build has a value."""
-    best: tuple[str | None, float] = (None, 0.0)
-    sign = -1.0 if lower_is_better(measure) else 1.0
-    for name in SIMPLE_ORDERINGS:
-        entry = by_ordering.get(name)
-        value = None if entry is None else entry[measure]["mean"]
-        if value is not None and (best[0] is None or sign * float(value) > sign * best[1]):
-            best = (name, float(value))
-    return best[0]
+    return strongest_baseline(by_ordering, measure, SIMPLE_ORDERINGS)[0] or None
 
 
 def differences(rows: Sequence[dict[str, dict[str, Value]]], measure: str, other: str) -> Floats:
