@@ -409,6 +409,8 @@ def build_apfds(scores: Floats, failed: Labels, builds: Builds) -> tuple[Builds,
     """Each build with a failure (ascending) and its APFD, the build's rows
     ranked by score (ties in row order), vectorised: `validation_metrics`'s
     APFD, cheap enough to be checked after every boosting round."""
+    if scores.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
     order = np.lexsort((np.arange(scores.size), -scores, builds))
     sorted_builds, sorted_failed = builds[order], failed[order]
     starts = np.flatnonzero(np.r_[True, sorted_builds[1:] != sorted_builds[:-1]])

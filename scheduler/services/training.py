@@ -130,10 +130,7 @@ def _comparison_reason(against: str, comparison: paired.Paired, builds: int) -> 
     if comparison.builds == 0:
         if builds == 0:
             return f"not compared with {against}: it was trained on every held-out build"
-        return (
-            f"not compared with {against}: none of the {builds} held-out builds "
-            "after both models' training has a failure"
-        )
+        return f"not compared with {against}: no failure in the {builds} held-out builds"
     return f"not ahead of {against}: {interval_phrase(comparison.as_json())}"
 
 

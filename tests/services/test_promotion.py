@@ -165,6 +165,39 @@ def test_against_the_active_model_only_builds_after_both_trainings_count(
         assert training.active_model(session, repository_id).version == 1  # type: ignore[union-attr]
 
 
+def test_nothing_to_compare_on_is_a_refusal_that_says_why(
+    database: Database, tmp_path: Path
+) -> None:
+    repository_id = new_repository(database, "acme/quiet")
+    # t00 fails in builds 1-59, then nothing fails: the newest 16 of 80
+    # builds, held out, have no failure to order.
+    import_builds(
+        database,
+        tmp_path,
+        repository_id,
+        0,
+        80,
+        lambda test, build: steady(test, build) and build < 60,
+    )
+    outcome, metrics = train(database, repository_id)
+    assert not outcome.promoted
+    assert outcome.reason == "not compared with the heuristic: no failure in the 16 held-out builds"
+    assert metrics["comparison"]["builds"] == 0
+    assert metrics["comparison"]["low"] is None
+    assert spans(metrics["ranges"])["compared"] == (64, 79, 16)
+
+    # Trained again on the same builds against an active v1 that saw them all.
+    with database.session() as session:
+        training.promote(session, repository_id=repository_id, version=1)
+    second, metrics = train(database, repository_id)
+    assert not second.promoted
+    assert second.reason == (
+        "not compared with the active model v1: it was trained on every held-out build"
+    )
+    assert metrics["ranges"]["compared"] is None
+    assert metrics["candidate"] is None
+
+
 def test_what_an_older_record_saw_is_read_from_its_training_time(
     database: Database, tmp_path: Path
 ) -> None:
