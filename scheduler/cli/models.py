@@ -73,6 +73,22 @@ def train(
     _comparison(result["compared"], decision=False)  # the line above says it
 
 
+def _build(key: str) -> str:
+    """A build as the history names it (the registry's key leads with the
+    commit's row id)."""
+    return key.split("/", 1)[-1]
+
+
+def _lead(comparison: dict[str, Any] | None) -> str:
+    """The candidate's lead and interval, for the table of models."""
+    if not comparison or comparison.get("mean_difference") is None:
+        return "-"
+    return (
+        f"{comparison['mean_difference']:+.3f} "
+        f"[{comparison['low']:+.3f}, {comparison['high']:+.3f}] ({comparison['builds']})"
+    )
+
+
 def _interval(metrics: dict[str, Any], *, decision: bool) -> None:
     """The paired comparison that decided the promotion, when the model has one."""
     from scheduler.services.training import interval_phrase
@@ -86,7 +102,11 @@ def _interval(metrics: dict[str, Any], *, decision: bool) -> None:
         else f"the active model v{found.get('against_version')}"
     )
     compared = (metrics.get("ranges") or {}).get("compared")
-    where = f", {compared['first_build']} to {compared['last_build']}" if compared else ""
+    where = (
+        f", {_build(compared['first_build'])} to {_build(compared['last_build'])}"
+        if compared
+        else ""
+    )
     console.print(
         f"APFD against {against}, per held-out build{where}: {interval_phrase(found)} "
         f"({found['confidence']:.0%} bootstrap interval; {found['wins']} won, "
@@ -147,7 +167,15 @@ def list_(
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(
-        "version", "status", "trained (UTC)", "rows", "failing", "APFD", "recall@33%", "AUC"
+        "version",
+        "status",
+        "trained (UTC)",
+        "rows",
+        "failing",
+        "APFD",
+        "recall@33%",
+        "AUC",
+        "APFD lead [95% interval] (builds)",
     )
     for row in rows:
         table.add_row(
@@ -159,6 +187,7 @@ def list_(
             _figure(row["apfd"]),
             _figure(row["recall_at_33"]),
             _figure(row["auc"]),
+            _lead(row["comparison"]),
         )
     console.print(table)
 

@@ -252,13 +252,20 @@ def test_models_show_and_list_carry_the_interval(
 
     shown = riskrank("models", "show", "acme/flip", env=env, cwd=tmp_path)
     assert shown.returncode == 0, shown.explain()
-    compared = metrics["ranges"]["compared"]
     assert (
-        f"APFD against the heuristic, per held-out build, {compared['first_build']}"
-        f" to {compared['last_build']}: {phrase} (95% bootstrap interval; "
+        f"APFD against the heuristic, per held-out build, import:b81 to import:b100: {phrase} "
+        "(95% bootstrap interval; "
         f"{comparison['wins']} won, {comparison['losses']} lost, {comparison['ties']} tied)"
     ) in one_line(shown.stdout)
     assert f"decision: ahead of the heuristic: {phrase}" in one_line(shown.stdout)
+
+    table = riskrank("models", "list", "acme/flip", env=env, cwd=tmp_path)
+    assert table.returncode == 0, table.explain()
+    lead = (
+        f"{comparison['mean_difference']:+.3f} [{comparison['low']:+.3f}, "
+        f"{comparison['high']:+.3f}] (20)"
+    )
+    assert lead in table.stdout
 
     listed = riskrank("models", "list", "acme/flip", "--json", env=env, cwd=tmp_path)
     assert listed.returncode == 0, listed.explain()
