@@ -170,11 +170,12 @@ def paired_plot(result: BacktestResult, document: dict[str, Any]) -> str:
         strongest = entries["apfd"]["strongest"]
         if strongest is not None:
             rows = summary.per_build(result, view)
-            ax.hist(summary.differences(rows, "apfd", strongest), bins=40, color="grey")
+            # Log scale: the many tied builds would flatten the wins and losses.
+            ax.hist(summary.differences(rows, "apfd", strongest), bins=40, color="grey", log=True)
             ax.axvline(0.0, color="black", linewidth=0.8)
             ax.set_title(f"{_view_title(view)}: APFD per build,\nriskrank minus {strongest}")
         ax.set_xlabel("difference in APFD")
-        ax.set_ylabel("builds")
+        ax.set_ylabel("builds (log scale)")
         ax.grid(alpha=0.3)
     figure.tight_layout()
     return _png(figure)
