@@ -100,16 +100,16 @@ def _range(builds: list[replay.Build], span: BuildSpan | None) -> dict[str, Any]
 def _last_seen(record: RiskModel, builds: list[replay.Build]) -> int:
     """The index, in this replay, of the newest build a model was trained
     on: by its recorded key, else (older records, a build since deleted) the
-    last build at or before its recorded time. -1: before every build."""
+    last build at or before its recorded training time, or its creation.
+    -1: before every build."""
     seen = (record.metrics or {}).get("trained_through") or {}
     key = seen.get("build")
     for index in range(len(builds) - 1, -1, -1):
         if builds[index].key == key:
             return index
-    if record.train_to is None:
-        # Nothing says what it saw: assume everything, so nothing is compared.
-        return len(builds) - 1
-    return max((i for i, build in enumerate(builds) if build.at <= record.train_to), default=-1)
+    # Without a training time, when it was made bounds what it could see.
+    until = record.train_to or record.created_at
+    return max((i for i, build in enumerate(builds) if build.at <= until), default=-1)
 
 
 def interval_phrase(comparison: Mapping[str, Any]) -> str:
