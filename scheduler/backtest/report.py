@@ -418,8 +418,9 @@ def render(result: BacktestResult, document: dict[str, Any]) -> str:
         f'<img src="data:image/png;base64,{paired_plot(result, document)}">',
         "<h2>Trainings</h2>",
         "<p>Each retraining trains a candidate on the history so far; the registry "
-        "promotes it only if its mean APFD on the newest (validation) builds beats the "
-        "active model's, or the heuristic's while no model is active.</p>",
+        "promotes it only if it is ahead of the active model (or the heuristic while no "
+        "model is active) on held-out builds neither was trained on: the paired 95% "
+        "interval of its per-build APFD lead is above 0.</p>",
         trainings_table(document["trainings"])
         if document["trainings"]
         else "<p>No retraining (--retrain-every 0).</p>",

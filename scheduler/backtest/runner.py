@@ -49,7 +49,7 @@ from scheduler import migrate
 from scheduler.db import Database
 from scheduler.evaluation import metrics
 from scheduler.ingest.history import HistoryReport
-from scheduler.models import ChangedFile, Outcome, Provider, Repository
+from scheduler.models import Outcome, Provider, Repository
 from scheduler.planning import policy as policies
 from scheduler.planning.policy import Context, Decision, Policy
 from scheduler.planning.records import Payload
@@ -58,7 +58,6 @@ from scheduler.risk.features import FeatureMatrix, HistoryColumns
 from scheduler.services import history as history_import
 from scheduler.services import plans, repos, runs, scoring, training
 from scheduler.services.plans.items import Stats
-from scheduler.services.sql import insert_rows_ignoring
 
 Flags: TypeAlias = npt.NDArray[np.bool_]
 Floats: TypeAlias = npt.NDArray[np.float64]
@@ -343,15 +342,8 @@ def score(
             session, repository=repository, sha=build.commit, branch=build.branch
         )
         changes = [c for report in build.reports for c in report.changed_files]
-        insert_rows_ignoring(
-            session,
-            ChangedFile,
-            [
-                {"commit_id": commit_id, "path": c.path, "status": c.status, "old_path": c.old_path}
-                for c in changes
-            ],
-            conflict=["commit_id", "path"],
-        )
+        # With their line counts: replay reads them for training, as scoring does here.
+        history_import.record_changed_files(session, commit_id=commit_id, changes=changes)
         scores = scoring.score_tests(
             session,
             repository_id=repository_id,

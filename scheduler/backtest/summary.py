@@ -453,12 +453,22 @@ def served_phrase(runs: Sequence[dict[str, Any]], total: int) -> str:
 
 
 def _reasons(trainings: Sequence[TrainingRecord]) -> str:
-    """The distinct reasons, with how many trainings gave each when they differ."""
+    """The distinct reasons, with how many trainings gave each when they
+    differ. A reason's figures (after its first colon: each training quotes
+    its own interval) are left out when several trainings share its words."""
     counts: dict[str, int] = {}
     for training in trainings:
         counts[training.reason] = counts.get(training.reason, 0) + 1
     if len(counts) == 1:
         return next(iter(counts))
+    words: dict[str, int] = {}
+    for reason, count in counts.items():
+        head = reason.split(": ", 1)[0]
+        words[head] = words.get(head, 0) + count
+    if len(words) == 1:
+        return next(iter(words))
+    if len(words) < len(counts):
+        counts = words
     return ", ".join(f"{reason}: {count}" for reason, count in counts.items())
 
 
