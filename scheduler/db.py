@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
@@ -88,3 +89,13 @@ def dispose_all() -> None:
     for database in _databases.values():
         database.engine.dispose(close=False)
     _databases.clear()
+
+
+def shown_url(url: str) -> str:
+    """A database or broker URL for messages: as given, its password (if
+    any) hidden; one SQLAlchemy cannot parse shows its scheme only."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return url.split("://", 1)[0] + "://…"
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)

@@ -43,10 +43,9 @@ from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import make_url
 
 from scheduler import migrate
-from scheduler.db import Database
+from scheduler.db import Database, shown_url
 from scheduler.evaluation import metrics
 from scheduler.ingest.history import HistoryReport
 from scheduler.models import Outcome, Provider, Repository
@@ -139,12 +138,6 @@ class BacktestConfig:
             "database": shown_url(self.database_url) if self.database_url else "sqlite (temporary)",
             "policy": self.policy.as_json(),
         }
-
-
-def shown_url(url: str) -> str:
-    """A database URL as given, its password (if any) hidden."""
-    parsed = make_url(url)
-    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,7 @@ def up(
     a SQLite database and broker in the data directory, RISKRANK_DATA_DIR,
     created if missing). Ctrl-C stops all."""
     from scheduler import migrate
+    from scheduler.db import shown_url
     from scheduler.queue import prepare_embedded_broker
 
     config = settings()
@@ -166,11 +167,11 @@ def up(
             # A session of its own: a terminal's Ctrl-C reaches only us, and
             # we stop each child once, in order.
             children[name] = subprocess.Popen(argv, env=env, start_new_session=True)  # noqa: S603
-        database = sqlite_file(config.database_url) or _hidden_password(config.database_url)
+        database = sqlite_file(config.database_url) or shown_url(config.database_url)
         console.print(
             f"data directory: {config.data_dir}\n"
             f"database:       {database}\n"
-            f"broker:         {_hidden_password(config.broker_url)}\n"
+            f"broker:         {shown_url(config.broker_url)}\n"
             f"riskrank is up on {_url(host, port)}; Ctrl-C stops it",
             highlight=False,
             soft_wrap=True,
@@ -192,15 +193,6 @@ def up(
             shutil.rmtree(metrics_dir, ignore_errors=True)
     console.print("riskrank stopped")
     raise typer.Exit(code)
-
-
-def _hidden_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # a broker URL SQLAlchemy cannot parse: show its scheme only
-        return url.split("://", 1)[0] + "://…"
 
 
 def register(app: typer.Typer) -> None:

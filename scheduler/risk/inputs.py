@@ -17,6 +17,7 @@ import psycopg
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scheduler.ingest.history import changed_lines
 from scheduler.models import ChangedFile, FileTestLink, KnownTest, KnownTestStats
 from scheduler.risk.features import ChangeColumns, HistoryColumns, LinkColumns
 from scheduler.services.sql import chunks
@@ -134,10 +135,8 @@ def load_change(session: Session, *, commit_id: int) -> ChangeColumns:
             .order_by(ChangedFile.path)
         )
     )
-    lines: int | None = None
-    counts = [(a, d) for _, a, d in rows]
-    if counts and all(a is not None and d is not None for a, d in counts):
-        lines = sum((a or 0) + (d or 0) for a, d in counts)
+    # The rule replay applies too, so that training sees what serving sees.
+    lines = changed_lines((a, d) for _, a, d in rows)
     return ChangeColumns.of((path for path, _, _ in rows), lines)
 
 
