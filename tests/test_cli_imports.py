@@ -58,7 +58,11 @@ def test_help_loads_no_model_library_nor_the_backtest(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "arguments",
-    [["repo", "list", "--json"], ["token", "list", "--repo", "acme/app"], ["db", "current"]],
+    [
+        ["repo", "list", "--json"],
+        ["token", "list", "--repo", "imports/never-registered"],
+        ["db", "current"],
+    ],
     ids=["repo list", "token list", "db current"],
 )
 def test_database_commands_load_no_model_library_nor_the_backtest(
@@ -66,7 +70,8 @@ def test_database_commands_load_no_model_library_nor_the_backtest(
 ) -> None:
     env = clean_env(RISKRANK_DATABASE_URL=sqlite_url)
     code, modules, _ = loaded(arguments, env, tmp_path)
-    # token list refuses the unknown repository, after reading the database.
+    # token list refuses the unknown repository (a name no other test registers in
+    # the shared SQLite file), after reading the database.
     assert code == (1 if arguments[0] == "token" else 0)
     assert "scheduler.services.repos" in modules or arguments[0] == "db"
     assert heavy_in(modules) == []

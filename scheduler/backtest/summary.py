@@ -473,8 +473,9 @@ def _reasons(trainings: Sequence[TrainingRecord]) -> str:
 
 
 def trainings_phrase(trainings: Sequence[TrainingRecord], retrain_every: int) -> str:
-    """What became of the retrainings: "3 trainings, all refused (does not
-    beat the heuristic)" or "3 trainings: 1 promoted (v2), 2 refused (…)"."""
+    """What became of the retrainings: "3 trainings, all refused (not ahead
+    of the heuristic)" or "3 trainings: 1 promoted (v2 before build b25), 2
+    refused (…)"."""
     if not trainings:
         return "no training (--retrain-every 0)" if retrain_every == 0 else "no training"
     by: dict[str, list[TrainingRecord]] = {kind: [] for kind in OUTCOMES}
