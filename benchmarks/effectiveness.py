@@ -219,7 +219,14 @@ def main() -> None:
     arguments = parser.parse_args()
 
     started = datetime.now(UTC)
-    chosen = [(n, p) for n, p in datasets() if not arguments.only or n in arguments.only]
+    available = datasets()
+    unknown = sorted(set(arguments.only or ()) - {name for name, _ in available})
+    if unknown:
+        parser.error(
+            f"no dataset named {', '.join(unknown)}; "
+            f"there are: {', '.join(name for name, _ in available)}"
+        )
+    chosen = [(n, p) for n, p in available if not arguments.only or n in arguments.only]
     runs: list[tuple[str, BacktestConfig]] = [("", BacktestConfig(half=arguments.half))]
     if arguments.closed_loop is not None:
         trimmed = Policy(mode="fraction", budget=arguments.closed_loop)
