@@ -200,6 +200,7 @@ class TrainingRecord:
     validation_apfd: float | None = None
     heuristic_apfd: float | None = None
     active_apfd: float | None = None
+    scorer: str | None = None  # what the model scores with (scheduler.risk.choice)
 
     @property
     def outcome(self) -> str:
@@ -221,6 +222,7 @@ class TrainingRecord:
             "validation_apfd": self.validation_apfd,
             "heuristic_apfd": self.heuristic_apfd,
             "active_apfd": self.active_apfd,
+            "scorer": self.scorer,
         }
 
 
@@ -481,6 +483,7 @@ def retrain(database: Database, *, repository_id: int, build: HistoryBuild) -> T
                 validation_apfd=(found.get("candidate") or {}).get("mean_apfd"),
                 heuristic_apfd=(found.get("heuristic") or {}).get("mean_apfd"),
                 active_apfd=(found.get("active") or {}).get("mean_apfd"),
+                scorer=(found.get("scorer") or {}).get("name"),
             )
     except training.TrainingError as error:
         return TrainingRecord(

@@ -20,7 +20,7 @@ is computed per view (failing tests of the view first, shortest first)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -424,31 +424,37 @@ def stretches(records: Sequence[BuildRecord]) -> list[dict[str, Any]]:
     return runs
 
 
-def _server(version: int | None) -> str:
-    return "the heuristic" if version is None else f"model v{version}"
+def _server(version: int | None, scorers: Mapping[int, str | None]) -> str:
+    if version is None:
+        return "the heuristic"
+    scorer = scorers.get(version)
+    return f"model v{version}" + (f" ({scorer})" if scorer else "")
 
 
 def _builds(count: int) -> str:
     return f"{count} scored build" + ("" if count == 1 else "s")
 
 
-def served_phrase(runs: Sequence[dict[str, Any]], total: int) -> str:
-    """Who scored the builds, in order: "the heuristic served the first 32
-    of 412 scored builds, model v2 the last 380"."""
+def served_phrase(
+    runs: Sequence[dict[str, Any]], total: int, scorers: Mapping[int, str | None] | None = None
+) -> str:
+    """Who scored the builds, in order, with what each model scores with
+    (`scorers`, by version, where known): "the heuristic served the first
+    32 of 412 scored builds, model v2 (additive model) the last 380"."""
+    scorers = scorers or {}
     if not runs:
         return "no build was scored"
     if len(runs) == 1:
-        who = _server(runs[0]["version"])
+        who = _server(runs[0]["version"], scorers)
         return (
             f"{who} served the only scored build"
             if total == 1
             else (f"{who} served all {_builds(total)}")
         )
-    parts = [
-        f"{_server(runs[0]['version'])} served the first {runs[0]['builds']} of {_builds(total)}"
-    ]
-    parts += [f"{_server(run['version'])} the next {run['builds']}" for run in runs[1:-1]]
-    parts.append(f"{_server(runs[-1]['version'])} the last {runs[-1]['builds']}")
+    first = _server(runs[0]["version"], scorers)
+    parts = [f"{first} served the first {runs[0]['builds']} of {_builds(total)}"]
+    parts += [f"{_server(run['version'], scorers)} the next {run['builds']}" for run in runs[1:-1]]
+    parts.append(f"{_server(runs[-1]['version'], scorers)} the last {runs[-1]['builds']}")
     return ", ".join(parts)
 
 
@@ -512,14 +518,17 @@ def served(result: BacktestResult) -> dict[str, Any]:
         if record.model_version is not None:
             models[record.model_version] = models.get(record.model_version, 0) + 1
     heuristic = total - sum(models.values())
-    text = served_phrase(runs, total)
+    scorers = {t.version: t.scorer for t in result.trainings if t.version is not None}
+    text = served_phrase(runs, total, scorers)
     if total and heuristic == total:
         text = "no model: " + text
     text += "; " + trainings_phrase(result.trainings, result.config.retrain_every)
     return {
         "scored_builds": total,
         "heuristic_builds": heuristic,
-        "model_builds": [{"version": v, "builds": n} for v, n in sorted(models.items())],
+        "model_builds": [
+            {"version": v, "builds": n, "scorer": scorers.get(v)} for v, n in sorted(models.items())
+        ],
         "only_heuristic": heuristic == total,
         "stretches": runs,
         "trainings": {

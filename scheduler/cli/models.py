@@ -117,7 +117,42 @@ def _interval(metrics: dict[str, Any], *, decision: bool) -> None:
         console.print(f"decision: {metrics.get('decision')}", highlight=False)
 
 
+def _choice(metrics: dict[str, Any]) -> None:
+    """What was trained, and the candidates it was chosen among."""
+    scorer = metrics.get("scorer")
+    if not scorer:
+        return
+    console.print(f"scorer: {scorer['name']} ({scorer['description']})", highlight=False)
+    picked = metrics.get("choice") or {}
+    trials = picked.get("trials") or []
+    if not trials:
+        console.print(
+            "chosen by default: no failing build to choose on before the held-out ones",
+            highlight=False,
+        )
+        return
+    scored = picked.get("scored_builds") or {}
+    table = Table(
+        f"candidates, trained on the builds before #{scored.get('first_index')}",
+        f"APFD on #{scored.get('first_index')}-#{scored.get('last_index')}",
+        "failing builds",
+        "seconds",
+    )
+    for trial in trials:
+        mark = " (chosen)" if trial["name"] == picked.get("chosen") else ""
+        table.add_row(
+            trial["name"] + mark,
+            _figure(trial["mean_apfd"]) if trial["error"] is None else trial["error"],
+            str(trial["failing_builds"]),
+            f"{trial['seconds']:.1f}",
+        )
+    for name in picked.get("skipped") or []:
+        table.add_row(name, "not tried: the time budget was spent", "-", "-")
+    console.print(table)
+
+
 def _comparison(metrics: dict[str, Any], *, decision: bool = True) -> None:
+    _choice(metrics)
     _interval(metrics, decision=decision)
     table = Table("on the held-out builds", "APFD", "recall@20%", "recall@33%", "AUC", "log loss")
     rows: list[tuple[str, dict[str, Any] | None]] = [
@@ -169,6 +204,7 @@ def list_(
     table = Table(
         "version",
         "status",
+        "scorer",
         "trained (UTC)",
         "rows",
         "failing",
@@ -181,6 +217,7 @@ def list_(
         table.add_row(
             str(row["version"]),
             row["status"],
+            row["scorer"] or "-",
             row["created_at"][:16].replace("T", " "),
             f"{row['rows']:,}",
             f"{row['failures']:,}",

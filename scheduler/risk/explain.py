@@ -24,6 +24,7 @@ PHRASES: dict[str, str] = {
     "age_days": "is {age} days old",
     "duration_mean": "takes {duration}",
     "is_new": "is new to riskrank",
+    "new_or_recent": "{recency}",
     "changed_files": "the change touches {files} files",
     "changed_lines": "the change is {lines} lines",
     "changed_extensions": "the change touches {extensions} kinds of file",
@@ -61,6 +62,14 @@ class _Values(dict[str, str]):
         if key == "share5":
             last5 = min(round(max(math.expm1(get("log_runs")), 0.0)), 5)
             text = f"{round(get('fail_rate_5') * last5)} of its last {last5}" if last5 else "some"
+        elif key == "recency":
+            since = self._features.get("builds_since_failure", math.nan)
+            if get("is_new"):
+                text = "is new to riskrank"
+            elif math.isnan(since):
+                text = "has never failed"
+            else:
+                text = f"last failed {_count(since)} builds ago"
         elif key == "duration":
             duration = get("duration_mean")
             text = f"{duration:.1f} s" if duration >= 0.1 else "under 0.1 s"
@@ -139,6 +148,8 @@ def _reads(name: str) -> tuple[str, ...]:
     for _, key, _, _ in string.Formatter().parse(PHRASES[name]):
         if key == "share5":
             reads += ["fail_rate_5", "log_runs"]
+        elif key == "recency":
+            reads += ["is_new", "builds_since_failure"]
         elif key == "duration":
             reads.append("duration_mean")
         elif key is not None:

@@ -56,6 +56,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "age_days",  # days from its first sighting to `at` (0 if after `at`); NaN unknown
     "duration_mean",  # its mean duration in seconds; NaN unknown
     "is_new",  # 1 if it never ran (runs == 0), else 0
+    # "new first, then recently failed" as one number: 1 if new, 0 if it
+    # never failed, else 0.5 / (1.5 + builds since its last failure - 0.5 *
+    # its failure rate); higher runs first (scheduler.risk.choice)
+    "new_or_recent",
     # The change (the same in every row).
     "changed_files",  # number of changed paths
     "changed_lines",  # changed lines (added plus removed); NaN unknown
@@ -719,11 +723,12 @@ def _history_features(history: HistoryColumns, at: float) -> dict[str, FloatArra
         for size in _WINDOWS
     }
     runs = history.runs
+    rate = _ratio(history.failures, runs)
     features = {
         f"fail_rate_{size}": _ratio(failed, seen) for size, (failed, seen) in within.items()
     }
     features.update(
-        fail_rate_all=_ratio(history.failures, runs),
+        fail_rate_all=rate,
         last_failed=np.where(seen[:, 0], failing[:, 0], np.nan),
         builds_since_failure=history.builds_since_failure,
         flip_rate=_ratio(history.flips, runs - 1.0),
@@ -732,8 +737,19 @@ def _history_features(history: HistoryColumns, at: float) -> dict[str, FloatArra
         age_days=np.maximum((at - history.first_seen) / _SECONDS_PER_DAY, 0.0),
         duration_mean=history.duration_mean,
         is_new=(runs == 0).astype(np.float64),
+        new_or_recent=_new_or_recent(runs, history.builds_since_failure, rate),
     )
     return features
+
+
+def _new_or_recent(runs: FloatArray, since: FloatArray, rate: FloatArray) -> FloatArray:
+    """The order "new first, then by builds since the last failure (fewest
+    first, never failed last), then by failure rate" as one number, higher
+    first: a failure rate moves a test by less than half a build, so it
+    only breaks ties between equal builds since the last failure."""
+    recent = 0.5 / (1.5 + since - 0.5 * np.nan_to_num(rate, nan=0.0))
+    failed_before = np.where(np.isnan(since), 0.0, recent)
+    return np.where(runs == 0, 1.0, failed_before)
 
 
 def _shares(vocabulary: dict[str, int], ids: IndexArray, changed: Sequence[str]) -> FloatArray:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from scheduler.evaluation import paired
 from scheduler.models import ModelStatus, Repository, RiskModel, RunStatus, SuiteRun
 from scheduler.models.base import utcnow
-from scheduler.risk import replay
+from scheduler.risk import choice, replay
 from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
 from scheduler.risk.heuristic import HEURISTICS, heuristic_scores
 from scheduler.risk.model import (
@@ -134,6 +134,25 @@ def _comparison_reason(against: str, comparison: paired.Paired, builds: int) -> 
     return f"not ahead of {against}: {interval_phrase(comparison.as_json())}"
 
 
+# What is trained when the choice has nothing to go by (no failing build
+# among the builds it scores): the model of every feature.
+DEFAULT_SCORER: Final = "additive model"
+
+
+def choose_scorer(
+    features: np.ndarray[Any, Any], labels: np.ndarray[Any, Any], indexes: np.ndarray[Any, Any]
+) -> choice.Choice:
+    """The repository's scorer, chosen on the builds before the newest
+    COMPARISON_SHARE of them (those decide the promotion, so the choice
+    must not have looked at them)."""
+    distinct = np.unique(indexes)
+    held_out = min(max(1, round(COMPARISON_SHARE * distinct.size)), max(distinct.size - 2, 0))
+    if held_out == 0 or distinct.size - held_out < 2:
+        return choice.Choice(None, (), (), None, None)
+    older = indexes < distinct[distinct.size - held_out]
+    return choice.choose(features[older], labels[older], indexes[older], FEATURE_NAMES)
+
+
 def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome | None:
     """Train on the whole history, replayed in time order; None when another
     training of the repository holds the lock.
@@ -151,9 +170,17 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
     features, labels, indexes = replay.training_rows(builds)
     if len(labels) == 0:
         raise TrainingError("no test outcomes yet: import a history or send results first")
+    picked = choose_scorer(features, labels, indexes)
+    scorer = picked.chosen or choice.candidate(DEFAULT_SCORER)
     try:
         trained = train_model(
-            features, labels, indexes, FEATURE_NAMES, comparison_share=COMPARISON_SHARE
+            features,
+            labels,
+            indexes,
+            FEATURE_NAMES,
+            comparison_share=COMPARISON_SHARE,
+            params=scorer.training_params(),
+            exclude=scorer.excluded(FEATURE_NAMES),
         )
     except ModelError as error:
         raise TrainingError(str(error)) from error
@@ -232,6 +259,10 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
                 for name, value in zip(trained.feature_names, importance, strict=True)
             },
             "decision": reason,
+            # What was trained, and why: the candidates on builds before the
+            # held-out ones (scheduler.risk.choice).
+            "scorer": {"name": scorer.name, "description": scorer.description},
+            "choice": picked.as_json(),
             "comparison": comparison.as_json()
             | {
                 "confidence": paired.CONFIDENCE,
@@ -368,4 +399,5 @@ def summary(record: RiskModel) -> dict[str, Any]:
         "log_loss": candidate.get("log_loss"),
         "comparison": (record.metrics or {}).get("comparison"),
         "decision": (record.metrics or {}).get("decision"),
+        "scorer": ((record.metrics or {}).get("scorer") or {}).get("name"),
     }

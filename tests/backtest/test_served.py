@@ -146,7 +146,8 @@ def test_a_promoted_model_and_the_builds_it_served(tmp_path: Path) -> None:
     # only ties with it.
     said = (
         "riskrank rows: the heuristic served the first 16 of 32 scored builds, "
-        "model v2 the last 16; 4 trainings: 1 promoted (v2 before build b25), "
+        "model v2 (new first, then recently failed) the last 16; "
+        "4 trainings: 1 promoted (v2 before build b25), "
         "2 refused (not ahead of the heuristic: +0.0333 [+0.0000, +0.0500] over 3 builds: 1, "
         "not ahead of the active model v2: +0.0000 [+0.0000, +0.0000] over 6 builds: 1), "
         "1 not trained (8 builds: at least 10 are needed to train and validate)."
@@ -157,7 +158,11 @@ def test_a_promoted_model_and_the_builds_it_served(tmp_path: Path) -> None:
     assert served["text"] == said
     assert served["heuristic_builds"] == 16
     assert served["only_heuristic"] is False
-    assert served["model_builds"] == [{"version": 2, "builds": 16}]
+    # The alternating history is one of recent failures: the simple
+    # ordering, as a model, was chosen among the candidates.
+    assert served["model_builds"] == [
+        {"version": 2, "builds": 16, "scorer": "new first, then recently failed"}
+    ]
     assert [(s["served_by"], s["version"], s["builds"]) for s in served["stretches"]] == [
         ("heuristic", None, 16),
         ("model", 2, 16),
@@ -177,6 +182,7 @@ def test_a_promoted_model_and_the_builds_it_served(tmp_path: Path) -> None:
     assert page.count(f'<p class="served">{said}</p>') == 4
     assert (
         '<tr class="promoted"><td>24</td><td>b25</td><td>promoted</td><td>v2</td>'
+        "<td>new first, then recently failed</td>"
         "<td>ahead of the heuristic: +0.0300 [+0.0100, +0.0500] over 5 builds</td>"
     ) in page
     assert page.count('<tr class="refused"><td>') == 2

@@ -106,6 +106,9 @@ EXPECTED: dict[str, list[float]] = {
     "age_days": [10, 1.5, NAN, 0, 2],
     "duration_mean": [0.5, 2.0, NAN, NAN, 1.0],
     "is_new": [0, 0, 1, 0, 0],
+    # New first; then builds since the last failure; then the failure rate
+    # (4 and 1 both failed in their last build: 4's rate of 1 before 1's 0.16).
+    "new_or_recent": [0.5 / (1.5 - 0.08), 0.0, 1.0, 0.5, 0.5 / (2.5 - 1 / 6)],
     "changed_files": [3] * 5,
     "changed_lines": [42] * 5,
     # py, java, java
@@ -177,6 +180,7 @@ def test_feature_names_are_fixed() -> None:
         "age_days",
         "duration_mean",
         "is_new",
+        "new_or_recent",
         "changed_files",
         "changed_lines",
         "changed_extensions",

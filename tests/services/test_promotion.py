@@ -258,6 +258,25 @@ def test_models_show_and_list_carry_the_interval(
         f"{comparison['wins']} won, {comparison['losses']} lost, {comparison['ties']} tied)"
     ) in one_line(shown.stdout)
     assert f"decision: ahead of the heuristic: {phrase}" in one_line(shown.stdout)
+    # What was trained, chosen among the candidates on the builds before the
+    # held-out ones (60-79 of 0-79; the held-out 80-99 decide the promotion).
+    picked = metrics["choice"]
+    assert picked["scored_builds"] == {"first_index": 60, "last_index": 79}
+    assert spans(metrics["ranges"])["held_out"] == (80, 99, 20)
+    assert [trial["name"] for trial in picked["trials"]] == [
+        "new first, then recently failed",
+        "recently failed first",
+        "failure rate",
+        "additive model",
+        "trees of depth 3",
+    ]
+    assert metrics["scorer"]["name"] == picked["chosen"]
+    best = max(trial["mean_apfd"] for trial in picked["trials"])
+    chosen = next(t for t in picked["trials"] if t["name"] == picked["chosen"])
+    assert chosen["mean_apfd"] == best
+    text = one_line(shown.stdout)
+    assert f"scorer: {picked['chosen']} (" in text
+    assert f"{picked['chosen']} (chosen)" in text
 
     table = riskrank("models", "list", "acme/flip", env=env, cwd=tmp_path)
     assert table.returncode == 0, table.explain()
@@ -272,6 +291,7 @@ def test_models_show_and_list_carry_the_interval(
     (row,) = json.loads(listed.stdout)
     assert row["comparison"] == comparison
     assert row["decision"] == outcome.reason
+    assert row["scorer"] == picked["chosen"]
 
 
 def interval(comparison: dict[str, Any], builds: int) -> str:

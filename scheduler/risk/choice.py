@@ -1,0 +1,262 @@
+"""Choosing a repository's scorer on its own history (pure: rows in, a choice out).
+
+A CI history is not like another: on one, a test that failed recently is all
+there is to know; on another, failures follow the change and only a model
+that links tests to the changed code does well. So no setting is fixed for
+every repository. The candidates (`CANDIDATES`) are the simple orderings a
+user could write in one line, each as a calibrated one-feature model (its
+probabilities are the failure rates learnt for its order), and models of
+the whole feature vector with different settings. Each is trained on the
+older builds and scored on the newer ones (forward chaining: never on a
+build it learnt from), and the one with the best mean APFD there is chosen.
+Ties go to the earlier candidate: the simpler one.
+
+`choose` is the whole procedure; the training service (scheduler.services.
+training) trains the chosen candidate on every build and decides whether it
+replaces the active model, on builds the choice never looked at.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from scheduler.risk.model import (
+    DEFAULT_PARAMS,
+    EXCLUDED_FEATURES,
+    MIN_BUILDS,
+    ModelError,
+    build_apfds,
+    train_model,
+)
+
+Floats = npt.NDArray[np.float64]
+Builds = npt.NDArray[np.int64]
+
+# The share of the builds (the newest) the candidates are scored on.
+SELECTION_SHARE: Final = 0.25
+# Training stops trying more candidates once this many seconds have gone
+# (the simple orderings come first and cost little; the model that was
+# chosen is trained again on every build afterwards).
+BUDGET_SECONDS: Final = 120.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A way to score tests: LightGBM settings, the features it reads (None:
+    every feature the model reads, see EXCLUDED_FEATURES) and, for a simple
+    ordering, the direction of its one feature (+1: a higher value runs
+    first; -1: a lower one)."""
+
+    name: str
+    description: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    features: tuple[str, ...] | None = None
+    direction: int = 0
+
+    @property
+    def ordering(self) -> bool:
+        """Whether it is a simple ordering (one feature, in one direction)."""
+        return self.direction != 0
+
+    def training_params(self) -> dict[str, Any]:
+        """The LightGBM parameters it trains with."""
+        params = {**DEFAULT_PARAMS, **self.params}
+        if self.ordering:
+            # One learnt step per bin of its feature, never against its order.
+            params["monotone_constraints"] = [self.direction]
+        return params
+
+    def excluded(self, feature_names: Sequence[str]) -> frozenset[str]:
+        """The features it does not read, of `feature_names`."""
+        if self.features is None:
+            return frozenset(EXCLUDED_FEATURES)
+        return frozenset(name for name in feature_names if name not in self.features)
+
+
+# A one-feature model ranks by its feature: trees of one split, and leaves
+# small enough to learn a step where the failure rate changes.
+_ONE_FEATURE: Final[Mapping[str, Any]] = {"num_leaves": 2, "max_depth": 1, "min_data_in_leaf": 20}
+
+CANDIDATES: Final[tuple[Candidate, ...]] = (
+    Candidate(
+        "new first, then recently failed",
+        "the simple ordering: tests that never ran first, then by builds since the last "
+        "failure, then by failure rate; probabilities learnt for its order",
+        _ONE_FEATURE,
+        ("new_or_recent",),
+        +1,
+    ),
+    Candidate(
+        "recently failed first",
+        "the simple ordering: by builds since the last failure (never failed last); "
+        "probabilities learnt for its order",
+        _ONE_FEATURE,
+        ("builds_since_failure",),
+        -1,
+    ),
+    Candidate(
+        "failure rate",
+        "the simple ordering: highest failure rate first; probabilities learnt for its order",
+        _ONE_FEATURE,
+        ("fail_rate_all",),
+        +1,
+    ),
+    Candidate(
+        "additive model",
+        "every feature, trees of one split (one learnt curve per feature, no interactions)",
+    ),
+    Candidate(
+        "trees of depth 3",
+        "every feature, trees of up to 8 leaves (interactions between features)",
+        {"num_leaves": 8, "max_depth": 3, "min_data_in_leaf": 50},
+    ),
+)
+
+
+def candidate(name: str) -> Candidate:
+    """The candidate called `name`."""
+    for each in CANDIDATES:
+        if each.name == name:
+            return each
+    raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One candidate, trained on the older builds, on the newer ones."""
+
+    name: str
+    mean_apfd: float | None  # over the failing builds scored
+    builds: Builds  # the failing builds scored, ascending
+    apfds: Floats  # their APFD, in the same order
+    seconds: float
+    error: str | None = None  # why it could not be trained
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "mean_apfd": None if self.mean_apfd is None else round(self.mean_apfd, 6),
+            "failing_builds": int(self.builds.size),
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The candidates' trials and the one chosen (None: none could be
+    trained, or no scored build failed)."""
+
+    chosen: Candidate | None
+    trials: tuple[Trial, ...]
+    skipped: tuple[str, ...]  # not tried: the budget was spent
+    first_build: int | None  # the builds scored (indexes)
+    last_build: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "chosen": None if self.chosen is None else self.chosen.name,
+            "trials": [trial.as_json() for trial in self.trials],
+            "skipped": list(self.skipped),
+            "scored_builds": None
+            if self.first_build is None
+            else {"first_index": self.first_build, "last_index": self.last_build},
+        }
+
+
+def _selection(build_of: Builds, share: float) -> Builds:
+    distinct = np.unique(build_of)
+    count = min(max(1, round(share * distinct.size)), max(distinct.size - MIN_BUILDS, 0))
+    selected: Builds = distinct[distinct.size - count :] if count else distinct[:0]
+    return selected
+
+
+def choose(
+    features: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    builds: npt.ArrayLike,
+    feature_names: Sequence[str],
+    *,
+    candidates: Sequence[Candidate] = CANDIDATES,
+    share: float = SELECTION_SHARE,
+    budget_seconds: float = BUDGET_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+) -> Choice:
+    """Train every candidate on the builds before the newest `share` of them
+    and score it there; the best mean APFD is chosen (ties: the earlier
+    candidate). Candidates are tried in the order given until
+    `budget_seconds` have gone."""
+    matrix = np.asarray(features)
+    failed = np.asarray(labels, dtype=bool)
+    build_of = np.asarray(builds, dtype=np.int64)
+    scored = _selection(build_of, share)
+    if scored.size == 0:
+        return Choice(None, (), (), None, None)
+    first = int(scored[0])
+    older, newer = build_of < first, build_of >= first
+    recency = (
+        np.nan_to_num(matrix[:, list(feature_names).index("builds_since_failure")], nan=np.inf)
+        if "builds_since_failure" in feature_names
+        else np.zeros(build_of.size)
+    )
+    trials: list[Trial] = []
+    skipped: list[str] = []
+    started = clock()
+    for each in candidates:
+        if clock() - started > budget_seconds:
+            skipped.append(each.name)
+            continue
+        began = clock()
+        try:
+            trained = train_model(
+                matrix[older],
+                failed[older],
+                build_of[older],
+                feature_names,
+                params=each.training_params(),
+                refit=False,
+                exclude=each.excluded(feature_names),
+            )
+        except ModelError as error:
+            trials.append(
+                Trial(each.name, None, build_of[:0], np.zeros(0), clock() - began, str(error))
+            )
+            continue
+        model = trained.evaluated
+        scores = model.predict(matrix[newer][:, _columns(feature_names, model.feature_names)])
+        failing, apfds = build_apfds(
+            _served_order(scores, recency[newer], build_of[newer]), failed[newer], build_of[newer]
+        )
+        mean = float(np.mean(apfds)) if apfds.size else None
+        trials.append(Trial(each.name, mean, failing, apfds, clock() - began))
+    best: Trial | None = None
+    for trial in trials:
+        if trial.mean_apfd is not None and (
+            best is None or best.mean_apfd is None or trial.mean_apfd > best.mean_apfd + 1e-12
+        ):
+            best = trial
+    chosen = None if best is None else next(c for c in candidates if c.name == best.name)
+    return Choice(chosen, tuple(trials), tuple(skipped), first, int(scored[-1]))
+
+
+def _served_order(scores: Floats, recency: Floats, builds: Builds) -> Floats:
+    """Scores whose order within each build is the one a plan serves (the
+    highest probability first; ties: the more recent failure, then the
+    order given), without ties: a simple ordering's model gives the tests
+    of one bin the same probability, and a plan breaks that tie by recency."""
+    order = np.lexsort((np.arange(scores.size), recency, -scores, builds))
+    position = np.empty(scores.size, dtype=np.float64)
+    position[order] = np.arange(scores.size, dtype=np.float64)
+    served: Floats = -position
+    return served
+
+
+def _columns(all_names: Sequence[str], wanted: Sequence[str]) -> list[int]:
+    position = {name: index for index, name in enumerate(all_names)}
+    return [position[name] for name in wanted]

@@ -1,0 +1,107 @@
+"""Choosing a repository's scorer on its own history: the candidate that
+orders the newer builds best wins, ties go to the simpler one, the budget
+stops the trials, and a history without failures there chooses nothing."""
+
+import itertools
+
+import numpy as np
+
+from scheduler.risk.choice import CANDIDATES, Candidate, choose
+
+NAMES = ("fail_rate_all", "own_file_changed", "noise")
+
+ORDERING = Candidate(
+    "failure rate",
+    "by failure rate",
+    {"num_leaves": 2, "max_depth": 1, "min_data_in_leaf": 20},
+    ("fail_rate_all",),
+    +1,
+)
+MODEL = Candidate("additive model", "every feature")
+
+
+def history(seed: int = 3, change: float = 6.0) -> tuple[np.ndarray, ...]:
+    """80 builds of 40 tests: a failure rate that matters a little and a
+    changed own file that matters a lot (`change`, as a logit)."""
+    rng = np.random.default_rng(seed)
+    builds = np.repeat(np.arange(80), 40)
+    n = builds.size
+    features = np.column_stack(
+        [rng.beta(0.5, 10.0, size=n), rng.random(n) < 0.05, rng.normal(size=n)]
+    )
+    logit = -5.5 + 10.0 * features[:, 0] + change * features[:, 1]
+    failed = rng.random(n) < 1.0 / (1.0 + np.exp(-logit))
+    return features, failed, builds
+
+
+def test_the_candidate_that_orders_the_newer_builds_best_is_chosen() -> None:
+    features, failed, builds = history()
+    picked = choose(features, failed, builds, NAMES, candidates=(ORDERING, MODEL))
+    assert picked.chosen is MODEL
+    ordering, model = picked.trials
+    assert ordering.mean_apfd is not None
+    assert model.mean_apfd is not None
+    assert model.mean_apfd > ordering.mean_apfd + 0.05
+    # Scored on the newest quarter of the builds only, and the same ones for both.
+    assert (picked.first_build, picked.last_build) == (60, 79)
+    assert np.array_equal(ordering.builds, model.builds)
+    assert ordering.builds.min() >= 60
+    assert picked.as_json()["chosen"] == "additive model"
+    assert [trial["name"] for trial in picked.as_json()["trials"]] == [
+        "failure rate",
+        "additive model",
+    ]
+
+
+def test_a_tie_goes_to_the_earlier_simpler_candidate() -> None:
+    # Without the changed file's effect, the failure rate is all there is:
+    # the same candidate twice scores the same, and the first is chosen.
+    features, failed, builds = history(change=0.0)
+    twin = Candidate("failure rate again", "the same", ORDERING.params, ORDERING.features, +1)
+    picked = choose(features, failed, builds, NAMES, candidates=(ORDERING, twin))
+    assert picked.trials[0].mean_apfd == picked.trials[1].mean_apfd
+    assert picked.chosen is ORDERING
+
+
+def test_the_budget_stops_the_trials() -> None:
+    features, failed, builds = history()
+    ticks = itertools.count(step=50.0)  # every reading of the clock is 50 s later
+    picked = choose(
+        features,
+        failed,
+        builds,
+        NAMES,
+        candidates=(ORDERING, MODEL),
+        budget_seconds=60.0,
+        clock=lambda: next(ticks),
+    )
+    assert [trial.name for trial in picked.trials] == ["failure rate"]
+    assert picked.skipped == ("additive model",)
+    assert picked.chosen is ORDERING
+
+
+def test_a_candidate_that_cannot_train_is_reported_not_chosen() -> None:
+    features, failed, builds = history()
+    absent = Candidate("missing feature", "reads a feature the rows lack", {}, ("absent",), +1)
+    picked = choose(features, failed, builds, NAMES, candidates=(absent, ORDERING))
+    assert picked.trials[0].error is not None
+    assert "excluded" in picked.trials[0].error
+    assert picked.chosen is ORDERING
+
+
+def test_no_failing_build_to_score_chooses_nothing() -> None:
+    features, failed, builds = history()
+    failed = failed & (builds < 60)  # the newest quarter never fails
+    picked = choose(features, failed, builds, NAMES, candidates=(ORDERING, MODEL))
+    assert picked.chosen is None
+    assert all(trial.mean_apfd is None for trial in picked.trials)
+
+
+def test_every_simple_ordering_reads_one_feature_in_one_direction() -> None:
+    for each in CANDIDATES:
+        if each.ordering:
+            assert each.features is not None
+            assert len(each.features) == 1
+            assert each.training_params()["monotone_constraints"] == [each.direction]
+        else:
+            assert "monotone_constraints" not in each.training_params()
