@@ -17,10 +17,13 @@ verdict, "ahead" only when the interval's lower bound is above 0
 Each dataset is replayed open loop in mode `order` (everything runs, in
 riskrank's order); `--closed-loop SHARE` adds a run where plans keep SHARE
 of the tests and riskrank learns only from what they ran. The warm-up and
-the retraining period are the backtest's defaults for every dataset. The
-model's own settings (scheduler/risk/model.py) were chosen on dune-total's
-first 1,530 builds, which this run evaluates too: the README gives dune-total's
-held-out figure (`--warmup 1530`). For each measure the table gives
+the retraining period are the backtest's defaults for every dataset. What
+riskrank scores with is chosen at each training on that repository's own
+builds before it (scheduler/risk/choice.py: the simple orderings and models
+with other settings, scored on the builds before the held-out ones); the
+candidates' settings were written before looking at any second half, and
+the additive model's depth was chosen on dune-total's first 1,530 builds
+(docs/model.md). For each measure the table gives
 riskrank's mean over the failing builds, the strongest simple ordering's,
 and the paired comparison. The four Apache Commons projects, whose failures
 are few, are also pooled: the same comparison over all their failing builds
