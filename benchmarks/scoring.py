@@ -26,10 +26,9 @@ from pgtemp import copy_rows, temporary_database
 
 from scheduler.db import Database
 from scheduler.models import ChangedFile, FileStatus, ModelStatus, Provider, RiskModel
-from scheduler.risk import inputs
 from scheduler.risk.features import FEATURE_NAMES, build_features
 from scheduler.risk.model import train_model
-from scheduler.services import repos, runs, scoring
+from scheduler.services import feature_inputs, repos, runs, scoring
 from scheduler.services.ingestion import STATS_COLUMNS
 
 RNG = np.random.default_rng(11)
@@ -185,9 +184,9 @@ def main() -> None:
         database = Database.from_url(url)
         cache = scoring.ModelCache()
         with database.session() as session:
-            test_ids, history = inputs.load_history(session, repository_id=repository_id)
-            change = inputs.load_change(session, commit_id=commit_id)
-            links = inputs.load_links(
+            test_ids, history = feature_inputs.load_history(session, repository_id=repository_id)
+            change = feature_inputs.load_change(session, commit_id=commit_id)
+            links = feature_inputs.load_links(
                 session, repository_id=repository_id, test_ids=test_ids, change=change
             )
             _, model = cache.model(session, repository_id)
@@ -195,12 +194,12 @@ def main() -> None:
             index = cache.index(repository_id, history.names, history.files)
 
             def read() -> None:
-                ids, _ = inputs.load_history(session, repository_id=repository_id)
-                inputs.load_links(
+                ids, _ = feature_inputs.load_history(session, repository_id=repository_id)
+                feature_inputs.load_links(
                     session,
                     repository_id=repository_id,
                     test_ids=ids,
-                    change=inputs.load_change(session, commit_id=commit_id),
+                    change=feature_inputs.load_change(session, commit_id=commit_id),
                 )
 
             # The columns the model reads (it may leave some features out).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 
+from scheduler.outcomes import Outcome
 from scheduler.providers import Provider
 
 __all__ = [
@@ -44,13 +45,6 @@ class RunStatus(enum.StrEnum):
     PENDING = "pending"
     INGESTED = "ingested"
     FAILED = "failed"
-
-
-class Outcome(enum.StrEnum):
-    PASSED = "passed"
-    FAILED = "failed"
-    ERROR = "error"
-    SKIPPED = "skipped"
 
 
 class ModelStatus(enum.StrEnum):

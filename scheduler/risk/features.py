@@ -83,7 +83,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 COFAIL_ALPHA = 0.1
 COFAIL_BETA = 2.0
 
-# The letters of test_stats.recent (scheduler.services.statistics), newest first.
+# The letters of test_stats.recent (scheduler.risk.tally), newest first.
 _PASS, _FAIL, _ERROR = (ord(letter) for letter in "PFE")
 _WINDOWS = (5, 20)
 

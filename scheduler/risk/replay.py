@@ -4,7 +4,7 @@ and what happened to them. This is where training rows come from, for
 imported history and live results alike, and what a backtest walks through.
 
 The state is folded with the same function as live ingestion
-(`scheduler.services.statistics.advance`), so a replayed feature vector is
+(`scheduler.risk.tally.advance`), so a replayed feature vector is
 the one scoring would have produced at that moment."""
 
 from __future__ import annotations
@@ -16,20 +16,11 @@ from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from scheduler.ingest.history import FileChange, HistoryReport, changed_lines
 from scheduler.ingest.results import final_results
-from scheduler.models import (
-    ChangedFile,
-    Commit,
-    Execution,
-    KnownTest,
-    Outcome,
-    RunStatus,
-    SuiteRun,
-)
+from scheduler.outcomes import Outcome
+from scheduler.risk import tally
 from scheduler.risk.features import (
     ChangeColumns,
     FeatureMatrix,
@@ -38,7 +29,6 @@ from scheduler.risk.features import (
     PathIndex,
     build_features,
 )
-from scheduler.services import statistics
 
 WORSE = {Outcome.PASSED: 0, Outcome.FAILED: 1, Outcome.ERROR: 2}
 FAILING = frozenset((Outcome.FAILED, Outcome.ERROR))
@@ -60,73 +50,14 @@ class Build:
     files: dict[str, str | None] = field(default_factory=dict)
 
 
-def load_builds(session: Session, *, repository_id: int) -> list[Build]:
-    """Every ingested build of a repository, in the order they were ingested."""
-    paths: dict[int, list[str]] = defaultdict(list)
-    counts: dict[int, list[tuple[int | None, int | None]]] = defaultdict(list)
-    for commit_id, path, additions, deletions in session.execute(
-        select(
-            ChangedFile.commit_id, ChangedFile.path, ChangedFile.additions, ChangedFile.deletions
-        )
-        .join(Commit, Commit.id == ChangedFile.commit_id)
-        .where(Commit.repository_id == repository_id)
-        .order_by(ChangedFile.path)
-    ):
-        paths[commit_id].append(path)
-        counts[commit_id].append((additions, deletions))
-    rows = session.execute(
-        select(
-            SuiteRun.id,
-            SuiteRun.commit_id,
-            SuiteRun.run_key,
-            SuiteRun.received_at,
-            KnownTest.name,
-            KnownTest.file,
-            Execution.attempt,
-            Execution.outcome,
-            Execution.duration,
-            Execution.flaky,
-        )
-        .join(Execution, Execution.run_id == SuiteRun.id)
-        .join(KnownTest, KnownTest.id == Execution.test_id)
-        .where(SuiteRun.repository_id == repository_id, SuiteRun.status == RunStatus.INGESTED)
-        .order_by(SuiteRun.id, Execution.test_id, Execution.attempt)
-    )
-    builds: dict[str, Build] = {}
-    finals: dict[tuple[int, str], tuple[Outcome, float | None, bool]] = {}
-    keys: dict[int, str] = {}
-    for run_id, commit_id, run_key, at, name, file, _attempt, outcome, duration, flaky in rows:
-        key = f"{commit_id}/{run_key or f'run-{run_id}'}"
-        keys[run_id] = key
-        if key not in builds:
-            builds[key] = Build(
-                key=key,
-                at=at,
-                paths=tuple(paths.get(commit_id, ())),
-                changed_lines=changed_lines(counts.get(commit_id, ())),
-            )
-        builds[key].files.setdefault(name, file)
-        finals[(run_id, name)] = (outcome, duration, flaky)  # the last attempt wins
-    for (run_id, name), (outcome, duration, flaky) in finals.items():
-        build = builds[keys[run_id]]
-        if flaky:
-            build.flaky.add(name)
-        if outcome is Outcome.SKIPPED:
-            continue
-        seen = build.outcomes.get(name)
-        if seen is None or WORSE[outcome] > WORSE[seen]:
-            build.outcomes[name] = outcome
-            build.durations[name] = duration
-    return list(builds.values())
-
-
 # When a history gives no time for a build (the replay only needs an order,
 # and test ages in days): builds without one are a day after the one before.
 _NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def builds_from_reports(reports: Iterable[HistoryReport]) -> list[Build]:
-    """The builds of a history file, in memory, as `load_builds` reads them
+    """The builds of a history file, in memory, as
+    `scheduler.services.builds.load_builds` reads them
     back after `riskrank import` (tested): reports with the same build id are
     one build (its worst final outcome per test wins), and a test is flaky in
     a build when a report reruns it with a different outcome, or when an
@@ -236,7 +167,7 @@ class BuildRows:
 class Replayer:
     """The statistics of every test as the builds go by, in memory."""
 
-    tallies: dict[str, statistics.Tally] = field(default_factory=dict)
+    tallies: dict[str, tally.Tally] = field(default_factory=dict)
     first_seen: dict[str, datetime] = field(default_factory=dict)
     # path -> test -> [ran together, failed together]
     links: dict[str, dict[str, list[int]]] = field(default_factory=lambda: defaultdict(dict))
@@ -245,7 +176,7 @@ class Replayer:
 
     def features(self, build: Build, tests: Sequence[str]) -> FeatureMatrix:
         """The features of `tests` for `build`, from the state before it."""
-        empty = statistics.Tally()
+        empty = tally.Tally()
         tallies = [self.tallies.get(name, empty) for name in tests]
         history = HistoryColumns.from_sequences(
             names=tests,
@@ -288,9 +219,9 @@ class Replayer:
             self.files.setdefault(name, file)
             self.first_seen.setdefault(name, build.at)
         for name, outcome in build.outcomes.items():
-            step = statistics.advance(
-                self.tallies.get(name) or statistics.Tally(),
-                statistics.Observation(outcome, build.durations.get(name), name in build.flaky),
+            step = tally.advance(
+                self.tallies.get(name) or tally.Tally(),
+                tally.Observation(outcome, build.durations.get(name), name in build.flaky),
                 build=build.key,
                 at=build.at,
             )

@@ -33,7 +33,7 @@ from scheduler.models import (
     SuiteRun,
 )
 from scheduler.models.base import utcnow
-from scheduler.services import statistics
+from scheduler.risk import tally
 from scheduler.services.sql import (
     chunks,
     insert_rows_ignoring,
@@ -81,7 +81,7 @@ class Ingestor:
     session: Session
     repository_id: int
     _ids: dict[str, int] = field(default_factory=dict)
-    _tallies: dict[int, statistics.Tally] = field(default_factory=dict)
+    _tallies: dict[int, tally.Tally] = field(default_factory=dict)
     _dirty: set[int] = field(default_factory=set)
     _seen: dict[int, _Seen] = field(default_factory=dict)
     _executions: list[dict[str, Any]] = field(default_factory=list)
@@ -153,7 +153,7 @@ class Ingestor:
             ):
                 values = row._asdict()
                 test_id = values.pop("test_id")
-                self._tallies[test_id] = statistics.Tally(**values)
+                self._tallies[test_id] = tally.Tally(**values)
 
     def _flaky(self, run: SuiteRun, build: str, results: Sequence[CaseResult]) -> set[int]:
         """Tests that failed and passed on this commit: within this report, or
@@ -228,9 +228,9 @@ class Ingestor:
             )
         )
         for test_id, result in observed.items():
-            step = statistics.advance(
-                self._tallies.get(test_id) or statistics.Tally(),
-                statistics.Observation(result.outcome, result.duration, test_id in flaky),
+            step = tally.advance(
+                self._tallies.get(test_id) or tally.Tally(),
+                tally.Observation(result.outcome, result.duration, test_id in flaky),
                 build=build,
                 at=at,
             )
@@ -354,5 +354,5 @@ class Ingestor:
         self._links.clear()
 
 
-def _columns(tally: statistics.Tally) -> dict[str, Any]:
-    return {name: getattr(tally, name) for name in STATS_COLUMNS}
+def _columns(state: tally.Tally) -> dict[str, Any]:
+    return {name: getattr(state, name) for name in STATS_COLUMNS}

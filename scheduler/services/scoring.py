@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, defer
 from scheduler.models import Commit, ModelStatus, Plan, PlanItem, PlanStatus, Repository, RiskModel
 from scheduler.models.base import utcnow
 from scheduler.planning.records import Payload
-from scheduler.risk import explain, inputs
+from scheduler.risk import explain
 from scheduler.risk.features import (
     FEATURE_NAMES,
     ChangeColumns,
@@ -33,6 +33,7 @@ from scheduler.risk.features import (
 )
 from scheduler.risk.heuristic import heuristic_scores
 from scheduler.risk.model import LoadedModel, load_model
+from scheduler.services import feature_inputs
 from scheduler.services.sql import insert_rows_ignoring
 
 log = logging.getLogger(__name__)
@@ -124,9 +125,9 @@ def score_tests(
     ``explain_scores=False`` leaves the reasons and contributions empty (a
     backtest orders tests and reads no reason)."""
     cache = cache or _cache
-    test_ids, history = inputs.load_history(session, repository_id=repository_id)
-    change = inputs.load_change(session, commit_id=commit_id)
-    links = inputs.load_links(
+    test_ids, history = feature_inputs.load_history(session, repository_id=repository_id)
+    change = feature_inputs.load_change(session, commit_id=commit_id)
+    links = feature_inputs.load_links(
         session, repository_id=repository_id, test_ids=test_ids, change=change
     )
     index = cache.index(repository_id, history.names, history.files)

@@ -30,6 +30,7 @@ from scheduler.risk.model import (
     train_model,
     validation_metrics,
 )
+from scheduler.services.builds import load_builds
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
     on every build, the held-out ones included."""
     if not _lock(session, repository_id):
         return None
-    builds = replay.load_builds(session, repository_id=repository_id)
+    builds = load_builds(session, repository_id=repository_id)
     features, labels, indexes = replay.training_rows(builds)
     if len(labels) == 0:
         raise TrainingError("no test outcomes yet: import a history or send results first")

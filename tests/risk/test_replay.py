@@ -14,6 +14,7 @@ from scheduler.ingest.history import HistoryReport, read_history
 from scheduler.models import ChangedFile, Provider, Repository
 from scheduler.risk import replay
 from scheduler.services import history, repos, runs, scoring
+from scheduler.services.builds import load_builds
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def imported(database: Database, reports: list[HistoryReport]) -> int:
 
 def replayed(database: Database, repository_id: int) -> list[replay.BuildRows]:
     with database.session() as session:
-        return list(replay.replay(replay.load_builds(session, repository_id=repository_id)))
+        return list(replay.replay(load_builds(session, repository_id=repository_id)))
 
 
 def test_features_of_a_build_do_not_change_when_later_builds_arrive(
@@ -133,7 +134,7 @@ def test_replay_knows_the_changed_lines_that_scoring_serves(
             ), name
     # Every earlier build replays with its own line counts too.
     with database.session() as session:
-        stored = replay.load_builds(session, repository_id=repository_id)
+        stored = load_builds(session, repository_id=repository_id)
     assert [b.changed_lines for b in stored] == [
         sum(change.lines or 0 for change in report.changed_files) for report in reports
     ]
@@ -155,7 +156,7 @@ def test_a_history_replays_in_memory_as_it_does_once_imported(
     reports = list(itertools.islice(read_history(shared_dir / "datasets" / dataset), count))
     repository_id = imported(database, reports)
     with database.session() as session:
-        stored = replay.load_builds(session, repository_id=repository_id)
+        stored = load_builds(session, repository_id=repository_id)
     in_memory = replay.builds_from_reports(reports)
     assert len(in_memory) == len(stored) > 0
     for mine, theirs in zip(in_memory, stored, strict=True):

@@ -28,8 +28,8 @@ from scheduler.models import (
     RunStatus,
     SuiteRun,
 )
+from scheduler.risk.tally import LETTERS, is_failing
 from scheduler.services import history, repos, runs
-from scheduler.services.statistics import LETTERS, is_failing
 
 JUNIT = b"""<?xml version="1.0"?>
 <testsuite name="pytest" tests="3">

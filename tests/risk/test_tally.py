@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 
 from scheduler.models import Outcome
-from scheduler.services.statistics import WINDOW, Observation, Tally, advance
+from scheduler.risk.tally import WINDOW, Observation, Tally, advance
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 P = Observation(Outcome.PASSED, 1.0, flaky=False)

@@ -19,9 +19,8 @@ from scheduler.models import (
     KnownTestStats,
     Provider,
 )
-from scheduler.risk import inputs
 from scheduler.risk.features import ChangeColumns, HistoryColumns, LinkColumns
-from scheduler.services import repos, runs
+from scheduler.services import feature_inputs, repos, runs
 from tests.conftest import empty_all_tables
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, 123_457, tzinfo=UTC)
@@ -120,21 +119,23 @@ def link_set(links: LinkColumns) -> list[tuple[int, int, float, float]]:
 def test_fast_reads_equal_the_portable_ones(postgres: Database) -> None:
     repository_id, commit_id = filled(postgres)
     with postgres.session() as session:
-        ids, history = inputs.load_history(session, repository_id=repository_id)
-        portable_ids, portable = inputs.load_history(
+        ids, history = feature_inputs.load_history(session, repository_id=repository_id)
+        portable_ids, portable = feature_inputs.load_history(
             session, repository_id=repository_id, portable=True
         )
-        change = inputs.load_change(session, commit_id=commit_id)
-        links = inputs.load_links(session, repository_id=repository_id, test_ids=ids, change=change)
-        portable_links = inputs.load_links(
+        change = feature_inputs.load_change(session, commit_id=commit_id)
+        links = feature_inputs.load_links(
+            session, repository_id=repository_id, test_ids=ids, change=change
+        )
+        portable_links = feature_inputs.load_links(
             session, repository_id=repository_id, test_ids=ids, change=change, portable=True
         )
         # Candidates in another order, some missing: rows follow test_ids.
         some = ids[::-2]
-        some_links = inputs.load_links(
+        some_links = feature_inputs.load_links(
             session, repository_id=repository_id, test_ids=some, change=change
         )
-        some_portable = inputs.load_links(
+        some_portable = feature_inputs.load_links(
             session, repository_id=repository_id, test_ids=some, change=change, portable=True
         )
     assert ids == portable_ids
@@ -152,10 +153,14 @@ def test_fast_reads_of_nothing(postgres: Database) -> None:
         repository_id = repos.add_repository(
             session, provider=Provider.GITHUB, full_name="acme/empty"
         ).id
-        ids, history = inputs.load_history(session, repository_id=repository_id)
+        ids, history = feature_inputs.load_history(session, repository_id=repository_id)
         assert ids == []
         same_history(
-            history, inputs.load_history(session, repository_id=repository_id, portable=True)[1]
+            history,
+            feature_inputs.load_history(session, repository_id=repository_id, portable=True)[1],
         )
         change = ChangeColumns.of(["a.py"])
-        assert len(inputs.load_links(session, repository_id=1, test_ids=[5], change=change)) == 0
+        assert (
+            len(feature_inputs.load_links(session, repository_id=1, test_ids=[5], change=change))
+            == 0
+        )

@@ -5,7 +5,7 @@ Each read has two ways: SQLAlchemy rows, which serve both backends, and on
 PostgreSQL a faster one that takes the driver's cursor and hands numpy the
 columns (scoring 10,000 tests must stay far below a second, and building
 ten thousand ORM rows and per-row dictionaries was most of it). The two give
-the same columns; tests/risk/test_inputs.py holds them to it."""
+the same columns; tests/services/test_feature_inputs.py holds them to it."""
 
 from __future__ import annotations
 

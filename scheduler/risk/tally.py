@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from scheduler.models.enums import Outcome
+from scheduler.outcomes import Outcome
 
 # Letters of the recent-outcome window, newest first.
 PASS, FAIL, ERROR = "P", "F", "E"
