@@ -24,13 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from scheduler.risk.features import (
-    ChangeColumns,
-    HistoryColumns,
-    LinkColumns,
-    PathIndex,
-    build_features,
-)
+from scheduler.risk.columns import ChangeColumns, HistoryColumns, LinkColumns
+from scheduler.risk.features import build_features
+from scheduler.risk.paths import PathIndex
 
 AT = datetime(2026, 11, 29, 12, tzinfo=UTC)
 LINKED = 15  # changed paths that changed before (the rest are new files)

@@ -53,7 +53,8 @@ from scheduler.planning import policy as policies
 from scheduler.planning.policy import Context, Decision, Policy
 from scheduler.planning.records import Payload
 from scheduler.risk import replay
-from scheduler.risk.features import FeatureMatrix, HistoryColumns
+from scheduler.risk.columns import HistoryColumns
+from scheduler.risk.features import FeatureMatrix
 from scheduler.services import history as history_import
 from scheduler.services import plans, repos, runs, scoring, training
 from scheduler.services.plans.items import Stats

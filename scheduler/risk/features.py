@@ -4,18 +4,15 @@ name in FEATURE_NAMES (the order the model registry stores).
 Pure and vectorised. `build_features` reads nothing but its arguments (no
 clock, no database, no module state), so the same inputs always give the same
 matrix; the callers make sure the inputs are as they were before the build
-being scored. The queries fill three plain inputs:
-
-- `HistoryColumns`: the candidate tests and their `test_stats` row (a test
-  without one, new to riskrank, has runs 0 and nothing known);
-- `ChangeColumns`: the commit's changed paths and changed lines;
-- `LinkColumns`: the `file_test_links` rows between those tests and paths.
+being scored. The queries fill three plain inputs (`scheduler.risk.columns`):
+the candidate tests' statistics, the change, and the file-test links between
+them.
 
 What depends only on the tests' names and files (their tokens, own-file keys,
-directories) lives in a `PathIndex`. Building one costs a Python pass over
-every test, so a caller keeps one per repository and passes it to every build
-(`build_features(..., index=...)`); without one, or when it lacks some
-candidates, a fresh one is built for the call.
+directories) lives in a `PathIndex` (`scheduler.risk.paths`). Building one
+costs a Python pass over every test, so a caller keeps one per repository and
+passes it to every build (`build_features(..., index=...)`); without one, or
+when it lacks some candidates, a fresh one is built for the call.
 
 A value nobody knows is NaN (LightGBM routes missing values on its own): a
 rate of a test that never ran, the test file of an id that names none, the
@@ -24,24 +21,23 @@ changed lines a provider did not send, the association with an empty change.
 
 from __future__ import annotations
 
-import itertools
 import math
-import posixpath
-import re
-from collections import Counter
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TypeAlias
+from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.ingest.testid import SEPARATOR
-
-FloatArray: TypeAlias = npt.NDArray[np.float64]
-IndexArray: TypeAlias = npt.NDArray[np.intp]
-BoolArray: TypeAlias = npt.NDArray[np.bool_]
+from scheduler.risk.columns import (
+    ChangeColumns,
+    FeatureInputError,
+    FloatArray,
+    HistoryColumns,
+    IndexArray,
+    LinkColumns,
+    epoch_seconds,
+)
+from scheduler.risk.paths import PathIndex
 
 FEATURE_NAMES: tuple[str, ...] = (
     # The test's own history (test_stats).
@@ -68,14 +64,15 @@ FEATURE_NAMES: tuple[str, ...] = (
     # The test and the change together.
     "same_extension_share",  # share of changed paths with its file's extension; NaN no file/change
     "same_top_dir_share",  # share of changed paths under its file's top directory; NaN likewise
-    "own_file_changed",  # 1 if its own file changed (rules at _own_keys); NaN if it names no file
-    "subject_changed",  # 1 if the file it is named after changed (rules at _subject); NaN none
+    "own_file_changed",  # 1 if its own file changed (paths._own_keys); NaN if it names no file
+    "subject_changed",  # 1 if the file it is named after changed (paths._subject); NaN none
     "cofail_max",  # max over changed paths of (failed + 0.1) / (ran + 2) together; NaN no change
     "cofail_sum",  # sum over changed paths of the builds it failed in with that path changed
     "cochange_max",  # max over changed paths of the builds it ran in with that path changed
     "path_distance",  # fewest directory steps from a changed path to its file; NaN no file/change
     "token_jaccard",  # max over changed paths of the tokens' Jaccard similarity with its id
 )
+
 
 # The prior of the co-failure strength: a pair never seen together counts as
 # 0.05 (a typical failure rate) with the weight of two builds, so one shared
@@ -87,164 +84,7 @@ COFAIL_BETA = 2.0
 _PASS, _FAIL, _ERROR = (ord(letter) for letter in "PFE")
 _WINDOWS = (5, 20)
 
-# Pair matrices (changed paths x tests) are built this many cells at a time:
-# 20 paths x 10,000 tests is one go, and a merge commit of a thousand paths
-# stays near 20 MiB (and is faster than in bigger pieces).
-_CELLS_PER_CHUNK = 1 << 18
-
 _SECONDS_PER_DAY = 86_400.0
-
-
-class FeatureInputError(ValueError):
-    """Inputs that do not fit together (lengths, indexes, duplicate paths)."""
-
-
-# --- inputs -------------------------------------------------------------------
-
-
-def _floats(values: Iterable[float | int | None], fill: float) -> FloatArray:
-    return np.fromiter((fill if value is None else value for value in values), dtype=np.float64)
-
-
-def _epoch_seconds(moment: datetime) -> float:
-    # Naive times are UTC: that is what SQLite gives back for riskrank's columns.
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-@dataclass(frozen=True, eq=False)
-class HistoryColumns:
-    """The candidate tests, one entry per test in every field, in row order.
-
-    Counts are float64 arrays; NaN in builds_since_failure means "never
-    failed", in duration_mean and first_seen "unknown". first_seen is in
-    seconds since the epoch (UTC)."""
-
-    names: tuple[str, ...]  # canonical test ids (known_tests.name)
-    files: tuple[str | None, ...]  # known_tests.file
-    runs: FloatArray
-    failures: FloatArray
-    recent: tuple[str, ...]  # test_stats.recent: ASCII letters P, F or E, newest first
-    builds_since_failure: FloatArray
-    flips: FloatArray
-    flaky_runs: FloatArray
-    duration_mean: FloatArray
-    first_seen: FloatArray
-
-    def __post_init__(self) -> None:
-        n = len(self.names)
-        arrays = ("runs", "failures", "builds_since_failure", "flips", "flaky_runs")
-        for name in (*arrays, "duration_mean", "first_seen"):
-            if getattr(self, name).shape != (n,):
-                raise FeatureInputError(f"{name} must have shape ({n},)")
-        if len(self.files) != n or len(self.recent) != n:
-            raise FeatureInputError(f"files and recent must have {n} entries")
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @classmethod
-    def from_sequences(
-        cls,
-        *,
-        names: Sequence[str],
-        files: Sequence[str | None],
-        runs: Sequence[int | None],
-        failures: Sequence[int | None],
-        recent: Sequence[str | None],
-        builds_since_failure: Sequence[int | float | None],
-        flips: Sequence[int | None],
-        flaky_runs: Sequence[int | None],
-        duration_mean: Sequence[float | None],
-        first_seen: Sequence[datetime | float | None],
-    ) -> HistoryColumns:
-        """From plain values, as an outer join of known_tests and test_stats
-        gives them: None for a count or `recent` is a test without statistics
-        (0, ""), None elsewhere is unknown (NaN); a datetime without a zone is
-        UTC."""
-        return cls(
-            names=tuple(names),
-            files=tuple(files),
-            runs=_floats(runs, 0.0),
-            failures=_floats(failures, 0.0),
-            recent=tuple(letters or "" for letters in recent),
-            builds_since_failure=_floats(builds_since_failure, math.nan),
-            flips=_floats(flips, 0.0),
-            flaky_runs=_floats(flaky_runs, 0.0),
-            duration_mean=_floats(duration_mean, math.nan),
-            first_seen=_floats(
-                (_epoch_seconds(v) if isinstance(v, datetime) else v for v in first_seen),
-                math.nan,
-            ),
-        )
-
-
-@dataclass(frozen=True)
-class ChangeColumns:
-    """What the commit changed: distinct repository paths (`/` separators, as
-    commits keep them) and the changed lines, None when the provider did not
-    say."""
-
-    paths: tuple[str, ...]
-    changed_lines: int | None = None
-
-    def __post_init__(self) -> None:
-        if len(set(self.paths)) != len(self.paths):
-            raise FeatureInputError("changed paths must be distinct (links point at one each)")
-
-    @classmethod
-    def of(cls, paths: Iterable[str], changed_lines: int | None = None) -> ChangeColumns:
-        return cls(tuple(paths), changed_lines)
-
-
-def _indexes(values: npt.ArrayLike) -> IndexArray:
-    return np.asarray(values, dtype=np.intp).reshape(-1)
-
-
-@dataclass(frozen=True, eq=False)
-class LinkColumns:
-    """file_test_links between the candidates and the changed paths: one entry
-    per (test, path) pair that has a row, as parallel arrays. test_index is a
-    row of HistoryColumns, path_index a position in ChangeColumns.paths."""
-
-    test_index: IndexArray
-    path_index: IndexArray
-    changed_together: FloatArray
-    failed_together: FloatArray
-
-    def __post_init__(self) -> None:
-        n = self.test_index.shape
-        if len(n) != 1 or any(
-            array.shape != n
-            for array in (self.path_index, self.changed_together, self.failed_together)
-        ):
-            raise FeatureInputError("link columns must be 1-d arrays of one length")
-
-    def __len__(self) -> int:
-        return int(self.test_index.shape[0])
-
-    @classmethod
-    def from_sequences(
-        cls,
-        *,
-        test_index: npt.ArrayLike,
-        path_index: npt.ArrayLike,
-        changed_together: npt.ArrayLike,
-        failed_together: npt.ArrayLike,
-    ) -> LinkColumns:
-        return cls(
-            _indexes(test_index),
-            _indexes(path_index),
-            np.asarray(changed_together, dtype=np.float64).reshape(-1),
-            np.asarray(failed_together, dtype=np.float64).reshape(-1),
-        )
-
-    @classmethod
-    def empty(cls) -> LinkColumns:
-        return cls.from_sequences(
-            test_index=[], path_index=[], changed_together=[], failed_together=[]
-        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -257,442 +97,6 @@ class FeatureMatrix:
 
     def column(self, name: str) -> npt.NDArray[np.float32]:
         return self.values[:, self.names.index(name)]
-
-
-# --- paths and ids ------------------------------------------------------------
-
-# A token is a run of letters cut at camelCase humps (HTTPServer: http,
-# server) or a run of digits; everything else (/ . _ - :: spaces brackets)
-# only separates. Tokens are compared lower-cased, as sets.
-_TOKEN = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-
-# How a test file or class is named after what it tests: FooTest, FooTests,
-# FooSpec, FooIT, foo_test, foo-spec, foo.spec (.ts), test_foo, TestFoo.
-_TEST_SUFFIX = re.compile(
-    r"(?:[._-](?:[Tt]ests?|TESTS?|[Ss]pecs?)|(?<=[a-z0-9])(?:Tests?|Specs?|IT))$"
-)
-_TEST_PREFIX = re.compile(r"^(?:[Tt]ests?[._-]|Test(?=[A-Z0-9]))")
-
-
-def _tokens(text: str) -> set[str]:
-    return {token.lower() for token in _TOKEN.findall(text)}
-
-
-def _directory(path: str) -> str:
-    return path.rpartition("/")[0]
-
-
-def _stem(path: str) -> str:
-    """The base name without its last extension."""
-    return posixpath.splitext(path.rpartition("/")[2])[0]
-
-
-def _extension(path: str) -> str:
-    """The last extension of the base name, lower-cased, without the dot; ""
-    for none (`Makefile`, `.gitignore`)."""
-    return posixpath.splitext(path.rpartition("/")[2])[1][1:].lower()
-
-
-def _top_dir(path: str) -> str:
-    """The first directory of a path; "" for a file at the root."""
-    head, slash, _ = path.partition("/")
-    return head if slash else ""
-
-
-def _owner(name: str, file: str | None) -> tuple[str | None, str | None]:
-    """What a test shares with the other tests of its file or class: its
-    known_tests.file and the part of its id before the first `::` (None
-    for an id without one)."""
-    head, separator, _ = name.partition(SEPARATOR)
-    return file or None, head if separator else None
-
-
-def _test_file(file: str | None, head: str | None) -> str | None:
-    """The test's file: known_tests.file, else the head of its id when that
-    is a path (has a `/`). A dotted classname (`org.x.FooTest::testBar`,
-    `tests.test_x.TestY::test_z`) names a class, not a file: unknown."""
-    if file:
-        return file
-    return head if head is not None and "/" in head else None
-
-
-def _dotted_head(file: str | None, head: str | None) -> str | None:
-    """The dotted classname that starts an id without a file, if any."""
-    if file or head is None or "/" in head or " " in head:
-        return None
-    return head
-
-
-def _class_keys(head: str) -> list[str]:
-    """The module or class paths a dotted classname can live in.
-
-    `org.x.FooTest` (Java) lives in a file whose path ends in org/x/FooTest;
-    `tests.test_x.TestY` (pytest's xunit2) in one ending in tests/test_x. So
-    a key is every leading run of the parts that is followed only by
-    class-like (capitalised) parts: org.x.FooTest and org.x, or
-    tests.test_x.TestY and tests.test_x. A nested class's `$Inner` is cut."""
-    parts = [part.partition("$")[0] for part in head.split(".")]
-    if not all(parts):
-        return []
-    keys = []
-    for size in range(len(parts), 0, -1):
-        keys.append(".".join(parts[:size]))
-        if not parts[size - 1][:1].isupper():
-            break
-    return keys
-
-
-def _own_keys(file: str | None, head: str | None) -> list[str]:
-    """Keys that a changed path matching the test's own file also yields
-    (`_path_keys`). The rules:
-
-    - With a file (known_tests.file, or a path before `::`), the changed path
-      is that file, or ends in `/` + it (a file kept relative to a
-      sub-project: `tests/test_io.py` matches `python/tests/test_io.py`).
-    - With a dotted classname instead, the changed path without its
-      extension, read with `.` for `/`, ends in one of its `_class_keys`
-      (`org.x.FooTest` matches `src/test/java/org/x/FooTest.java` and a
-      `FooTest.kt` in `org/x`; `tests.test_x.TestY` matches `tests/test_x.py`).
-      The classname is also tried as a path, for a root-level file
-      reported without `file` (`test_x.py::test_a`).
-    - Without either (an id with no `::`), nothing is known: NaN.
-    """
-    path = _test_file(file, head)
-    if path is not None:
-        return ["/" + path]
-    dotted = _dotted_head(file, head)
-    if dotted is None:
-        return []
-    return ["/" + dotted, *("." + key for key in _class_keys(dotted))]
-
-
-def _path_keys(path: str) -> list[str]:
-    """Every key of `_own_keys` that a changed path matches: its trailing
-    runs of components, as a path and, without the extension, dotted."""
-    parts = path.split("/")
-    dotted = [*parts[:-1], _stem(path)]
-    return [
-        key
-        for size in range(1, len(parts) + 1)
-        for key in ("/" + "/".join(parts[-size:]), "." + ".".join(dotted[-size:]))
-    ]
-
-
-def _subject(stem: str) -> str | None:
-    """The lower-cased name a test file or class is named after (FooTest,
-    FooTests, FooSpec, FooIT, test_foo, TestFoo, foo_test, foo-spec,
-    foo.spec: foo); None without such an affix."""
-    bare = _TEST_PREFIX.sub("", _TEST_SUFFIX.sub("", stem, count=1), count=1)
-    return bare.lower() if bare and bare != stem else None
-
-
-def _subjects(file: str | None, head: str | None) -> set[str]:
-    """What the test is named after (`_subject`): the stem of its file,
-    else of any part of its dotted classname (org.x.FooTest: foo;
-    tests.test_x.TestY: x and y). A changed path with that stem, in any
-    directory and case (Foo.java, x.py), is its subject."""
-    path = _test_file(file, head)
-    if path is not None:
-        stems = [_stem(path)]
-    else:
-        dotted = _dotted_head(file, head)
-        stems = [part.partition("$")[0] for part in dotted.split(".")] if dotted else []
-    return {subject for stem in stems if (subject := _subject(stem)) is not None}
-
-
-def _chunks(count: int, width: int) -> Iterable[slice]:
-    """Slices of range(count) of about _CELLS_PER_CHUNK / width each."""
-    step = max(1, _CELLS_PER_CHUNK // max(width, 1))
-    return (slice(start, start + step) for start in range(0, count, step))
-
-
-# --- the per-repository index -------------------------------------------------
-
-
-class PathIndex:
-    """What the features need from the tests' names and files alone, for
-    every test a repository knows: build it once, keep it, pass it to each
-    build. Tests are found by name; a test's file is the one given when it
-    was added (the first, for a name given twice). Immutable: `covering`
-    returns a new index, which indexes only the tests it adds.
-
-    Most of it is kept per *owner* (a file or class, shared by its tests):
-    own-file keys, subjects, extension, top directory and directory."""
-
-    names: tuple[str, ...]
-    files: tuple[str | None, ...]
-    _position: dict[str, int]  # name -> row
-    # Tokens: vocabulary, the inverted index (CSR) and the count per row.
-    _vocabulary: dict[str, int]
-    _token_rows: IndexArray
-    _token_start: IndexArray
-    _token_count: npt.NDArray[np.float32]
-    # Owners: (file, head) -> owner, and the owner of each row.
-    _owners: dict[tuple[str | None, str | None], int]
-    _owner_of_row: IndexArray
-    # Per owner: own-file keys and subjects (key -> owners), what it has,
-    # and ids of its extension, top directory and directory (-1: no file).
-    _own: dict[str, list[int]]
-    _subjects: dict[str, list[int]]
-    _has_own: BoolArray
-    _has_subject: BoolArray
-    _extensions: dict[str, int]
-    _tops: dict[str, int]
-    _directories: dict[str, int]
-    _extension_id: IndexArray
-    _top_id: IndexArray
-    _directory_id: IndexArray
-    # Per directory: prefix ids (padded with -1) and depth.
-    _prefixes: dict[str, int]
-    _directory_prefixes: IndexArray
-    _directory_depth: FloatArray
-
-    def __init__(
-        self,
-        names: Sequence[str],
-        files: Sequence[str | None],
-        *,
-        extending: PathIndex | None = None,
-    ) -> None:
-        """An index of these tests, added to `extending`'s (which stays as
-        it is) when given."""
-        if len(names) != len(files):
-            raise FeatureInputError("names and files must have one entry per test")
-        base = extending if extending is not None else _EMPTY_INDEX
-        added: dict[str, str | None] = {}
-        for name, file in zip(names, files, strict=True):
-            if name not in base._position and name not in added:
-                added[name] = file
-        first_row = len(base.names)
-        self.names = base.names + tuple(added)
-        self.files = base.files + tuple(added.values())
-        self._position = dict(base._position)
-        self._position.update(zip(added, itertools.count(first_row)))
-        self._index_tokens(base, added)
-        self._index_owners(base, added)
-
-    def _index_tokens(self, base: PathIndex, added: dict[str, str | None]) -> None:
-        # Tokens per test, through a cache of the `::` parts: a file's or a
-        # class's tests repeat theirs.
-        pieces: dict[str, frozenset[str]] = {}
-
-        def tokens_of(text: str) -> frozenset[str]:
-            found = pieces.get(text)
-            if found is None:
-                found = pieces[text] = frozenset(map(str.lower, _TOKEN.findall(text)))
-            return found
-
-        row_tokens = [frozenset().union(*map(tokens_of, name.split(SEPARATOR))) for name in added]
-        self._vocabulary = dict(base._vocabulary)
-        unseen = frozenset().union(*pieces.values()).difference(self._vocabulary)
-        self._vocabulary.update(zip(sorted(unseen), itertools.count(len(self._vocabulary))))
-
-        # The inverted index token -> rows, as CSR: the rows of token t are
-        # _token_rows[_token_start[t]:_token_start[t + 1]].
-        counts = np.fromiter(map(len, row_tokens), dtype=np.intp, count=len(row_tokens))
-        tokens = np.concatenate(
-            (
-                np.repeat(np.arange(len(base._token_start) - 1), np.diff(base._token_start)),
-                np.fromiter(
-                    map(self._vocabulary.__getitem__, itertools.chain.from_iterable(row_tokens)),
-                    dtype=np.intp,
-                    count=int(counts.sum()),
-                ),
-            )
-        )
-        rows = np.concatenate(
-            (base._token_rows, np.repeat(np.arange(len(base.names), len(self.names)), counts))
-        )
-        self._token_rows = rows[np.argsort(tokens, kind="stable")]
-        self._token_start = np.zeros(len(self._vocabulary) + 1, dtype=np.intp)
-        np.cumsum(np.bincount(tokens, minlength=len(self._vocabulary)), out=self._token_start[1:])
-        self._token_count = np.concatenate((base._token_count, counts.astype(np.float32)))
-
-    def _index_owners(self, base: PathIndex, added: dict[str, str | None]) -> None:
-        self._owners = dict(base._owners)
-        first_owner = len(self._owners)
-        owner_of_row = [
-            self._owners.setdefault(_owner(name, file), len(self._owners))
-            for name, file in added.items()
-        ]
-        self._owner_of_row = np.concatenate(
-            (base._owner_of_row, np.asarray(owner_of_row, dtype=np.intp))
-        )
-
-        own: dict[str, list[int]] = {}
-        subjects: dict[str, list[int]] = {}
-        self._extensions = dict(base._extensions)
-        self._tops = dict(base._tops)
-        self._directories = dict(base._directories)
-        new = len(self._owners) - first_owner
-        has_own = np.zeros(new, dtype=np.bool_)
-        has_subject = np.zeros(new, dtype=np.bool_)
-        extension_id, top_id, directory_id = (np.full(new, -1, dtype=np.intp) for _ in range(3))
-        for number, (file, head) in enumerate(itertools.islice(self._owners, first_owner, None)):
-            owner = first_owner + number
-            for key in _own_keys(file, head):
-                own.setdefault(key, []).append(owner)
-                has_own[number] = True
-            for subject in _subjects(file, head):
-                subjects.setdefault(subject, []).append(owner)
-                has_subject[number] = True
-            path = _test_file(file, head)
-            if path is not None:
-                extension_id[number] = self._extensions.setdefault(
-                    _extension(path), len(self._extensions)
-                )
-                top_id[number] = self._tops.setdefault(_top_dir(path), len(self._tops))
-                directory_id[number] = self._directories.setdefault(
-                    _directory(path), len(self._directories)
-                )
-        # Keys point at owners; the lists are never changed once made.
-        self._own = {**base._own, **{k: [*base._own.get(k, ()), *v] for k, v in own.items()}}
-        self._subjects = {
-            **base._subjects,
-            **{k: [*base._subjects.get(k, ()), *v] for k, v in subjects.items()},
-        }
-        self._has_own = np.concatenate((base._has_own, has_own))
-        self._has_subject = np.concatenate((base._has_subject, has_subject))
-        self._extension_id = np.concatenate((base._extension_id, extension_id))
-        self._top_id = np.concatenate((base._top_id, top_id))
-        self._directory_id = np.concatenate((base._directory_id, directory_id))
-
-        # Directories as rows of prefix ids: two directories share their
-        # first k components exactly where their first k prefix ids agree.
-        self._prefixes = dict(base._prefixes)
-        components = [
-            directory.split("/") if directory else []
-            for directory in itertools.islice(self._directories, len(base._directory_depth), None)
-        ]
-        depth = max([base._directory_prefixes.shape[1], *map(len, components)])
-        prefixes = np.full((len(self._directories), depth), -1, dtype=np.intp)
-        prefixes[: len(base._directory_depth), : base._directory_prefixes.shape[1]] = (
-            base._directory_prefixes
-        )
-        for number, parts in enumerate(components, start=len(base._directory_depth)):
-            for level in range(len(parts)):
-                prefixes[number, level] = self._prefixes.setdefault(
-                    "/".join(parts[: level + 1]), len(self._prefixes)
-                )
-        self._directory_prefixes = prefixes
-        self._directory_depth = np.concatenate(
-            (base._directory_depth, np.fromiter(map(len, components), dtype=np.float64))
-        )
-
-    @classmethod
-    def _empty(cls) -> PathIndex:
-        index = cls.__new__(cls)
-        index.names, index.files, index._position = (), (), {}
-        index._vocabulary, index._owners = {}, {}
-        index._token_rows = np.empty(0, dtype=np.intp)
-        index._token_start = np.zeros(1, dtype=np.intp)
-        index._token_count = np.empty(0, dtype=np.float32)
-        index._owner_of_row = np.empty(0, dtype=np.intp)
-        index._own, index._subjects = {}, {}
-        index._extensions, index._tops, index._directories, index._prefixes = {}, {}, {}, {}
-        index._has_own = index._has_subject = np.empty(0, dtype=np.bool_)
-        index._extension_id = index._top_id = index._directory_id = np.empty(0, dtype=np.intp)
-        index._directory_prefixes = np.empty((0, 0), dtype=np.intp)
-        index._directory_depth = np.empty(0, dtype=np.float64)
-        return index
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        """How big it is: tests, owners (files or classes), tokens, directories."""
-        return {
-            "tests": len(self.names),
-            "owners": len(self._owners),
-            "tokens": len(self._vocabulary),
-            "directories": len(self._directories),
-        }
-
-    def rows(self, names: Sequence[str]) -> IndexArray | None:
-        """The index rows of these tests, None if some are not in it."""
-        try:
-            return np.fromiter(
-                map(self._position.__getitem__, names), dtype=np.intp, count=len(names)
-            )
-        except KeyError:
-            return None
-
-    def covering(self, names: Sequence[str], files: Sequence[str | None]) -> PathIndex:
-        """This index if it knows every test named, else a new one that also
-        does (the work is for the new tests only, plus a re-sort of the
-        token postings)."""
-        if all(map(self._position.__contains__, names)):
-            return self
-        return PathIndex(names, files, extending=self)
-
-    def _hits(self, postings: dict[str, list[int]], keys: Iterable[str]) -> BoolArray:
-        """Per owner: does one of `keys` point at it?"""
-        hit = np.zeros(len(self._owners), dtype=np.bool_)
-        for key in keys:
-            found = postings.get(key)
-            if found is not None:
-                hit[found] = True
-        return hit
-
-    def _similarity(self, paths: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Per index row, the max over paths of |T and P| / |T or P| for the
-        test's token set T and the path's P. The intersections come from one
-        bincount over the postings of the paths' tokens, never from a loop
-        over the tests."""
-        size = len(self.names)
-        best = np.zeros(size, dtype=np.float32)
-        token_sets = [_tokens(path) for path in paths]
-        for chunk in _chunks(len(paths), size):
-            sets = token_sets[chunk]
-            slices = [
-                (offset * size, self._token_start[number], self._token_start[number + 1])
-                for offset, tokens in enumerate(sets)
-                for token in tokens
-                if (number := self._vocabulary.get(token)) is not None
-            ]
-            postings = np.concatenate(
-                [np.empty(0, dtype=np.intp)]
-                + [self._token_rows[start:stop] + shift for shift, start, stop in slices]
-            )
-            shared = np.bincount(postings, minlength=len(sets) * size).reshape(len(sets), size)
-            similarity = shared.astype(np.float32)
-            union = np.add.outer(
-                np.fromiter(map(len, sets), dtype=np.float32, count=len(sets)),
-                self._token_count,
-            )
-            union -= similarity
-            # Both sets empty: 0 / 1.
-            np.maximum(union, 1.0, out=union)
-            similarity /= union
-            np.maximum(best, similarity.max(axis=0), out=best)
-        return best
-
-    def _distance(self, paths: Sequence[str]) -> FloatArray:
-        """Per directory id (and NaN last, for id -1), the fewest steps (up
-        to the deepest shared directory, then down) from a changed path's
-        directory: worked out once per directory, not per test."""
-        prefixes = self._directory_prefixes
-        count, depth = prefixes.shape
-        best = np.full(count + 1, np.inf)
-        for chunk in _chunks(len(paths), count * max(depth, 1)):
-            changed = [_directory(path) for path in paths[chunk]]
-            # -2 never equals a test directory's prefix (ids >= 0, padding -1).
-            query = np.full((len(changed), depth), -2, dtype=np.intp)
-            changed_depth = np.empty(len(changed), dtype=np.float64)
-            for number, directory in enumerate(changed):
-                parts = directory.split("/") if directory else []
-                changed_depth[number] = len(parts)
-                for level in range(min(len(parts), depth)):
-                    query[number, level] = self._prefixes.get("/".join(parts[: level + 1]), -2)
-            common = (prefixes[:, None, :] == query[None, :, :]).sum(axis=2)
-            steps = np.add.outer(self._directory_depth, changed_depth) - 2.0 * common
-            np.minimum(best[:count], steps.min(axis=1, initial=np.inf), out=best[:count])
-        best[np.isinf(best)] = np.nan
-        return best
-
-
-_EMPTY_INDEX = PathIndex._empty()
 
 
 # --- the features -------------------------------------------------------------
@@ -752,20 +156,6 @@ def _new_or_recent(runs: FloatArray, since: FloatArray, rate: FloatArray) -> Flo
     return np.where(runs == 0, 1.0, failed_before)
 
 
-def _shares(vocabulary: dict[str, int], ids: IndexArray, changed: Sequence[str]) -> FloatArray:
-    """Per test, the share of `changed` equal to its own value (ids into
-    vocabulary; -1, unknown, and an empty change give NaN)."""
-    if not changed:
-        return np.full(ids.shape, np.nan)
-    share = np.zeros(len(vocabulary) + 1, dtype=np.float64)
-    share[-1] = np.nan  # what id -1 reads
-    for value, count in Counter(changed).items():
-        number = vocabulary.get(value)
-        if number is not None:
-            share[number] = count / len(changed)
-    return share[ids]
-
-
 def _link_features(links: LinkColumns, n: int, changed: int) -> dict[str, FloatArray]:
     if changed == 0:
         return {
@@ -822,36 +212,14 @@ def build_features(
         index = index.covering(history.names, history.files)
         rows = index.rows(history.names)
         assert rows is not None  # covering knows every name it was given
-    owners = index._owner_of_row[rows]
-
-    columns = _history_features(history, _epoch_seconds(at))
-
-    extensions = [_extension(path) for path in paths]
-    tops = [_top_dir(path) for path in paths]
+    columns = _history_features(history, epoch_seconds(at))
     changed_lines = math.nan if change.changed_lines is None else change.changed_lines
     columns.update(
         changed_files=np.full(n, len(paths), dtype=np.float64),
         changed_lines=np.full(n, changed_lines, dtype=np.float64),
-        changed_extensions=np.full(n, len(set(extensions)), dtype=np.float64),
-        changed_top_dirs=np.full(n, len(set(tops)), dtype=np.float64),
     )
-
-    own = index._hits(index._own, (key for path in paths for key in _path_keys(path)))
-    subject = index._hits(index._subjects, (_stem(path).lower() for path in paths))
-    columns.update(
-        same_extension_share=_shares(index._extensions, index._extension_id[owners], extensions),
-        same_top_dir_share=_shares(index._tops, index._top_id[owners], tops),
-        own_file_changed=np.where(index._has_own[owners], own[owners], np.nan),
-        subject_changed=np.where(index._has_subject[owners], subject[owners], np.nan),
-    )
+    columns.update(index.features(rows, paths))
     columns.update(_link_features(links, n, len(paths)))
-    if paths:
-        columns.update(
-            path_distance=index._distance(paths)[index._directory_id[owners]],
-            token_jaccard=index._similarity(paths)[rows].astype(np.float64),
-        )
-    else:
-        columns.update(path_distance=np.full(n, np.nan), token_jaccard=np.full(n, np.nan))
 
     values = np.empty((n, len(FEATURE_NAMES)), dtype=np.float32)
     for number, name in enumerate(FEATURE_NAMES):

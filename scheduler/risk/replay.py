@@ -21,14 +21,9 @@ from scheduler.ingest.history import FileChange, HistoryReport, changed_lines
 from scheduler.ingest.results import final_results
 from scheduler.outcomes import Outcome
 from scheduler.risk import tally
-from scheduler.risk.features import (
-    ChangeColumns,
-    FeatureMatrix,
-    HistoryColumns,
-    LinkColumns,
-    PathIndex,
-    build_features,
-)
+from scheduler.risk.columns import ChangeColumns, HistoryColumns, LinkColumns
+from scheduler.risk.features import FeatureMatrix, build_features
+from scheduler.risk.paths import PathIndex
 
 WORSE = {Outcome.PASSED: 0, Outcome.FAILED: 1, Outcome.ERROR: 2}
 FAILING = frozenset((Outcome.FAILED, Outcome.ERROR))

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.ingest.history import changed_lines
 from scheduler.models import ChangedFile, FileTestLink, KnownTest, KnownTestStats
-from scheduler.risk.features import ChangeColumns, HistoryColumns, LinkColumns
+from scheduler.risk.columns import ChangeColumns, HistoryColumns, LinkColumns
 from scheduler.services.sql import chunks
 
 

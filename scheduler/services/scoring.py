@@ -21,18 +21,17 @@ from scheduler.models import Commit, ModelStatus, Plan, PlanItem, PlanStatus, Re
 from scheduler.models.base import utcnow
 from scheduler.planning.records import Payload
 from scheduler.risk import explain
+from scheduler.risk.columns import ChangeColumns, HistoryColumns
 from scheduler.risk.features import (
     FEATURE_NAMES,
-    ChangeColumns,
     FeatureMatrix,
-    HistoryColumns,
-    PathIndex,
     StrongestCoFailure,
     build_features,
     strongest_cofailure,
 )
 from scheduler.risk.heuristic import heuristic_scores
 from scheduler.risk.model import LoadedModel, load_model
+from scheduler.risk.paths import PathIndex
 from scheduler.services import feature_inputs
 from scheduler.services.sql import insert_rows_ignoring
 

@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 
+from scheduler.risk.columns import LinkColumns
 from scheduler.risk.explain import CoFailure, heuristic_reasons_of, sentence, sentences
 from scheduler.risk.features import (
     FEATURE_NAMES,
     FeatureMatrix,
-    LinkColumns,
     StrongestCoFailure,
     strongest_cofailure,
 )

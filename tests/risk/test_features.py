@@ -10,19 +10,16 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from scheduler.risk import features
+from scheduler.risk import paths as path_index
+from scheduler.risk.columns import ChangeColumns, FeatureInputError, HistoryColumns, LinkColumns
 from scheduler.risk.features import (
     COFAIL_ALPHA,
     COFAIL_BETA,
     FEATURE_NAMES,
-    ChangeColumns,
-    FeatureInputError,
     FeatureMatrix,
-    HistoryColumns,
-    LinkColumns,
-    PathIndex,
     build_features,
 )
+from scheduler.risk.paths import PathIndex
 
 AT = datetime(2024, 6, 1, 12, tzinfo=UTC)
 NAN = math.nan
@@ -291,7 +288,7 @@ def test_a_naive_time_is_utc() -> None:
 
 def test_small_chunks_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     whole = build()
-    monkeypatch.setattr(features, "_CELLS_PER_CHUNK", 1)  # one path at a time
+    monkeypatch.setattr(path_index, "_CELLS_PER_CHUNK", 1)  # one path at a time
     assert build().values.tobytes() == whole.values.tobytes()
 
 

@@ -19,7 +19,7 @@ from scheduler.models import (
     KnownTestStats,
     Provider,
 )
-from scheduler.risk.features import ChangeColumns, HistoryColumns, LinkColumns
+from scheduler.risk.columns import ChangeColumns, HistoryColumns, LinkColumns
 from scheduler.services import feature_inputs, repos, runs
 from tests.conftest import empty_all_tables
 
