@@ -40,7 +40,8 @@ from scheduler.ingest.history import read_history
 from scheduler.risk import replay
 from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
 from scheduler.risk.heuristic import HEURISTICS, NEVER
-from scheduler.risk.model import load_model, train_model
+from scheduler.risk.serving import load_model
+from scheduler.risk.training import train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = ROOT.parent / "shared/datasets/dune-common/dune-total/features-engineered.csv.gz"

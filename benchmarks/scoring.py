@@ -27,7 +27,7 @@ from pgtemp import copy_rows, temporary_database
 from scheduler.db import Database
 from scheduler.models import ChangedFile, FileStatus, ModelStatus, Provider, RiskModel
 from scheduler.risk.features import FEATURE_NAMES, build_features
-from scheduler.risk.model import train_model
+from scheduler.risk.training import train_model
 from scheduler.services import feature_inputs, repos, runs, scoring
 from scheduler.services.ingestion import STATS_COLUMNS
 

@@ -21,7 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from scheduler.risk.features import FeatureMatrix
-from scheduler.risk.model import THREADS, load_model, train_model
+from scheduler.risk.model import THREADS
+from scheduler.risk.serving import load_model
+from scheduler.risk.training import train_model
 
 FEATURES = 25
 PREDICT_ROWS = 10_000

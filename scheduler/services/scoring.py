@@ -30,8 +30,8 @@ from scheduler.risk.features import (
     strongest_cofailure,
 )
 from scheduler.risk.heuristic import heuristic_scores
-from scheduler.risk.model import LoadedModel, load_model
 from scheduler.risk.paths import PathIndex
+from scheduler.risk.serving import LoadedModel, load_model
 from scheduler.services import feature_inputs
 from scheduler.services.sql import insert_rows_ignoring
 

@@ -22,14 +22,9 @@ from scheduler.models.base import utcnow
 from scheduler.risk import choice, replay
 from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
 from scheduler.risk.heuristic import HEURISTICS, heuristic_scores
-from scheduler.risk.model import (
-    BuildSpan,
-    ModelError,
-    build_apfds,
-    load_model,
-    train_model,
-    validation_metrics,
-)
+from scheduler.risk.model import ModelError
+from scheduler.risk.serving import load_model
+from scheduler.risk.training import BuildSpan, build_apfds, train_model, validation_metrics
 from scheduler.services.builds import load_builds
 
 log = logging.getLogger(__name__)

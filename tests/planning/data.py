@@ -23,7 +23,7 @@ from scheduler.models import (
     RiskModel,
 )
 from scheduler.risk.features import FEATURE_NAMES
-from scheduler.risk.model import train_model
+from scheduler.risk.training import train_model
 from scheduler.services import history, plan_evaluation, repos, runs, tokens
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)

@@ -9,15 +9,14 @@ import pytest
 
 from scheduler.evaluation.metrics import apfd
 from scheduler.risk.features import FeatureMatrix
-from scheduler.risk.model import (
+from scheduler.risk.model import ModelInputError
+from scheduler.risk.serving import InvalidModelText, load_model
+from scheduler.risk.training import (
     EARLY_STOPPING_ROUNDS,
-    InvalidModelText,
-    ModelInputError,
     NoPositiveLabels,
     TooFewBuilds,
     TrainedModel,
     grouped_apfd,
-    load_model,
     train_model,
     validation_metrics,
 )

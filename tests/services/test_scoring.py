@@ -24,7 +24,7 @@ from scheduler.models import (
     RiskModel,
 )
 from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
-from scheduler.risk.model import load_model
+from scheduler.risk.serving import load_model
 from scheduler.services import history, repos, runs, scoring
 from tests.planning import data as planning_data
 
