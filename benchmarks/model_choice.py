@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from scheduler.risk.choice import choose
 from scheduler.risk.features import FEATURE_NAMES
-from scheduler.risk.model import train_model
+from scheduler.risk.training import train_model
 from scheduler.services.training import COMPARISON_SHARE
 
 TARGET_SECONDS = 300.0

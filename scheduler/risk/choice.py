@@ -26,11 +26,11 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.risk.model import (
+from scheduler.risk.model import ModelError
+from scheduler.risk.training import (
     DEFAULT_PARAMS,
     EXCLUDED_FEATURES,
     MIN_BUILDS,
-    ModelError,
     build_apfds,
     train_model,
 )
