@@ -90,6 +90,7 @@ def main() -> None:
         comparison_share=COMPARISON_SHARE,
         params=picked.chosen.training_params(),
         exclude=picked.chosen.excluded(FEATURE_NAMES),
+        ranking=picked.chosen.ranking,
     )
     total = time.perf_counter() - started
     print(

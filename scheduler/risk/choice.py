@@ -58,6 +58,7 @@ class Candidate:
     params: Mapping[str, Any] = field(default_factory=dict)
     features: tuple[str, ...] | None = None
     direction: int = 0
+    ranking: bool = False  # LambdaRank, each build a query (risk.training)
 
     @property
     def ordering(self) -> bool:
@@ -115,6 +116,12 @@ CANDIDATES: Final[tuple[Candidate, ...]] = (
         "trees of depth 3",
         "every feature, trees of up to 8 leaves (interactions between features)",
         {"num_leaves": 8, "max_depth": 3, "min_data_in_leaf": 50},
+    ),
+    Candidate(
+        "ranking",
+        "every feature, trees of one split, learning each build's order (LambdaRank) "
+        "rather than each test's outcome; probabilities by Platt scaling",
+        ranking=True,
     ),
 )
 
@@ -221,6 +228,7 @@ def choose(
                 feature_names,
                 params=each.training_params(),
                 refit=False,
+                ranking=each.ranking,
                 exclude=each.excluded(feature_names),
             )
         except ModelError as error:

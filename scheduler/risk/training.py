@@ -286,6 +286,55 @@ def _shift_prior(booster: lgb.Booster, weight: float) -> None:
         booster.set_leaf_output(0, leaf, booster.get_leaf_output(0, leaf) + shift)
 
 
+def _platt(raw: Floats, failed: Labels) -> tuple[float, float]:
+    """The scale and shift (a, c) that make sigmoid(a * raw + c) the
+    probability of failing, by maximum likelihood (Platt scaling: Newton's
+    method on the two parameters' log loss). A raw score that does not
+    vary, or a single class, gives the base rate (a = 0)."""
+    labels = failed.astype(np.float64)
+    rate = float(np.clip(labels.mean(), 1e-6, 1 - 1e-6)) if labels.size else 0.5
+    a, c = 0.0, math.log(rate / (1 - rate))
+    if labels.size == 0 or np.ptp(raw) == 0 or labels.min() == labels.max():
+        return a, c
+    a = 1.0
+    for _ in range(100):
+        p = _sigmoid(a * raw + c)
+        w = p * (1.0 - p)
+        gradient = np.array([np.dot(p - labels, raw), np.sum(p - labels)])
+        hessian = np.array([[np.dot(w, raw * raw), np.dot(w, raw)], [np.dot(w, raw), w.sum()]])
+        step = np.linalg.solve(hessian + 1e-9 * np.eye(2), gradient)
+        a, c = a - float(step[0]), c - float(step[1])
+        if np.abs(step).max() < 1e-10:
+            break
+    return a, c
+
+
+def _calibrated(booster: lgb.Booster, scale: float, shift: float, rounds: int) -> lgb.Booster:
+    """A ranking model as a binary one whose outputs are probabilities:
+    every leaf times ``scale``, ``shift`` added to the first tree's (every
+    row ends in exactly one of them), and the objective's line saying
+    binary, so that LightGBM applies the sigmoid when it predicts."""
+    for tree, info in enumerate(booster.dump_model(num_iteration=rounds)["tree_info"]):
+        for leaf in range(info["num_leaves"]):
+            value = booster.get_leaf_output(tree, leaf) * scale + (shift if tree == 0 else 0.0)
+            booster.set_leaf_output(tree, leaf, value)
+    text = re.sub(
+        r"^objective=.*$",
+        "objective=binary sigmoid:1",
+        booster.model_to_string(num_iteration=rounds),
+        count=1,
+        flags=re.MULTILINE,
+    )
+    return lgb.Booster(model_str=text)
+
+
+def _groups(builds: Builds) -> npt.NDArray[np.int64]:
+    """The sizes of the runs of equal build indexes (rows in build order)."""
+    starts = np.flatnonzero(np.r_[True, builds[1:] != builds[:-1]])
+    sizes: npt.NDArray[np.int64] = np.diff(np.r_[starts, builds.size]).astype(np.int64)
+    return sizes
+
+
 def build_apfds(scores: Floats, failed: Labels, builds: Builds) -> tuple[Builds, Floats]:
     """Each build with a failure (ascending) and its APFD, the build's rows
     ranked by score (ties in row order), vectorised: `validation_metrics`'s
@@ -383,16 +432,27 @@ def train_model(
     pos_weight: float | Literal["balanced"] | None = None,
     min_builds: int = MIN_BUILDS,
     exclude: Collection[str] = EXCLUDED_FEATURES,
+    ranking: bool = False,
 ) -> TrainedModel:
     """Train the model on rows of (features, failed, build index), the newest
     builds held out to stop early and to measure it, and the newest
     ``comparison_share`` before those from both (see docs/model.md
     for every choice). The features named in ``exclude`` are left
-    out: the model's `feature_names` are the others, in the order given."""
+    out: the model's `feature_names` are the others, in the order given.
+
+    With ``ranking``, the objective is LambdaRank with each build as a query
+    (the order within a build is what is learnt, not each row's label), and
+    the scores are made probabilities by Platt scaling, fit on the
+    early-stopping builds for the held-out model and on every row for the
+    refit one (``pos_weight`` does not apply)."""
     matrix = as_matrix(features)
     rows, columns = matrix.shape
     failed = _labels(labels, rows)
     build_of = _builds(builds, rows)
+    if ranking and rows and np.any(np.diff(build_of) < 0):
+        # A query's rows must be together: in build order, stably.
+        order = np.argsort(build_of, kind="stable")
+        matrix, failed, build_of = matrix[order], failed[order], build_of[order]
     all_names = _names(feature_names, columns)
     kept = [column for column, name in enumerate(all_names) if name not in exclude]
     if not kept:
@@ -401,6 +461,10 @@ def train_model(
         matrix = matrix[:, kept]
     names = tuple(all_names[column] for column in kept)
     lgb_params = _params(params, seed)
+    if ranking:
+        if pos_weight is not None:
+            raise ModelInputError("pos_weight does not apply to a ranking objective")
+        lgb_params = {**lgb_params, "objective": "lambdarank", "metric": "None"}
 
     if not failed.any():
         raise NoPositiveLabels("no row failed: there is nothing to learn")
@@ -422,6 +486,11 @@ def train_model(
     valid_set = _dataset(
         matrix[held_out], failed[held_out], weight, names, lgb_params, reference=train_set
     )
+    if ranking:
+        # Every pair of a build's tests counts, not only its first 30.
+        lgb_params["lambdarank_truncation_level"] = int(_groups(build_of).max())
+        train_set.set_group(_groups(build_of[training]))
+        valid_set.set_group(_groups(build_of[held_out]))
     held_out_booster = lgb.train(
         {**lgb_params, "metric": "None"},
         train_set,
@@ -433,10 +502,19 @@ def train_model(
     )
     best = held_out_booster.best_iteration or held_out_booster.current_iteration()
 
-    raw = held_out_booster.predict(matrix[held_out], raw_score=True, num_iteration=best)
-    probabilities = _sigmoid(np.asarray(raw, dtype=np.float64) - math.log(weight))
+    raw = np.asarray(
+        held_out_booster.predict(matrix[held_out], raw_score=True, num_iteration=best),
+        dtype=np.float64,
+    )
+    calibration: tuple[float, float] | None = None
+    if ranking:
+        calibration = _platt(raw, failed[held_out])
+        probabilities = _sigmoid(calibration[0] * raw + calibration[1])
+        held_out_booster = _calibrated(held_out_booster, *calibration, best)
+    else:
+        probabilities = _sigmoid(raw - math.log(weight))
+        _shift_prior(held_out_booster, weight)
     validation = validation_metrics(probabilities, failed[held_out], build_of[held_out])
-    _shift_prior(held_out_booster, weight)
     evaluated_text = held_out_booster.model_to_string(num_iteration=best)
     # It has exactly the chosen rounds.
     evaluated = LoadedModel(lgb.Booster(model_str=evaluated_text))
@@ -444,13 +522,22 @@ def train_model(
     if refit:
         weight = _weight(pos_weight, failed)
         final_set = _dataset(matrix, failed, weight, names, lgb_params)
+        if ranking:
+            final_set.set_group(_groups(build_of))
         booster = lgb.train(lgb_params, final_set, num_boost_round=best)
-        _shift_prior(booster, weight)
+        if ranking:
+            raw = np.asarray(booster.predict(matrix, raw_score=True), dtype=np.float64)
+            calibration = _platt(raw, failed)
+            booster = _calibrated(booster, *calibration, best)
+        else:
+            _shift_prior(booster, weight)
         text = booster.model_to_string()
     else:
         text, booster = evaluated_text, evaluated.booster
 
     served = {**lgb_params, "num_iterations": best}
+    if calibration is not None:
+        served["calibration"] = {"scale": calibration[0], "shift": calibration[1]}
     if weight != 1.0:
         served["scale_pos_weight"] = weight
     return TrainedModel(

@@ -177,6 +177,7 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
             comparison_share=COMPARISON_SHARE,
             params=scorer.training_params(),
             exclude=scorer.excluded(FEATURE_NAMES),
+            ranking=scorer.ranking,
         )
     except ModelError as error:
         raise TrainingError(str(error)) from error

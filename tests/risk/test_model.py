@@ -370,3 +370,50 @@ def test_excluded_features_are_not_read(data: tuple[np.ndarray, ...]) -> None:
         )
     with pytest.raises(ModelInputError, match="every feature is excluded"):
         train_model(features, failed, build, NAMES, exclude=set(NAMES))
+
+
+def test_a_ranking_model_learns_the_order_and_serves_probabilities(
+    data: tuple[np.ndarray, ...], trained: TrainedModel
+) -> None:
+    features, failed, build = data
+    ranked = train_model(features, failed, build, NAMES, ranking=True)
+    assert ranked.params["objective"] == "lambdarank"
+    assert ranked.params["lambdarank_truncation_level"] == 40  # every test of a build
+    assert set(ranked.params["calibration"]) == {"scale", "shift"}
+    # It orders the held-out builds about as well as the pointwise model.
+    assert ranked.metrics.mean_apfd is not None
+    assert trained.metrics.mean_apfd is not None
+    assert ranked.metrics.mean_apfd > trained.metrics.mean_apfd - 0.02
+    # Served as a binary model whose outputs are calibrated probabilities:
+    # Platt scaling on every row makes their mean the failure rate.
+    model = load_model(ranked.model_text)
+    probabilities = model.predict(features)
+    assert probabilities.min() > 0.0
+    assert probabilities.max() < 1.0
+    assert probabilities.mean() == pytest.approx(failed.mean(), rel=0.02)
+    # The order is the ranking model's: the calibration is increasing.
+    assert ranked.params["calibration"]["scale"] > 0
+    # The held-out model, measured before the refit, is calibrated too.
+    held_out = build >= ranked.validation.first_build
+    evaluated = ranked.evaluated.predict(features[held_out])
+    assert evaluated.mean() == pytest.approx(failed[held_out].mean(), rel=0.05)
+
+
+def test_a_ranking_model_takes_rows_in_any_build_order(data: tuple[np.ndarray, ...]) -> None:
+    features, failed, build = data
+    shuffled = np.random.default_rng(3).permutation(build.size)
+    x, y, b = features[shuffled], failed[shuffled], build[shuffled]
+    mixed = train_model(x, y, b, NAMES, ranking=True, refit=False)
+    # The same as rows given in build order (stably: a build's rows keep
+    # the order they came in).
+    order = np.argsort(b, kind="stable")
+    sorted_first = train_model(x[order], y[order], b[order], NAMES, ranking=True, refit=False)
+    assert mixed.model_text == sorted_first.model_text
+    assert mixed.metrics.mean_apfd is not None
+    assert mixed.metrics.mean_apfd > 0.8
+
+
+def test_a_ranking_model_has_no_failure_weight(data: tuple[np.ndarray, ...]) -> None:
+    features, failed, build = data
+    with pytest.raises(ModelInputError, match="pos_weight"):
+        train_model(features, failed, build, NAMES, ranking=True, pos_weight=2.0)

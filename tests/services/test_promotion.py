@@ -269,6 +269,7 @@ def test_models_show_and_list_carry_the_interval(
         "failure rate",
         "additive model",
         "trees of depth 3",
+        "ranking",
     ]
     assert metrics["scorer"]["name"] == picked["chosen"]
     best = max(trial["mean_apfd"] for trial in picked["trials"])
