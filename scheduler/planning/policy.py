@@ -418,18 +418,19 @@ def overhead_of(policy: Policy, duration: FloatArray) -> float:
 def priority_order(
     probability: FloatArray,
     duration: FloatArray | None,
-    since: FloatArray,
+    rank: IndexArray,
     overhead: float = 0.0,
 ) -> IndexArray:
     """Highest failure probability per second (of duration plus overhead)
     first, or, without durations, highest probability first; ties: the
-    higher probability, then the more recent failure, then the order given."""
-    recency = np.where(np.isnan(since), math.inf, since)
+    higher probability, then the lower `rank` (the plan's: scoring breaks
+    its ties as "new first, then recently failed" does), then the order
+    given."""
     index = np.arange(len(probability))
     if duration is None:
-        return np.lexsort((index, recency, -probability)).astype(np.intp)
+        return np.lexsort((index, rank, -probability)).astype(np.intp)
     rate = probability / (duration + overhead)
-    return np.lexsort((index, recency, -probability, -rate)).astype(np.intp)
+    return np.lexsort((index, rank, -probability, -rate)).astype(np.intp)
 
 
 def budget_prefix(
@@ -479,12 +480,12 @@ def decide(candidates: Candidates, policy: Policy, context: Context) -> Decision
     n = len(candidates)
     probability = np.nan_to_num(candidates.probability, nan=0.0)
     duration = expected_durations(candidates.duration)
+    # Ties: new tests first (as the plan's ranks put them), then the rank.
+    rank = np.where(candidates.is_new, -1, candidates.draw)
     if per_second(policy):
-        order = priority_order(
-            probability, duration, candidates.builds_since_failure, overhead_of(policy, duration)
-        )
+        order = priority_order(probability, duration, rank, overhead_of(policy, duration))
     else:
-        order = priority_order(probability, None, candidates.builds_since_failure)
+        order = priority_order(probability, None, rank)
     patterns = must_run_patterns(candidates.names, policy.must_run)
     rules = np.full(n, Rule.MODEL.value, dtype=object)
     propensity = np.ones(n, dtype=np.float64)

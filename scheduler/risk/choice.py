@@ -207,9 +207,10 @@ def choose(
         return Choice(None, (), (), None, None)
     first = int(scored[0])
     older, newer = build_of < first, build_of >= first
-    recency = (
-        np.nan_to_num(matrix[:, list(feature_names).index("builds_since_failure")], nan=np.inf)
-        if "builds_since_failure" in feature_names
+    # Ties as a plan breaks them (scheduler.services.scoring.ranks).
+    tie = (
+        -np.nan_to_num(matrix[:, list(feature_names).index("new_or_recent")], nan=0.0)
+        if "new_or_recent" in feature_names
         else np.zeros(build_of.size)
     )
     trials: list[Trial] = []
@@ -239,7 +240,7 @@ def choose(
         model = trained.evaluated
         scores = model.predict(matrix[newer][:, _columns(feature_names, model.feature_names)])
         failing, apfds = build_apfds(
-            _served_order(scores, recency[newer], build_of[newer]), failed[newer], build_of[newer]
+            _served_order(scores, tie[newer], build_of[newer]), failed[newer], build_of[newer]
         )
         mean = float(np.mean(apfds)) if apfds.size else None
         trials.append(Trial(each.name, mean, failing, apfds, clock() - began))
@@ -253,12 +254,13 @@ def choose(
     return Choice(chosen, tuple(trials), tuple(skipped), first, int(scored[-1]))
 
 
-def _served_order(scores: Floats, recency: Floats, builds: Builds) -> Floats:
+def _served_order(scores: Floats, tie: Floats, builds: Builds) -> Floats:
     """Scores whose order within each build is the one a plan serves (the
-    highest probability first; ties: the more recent failure, then the
-    order given), without ties: a simple ordering's model gives the tests
-    of one bin the same probability, and a plan breaks that tie by recency."""
-    order = np.lexsort((np.arange(scores.size), recency, -scores, builds))
+    highest probability first; ties: the lower `tie`, then the order given),
+    without ties: a simple ordering's model gives the tests of one bin the
+    same probability, and a plan breaks that tie as "new first, then
+    recently failed" does."""
+    order = np.lexsort((np.arange(scores.size), tie, -scores, builds))
     position = np.empty(scores.size, dtype=np.float64)
     position[order] = np.arange(scores.size, dtype=np.float64)
     served: Floats = -position

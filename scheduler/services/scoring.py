@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -160,10 +159,13 @@ def score_tests(
 
 
 def ranks(probabilities: np.ndarray, matrix: FeatureMatrix) -> np.ndarray:
-    """1 for the riskiest; ties by the more recent failure, then the test order."""
-    since = matrix.column("builds_since_failure").astype(np.float64)
-    recency = np.where(np.isnan(since), math.inf, since)
-    order = np.lexsort((np.arange(len(probabilities)), recency, -probabilities))
+    """1 for the riskiest; ties as "new first, then recently failed" orders
+    (new first, then the more recent failure, then the higher failure rate:
+    the feature new_or_recent), then the test order. A simple ordering
+    served as a model (scheduler.risk.choice) gives the tests of one of its
+    steps the same probability: this makes its order the ordering's."""
+    key = np.nan_to_num(matrix.column("new_or_recent").astype(np.float64), nan=0.0)
+    order = np.lexsort((np.arange(len(probabilities)), -key, -probabilities))
     result = np.empty(len(order), dtype=np.int64)
     result[order] = np.arange(1, len(order) + 1)
     return result

@@ -117,17 +117,26 @@ def test_overhead_must_be_seconds() -> None:
         Policy(exploration_rate=2.0).checked()  # checked in order mode too
 
 
-def test_ties_go_by_probability_then_recency_of_failure_then_given_order() -> None:
+def test_ties_go_by_probability_then_new_then_the_plans_rank() -> None:
+    # The plan's ranks (draw: the stored rank - 1) already break scoring's
+    # ties as "new first, then recently failed"; the policy keeps them.
     candidates = Candidates.of(
-        ["a", "b", "c", "d", "e"],
-        [0.1, 0.2, 0.2, 0.2, 0.2],
-        duration=[0.5, 1.0, 1.0, 1.0, 1.0],  # all 0.2 per second
-        builds_since_failure=[None, None, 7, 2, 2],
+        ["a", "b", "c", "d", "e", "f"],
+        [0.1, 0.2, 0.2, 0.2, 0.2, 0.2],
+        duration=[0.5, 1.0, 1.0, 1.0, 1.0, 1.0],  # all 0.2 per second
+        builds_since_failure=[None, None, 7, 2, 2, None],
+        is_new=[False, False, False, False, False, True],
+        draw=[5, 4, 3, 1, 2, 0],
     )
-    decision = decide(candidates, Policy(), Context())
-    # a has the same rate per second but the lower probability; d and e
-    # failed most recently (tie kept in the given order), b never failed.
-    assert names_of(candidates, decision.order) == ["d", "e", "c", "b", "a"]
+    for policy in (Policy(), Policy(by="duration", overhead=0.0)):
+        decision = decide(candidates, policy, Context())
+        # a has the same rate per second but the lower probability; f is new
+        # (first among equals even when a collected test has no rank); then
+        # by rank: d, e, c, b.
+        assert names_of(candidates, decision.order) == ["f", "d", "e", "c", "b", "a"]
+    unranked = Candidates.of(["x", "y", "z"], [0.2, 0.2, 0.2], is_new=[False, True, False])
+    decision = decide(unranked, Policy(), Context())
+    assert names_of(unranked, decision.order) == ["y", "x", "z"]  # then the order given
 
 
 def test_unknown_duration_is_the_median_of_the_known_or_one_second() -> None:
