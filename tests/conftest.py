@@ -16,13 +16,14 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
-from sqlalchemy import delete, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from scheduler import migrate
 from scheduler.config import Settings
 from scheduler.db import Database
-from scheduler.models import Base
+from scheduler.models import Base, FileTestLink, KnownTest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RISKRANK_SHARED_DIR", ROOT.parent / "shared"))
@@ -105,6 +106,26 @@ def empty_all_tables(database: Database) -> None:
         else:
             for table in reversed(Base.metadata.sorted_tables):
                 session.execute(delete(table))
+
+
+def stored_links(
+    session: Session, repository_id: int | None = None
+) -> dict[tuple[str, str], tuple[float, float, int]]:
+    """The file-test links as stored, by (path, test name): (changed
+    together, failed together, the build they are valued at)."""
+    query = select(
+        FileTestLink.path,
+        KnownTest.name,
+        FileTestLink.changed_together,
+        FileTestLink.failed_together,
+        FileTestLink.valued_at,
+    ).join(KnownTest, KnownTest.id == FileTestLink.test_id)
+    if repository_id is not None:
+        query = query.where(FileTestLink.repository_id == repository_id)
+    return {
+        (path, name): (ran, failed, valued_at)
+        for path, name, ran, failed, valued_at in session.execute(query)
+    }
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -42,8 +42,9 @@ from scheduler.models import (
     RunStatus,
     SuiteRun,
 )
+from scheduler.risk.links import HALF_LIFE_BUILDS
 from scheduler.services import repos, tokens
-from tests.conftest import empty_all_tables
+from tests.conftest import empty_all_tables, stored_links
 from tests.e2e.conftest import RISKRANK, clean_env
 
 # --- running the command ------------------------------------------------------
@@ -173,17 +174,7 @@ def rows(session: Session, query: Any) -> set[tuple[Any, ...]]:
 
 
 def file_test_links(session: Session, repository: int) -> set[tuple[Any, ...]]:
-    return rows(
-        session,
-        select(
-            FileTestLink.path,
-            KnownTest.name,
-            FileTestLink.changed_together,
-            FileTestLink.failed_together,
-        )
-        .join(KnownTest, KnownTest.id == FileTestLink.test_id)
-        .where(FileTestLink.repository_id == repository),
-    )
+    return {(*key, *values) for key, values in stored_links(session, repository).items()}
 
 
 def snapshot(database: Database) -> dict[str, list[tuple[Any, ...]]]:
@@ -653,14 +644,20 @@ def test_import_stores_exact_history_and_again_changes_nothing(
             ).all()
         ) == {A_PY: None, B_PY: None, C_PY: None, D_PY: "tests/test_d.py"}
         assert stats_by_test(session, widgets.id) == HISTORY_STATS
+        # (ran together, started failing together, valued at build n), a
+        # build weighing 0.5 ** (1 / HALF_LIFE_BUILDS) less every build after.
+        one, two = (0.5 ** (builds / HALF_LIFE_BUILDS) for builds in (1, 2))
         assert file_test_links(session, widgets.id) == {
-            ("src/a.py", A_PY, 2, 1),  # with it in builds 1 and 2, failed in 2
-            ("src/a.py", B_PY, 2, 0),
-            ("src/a.py", C_PY, 1, 0),  # skipped in build 2
-            ("src/b.py", A_PY, 2, 0),
-            ("src/b.py", B_PY, 2, 0),
-            ("src/b.py", C_PY, 2, 0),
+            ("src/a.py", A_PY, one + 1, 1, 2),  # with it in builds 1 and 2, broke in 2
+            ("src/a.py", B_PY, one + 1, 0, 2),
+            ("src/a.py", C_PY, 1, 0, 1),  # skipped in build 2
+            ("src/b.py", A_PY, two + 1, 0, 3),  # builds 1 and 3
+            ("src/b.py", B_PY, two + 1, 0, 3),
+            ("src/b.py", C_PY, two + 1, 0, 3),
         }
+        assert widgets.build_count == 4
+        assert widgets.last_build is not None
+        assert widgets.last_build.endswith("/import:4")
 
         retecs = repository_id(session, "acme/retecs")
         assert counts(session, retecs) == {

@@ -30,6 +30,11 @@ class Repository(Base):
     # Bumped by every write of its tests' statistics (ingestion): a plan
     # whose payload is as of this version needs no statistics read.
     stats_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Builds ingested (reports that share a build, one after the other,
+    # count once), and the newest one's key ("<commit id>/<run key>"): the
+    # numbers file-test links are valued at (scheduler.risk.links).
+    build_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    last_build: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property

@@ -113,8 +113,10 @@ class KnownTestStats(Base):
 
 
 class FileTestLink(Base):
-    """How often a path changed in a build a test ran in, and how often the
-    test failed in such a build."""
+    """In how many builds a path changed and a test ran, and in how many of
+    those the test started failing (a status change), older builds weighing
+    less (scheduler.risk.links): the counts are valued at the repository's
+    build `valued_at` and decay, when read, by the builds since."""
 
     __tablename__ = "file_test_links"
     __table_args__ = (UniqueConstraint("repository_id", "path", "test_id"),)
@@ -125,8 +127,10 @@ class FileTestLink(Base):
     test_id: Mapped[int] = mapped_column(
         ForeignKey("known_tests.id", ondelete="CASCADE"), index=True
     )
-    changed_together: Mapped[int] = mapped_column(default=0)
-    failed_together: Mapped[int] = mapped_column(default=0)
+    changed_together: Mapped[float] = mapped_column(Float, default=0.0)
+    failed_together: Mapped[float] = mapped_column(Float, default=0.0)
+    # Repository.build_count when the counts were last changed.
+    valued_at: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -1,8 +1,8 @@
-"""The risk model and what it reads: the feature matrix (`features`, from
-`columns` and `paths`), the per-test fold (`tally`), the replay (`replay`) and
-the LightGBM model (`training`, `serving`) and the choice of a scorer
-(`choice`), pure code that never touches the
-database (tests/risk/test_purity.py holds it to that)."""
+"""The risk model and what it reads, pure code that never touches the
+database (tests/risk/test_purity.py holds it to that): the feature matrix
+(`features`, from `columns` and `paths`), the per-test fold (`tally`), the
+file-test links (`links`), the replay (`replay`), the LightGBM model
+(`training`, `serving`) and the choice of a scorer (`choice`)."""
 
 import os
 

@@ -66,9 +66,13 @@ FEATURE_NAMES: tuple[str, ...] = (
     "same_top_dir_share",  # share of changed paths under its file's top directory; NaN likewise
     "own_file_changed",  # 1 if its own file changed (paths._own_keys); NaN if it names no file
     "subject_changed",  # 1 if the file it is named after changed (paths._subject); NaN none
-    "cofail_max",  # max over changed paths of (failed + 0.1) / (ran + 2) together; NaN no change
-    "cofail_sum",  # sum over changed paths of the builds it failed in with that path changed
-    "cochange_max",  # max over changed paths of the builds it ran in with that path changed
+    # The file-test links (scheduler.risk.links): per changed path, the builds the test
+    # ran in with it changed ("ran") and those it started failing in ("failed": a status
+    # change, not a build it stayed red in), each build weighing half as much every
+    # HALF_LIFE_BUILDS (200) builds of the repository later.
+    "cofail_max",  # max over changed paths of (failed + 0.1) / (ran + 2); NaN no change
+    "cofail_sum",  # sum over changed paths of failed (decayed status changes together)
+    "cochange_max",  # max over changed paths of ran (decayed builds together)
     "path_distance",  # fewest directory steps from a changed path to its file; NaN no file/change
     "token_jaccard",  # max over changed paths of the tokens' Jaccard similarity with its id
 )
@@ -85,6 +89,9 @@ _PASS, _FAIL, _ERROR = (ord(letter) for letter in "PFE")
 _WINDOWS = (5, 20)
 
 _SECONDS_PER_DAY = 86_400.0
+
+# Failed-together counts equal to this many decimals are a tie (strongest_cofailure).
+_TIE_DECIMALS = 9
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,8 +242,9 @@ def build_features(
 class StrongestCoFailure:
     """Per test row, the changed path that failed together with it most
     often, which a reason names: its position in ChangeColumns.paths (-1 when
-    no changed path has a link to the test) and the builds in which the test
-    failed with that path changed (0 likewise)."""
+    no changed path has a link to the test) and its failed-together count,
+    the (decayed) builds in which the test started failing with that path
+    changed (0 likewise)."""
 
     path_index: IndexArray
     failed_together: FloatArray
@@ -247,7 +255,7 @@ class StrongestCoFailure:
 
 def strongest_cofailure(links: LinkColumns, n: int) -> StrongestCoFailure:
     """For each of `n` test rows, its link with the highest failed-together
-    count; ties go to the higher co-failure strength (cofail_max's
+    count (to _TIE_DECIMALS); ties go to the higher co-failure strength (cofail_max's
     (failed + alpha) / (ran + beta), so the path that changed with it in fewer
     builds), then to the earlier changed path. One sort of the links, no loop
     over the tests."""
@@ -258,8 +266,10 @@ def strongest_cofailure(links: LinkColumns, n: int) -> StrongestCoFailure:
         return StrongestCoFailure(path_index, failed_together)
     strength = (links.failed_together + COFAIL_ALPHA) / (links.changed_together + COFAIL_BETA)
     # By test, then most failures, then strongest, then path: the first link
-    # of each test is its strongest.
-    order = np.lexsort((links.path_index, -strength, -links.failed_together, links.test_index))
+    # of each test is its strongest. Decayed counts that differ only by
+    # rounding (the same builds, decayed in other steps) are a tie.
+    failures = np.round(links.failed_together, _TIE_DECIMALS)
+    order = np.lexsort((links.path_index, -strength, -failures, links.test_index))
     tests = links.test_index[order]
     first = order[np.r_[True, tests[1:] != tests[:-1]]]
     path_index[links.test_index[first]] = links.path_index[first]

@@ -23,6 +23,7 @@ from scheduler.outcomes import Outcome
 from scheduler.risk import tally
 from scheduler.risk.columns import ChangeColumns, HistoryColumns, LinkColumns
 from scheduler.risk.features import FeatureMatrix, build_features
+from scheduler.risk.links import EMPTY_LINK, Link, decayed
 from scheduler.risk.paths import PathIndex
 
 WORSE = {Outcome.PASSED: 0, Outcome.FAILED: 1, Outcome.ERROR: 2}
@@ -164,8 +165,11 @@ class Replayer:
 
     tallies: dict[str, tally.Tally] = field(default_factory=dict)
     first_seen: dict[str, datetime] = field(default_factory=dict)
-    # path -> test -> [ran together, failed together]
-    links: dict[str, dict[str, list[int]]] = field(default_factory=lambda: defaultdict(dict))
+    # path -> test -> what they did together (scheduler.risk.links)
+    links: dict[str, dict[str, Link]] = field(default_factory=lambda: defaultdict(dict))
+    # Builds folded so far: the repository's build number, as live
+    # ingestion counts it (Repository.build_count), that links are valued at.
+    builds: int = 0
     files: dict[str, str | None] = field(default_factory=dict)
     index: PathIndex | None = None
 
@@ -186,19 +190,23 @@ class Replayer:
             first_seen=[self.first_seen.get(name) for name in tests],
         )
         change = ChangeColumns.of(build.paths, build.changed_lines)
-        test_rows, path_rows, ran, failed = [], [], [], []
+        test_rows, path_rows, ran, failed, valued_at = [], [], [], [], []
         if build.paths:
             row_of = {name: row for row, name in enumerate(tests)}
             for path_row, path in enumerate(build.paths):
-                for name, counts in self.links.get(path, {}).items():
+                for name, link in self.links.get(path, {}).items():
                     row = row_of.get(name)
                     if row is not None:
                         test_rows.append(row)
                         path_rows.append(path_row)
-                        ran.append(counts[0])
-                        failed.append(counts[1])
+                        ran.append(link.changed_together)
+                        failed.append(link.failed_together)
+                        valued_at.append(link.valued_at)
         links = LinkColumns.from_sequences(
-            test_index=test_rows, path_index=path_rows, changed_together=ran, failed_together=failed
+            test_index=test_rows,
+            path_index=path_rows,
+            changed_together=decayed(ran, valued_at, self.builds),
+            failed_together=decayed(failed, valued_at, self.builds),
         )
         index = self.index
         if index is None:
@@ -209,7 +217,11 @@ class Replayer:
         return build_features(history, change, links, at=build.at, index=index)
 
     def fold(self, build: Build) -> None:
-        """Take the build's outcomes into the state (after its features)."""
+        """Take the build's outcomes into the state (after its features). A
+        build with a result (a skip too) is a build of the repository, as
+        live ingestion counts them."""
+        if build.files:
+            self.builds += 1
         for name, file in build.files.items():
             self.files.setdefault(name, file)
             self.first_seen.setdefault(name, build.at)
@@ -221,10 +233,12 @@ class Replayer:
                 at=build.at,
             )
             self.tallies[name] = step.state
-            for path in build.paths:
-                counts = self.links[path].setdefault(name, [0, 0])
-                counts[0] += int(step.new_build)
-                counts[1] += int(step.newly_failing)
+            if step.new_build or step.status_change:
+                for path in build.paths:
+                    tests = self.links[path]
+                    tests[name] = tests.get(name, EMPTY_LINK).add(
+                        ran=step.new_build, failed=step.status_change, build=self.builds
+                    )
 
 
 def replay(builds: Sequence[Build]) -> Iterator[BuildRows]:

@@ -57,7 +57,10 @@ class Step:
 
     state: Tally
     new_build: bool  # counts once more as "ran together" with the changed files
-    newly_failing: bool  # counts once more as "failed together"
+    # The build now fails for the test, and its previous build did not (or
+    # it never ran before): a status change, which counts once more as
+    # "failed together" (scheduler.risk.links). A test that stays red is not.
+    status_change: bool
 
 
 def _flip(previous: str | None, current: str) -> int:
@@ -85,7 +88,7 @@ def advance(state: Tally, seen: Observation, *, build: str, at: datetime) -> Ste
         if seen.flaky:
             state = replace(state, flaky_runs=state.flaky_runs + 1)
         if not failing or is_failing(current):
-            return Step(state, new_build=False, newly_failing=False)
+            return Step(state, new_build=False, status_change=False)
         state = replace(
             state,
             failures=state.failures + 1,
@@ -95,7 +98,8 @@ def advance(state: Tally, seen: Observation, *, build: str, at: datetime) -> Ste
             flips=state.flips - _flip(previous, current) + _flip(previous, letter),
             last_failure_at=at,
         )
-        return Step(state, new_build=False, newly_failing=True)
+        changed = previous is None or not is_failing(previous)
+        return Step(state, new_build=False, status_change=changed)
 
     previous = state.recent[0] if state.recent else None
     if failing:
@@ -117,4 +121,5 @@ def advance(state: Tally, seen: Observation, *, build: str, at: datetime) -> Ste
         last_run_at=at,
         last_failure_at=at if failing else state.last_failure_at,
     )
-    return Step(state, new_build=True, newly_failing=failing)
+    changed = failing and (previous is None or not is_failing(previous))
+    return Step(state, new_build=True, status_change=changed)

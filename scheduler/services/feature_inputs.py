@@ -18,8 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.ingest.history import changed_lines
-from scheduler.models import ChangedFile, FileTestLink, KnownTest, KnownTestStats
+from scheduler.models import ChangedFile, FileTestLink, KnownTest, KnownTestStats, Repository
 from scheduler.risk.columns import ChangeColumns, HistoryColumns, LinkColumns
+from scheduler.risk.links import decayed
 from scheduler.services.sql import chunks
 
 
@@ -149,25 +150,30 @@ def load_links(
     portable: bool = False,
 ) -> LinkColumns:
     """file_test_links between the changed paths and the candidate tests
-    (in no particular order). `portable` as for load_history."""
+    (in no particular order), decayed to the repository's newest build as the
+    replay reads them (scheduler.risk.links). `portable` as for load_history."""
     if not change.paths or not test_ids:
         return LinkColumns.empty()
+    now = session.scalar(select(Repository.build_count).where(Repository.id == repository_id))
+    now = now or 0
     driver = None if portable else _driver(session)
     if driver is not None:
-        return _links_postgresql(driver, repository_id, test_ids, change)
+        return _links_postgresql(driver, repository_id, test_ids, change, now)
     row_of = {test_id: row for row, test_id in enumerate(test_ids)}
     path_of = {path: index for index, path in enumerate(change.paths)}
     tests: list[int] = []
     paths: list[int] = []
-    ran: list[int] = []
-    failed: list[int] = []
+    ran: list[float] = []
+    failed: list[float] = []
+    valued_at: list[int] = []
     for part in chunks(change.paths):
-        for test_id, path, changed_together, failed_together in session.execute(
+        for test_id, path, changed_together, failed_together, valued in session.execute(
             select(
                 FileTestLink.test_id,
                 FileTestLink.path,
                 FileTestLink.changed_together,
                 FileTestLink.failed_together,
+                FileTestLink.valued_at,
             ).where(
                 FileTestLink.repository_id == repository_id,
                 FileTestLink.path.in_(part),
@@ -179,24 +185,31 @@ def load_links(
                 paths.append(path_of[path])
                 ran.append(changed_together)
                 failed.append(failed_together)
+                valued_at.append(valued)
     return LinkColumns.from_sequences(
-        test_index=tests, path_index=paths, changed_together=ran, failed_together=failed
+        test_index=tests,
+        path_index=paths,
+        changed_together=decayed(ran, valued_at, now),
+        failed_together=decayed(failed, valued_at, now),
     )
 
 
-# Every link as one 20-byte record (test id, path's position in the change,
-# the two counts) in one bytea: numpy reads fifty thousand links straight
-# from it, where rows cost a Python tuple each.
+# Every link as one 32-byte record (test id, path's position in the change,
+# the two counts and the build they are valued at) in one bytea: numpy reads
+# fifty thousand links straight from it, where rows cost a Python tuple each.
 _LINKS = """
 SELECT string_agg(
     int8send(l.test_id) || int4send((p.number - 1)::int4)
-    || int4send(l.changed_together) || int4send(l.failed_together),
+    || float8send(l.changed_together) || float8send(l.failed_together)
+    || int4send(l.valued_at::int4),
     ''::bytea)
 FROM file_test_links AS l
 JOIN unnest(%s::text[]) WITH ORDINALITY AS p(path, number) ON p.path = l.path
 WHERE l.repository_id = %s
 """
-_LINK_RECORD = np.dtype([("test", ">i8"), ("path", ">i4"), ("ran", ">i4"), ("failed", ">i4")])
+_LINK_RECORD = np.dtype(
+    [("test", ">i8"), ("path", ">i4"), ("ran", ">f8"), ("failed", ">f8"), ("valued_at", ">i4")]
+)
 
 
 def _links_postgresql(
@@ -204,6 +217,7 @@ def _links_postgresql(
     repository_id: int,
     test_ids: Sequence[int],
     change: ChangeColumns,
+    now: int,
 ) -> LinkColumns:
     with driver.cursor(binary=True) as cursor:
         row = cursor.execute(_LINKS, (list(change.paths), repository_id)).fetchone()
@@ -221,6 +235,6 @@ def _links_postgresql(
     return LinkColumns.from_sequences(
         test_index=rows[known],
         path_index=records["path"][known],
-        changed_together=records["ran"][known],
-        failed_together=records["failed"][known],
+        changed_together=decayed(records["ran"][known], records["valued_at"][known], now),
+        failed_together=decayed(records["failed"][known], records["valued_at"][known], now),
     )

@@ -34,6 +34,7 @@ from scheduler.models import (
 )
 from scheduler.models.base import utcnow
 from scheduler.risk import tally
+from scheduler.risk.links import EMPTY_LINK, Link
 from scheduler.services.sql import (
     chunks,
     insert_rows_ignoring,
@@ -85,7 +86,17 @@ class Ingestor:
     _dirty: set[int] = field(default_factory=set)
     _seen: dict[int, _Seen] = field(default_factory=dict)
     _executions: list[dict[str, Any]] = field(default_factory=list)
-    _links: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    # (path, test id) -> the link as it stands, for every link of the paths
+    # in _link_paths (read once per flush), and the ones changed since.
+    _links: dict[tuple[str, int], Link] = field(default_factory=dict)
+    _link_paths: set[str] = field(default_factory=set)
+    _changed_links: set[tuple[str, int]] = field(default_factory=set)
+    # The repository's count of builds and its newest build's key
+    # (Repository.build_count, last_build), read with the row locked at the
+    # first report: links are valued at build numbers.
+    _build_count: int | None = None
+    _last_build: str | None = None
+    _build_changed: bool = False
     # Outcomes (passed?) per commit, build and test among the pending
     # executions, for flakiness across builds of one commit.
     _pending_outcomes: dict[int, dict[str, dict[int, set[bool]]]] = field(
@@ -155,6 +166,50 @@ class Ingestor:
                 test_id = values.pop("test_id")
                 self._tallies[test_id] = tally.Tally(**values)
 
+    def _lock_repository(self) -> int:
+        """The repository's count of builds, its row locked (once) until the
+        commit: ingestions of one repository run one after the other from
+        their first report on, so each reads the links and statistics the
+        one before wrote, and takes the build numbers after its."""
+        if self._build_count is None:
+            self._build_count, self._last_build = self.session.execute(
+                select(Repository.build_count, Repository.last_build)
+                .where(Repository.id == self.repository_id)
+                .with_for_update()
+            ).one()
+        return self._build_count
+
+    def _build_number(self, build: str) -> int:
+        """The repository's number of `build`: one more than the count of
+        builds before it when it is new, else (another report of the newest
+        build: shards, matrix jobs) the newest's, as a test's statistics
+        merge reports of one build."""
+        count = self._lock_repository()
+        if build != self._last_build:
+            count = self._build_count = count + 1
+            self._last_build = build
+            self._build_changed = True
+        return count
+
+    def _load_links(self, paths: Sequence[str]) -> None:
+        """Every link of these paths (to any test), unless read already."""
+        missing = [path for path in paths if path not in self._link_paths]
+        for part in chunks(missing):
+            for path, test_id, ran, failed, valued_at in self.session.execute(
+                select(
+                    FileTestLink.path,
+                    FileTestLink.test_id,
+                    FileTestLink.changed_together,
+                    FileTestLink.failed_together,
+                    FileTestLink.valued_at,
+                ).where(
+                    FileTestLink.repository_id == self.repository_id,
+                    FileTestLink.path.in_(part),
+                )
+            ):
+                self._links[(path, test_id)] = Link(ran, failed, valued_at)
+        self._link_paths.update(missing)
+
     def _flaky(self, run: SuiteRun, build: str, results: Sequence[CaseResult]) -> set[int]:
         """Tests that failed and passed on this commit: within this report, or
         across it and another build of the commit (a retried CI job). Reports
@@ -199,8 +254,11 @@ class Ingestor:
         self, run: SuiteRun, results: Sequence[CaseResult], *, at: datetime
     ) -> IngestSummary:
         """Fold one report (the results of `run`, which happened at `at`)."""
+        self._lock_repository()
         new_tests = self._resolve(results, at)
         build = f"{run.commit_id}/{run.run_key or f'run-{run.id}'}"
+        # A report without results is no build (the replay never sees it).
+        number = self._build_number(build) if results else 0
         flaky = self._flaky(run, build, results)
         ids = self._ids
         self._executions.extend(
@@ -227,6 +285,8 @@ class Ingestor:
                 select(ChangedFile.path).where(ChangedFile.commit_id == run.commit_id)
             )
         )
+        if paths and observed:
+            self._load_links(paths)
         for test_id, result in observed.items():
             step = tally.advance(
                 self._tallies.get(test_id) or tally.Tally(),
@@ -236,11 +296,13 @@ class Ingestor:
             )
             self._tallies[test_id] = step.state
             self._dirty.add(test_id)
-            if paths and (step.new_build or step.newly_failing):
+            if paths and (step.new_build or step.status_change):
                 for path in paths:
-                    counts = self._links.setdefault((path, test_id), [0, 0])
-                    counts[0] += int(step.new_build)
-                    counts[1] += int(step.newly_failing)
+                    key = (path, test_id)
+                    self._links[key] = self._links.get(key, EMPTY_LINK).add(
+                        ran=step.new_build, failed=step.status_change, build=number
+                    )
+                    self._changed_links.add(key)
         return IngestSummary(
             tests=len(observed),
             executions=len(results),
@@ -312,6 +374,13 @@ class Ingestor:
             add=[],
             replace=[*STATS_COLUMNS, "updated_at"],
         )
+        if self._build_changed:
+            session.execute(
+                update(Repository)
+                .where(Repository.id == self.repository_id)
+                .values(build_count=self._build_count, last_build=self._last_build)
+            )
+            self._build_changed = False
         if self._dirty:
             # Plans keep the statistics they were scored with, as of the
             # repository's version: a new one, with the tests it changed,
@@ -333,6 +402,7 @@ class Ingestor:
             session.flush()
         self._dirty.clear()
 
+        links = self._links
         upsert_adding(
             session,
             FileTestLink,
@@ -341,17 +411,21 @@ class Ingestor:
                     "repository_id": self.repository_id,
                     "path": path,
                     "test_id": test_id,
-                    "changed_together": ran,
-                    "failed_together": failed,
+                    "changed_together": links[path, test_id].changed_together,
+                    "failed_together": links[path, test_id].failed_together,
+                    "valued_at": links[path, test_id].valued_at,
                     "updated_at": now,
                 }
-                for (path, test_id), (ran, failed) in self._links.items()
+                for path, test_id in sorted(self._changed_links)
             ],
             conflict=["repository_id", "path", "test_id"],
-            add=["changed_together", "failed_together"],
-            replace=["updated_at"],
+            add=[],
+            replace=["changed_together", "failed_together", "valued_at", "updated_at"],
         )
-        self._links.clear()
+        # Read again after a flush: the memory held is one batch's links.
+        links.clear()
+        self._link_paths.clear()
+        self._changed_links.clear()
 
 
 def _columns(state: tally.Tally) -> dict[str, Any]:

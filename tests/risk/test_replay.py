@@ -13,8 +13,10 @@ from scheduler.db import Database
 from scheduler.ingest.history import HistoryReport, read_history
 from scheduler.models import ChangedFile, Provider, Repository
 from scheduler.risk import replay
+from scheduler.risk.links import Link
 from scheduler.services import history, repos, runs, scoring
 from scheduler.services.builds import load_builds
+from tests.conftest import stored_links
 
 
 @pytest.fixture
@@ -171,3 +173,31 @@ def test_a_history_replays_in_memory_as_it_does_once_imported(
     assert np.array_equal(x_mine, x_theirs, equal_nan=True)
     assert np.array_equal(y_mine, y_theirs)
     assert np.array_equal(b_mine, b_theirs)
+
+
+def test_replayed_links_are_the_ones_ingestion_stores(database: Database, shared_dir: Path) -> None:
+    """Links counted on status changes and decayed, live (imported in
+    batches, flushed between) and replayed from the stored builds: the same
+    numbers, valued at the same builds, and the same count of builds. Commons
+    Compress's first 150 builds have tests that stay red for some builds."""
+    path = shared_dir / "datasets" / "apache-commons" / "commons-compress.jsonl.gz"
+    repository_id = imported(database, list(itertools.islice(read_history(path), 150)))
+    with database.session() as session:
+        builds = load_builds(session, repository_id=repository_id)
+        stored = {
+            key: Link(*values) for key, values in stored_links(session, repository_id).items()
+        }
+        build_count = session.get_one(Repository, repository_id).build_count
+    replayer = replay.Replayer()
+    for build in builds:
+        replayer.fold(build)
+    replayed_links = {
+        (path, name): link for path, tests in replayer.links.items() for name, link in tests.items()
+    }
+    assert build_count == replayer.builds == len(builds)
+    assert replayed_links == stored
+    # Status changes, not failing builds: tests stayed red for some builds.
+    counts = replay.count_history(builds)
+    assert 0 < counts.status_changes < counts.failures
+    assert any(link.failed_together > 0 for link in stored.values())
+    assert any(0 < link.valued_at < build_count for link in stored.values())

@@ -58,11 +58,32 @@ def test_upgrading_a_build_to_failing_mends_the_flip_count() -> None:
 
 def test_steps_tell_the_links_what_changed() -> None:
     first = advance(Tally(), P, build="b1", at=T0)
-    assert (first.new_build, first.newly_failing) == (True, False)
+    assert (first.new_build, first.status_change) == (True, False)
     same_build_fails = advance(first.state, F, build="b1", at=T0)
-    assert (same_build_fails.new_build, same_build_fails.newly_failing) == (False, True)
+    assert (same_build_fails.new_build, same_build_fails.status_change) == (False, True)
     again = advance(same_build_fails.state, F, build="b1", at=T0)
-    assert (again.new_build, again.newly_failing) == (False, False)
+    assert (again.new_build, again.status_change) == (False, False)
+
+
+def test_a_status_change_is_a_failure_after_a_pass_or_none() -> None:
+    """Failing in a first build, or after a passing one, is a status change;
+    staying red (a failure or an error after either) is not."""
+    state = Tally()
+    changes = []
+    for seen, build in [(F, "b1"), (E, "b2"), (F, "b3"), (P, "b4"), (E, "b5"), (F, "b6")]:
+        step = advance(state, seen, build=build, at=T0)
+        changes.append(step.status_change)
+        state = step.state
+    assert changes == [True, False, False, False, True, False]
+
+
+def test_a_shard_turning_a_build_red_after_red_is_no_status_change() -> None:
+    # b1 failed; b2's first shard passed, its second fails: b2 stays red after b1.
+    state = fold((F, "b1"), (P, "b2"))
+    assert advance(state, F, build="b2", at=T0).status_change is False
+    # After a passing b1 it is one.
+    state = fold((P, "b1"), (P, "b2"))
+    assert advance(state, F, build="b2", at=T0).status_change is True
 
 
 def test_flaky_builds_are_counted() -> None:

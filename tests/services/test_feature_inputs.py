@@ -20,6 +20,7 @@ from scheduler.models import (
     Provider,
 )
 from scheduler.risk.columns import ChangeColumns, HistoryColumns, LinkColumns
+from scheduler.risk.links import HALF_LIFE_BUILDS
 from scheduler.services import feature_inputs, repos, runs
 from tests.conftest import empty_all_tables
 
@@ -41,6 +42,7 @@ def filled(database: Database) -> tuple[int, int]:
     second repository whose links must not be read."""
     with database.session() as session:
         repository = repos.add_repository(session, provider=Provider.GITHUB, full_name="acme/io")
+        repository.build_count = BUILDS
         other = repos.add_repository(session, provider=Provider.GITHUB, full_name="acme/other")
         commit_id = runs.ensure_commit(session, repository=repository, sha="a" * 40)
         for path in CHANGED:
@@ -78,8 +80,9 @@ def filled(database: Database) -> tuple[int, int]:
                         repository_id=repository.id,
                         path=path,
                         test_id=test.id,
-                        changed_together=number + len(path),
+                        changed_together=number + len(path) + 0.25,
                         failed_together=number % 3,
+                        valued_at=VALUED_AT * number,
                     )
                 )
         session.add(
@@ -92,6 +95,10 @@ def filled(database: Database) -> tuple[int, int]:
             )
         )
         return repository.id, commit_id
+
+
+# The repository's builds, and how much older each test's links are valued at.
+BUILDS, VALUED_AT = 500, 60
 
 
 def same_history(left: HistoryColumns, right: HistoryColumns) -> None:
@@ -144,6 +151,16 @@ def test_fast_reads_equal_the_portable_ones(postgres: Database) -> None:
     assert history.first_seen[0] == T0.timestamp()
     assert link_set(links) == link_set(portable_links)
     assert len(links) == 7 * 2 + 3  # changed paths only, this repository only
+    # Decayed to the repository's newest build: test n's links by
+    # 0.5 ** ((500 - 60 n) / 200).
+    number_of = {row: int(name.rpartition("test")[2]) for row, name in enumerate(history.names)}
+    expected = []
+    for row, number in number_of.items():
+        factor = 0.5 ** ((BUILDS - VALUED_AT * number) / HALF_LIFE_BUILDS)
+        for path in CHANGED[number % 2 :]:
+            ran, failed = number + len(path) + 0.25, number % 3
+            expected.append((row, change.paths.index(path), ran * factor, failed * factor))
+    assert link_set(links) == sorted(expected)
     assert link_set(some_links) == link_set(some_portable)
     assert len(some_links) > 0
 

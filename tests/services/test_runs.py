@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pytest
 from sqlalchemy import func, select
@@ -18,7 +19,6 @@ from scheduler.models import (
     ChangedFile,
     Execution,
     FileStatus,
-    FileTestLink,
     KnownTest,
     KnownTestStats,
     Outcome,
@@ -28,8 +28,10 @@ from scheduler.models import (
     RunStatus,
     SuiteRun,
 )
+from scheduler.risk.links import HALF_LIFE_BUILDS
 from scheduler.risk.tally import LETTERS, is_failing
 from scheduler.services import history, repos, runs
+from tests.conftest import stored_links
 
 JUNIT = b"""<?xml version="1.0"?>
 <testsuite name="pytest" tests="3">
@@ -230,22 +232,42 @@ def test_links_count_changed_files_with_each_test(database: Database, repository
             session.add(ChangedFile(commit_id=commit_id, path=path, status=FileStatus.MODIFIED))
     post(database, repository, results(("t", "failed"), ("u", "passed"), ("s", "skipped")))
     post(database, repository, results(("t", "passed")), run_key="again")
+    # t ran in builds 1 and 2 and started failing in 1, valued at build 2.
+    once = 0.5 ** (1 / HALF_LIFE_BUILDS)
+    assert links_of(database) == {
+        ("src/io.py", "t"): (once + 1.0, once, 2),
+        ("README.md", "t"): (once + 1.0, once, 2),
+        ("src/io.py", "u"): (1.0, 0.0, 1),
+        ("README.md", "u"): (1.0, 0.0, 1),
+    }
     with database.session() as session:
-        links = set(
-            session.execute(
-                select(
-                    FileTestLink.path,
-                    KnownTest.name,
-                    FileTestLink.changed_together,
-                    FileTestLink.failed_together,
-                ).join(KnownTest, KnownTest.id == FileTestLink.test_id)
+        repository_row = session.get_one(Repository, repository)
+        assert (repository_row.build_count, repository_row.last_build) == (2, f"{commit_id}/again")
+
+
+def test_a_test_that_stays_red_fails_together_with_the_change_that_broke_it(
+    database: Database, repository: int
+) -> None:
+    """Live: t breaks in c2 and stays red through c3 and c4; only c2's
+    path failed together with it. Shards of one build are one build."""
+    with database.session() as session:
+        repository_row = session.get_one(Repository, repository)
+        for sha in ("c1", "c2", "c3", "c4"):
+            commit_id = runs.ensure_commit(session, repository=repository_row, sha=sha)
+            session.add(
+                ChangedFile(commit_id=commit_id, path=f"{sha}.py", status=FileStatus.MODIFIED)
             )
-        )
+    post(database, repository, results(("t", "passed")), commit="c1", run_key="b")
+    post(database, repository, results(("t", "passed")), commit="c2", run_key="b")
+    post(database, repository, results(("t", "failed")), commit="c2", run_key="b")  # a shard
+    post(database, repository, results(("t", "failed")), commit="c3", run_key="b")
+    post(database, repository, results(("t", "error")), commit="c4", run_key="b")
+    links = links_of(database)
     assert links == {
-        ("src/io.py", "t", 2, 1),
-        ("README.md", "t", 2, 1),
-        ("src/io.py", "u", 1, 0),
-        ("README.md", "u", 1, 0),
+        ("c1.py", "t"): (1.0, 0.0, 1),
+        ("c2.py", "t"): (1.0, 1.0, 2),
+        ("c3.py", "t"): (1.0, 0.0, 3),
+        ("c4.py", "t"): (1.0, 0.0, 4),
     }
 
 
@@ -275,11 +297,14 @@ def test_unreadable_stored_report_fails_the_run_with_the_reason(
 # --- incremental statistics equal a recomputation from the executions -------
 
 
-def recompute(
-    database: Database,
-) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], tuple[int, int]]]:
+Links: TypeAlias = dict[tuple[str, str], tuple[float, float, int]]
+
+
+def recompute(database: Database) -> tuple[dict[str, dict[str, Any]], Links]:
     """Statistics and links recomputed from scratch, the plain way: every
-    build of every test, in order, from the executions table."""
+    build of every test, in order, from the executions table. A link is
+    (ran together, started failing together, the build it is valued at),
+    each build weighing 0.5 ** (builds since / HALF_LIFE_BUILDS)."""
     with database.session() as session:
         rows = session.execute(
             select(
@@ -300,8 +325,10 @@ def recompute(
             changed[commit_id].append(path)
     # Final attempt per test and run, then worst per test and build.
     final: dict[tuple[str, int], tuple[Outcome, bool, int, str]] = {}
+    number: dict[str, int] = {}  # the repository's builds, numbered from 1
     for name, run_id, commit_id, run_key, _attempt, outcome, flaky in rows:
         final[(name, run_id)] = (outcome, flaky, commit_id, f"{commit_id}/{run_key or run_id}")
+        number.setdefault(f"{commit_id}/{run_key or run_id}", len(number) + 1)
     builds: dict[str, list[tuple[str, bool, bool, int]]] = defaultdict(list)
     order: dict[str, list[str]] = defaultdict(list)
     for (name, _run_id), (outcome, flaky, commit_id, build) in final.items():
@@ -311,18 +338,18 @@ def recompute(
             order[name].append(build)
         builds[f"{name}@{build}"].append((LETTERS[outcome], flaky, True, commit_id))
     expected: dict[str, dict[str, Any]] = {}
-    links: dict[tuple[str, str], tuple[int, int]] = defaultdict(lambda: (0, 0))
+    together: dict[tuple[str, str], list[tuple[int, bool]]] = defaultdict(list)
     for name, its_builds in order.items():
-        letters = []
+        letters: list[str] = []
         flaky_runs = 0
         for build in its_builds:
             seen = builds[f"{name}@{build}"]
             letter = max((s[0] for s in seen), key=is_failing)
+            change = is_failing(letter) and not (letters and is_failing(letters[-1]))
             letters.append(letter)
             flaky_runs += sum(1 for s in seen if s[1])
             for path in changed[seen[0][3]]:
-                ran, failed = links[(path, name)]
-                links[(path, name)] = (ran + 1, failed + int(is_failing(letter)))
+                together[(path, name)].append((number[build], change))
         failing = [i for i, letter in enumerate(letters) if is_failing(letter)]
         expected[name] = {
             "runs": len(letters),
@@ -332,22 +359,23 @@ def recompute(
             "flaky_runs": flaky_runs,
             "since": len(letters) - 1 - failing[-1] if failing else None,
         }
-    return expected, dict(links)
+    links: Links = {}
+    for key, seen_together in together.items():
+        last = seen_together[-1][0]
+        weights = [
+            (0.5 ** ((last - at) / HALF_LIFE_BUILDS), change) for at, change in seen_together
+        ]
+        links[key] = (
+            math.fsum(weight for weight, _ in weights),
+            math.fsum(weight for weight, change in weights if change),
+            last,
+        )
+    return expected, links
 
 
-def stored_links(database: Database) -> dict[tuple[str, str], tuple[int, int]]:
+def links_of(database: Database) -> Links:
     with database.session() as session:
-        return {
-            (path, name): (ran, failed)
-            for path, name, ran, failed in session.execute(
-                select(
-                    FileTestLink.path,
-                    KnownTest.name,
-                    FileTestLink.changed_together,
-                    FileTestLink.failed_together,
-                ).join(KnownTest, KnownTest.id == FileTestLink.test_id)
-            )
-        }
+        return stored_links(session)
 
 
 @pytest.mark.parametrize(
@@ -365,5 +393,8 @@ def test_imported_statistics_equal_a_recomputation(
     history.import_history(database, repository_id=repository, reports=reports, batch=7)
     expected, links = recompute(database)
     assert stats(database) == expected
-    assert stored_links(database) == links
-    assert sum(ran for ran, _ in links.values()) > 0 or "dune" in dataset
+    stored = links_of(database)
+    assert stored.keys() == links.keys()
+    for key, (ran, failed, valued_at) in links.items():
+        assert stored[key] == (pytest.approx(ran), pytest.approx(failed), valued_at), key
+    assert sum(ran for ran, _, _ in links.values()) > 0 or "dune" in dataset
