@@ -39,9 +39,10 @@ def described(reports: list[HistoryReport]) -> str:
     if changes:
         counted = sum(change.lines is not None for change in changes)
         with_hunks = sum(change.hunks is not None for change in changes)
+        symbols = sum(hunk.symbol is not None for change in changes for hunk in change.hunks or ())
         files = (
             f"changed files: {len(changes):,}, with line counts: {counted:,}, "
-            f"with hunks: {with_hunks:,} (read, not stored)"
+            f"with hunks: {with_hunks:,} (hunks naming a symbol: {symbols:,})"
         )
     else:
         files = "changed files: none"

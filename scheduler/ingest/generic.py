@@ -9,7 +9,12 @@ for any CI that is not GitHub or GitLab (pure functions).
       "changed_files": [                              optional
         {"path": "src/a.py", "status": "modified",    status optional (modified)
          "old_path": "src/b.py",                      optional (renames, copies)
-         "additions": 3, "deletions": 1}              optional (both, or neither)
+         "additions": 3, "deletions": 1,              optional (both, or neither)
+         "hunks": [                                   optional, at most 100
+           {"old_start": 10, "old_lines": 2,          `git diff -U0`'s @@ header
+            "new_start": 10, "new_lines": 3,
+            "symbol": "windowed"}                     optional, at most 200 characters
+         ]}
       ],
       "message": "...", "author": "...",              optional
       "time": "2024-05-01T12:00:00Z",                 optional, ISO 8601
@@ -33,6 +38,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from scheduler import commit_ids
 from scheduler.ingest.errors import MalformedPayload
+from scheduler.ingest.hunks import MAX_HUNKS, MAX_SYMBOL, Hunk
 from scheduler.ingest.testid import normalise_path
 from scheduler.models.enums import FileStatus
 
@@ -50,6 +56,7 @@ class ChangedPath:
     old_path: str | None = None
     additions: int | None = None
     deletions: int | None = None
+    hunks: tuple[Hunk, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,21 @@ def _repository(value: str) -> str:
     return name
 
 
+class _HunkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    old_start: int = Field(ge=0, strict=True)
+    old_lines: int = Field(ge=0, strict=True)
+    new_start: int = Field(ge=0, strict=True)
+    new_lines: int = Field(ge=0, strict=True)
+    # The bound of what is stored (scheduler.ingest.hunks), refused rather
+    # than cut: a cut name would name another symbol.
+    symbol: str | None = Field(default=None, min_length=1, max_length=MAX_SYMBOL)
+
+    def hunk(self) -> Hunk:
+        return Hunk(self.old_start, self.old_lines, self.new_start, self.new_lines, self.symbol)
+
+
 class _ChangedFileIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -97,6 +119,7 @@ class _ChangedFileIn(BaseModel):
     old_path: str | None = Field(default=None, min_length=1)
     additions: int | None = Field(default=None, ge=0, strict=True)
     deletions: int | None = Field(default=None, ge=0, strict=True)
+    hunks: list[_HunkIn] | None = Field(default=None, max_length=MAX_HUNKS)
 
     @field_validator("path", "old_path")
     @classmethod
@@ -195,6 +218,7 @@ def parse_commit(payload: Mapping[str, Any]) -> CommitEvent:
                 old_path=change.old_path,
                 additions=change.additions,
                 deletions=change.deletions,
+                hunks=None if change.hunks is None else tuple(h.hunk() for h in change.hunks),
             )
             for change in body.changed_files
         ),

@@ -26,6 +26,7 @@ from typing import IO, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from scheduler.ingest.errors import MalformedPayload
+from scheduler.ingest.hunks import Hunk, bounded
 from scheduler.ingest.json_results import ResultIn, case_results
 from scheduler.ingest.results import CaseResult
 from scheduler.ingest.testid import canonical_test_id, normalise_path
@@ -36,21 +37,9 @@ SYNTHETIC_COMMIT_PREFIX = "build-"
 
 
 @dataclass(frozen=True)
-class Hunk:
-    """One hunk of a file's zero-context diff (`git diff -U0`), and the
-    function or class enclosing its first new line, where known."""
-
-    old_start: int
-    old_lines: int
-    new_start: int
-    new_lines: int
-    symbol: str | None = None
-
-
-@dataclass(frozen=True)
 class FileChange:
     """A changed file; its line counts and hunks only when the history has them
-    (in memory only: the database keeps the counts, not the hunks)."""
+    (hunks within scheduler.ingest.hunks' bounds, as the database keeps them)."""
 
     path: str
     status: FileStatus
@@ -153,9 +142,11 @@ class _ChangedFileIn(BaseModel):
             deletions=self.deletions,
             hunks=None
             if self.hunks is None
-            else tuple(
-                Hunk(h.old_start, h.old_lines, h.new_start, h.new_lines, h.symbol)
-                for h in self.hunks
+            else bounded(
+                [
+                    Hunk(h.old_start, h.old_lines, h.new_start, h.new_lines, h.symbol)
+                    for h in self.hunks
+                ]
             ),
         )
 

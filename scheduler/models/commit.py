@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from scheduler.models.base import Base, BigIntId, str_enum, utcnow
@@ -46,5 +48,13 @@ class ChangedFile(Base):
     # Unknown when the provider's payload does not say (GitHub pushes do not).
     additions: Mapped[int | None]
     deletions: Mapped[int | None]
+    # The file's hunks of `git diff -U0` as history JSONL writes them
+    # ([{"old_start", "old_lines", "new_start", "new_lines", "symbol"}]), at
+    # most scheduler.ingest.hunks.MAX_HUNKS of them with symbols of at most
+    # MAX_SYMBOL characters; NULL (SQL NULL, not JSON null) when the source
+    # did not say.
+    hunks: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+    )
 
     commit: Mapped[Commit] = relationship(back_populates="changed_files", lazy="raise")

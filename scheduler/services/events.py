@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from scheduler.ingest import generic, github, gitlab
+from scheduler.ingest import generic, github, gitlab, hunks
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.models import ChangedFile, CiEvent, Commit, EventStatus, Provider, Repository
 from scheduler.models.base import utcnow
@@ -203,6 +203,7 @@ def _handle_generic_commit(session: Session, event: CiEvent) -> None:
                     "old_path": change.old_path,
                     "additions": change.additions,
                     "deletions": change.deletions,
+                    "hunks": hunks.to_json(change.hunks),
                 }
                 for change in commit.files
             ]

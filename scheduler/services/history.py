@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from scheduler.db import Database
+from scheduler.ingest import hunks
 from scheduler.ingest.history import FileChange, HistoryReport
 from scheduler.models import (
     ChangedFile,
@@ -53,8 +54,9 @@ def record_changed_files(
     session: Session, *, commit_id: int, changes: Iterable[FileChange]
 ) -> None:
     """A history's changed files of a commit, with their line counts (scoring
-    reads them as `changed_lines`, so replay must find them too); a path
-    recorded before keeps its row."""
+    reads them as `changed_lines`, so replay must find them too) and their
+    hunks (bounded: scheduler.ingest.hunks); a path recorded before keeps
+    its row."""
     insert_rows_ignoring(
         session,
         ChangedFile,
@@ -66,6 +68,7 @@ def record_changed_files(
                 "old_path": change.old_path,
                 "additions": change.additions,
                 "deletions": change.deletions,
+                "hunks": hunks.to_json(change.hunks),
             }
             for change in changes
         ],
@@ -181,14 +184,16 @@ def export_history(session: Session, *, repository_id: int) -> Iterator[dict[str
                 "status": status.value,
                 **({"old_path": old} if old else {}),
                 **({"additions": added, "deletions": deleted} if added is not None else {}),
+                **({"hunks": stored} if stored is not None else {}),
             }
-            for path, status, old, added, deleted in session.execute(
+            for path, status, old, added, deleted, stored in session.execute(
                 select(
                     ChangedFile.path,
                     ChangedFile.status,
                     ChangedFile.old_path,
                     ChangedFile.additions,
                     ChangedFile.deletions,
+                    ChangedFile.hunks,
                 )
                 .where(ChangedFile.commit_id == commit_id)
                 .order_by(ChangedFile.id)

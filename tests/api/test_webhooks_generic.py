@@ -33,6 +33,12 @@ def app_id(database: Database) -> int:
         ).id
 
 
+HUNKS = [
+    {"old_start": 3, "old_lines": 1, "new_start": 3, "new_lines": 4, "symbol": "windowed"},
+    {"old_start": 40, "old_lines": 0, "new_start": 43, "new_lines": 0},
+]
+
+
 def body_of(**changes: Any) -> bytes:
     document: dict[str, Any] = {
         "repository": "acme/app",
@@ -40,13 +46,23 @@ def body_of(**changes: Any) -> bytes:
         "branch": "main",
         "parents": [PARENT],
         "changed_files": [
-            {"path": "src/a.py", "status": "modified", "additions": 4, "deletions": 1},
+            {
+                "path": "src/a.py",
+                "status": "modified",
+                "additions": 4,
+                "deletions": 1,
+                "hunks": HUNKS,
+            },
             {"path": "src/b.py", "status": "added", "additions": 10, "deletions": 0},
             {"path": "src/c.py", "status": "renamed", "old_path": "src/old_c.py"},
         ],
     }
     document.update(changes)
     return json.dumps({key: value for key, value in document.items() if value is not None}).encode()
+
+
+def hunks_of(hunks: list[dict[str, Any]]) -> bytes:
+    return body_of(changed_files=[{"path": "src/a.py", "hunks": hunks}])
 
 
 def stored_events(database: Database) -> list[CiEvent]:
@@ -86,6 +102,7 @@ def test_a_generic_event_end_to_end(
                 ChangedFile.old_path,
                 ChangedFile.additions,
                 ChangedFile.deletions,
+                ChangedFile.hunks,
             ).order_by(ChangedFile.path)
         ).all()
         head = events.pushed_head(session, event_id)
@@ -96,10 +113,11 @@ def test_a_generic_event_end_to_end(
         event_id,
     )
     assert commit.repository_id == app_id
+    stored_hunks = [HUNKS[0], {**HUNKS[1], "symbol": None}]
     assert [tuple(row) for row in files] == [
-        ("src/a.py", FileStatus.MODIFIED, None, 4, 1),
-        ("src/b.py", FileStatus.ADDED, None, 10, 0),
-        ("src/c.py", FileStatus.RENAMED, "src/old_c.py", None, None),
+        ("src/a.py", FileStatus.MODIFIED, None, 4, 1, stored_hunks),
+        ("src/b.py", FileStatus.ADDED, None, 10, 0, None),
+        ("src/c.py", FileStatus.RENAMED, "src/old_c.py", None, None, None),
     ]
     assert head == commit.id
 
@@ -218,6 +236,30 @@ BAD_REQUESTS = [
     ),
     pytest.param(
         {"body": body_of(changed_file=[])}, 400, "changed_file: unknown field", id="unknown-key"
+    ),
+    pytest.param(
+        {"body": hunks_of([{**HUNKS[0], "new_start": -3}])},
+        400,
+        "changed_files[0].hunks[0].new_start: Input should be greater than or equal to 0",
+        id="negative-hunk-line",
+    ),
+    pytest.param(
+        {"body": hunks_of([HUNKS[1], {**HUNKS[0], "old_lines": "1"}])},
+        400,
+        "changed_files[0].hunks[1].old_lines: Input should be a valid integer",
+        id="hunk-line-as-text",
+    ),
+    pytest.param(
+        {"body": hunks_of([{**HUNKS[0], "symbol": "s" * 201}])},
+        400,
+        "changed_files[0].hunks[0].symbol: String should have at most 200 characters",
+        id="long-symbol",
+    ),
+    pytest.param(
+        {"body": hunks_of([HUNKS[0]] * 101)},
+        400,
+        "changed_files[0].hunks: List should have at most 100 items",
+        id="too-many-hunks",
     ),
     pytest.param(
         {"delivery": "x" * 201},

@@ -8,6 +8,7 @@ import pytest
 
 from scheduler.ingest import generic
 from scheduler.ingest.errors import MalformedPayload
+from scheduler.ingest.hunks import MAX_HUNKS, MAX_SYMBOL, Hunk
 from scheduler.models import FileStatus
 
 SHA = "a" * 40
@@ -18,6 +19,19 @@ def event(**changes: Any) -> dict[str, Any]:
     payload: dict[str, Any] = {"repository": "acme/app", "commit": SHA}
     payload.update(changes)
     return payload
+
+
+HUNK: dict[str, Any] = {
+    "old_start": 3,
+    "old_lines": 1,
+    "new_start": 3,
+    "new_lines": 2,
+    "symbol": "windowed",
+}
+
+
+def with_hunks(hunks: object) -> dict[str, Any]:
+    return event(changed_files=[{"path": "src/a.py", "hunks": hunks}])
 
 
 def test_the_smallest_event_is_a_repository_and_a_commit() -> None:
@@ -59,6 +73,27 @@ def test_every_field() -> None:
     assert (commit.message, commit.author) == ("Fix the reader", "Ada")
     assert commit.time == datetime(2024, 5, 1, 12, tzinfo=UTC)
     assert commit.delivery_id == "build-42"
+
+
+def test_hunks_are_optional_per_file() -> None:
+    commit = generic.parse_commit(
+        event(
+            changed_files=[
+                {"path": "src/a.py", "hunks": [HUNK, {**HUNK, "symbol": None}]},
+                {"path": "src/b.py", "hunks": [{**HUNK, "old_lines": 0, "symbol": "Foo.bar"}]},
+                {"path": "src/c.py", "hunks": []},
+                {"path": "src/d.py"},
+                {"path": "src/e.py", "hunks": [HUNK] * MAX_HUNKS},
+            ]
+        )
+    )
+    assert [change.hunks for change in commit.files] == [
+        (Hunk(3, 1, 3, 2, "windowed"), Hunk(3, 1, 3, 2)),
+        (Hunk(3, 0, 3, 2, "Foo.bar"),),
+        (),
+        None,
+        (Hunk(3, 1, 3, 2, "windowed"),) * MAX_HUNKS,
+    ]
 
 
 def test_a_time_without_zone_is_utc() -> None:
@@ -105,6 +140,40 @@ def test_a_time_without_zone_is_utc() -> None:
         (event(branch=""), "branch: String should have at least 1 character"),
         (event(time="yesterday"), "time: Input should be a valid datetime"),
         (event(delivery_id="x" * 201), "delivery_id: String should have at most 200"),
+        (
+            with_hunks([{**HUNK, "old_start": -1}]),
+            "changed_files[0].hunks[0].old_start: Input should be greater than or equal to 0",
+        ),
+        (
+            with_hunks([HUNK, {**HUNK, "new_lines": "3"}]),
+            "changed_files[0].hunks[1].new_lines: Input should be a valid integer",
+        ),
+        (
+            with_hunks([{**HUNK, "new_start": 1.5}]),
+            "changed_files[0].hunks[0].new_start: Input should be a valid integer",
+        ),
+        (
+            with_hunks([{key: value for key, value in HUNK.items() if key != "old_lines"}]),
+            "changed_files[0].hunks[0].old_lines: Field required",
+        ),
+        (
+            with_hunks([{**HUNK, "symbol": 7}]),
+            "changed_files[0].hunks[0].symbol: Input should be a valid string",
+        ),
+        (
+            with_hunks([{**HUNK, "symbol": "x" * (MAX_SYMBOL + 1)}]),
+            "changed_files[0].hunks[0].symbol: String should have at most 200 characters",
+        ),
+        (
+            with_hunks([{**HUNK, "symbol": ""}]),
+            "changed_files[0].hunks[0].symbol: String should have at least 1 character",
+        ),
+        (
+            with_hunks([HUNK] * (MAX_HUNKS + 1)),
+            "changed_files[0].hunks: List should have at most 100 items after validation, not 101",
+        ),
+        (with_hunks([{**HUNK, "name": "f"}]), "changed_files[0].hunks[0].name: unknown field"),
+        (with_hunks(HUNK), "changed_files[0].hunks: Input should be a valid list"),
     ],
 )
 def test_bad_events_are_refused_saying_what_is_wrong(payload: dict[str, Any], message: str) -> None:

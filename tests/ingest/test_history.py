@@ -8,13 +8,17 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from scheduler.backtest.runner import history_builds, status_changes
 from scheduler.db import Database
-from scheduler.ingest.history import FileChange, HistoryError, Hunk, read_history
+from scheduler.ingest import hunks
+from scheduler.ingest.history import FileChange, HistoryError, read_history
+from scheduler.ingest.hunks import MAX_HUNKS, MAX_SYMBOL, Hunk
 from scheduler.models import (
     ChangedFile,
     Commit,
@@ -22,9 +26,12 @@ from scheduler.models import (
     FileStatus,
     KnownTest,
     Outcome,
+    Provider,
     SuiteRun,
 )
 from scheduler.risk import replay
+from scheduler.services import history as history_import
+from scheduler.services import repos
 from tests.e2e.conftest import clean_env
 from tests.test_cli_outcomes import counts, one_line, repository_id, riskrank, summary
 
@@ -116,7 +123,7 @@ def test_riskrank_import_keeps_the_line_counts_and_export_writes_them(
         assert (
             "the history: builds: 100, tests that ran: 745, failing builds: 43 (failures: 124), "
             "status changes: 81 (in builds: 26); changed files: 239, with line counts: 239, "
-            "with hunks: 239 (read, not stored)"
+            "with hunks: 239 (hunks naming a symbol: 300)"
         ) in one_line(ran.stdout)
         with database.session() as session:
             repository = repository_id(session, "more-itertools/mutation")
@@ -139,20 +146,49 @@ def test_riskrank_import_keeps_the_line_counts_and_export_writes_them(
                 .where(Commit.repository_id == repository)
             ).one()
             assert (added, deleted, unknown) == (3_235, 1_235, 0)
+            stored = stored_hunks(session, repository)
+            assert sum(hunks is not None for hunks in stored) == 239
+            assert sum(len(hunks or ()) for hunks in stored) == 679
+            symbols = [h["symbol"] for hunks in stored for h in hunks or () if h["symbol"]]
+            assert (len(symbols), len(set(symbols))) == (300, 169)
 
         exported = tmp_path / "again.jsonl.gz"
         written = riskrank(
             "export", "more-itertools/mutation", str(exported), env=env, cwd=tmp_path
         )
         assert written.returncode == 0, written.explain()
-        again = [c for r in read_history(exported) for c in r.changed_files]
-        original = [c for r in read_history(mutation) for c in r.changed_files]
-        # Hunks stay in memory; the counts go through the database and back.
-        assert sorted((c.path, c.additions, c.deletions) for c in again) == sorted(
-            (c.path, c.additions, c.deletions) for c in original
+        # The changed files, their counts and hunks go through the database
+        # and back as they were, build by build.
+        assert [r.changed_files for r in read_history(exported)] == [
+            r.changed_files for r in read_history(mutation)
+        ]
+        again = riskrank(
+            "import",
+            "more-itertools/mutation-again",
+            str(exported),
+            "--create",
+            env=env,
+            cwd=tmp_path,
         )
+        assert again.returncode == 0, again.explain()
+        with database.session() as session:
+            assert (
+                stored_hunks(session, repository_id(session, "more-itertools/mutation-again"))
+                == stored
+            )
     finally:
         database.dispose()
+
+
+def stored_hunks(session: Session, repository: int) -> list[list[dict[str, Any]] | None]:
+    return list(
+        session.scalars(
+            select(ChangedFile.hunks)
+            .join(Commit, Commit.id == ChangedFile.commit_id)
+            .where(Commit.repository_id == repository)
+            .order_by(ChangedFile.id)
+        )
+    )
 
 
 # --- a test listed twice in one build ---------------------------------------------
@@ -345,3 +381,63 @@ def test_a_changed_file_with_one_line_count_is_refused(tmp_path: Path) -> None:
         HistoryError, match=r"half\.jsonl:1: (.|\n)*give both additions and deletions"
     ):
         list(read_history(history))
+
+
+# --- hunks: bounded where they are stored ---------------------------------------
+
+
+def hunk(
+    old_start: int, old_lines: int, new_start: int, new_lines: int, symbol: str | None
+) -> dict[str, Any]:
+    return {
+        "old_start": old_start,
+        "old_lines": old_lines,
+        "new_start": new_start,
+        "new_lines": new_lines,
+        "symbol": symbol,
+    }
+
+
+def test_a_files_hunks_are_stored_within_the_bounds(database: Database, tmp_path: Path) -> None:
+    """The first MAX_HUNKS hunks of a file, a symbol over MAX_SYMBOL
+    characters dropped (its hunk kept); a file without hunks stores NULL,
+    one with an empty list stores it empty."""
+    many = [hunk(n, 1, n, 1, f"f{n}") for n in range(MAX_HUNKS + 5)]
+    long_name = "x" * (MAX_SYMBOL + 1)
+    line = jsonl_build(1, passing("t1"))
+    line["changed_files"] = [
+        {"path": "src/many.py", "hunks": many},
+        {
+            "path": "src/long.py",
+            "hunks": [hunk(1, 0, 2, 1, long_name), hunk(9, 0, 9, 1, "x" * 200)],
+        },
+        {"path": "src/none.py"},
+        {"path": "src/empty.py", "hunks": []},
+    ]
+    history = tmp_path / "bounds.jsonl"
+    history.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    [report] = read_history(history)
+    with database.session() as session:
+        repository = repos.add_repository(
+            session, provider=Provider.GENERIC, full_name="acme/bounds"
+        ).id
+    history_import.import_history(database, repository_id=repository, reports=[report])
+    with database.session() as session:
+        stored = {
+            path: stored_hunks
+            for path, stored_hunks in session.execute(
+                select(ChangedFile.path, ChangedFile.hunks).order_by(ChangedFile.id)
+            )
+        }
+        exported = list(history_import.export_history(session, repository_id=repository))
+    assert stored["src/many.py"] == many[:MAX_HUNKS]
+    assert len(stored["src/many.py"]) == 100
+    assert stored["src/long.py"] == [hunk(1, 0, 2, 1, None), hunk(9, 0, 9, 1, "x" * 200)]
+    assert (stored["src/none.py"], stored["src/empty.py"]) == (None, [])
+    # The reader bounds them as the database does: replay from the file and
+    # from the database see the same hunks.
+    assert [c.hunks for c in report.changed_files] == [
+        hunks.from_json(stored[c.path]) for c in report.changed_files
+    ]
+    [build] = exported
+    assert [c.get("hunks") for c in build["changed_files"]] == list(stored.values())

@@ -303,21 +303,52 @@ def test_event_is_signed_and_carries_the_build_as_delivery(
         "branch": "main",
         "parents": [first],
         "changed_files": [
-            {"path": "docs.md", "status": "removed", "additions": 0, "deletions": 1},
-            {"path": "logo.bin", "status": "modified"},
-            {"path": "src/new.py", "status": "added", "additions": 1, "deletions": 0},
-            {"path": "src/reader.py", "status": "modified", "additions": 3, "deletions": 1},
+            {
+                "path": "docs.md",
+                "status": "removed",
+                "additions": 0,
+                "deletions": 1,
+                "hunks": [hunk(1, 1, 0, 0)],
+            },
+            {"path": "logo.bin", "status": "modified"},  # binary: no hunks
+            {
+                "path": "src/new.py",
+                "status": "added",
+                "additions": 1,
+                "deletions": 0,
+                "hunks": [hunk(0, 0, 1, 1)],
+            },
+            {
+                "path": "src/reader.py",
+                "status": "modified",
+                "additions": 3,
+                "deletions": 1,
+                "hunks": [hunk(2, 1, 2, 3, "read")],
+            },
             {
                 "path": "src/writer.py",
                 "status": "renamed",
                 "old_path": "src/out.py",
                 "additions": 0,
                 "deletions": 0,
+                "hunks": [],
             },
         ],
         "message": "Read the header once\n\nAnd say why.",
         "author": "Ada Lovelace",
         "time": "2024-05-01T12:00:00+00:00",
+    }
+
+
+def hunk(
+    old_start: int, old_lines: int, new_start: int, new_lines: int, symbol: str | None = None
+) -> dict[str, object]:
+    return {
+        "old_start": old_start,
+        "old_lines": old_lines,
+        "new_start": new_start,
+        "new_lines": new_lines,
+        "symbol": symbol,
     }
 
 
