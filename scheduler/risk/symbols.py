@@ -21,17 +21,20 @@ not part of the name."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from scheduler.ingest.testid import SEPARATOR
 
-# The tokens of scheduler.risk.features' ids and paths, the same rule.
-_TOKEN = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+# A token is a run of letters cut at camelCase humps (HTTPServer: http,
+# server) or a run of digits; everything else only separates (the rule of
+# every name the features read: ids, paths, symbols).
+TOKEN = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _DROPPED = frozenset({"test", "tests"})
 
 
 def name_tokens(text: str) -> tuple[str, ...]:
     """The lower-cased tokens of a name, in order, without test/tests."""
-    return tuple(token for token in map(str.lower, _TOKEN.findall(text)) if token not in _DROPPED)
+    return tuple(token for token in map(str.lower, TOKEN.findall(text)) if token not in _DROPPED)
 
 
 def stem(text: str) -> str:
@@ -72,14 +75,22 @@ def id_parts(name: str) -> tuple[str, ...]:
     return tuple(part for part in parts if part)
 
 
-def id_stems(name: str) -> frozenset[str]:
+def stems_of_parts(parts: Iterable[str]) -> frozenset[str]:
     """The stems of a test id's parts (without the empty one)."""
-    return frozenset(found for part in id_parts(name) if (found := stem(part)))
+    return frozenset(found for part in parts if (found := stem(part)))
+
+
+def tokens_of_parts(parts: Iterable[str]) -> frozenset[str]:
+    """The tokens of a test id's parts."""
+    return frozenset(token for part in parts for token in name_tokens(part))
+
+
+def id_stems(name: str) -> frozenset[str]:
+    return stems_of_parts(id_parts(name))
 
 
 def id_tokens(name: str) -> frozenset[str]:
-    """The tokens of a test id's parts."""
-    return frozenset(token for part in id_parts(name) for token in name_tokens(part))
+    return tokens_of_parts(id_parts(name))
 
 
 def symbol_stems(symbol: str) -> frozenset[str]:
