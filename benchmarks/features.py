@@ -1,7 +1,8 @@
 """How fast the feature matrix builds: a synthetic repository of N tests
 (Java modules with and without files, pytest node ids and xunit2 names,
-Jest specs), a commit of 20 changed paths, and the file-test links a real
-history leaves (every test that ran is linked to each path changed before).
+Jest specs), a commit of 20 changed paths whose hunks name 28 symbols, and
+the file-test links a real history leaves (every test that ran is linked to
+each path changed before).
 
     .venv/bin/python benchmarks/features.py [N]
 
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from scheduler.risk.columns import ChangeColumns, HistoryColumns, LinkColumns
-from scheduler.risk.features import build_features
+from scheduler.risk.features import FEATURE_NAMES, build_features
 from scheduler.risk.paths import PathIndex
 
 AT = datetime(2026, 11, 29, 12, tzinfo=UTC)
@@ -237,7 +238,11 @@ def change_and_links(
         changed_together=np.concatenate(ran),
         failed_together=np.concatenate(failed),
     )
-    return ChangeColumns.of(paths, changed_lines=640), links
+    # The classes of the changed sources and a method of each, as their
+    # hunks name them: 28 changed symbols.
+    classes = [path.rpartition("/")[2].partition(".")[0] for path in paths[:14]]
+    symbols = [*classes, *(f"{name}.apply" for name in classes)]
+    return ChangeColumns.of(paths, changed_lines=640, symbols=symbols), links
 
 
 def median_ms(call: Callable[[], Any], times: int) -> str:
@@ -303,7 +308,7 @@ def main() -> None:
 
     matrix = cached()
     print(f"{len(change.paths)} changed paths, {len(links):,} links, index {index.sizes}")
-    assert matrix.values.shape == (n, 24)  # type: ignore[attr-defined]
+    assert matrix.values.shape == (n, len(FEATURE_NAMES))  # type: ignore[attr-defined]
     print(f"build_features, cached index:   {median_ms(cached, 30)}")
     print(f"build_features, no index:       {median_ms(cold, 10)}")
     print(f"PathIndex alone:                {median_ms(indexing, 10)}")

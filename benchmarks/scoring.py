@@ -6,8 +6,9 @@ under 100 ms; with the database reads and the plan's write under 300 ms).
 
 A temporary database is made on the server, migrated and filled with
 synthetic but realistic rows (tests, their statistics, executions, file-test
-links for the changed files, an active model), then the scoring steps are
-timed separately, median of repeated runs, and the peak RSS is printed."""
+links for the changed files and the symbols their hunks name, an active
+model), then the scoring steps are timed separately, median of repeated runs,
+and the peak RSS is printed."""
 
 from __future__ import annotations
 
@@ -121,9 +122,21 @@ def fill(url: str, dsn: str, n_tests: int, n_executions: int) -> tuple[int, int]
                 buffer.seek(0)
                 buffer.truncate()
     changed = [f"{module}.py" for module in RNG.choice(modules, 20, replace=False)]
+    # Three hunks per changed file, each naming a symbol: one a test is
+    # named after (test_case_N), two that none is (60 changed symbols). A
+    # generator of their own, so the rest of the data is as before.
+    named = np.random.default_rng(12).choice(n_tests, len(changed), replace=False)
     with database.session() as session:
-        for path in changed:
-            session.add(ChangedFile(commit_id=commit_id, path=path, status=FileStatus.MODIFIED))
+        for path, case in zip(changed, named.tolist(), strict=True):
+            symbols = [f"case_{case}", f"helper_{case}", f"Reader{case}.read_all"]
+            hunks = [
+                {"old_start": 10 * k, "old_lines": 1, "new_start": 10 * k, "new_lines": 2,
+                 "symbol": symbol}
+                for k, symbol in enumerate(symbols, start=1)
+            ]  # fmt: skip
+            session.add(
+                ChangedFile(commit_id=commit_id, path=path, status=FileStatus.MODIFIED, hunks=hunks)
+            )
     links = [
         (repository_id, path, test_id, int(RNG.integers(1, 30)), int(RNG.integers(0, 3)), NOW)
         for path in changed
@@ -211,6 +224,7 @@ def main() -> None:
 
             matrix = build_features(history, change, links, at=NOW, index=index)
             print(f"links for the change: {len(links):,}")
+            print(f"changed symbols: {len(change.symbols):,}")
             print(f"database reads:              {median_ms(read, args.runs):7.1f} ms")
             print(
                 "feature matrix + prediction: "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 # Bounds of what one changed file keeps, so a generated file or a vendored
 # tree cannot blow up a row (changed_files.hunks) or a commit event: the
@@ -18,6 +18,9 @@ from typing import Any
 # every other malformed field of its body).
 MAX_HUNKS = 100
 MAX_SYMBOL = 200
+
+# What changed_files.hunks holds: one object per hunk, as history JSONL has it.
+StoredHunks: TypeAlias = Sequence[Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def to_json(hunks: Sequence[Hunk] | None) -> list[dict[str, Any]] | None:
     ]
 
 
-def from_json(stored: Sequence[Mapping[str, Any]] | None) -> tuple[Hunk, ...] | None:
+def from_json(stored: StoredHunks | None) -> tuple[Hunk, ...] | None:
     """Hunks read back from their stored form."""
     if stored is None:
         return None
@@ -77,6 +80,11 @@ def from_json(stored: Sequence[Mapping[str, Any]] | None) -> tuple[Hunk, ...] | 
 
 
 def changed_symbols(files: Iterable[Sequence[Hunk] | None]) -> tuple[str, ...]:
-    """The distinct symbols the hunks of a change name, sorted; () when no
-    file says any (or no file has hunks)."""
+    """The distinct symbols the hunks of a change's files name, sorted; ()
+    when no file says any (or no file has hunks)."""
     return tuple(sorted({hunk.symbol for hunks in files if hunks for hunk in hunks if hunk.symbol}))
+
+
+def stored_symbols(files: Iterable[StoredHunks | None]) -> tuple[str, ...]:
+    """changed_symbols of files' stored hunks (changed_files.hunks)."""
+    return changed_symbols(map(from_json, files))

@@ -112,14 +112,19 @@ class ChangeColumns:
 
     paths: tuple[str, ...]
     changed_lines: int | None = None
+    # The functions and classes the change touched, distinct and sorted:
+    # () when its files' hunks name none (or were not sent).
+    symbols: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(set(self.paths)) != len(self.paths):
             raise FeatureInputError("changed paths must be distinct (links point at one each)")
 
     @classmethod
-    def of(cls, paths: Iterable[str], changed_lines: int | None = None) -> ChangeColumns:
-        return cls(tuple(paths), changed_lines)
+    def of(
+        cls, paths: Iterable[str], changed_lines: int | None = None, symbols: Iterable[str] = ()
+    ) -> ChangeColumns:
+        return cls(tuple(paths), changed_lines, tuple(sorted(set(symbols))))
 
 
 def _indexes(values: npt.ArrayLike) -> IndexArray:

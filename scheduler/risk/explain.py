@@ -38,6 +38,8 @@ PHRASES: dict[str, str] = {
     "cochange_max": "a changed file often changes with it",
     "path_distance": "it is {distance} directory steps from the change",
     "token_jaccard": "its name resembles a changed path",
+    "symbol_named": "it is named after a function or class the change touched",
+    "symbol_tokens": "its name resembles a function or class the change touched",
 }
 
 

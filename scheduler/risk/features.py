@@ -75,6 +75,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "cochange_max",  # max over changed paths of ran (decayed builds together)
     "path_distance",  # fewest directory steps from a changed path to its file; NaN no file/change
     "token_jaccard",  # max over changed paths of the tokens' Jaccard similarity with its id
+    # The test and the symbols (functions, classes) the change touched, read
+    # from its files' hunks (rules at scheduler.risk.symbols); NaN when the
+    # change names none.
+    "symbol_named",  # 1 if a part of its id after the file has the stem of a changed symbol
+    "symbol_tokens",  # max over changed symbols of the Jaccard similarity of the tokens
 )
 
 
@@ -227,6 +232,7 @@ def build_features(
     )
     columns.update(index.features(rows, paths))
     columns.update(_link_features(links, n, len(paths)))
+    columns.update(index.symbol_features(rows, change.symbols))
 
     values = np.empty((n, len(FEATURE_NAMES)), dtype=np.float32)
     for number, name in enumerate(FEATURE_NAMES):

@@ -9,12 +9,13 @@ import itertools
 import posixpath
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from scheduler.ingest.testid import SEPARATOR
+from scheduler.risk import symbols
 from scheduler.risk.columns import BoolArray, FeatureInputError, FloatArray, IndexArray
 
 # Pair matrices (changed paths x tests) are built this many cells at a time:
@@ -26,7 +27,7 @@ _CELLS_PER_CHUNK = 1 << 18
 # A token is a run of letters cut at camelCase humps (HTTPServer: http,
 # server) or a run of digits; everything else (/ . _ - :: spaces brackets)
 # only separates. Tokens are compared lower-cased, as sets.
-_TOKEN = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+_TOKEN = symbols.TOKEN
 
 # How a test file or class is named after what it tests: FooTest, FooTests,
 # FooSpec, FooIT, foo_test, foo-spec, foo.spec (.ts), test_foo, TestFoo.
@@ -171,6 +172,90 @@ def _chunks(count: int, width: int) -> Iterable[slice]:
 # --- the per-repository index -------------------------------------------------
 
 
+class _Postings:
+    """An inverted index of one token set per index row (CSR): the rows of
+    token t are rows[start[t]:start[t + 1]]; count is each row's set size.
+    Immutable: `extended` returns a new one."""
+
+    def __init__(
+        self,
+        vocabulary: dict[str, int],
+        rows: IndexArray,
+        start: IndexArray,
+        count: npt.NDArray[np.float32],
+    ) -> None:
+        self.vocabulary, self.rows, self.start, self.count = vocabulary, rows, start, count
+
+    @classmethod
+    def empty(cls) -> _Postings:
+        return cls(
+            {},
+            np.empty(0, dtype=np.intp),
+            np.zeros(1, dtype=np.intp),
+            np.empty(0, dtype=np.float32),
+        )
+
+    def extended(self, row_tokens: Sequence[frozenset[str]]) -> _Postings:
+        """With the sets of the rows that follow (len(count), len(count) + 1, …)."""
+        vocabulary = dict(self.vocabulary)
+        unseen = frozenset().union(*row_tokens).difference(vocabulary)
+        vocabulary.update(zip(sorted(unseen), itertools.count(len(vocabulary))))
+        counts = np.fromiter(map(len, row_tokens), dtype=np.intp, count=len(row_tokens))
+        tokens = np.concatenate(
+            (
+                np.repeat(np.arange(len(self.start) - 1), np.diff(self.start)),
+                np.fromiter(
+                    map(vocabulary.__getitem__, itertools.chain.from_iterable(row_tokens)),
+                    dtype=np.intp,
+                    count=int(counts.sum()),
+                ),
+            )
+        )
+        first = len(self.count)
+        rows = np.concatenate(
+            (self.rows, np.repeat(np.arange(first, first + len(row_tokens)), counts))
+        )
+        start = np.zeros(len(vocabulary) + 1, dtype=np.intp)
+        np.cumsum(np.bincount(tokens, minlength=len(vocabulary)), out=start[1:])
+        return _Postings(
+            vocabulary,
+            rows[np.argsort(tokens, kind="stable")],
+            start,
+            np.concatenate((self.count, counts.astype(np.float32))),
+        )
+
+    def similarity(self, token_sets: Sequence[Collection[str]]) -> npt.NDArray[np.float32]:
+        """Per row, the max over `token_sets` of |T and S| / |T or S| for the
+        row's set T and the given S. The intersections come from one bincount
+        over the postings of the sets' tokens, never from a loop over the
+        rows."""
+        size = len(self.count)
+        best = np.zeros(size, dtype=np.float32)
+        for chunk in _chunks(len(token_sets), size):
+            sets = token_sets[chunk]
+            slices = [
+                (offset * size, self.start[number], self.start[number + 1])
+                for offset, tokens in enumerate(sets)
+                for token in tokens
+                if (number := self.vocabulary.get(token)) is not None
+            ]
+            postings = np.concatenate(
+                [np.empty(0, dtype=np.intp)]
+                + [self.rows[start:stop] + shift for shift, start, stop in slices]
+            )
+            shared = np.bincount(postings, minlength=len(sets) * size).reshape(len(sets), size)
+            similarity = shared.astype(np.float32)
+            union = np.add.outer(
+                np.fromiter(map(len, sets), dtype=np.float32, count=len(sets)), self.count
+            )
+            union -= similarity
+            # Both sets empty: 0 / 1.
+            np.maximum(union, 1.0, out=union)
+            similarity /= union
+            np.maximum(best, similarity.max(axis=0), out=best)
+        return best
+
+
 class PathIndex:
     """What the features need from the tests' names and files alone, for
     every test a repository knows: build it once, keep it, pass it to each
@@ -184,11 +269,12 @@ class PathIndex:
     names: tuple[str, ...]
     files: tuple[str | None, ...]
     _position: dict[str, int]  # name -> row
-    # Tokens: vocabulary, the inverted index (CSR) and the count per row.
-    _vocabulary: dict[str, int]
-    _token_rows: IndexArray
-    _token_start: IndexArray
-    _token_count: npt.NDArray[np.float32]
+    # Per row: the tokens of its id, and of its parts that can name a symbol
+    # (scheduler.risk.symbols), as inverted indexes; the stems of those
+    # parts (stem -> rows).
+    _tokens: _Postings
+    _part_tokens: _Postings
+    _part_stems: dict[str, list[int]]
     # Owners: (file, head) -> owner, and the owner of each row.
     _owners: dict[tuple[str | None, str | None], int]
     _owner_of_row: IndexArray
@@ -244,31 +330,32 @@ class PathIndex:
                 found = pieces[text] = frozenset(map(str.lower, _TOKEN.findall(text)))
             return found
 
-        row_tokens = [frozenset().union(*map(tokens_of, name.split(SEPARATOR))) for name in added]
-        self._vocabulary = dict(base._vocabulary)
-        unseen = frozenset().union(*pieces.values()).difference(self._vocabulary)
-        self._vocabulary.update(zip(sorted(unseen), itertools.count(len(self._vocabulary))))
+        self._tokens = base._tokens.extended(
+            [frozenset().union(*map(tokens_of, name.split(SEPARATOR))) for name in added]
+        )
+        # The words of the parts that can name a symbol, through a cache of
+        # their texts likewise (a class's tests repeat its name).
+        words: dict[str, tuple[str, ...]] = {}
 
-        # The inverted index token -> rows, as CSR: the rows of token t are
-        # _token_rows[_token_start[t]:_token_start[t + 1]].
-        counts = np.fromiter(map(len, row_tokens), dtype=np.intp, count=len(row_tokens))
-        tokens = np.concatenate(
-            (
-                np.repeat(np.arange(len(base._token_start) - 1), np.diff(base._token_start)),
-                np.fromiter(
-                    map(self._vocabulary.__getitem__, itertools.chain.from_iterable(row_tokens)),
-                    dtype=np.intp,
-                    count=int(counts.sum()),
-                ),
-            )
-        )
-        rows = np.concatenate(
-            (base._token_rows, np.repeat(np.arange(len(base.names), len(self.names)), counts))
-        )
-        self._token_rows = rows[np.argsort(tokens, kind="stable")]
-        self._token_start = np.zeros(len(self._vocabulary) + 1, dtype=np.intp)
-        np.cumsum(np.bincount(tokens, minlength=len(self._vocabulary)), out=self._token_start[1:])
-        self._token_count = np.concatenate((base._token_count, counts.astype(np.float32)))
+        def words_of(part: str) -> tuple[str, ...]:
+            found = words.get(part)
+            if found is None:
+                found = words[part] = symbols.name_tokens(part)
+            return found
+
+        part_tokens: list[frozenset[str]] = []
+        stems: dict[str, list[int]] = {}
+        for row, name in enumerate(added, start=len(base.names)):
+            named = [words_of(part) for part in symbols.id_parts(name)]
+            part_tokens.append(frozenset().union(*named))
+            for stem in {"".join(tokens) for tokens in named if tokens}:
+                stems.setdefault(stem, []).append(row)
+        self._part_tokens = base._part_tokens.extended(part_tokens)
+        # The lists are never changed once made.
+        self._part_stems = {
+            **base._part_stems,
+            **{k: [*base._part_stems.get(k, ()), *v] for k, v in stems.items()},
+        }
 
     def _index_owners(self, base: PathIndex, added: dict[str, str | None]) -> None:
         self._owners = dict(base._owners)
@@ -345,10 +432,9 @@ class PathIndex:
     def _empty(cls) -> PathIndex:
         index = cls.__new__(cls)
         index.names, index.files, index._position = (), (), {}
-        index._vocabulary, index._owners = {}, {}
-        index._token_rows = np.empty(0, dtype=np.intp)
-        index._token_start = np.zeros(1, dtype=np.intp)
-        index._token_count = np.empty(0, dtype=np.float32)
+        index._owners = {}
+        index._tokens = index._part_tokens = _Postings.empty()
+        index._part_stems = {}
         index._owner_of_row = np.empty(0, dtype=np.intp)
         index._own, index._subjects = {}, {}
         index._extensions, index._tops, index._directories, index._prefixes = {}, {}, {}, {}
@@ -367,7 +453,7 @@ class PathIndex:
         return {
             "tests": len(self.names),
             "owners": len(self._owners),
-            "tokens": len(self._vocabulary),
+            "tokens": len(self._tokens.vocabulary),
             "directories": len(self._directories),
         }
 
@@ -410,53 +496,40 @@ class PathIndex:
         if paths:
             columns.update(
                 path_distance=self._distance(paths)[self._directory_id[owners]],
-                token_jaccard=self._similarity(paths)[rows].astype(np.float64),
+                token_jaccard=self._tokens.similarity([_tokens(path) for path in paths])[
+                    rows
+                ].astype(np.float64),
             )
         else:
             columns.update(path_distance=np.full(n, np.nan), token_jaccard=np.full(n, np.nan))
         return columns
 
-    def _hits(self, postings: dict[str, list[int]], keys: Iterable[str]) -> BoolArray:
-        """Per owner: does one of `keys` point at it?"""
-        hit = np.zeros(len(self._owners), dtype=np.bool_)
+    def symbol_features(self, rows: IndexArray, changed: Sequence[str]) -> dict[str, FloatArray]:
+        """The features (FEATURE_NAMES) of the tests at index `rows` that
+        link them to the `changed` symbols (scheduler.risk.symbols): NaN
+        when the change names none."""
+        if not changed:
+            nothing = np.full(len(rows), np.nan)
+            return {"symbol_named": nothing, "symbol_tokens": nothing.copy()}
+        stems = {stem for symbol in changed for stem in symbols.symbol_stems(symbol)}
+        named = self._hits(self._part_stems, stems, size=len(self.names))
+        similarity = self._part_tokens.similarity([symbols.symbol_tokens(s) for s in changed])
+        return {
+            "symbol_named": named[rows].astype(np.float64),
+            "symbol_tokens": similarity[rows].astype(np.float64),
+        }
+
+    def _hits(
+        self, postings: dict[str, list[int]], keys: Iterable[str], *, size: int | None = None
+    ) -> BoolArray:
+        """Per owner (or per row, with the index's `size`): does one of
+        `keys` point at it?"""
+        hit = np.zeros(len(self._owners) if size is None else size, dtype=np.bool_)
         for key in keys:
             found = postings.get(key)
             if found is not None:
                 hit[found] = True
         return hit
-
-    def _similarity(self, paths: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Per index row, the max over paths of |T and P| / |T or P| for the
-        test's token set T and the path's P. The intersections come from one
-        bincount over the postings of the paths' tokens, never from a loop
-        over the tests."""
-        size = len(self.names)
-        best = np.zeros(size, dtype=np.float32)
-        token_sets = [_tokens(path) for path in paths]
-        for chunk in _chunks(len(paths), size):
-            sets = token_sets[chunk]
-            slices = [
-                (offset * size, self._token_start[number], self._token_start[number + 1])
-                for offset, tokens in enumerate(sets)
-                for token in tokens
-                if (number := self._vocabulary.get(token)) is not None
-            ]
-            postings = np.concatenate(
-                [np.empty(0, dtype=np.intp)]
-                + [self._token_rows[start:stop] + shift for shift, start, stop in slices]
-            )
-            shared = np.bincount(postings, minlength=len(sets) * size).reshape(len(sets), size)
-            similarity = shared.astype(np.float32)
-            union = np.add.outer(
-                np.fromiter(map(len, sets), dtype=np.float32, count=len(sets)),
-                self._token_count,
-            )
-            union -= similarity
-            # Both sets empty: 0 / 1.
-            np.maximum(union, 1.0, out=union)
-            similarity /= union
-            np.maximum(best, similarity.max(axis=0), out=best)
-        return best
 
     def _distance(self, paths: Sequence[str]) -> FloatArray:
         """Per directory id (and NaN last, for id -1), the fewest steps (up

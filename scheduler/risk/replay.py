@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
+from scheduler.ingest import hunks
 from scheduler.ingest.history import FileChange, HistoryReport, changed_lines
 from scheduler.ingest.results import final_results
 from scheduler.outcomes import Outcome
@@ -34,12 +35,14 @@ FAILING = frozenset((Outcome.FAILED, Outcome.ERROR))
 class Build:
     """One build: its tests' final outcomes (skips left out), the changed
     paths of its commit and its changed lines (None unless every changed file
-    says them, as scoring reads them), and when it ran."""
+    says them, as scoring reads them), the symbols its files' hunks name
+    (distinct, sorted), and when it ran."""
 
     key: str
     at: datetime
     paths: tuple[str, ...]
     changed_lines: int | None = None
+    symbols: tuple[str, ...] = ()
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     durations: dict[str, float | None] = field(default_factory=dict)
     flaky: set[str] = field(default_factory=set)
@@ -84,6 +87,7 @@ def builds_from_reports(reports: Iterable[HistoryReport]) -> list[Build]:
                 changed_lines=changed_lines(
                     (changes[path].additions, changes[path].deletions) for path in sorted(changes)
                 ),
+                symbols=hunks.changed_symbols(change.hunks for change in changes.values()),
             )
             previous = at
         passed: dict[str, set[bool]] = defaultdict(set)
@@ -189,7 +193,7 @@ class Replayer:
             duration_mean=[t.duration_mean for t in tallies],
             first_seen=[self.first_seen.get(name) for name in tests],
         )
-        change = ChangeColumns.of(build.paths, build.changed_lines)
+        change = ChangeColumns.of(build.paths, build.changed_lines, build.symbols)
         test_rows, path_rows, ran, failed, valued_at = [], [], [], [], []
         if build.paths:
             row_of = {name: row for row, name in enumerate(tests)}

@@ -21,7 +21,6 @@ not part of the name."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 from scheduler.ingest.testid import SEPARATOR
 
@@ -30,6 +29,7 @@ from scheduler.ingest.testid import SEPARATOR
 # every name the features read: ids, paths, symbols).
 TOKEN = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _DROPPED = frozenset({"test", "tests"})
+_DUNDER = re.compile(r"__\w+__")
 
 
 def name_tokens(text: str) -> tuple[str, ...]:
@@ -75,28 +75,24 @@ def id_parts(name: str) -> tuple[str, ...]:
     return tuple(part for part in parts if part)
 
 
-def stems_of_parts(parts: Iterable[str]) -> frozenset[str]:
-    """The stems of a test id's parts (without the empty one)."""
-    return frozenset(found for part in parts if (found := stem(part)))
-
-
-def tokens_of_parts(parts: Iterable[str]) -> frozenset[str]:
-    """The tokens of a test id's parts."""
-    return frozenset(token for part in parts for token in name_tokens(part))
-
-
 def id_stems(name: str) -> frozenset[str]:
-    return stems_of_parts(id_parts(name))
+    """The stems of a test id's parts (without the empty one)."""
+    return frozenset(found for part in id_parts(name) if (found := stem(part)))
 
 
 def id_tokens(name: str) -> frozenset[str]:
-    return tokens_of_parts(id_parts(name))
+    """The tokens of a test id's parts."""
+    return frozenset(token for part in id_parts(name) for token in name_tokens(part))
 
 
 def symbol_stems(symbol: str) -> frozenset[str]:
     """The stems a changed symbol is named by: each of its dotted components
-    (`NumericRange.__eq__`: numericrange, eq)."""
-    return frozenset(found for component in symbol.split(".") if (found := stem(component)))
+    (`NumericRange.get_item`: numericrange, getitem), but a special method
+    after the first (`NumericRange.__eq__`: numericrange), which names a
+    protocol every class has, not what a test is about."""
+    first, *rest = symbol.split(".")
+    names = [first, *(part for part in rest if not _DUNDER.fullmatch(part))]
+    return frozenset(found for name in names if (found := stem(name)))
 
 
 def symbol_tokens(symbol: str) -> frozenset[str]:

@@ -8,6 +8,7 @@ from collections import defaultdict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scheduler.ingest import hunks
 from scheduler.ingest.history import changed_lines
 from scheduler.models import (
     ChangedFile,
@@ -25,9 +26,14 @@ def load_builds(session: Session, *, repository_id: int) -> list[Build]:
     """Every ingested build of a repository, in the order they were ingested."""
     paths: dict[int, list[str]] = defaultdict(list)
     counts: dict[int, list[tuple[int | None, int | None]]] = defaultdict(list)
-    for commit_id, path, additions, deletions in session.execute(
+    stored: dict[int, list[hunks.StoredHunks | None]] = defaultdict(list)
+    for commit_id, path, additions, deletions, file_hunks in session.execute(
         select(
-            ChangedFile.commit_id, ChangedFile.path, ChangedFile.additions, ChangedFile.deletions
+            ChangedFile.commit_id,
+            ChangedFile.path,
+            ChangedFile.additions,
+            ChangedFile.deletions,
+            ChangedFile.hunks,
         )
         .join(Commit, Commit.id == ChangedFile.commit_id)
         .where(Commit.repository_id == repository_id)
@@ -35,6 +41,7 @@ def load_builds(session: Session, *, repository_id: int) -> list[Build]:
     ):
         paths[commit_id].append(path)
         counts[commit_id].append((additions, deletions))
+        stored[commit_id].append(file_hunks)
     rows = session.execute(
         select(
             SuiteRun.id,
@@ -65,6 +72,7 @@ def load_builds(session: Session, *, repository_id: int) -> list[Build]:
                 at=at,
                 paths=tuple(paths.get(commit_id, ())),
                 changed_lines=changed_lines(counts.get(commit_id, ())),
+                symbols=hunks.stored_symbols(stored.get(commit_id, ())),
             )
         builds[key].files.setdefault(name, file)
         finals[(run_id, name)] = (outcome, duration, flaky)  # the last attempt wins

@@ -17,6 +17,7 @@ import psycopg
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scheduler.ingest import hunks
 from scheduler.ingest.history import changed_lines
 from scheduler.models import ChangedFile, FileTestLink, KnownTest, KnownTestStats, Repository
 from scheduler.risk.columns import ChangeColumns, HistoryColumns, LinkColumns
@@ -128,17 +129,21 @@ def _active_history_postgresql(
 
 
 def load_change(session: Session, *, commit_id: int) -> ChangeColumns:
-    """The commit's changed paths; changed lines only when known for every file."""
+    """The commit's changed paths; changed lines only when known for every
+    file; the symbols its files' hunks name."""
     rows = list(
         session.execute(
-            select(ChangedFile.path, ChangedFile.additions, ChangedFile.deletions)
+            select(
+                ChangedFile.path, ChangedFile.additions, ChangedFile.deletions, ChangedFile.hunks
+            )
             .where(ChangedFile.commit_id == commit_id)
             .order_by(ChangedFile.path)
         )
     )
-    # The rule replay applies too, so that training sees what serving sees.
-    lines = changed_lines((a, d) for _, a, d in rows)
-    return ChangeColumns.of((path for path, _, _ in rows), lines)
+    # The rules replay applies too, so that training sees what serving sees.
+    lines = changed_lines((a, d) for _, a, d, _ in rows)
+    symbols = hunks.stored_symbols(stored for *_, stored in rows)
+    return ChangeColumns.of((path for path, *_ in rows), lines, symbols)
 
 
 def load_links(

@@ -133,6 +133,19 @@ def score_tests(
     record, model = cache.model(session, repository_id)
     reasons = explain.heuristic_reasons_of(matrix) if explain_scores else [[] for _ in test_ids]
     contributions: list[dict[str, float] | None] = [None] * len(test_ids)
+    if model is not None and not set(model.feature_names) <= set(matrix.names):
+        # It reads features this riskrank does not compute (retired ones, or
+        # a newer riskrank's): the heuristic serves until a training replaces
+        # it (training compares the candidate with the heuristic then).
+        missing = sorted(set(model.feature_names) - set(matrix.names))
+        log.warning(
+            "model v%s of repository %s reads features not computed here (%s): "
+            "scored with the heuristic",
+            record.version if record is not None else "?",
+            repository_id,
+            ", ".join(missing),
+        )
+        model = None
     if model is not None and len(test_ids):
         model_inputs = model.inputs(matrix)
         probabilities = model.predict(model_inputs)

@@ -5,6 +5,7 @@ file) and a commit of three paths."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -48,6 +49,8 @@ PATHS = [
     "api/src/test/java/org/x/BarTest.java",  # test 3's own file
     "core/src/main/java/org/x/Foo.java",  # what test 1 is named after
 ]
+# What the hunks of the change name (in no order, one twice).
+SYMBOLS = ["smoke_check_all", "Reader.close", "bar", "bar"]
 # (test, path, changed together, failed together)
 LINKS = [(0, 0, 10, 4), (0, 2, 3, 0), (1, 2, 5, 0), (1, 1, 2, 0), (1, 0, 1, 0), (3, 1, 1, 1)]
 
@@ -137,7 +140,20 @@ EXPECTED: dict[str, list[float]] = {
     # 3: {org, x, bar, test, baz} and path 1: 4 / 8.
     # 4: {smoke, check}: nothing shared.
     "token_jaccard": [5 / 7, 6 / 9, 3 / 8, 4 / 8, 0],
+    # The stems of the symbols: {smokecheckall}, {reader, close}, {bar}; of
+    # the tests' parts after their files: 0 {reader, eof} (TestReader,
+    # test_eof), 1 {foo, bar} (org.x.FooTest, testBar), 2 {fresh}, 3 {bar,
+    # baz} (org.x.BarTest, testBaz), 4 {smokecheck}.
+    "symbol_named": [1, 1, 0, 1, 0],
+    # Their tokens: {smoke, check, all}, {reader, close}, {bar}; the tests':
+    # 0 {reader, eof}: 1 / 3 with Reader.close; 1 {foo, bar} and 3 {bar, baz}:
+    # 1 / 2 with bar; 2 {fresh}: none; 4 {smoke, check}: 2 / 3.
+    "symbol_tokens": [1 / 3, 1 / 2, 0, 1 / 2, 2 / 3],
 }
+
+
+def the_change() -> ChangeColumns:
+    return ChangeColumns.of(PATHS, changed_lines=42, symbols=SYMBOLS)
 
 
 def build(
@@ -145,7 +161,7 @@ def build(
 ) -> FeatureMatrix:
     return build_features(
         history(),
-        change if change is not None else ChangeColumns.of(PATHS, changed_lines=42),
+        change if change is not None else the_change(),
         link_columns if link_columns is not None else links(),
         at=AT,
     )
@@ -191,6 +207,8 @@ def test_feature_names_are_fixed() -> None:
         "cochange_max",
         "path_distance",
         "token_jaccard",
+        "symbol_named",
+        "symbol_tokens",
     )
 
 
@@ -229,7 +247,21 @@ def test_an_empty_change() -> None:
             "cochange_max": [NAN] * 5,
             "path_distance": [NAN] * 5,
             "token_jaccard": [NAN] * 5,
+            "symbol_named": [NAN] * 5,
+            "symbol_tokens": [NAN] * 5,
         },
+    )
+
+
+def test_a_change_without_symbols() -> None:
+    """Paths without hunks, or hunks that name no function: nothing is known
+    of the symbols; every other feature is as it was."""
+    matrix = build(ChangeColumns.of(PATHS, changed_lines=42))
+    assert_columns(matrix, {**EXPECTED, "symbol_named": [NAN] * 5, "symbol_tokens": [NAN] * 5})
+    assert ChangeColumns.of(PATHS, symbols=SYMBOLS).symbols == (
+        "Reader.close",
+        "bar",
+        "smoke_check_all",
     )
 
 
@@ -258,7 +290,7 @@ def test_the_same_inputs_give_the_same_matrix() -> None:
 
 def test_a_kept_index_gives_the_same_matrix() -> None:
     plain = build()
-    change = ChangeColumns.of(PATHS, changed_lines=42)
+    change = the_change()
     # The repository's index: more tests, another order, kept across builds.
     kept = PathIndex(
         ["other/test_z.py::test_q", *reversed(NAMES)], ["other/test_z.py", *reversed(FILES)]
@@ -279,7 +311,7 @@ def test_a_naive_time_is_utc() -> None:
     aware = build()
     naive = build_features(
         history(),
-        ChangeColumns.of(PATHS, changed_lines=42),
+        the_change(),
         links(),
         at=AT.replace(tzinfo=None),
     )
@@ -347,7 +379,10 @@ def random_case(seed: int) -> tuple[HistoryColumns, ChangeColumns, LinkColumns]:
         changed_together=ran,
         failed_together=rng.integers(0, ran + 1),
     )
-    return history, ChangeColumns.of(paths, changed_lines=int(rng.integers(1, 500))), link_columns
+    # Stems of some of the tests' parts (test_reader, FooTest...) and others.
+    symbols = ["reader", "Foo.bar", "http_get", "UtilTest.test_io"]
+    change = ChangeColumns.of(paths, changed_lines=int(rng.integers(1, 500)), symbols=symbols)
+    return history, change, link_columns
 
 
 def reorder(history: HistoryColumns, order: np.ndarray) -> HistoryColumns:
@@ -413,7 +448,7 @@ def test_the_order_of_the_changed_paths_does_not_matter(seed: int) -> None:
     order = np.random.default_rng(seed + 200).permutation(len(change.paths))
     permuted = build_features(
         history,
-        ChangeColumns.of([change.paths[i] for i in order], change.changed_lines),
+        ChangeColumns.of([change.paths[i] for i in order], change.changed_lines, change.symbols),
         LinkColumns(
             link_columns.test_index,
             np.argsort(order)[link_columns.path_index],
@@ -428,7 +463,7 @@ def test_the_order_of_the_changed_paths_does_not_matter(seed: int) -> None:
 # --- the rules, one test and one changed path at a time -------------------------
 
 
-def single(name: str, file: str | None, path: str) -> dict[str, float]:
+def single(name: str, file: str | None, path: str, symbols: Sequence[str] = ()) -> dict[str, float]:
     history = HistoryColumns.from_sequences(
         names=[name],
         files=[file],
@@ -441,7 +476,8 @@ def single(name: str, file: str | None, path: str) -> dict[str, float]:
         duration_mean=[None],
         first_seen=[None],
     )
-    matrix = build_features(history, ChangeColumns.of([path]), LinkColumns.empty(), at=AT)
+    change = ChangeColumns.of([path], symbols=symbols)
+    matrix = build_features(history, change, LinkColumns.empty(), at=AT)
     return {name: float(matrix.values[0, j]) for j, name in enumerate(FEATURE_NAMES)}
 
 
@@ -523,6 +559,28 @@ def test_own_file_changed(name: str, file: str | None, path: str, expected: floa
 )
 def test_subject_changed(name: str, file: str | None, path: str, expected: float) -> None:
     assert single(name, file, path)["subject_changed"] == pytest.approx(expected, nan_ok=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "changed", "named", "tokens"),
+    [
+        ("tests/test_more.py::WindowedTests::test_basic", ["windowed"], 1, 1 / 2),
+        ("tests/test_more.py::test_windowed", ["windowed"], 1, 1),
+        ("tests/test_more.py::test_windowed_basic", ["windowed"], 0, 1 / 2),
+        ("tests/test_more.py::test_windowed[2-x]", ["windowed"], 1, 1),
+        ("org.foo.WindowedTest.testBasic", ["windowed"], 1, 1 / 2),
+        ("src/W.java::org.foo.WindowedTest::testBasic", ["Windowed.basic"], 1, 1),
+        ("tests/test_more.py::SlidingWindowTests::test_it", ["sliding_window"], 1, 2 / 3),
+        # The file is not a part that names a symbol; test/tests are no word.
+        ("tests/windowed.py::test_a", ["windowed"], 0, 0),
+        ("tests/test_more.py::Tests::test", ["test"], 0, 0),
+        ("tests/test_more.py::test_a", [], NAN, NAN),
+    ],
+)
+def test_symbols(name: str, changed: list[str], named: float, tokens: float) -> None:
+    row = single(name, None, "more_itertools/more.py", changed)
+    assert row["symbol_named"] == pytest.approx(named, nan_ok=True)
+    assert row["symbol_tokens"] == pytest.approx(tokens, nan_ok=True)
 
 
 @pytest.mark.parametrize(

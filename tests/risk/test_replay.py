@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from scheduler.db import Database
+from scheduler.ingest import hunks
 from scheduler.ingest.history import HistoryReport, read_history
 from scheduler.models import ChangedFile, Provider, Repository
 from scheduler.risk import replay
@@ -17,6 +18,20 @@ from scheduler.risk.links import Link
 from scheduler.services import history, repos, runs, scoring
 from scheduler.services.builds import load_builds
 from tests.conftest import stored_links
+
+# The symbols of the mutation history's first 41 builds' hunks, by build.
+SYMBOLS_IN_THE_FIRST_41 = 79
+NAMED_AFTER_CALLBACK_ITER = [
+    f"tests/test_more.py::CallbackIterTests::test_{name}"
+    for name in (
+        "abort",
+        "basic",
+        "callback_kwd",
+        "exception",
+        "no_result",
+        "partial_consumption",
+    )
+]
 
 
 @pytest.fixture
@@ -87,10 +102,11 @@ def test_replayed_features_are_the_ones_scoring_serves(
 def test_replay_knows_the_changed_lines_that_scoring_serves(
     database: Database, shared_dir: Path
 ) -> None:
-    """The same parity with line counts in the history (the mutation
-    history has them): `changed_lines` is the change's added plus removed
-    lines when served, when replayed from the database for training, and
-    when replayed from the file for a backtest."""
+    """The same parity with line counts and hunks in the history (the
+    mutation history has them): `changed_lines` is the change's added plus
+    removed lines, and the symbol features read the symbols its hunks name,
+    when served, when replayed from the database for training, and when
+    replayed from the file for a backtest."""
     path = shared_dir / "datasets" / "mutation" / "more-itertools.jsonl.gz"
     if not path.exists():
         pytest.skip(f"the mutation history is not at {path}")
@@ -110,6 +126,7 @@ def test_replay_knows_the_changed_lines_that_scoring_serves(
                     status=change.status,
                     additions=change.additions,
                     deletions=change.deletions,
+                    hunks=hunks.to_json(change.hunks),
                 )
             )
     assert following.time is not None
@@ -122,6 +139,17 @@ def test_replay_knows_the_changed_lines_that_scoring_serves(
             cache=scoring.ModelCache(),
         )
     assert set(served.matrix.column("changed_lines").tolist()) == {lines}
+    # callback_iter.__init__ and callback_iter.result changed: the tests
+    # of CallbackIterTests are named after it.
+    named = served.matrix.column("symbol_named")
+    assert (
+        sorted(
+            name for name, value in zip(served.matrix.tests, named.tolist(), strict=True) if value
+        )
+        == NAMED_AFTER_CALLBACK_ITER
+    )
+    # {callback, iter, result} and test_no_result's {callback, iter, no, result}.
+    assert served.matrix.column("symbol_tokens").max() == 0.75
     history.import_history(database, repository_id=repository_id, reports=[following])
     from_database = replayed(database, repository_id)[-1]
     from_file = list(replay.replay(replay.builds_from_reports(reports)))[-1]
@@ -140,6 +168,9 @@ def test_replay_knows_the_changed_lines_that_scoring_serves(
     assert [b.changed_lines for b in stored] == [
         sum(change.lines or 0 for change in report.changed_files) for report in reports
     ]
+    # And with the symbols of its hunks, the same from the file.
+    assert [b.symbols for b in stored] == [b.symbols for b in replay.builds_from_reports(reports)]
+    assert sum(len(b.symbols) for b in stored) == SYMBOLS_IN_THE_FIRST_41
 
 
 @pytest.mark.parametrize(

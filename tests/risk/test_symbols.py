@@ -68,7 +68,9 @@ def test_the_parts_of_a_test_id(
         ("windowed", {"windowed"}, {"windowed"}),
         ("_islice_helper", {"islicehelper"}, {"islice", "helper"}),
         ("NumericRangeTests.test_eq", {"numericrange", "eq"}, {"numeric", "range", "eq"}),
-        ("HTTPServer.__init__", {"httpserver", "init"}, {"http", "server", "init"}),
+        ("HTTPServer.__init__", {"httpserver"}, {"http", "server", "init"}),
+        ("HTTPServer.get_url", {"httpserver", "geturl"}, {"http", "server", "get", "url"}),
+        ("__init__", {"init"}, {"init"}),
         ("test", set(), set()),
     ],
 )

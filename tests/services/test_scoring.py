@@ -25,6 +25,7 @@ from scheduler.models import (
 )
 from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
 from scheduler.risk.serving import load_model
+from scheduler.risk.training import train_model
 from scheduler.services import history, repos, runs, scoring
 from tests.planning import data as planning_data
 
@@ -147,6 +148,61 @@ def test_active_model_from_the_database_scores_exactly_as_trained(
     with database.session() as session:
         contributions = session.scalars(select(PlanItem.contributions)).all()
     assert any(contribution for contribution in contributions)
+
+
+def model_reading(names: tuple[str, ...]) -> str:
+    """A model trained on synthetic rows whose columns are `names` (failures
+    follow last_failed)."""
+    rng = np.random.default_rng(5)
+    features = rng.random((2000, len(names))).astype(np.float32)
+    last_failed = names.index("last_failed")
+    features[:, last_failed] = rng.random(2000) < 0.1
+    labels = (features[:, last_failed] > 0) & (rng.random(2000) < 0.7)
+    return train_model(features, labels, np.repeat(np.arange(100), 20), names).model_text
+
+
+def test_a_model_from_before_the_symbol_features_scores_with_the_rest(
+    database: Database, repository: int
+) -> None:
+    """Features added since a model was trained are left out of its inputs:
+    it scores as it did until a training brings the new ones in."""
+    older = tuple(name for name in FEATURE_NAMES if not name.startswith("symbol_"))
+    assert len(older) == len(FEATURE_NAMES) - 2
+    text = model_reading(older)
+    planning_data.add_model(database, repository, text=text)
+    commit_id = new_commit(database, repository, "src/net.py")
+    with database.session() as session:
+        plan = scoring.score_commit(session, commit_id, cache=scoring.ModelCache())
+        assert plan is not None
+        assert plan.status is PlanStatus.READY
+        plan_id = plan.id
+    items = plan_items(database, plan_id)
+    vectors = np.stack([np.frombuffer(features, dtype="<f4") for *_, features, _ in items])
+    loaded = load_model(text)
+    assert not {"symbol_named", "symbol_tokens"} & set(loaded.feature_names)
+    matrix = FeatureMatrix(tests=("",) * len(vectors), values=vectors)
+    expected = loaded.predict(loaded.inputs(matrix))
+    assert [probability for _, probability, *_ in items] == pytest.approx(
+        expected.tolist(), abs=1e-12
+    )
+
+
+def test_a_model_reading_features_not_computed_here_leaves_the_heuristic(
+    database: Database, repository: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model that reads a feature this riskrank does not compute (retired,
+    or a newer riskrank's) is not an error: the heuristic scores."""
+    names = (*FEATURE_NAMES, "a_retired_feature")
+    planning_data.add_model(database, repository, text=model_reading(names))
+    commit_id = new_commit(database, repository, "src/net.py")
+    with database.session() as session:
+        plan = scoring.score_commit(session, commit_id, cache=scoring.ModelCache())
+        assert plan is not None
+        assert (plan.status, plan.model_id) == (PlanStatus.HEURISTIC, None)
+        plan_id = plan.id
+    items = plan_items(database, plan_id)
+    assert items[0][0] == TESTS[2]  # the heuristic's order: it failed last
+    assert "reads features not computed here (a_retired_feature)" in caplog.text
 
 
 def test_reasons_name_the_changed_file_that_failed_with_the_test(database: Database) -> None:
