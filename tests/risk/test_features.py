@@ -1,6 +1,6 @@
 """The feature matrix, by hand-computed examples: five tests (recently
 failing, never failed, new, a Java class without a file, an id that names no
-file) and a commit of three paths."""
+file) and a commit of three paths whose hunks name three symbols."""
 
 from __future__ import annotations
 
