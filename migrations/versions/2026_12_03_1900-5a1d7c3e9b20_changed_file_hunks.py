@@ -4,8 +4,8 @@ A nullable column: files recorded before (or from a source without hunks)
 read as "hunks unknown", as they did.
 
 Revision ID: 5a1d7c3e9b20
-Revises: 4c9873b9a8f2
-Create Date: 2026-12-03 18:00:00.000000
+Revises: 29dd19753913
+Create Date: 2026-12-03 19:00:00.000000
 """
 
 from collections.abc import Sequence
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "5a1d7c3e9b20"
-down_revision: str | None = "4c9873b9a8f2"
+down_revision: str | None = "29dd19753913"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
