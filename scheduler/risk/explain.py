@@ -211,7 +211,14 @@ def sentences(
     return result
 
 
-HEURISTIC_SIGNALS = ("last_failed", "own_file_changed", "is_new", "fail_rate_5", "cofail_sum")
+HEURISTIC_SIGNALS = (
+    "last_failed",
+    "symbol_named",
+    "own_file_changed",
+    "is_new",
+    "fail_rate_5",
+    "cofail_sum",
+)
 
 
 def heuristic_reasons_of(matrix: FeatureMatrix, *, limit: int = 3) -> list[list[str]]:

@@ -1,7 +1,8 @@
 """The score of a repository that has no trained model yet: a fixed blend of
 what predicts failures best without learning (recently failed first, then
 failure rate), plus the signals a new change gives (its own file changed, a
-test new to riskrank). Not a calibrated probability: plans say so."""
+function or class it is named after changed, a test new to riskrank). Not a
+calibrated probability: plans say so."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ WEIGHTS = {
     "fail_rate_5": 0.2,
     "fail_rate_all": 0.1,
     "own_file_changed": 0.15,
+    # Below a failure in the last run (a test still red stays first), above
+    # its own file changing: the change touched what it is named after.
+    "symbol_named": 0.3,
     "is_new": 0.1,
 }
 BASE = 0.01
