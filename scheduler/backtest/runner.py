@@ -321,6 +321,7 @@ class Scored:
     matrix: FeatureMatrix
     probabilities: Floats
     model_version: int | None
+    new_test_probability: float | None = None
 
 
 def score(
@@ -350,7 +351,13 @@ def score(
         )
     assert scores.history is not None
     version = scores.model.version if scores.model is not None else None
-    return Scored(scores.history, scores.matrix, scores.probabilities.astype(np.float64), version)
+    return Scored(
+        scores.history,
+        scores.matrix,
+        scores.probabilities.astype(np.float64),
+        version,
+        scores.new_test_probability,
+    )
 
 
 def plan_items(scored: Scored) -> plans.Items:
@@ -372,6 +379,7 @@ def plan_items(scored: Scored) -> plans.Items:
         runs=history.runs[order],
         recent=[history.recent[row] for row in rows],
         texts=False,
+        new_test_probability=scored.new_test_probability,
     )
     return plans.Items(payload, Stats.of_payload(payload, None))
 

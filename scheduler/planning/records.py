@@ -137,6 +137,9 @@ class Payload:
     failed_runs_ago: npt.NDArray[np.int32]
     head: list[str]
     reason: list[str]
+    # What the scorer gives a test it has never seen, on this change (None:
+    # a plan stored before this was kept; the heuristic's then).
+    new_test_probability: float | None = None
 
     def __len__(self) -> int:
         return len(self.test_id)
@@ -155,6 +158,7 @@ class Payload:
         runs: np.ndarray,
         recent: Sequence[str],
         texts: bool = True,
+        new_test_probability: float | None = None,
     ) -> Payload:
         """From columns already in rank order. Without `texts`, a payload to
         decide on only (a backtest's): no JSON pieces, not to be encoded."""
@@ -171,6 +175,7 @@ class Payload:
             failed_runs_ago=failed_runs_ago(recent),
             head=heads(names, probability, duration) if texts else [],
             reason=[text(r)[1:] if r else "" for r in reasons] if texts else [],
+            new_test_probability=new_test_probability,
         )
         if not texts:
             payload.__dict__["names"] = list(names)  # what `names` would decode
@@ -179,9 +184,12 @@ class Payload:
     def encode(self) -> bytes:
         if len(self.head) != len(self):
             raise RecordError("a payload made without its texts is not stored")
+        header: dict[str, Any] = {"n": len(self)}
+        if self.new_test_probability is not None:
+            header["new_test_probability"] = self.new_test_probability
         return _frame(
             PAYLOAD_MAGIC,
-            {"n": len(self)},
+            header,
             {
                 "test_id": self.test_id.astype("<i8"),
                 "probability": self.probability.astype("<f8"),
@@ -208,6 +216,7 @@ class Payload:
             failed_runs_ago=record.array("failed_runs_ago"),
             head=record.lines("head", n),
             reason=record.lines("reason", n),
+            new_test_probability=record.header.get("new_test_probability"),
         )
 
     # Derived once per payload (a payload is cached per plan in the API process).

@@ -20,7 +20,7 @@ from scheduler.models import Commit, ModelStatus, Plan, PlanItem, PlanStatus, Re
 from scheduler.models.base import utcnow
 from scheduler.planning.records import Payload
 from scheduler.risk import explain
-from scheduler.risk.columns import ChangeColumns, HistoryColumns
+from scheduler.risk.columns import ChangeColumns, HistoryColumns, LinkColumns
 from scheduler.risk.features import (
     FEATURE_NAMES,
     FeatureMatrix,
@@ -107,6 +107,9 @@ class Scores:
     # The statistics the features came from (the policy reads durations,
     # recency and recent outcomes from them).
     history: HistoryColumns | None = None
+    # What the same scorer gives a test it has never seen, on this change:
+    # a collected test missing from the scores gets it in the plan.
+    new_test_probability: float | None = None
 
 
 def score_tests(
@@ -158,6 +161,10 @@ def score_tests(
     else:
         record = None
         probabilities = heuristic_scores(matrix)
+    unseen = build_features(_UNSEEN, change, _NO_LINKS, at=at)
+    new_test = (
+        model.predict(model.inputs(unseen)) if model is not None else heuristic_scores(unseen)
+    )
     return Scores(
         test_ids,
         matrix,
@@ -168,7 +175,27 @@ def score_tests(
         change=change,
         strongest=strongest_cofailure(links, len(test_ids)) if explain_scores else None,
         history=history,
+        new_test_probability=float(new_test[0]),
     )
+
+
+# A test riskrank has never seen: no statistics, no file, and a name that
+# names nothing (a collected test missing from the scores is scored as it).
+_UNSEEN = HistoryColumns.from_sequences(
+    names=[""],
+    files=[None],
+    runs=[None],
+    failures=[None],
+    recent=[None],
+    builds_since_failure=[None],
+    flips=[None],
+    flaky_runs=[None],
+    duration_mean=[None],
+    first_seen=[None],
+)
+_NO_LINKS = LinkColumns.from_sequences(
+    test_index=[], path_index=[], changed_together=[], failed_together=[]
+)
 
 
 def ranks(probabilities: np.ndarray, matrix: FeatureMatrix) -> np.ndarray:
@@ -291,6 +318,7 @@ def payload_of(scores: Scores, item_ranks: np.ndarray, reasons: Sequence[str]) -
         builds_since_failure=history.builds_since_failure[order],
         runs=history.runs[order],
         recent=[history.recent[row] for row in rows],
+        new_test_probability=scores.new_test_probability,
     )
 
 

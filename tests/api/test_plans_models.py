@@ -6,12 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from scheduler.db import Database
-from scheduler.models import KnownTest, Plan, PlanItem, PlanStatus
+from scheduler.models import KnownTest, Plan, PlanItem, PlanStatus, RiskModel
+from scheduler.planning.records import Payload
+from scheduler.risk.columns import HistoryColumns, LinkColumns
+from scheduler.risk.features import build_features
+from scheduler.risk.serving import load_model
 from scheduler.services import scoring
+from scheduler.services.plans.items import NEW_TEST_PROBABILITY, new_test_probability
 from tests.api.test_plans import get as get_plan
 from tests.planning.data import NAMES, add_commit, add_model
 
@@ -90,3 +97,62 @@ def test_a_failed_rescoring_serves_the_stored_plan(
     assert (plan["plan_id"], plan["status"], plan["model_version"]) == (stored, "heuristic", None)
     with database.session() as session:
         assert session.scalars(select(Plan.id)).all() == [stored]  # nothing half-stored
+
+
+def test_a_collected_test_never_seen_gets_the_models_probability_for_a_new_test(
+    client: TestClient, database: Database, repository_id: int, token: str
+) -> None:
+    add_model(database, repository_id)
+    fresh = "tests/test_new.py::test_fresh"
+    plan = get(client, token, tests=[NAMES[0], fresh])
+    assert (plan["status"], plan["model_version"]) == ("ready", 1)
+    by_name = {test["test"]: test for test in plan["tests"]}
+    # What the model gives a test without statistics, file or links, on
+    # this change; computed again here from the stored model.
+    with database.session() as session:
+        stored = session.get_one(Plan, plan["plan_id"])
+        model = load_model(session.get_one(RiskModel, stored.model_id).model_text)
+        scores = scoring.score_tests(
+            session,
+            repository_id=repository_id,
+            commit_id=stored.commit_id,
+            at=stored.created_at,
+            cache=scoring.ModelCache(),
+        )
+    unseen = build_features(
+        HistoryColumns.from_sequences(
+            names=[""],
+            files=[None],
+            runs=[None],
+            failures=[None],
+            recent=[None],
+            builds_since_failure=[None],
+            flips=[None],
+            flaky_runs=[None],
+            duration_mean=[None],
+            first_seen=[None],
+        ),
+        scores.change,
+        LinkColumns.from_sequences(
+            test_index=[], path_index=[], changed_together=[], failed_together=[]
+        ),
+        at=stored.created_at,
+    )
+    expected = float(model.predict(model.inputs(unseen))[0])
+    assert by_name[fresh]["probability"] == pytest.approx(expected)
+    assert by_name[fresh]["probability"] != pytest.approx(NEW_TEST_PROBABILITY)
+    # A plan stored before this was kept answers the heuristic's.
+    payload = Payload.decode(
+        Payload.build(
+            test_id=[1],
+            names=["a"],
+            probability=np.array([0.5]),
+            reasons=[None],
+            own_file_changed=np.array([False]),
+            duration=np.array([1.0]),
+            builds_since_failure=np.array([np.nan]),
+            runs=np.array([3]),
+            recent=["P"],
+        ).encode()
+    )
+    assert new_test_probability(payload) == NEW_TEST_PROBABILITY

@@ -30,7 +30,7 @@ from scheduler.planning.records import (
     json_number,
 )
 from scheduler.services.plans.decision import PendingDecision
-from scheduler.services.plans.items import NEW_TEST_PROBABILITY, NOT_SCORED, Covered, Items
+from scheduler.services.plans.items import NOT_SCORED, Covered, Items, new_test_probability
 
 _RULES = list(Rule)
 _RULE_INDEX = {rule: index for index, rule in enumerate(_RULES)}
@@ -171,7 +171,7 @@ def pieces(items: Items, covered: Covered, decision: Decision) -> np.ndarray:
     else:
         if len(heads):
             table[:, 0] = heads[np.where(known, row, 0)]
-        probability = repr(NEW_TEST_PROBABILITY)
+        probability = repr(new_test_probability(items.payload))
         for index in np.flatnonzero(~known).tolist():
             name = encode_basestring_ascii(covered.collected[index])
             table[index, 0] = (

@@ -33,6 +33,16 @@ from scheduler.services.plans.lookup import Found
 # The heuristic's score of a test riskrank has never seen: what a collected
 # test missing from the commit's scores gets as its probability.
 NEW_TEST_PROBABILITY = heuristic.BASE + heuristic.WEIGHTS["is_new"]
+
+
+def new_test_probability(payload: Payload) -> float:
+    """A collected test missing from the plan's scores: what the plan's
+    scorer gives a test it has never seen on this change, or (a plan stored
+    without it) the heuristic's."""
+    found = payload.new_test_probability
+    return NEW_TEST_PROBABILITY if found is None else found
+
+
 NOT_SCORED = "Not in this commit's scores"
 
 # Payloads by (database, plan id, scored at): a plan's payload never changes.
@@ -371,7 +381,7 @@ def cover(items: Items, tests: Sequence[str] | None, recent_runs: int) -> Covere
     failed_ago = pick(stats.failed_runs_ago, -1)
     candidates = Candidates(
         names=names,
-        probability=pick(payload.probability, NEW_TEST_PROBABILITY),
+        probability=pick(payload.probability, new_test_probability(payload)),
         duration=pick(stats.duration, math.nan),
         builds_since_failure=pick(stats.builds_since_failure, math.nan),
         recent=(),  # recently_failed stands for it
