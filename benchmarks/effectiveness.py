@@ -70,6 +70,11 @@ def datasets() -> list[tuple[str, Path]]:
         (path.name.removesuffix(".jsonl.gz"), path)
         for path in sorted(DATASETS.glob("apache-commons/*.jsonl.gz"))
     ]
+    # Injected faults in the lines each commit changed: where failures follow the change.
+    found += [
+        (path.name.removesuffix(".jsonl.gz"), path)
+        for path in sorted(DATASETS.glob("mutation/*.jsonl.gz"))
+    ]
     return [(name, path) for name, path in found if path.exists()]
 
 
