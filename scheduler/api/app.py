@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scheduler import __version__
 from scheduler.api import health, plans, runs, webhooks
@@ -19,6 +21,35 @@ from scheduler.queue import create_celery
 async def _client_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ClientError)
     return JSONResponse({"detail": error.message}, status_code=error.status_code)
+
+
+def _nul_in_url(scope: Scope) -> str | None:
+    """The part of the request's URL that holds a NUL (no column can store
+    one, and PostgreSQL refuses it even in a lookup), or None."""
+    if "\x00" in scope.get("path", ""):
+        return "path"
+    query = scope.get("query_string", b"").decode("latin-1")
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if "\x00" in name or "\x00" in value:
+            return f"query parameter {name.replace(chr(0), '')!r}"
+    return None
+
+
+class RefuseNulInUrl:
+    """400 for a URL with a NUL in its path or query, before any handler."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        where = _nul_in_url(scope) if scope["type"] == "http" else None
+        if where is None:
+            await self.app(scope, receive, send)
+            return
+        response = JSONResponse(
+            {"detail": f"{where}: must not contain a NUL character"}, status_code=400
+        )
+        await response(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.database = database
     app.state.celery = create_celery(settings)
     app.add_exception_handler(ClientError, _client_error)
+    app.add_middleware(RefuseNulInUrl)
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(runs.router)

@@ -17,10 +17,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
-from scheduler import metrics
+from scheduler import limits, metrics
 from scheduler.api.deps import DatabaseDep, SettingsDep, read_body
 from scheduler.config import Settings
 from scheduler.db import Database
+from scheduler.errors import ClientError
 from scheduler.services import plans, tokens
 from scheduler.services.plans import PlanParameterError, PlanRequest
 
@@ -122,6 +123,9 @@ def _number(value: Any, what: str) -> float | None:
         number = float(value)
     except ValueError:
         raise PlanParameterError(f"{what} must be a number, not {value!r}") from None
+    except OverflowError:
+        # An integer of hundreds of digits has no float.
+        raise PlanParameterError(f"{what} must be a finite number") from None
     if not math.isfinite(number):
         raise PlanParameterError(f"{what} must be a finite number, not {value!r}")
     return number
@@ -129,7 +133,7 @@ def _number(value: Any, what: str) -> float | None:
 
 def _text(value: Any, what: str) -> str | None:
     if value is None or isinstance(value, str):
-        return value
+        return limits.optional_text(value, what, max_chars=limits.NAME_CHARS)
     raise PlanParameterError(f"{what} must be a string, not {value!r}")
 
 
@@ -138,6 +142,12 @@ def _tests(value: Any) -> list[str] | None:
         return None
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise PlanParameterError("tests must be a list of test id strings")
+    try:
+        # One pass over a million ids; the slow one only to name the bad id.
+        limits.text("".join(value), "tests")
+    except ClientError:
+        for number, item in enumerate(value):
+            limits.text(item, f"tests[{number}]")
     return value
 
 
@@ -294,7 +304,8 @@ async def post_plan(
     raw = await read_body(request, limit=MAX_PLAN_BODY)
     try:
         fields = json.loads(raw) if raw.strip() else {}
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
+        # RecursionError: nested deeper than the parser goes.
         raise PlanParameterError(f"the body is not JSON: {error}") from None
     if not isinstance(fields, dict):
         raise PlanParameterError("the body must be a JSON object")

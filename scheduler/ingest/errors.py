@@ -32,3 +32,10 @@ class UnknownRepository(IngestError):
 
 class BodyTooLarge(IngestError):
     status_code = 413
+
+
+class Unstorable(MalformedPayload):
+    """A value the database cannot hold (too long, a NUL, out of range),
+    refused before anything is acknowledged (scheduler.limits)."""
+
+    status_code = 422

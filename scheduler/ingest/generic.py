@@ -36,7 +36,7 @@ from typing import Annotated, Any, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from scheduler import commit_ids
+from scheduler import commit_ids, limits
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.ingest.hunks import MAX_HUNKS, MAX_SYMBOL, Hunk
 from scheduler.ingest.testid import normalise_path
@@ -117,8 +117,8 @@ class _ChangedFileIn(BaseModel):
     path: str = Field(min_length=1)
     status: FileStatus = FileStatus.MODIFIED
     old_path: str | None = Field(default=None, min_length=1)
-    additions: int | None = Field(default=None, ge=0, strict=True)
-    deletions: int | None = Field(default=None, ge=0, strict=True)
+    additions: int | None = Field(default=None, ge=0, le=limits.INT32_MAX, strict=True)
+    deletions: int | None = Field(default=None, ge=0, le=limits.INT32_MAX, strict=True)
     hunks: list[_HunkIn] | None = Field(default=None, max_length=MAX_HUNKS)
 
     @field_validator("path", "old_path")
@@ -129,6 +129,8 @@ class _ChangedFileIn(BaseModel):
         path = normalise_path(value)
         if not path:
             raise ValueError("a path must not be empty")
+        if len(path.encode("utf-8", "surrogatepass")) > limits.PATH_BYTES:
+            raise ValueError(f"a path must be at most {limits.PATH_BYTES} bytes in UTF-8")
         return path
 
 
@@ -137,11 +139,11 @@ class _CommitIn(BaseModel):
 
     repository: str = Field(max_length=511)
     commit: Sha
-    branch: str | None = Field(default=None, min_length=1, max_length=255)
+    branch: str | None = Field(default=None, min_length=1, max_length=limits.NAME_CHARS)
     parents: list[Sha] = Field(default_factory=list)
     changed_files: list[_ChangedFileIn] = Field(default_factory=list)
     message: str | None = None
-    author: str | None = Field(default=None, max_length=255)
+    author: str | None = Field(default=None, max_length=limits.NAME_CHARS)
     time: datetime | None = None
     delivery_id: str | None = Field(default=None, min_length=1, max_length=MAX_DELIVERY_ID)
 
@@ -149,6 +151,18 @@ class _CommitIn(BaseModel):
     @classmethod
     def _repository_name(cls, value: str) -> str:
         return _repository(value)
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: datetime | None) -> datetime | None:
+        # Without a zone it is taken as UTC (parse_commit); with one it must
+        # have a UTC equivalent.
+        if value is not None and value.tzinfo is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError(f"{value.isoformat()} is out of range") from None
+        return value
 
     @field_validator("branch")
     @classmethod

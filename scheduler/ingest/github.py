@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from scheduler import limits
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.models.enums import FileStatus
 
@@ -82,7 +83,7 @@ def parse_time(value: object) -> datetime | None:
     return parsed if parsed.tzinfo else None
 
 
-def commit_files(commit: Mapping[str, Any]) -> tuple[FileChange, ...]:
+def commit_files(commit: Mapping[str, Any], where: str = "commit") -> tuple[FileChange, ...]:
     """A listed commit's added, modified and removed paths."""
     changes: dict[str, FileChange] = {}
     for key, status in (
@@ -93,27 +94,42 @@ def commit_files(commit: Mapping[str, Any]) -> tuple[FileChange, ...]:
         paths = commit.get(key) or []
         if not isinstance(paths, list):
             raise MalformedPayload(f"commit {key} must be a list of paths")
-        for path in paths:
+        for number, path in enumerate(paths):
             if isinstance(path, str) and path:
+                limits.text(path, f"{where}.{key}[{number}]", max_bytes=limits.PATH_BYTES)
                 changes[path] = FileChange(path, status)
     return tuple(changes.values())
 
 
-def pushed_commit(raw: object, parent_sha: str | None) -> PushedCommit:
-    """A listed commit (id, author, timestamp, message, files)."""
+def pushed_commit(raw: object, parent_sha: str | None, where: str = "commit") -> PushedCommit:
+    """A listed commit (id, author, timestamp, message, files); Unstorable
+    (422, naming `where`) for what the database cannot hold."""
     if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str) or not raw["id"]:
         raise MalformedPayload("every commit must be an object with an id")
     author = raw.get("author")
     author_name = author.get("name") if isinstance(author, Mapping) else None
     message = raw.get("message")
     return PushedCommit(
-        sha=raw["id"],
+        sha=limits.text(raw["id"], f"{where}.id", max_chars=limits.SHA_CHARS),
         parent_sha=parent_sha,
-        author_name=author_name if isinstance(author_name, str) else None,
-        author_time=parse_time(raw.get("timestamp")),
-        message=message if isinstance(message, str) else None,
-        files=commit_files(raw),
+        author_name=limits.text(author_name, f"{where}.author.name", max_chars=limits.NAME_CHARS)
+        if isinstance(author_name, str)
+        else None,
+        author_time=limits.time(parse_time(raw.get("timestamp")), f"{where}.timestamp"),
+        message=limits.text(message, f"{where}.message") if isinstance(message, str) else None,
+        files=commit_files(raw, where),
     )
+
+
+def branch_of(ref: str) -> str | None:
+    """The branch a ref names (None for a tag), if a branch column holds it."""
+    if not ref.startswith(BRANCH_PREFIX):
+        return None
+    return limits.text(ref.removeprefix(BRANCH_PREFIX), "ref", max_chars=limits.NAME_CHARS)
+
+
+def parent_of(before: object) -> str:
+    return limits.text(str(before), "before", max_chars=limits.SHA_CHARS)
 
 
 def parse_push(payload: Mapping[str, Any]) -> Push:
@@ -126,7 +142,7 @@ def parse_push(payload: Mapping[str, Any]) -> Push:
     if not isinstance(ref, str):
         raise MalformedPayload("push payload has no ref")
     deleted = bool(payload.get("deleted")) or is_null_sha(payload.get("after"))
-    branch = ref.removeprefix(BRANCH_PREFIX) if ref.startswith(BRANCH_PREFIX) else None
+    branch = branch_of(ref)
     raw_commits = payload.get("commits") or []
     if not isinstance(raw_commits, list):
         raise MalformedPayload("push commits must be a list")
@@ -138,10 +154,10 @@ def parse_push(payload: Mapping[str, Any]) -> Push:
     before = payload.get("before")
     parent: str | None = None
     if not payload.get("created") and not payload.get("forced") and not is_null_sha(before):
-        parent = str(before)
+        parent = parent_of(before)
     commits: list[PushedCommit] = []
-    for raw in raw_commits:
-        commit = pushed_commit(raw, parent)
+    for number, raw in enumerate(raw_commits):
+        commit = pushed_commit(raw, parent, f"commits[{number}]")
         commits.append(commit)
         parent = commit.sha
 
@@ -149,5 +165,5 @@ def parse_push(payload: Mapping[str, Any]) -> Push:
     # still the commit CI will build on that branch.
     head = payload.get("head_commit")
     if isinstance(head, Mapping) and head.get("id") not in {c.sha for c in commits}:
-        commits.append(pushed_commit(head, None))
+        commits.append(pushed_commit(head, None, "head_commit"))
     return Push(ref=ref, branch=branch, deleted=False, commits=tuple(commits))

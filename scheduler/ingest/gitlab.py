@@ -12,12 +12,14 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from scheduler import limits
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.ingest.github import (
-    BRANCH_PREFIX,
     Push,
     PushedCommit,
+    branch_of,
     is_null_sha,
+    parent_of,
     pushed_commit,
 )
 
@@ -47,9 +49,9 @@ MAX_LISTED_COMMITS = 20
 
 def delivery_id(*, idempotency_key: str | None, event_uuid: str | None, body: bytes) -> str:
     """The id a redelivery of this delivery carries again."""
-    for value in (idempotency_key, event_uuid):
+    for header, value in ((IDEMPOTENCY_HEADER, idempotency_key), (EVENT_UUID_HEADER, event_uuid)):
         if value and value.strip():
-            return value.strip()
+            return limits.text(value.strip(), header, max_chars=limits.NAME_CHARS)
     # GitLab before 14.8 sends neither header. The body is then the only
     # thing a redelivery repeats; two different pushes never have the same
     # body (it names `before` and `after`), so its hash tells them apart.
@@ -79,7 +81,7 @@ def head_sha(payload: Mapping[str, Any]) -> str | None:
     for key in ("checkout_sha", "after"):
         sha = payload.get(key)
         if isinstance(sha, str) and not is_null_sha(sha):
-            return sha
+            return limits.text(sha, key, max_chars=limits.SHA_CHARS)
     return None
 
 
@@ -111,17 +113,17 @@ def parse_push(payload: Mapping[str, Any]) -> Push:
     if not isinstance(raw_commits, list):
         raise MalformedPayload("push commits must be a list")
     head = head_sha(payload)
-    branch = ref.removeprefix(BRANCH_PREFIX) if ref.startswith(BRANCH_PREFIX) else None
+    branch = branch_of(ref)
     if head is None or branch is None:
         # A deleted branch brings no commit; tags come as Tag Push Hooks.
         return Push(ref=ref, branch=branch, deleted=head is None, commits=())
 
     before = payload.get("before")
     truncated = total_commits(payload) > len(raw_commits)
-    parent = None if truncated or is_null_sha(before) else str(before)
+    parent = None if truncated or is_null_sha(before) else parent_of(before)
     commits: list[PushedCommit] = []
-    for raw in raw_commits:
-        commit = pushed_commit(raw, parent)
+    for number, raw in enumerate(raw_commits):
+        commit = pushed_commit(raw, parent, f"commits[{number}]")
         commits.append(commit)
         parent = commit.sha
 

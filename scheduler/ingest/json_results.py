@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from scheduler import limits
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.ingest.results import CaseResult
 from scheduler.ingest.testid import canonical_test_id, normalise_path
@@ -18,7 +19,9 @@ MAX_RESULTS = 1_000_000
 class ResultIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    test: str = Field(min_length=1, max_length=4000)
+    # Its length is checked in UTF-8 bytes once canonical
+    # (scheduler.ingest.results.storable_results).
+    test: str = Field(min_length=1)
     outcome: Outcome
     duration: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     attempt: int = Field(default=1, ge=1, le=1000)
@@ -34,10 +37,10 @@ class ResultIn(BaseModel):
 class RunIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    commit: str | None = Field(default=None, max_length=64)
-    branch: str | None = Field(default=None, max_length=255)
-    run_key: str | None = Field(default=None, max_length=255)
-    plan_id: int | None = None
+    commit: str | None = Field(default=None, max_length=limits.SHA_CHARS)
+    branch: str | None = Field(default=None, max_length=limits.NAME_CHARS)
+    run_key: str | None = Field(default=None, max_length=limits.NAME_CHARS)
+    plan_id: int | None = Field(default=None, ge=1, le=limits.INT64_MAX)
     source: Literal["json", "pytest"] = "json"
     results: list[ResultIn] = Field(max_length=MAX_RESULTS)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import zlib
 from typing import Any
 from urllib.parse import parse_qs
 
+import pydantic_core
+
+from scheduler import limits
 from scheduler.ingest.errors import BadSignature, BodyTooLarge, MalformedPayload, MissingHeader
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -19,7 +21,8 @@ def verify_hmac_sha256(secret: str, body: bytes, header_value: str | None, *, he
     if not header_value:
         raise MissingHeader(f"{header} header is required")
     scheme, _, signature = header_value.strip().partition("=")
-    if scheme != "sha256" or not signature:
+    # compare_digest refuses non-ASCII text: such a header is no hex digest.
+    if scheme != "sha256" or not signature or not signature.isascii():
         raise BadSignature(f"{header} must look like sha256=<hex digest>")
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, signature.lower()):
@@ -38,7 +41,12 @@ def media_type(content_type: str | None) -> str:
 
 def decode_json_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     """The JSON object of a webhook body, sent as JSON or as GitHub's
-    `application/x-www-form-urlencoded` form with one `payload` field."""
+    `application/x-www-form-urlencoded` form with one `payload` field.
+
+    The parser bounds the nesting while it reads (a body nested a thousand
+    deep is refused, not a RecursionError), and refuses lone surrogates and
+    NaN; what JSONB cannot keep (a NUL, deep nesting) is refused as
+    Unstorable (422) before the body is stored."""
     text: str | bytes = body
     if media_type(content_type) == FORM_CONTENT_TYPE:
         try:
@@ -50,11 +58,12 @@ def decode_json_body(body: bytes, content_type: str | None) -> dict[str, Any]:
             raise MalformedPayload("form body must have exactly one 'payload' field")
         text = values[0]
     try:
-        document = json.loads(text)
-    except (UnicodeDecodeError, ValueError) as error:
+        document = pydantic_core.from_json(text, allow_inf_nan=False)
+    except ValueError as error:
         raise MalformedPayload(f"body is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise MalformedPayload("body must be a JSON object")
+    limits.json_document(document)
     return document
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from scheduler import limits
 from scheduler.models.enums import Outcome
 
 
@@ -59,3 +60,16 @@ def count_results(results: Iterable[CaseResult]) -> ReportCounts:
         skipped=by_outcome[Outcome.SKIPPED],
         reruns=len(results) - len(final),
     )
+
+
+def storable_results(results: Sequence[CaseResult], field: str) -> Sequence[CaseResult]:
+    """`results` if the database can hold every one of them, else
+    Unstorable (422) naming the first that it cannot (`field[i].test`):
+    the API refuses such a report whole, so that no result of it is lost
+    in the worker."""
+    for number, result in enumerate(results):
+        where = f"{field}[{number}]"
+        limits.text(result.test, f"{where}.test", max_bytes=limits.TEST_ID_BYTES)
+        limits.optional_text(result.file, f"{where}.file")
+        limits.optional_text(result.message, f"{where}.message")
+    return results

@@ -9,6 +9,7 @@ from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from scheduler import limits
 from scheduler.models.base import Base, BigIntId, str_enum, utcnow
 from scheduler.models.enums import FileStatus
 
@@ -20,12 +21,12 @@ class Commit(Base):
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
     # 40 hex digits for SHA-1 repositories, 64 for SHA-256 ones.
-    sha: Mapped[str] = mapped_column(String(64))
+    sha: Mapped[str] = mapped_column(String(limits.SHA_CHARS))
     # The first parent as the push told it; NULL for a root commit or when unknown.
-    parent_sha: Mapped[str | None] = mapped_column(String(64))
+    parent_sha: Mapped[str | None] = mapped_column(String(limits.SHA_CHARS))
     # The branch of the push that first brought the commit.
-    branch: Mapped[str | None] = mapped_column(String(255))
-    author_name: Mapped[str | None] = mapped_column(String(255))
+    branch: Mapped[str | None] = mapped_column(String(limits.NAME_CHARS))
+    author_name: Mapped[str | None] = mapped_column(String(limits.NAME_CHARS))
     author_time: Mapped[datetime | None]
     message: Mapped[str | None] = mapped_column(Text)
     event_id: Mapped[int | None] = mapped_column(ForeignKey("ci_events.id", ondelete="SET NULL"))

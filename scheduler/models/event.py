@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from scheduler import limits
 from scheduler.models.base import Base, BigIntId, JSONType, QueuedWork, str_enum
 from scheduler.models.enums import EventStatus, Provider
 
@@ -23,9 +24,9 @@ class CiEvent(QueuedWork, Base):
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     provider: Mapped[Provider] = mapped_column(str_enum(Provider, "provider"))
-    delivery_id: Mapped[str] = mapped_column(String(255))
-    event: Mapped[str] = mapped_column(String(64))
-    action: Mapped[str | None] = mapped_column(String(64))
+    delivery_id: Mapped[str] = mapped_column(String(limits.NAME_CHARS))
+    event: Mapped[str] = mapped_column(String(limits.EVENT_CHARS))
+    action: Mapped[str | None] = mapped_column(String(limits.EVENT_CHARS))
     repository_id: Mapped[int | None] = mapped_column(
         ForeignKey("repositories.id", ondelete="CASCADE"), index=True
     )

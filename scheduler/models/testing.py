@@ -16,6 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from scheduler import limits
 from scheduler.models.base import Base, BigIntId, QueuedWork, str_enum, utcnow
 from scheduler.models.enums import Outcome, RunSource, RunStatus
 
@@ -26,7 +27,8 @@ class KnownTest(Base):
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
-    # The canonical test id (one function makes it, for plans and results alike).
+    # The canonical test id (one function makes it, for plans and results
+    # alike), at most limits.TEST_ID_BYTES: the unique index holds it.
     name: Mapped[str] = mapped_column(Text)
     file: Mapped[str | None] = mapped_column(Text)
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -51,11 +53,11 @@ class SuiteRun(QueuedWork, Base):
     plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id", ondelete="SET NULL"))
     source: Mapped[RunSource] = mapped_column(str_enum(RunSource, "run_source"))
     # Reports that share a key (shards, matrix jobs) count as one build.
-    run_key: Mapped[str | None] = mapped_column(String(255))
+    run_key: Mapped[str | None] = mapped_column(String(limits.NAME_CHARS))
     status: Mapped[RunStatus] = mapped_column(
         str_enum(RunStatus, "run_status"), default=RunStatus.PENDING
     )
-    content_type: Mapped[str | None] = mapped_column(String(255))
+    content_type: Mapped[str | None] = mapped_column(String(limits.NAME_CHARS))
     # The report exactly as it arrived (decompressed); NULL for imported history.
     report: Mapped[bytes | None] = mapped_column(LargeBinary)
     report_sha256: Mapped[str | None] = mapped_column(String(64))

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from scheduler import limits
 from scheduler.ingest import generic, github, gitlab, hunks
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.models import ChangedFile, CiEvent, Commit, EventStatus, Provider, Repository
@@ -39,6 +40,8 @@ def store_event(
 ) -> StoredEvent:
     """Record a delivery once; a second delivery with the same id is a no-op."""
     action = payload.get("action")
+    if isinstance(action, str):
+        limits.text(action, "action", max_chars=limits.EVENT_CHARS)
     now = utcnow()
     inserted = insert_one_ignoring(
         session,
@@ -132,7 +135,13 @@ def _store_push(session: Session, event: CiEvent, push: github.Push) -> PushResu
 
 
 def _set_default_branch(session: Session, event: CiEvent, branch: object) -> None:
-    if isinstance(branch, str) and branch and event.repository_id is not None:
+    # A default branch the column cannot hold is not worth failing a push for.
+    if (
+        isinstance(branch, str)
+        and branch
+        and len(branch) <= limits.NAME_CHARS
+        and event.repository_id is not None
+    ):
         session.execute(
             update(Repository)
             .where(Repository.id == event.repository_id)

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from scheduler import commit_ids
+from scheduler import commit_ids, limits
 from scheduler.ingest.errors import MalformedPayload
-from scheduler.ingest.json_results import parse_run_json
+from scheduler.ingest.json_results import case_results, parse_run_json
 from scheduler.ingest.junit import parse_junit
 from scheduler.ingest.payload import decode_content, media_type
+from scheduler.ingest.results import storable_results
 from scheduler.models import Repository, RunSource
 from scheduler.queue import RUNS_INGEST, enqueue_after_commit
 from scheduler.services import runs
@@ -61,12 +62,15 @@ def receive_run(
     report = decode_content(body, content_encoding, max_bytes=max_bytes)
     kind = media_type(content_type)
     if kind in XML_TYPES or kind.endswith("+xml"):
-        tests = len({result.test for result in parse_junit(report, max_bytes=max_bytes)})
+        results = storable_results(parse_junit(report, max_bytes=max_bytes), "testcase")
+        tests = len({result.test for result in results})
         source = RunSource.JUNIT
         fields = parameters
     elif kind in JSON_TYPES:
         run = parse_run_json(report)
-        tests = len({result.test for result in run.results})
+        tests = len(
+            {result.test for result in storable_results(case_results(run.results), "results")}
+        )
         source = RunSource.PYTEST if run.source == "pytest" else RunSource.JSON
         fields = RunParameters(
             commit=run.commit or parameters.commit,
@@ -80,15 +84,17 @@ def receive_run(
             "application/xml or results as application/json"
         )
     commit = _check_commit(fields.commit)
+    if fields.plan_id is not None:
+        limits.integer(fields.plan_id, "plan_id", minimum=1, maximum=limits.INT64_MAX)
     stored = runs.store_run(
         session,
         repository=repository,
         commit_sha=commit,
-        branch=fields.branch,
-        run_key=fields.run_key,
+        branch=limits.optional_text(fields.branch, "branch", max_chars=limits.NAME_CHARS),
+        run_key=limits.optional_text(fields.run_key, "run_key", max_chars=limits.NAME_CHARS),
         plan_id=fields.plan_id,
         source=source,
-        content_type=kind,
+        content_type=limits.text(kind, "Content-Type", max_chars=limits.NAME_CHARS),
         report=report,
     )
     if stored.created:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.ingest.json_results import case_results, parse_run_json
 from scheduler.ingest.junit import parse_junit
-from scheduler.ingest.results import CaseResult
+from scheduler.ingest.results import CaseResult, storable_results
 from scheduler.models import Commit, Plan, Repository, RunSource, RunStatus, SuiteRun
 from scheduler.models.base import utcnow
 from scheduler.services import plan_evaluation, retry
@@ -113,10 +113,15 @@ def store_run(
 
 
 def parse_report(source: RunSource, report: bytes) -> list[CaseResult]:
-    """The results in a stored report (the same parsing the API checked it with)."""
+    """The results in a stored report (the same parsing and checks the API
+    ran on it: a report stored before they existed fails at once)."""
     if source is RunSource.JUNIT:
-        return parse_junit(report, max_bytes=STORED_REPORT_LIMIT)
-    return case_results(parse_run_json(report).results)
+        results = parse_junit(report, max_bytes=STORED_REPORT_LIMIT)
+        storable_results(results, "testcase")
+        return results
+    results = case_results(parse_run_json(report).results)
+    storable_results(results, "results")
+    return results
 
 
 # --- ingesting ----------------------------------------------------------------

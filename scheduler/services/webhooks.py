@@ -10,6 +10,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.orm import Session
 
+from scheduler import limits
 from scheduler.ingest import generic, github, gitlab
 from scheduler.ingest.errors import (
     BadSignature,
@@ -99,7 +100,11 @@ def receive_github(
     """Check a GitHub delivery and store it; raises an IngestError for a
     delivery that must be refused, before anything is written."""
     event = _required(event, github.EVENT_HEADER)
-    delivery_id = _required(delivery_id, github.DELIVERY_HEADER)
+    delivery_id = limits.text(
+        _required(delivery_id, github.DELIVERY_HEADER),
+        github.DELIVERY_HEADER,
+        max_chars=limits.NAME_CHARS,
+    )
     signature = _required(signature, github.SIGNATURE_HEADER)
 
     payload = decode_json_body(body, content_type)
@@ -108,6 +113,8 @@ def receive_github(
     verify_hmac_sha256(secret, body, signature, header=github.SIGNATURE_HEADER)
 
     if event in github.HANDLED_EVENTS:
+        # What the worker will store is checked now: refused here, not lost there.
+        github.parse_push(payload)
         status = EventStatus.PENDING
     elif event in github.RECORDED_EVENTS:
         status = EventStatus.IGNORED
@@ -170,6 +177,8 @@ def receive_gitlab(
         raise BadSignature(f"{gitlab.TOKEN_HEADER} does not match the repository's webhook secret")
     if status is None:
         return Receipt(ReceiptStatus.IGNORED)
+    if status is EventStatus.PENDING:
+        gitlab.parse_push(payload)
     return _store(
         session,
         celery,

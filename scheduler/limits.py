@@ -1,0 +1,107 @@
+"""What the database can hold, in one place: the column definitions
+(scheduler.models) and the checks the API runs before it answers 202 read the
+same numbers, so nothing is accepted that a worker then cannot store.
+
+Lengths are counted as the database counts them: a `String(n)` column in
+characters (PostgreSQL's varchar), an indexed `Text` column in UTF-8 bytes
+(a btree entry holds at most 2,704 bytes on PostgreSQL: 4,000 CJK characters,
+12,000 bytes, do not fit, nor 2,700 random ASCII ones). Neither backend's
+text holds a NUL (PostgreSQL refuses it in text and in JSONB), and a lone
+surrogate cannot be encoded to UTF-8 at all."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from scheduler.ingest.errors import Unstorable
+
+# String(n) columns, in characters.
+SHA_CHARS: Final = 64  # commits.sha, parent_sha (SHA-256 ids are 64 hex digits)
+NAME_CHARS: Final = 255  # branches, authors, run keys, delivery ids, content types
+EVENT_CHARS: Final = 64  # ci_events.event, ci_events.action
+# Indexed Text columns, in UTF-8 bytes: below the btree entry limit with room
+# for the other key columns.
+TEST_ID_BYTES: Final = 2048  # known_tests.name (unique with the repository)
+PATH_BYTES: Final = 2048  # changed_files.path, file_test_links.path
+# Integer columns.
+INT32_MAX: Final = 2**31 - 1
+INT64_MAX: Final = 2**63 - 1
+# JSON nesting a body may have; riskrank's own and the providers' bodies
+# need fewer than ten levels.
+JSON_DEPTH: Final = 64
+
+
+def _problem(value: str) -> str | None:
+    if "\x00" in value:
+        return "must not contain a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must not contain a lone surrogate"
+    return None
+
+
+def text(
+    value: str, field: str, *, max_chars: int | None = None, max_bytes: int | None = None
+) -> str:
+    """`value` if the database can store it under `field`'s limit; else
+    Unstorable (422) naming the field."""
+    problem = _problem(value)
+    if problem is None and max_chars is not None and len(value) > max_chars:
+        problem = f"must be at most {max_chars} characters (it has {len(value)})"
+    if problem is None and max_bytes is not None:
+        size = len(value.encode("utf-8"))
+        if size > max_bytes:
+            problem = f"must be at most {max_bytes} bytes in UTF-8 (it has {size})"
+    if problem is not None:
+        raise Unstorable(f"{field}: {problem}")
+    return value
+
+
+def optional_text(
+    value: str | None, field: str, *, max_chars: int | None = None, max_bytes: int | None = None
+) -> str | None:
+    return None if value is None else text(value, field, max_chars=max_chars, max_bytes=max_bytes)
+
+
+def integer(value: int, field: str, *, minimum: int = 0, maximum: int = INT32_MAX) -> int:
+    if not minimum <= value <= maximum:
+        raise Unstorable(f"{field}: must be between {minimum} and {maximum}")
+    return value
+
+
+def time(value: datetime | None, field: str) -> datetime | None:
+    """An aware time in UTC, or Unstorable for one that has no UTC
+    equivalent (9999-12-31T23:00-05:00 is past the last datetime)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise Unstorable(f"{field}: must say its time zone")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise Unstorable(f"{field}: {value.isoformat()} is out of range") from None
+
+
+def json_document(document: Any, field: str = "body") -> None:
+    """Unstorable for a JSON document the database cannot keep as it is: a
+    NUL or lone surrogate in a key or a string, a non-finite number, or
+    nesting deeper than JSON_DEPTH. Names the first offending place."""
+    stack: list[tuple[Any, str, int]] = [(document, field, 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > JSON_DEPTH:
+            raise Unstorable(f"{where}: nested more than {JSON_DEPTH} levels deep")
+        if isinstance(value, str):
+            text(value, where)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise Unstorable(f"{where}: must be a finite number")
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                text(key, f"{where} key")
+                stack.append((item, f"{where}.{key}", depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{index}]", depth + 1) for index, item in enumerate(value))
