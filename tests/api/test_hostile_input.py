@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -339,6 +340,18 @@ CASES: dict[str, Case] = {
         github(github_push(message="SURROGATE").replace(b"SURROGATE", b"\\udc00")),
         400,
         "not valid JSON",
+    ),
+    "generic infinity": Case(
+        generic(generic_body(message="INF").replace(b'"INF"', b"1e999")), 422, "body.message"
+    ),
+    "github form body nul": Case(
+        github(
+            b"payload="
+            + quote(github_push().replace(b'"acme/app"', b'"acme/app\\u0000"')).encode(),
+            **{"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        422,
+        "body.repository.full_name",
     ),
     "generic nan": Case(
         generic(generic_body(message="NAN").replace(b'"NAN"', b"NaN")), 400, "JSON"
