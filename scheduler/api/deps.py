@@ -52,6 +52,12 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# The 422 every router documents (scheduler.limits says what fits).
+UNSTORABLE = (
+    "A value riskrank cannot store (too long, a NUL, out of range, nested too deep): "
+    "the message names the field, and nothing was stored"
+)
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]

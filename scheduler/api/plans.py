@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from scheduler import limits, metrics
-from scheduler.api.deps import DatabaseDep, SettingsDep, read_body
+from scheduler.api.deps import UNSTORABLE, DatabaseDep, SettingsDep, read_body
 from scheduler.config import Settings
 from scheduler.db import Database
 from scheduler.errors import ClientError
@@ -102,6 +102,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No valid token"},
     403: {"description": "The token is for another repository or lacks plans:read"},
     404: {"description": "The repository is not registered"},
+    422: {"description": UNSTORABLE},
 }
 
 BODY_EXAMPLE = {

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from scheduler.api.deps import CeleryDep, DatabaseDep, SettingsDep, read_body
+from scheduler.api.deps import UNSTORABLE, CeleryDep, DatabaseDep, SettingsDep, read_body
 from scheduler.services import tokens
 from scheduler.services.results import RunParameters, RunReceipt, receive_run
 
@@ -39,6 +39,7 @@ REPORT_EXAMPLE = {
         403: {"description": "The token is for another repository or lacks results:write"},
         404: {"description": "The repository is not registered"},
         413: {"description": "The report (once inflated) is over the limit"},
+        422: {"description": UNSTORABLE},
     },
     openapi_extra={
         "requestBody": {

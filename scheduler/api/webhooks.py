@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from scheduler import metrics
-from scheduler.api.deps import CeleryDep, DatabaseDep, SettingsDep, read_body
+from scheduler.api.deps import UNSTORABLE, CeleryDep, DatabaseDep, SettingsDep, read_body
 from scheduler.config import Settings
 from scheduler.db import Database
 from scheduler.errors import ClientError
@@ -38,6 +38,7 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
     403: {"description": "The repository has no webhook secret"},
     404: {"description": "The repository is not registered"},
     413: {"description": "The body is over the limit"},
+    422: {"description": UNSTORABLE},
 }
 
 
