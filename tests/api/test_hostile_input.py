@@ -513,6 +513,24 @@ def test_a_generic_event_at_the_limits_is_stored_whole(
         assert author_time.year == 9999
 
 
+def failed_at_once(
+    database: Database,
+    model: type[SuiteRun] | type[CiEvent],
+    row_id: int,
+    field: str,
+    *,
+    written: type[Base],
+) -> None:
+    """The row failed on its first attempt, its error names `field`, and
+    no `written` row came of it."""
+    with database.session() as session:
+        row = session.get_one(model, row_id)
+        assert row.attempts == 1
+        assert row.error is not None
+        assert field in row.error
+        assert session.scalar(select(func.count()).select_from(written)) == 0
+
+
 def test_a_report_stored_before_the_checks_fails_at_once_with_the_field(
     database: Database, keys: Keys
 ) -> None:
@@ -532,12 +550,7 @@ def test_a_report_stored_before_the_checks_fails_at_once_with_the_field(
         )
     with database.session() as session:
         assert runs.ingest_run(session, stored.id) is RunStatus.FAILED
-    with database.session() as session:
-        run = session.get_one(SuiteRun, stored.id)
-        assert run.attempts == 1
-        assert run.error is not None
-        assert "results[1].test" in run.error
-        assert session.scalar(select(func.count()).select_from(Execution)) == 0
+    failed_at_once(database, SuiteRun, stored.id, "results[1].test", written=Execution)
 
 
 def test_the_columns_and_the_checks_share_one_limit() -> None:
@@ -559,3 +572,22 @@ def test_the_test_id_limit_fits_the_index(database: Database, keys: Keys) -> Non
         session.add(KnownTest(repository_id=repository.id, name=name))
     with database.session() as session:
         assert session.scalar(select(KnownTest.name)) == name
+
+
+def test_a_push_stored_before_the_checks_fails_at_once_with_the_field(
+    database: Database, keys: Keys
+) -> None:
+    """The same for a push stored before: its commit id past 64 characters
+    fails the event on its first attempt, naming the field."""
+    with database.session() as session:
+        stored = events.store_event(
+            session,
+            repository=repos.resolve_repository(session, full_name="acme/app"),
+            provider=Provider.GITHUB,
+            delivery_id="old-1",
+            event="push",
+            payload=json.loads(github_push(id="d" * 65)),
+        )
+    with database.session() as session:
+        assert events.process_event(session, stored.id) is EventStatus.FAILED
+    failed_at_once(database, CiEvent, stored.id, "commits[0].id", written=Commit)
