@@ -367,6 +367,17 @@ CASES: dict[str, Case] = {
     "results nul in a message": Case(
         report(results_json("tests/a.py::t", message="a\0b")), 422, "results[1].message"
     ),
+    "results json branch nul": Case(
+        report(json.dumps({"commit": SHA, "branch": "a\0", "results": []}).encode()), 422, "branch"
+    ),
+    "results json run_key nul": Case(
+        report(json.dumps({"commit": SHA, "run_key": "a\0", "results": []}).encode()),
+        422,
+        "run_key",
+    ),
+    "results json branch too long": Case(
+        report(json.dumps({"commit": SHA, "branch": LONG, "results": []}).encode()), 400, "branch"
+    ),
     "results nul in a file": Case(
         report(
             json.dumps(
@@ -400,6 +411,45 @@ CASES: dict[str, Case] = {
         generic(generic_body(changed_files=[{"path": LONG_PATH}])), 400, "changed_files[0].path"
     ),
 }
+
+
+def string_places(document: Any, where: str = "body") -> list[tuple[str, list[Any]]]:
+    """Every string of a JSON document: its path as the API names it, and
+    the keys that lead to it."""
+    if isinstance(document, str):
+        return [(where, [])]
+    items = (
+        document.items()
+        if isinstance(document, dict)
+        else enumerate(document)
+        if isinstance(document, list)
+        else []
+    )
+    places = []
+    for key, value in items:
+        inner = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}"
+        places += [(path, [key, *keys]) for path, keys in string_places(value, inner)]
+    return places
+
+
+def with_nul(document: Any, keys: list[Any]) -> bytes:
+    changed = json.loads(json.dumps(document))
+    parent = changed
+    for key in keys[:-1]:
+        parent = parent[key]
+    parent[keys[-1]] += "\0"
+    return json.dumps(changed).encode()
+
+
+# A NUL in every string of each provider's body: refused (422) before it is
+# stored, naming the string's place, whatever the field.
+for label, sender, document in (
+    ("github", github, json.loads(github_push())),
+    ("gitlab", gitlab, json.loads(gitlab_push())),
+    ("generic", generic, json.loads(generic_body())),
+):
+    for path, keys in string_places(document):
+        CASES[f"{label} nul in {path}"] = Case(sender(with_nul(document, keys)), 422, path)
 
 
 @pytest.fixture
@@ -451,7 +501,7 @@ def test_refused_with_a_4xx_naming_the_field_and_nothing_written(
 
 
 def test_the_case_count_covers_every_class() -> None:
-    assert len(CASES) >= 45
+    assert len(CASES) >= 80
 
 
 # --- what fits is stored, every result of it --------------------------------------
