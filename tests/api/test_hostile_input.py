@@ -112,7 +112,16 @@ def generic_body(**changes: Any) -> bytes:
         "repository": "acme/gen",
         "commit": SHA,
         "branch": "main",
-        "changed_files": [{"path": "src/a.py", "additions": 1, "deletions": 0}],
+        "changed_files": [
+            {
+                "path": "src/a.py",
+                "additions": 1,
+                "deletions": 0,
+                "hunks": [
+                    {"old_start": 1, "old_lines": 1, "new_start": 1, "new_lines": 2, "symbol": "f"}
+                ],
+            }
+        ],
     }
     document.update(changes)
     return json.dumps(document).encode()
