@@ -159,7 +159,7 @@ def score_tests(
                 reasons[row] = [name for name, _ in top]
                 contributions[row] = {name: round(value, 4) for name, value in top}
     else:
-        record = None
+        record, model = None, None
         probabilities = heuristic_scores(matrix)
     unseen = build_features(_UNSEEN, change, _NO_LINKS, at=at)
     new_test = (
