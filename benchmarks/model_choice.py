@@ -18,10 +18,9 @@ import time
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.risk.choice import choose
 from scheduler.risk.features import FEATURE_NAMES
 from scheduler.risk.training import train_model
-from scheduler.services.training import COMPARISON_SHARE
+from scheduler.services.training import COMPARISON_SHARE, choose_scorer
 
 TARGET_SECONDS = 300.0
 
@@ -71,10 +70,8 @@ def main() -> None:
     )
 
     started = time.perf_counter()
-    # As the training service: the choice never sees the held-out builds.
-    held_out = round(COMPARISON_SHARE * builds)
-    older = build < builds - held_out
-    picked = choose(matrix[older], failed[older], build[older], FEATURE_NAMES)
+    # The training service's own choice: it never sees the held-out builds.
+    picked = choose_scorer(matrix, failed, build)
     chose = time.perf_counter() - started
     for trial in picked.trials:
         apfd = "-" if trial.mean_apfd is None else f"{trial.mean_apfd:.4f}"

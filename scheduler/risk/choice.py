@@ -26,6 +26,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from scheduler.risk.features import FeatureMatrix
 from scheduler.risk.model import ModelError
 from scheduler.risk.training import (
     DEFAULT_PARAMS,
@@ -200,6 +201,7 @@ def choose(
     candidate). Candidates are tried in the order given until
     `budget_seconds` have gone."""
     matrix = np.asarray(features)
+    names = tuple(feature_names)
     failed = np.asarray(labels, dtype=bool)
     build_of = np.asarray(builds, dtype=np.int64)
     scored = _selection(build_of, share)
@@ -213,6 +215,7 @@ def choose(
         if "new_or_recent" in feature_names
         else np.zeros(build_of.size)
     )
+    scored_rows = FeatureMatrix(("",) * int(newer.sum()), matrix[newer], names)
     trials: list[Trial] = []
     skipped: list[str] = []
     started = clock()
@@ -238,7 +241,7 @@ def choose(
             )
             continue
         model = trained.evaluated
-        scores = model.predict(matrix[newer][:, _columns(feature_names, model.feature_names)])
+        scores = model.predict(model.inputs(scored_rows))
         failing, apfds = build_apfds(
             _served_order(scores, tie[newer], build_of[newer]), failed[newer], build_of[newer]
         )
@@ -265,8 +268,3 @@ def _served_order(scores: Floats, tie: Floats, builds: Builds) -> Floats:
     position[order] = np.arange(scores.size, dtype=np.float64)
     served: Floats = -position
     return served
-
-
-def _columns(all_names: Sequence[str], wanted: Sequence[str]) -> list[int]:
-    position = {name: index for index, name in enumerate(all_names)}
-    return [position[name] for name in wanted]

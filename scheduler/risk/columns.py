@@ -103,6 +103,25 @@ class HistoryColumns:
             ),
         )
 
+    @classmethod
+    def unseen(
+        cls, names: Sequence[str], files: Sequence[str | None] | None = None
+    ) -> HistoryColumns:
+        """Tests riskrank has no statistics for (never run, nothing known)."""
+        none = [None] * len(names)
+        return cls.from_sequences(
+            names=names,
+            files=none if files is None else files,
+            runs=none,
+            failures=none,
+            recent=none,
+            builds_since_failure=none,
+            flips=none,
+            flaky_runs=none,
+            duration_mean=none,
+            first_seen=none,
+        )
+
 
 @dataclass(frozen=True)
 class ChangeColumns:

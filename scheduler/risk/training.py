@@ -221,6 +221,16 @@ def _newest(distinct: Builds, share: float, keep: int) -> Builds:
     return newest
 
 
+def comparison_builds(builds: npt.ArrayLike, share: float) -> Builds:
+    """The builds `train_model(comparison_share=share)` holds out from every
+    fit: the newest `share` of the distinct builds, at least one, leaving two
+    (none under three builds, or with no share)."""
+    distinct = np.unique(np.asarray(builds, dtype=np.int64))
+    if share <= 0 or distinct.size < 3:
+        return distinct[:0]
+    return _newest(distinct, share, 2)
+
+
 def _split(
     builds: Builds, validation_share: float, min_builds: int, comparison_share: float = 0.0
 ) -> tuple[Builds, Builds]:
@@ -237,7 +247,7 @@ def _split(
         raise TooFewBuilds(
             f"{distinct.size} builds: at least {needed} are needed to train and validate"
         )
-    compared = _newest(distinct, comparison_share, 2) if comparison_share else distinct[:0]
+    compared = comparison_builds(distinct, comparison_share)
     validation = _newest(distinct[: distinct.size - compared.size], validation_share, 1)
     return validation, compared
 

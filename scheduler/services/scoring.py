@@ -161,7 +161,7 @@ def score_tests(
     else:
         record, model = None, None
         probabilities = heuristic_scores(matrix)
-    unseen = build_features(_UNSEEN, change, _NO_LINKS, at=at)
+    unseen = build_features(_UNSEEN, change, LinkColumns.empty(), at=at)
     new_test = (
         model.predict(model.inputs(unseen)) if model is not None else heuristic_scores(unseen)
     )
@@ -181,21 +181,7 @@ def score_tests(
 
 # A test riskrank has never seen: no statistics, no file, and a name that
 # names nothing (a collected test missing from the scores is scored as it).
-_UNSEEN = HistoryColumns.from_sequences(
-    names=[""],
-    files=[None],
-    runs=[None],
-    failures=[None],
-    recent=[None],
-    builds_since_failure=[None],
-    flips=[None],
-    flaky_runs=[None],
-    duration_mean=[None],
-    first_seen=[None],
-)
-_NO_LINKS = LinkColumns.from_sequences(
-    test_index=[], path_index=[], changed_together=[], failed_together=[]
-)
+_UNSEEN = HistoryColumns.unseen([""])
 
 
 def ranks(probabilities: np.ndarray, matrix: FeatureMatrix) -> np.ndarray:

@@ -24,7 +24,13 @@ from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
 from scheduler.risk.heuristic import HEURISTICS, heuristic_scores
 from scheduler.risk.model import ModelError
 from scheduler.risk.serving import load_model
-from scheduler.risk.training import BuildSpan, build_apfds, train_model, validation_metrics
+from scheduler.risk.training import (
+    BuildSpan,
+    build_apfds,
+    comparison_builds,
+    train_model,
+    validation_metrics,
+)
 from scheduler.services.builds import load_builds
 
 log = logging.getLogger(__name__)
@@ -141,11 +147,10 @@ def choose_scorer(
     """The repository's scorer, chosen on the builds before the newest
     COMPARISON_SHARE of them (those decide the promotion, so the choice
     must not have looked at them)."""
-    distinct = np.unique(indexes)
-    held_out = min(max(1, round(COMPARISON_SHARE * distinct.size)), max(distinct.size - 2, 0))
-    if held_out == 0 or distinct.size - held_out < 2:
+    held_out = comparison_builds(indexes, COMPARISON_SHARE)
+    if held_out.size == 0:
         return choice.Choice(None, (), (), None, None)
-    older = indexes < distinct[distinct.size - held_out]
+    older = indexes < held_out[0]
     return choice.choose(features[older], labels[older], indexes[older], FEATURE_NAMES)
 
 

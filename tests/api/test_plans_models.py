@@ -120,23 +120,7 @@ def test_a_collected_test_never_seen_gets_the_models_probability_for_a_new_test(
             cache=scoring.ModelCache(),
         )
     unseen = build_features(
-        HistoryColumns.from_sequences(
-            names=[""],
-            files=[None],
-            runs=[None],
-            failures=[None],
-            recent=[None],
-            builds_since_failure=[None],
-            flips=[None],
-            flaky_runs=[None],
-            duration_mean=[None],
-            first_seen=[None],
-        ),
-        scores.change,
-        LinkColumns.from_sequences(
-            test_index=[], path_index=[], changed_together=[], failed_together=[]
-        ),
-        at=stored.created_at,
+        HistoryColumns.unseen([""]), scores.change, LinkColumns.empty(), at=stored.created_at
     )
     expected = float(model.predict(model.inputs(unseen))[0])
     assert by_name[fresh]["probability"] == pytest.approx(expected)

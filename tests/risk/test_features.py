@@ -464,18 +464,7 @@ def test_the_order_of_the_changed_paths_does_not_matter(seed: int) -> None:
 
 
 def single(name: str, file: str | None, path: str, symbols: Sequence[str] = ()) -> dict[str, float]:
-    history = HistoryColumns.from_sequences(
-        names=[name],
-        files=[file],
-        runs=[None],
-        failures=[None],
-        recent=[None],
-        builds_since_failure=[None],
-        flips=[None],
-        flaky_runs=[None],
-        duration_mean=[None],
-        first_seen=[None],
-    )
+    history = HistoryColumns.unseen([name], [file])
     change = ChangeColumns.of([path], symbols=symbols)
     matrix = build_features(history, change, LinkColumns.empty(), at=AT)
     return {name: float(matrix.values[0, j]) for j, name in enumerate(FEATURE_NAMES)}
