@@ -17,7 +17,7 @@ PHRASES: dict[str, str] = {
     "fail_rate_20": "failed {share20} of its last 20 runs",
     "fail_rate_all": "fails in {pct_all} of its runs",
     "last_failed": "failed in its last run",
-    "builds_since_failure": "last failed {since} builds ago",
+    "builds_since_failure": "last failed {since} ago",
     "flip_rate": "often flips between passing and failing",
     "flaky_rate": "was flaky in {pct_flaky} of its runs",
     "log_runs": "has a long history",
@@ -47,6 +47,11 @@ def _count(value: float) -> str:
     return str(round(value))
 
 
+def _builds(value: float) -> str:
+    count = round(value)
+    return f"{count} build" if count == 1 else f"{count} builds"
+
+
 class _Values(dict[str, str]):
     """The placeholders of the phrases, each formatted only when a phrase
     asks for it (a plan formats ten thousand reasons)."""
@@ -71,10 +76,12 @@ class _Values(dict[str, str]):
             elif math.isnan(since):
                 text = "has never failed"
             else:
-                text = f"last failed {_count(since)} builds ago"
+                text = f"last failed {_builds(since)} ago"
         elif key == "duration":
             duration = get("duration_mean")
             text = f"{duration:.1f} s" if duration >= 0.1 else "under 0.1 s"
+        elif key == "since":
+            text = _builds(get("builds_since_failure"))
         elif key in _PERCENT:
             text = f"{get(_PERCENT[key]):.0%}"
         else:
@@ -211,12 +218,15 @@ def sentences(
     return result
 
 
+# What the heuristic (scheduler.risk.heuristic) reads, strongest first; and
+# last, co-failure, which it does not score but reports: the changed path a
+# test started failing with before is where a reader looks first.
 HEURISTIC_SIGNALS = (
-    "last_failed",
     "symbol_named",
+    "last_failed",
     "own_file_changed",
     "is_new",
-    "fail_rate_5",
+    "builds_since_failure",
     "cofail_sum",
 )
 

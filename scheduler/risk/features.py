@@ -80,6 +80,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     # change names none.
     "symbol_named",  # 1 if a part of its id after the file has the stem of a changed symbol
     "symbol_tokens",  # max over changed symbols of the Jaccard similarity of the tokens
+    # The repository: its share of tests failing in their first build, read
+    # from the tests scored (the same in every row; new_test_rate below). The
+    # heuristic places new tests by it; models do not read it.
+    "new_test_rate",
 )
 
 
@@ -88,6 +92,14 @@ FEATURE_NAMES: tuple[str, ...] = (
 # failure is not yet certainty and a path without a link is not "never fails".
 COFAIL_ALPHA = 0.1
 COFAIL_BETA = 2.0
+
+# A test new to riskrank fails in its first build about this often, with the
+# weight of this many tests: the prior of new_test_rate. On the shared
+# histories' first halves, tests failed in their first build 0% (druid, Apache
+# Commons), 9-25% (dune-common's variants, more-itertools) and 40% (IOF/ROL) of
+# the time, against 50-90% for a test that failed in its last build.
+NEW_TEST_PRIOR = 0.12
+NEW_TEST_PRIOR_TESTS = 10.0
 
 # The letters of test_stats.recent (scheduler.risk.tally), newest first.
 _PASS, _FAIL, _ERROR = (ord(letter) for letter in "PFE")
@@ -168,6 +180,23 @@ def _new_or_recent(runs: FloatArray, since: FloatArray, rate: FloatArray) -> Flo
     return np.where(runs == 0, 1.0, failed_before)
 
 
+def new_test_rate(history: HistoryColumns) -> float:
+    """The share of tests failing in their first build, of `history`'s tests
+    whose first build is still in their recent outcomes (test_stats.recent
+    keeps the newest 64: its oldest letter is the first build's while runs
+    are no more than its letters), shrunk toward NEW_TEST_PRIOR with the
+    weight of NEW_TEST_PRIOR_TESTS tests. A repository whose new tests come
+    in failing (a suite growing with its features) puts them first; one
+    whose new tests pass puts them with the tests that never failed."""
+    firsts = [
+        letters[-1]
+        for letters, runs in zip(history.recent, history.runs.tolist(), strict=True)
+        if letters and runs == len(letters)
+    ]
+    failed = sum(letter in "FE" for letter in firsts)
+    return (failed + NEW_TEST_PRIOR * NEW_TEST_PRIOR_TESTS) / (len(firsts) + NEW_TEST_PRIOR_TESTS)
+
+
 def _link_features(links: LinkColumns, n: int, changed: int) -> dict[str, FloatArray]:
     if changed == 0:
         return {
@@ -209,11 +238,13 @@ def build_features(
     *,
     at: datetime,
     index: PathIndex | None = None,
+    new_rate: float | None = None,
 ) -> FeatureMatrix:
     """The feature matrix of `history`'s tests for `change`, as of `at` (a
     naive `at` is UTC). `index` is the caller's cached PathIndex; tests it
     lacks are indexed for this call only (keep `index.covering(...)` to
-    avoid that)."""
+    avoid that). `new_rate` is new_test_rate when the caller has it from
+    other tests (a matrix of one unseen test has none of its own)."""
     n = len(history)
     paths = change.paths
     _check_links(links, n, len(paths))
@@ -225,6 +256,8 @@ def build_features(
         rows = index.rows(history.names)
         assert rows is not None  # covering knows every name it was given
     columns = _history_features(history, epoch_seconds(at))
+    rate = new_test_rate(history) if new_rate is None else new_rate
+    columns["new_test_rate"] = np.full(n, rate, dtype=np.float64)
     changed_lines = math.nan if change.changed_lines is None else change.changed_lines
     columns.update(
         changed_files=np.full(n, len(paths), dtype=np.float64),

@@ -25,7 +25,7 @@ Builds: TypeAlias = npt.NDArray[np.int64]
 MAX_ROUNDS: Final = 1000
 EARLY_STOPPING_ROUNDS: Final = 50
 # Features the model does not read (see docs/model.md).
-EXCLUDED_FEATURES: Final = frozenset({"duration_mean"})
+EXCLUDED_FEATURES: Final = frozenset({"duration_mean", "new_test_rate"})
 MIN_BUILDS: Final = 10
 # Shares of a build's tests at which validation reports the recall of failures.
 RECALL_SHARES: Final = (0.2, 0.33)

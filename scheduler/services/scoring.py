@@ -161,7 +161,15 @@ def score_tests(
     else:
         record, model = None, None
         probabilities = heuristic_scores(matrix)
-    unseen = build_features(_UNSEEN, change, LinkColumns.empty(), at=at)
+    # The repository's failure rate of new tests is read from its other
+    # tests: the unseen one has none of its own.
+    unseen = build_features(
+        _UNSEEN,
+        change,
+        LinkColumns.empty(),
+        at=at,
+        new_rate=float(matrix.column("new_test_rate")[0]) if len(test_ids) else None,
+    )
     new_test = (
         model.predict(model.inputs(unseen)) if model is not None else heuristic_scores(unseen)
     )

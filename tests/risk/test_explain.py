@@ -39,12 +39,20 @@ def test_unknown_values_read_as_zero() -> None:
 
 
 def test_heuristic_reasons_in_order_of_strength() -> None:
-    values = np.zeros((3, len(FEATURE_NAMES)), dtype=np.float32)
-    values[:, FEATURE_NAMES.index("fail_rate_5")] = [0.2, 0.0, np.nan]
-    values[:, FEATURE_NAMES.index("last_failed")] = [1.0, 0.0, np.nan]
-    values[:, FEATURE_NAMES.index("is_new")] = [0.0, 0.0, 1.0]
-    matrix = FeatureMatrix(tests=("a", "b", "c"), values=values)
-    assert heuristic_reasons_of(matrix) == [["last_failed", "fail_rate_5"], [], ["is_new"]]
+    values = np.zeros((4, len(FEATURE_NAMES)), dtype=np.float32)
+    values[:, FEATURE_NAMES.index("fail_rate_5")] = [0.2, 0.0, np.nan, 0.2]
+    values[:, FEATURE_NAMES.index("last_failed")] = [1.0, 0.0, np.nan, 0.0]
+    values[:, FEATURE_NAMES.index("builds_since_failure")] = [0.0, np.nan, np.nan, 3.0]
+    values[:, FEATURE_NAMES.index("symbol_named")] = [1.0, 0.0, np.nan, np.nan]
+    values[:, FEATURE_NAMES.index("is_new")] = [0.0, 0.0, 1.0, 0.0]
+    matrix = FeatureMatrix(tests=("a", "b", "c", "d"), values=values)
+    # What the heuristic reads, not what it does not (the failure rates).
+    assert heuristic_reasons_of(matrix) == [
+        ["symbol_named", "last_failed"],
+        [],
+        ["is_new"],
+        ["builds_since_failure"],
+    ]
 
 
 def test_sentences_of_a_plan_are_each_rows_sentence() -> None:

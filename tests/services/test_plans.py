@@ -92,7 +92,7 @@ def test_recently_failed_tests_always_run(database: Database) -> None:
     )
     [chosen] = [test for test in plan["tests"] if test["selected"]]
     assert (chosen["test"], chosen["rule"]) == (FLAKY, "recently_failed")
-    assert chosen["reason"].startswith("Failed in one of its last 5 runs. Failed 2 of its last 5")
+    assert chosen["reason"].startswith("Failed in one of its last 5 runs. Last failed 3 builds ago")
 
 
 def test_own_file_changed_is_read_from_the_stored_features(database: Database) -> None:

@@ -229,7 +229,7 @@ def test_reasons_name_the_changed_file_that_failed_with_the_test(database: Datab
     # It broke in build 2 with both paths changed and stayed red in 3: one
     # status change together with each (older builds weigh a little less).
     assert reasons[TESTS[2]] == (
-        f"Failed 2 of its last 4 runs; {odd} changed and failed together with it 1 time"
+        f"Last failed 1 build ago; {odd} changed and failed together with it 1 time"
     )
 
 

@@ -27,12 +27,13 @@ from scheduler.models import KnownTestStats, Plan, StatsChange
 from scheduler.planning.policy import Candidates
 from scheduler.planning.records import Payload, failed_runs_ago
 from scheduler.risk import heuristic
+from scheduler.risk.features import NEW_TEST_PRIOR
 from scheduler.services.plans.cache import Lru, database_key
 from scheduler.services.plans.lookup import Found
 
 # The heuristic's score of a test riskrank has never seen: what a collected
 # test missing from the commit's scores gets as its probability.
-NEW_TEST_PROBABILITY = heuristic.BASE + heuristic.WEIGHTS["is_new"]
+NEW_TEST_PROBABILITY = heuristic.BASE + heuristic.WEIGHTS["new test"] * NEW_TEST_PRIOR
 
 
 def new_test_probability(payload: Payload) -> float:
