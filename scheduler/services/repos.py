@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from scheduler.ingest.payload import hash_secret
 from scheduler.models import CiEvent, Commit, Provider, Repository
 
 
@@ -47,6 +48,30 @@ def split_full_name(full_name: str, *, nested: bool = True) -> tuple[str, str]:
 
 def new_webhook_secret() -> str:
     return secrets.token_hex(32)
+
+
+# Providers whose deliveries carry the secret itself (GitLab's X-Gitlab-Token)
+# rather than a signature made with it: only its hash need be kept.
+HASHED_SECRETS = frozenset({Provider.GITLAB})
+
+MIN_SECRET_CHARS = 16
+
+
+def set_webhook_secret(repository: Repository, secret: str) -> None:
+    """Give a repository its webhook secret: in clear where an HMAC must be
+    computed with it, as a salted hash where it is only compared."""
+    if len(secret) < MIN_SECRET_CHARS:
+        raise RepositoryError(f"a webhook secret needs at least {MIN_SECRET_CHARS} characters")
+    if repository.provider in HASHED_SECRETS:
+        repository.webhook_secret = None
+        repository.webhook_secret_hash = hash_secret(secret)
+    else:
+        repository.webhook_secret = secret
+        repository.webhook_secret_hash = None
+
+
+def has_webhook_secret(repository: Repository) -> bool:
+    return bool(repository.webhook_secret or repository.webhook_secret_hash)
 
 
 def find_repository(session: Session, *, provider: Provider, full_name: str) -> Repository | None:
@@ -88,16 +113,12 @@ def add_repository(
     owner, name = split_full_name(full_name, nested=provider in NESTED_NAMES)
     if find_repository(session, provider=provider, full_name=full_name) is not None:
         raise RepositoryExists(f"{provider.value} repository {full_name} is already registered")
-    if webhook_secret is not None and len(webhook_secret) < 16:
-        raise RepositoryError("a webhook secret needs at least 16 characters")
     repository = Repository(
-        provider=provider,
-        owner=owner,
-        name=name,
-        slug=slug_for(full_name),
-        webhook_secret=webhook_secret or new_webhook_secret(),
-        settings={},
+        provider=provider, owner=owner, name=name, slug=slug_for(full_name), settings={}
     )
+    # The caller that lets one be made and wants to show it makes it itself
+    # (new_webhook_secret): for GitLab, only its hash is kept.
+    set_webhook_secret(repository, webhook_secret or new_webhook_secret())
     session.add(repository)
     session.flush()
     return repository
@@ -140,7 +161,7 @@ def list_repositories(session: Session) -> list[RepositorySummary]:
             RepositorySummary(
                 provider=repository.provider,
                 full_name=repository.full_name,
-                has_secret=bool(repository.webhook_secret),
+                has_secret=has_webhook_secret(repository),
                 commits=n_commits or 0,
                 events=n_events or 0,
                 last_event_at=last_event,
