@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scheduler import __version__
-from scheduler.api import health, plans, runs, webhooks
+from scheduler.api import health, openapi, plans, runs, webhooks
 from scheduler.api.ratelimit import limiter_for
 from scheduler.config import Settings, get_settings
 from scheduler.db import Database
@@ -75,4 +75,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(runs.router)
     app.include_router(plans.router)
+    openapi.install(app)
     return app

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from scheduler import limits, metrics
+from scheduler.api import openapi
 from scheduler.api.deps import (
     RATE_LIMITED,
     UNSTORABLE,
@@ -222,7 +223,12 @@ def _answer(
     return body, task
 
 
-@router.get("/plans/{sha}", responses=RESPONSES, response_class=Response)
+@router.get(
+    "/plans/{sha}",
+    responses=RESPONSES,
+    response_class=Response,
+    dependencies=openapi.TOKEN_AUTH,
+)
 async def get_plan(
     owner: str,
     name: str,
@@ -280,6 +286,7 @@ async def get_plan(
     "/plans/{sha}",
     responses=RESPONSES,
     response_class=Response,
+    dependencies=openapi.TOKEN_AUTH,
     openapi_extra={
         "requestBody": {
             "content": {

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from scheduler.api import openapi
 from scheduler.api.deps import (
     RATE_LIMITED,
     UNSTORABLE,
@@ -37,6 +38,7 @@ REPORT_EXAMPLE = {
 @router.post(
     "/runs",
     status_code=202,
+    dependencies=openapi.TOKEN_AUTH,
     responses={
         200: {"description": "This very report was already received for the commit"},
         400: {
