@@ -21,7 +21,7 @@ from scheduler.ingest.payload import (
     secret_matches,
     verify_hmac_sha256,
 )
-from scheduler.models import EventStatus, Provider, Repository
+from scheduler.models import EventStatus, Provider
 from scheduler.queue import EVENTS_PROCESS, enqueue_after_commit
 from scheduler.services import events, repos
 
@@ -60,8 +60,8 @@ def _refuse(provider: Provider, full_name: str, reason: str, header: str) -> Bad
     return BadSignature(mismatch(header))
 
 
-def _why_no_secret(repository: Repository | None) -> str:
-    if repository is None:
+def _why_no_secret(known: repos.WebhookSecret | None) -> str:
+    if known is None:
         return "the repository is not registered"
     return "the repository has no webhook secret"
 
@@ -74,44 +74,44 @@ def _verified_hmac(
     body: bytes,
     signature: str,
     header: str,
-) -> Repository:
-    """The repository a signed delivery names, once its signature verifies
-    with the repository's secret; BadSignature (401) alike for an unknown
-    repository, one without a secret, and a wrong signature."""
-    repository = repos.find_repository(session, provider=provider, full_name=full_name)
-    secret = repository.webhook_secret if repository is not None else None
+) -> int:
+    """The id of the repository a signed delivery names, once its signature
+    verifies with the repository's secret; BadSignature (401) alike for an
+    unknown repository, one without a secret, and a wrong signature."""
+    known = repos.find_webhook_secret(session, provider=provider, full_name=full_name)
+    secret = known.secret if known is not None else None
     try:
         verify_hmac_sha256(secret or _UNKNOWN_SECRET, body, signature, header=header)
     except BadSignature as error:
-        if repository is None or not secret:
-            raise _refuse(provider, full_name, _why_no_secret(repository), header) from None
+        if known is None or not secret:
+            raise _refuse(provider, full_name, _why_no_secret(known), header) from None
         logger.info("refused a %s delivery for %r: %s", provider.value, full_name, error.message)
         raise
-    if repository is None or not secret:
+    if known is None or not secret:
         # An empty secret would verify anything: refuse rather than trust.
-        raise _refuse(provider, full_name, _why_no_secret(repository), header)
-    return repository
+        raise _refuse(provider, full_name, _why_no_secret(known), header)
+    return known.repository_id
 
 
-def _verified_token(session: Session, *, full_name: str, token: str) -> Repository:
-    """The GitLab repository a delivery names, once its X-Gitlab-Token matches
-    the stored hash of the repository's secret; BadSignature (401) alike
-    otherwise."""
-    repository = repos.find_repository(session, provider=Provider.GITLAB, full_name=full_name)
-    stored = repository.webhook_secret_hash if repository is not None else None
+def _verified_token(session: Session, *, full_name: str, token: str) -> int:
+    """The id of the GitLab repository a delivery names, once its
+    X-Gitlab-Token matches the stored hash of the repository's secret;
+    BadSignature (401) alike otherwise."""
+    known = repos.find_webhook_secret(session, provider=Provider.GITLAB, full_name=full_name)
+    stored = known.secret_hash if known is not None else None
     matches = secret_matches(token, stored or _UNKNOWN_SECRET_HASH)
-    if repository is None or not stored:
-        raise _refuse(Provider.GITLAB, full_name, _why_no_secret(repository), gitlab.TOKEN_HEADER)
+    if known is None or not stored:
+        raise _refuse(Provider.GITLAB, full_name, _why_no_secret(known), gitlab.TOKEN_HEADER)
     if not matches:
         raise _refuse(Provider.GITLAB, full_name, "the token does not match", gitlab.TOKEN_HEADER)
-    return repository
+    return known.repository_id
 
 
 def _store(
     session: Session,
     celery: Celery,
     *,
-    repository: Repository,
+    repository_id: int,
     provider: Provider,
     delivery_id: str,
     event: str,
@@ -121,7 +121,7 @@ def _store(
     """Record a verified delivery once, and queue it if it is work."""
     stored = events.store_event(
         session,
-        repository=repository,
+        repository_id=repository_id,
         provider=provider,
         delivery_id=delivery_id,
         event=event,
@@ -158,7 +158,7 @@ def receive_github(
 
     payload = decode_json_body(body, content_type)
     full_name = github.repository_full_name(payload)
-    repository = _verified_hmac(
+    repository_id = _verified_hmac(
         session,
         provider=Provider.GITHUB,
         full_name=full_name,
@@ -178,7 +178,7 @@ def receive_github(
     return _store(
         session,
         celery,
-        repository=repository,
+        repository_id=repository_id,
         provider=Provider.GITHUB,
         delivery_id=delivery_id,
         event=event,
@@ -228,7 +228,7 @@ def receive_gitlab(
             # is stored or queued for it.
             return Receipt(ReceiptStatus.IGNORED)
         raise MalformedPayload("payload has no project.path_with_namespace")
-    repository = _verified_token(session, full_name=path, token=token)
+    repository_id = _verified_token(session, full_name=path, token=token)
     if status is None:
         return Receipt(ReceiptStatus.IGNORED)
     if status is EventStatus.PENDING:
@@ -236,7 +236,7 @@ def receive_gitlab(
     return _store(
         session,
         celery,
-        repository=repository,
+        repository_id=repository_id,
         provider=Provider.GITLAB,
         delivery_id=gitlab.delivery_id(
             idempotency_key=idempotency_key, event_uuid=event_uuid, body=body
@@ -263,7 +263,7 @@ def receive_generic(
     # Always JSON: `curl -d` declares a form whatever it sends.
     payload = decode_json_body(body, None)
     full_name = generic.repository_name(payload)
-    repository = _verified_hmac(
+    repository_id = _verified_hmac(
         session,
         provider=Provider.GENERIC,
         full_name=full_name,
@@ -276,12 +276,12 @@ def receive_generic(
     return _store(
         session,
         celery,
-        repository=repository,
+        repository_id=repository_id,
         provider=Provider.GENERIC,
         # A generic sender picks its own ids (a build number, say), which
         # other repositories' senders may pick too: they are kept apart by
         # the repository. Without an id, the same body is the same event.
-        delivery_id=f"{repository.id}:{delivery}",
+        delivery_id=f"{repository_id}:{delivery}",
         event=generic.COMMIT,
         payload=payload,
         status=EventStatus.PENDING,
