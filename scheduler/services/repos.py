@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, literal, select
 from sqlalchemy.orm import Session
 
 from scheduler.ingest.payload import hash_secret
@@ -94,15 +94,20 @@ class WebhookSecret(NamedTuple):
 def find_webhook_secret(
     session: Session, *, provider: Provider, full_name: str
 ) -> WebhookSecret | None:
-    """The secret of the repository a delivery names. Three columns, not the
-    model: a found row then costs about what no row costs, so the time to a
-    refusal does not tell a registered repository from an unknown one."""
+    """The secret of the repository a delivery names. Exactly one row comes
+    back either way (a constant row joined to the repository, NULLs when there
+    is none), three columns of it, not the model: the time to a refusal
+    should not tell a registered repository from an unknown one."""
+    one = select(literal(1).label("one")).subquery()
     row = session.execute(
-        select(Repository.id, Repository.webhook_secret, Repository.webhook_secret_hash).where(
-            Repository.provider == provider, Repository.slug == slug_for(full_name)
+        select(Repository.id, Repository.webhook_secret, Repository.webhook_secret_hash)
+        .select_from(one)
+        .outerjoin(
+            Repository,
+            and_(Repository.provider == provider, Repository.slug == slug_for(full_name)),
         )
-    ).first()
-    return WebhookSecret(*row) if row is not None else None
+    ).one()
+    return WebhookSecret(*row) if row[0] is not None else None
 
 
 class UnknownRepositoryName(RepositoryError):
