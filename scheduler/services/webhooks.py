@@ -83,9 +83,10 @@ def _verified_hmac(
     try:
         verify_hmac_sha256(secret or _UNKNOWN_SECRET, body, signature, header=header)
     except BadSignature as error:
-        if known is None or not secret:
-            raise _refuse(provider, full_name, _why_no_secret(known), header) from None
-        logger.info("refused a %s delivery for %r: %s", provider.value, full_name, error.message)
+        # Its message is the same whatever the repository (a malformed
+        # header, or `mismatch`): only the log says why.
+        reason = error.message if known is not None and secret else _why_no_secret(known)
+        logger.info("refused a %s delivery for %r: %s", provider.value, full_name, reason)
         raise
     if known is None or not secret:
         # An empty secret would verify anything: refuse rather than trust.

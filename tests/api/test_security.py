@@ -76,6 +76,25 @@ def test_a_webhook_answers_an_unknown_repository_as_a_wrong_signature(
     assert _events(database) == 1
 
 
+@pytest.mark.parametrize("provider", ["github", "generic"])
+@pytest.mark.parametrize(
+    "signature", ["sha1=abc", "sha256=", "sha256=zz", "sha256=\u00e9".encode()]
+)
+def test_a_malformed_signature_is_answered_alike_for_any_repository(
+    client: TestClient, database: Database, provider: str, signature: str | bytes
+) -> None:
+    _register(database, provider)
+    header = "X-Hub-Signature-256" if provider == "github" else "X-Riskrank-Signature-256"
+    answers = []
+    for name in (NAMES[provider], "nobody/nothing"):
+        url, body, headers = webhook(provider, name, SECRET)
+        sent: dict[str, str | bytes] = {**headers, header: signature}
+        response = client.post(url, content=body, headers=sent)
+        answers.append((response.status_code, response.json()))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 401
+
+
 def test_a_webhook_for_another_provider_of_the_same_name_is_refused_alike(
     client: TestClient, database: Database
 ) -> None:
