@@ -116,6 +116,20 @@ class Settings(BaseSettings):
     plan_full_run_every: int = Field(
         default=20, ge=0, description="Every N-th build of the default branch runs everything."
     )
+    rate_limit_requests: int = Field(
+        default=0,
+        ge=0,
+        description="Requests one API token may make per window (plans and results); "
+        "0 (the default) sets no limit. Past it: 429 with Retry-After.",
+    )
+    rate_limit_window_seconds: int = Field(
+        default=60, ge=1, description="The window of rate_limit_requests, in seconds."
+    )
+    rate_limit_redis_url: str = Field(
+        default="",
+        description="Redis the rate limits are counted in, shared by every api process. "
+        "Unset: the broker when it is Redis, else each process counts on its own.",
+    )
     log_level: str = "INFO"
 
     @field_validator("database_url")

@@ -11,3 +11,8 @@ class ClientError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers the answer carries (Retry-After, say)."""
+        return {}

@@ -56,6 +56,10 @@ PLAN_SECONDS = Histogram(
     "Time to plan and encode one plan answer (scoring inline included).",
     buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+RATE_LIMITED = Counter(
+    "riskrank_rate_limited_total",
+    "API requests refused with 429: their token was over its rate limit.",
+)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

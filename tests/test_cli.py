@@ -112,3 +112,60 @@ def test_production_refuses_the_embedded_defaults(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "RISKRANK_DATABASE_URL" in result.stderr
+
+
+def test_a_gitlab_secret_is_printed_once_and_kept_as_a_hash(
+    db_url: str, database: Database, tmp_path: Path
+) -> None:
+    from scheduler.ingest.payload import secret_matches
+    from scheduler.models import Provider
+    from scheduler.services import repos
+
+    env = clean_env(RISKRANK_DATABASE_URL=db_url)
+    added = riskrank("repo", "add", "group/app", "--provider", "gitlab", env=env, cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+    found = re.search(r"webhook secret: ([0-9a-f]{64})\b", added.stdout)
+    assert found
+    secret = found.group(1)
+
+    def stored() -> tuple[str | None, str | None]:
+        with database.session() as session:
+            repository = repos.find_repository(
+                session, provider=Provider.GITLAB, full_name="group/app"
+            )
+            assert repository is not None
+            return repository.webhook_secret, repository.webhook_secret_hash
+
+    clear, hashed = stored()
+    assert clear is None
+    assert hashed is not None
+    assert secret_matches(secret, hashed)
+    digest = hashed.rpartition("$")[2]
+    for listing in (["repo", "list"], ["repo", "list", "--json"]):
+        shown = riskrank(*listing, env=env, cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        assert "group/app" in shown.stdout
+        assert secret not in shown.stdout
+        assert digest not in shown.stdout
+
+    # A new one, given: not echoed; the old one no longer matches.
+    given = "a-new-gitlab-secret-0123456789"
+    rotated = riskrank("repo", "secret", "group/app", "--secret", given, env=env, cwd=tmp_path)
+    assert rotated.returncode == 0, rotated.stderr
+    assert given not in rotated.stdout
+    _, hashed = stored()
+    assert hashed is not None
+    assert secret_matches(given, hashed)
+    assert not secret_matches(secret, hashed)
+
+    # A new one, made: printed once.
+    made = riskrank("repo", "secret", "group/app", env=env, cwd=tmp_path)
+    found = re.search(r"webhook secret: ([0-9a-f]{64})\b", made.stdout)
+    assert found
+    _, hashed = stored()
+    assert hashed is not None
+    assert secret_matches(found.group(1), hashed)
+
+    short = riskrank("repo", "secret", "group/app", "--secret", "short", env=env, cwd=tmp_path)
+    assert short.returncode == 1
+    assert "at least 16 characters" in short.stderr

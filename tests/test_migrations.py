@@ -7,6 +7,7 @@ from sqlalchemy import inspect, text
 
 from scheduler import migrate
 from scheduler.db import Database, create_db_engine
+from scheduler.ingest.payload import secret_matches
 from scheduler.models import Base
 from scheduler.planning.records import DecisionRecord
 from tests.conftest import empty_all_tables
@@ -183,6 +184,62 @@ def test_plan_decisions_move_between_items_and_record_both_ways(
         assert [back.selected_at(row) for row in range(3)] == [True, True, False]
         assert back.rule == ["model", "exploration", "budget"]
         assert [back.propensity_at(row) for row in range(3)] == [1.0, 0.05, 0.05]
+    finally:
+        engine.dispose()
+    migrate.check(url)
+    if backend == "postgresql":
+        database = Database.from_url(url)
+        empty_all_tables(database)
+        database.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_gitlab_secrets_become_hashes(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """8e2f6a4b1c57 keeps a GitLab repository's secret as a hash only (the
+    token it checks still verifies); GitHub's stays in clear for the HMAC."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('hash') / 'hash.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        command.downgrade(migrate.alembic_config(url), "base")
+    migrate.upgrade(url, "5a1d7c3e9b20")
+    engine = create_db_engine(url)
+    try:
+        with engine.begin() as connection:
+            for number, provider in ((1, "github"), (2, "gitlab"), (3, "generic")):
+                connection.exec_driver_sql(
+                    "INSERT INTO repositories (id, provider, owner, name, slug, webhook_secret,"
+                    f" settings, created_at) VALUES ({number}, '{provider}', 'o', 'r', 'o/r',"
+                    f" 'secret-of-{provider}-0123456789', '{{}}', '2024-01-01T00:00:00+00:00')"
+                )
+        migrate.upgrade(url)
+        with engine.connect() as connection:
+            rows = {
+                provider: (secret, hashed)
+                for provider, secret, hashed in connection.exec_driver_sql(
+                    "SELECT provider, webhook_secret, webhook_secret_hash FROM repositories"
+                )
+            }
+        assert rows["github"] == ("secret-of-github-0123456789", None)
+        assert rows["generic"] == ("secret-of-generic-0123456789", None)
+        secret, hashed = rows["gitlab"]
+        assert secret is None
+        assert "secret-of-gitlab" not in hashed
+        assert secret_matches("secret-of-gitlab-0123456789", hashed)
+        assert not secret_matches("secret-of-gitlab-012345678", hashed)
+        command.downgrade(migrate.alembic_config(url), "5a1d7c3e9b20")
+        with engine.connect() as connection:
+            kept = connection.exec_driver_sql(
+                "SELECT webhook_secret FROM repositories ORDER BY id"
+            ).scalars()
+            assert list(kept) == [
+                "secret-of-github-0123456789",
+                None,
+                "secret-of-generic-0123456789",
+            ]
+        migrate.upgrade(url)
     finally:
         engine.dispose()
     migrate.check(url)

@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scheduler import __version__
-from scheduler.api import health, plans, runs, webhooks
+from scheduler.api import health, openapi, plans, runs, webhooks
+from scheduler.api.ratelimit import limiter_for
 from scheduler.config import Settings, get_settings
 from scheduler.db import Database
 from scheduler.errors import ClientError
@@ -20,7 +21,9 @@ from scheduler.queue import create_celery
 
 async def _client_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ClientError)
-    return JSONResponse({"detail": error.message}, status_code=error.status_code)
+    return JSONResponse(
+        {"detail": error.message}, status_code=error.status_code, headers=error.headers or None
+    )
 
 
 def _nul_in_url(scope: Scope) -> str | None:
@@ -65,10 +68,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.database = database
     app.state.celery = create_celery(settings)
+    app.state.rate_limiter = limiter_for(settings)
     app.add_exception_handler(ClientError, _client_error)
     app.add_middleware(RefuseNulInUrl)
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(runs.router)
     app.include_router(plans.router)
+    openapi.install(app)
     return app

@@ -10,10 +10,14 @@ from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
 
+from scheduler.api.ratelimit import RateLimiter
 from scheduler.config import Settings
 from scheduler.db import Database
 from scheduler.ingest.errors import BodyTooLarge, MalformedPayload
+from scheduler.models import Repository
+from scheduler.services import tokens
 
 
 def get_settings(request: Request) -> Settings:
@@ -29,6 +33,20 @@ def get_database(request: Request) -> Database:
 def get_celery(request: Request) -> Celery:
     celery: Celery = request.app.state.celery
     return celery
+
+
+def authorize(
+    session: Session, request: Request, *, full_name: str, scope: tokens.Scope
+) -> Repository:
+    """The repository a token-authenticated request acts on: the token is
+    checked first (401), then counted against its rate limit (429, when
+    limits are on), and only then is the repository looked up (404 alike
+    for an unknown one and another's, 403 for a missing scope)."""
+    record = tokens.authenticate(session, authorization=request.headers.get("authorization"))
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    if limiter is not None:
+        limiter.hit(record.id)
+    return tokens.authorize_token(session, record=record, full_name=full_name, scope=scope)
 
 
 async def read_body(request: Request, *, limit: int) -> bytes:
@@ -57,6 +75,12 @@ UNSTORABLE = (
     "A value riskrank cannot store (too long, a NUL, out of range, nested too deep): "
     "the message names the field, and nothing was stored"
 )
+
+RATE_LIMITED = {
+    "description": "The token is over its rate limit (only when limits are set): "
+    "Retry-After says when to try again",
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}},
+}
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]

@@ -7,10 +7,11 @@ import math
 from celery import Celery
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from scheduler import metrics
+from scheduler.api import openapi
 from scheduler.api.deps import CeleryDep, DatabaseDep, SettingsDep
 from scheduler.db import Database
 
@@ -56,7 +57,7 @@ async def readyz(settings: SettingsDep, database: DatabaseDep, celery: CeleryDep
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse, responses=openapi.METRICS_RESPONSES)
 def prometheus_metrics() -> Response:
     """Prometheus text exposition, summed across riskrank's processes."""
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)

@@ -18,7 +18,15 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from scheduler import limits, metrics
-from scheduler.api.deps import UNSTORABLE, DatabaseDep, SettingsDep, read_body
+from scheduler.api import openapi
+from scheduler.api.deps import (
+    RATE_LIMITED,
+    UNSTORABLE,
+    DatabaseDep,
+    SettingsDep,
+    authorize,
+    read_body,
+)
 from scheduler.config import Settings
 from scheduler.db import Database
 from scheduler.errors import ClientError
@@ -100,9 +108,13 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": PlanAnswer, "description": "The plan (ready, heuristic or fallback)"},
     400: {"description": "Bad parameters: the message says which"},
     401: {"description": "No valid token"},
-    403: {"description": "The token is for another repository or lacks plans:read"},
-    404: {"description": "The repository is not registered"},
+    403: {"description": "The token lacks plans:read"},
+    404: {
+        "description": "The repository is not registered, or the token is not for it "
+        "(one answer for both)"
+    },
     422: {"description": UNSTORABLE},
+    429: RATE_LIMITED,
 }
 
 BODY_EXAMPLE = {
@@ -167,14 +179,11 @@ def _request(fields: dict[str, Any]) -> PlanRequest:
 
 
 def _authorize(
-    database: Database, *, authorization: str | None, owner: str, name: str
+    database: Database, request: Request, *, owner: str, name: str
 ) -> plans.RepositoryRef:
     with database.session() as session:
-        repository = tokens.authorize(
-            session,
-            authorization=authorization,
-            full_name=f"{owner}/{name}",
-            scope=tokens.Scope.PLANS_READ,
+        repository = authorize(
+            session, request, full_name=f"{owner}/{name}", scope=tokens.Scope.PLANS_READ
         )
         return plans.RepositoryRef(
             id=repository.id,
@@ -214,7 +223,12 @@ def _answer(
     return body, task
 
 
-@router.get("/plans/{sha}", responses=RESPONSES, response_class=Response)
+@router.get(
+    "/plans/{sha}",
+    responses=RESPONSES,
+    response_class=Response,
+    dependencies=openapi.TOKEN_AUTH,
+)
 async def get_plan(
     owner: str,
     name: str,
@@ -259,10 +273,9 @@ async def get_plan(
         "branch": branch,
         "tests": tests,
     }
-    authorization = request.headers.get("authorization")
 
     def plan() -> tuple[bytes, BackgroundTask | None]:
-        repository = _authorize(database, authorization=authorization, owner=owner, name=name)
+        repository = _authorize(database, request, owner=owner, name=name)
         return _answer(database, settings, repository=repository, sha=sha, fields=fields)
 
     body, task = await run_in_threadpool(plan)
@@ -273,6 +286,7 @@ async def get_plan(
     "/plans/{sha}",
     responses=RESPONSES,
     response_class=Response,
+    dependencies=openapi.TOKEN_AUTH,
     openapi_extra={
         "requestBody": {
             "content": {
@@ -295,13 +309,7 @@ async def post_plan(
     """The same as GET, with the parameters in a JSON body (for long test lists)."""
 
     # Nobody sends a large body without a token.
-    repository = await run_in_threadpool(
-        _authorize,
-        database,
-        authorization=request.headers.get("authorization"),
-        owner=owner,
-        name=name,
-    )
+    repository = await run_in_threadpool(_authorize, database, request, owner=owner, name=name)
     raw = await read_body(request, limit=MAX_PLAN_BODY)
     try:
         fields = json.loads(raw) if raw.strip() else {}

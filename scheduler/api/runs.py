@@ -8,7 +8,16 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from scheduler.api.deps import UNSTORABLE, CeleryDep, DatabaseDep, SettingsDep, read_body
+from scheduler.api import openapi
+from scheduler.api.deps import (
+    RATE_LIMITED,
+    UNSTORABLE,
+    CeleryDep,
+    DatabaseDep,
+    SettingsDep,
+    authorize,
+    read_body,
+)
 from scheduler.services import tokens
 from scheduler.services.results import RunParameters, RunReceipt, receive_run
 
@@ -29,6 +38,7 @@ REPORT_EXAMPLE = {
 @router.post(
     "/runs",
     status_code=202,
+    dependencies=openapi.TOKEN_AUTH,
     responses={
         200: {"description": "This very report was already received for the commit"},
         400: {
@@ -36,10 +46,14 @@ REPORT_EXAMPLE = {
             "(40 or 64 hex digits)"
         },
         401: {"description": "No valid token"},
-        403: {"description": "The token is for another repository or lacks results:write"},
-        404: {"description": "The repository is not registered"},
+        403: {"description": "The token lacks results:write"},
+        404: {
+            "description": "The repository is not registered, or the token is not for it "
+            "(one answer for both)"
+        },
         413: {"description": "The report (once inflated) is over the limit"},
         422: {"description": UNSTORABLE},
+        429: RATE_LIMITED,
     },
     openapi_extra={
         "requestBody": {
@@ -70,17 +84,14 @@ async def post_run(
     """Store a JUnit XML report (`application/xml`, gzip allowed) or results
     JSON for a commit; a worker folds it into the history."""
 
-    def authorize() -> int:
+    def authorized() -> int:
         with database.session() as session:
-            return tokens.authorize(
-                session,
-                authorization=request.headers.get("authorization"),
-                full_name=f"{owner}/{name}",
-                scope=tokens.Scope.RESULTS_WRITE,
+            return authorize(
+                session, request, full_name=f"{owner}/{name}", scope=tokens.Scope.RESULTS_WRITE
             ).id
 
     # Who is asking comes first: nobody uploads a large body without a token.
-    repository_id = await run_in_threadpool(authorize)
+    repository_id = await run_in_threadpool(authorized)
     body = await read_body(request, limit=settings.max_body_bytes)
 
     def receive() -> RunReceipt:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from scheduler import metrics
+from scheduler.api import openapi
 from scheduler.api.deps import UNSTORABLE, CeleryDep, DatabaseDep, SettingsDep, read_body
 from scheduler.config import Settings
 from scheduler.db import Database
@@ -34,9 +35,11 @@ _STATUS_CODES = {ReceiptStatus.DUPLICATE: 200}
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     200: {"description": "A redelivery of an event already stored"},
     400: {"description": "A header is missing or the body is not what the endpoint reads"},
-    401: {"description": "The signature (GitLab: the token) does not match"},
-    403: {"description": "The repository has no webhook secret"},
-    404: {"description": "The repository is not registered"},
+    401: {
+        "description": "The signature (GitLab: the token) does not verify, the repository "
+        "is not registered or has no webhook secret: one answer for all, so that nobody "
+        "without the secret learns which repositories exist"
+    },
     413: {"description": "The body is over the limit"},
     422: {"description": UNSTORABLE},
 }
@@ -71,7 +74,16 @@ async def _receive(
     )
 
 
-@router.post("/github", status_code=202, responses=_REFUSALS)
+@router.post(
+    "/github",
+    status_code=202,
+    responses=_REFUSALS,
+    dependencies=openapi.GITHUB_AUTH,
+    openapi_extra={
+        "parameters": openapi.GITHUB_PARAMETERS,
+        "requestBody": openapi.GITHUB_BODY,
+    },
+)
 async def github_webhook(
     request: Request, settings: SettingsDep, database: DatabaseDep, celery: CeleryDep
 ) -> JSONResponse:
@@ -94,7 +106,16 @@ async def github_webhook(
     )
 
 
-@router.post("/gitlab", status_code=202, responses=_REFUSALS)
+@router.post(
+    "/gitlab",
+    status_code=202,
+    responses=_REFUSALS,
+    dependencies=openapi.GITLAB_AUTH,
+    openapi_extra={
+        "parameters": openapi.GITLAB_PARAMETERS,
+        "requestBody": openapi.GITLAB_BODY,
+    },
+)
 async def gitlab_webhook(
     request: Request, settings: SettingsDep, database: DatabaseDep, celery: CeleryDep
 ) -> JSONResponse:
@@ -119,7 +140,16 @@ async def gitlab_webhook(
     )
 
 
-@router.post("/generic", status_code=202, responses=_REFUSALS)
+@router.post(
+    "/generic",
+    status_code=202,
+    responses=_REFUSALS,
+    dependencies=openapi.GENERIC_AUTH,
+    openapi_extra={
+        "parameters": openapi.GENERIC_PARAMETERS,
+        "requestBody": openapi.GENERIC_BODY,
+    },
+)
 async def generic_webhook(
     request: Request, settings: SettingsDep, database: DatabaseDep, celery: CeleryDep
 ) -> JSONResponse:

@@ -40,12 +40,13 @@ def add(
 
     config = settings()
     database = migrated_database(config)
+    # Made here, not by the service: for GitLab only its hash is stored.
+    webhook_secret = secret or repos.new_webhook_secret()
     try:
         with database.session() as session:
             repository = repos.add_repository(
-                session, provider=provider, full_name=full_name, webhook_secret=secret
+                session, provider=provider, full_name=full_name, webhook_secret=webhook_secret
             )
-            webhook_secret = repository.webhook_secret
             name = repository.full_name
     except repos.RepositoryError as error:
         fail(str(error))
@@ -57,6 +58,40 @@ def add(
         f"payload URL: http://<this host>:{config.port}/webhooks/{provider.value}",
         highlight=False,
     )
+
+
+@app.command("secret")
+def secret_(
+    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
+    provider: Annotated[
+        Provider | None, typer.Option(help="Where the repository lives, if the name is ambiguous.")
+    ] = None,
+    secret: Annotated[
+        str | None,
+        typer.Option(
+            help="The new webhook secret (at least 16 characters); one is made if omitted.",
+            envvar="RISKRANK_WEBHOOK_SECRET",
+        ),
+    ] = None,
+) -> None:
+    """Replace a repository's webhook secret (a leak, a rotation, or a GitLab
+    secret to set again: riskrank keeps only its hash) and print the new one
+    to give the provider. Deliveries signed with the old one are refused."""
+    from scheduler.services import repos
+
+    database = migrated_database(settings())
+    webhook_secret = secret or repos.new_webhook_secret()
+    try:
+        with database.session() as session:
+            repository = repos.resolve_repository(session, full_name=full_name, provider=provider)
+            repos.set_webhook_secret(repository, webhook_secret)
+            name, kind = repository.full_name, repository.provider.value
+    except repos.RepositoryError as error:
+        fail(str(error))
+    console.print(f"new webhook secret set for {kind} repository [bold]{name}[/]")
+    if secret is None:
+        # Printed once: it is the only time riskrank shows it.
+        console.print(f"webhook secret: [bold]{webhook_secret}[/]", highlight=False)
 
 
 @app.command("list")

@@ -18,16 +18,11 @@ class MissingHeader(IngestError):
 
 
 class BadSignature(IngestError):
+    """A signature or token that does not verify; also the answer for an
+    unknown repository or one without a secret, so that nobody without the
+    secret learns which repositories are registered."""
+
     status_code = 401
-
-
-class SecretNotConfigured(IngestError):
-    # An empty secret would verify anything: refuse rather than trust.
-    status_code = 403
-
-
-class UnknownRepository(IngestError):
-    status_code = 404
 
 
 class BodyTooLarge(IngestError):

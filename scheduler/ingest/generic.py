@@ -253,3 +253,9 @@ def delivery_id(*, header: str | None, commit: CommitEvent, body: bytes) -> str:
     if len(declared) > MAX_DELIVERY_ID:
         raise MalformedPayload(f"{DELIVERY_HEADER} must be at most {MAX_DELIVERY_ID} characters")
     return declared
+
+
+def body_json_schema(*, ref_template: str) -> dict[str, Any]:
+    """The JSON schema of the body (for the OpenAPI document); nested
+    models are in its `$defs`, referred to through `ref_template`."""
+    return _CommitIn.model_json_schema(ref_template=ref_template)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import zlib
 from typing import Any
 from urllib.parse import parse_qs
@@ -26,7 +27,44 @@ def verify_hmac_sha256(secret: str, body: bytes, header_value: str | None, *, he
         raise BadSignature(f"{header} must look like sha256=<hex digest>")
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, signature.lower()):
-        raise BadSignature(f"{header} does not match the body signed with the repository's secret")
+        raise BadSignature(mismatch(header))
+
+
+def mismatch(header: str) -> str:
+    """The one message for a signature or token that does not verify, whatever
+    the reason: a caller without the secret must not learn which repositories
+    are registered (the server logs the reason for its operator)."""
+    return (
+        f"{header} does not match: the repository is not registered here, has no "
+        "webhook secret, or its secret is not the one used"
+    )
+
+
+# A stored secret hash: "sha256$<salt hex>$<hex of SHA-256(salt:secret)>".
+SECRET_HASH_SCHEME = "sha256"  # noqa: S105 (the name of a hash scheme, not a secret)
+
+
+def hash_secret(secret: str, *, salt: str | None = None) -> str:
+    """The form a secret that is only ever compared (GitLab's X-Gitlab-Token)
+    is stored in. One salted SHA-256, not a slow KDF: it runs on every
+    delivery (a KDF's tens of milliseconds would cap a process at a few dozen
+    webhooks a second), and riskrank's own secrets are 256 random bits, out of
+    reach of guessing at any speed; the salt keeps equal secrets apart and
+    precomputed tables useless for the weaker ones an operator may choose."""
+    salt = salt if salt is not None else secrets.token_hex(16)
+    digest = hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
+    return f"{SECRET_HASH_SCHEME}${salt}${digest}"
+
+
+def secret_matches(secret: str, stored: str) -> bool:
+    """Whether `secret` is the one `stored` (hash_secret) was made of, in
+    constant time for a given stored hash."""
+    scheme, _, rest = stored.partition("$")
+    salt, _, digest = rest.partition("$")
+    if scheme != SECRET_HASH_SCHEME or not digest:
+        return False
+    computed = hash_secret(secret, salt=salt).rpartition("$")[2]
+    return hmac.compare_digest(computed, digest)
 
 
 def sign_hmac_sha256(secret: str, body: bytes) -> str:

@@ -22,8 +22,11 @@ class Repository(Base):
     name: Mapped[str] = mapped_column(String(255))
     # lower("owner/name"): providers treat names case-insensitively.
     slug: Mapped[str] = mapped_column(String(511))
-    # Kept in clear: verifying an HMAC needs the secret itself.
+    # GitHub and generic: kept in clear, verifying an HMAC needs the secret
+    # itself. GitLab: NULL, its secret token is only compared, so only
+    # webhook_secret_hash is kept (scheduler.ingest.payload.hash_secret).
     webhook_secret: Mapped[str | None] = mapped_column(String(255))
+    webhook_secret_hash: Mapped[str | None] = mapped_column(String(128))
     default_branch: Mapped[str | None] = mapped_column(String(255))
     # Policy defaults (budget, must-run globs, ...), read by the scheduler.
     settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

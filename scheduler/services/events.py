@@ -31,7 +31,7 @@ class StoredEvent:
 def store_event(
     session: Session,
     *,
-    repository: Repository,
+    repository_id: int,
     provider: Provider,
     delivery_id: str,
     event: str,
@@ -51,7 +51,7 @@ def store_event(
             "delivery_id": delivery_id,
             "event": event,
             "action": action if isinstance(action, str) else None,
-            "repository_id": repository.id,
+            "repository_id": repository_id,
             "payload": payload,
             "status": status,
             "received_at": now,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, literal, select
 from sqlalchemy.orm import Session
 
+from scheduler.ingest.payload import hash_secret
 from scheduler.models import CiEvent, Commit, Provider, Repository
 
 
@@ -49,12 +51,63 @@ def new_webhook_secret() -> str:
     return secrets.token_hex(32)
 
 
+# Providers whose deliveries carry the secret itself (GitLab's X-Gitlab-Token)
+# rather than a signature made with it: only its hash need be kept.
+HASHED_SECRETS = frozenset({Provider.GITLAB})
+
+MIN_SECRET_CHARS = 16
+
+
+def set_webhook_secret(repository: Repository, secret: str) -> None:
+    """Give a repository its webhook secret: in clear where an HMAC must be
+    computed with it, as a salted hash where it is only compared."""
+    if len(secret) < MIN_SECRET_CHARS:
+        raise RepositoryError(f"a webhook secret needs at least {MIN_SECRET_CHARS} characters")
+    if repository.provider in HASHED_SECRETS:
+        repository.webhook_secret = None
+        repository.webhook_secret_hash = hash_secret(secret)
+    else:
+        repository.webhook_secret = secret
+        repository.webhook_secret_hash = None
+
+
+def has_webhook_secret(repository: Repository) -> bool:
+    return bool(repository.webhook_secret or repository.webhook_secret_hash)
+
+
 def find_repository(session: Session, *, provider: Provider, full_name: str) -> Repository | None:
     return session.scalar(
         select(Repository).where(
             Repository.provider == provider, Repository.slug == slug_for(full_name)
         )
     )
+
+
+class WebhookSecret(NamedTuple):
+    """What a delivery is checked against (one of the two is set)."""
+
+    repository_id: int
+    secret: str | None
+    secret_hash: str | None
+
+
+def find_webhook_secret(
+    session: Session, *, provider: Provider, full_name: str
+) -> WebhookSecret | None:
+    """The secret of the repository a delivery names. Exactly one row comes
+    back either way (a constant row joined to the repository, NULLs when there
+    is none), three columns of it, not the model: the time to a refusal
+    should not tell a registered repository from an unknown one."""
+    one = select(literal(1).label("one")).subquery()
+    row = session.execute(
+        select(Repository.id, Repository.webhook_secret, Repository.webhook_secret_hash)
+        .select_from(one)
+        .outerjoin(
+            Repository,
+            and_(Repository.provider == provider, Repository.slug == slug_for(full_name)),
+        )
+    ).one()
+    return WebhookSecret(*row) if row[0] is not None else None
 
 
 class UnknownRepositoryName(RepositoryError):
@@ -88,16 +141,12 @@ def add_repository(
     owner, name = split_full_name(full_name, nested=provider in NESTED_NAMES)
     if find_repository(session, provider=provider, full_name=full_name) is not None:
         raise RepositoryExists(f"{provider.value} repository {full_name} is already registered")
-    if webhook_secret is not None and len(webhook_secret) < 16:
-        raise RepositoryError("a webhook secret needs at least 16 characters")
     repository = Repository(
-        provider=provider,
-        owner=owner,
-        name=name,
-        slug=slug_for(full_name),
-        webhook_secret=webhook_secret or new_webhook_secret(),
-        settings={},
+        provider=provider, owner=owner, name=name, slug=slug_for(full_name), settings={}
     )
+    # The caller that lets one be made and wants to show it makes it itself
+    # (new_webhook_secret): for GitLab, only its hash is kept.
+    set_webhook_secret(repository, webhook_secret or new_webhook_secret())
     session.add(repository)
     session.flush()
     return repository
@@ -140,7 +189,7 @@ def list_repositories(session: Session) -> list[RepositorySummary]:
             RepositorySummary(
                 provider=repository.provider,
                 full_name=repository.full_name,
-                has_secret=bool(repository.webhook_secret),
+                has_secret=has_webhook_secret(repository),
                 commits=n_commits or 0,
                 events=n_events or 0,
                 last_event_at=last_event,

@@ -13,7 +13,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.errors import ClientError
-from scheduler.ingest.errors import UnknownRepository
 from scheduler.models import ApiToken, Repository
 from scheduler.models.base import utcnow
 from scheduler.services.repos import slug_for
@@ -101,25 +100,44 @@ def authenticate(session: Session, *, authorization: str | None) -> ApiToken:
     return record
 
 
-def authorize(
-    session: Session, *, authorization: str | None, full_name: str, scope: Scope
+class NotFoundForToken(TokenError):
+    """An unknown repository, or one the token is not for: the same answer
+    for both, so that a token cannot probe which repositories exist."""
+
+    status_code = 404
+
+
+def not_found(full_name: str) -> NotFoundForToken:
+    return NotFoundForToken(f"repository {full_name} is not registered, or the token is not for it")
+
+
+def authorize_token(
+    session: Session, *, record: ApiToken, full_name: str, scope: Scope
 ) -> Repository:
-    """The repository `full_name` names, if the bearer's token may act on it
-    with `scope`: 401 without a valid token, 404 for an unknown repository,
-    403 for another repository's token or a missing scope."""
-    record = authenticate(session, authorization=authorization)
-    candidates = list(
-        session.scalars(select(Repository).where(Repository.slug == slug_for(full_name)))
+    """The repository `full_name` names, if the authenticated token `record`
+    may act on it with `scope`: 404 alike for an unknown repository and for
+    another repository's (one query either way, so neither answers sooner),
+    403 for a missing scope on the token's own repository."""
+    repository = session.scalar(
+        select(Repository).where(
+            Repository.slug == slug_for(full_name), Repository.id == record.repository_id
+        )
     )
-    if not candidates:
-        raise UnknownRepository(f"repository {full_name} is not registered")
-    repository = next((r for r in candidates if r.id == record.repository_id), None)
     if repository is None:
-        raise NotAllowed(f"the token is not for {full_name}")
+        raise not_found(full_name)
     if scope.value not in record.scopes:
         raise NotAllowed(f"the token lacks the {scope.value} scope")
     record.last_used_at = utcnow()
     return repository
+
+
+def authorize(
+    session: Session, *, authorization: str | None, full_name: str, scope: Scope
+) -> Repository:
+    """`authenticate`, then `authorize_token`: 401 without a valid token,
+    then 404 or 403 as there."""
+    record = authenticate(session, authorization=authorization)
+    return authorize_token(session, record=record, full_name=full_name, scope=scope)
 
 
 @dataclass(frozen=True)

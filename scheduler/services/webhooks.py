@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-import hmac
+import logging
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,17 +13,19 @@ from sqlalchemy.orm import Session
 
 from scheduler import limits
 from scheduler.ingest import generic, github, gitlab
-from scheduler.ingest.errors import (
-    BadSignature,
-    MalformedPayload,
-    MissingHeader,
-    SecretNotConfigured,
-    UnknownRepository,
+from scheduler.ingest.errors import BadSignature, MalformedPayload, MissingHeader
+from scheduler.ingest.payload import (
+    decode_json_body,
+    hash_secret,
+    mismatch,
+    secret_matches,
+    verify_hmac_sha256,
 )
-from scheduler.ingest.payload import decode_json_body, verify_hmac_sha256
-from scheduler.models import EventStatus, Provider, Repository
+from scheduler.models import EventStatus, Provider
 from scheduler.queue import EVENTS_PROCESS, enqueue_after_commit
 from scheduler.services import events, repos
+
+logger = logging.getLogger(__name__)
 
 
 class ReceiptStatus(enum.StrEnum):
@@ -44,25 +47,72 @@ def _required(value: str | None, header: str) -> str:
     return value.strip()
 
 
-def _registered(session: Session, *, provider: Provider, full_name: str) -> tuple[Repository, str]:
-    """The repository a delivery names, and the secret to check it against."""
-    repository = repos.find_repository(session, provider=provider, full_name=full_name)
-    if repository is None:
-        option = "" if provider is Provider.GITHUB else f" --provider {provider.value}"
-        raise UnknownRepository(
-            f"{provider.value} repository {full_name} is not registered; "
-            f"run: riskrank repo add {full_name}{option}"
-        )
-    if not repository.webhook_secret:
-        raise SecretNotConfigured(f"repository {full_name} has no webhook secret")
-    return repository, repository.webhook_secret
+# What a delivery is checked against when its repository is unknown or has no
+# secret: the check then costs what a real one costs and fails the same way,
+# so neither the answer nor its timing tells which repositories exist.
+_UNKNOWN_SECRET = secrets.token_hex(32)
+_UNKNOWN_SECRET_HASH = hash_secret(secrets.token_hex(32))
+
+
+def _refuse(provider: Provider, full_name: str, reason: str, header: str) -> BadSignature:
+    """The one refusal for every reason; the reason goes to the log only."""
+    logger.info("refused a %s delivery for %r: %s", provider.value, full_name, reason)
+    return BadSignature(mismatch(header))
+
+
+def _why_no_secret(known: repos.WebhookSecret | None) -> str:
+    if known is None:
+        return "the repository is not registered"
+    return "the repository has no webhook secret"
+
+
+def _verified_hmac(
+    session: Session,
+    *,
+    provider: Provider,
+    full_name: str,
+    body: bytes,
+    signature: str,
+    header: str,
+) -> int:
+    """The id of the repository a signed delivery names, once its signature
+    verifies with the repository's secret; BadSignature (401) alike for an
+    unknown repository, one without a secret, and a wrong signature."""
+    known = repos.find_webhook_secret(session, provider=provider, full_name=full_name)
+    secret = known.secret if known is not None else None
+    try:
+        verify_hmac_sha256(secret or _UNKNOWN_SECRET, body, signature, header=header)
+    except BadSignature as error:
+        # Its message is the same whatever the repository (a malformed
+        # header, or `mismatch`): only the log says why.
+        reason = error.message if known is not None and secret else _why_no_secret(known)
+        logger.info("refused a %s delivery for %r: %s", provider.value, full_name, reason)
+        raise
+    if known is None or not secret:
+        # An empty secret would verify anything: refuse rather than trust.
+        raise _refuse(provider, full_name, _why_no_secret(known), header)
+    return known.repository_id
+
+
+def _verified_token(session: Session, *, full_name: str, token: str) -> int:
+    """The id of the GitLab repository a delivery names, once its
+    X-Gitlab-Token matches the stored hash of the repository's secret;
+    BadSignature (401) alike otherwise."""
+    known = repos.find_webhook_secret(session, provider=Provider.GITLAB, full_name=full_name)
+    stored = known.secret_hash if known is not None else None
+    matches = secret_matches(token, stored or _UNKNOWN_SECRET_HASH)
+    if known is None or not stored:
+        raise _refuse(Provider.GITLAB, full_name, _why_no_secret(known), gitlab.TOKEN_HEADER)
+    if not matches:
+        raise _refuse(Provider.GITLAB, full_name, "the token does not match", gitlab.TOKEN_HEADER)
+    return known.repository_id
 
 
 def _store(
     session: Session,
     celery: Celery,
     *,
-    repository: Repository,
+    repository_id: int,
     provider: Provider,
     delivery_id: str,
     event: str,
@@ -72,7 +122,7 @@ def _store(
     """Record a verified delivery once, and queue it if it is work."""
     stored = events.store_event(
         session,
-        repository=repository,
+        repository_id=repository_id,
         provider=provider,
         delivery_id=delivery_id,
         event=event,
@@ -109,8 +159,14 @@ def receive_github(
 
     payload = decode_json_body(body, content_type)
     full_name = github.repository_full_name(payload)
-    repository, secret = _registered(session, provider=Provider.GITHUB, full_name=full_name)
-    verify_hmac_sha256(secret, body, signature, header=github.SIGNATURE_HEADER)
+    repository_id = _verified_hmac(
+        session,
+        provider=Provider.GITHUB,
+        full_name=full_name,
+        body=body,
+        signature=signature,
+        header=github.SIGNATURE_HEADER,
+    )
 
     if event in github.HANDLED_EVENTS:
         # What the worker will store is checked now: refused here, not lost there.
@@ -123,7 +179,7 @@ def receive_github(
     return _store(
         session,
         celery,
-        repository=repository,
+        repository_id=repository_id,
         provider=Provider.GITHUB,
         delivery_id=delivery_id,
         event=event,
@@ -145,8 +201,9 @@ def receive_gitlab(
     """Check a GitLab delivery and store it; raises an IngestError for a
     delivery that must be refused, before anything is written.
 
-    GitLab sends the webhook's secret token itself, not a signature: it is
-    compared, in constant time, with the repository's webhook secret. Push
+    GitLab sends the webhook's secret token itself, not a signature: riskrank
+    keeps only a salted hash of it (hash_secret), and compares the token's
+    hash with it in constant time. Push
     Hooks are stored and queued, Tag Push Hooks stored for the record, every
     other event acknowledged and dropped (gitlab.HANDLED_EVENTS, ...)."""
     event = _required(event, gitlab.EVENT_HEADER)
@@ -172,9 +229,7 @@ def receive_gitlab(
             # is stored or queued for it.
             return Receipt(ReceiptStatus.IGNORED)
         raise MalformedPayload("payload has no project.path_with_namespace")
-    repository, secret = _registered(session, provider=Provider.GITLAB, full_name=path)
-    if not hmac.compare_digest(token.encode(), secret.encode()):
-        raise BadSignature(f"{gitlab.TOKEN_HEADER} does not match the repository's webhook secret")
+    repository_id = _verified_token(session, full_name=path, token=token)
     if status is None:
         return Receipt(ReceiptStatus.IGNORED)
     if status is EventStatus.PENDING:
@@ -182,7 +237,7 @@ def receive_gitlab(
     return _store(
         session,
         celery,
-        repository=repository,
+        repository_id=repository_id,
         provider=Provider.GITLAB,
         delivery_id=gitlab.delivery_id(
             idempotency_key=idempotency_key, event_uuid=event_uuid, body=body
@@ -209,19 +264,25 @@ def receive_generic(
     # Always JSON: `curl -d` declares a form whatever it sends.
     payload = decode_json_body(body, None)
     full_name = generic.repository_name(payload)
-    repository, secret = _registered(session, provider=Provider.GENERIC, full_name=full_name)
-    verify_hmac_sha256(secret, body, signature, header=generic.SIGNATURE_HEADER)
+    repository_id = _verified_hmac(
+        session,
+        provider=Provider.GENERIC,
+        full_name=full_name,
+        body=body,
+        signature=signature,
+        header=generic.SIGNATURE_HEADER,
+    )
     commit = generic.parse_commit(payload)
     delivery = generic.delivery_id(header=delivery_id, commit=commit, body=body)
     return _store(
         session,
         celery,
-        repository=repository,
+        repository_id=repository_id,
         provider=Provider.GENERIC,
         # A generic sender picks its own ids (a build number, say), which
         # other repositories' senders may pick too: they are kept apart by
         # the repository. Without an id, the same body is the same event.
-        delivery_id=f"{repository.id}:{delivery}",
+        delivery_id=f"{repository_id}:{delivery}",
         event=generic.COMMIT,
         payload=payload,
         status=EventStatus.PENDING,

@@ -641,7 +641,7 @@ def test_a_push_stored_before_the_checks_fails_at_once_with_the_field(
     with database.session() as session:
         stored = events.store_event(
             session,
-            repository=repos.resolve_repository(session, full_name="acme/app"),
+            repository_id=repos.resolve_repository(session, full_name="acme/app").id,
             provider=Provider.GITHUB,
             delivery_id="old-1",
             event="push",

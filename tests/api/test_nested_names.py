@@ -51,4 +51,4 @@ def test_a_nested_gitlab_project_reports_and_asks_for_plans(
     assert (plan.json()["status"], plan.json()["run_all"]) == ("no_tests", True)
     # The token is the nested project's: the project one level up is another one.
     other = client.get(f"/api/v1/repos/backend/api/plans/{SHA}", headers=auth)
-    assert other.status_code == 403, other.text
+    assert other.status_code == 404, other.text

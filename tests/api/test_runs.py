@@ -143,7 +143,13 @@ def test_json_results_with_the_commit_in_the_body(
 AUTH_CASES = [
     pytest.param(None, 401, "Authorization: Bearer", id="no-token"),
     pytest.param("rr_not-a-real-token", 401, "not valid", id="unknown-token"),
-    pytest.param("other", 403, "not for acme/app", id="other-repository"),
+    # The answer to an unknown repository: a token cannot probe which exist.
+    pytest.param(
+        "other",
+        404,
+        "repository acme/app is not registered, or the token is not for it",
+        id="other-repository",
+    ),
     pytest.param("read-only", 403, "results:write", id="missing-scope"),
 ]
 
@@ -187,7 +193,9 @@ def test_unknown_repository_is_404(
         headers=headers(tokens_by_name["app"]),
     )
     assert response.status_code == 404
-    assert "acme/nothing" in response.json()["detail"]
+    assert response.json() == {
+        "detail": "repository acme/nothing is not registered, or the token is not for it"
+    }
 
 
 BAD_REPORTS = [

@@ -149,8 +149,8 @@ BAD_REQUESTS = [
     pytest.param({"body": b'{"ref": "x"}'}, 400, "repository.full_name", id="no-repository"),
     pytest.param(
         {"body": b'{"repository": {"full_name": "nobody/nothing"}}'},
-        404,
-        "nobody/nothing is not registered",
+        401,
+        "X-Hub-Signature-256 does not match: the repository is not registered here",
         id="unknown-repository",
     ),
 ]
@@ -196,8 +196,10 @@ def test_repository_without_secret_refuses(
         repository.webhook_secret = None
     body = sample(github_samples, "push-normal-branch.json")
     response = client.post(URL, content=body, headers=github_headers(body))
-    assert response.status_code == 403
-    assert "no webhook secret" in response.json()["detail"]
+    # The answer to a wrong signature: nobody learns that the repository exists.
+    wrong = client.post(URL, content=body, headers=github_headers(body, secret="x" * 20))
+    assert (response.status_code, response.json()) == (wrong.status_code, wrong.json())
+    assert response.status_code == 401
     assert stored_events(database) == []
 
 

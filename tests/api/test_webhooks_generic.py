@@ -269,9 +269,8 @@ BAD_REQUESTS = [
     ),
     pytest.param(
         {"body": body_of(repository="nobody/nothing")},
-        404,
-        "generic repository nobody/nothing is not registered; "
-        "run: riskrank repo add nobody/nothing --provider generic",
+        401,
+        "X-Riskrank-Signature-256 does not match: the repository is not registered here",
         id="unknown-repository",
     ),
 ]
@@ -325,7 +324,10 @@ def test_repository_without_secret_refuses(
         repository.webhook_secret = None
     body = body_of()
     response = client.post(URL, content=body, headers=generic_headers(body))
-    assert response.status_code == 403
+    # The answer to a wrong signature: nobody learns that the repository exists.
+    wrong = client.post(URL, content=body, headers=generic_headers(body, secret="x" * 20))
+    assert (response.status_code, response.json()) == (wrong.status_code, wrong.json())
+    assert response.status_code == 401
     assert stored_events(database) == []
 
 

@@ -214,9 +214,8 @@ BAD_REQUESTS = [
     ),
     pytest.param(
         {"body": b'{"object_kind": "push", "project": {"path_with_namespace": "nobody/nothing"}}'},
-        404,
-        "gitlab repository nobody/nothing is not registered; "
-        "run: riskrank repo add nobody/nothing --provider gitlab",
+        401,
+        "X-Gitlab-Token does not match: the repository is not registered here",
         id="unknown-project",
     ),
 ]
@@ -276,11 +275,13 @@ def test_repository_without_secret_refuses(
             session, provider=Provider.GITLAB, full_name="mike/diaspora"
         )
         assert repository is not None
-        repository.webhook_secret = None
+        repository.webhook_secret_hash = None
     body = sample(gitlab_samples, "push-hook.json")
     response = client.post(URL, content=body, headers=gitlab_headers())
-    assert response.status_code == 403
-    assert "no webhook secret" in response.json()["detail"]
+    # The answer to a wrong token: nobody learns that the repository exists.
+    wrong = client.post(URL, content=body, headers=gitlab_headers(token="x" * 20))
+    assert (response.status_code, response.json()) == (wrong.status_code, wrong.json())
+    assert response.status_code == 401
     assert stored_events(database) == []
 
 
@@ -293,7 +294,8 @@ def test_a_github_repository_of_the_same_name_is_not_a_gitlab_project(
         )
     body = sample(gitlab_samples, "push-hook.json")
     response = client.post(URL, content=body, headers=gitlab_headers())
-    assert response.status_code == 404
+    assert response.status_code == 401
+    assert "X-Gitlab-Token does not match" in response.json()["detail"]
     assert stored_events(database) == []
 
 

@@ -29,7 +29,7 @@ def store(
         assert repository is not None
         return events.store_event(
             session,
-            repository=repository,
+            repository_id=repository.id,
             provider=Provider.GITHUB,
             delivery_id=delivery,
             event=event,
@@ -166,7 +166,7 @@ def test_a_redelivery_is_stored_once(database: Database) -> None:
         assert repository is not None
         first = events.store_event(
             session,
-            repository=repository,
+            repository_id=repository.id,
             provider=Provider.GITHUB,
             delivery_id="same",
             event="push",
@@ -174,7 +174,7 @@ def test_a_redelivery_is_stored_once(database: Database) -> None:
         )
         again = events.store_event(
             session,
-            repository=repository,
+            repository_id=repository.id,
             provider=Provider.GITHUB,
             delivery_id="same",
             event="push",

@@ -35,7 +35,7 @@ def store(
         repository = session.get_one(Repository, repository_id)
         return events.store_event(
             session,
-            repository=repository,
+            repository_id=repository.id,
             provider=provider,
             delivery_id=delivery,
             event=event,

@@ -100,7 +100,7 @@ def test_the_server_stores_the_run(
     ("overrides", "answer"),
     [
         ({"RISKRANK_TOKEN": "rr_not-a-real-token"}, "HTTP 401"),
-        ({"RISKRANK_REPO": "acme/gadgets"}, "HTTP 403"),
+        ({"RISKRANK_REPO": "acme/gadgets"}, "HTTP 404"),
     ],
     ids=["invalid-token", "token-of-another-repository"],
 )
@@ -134,5 +134,6 @@ def test_an_unknown_repository(
     line = one_riskrank_line(result)
     assert line == (
         f"riskrank: {real_server.url} answered HTTP 404: "
-        "repository acme/nothing is not registered; 1 result not uploaded"
+        "repository acme/nothing is not registered, or the token is not for it; "
+        "1 result not uploaded"
     )

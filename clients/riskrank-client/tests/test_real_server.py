@@ -128,7 +128,7 @@ def test_a_refused_upload_is_one_warning(real_server: RealServer, tmp_path: Path
     assert (result.returncode, result.stdout) == (0, "")
     [line] = result.stderr.splitlines()
     assert line.startswith(
-        f"riskrank: {tmp_path / 'junit.xml'} not uploaded: {real_server.url} answered HTTP 403: "
+        f"riskrank: {tmp_path / 'junit.xml'} not uploaded: {real_server.url} answered HTTP 404: "
     ), line
     assert client(*arguments, "--strict", cwd=tmp_path, env=env).returncode == 1
 
