@@ -103,18 +103,17 @@ class Settings(BaseSettings):
     sweep_min_age_seconds: float = Field(
         default=30.0,
         ge=0,
-        description="A report or event whose task failed, or whose task could not be "
-        "queued, is queued again after this long; one merely waiting in the queue is left "
-        "there while the queue holds messages, up to sweep_visibility_seconds.",
+        description="The sweeper's margin: an unhandled report or event queued before the "
+        "sweep's own message was published, by more than this, has no message left in the "
+        "queue and is queued again; the margin covers clock skew between machines and the "
+        "moment between a commit and its publish (scheduler.services.retry).",
     )
     sweep_visibility_seconds: float = Field(
         default=3600.0,
         gt=0,
-        description="A report or event queued this long ago and still not taken up is "
-        "queued again even while the queue holds messages (its message was lost: a broker "
-        "restarted without persistence, a purge). Also how long a task may run before the "
-        "sweeper thinks its worker died (Redis redelivers unacknowledged tasks after an "
-        "hour too).",
+        description="For a sweep whose message carries no publication time (called "
+        "directly, or sent by an older beat): unhandled rows queued longer ago than this "
+        "are queued again.",
     )
     sweep_max_attempts: int = Field(default=10, ge=1)
     train_every_runs: int = Field(
