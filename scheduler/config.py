@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from scheduler.db import Timeouts
 
 # The embedded default's files, all in the data directory.
 DATABASE_FILE = "riskrank.db"
@@ -69,11 +72,48 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a request may wait on the broker before the sweeper takes over.",
     )
+    database_connect_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long any process waits for PostgreSQL to accept a connection "
+        "(libpq counts whole seconds, at least 2). A server that accepts the TCP connection "
+        "and never answers would otherwise hold each attempt for minutes.",
+    )
+    api_database_timeout_seconds: float = Field(
+        default=4.0,
+        gt=0,
+        description="How long an API request waits on the database: PostgreSQL's "
+        "statement_timeout, SQLite's busy timeout and the wait for a pooled connection. "
+        "Past it the request answers 503 with Retry-After (a CI job or a webhook sender "
+        "waits on every request; GitHub gives up after 10 s).",
+    )
+    worker_statement_timeout_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="PostgreSQL's statement_timeout for the workers and the CLI; 0: none. "
+        "Their statements are long by nature (a first ingestion, a training) and nobody "
+        "waits on them synchronously.",
+    )
+    retry_after_seconds: int = Field(
+        default=5,
+        ge=1,
+        description="The Retry-After of a 503 (the database or the broker is unavailable).",
+    )
     sweep_interval_seconds: float = Field(default=60.0, gt=0)
     sweep_min_age_seconds: float = Field(
         default=30.0,
         ge=0,
-        description="Unhandled events older than this are queued again by the sweeper.",
+        description="The sweeper's margin: an unhandled report or event queued before the "
+        "sweep's own message was published, by more than this, has no message left in the "
+        "queue and is queued again; the margin covers clock skew between machines and the "
+        "moment between a commit and its publish (scheduler.services.retry).",
+    )
+    sweep_visibility_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="For a sweep whose message carries no publication time (called "
+        "directly, or sent by an older beat): unhandled rows queued longer ago than this "
+        "are queued again.",
     )
     sweep_max_attempts: int = Field(default=10, ge=1)
     train_every_runs: int = Field(
@@ -131,6 +171,31 @@ class Settings(BaseSettings):
         "Unset: the broker when it is Redis, else each process counts on its own.",
     )
     log_level: str = "INFO"
+
+    def database_timeouts(self) -> Timeouts:
+        """The workers' and the CLI's (scheduler.db.Timeouts says why)."""
+        from scheduler.db import Timeouts  # the settings load without the database layer
+
+        return Timeouts(
+            connect_seconds=self.database_connect_timeout_seconds,
+            statement_seconds=self.worker_statement_timeout_seconds or None,
+        )
+
+    def api_database_timeouts(self) -> Timeouts:
+        """The API's: every wait on the database bounded by
+        api_database_timeout_seconds, and a database that failed to connect
+        left alone for a second (one request probes it, the rest answer 503
+        at once instead of filling the thread pool)."""
+        from scheduler.db import Timeouts
+
+        wait = self.api_database_timeout_seconds
+        return Timeouts(
+            connect_seconds=self.database_connect_timeout_seconds,
+            statement_seconds=wait,
+            pool_seconds=wait,
+            busy_seconds=wait,
+            down_seconds=1.0,
+        )
 
     @field_validator("database_url")
     @classmethod

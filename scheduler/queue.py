@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.signals import before_task_publish
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -35,6 +37,18 @@ MODELS_TRAIN_DUE = "models.train_due"
 MAINTENANCE_PRUNE = "maintenance.prune"
 
 _PENDING_KEY = "riskrank.pending_tasks"
+
+# A header of the sweeps' messages: when they were published (seconds since
+# the epoch). The sweep reads it as its own request's attribute: everything
+# published before it has been delivered (scheduler.services.retry).
+SENT_AT_HEADER = "riskrank_sent_at"
+_STAMPED = frozenset({EVENTS_SWEEP, RUNS_SWEEP})
+
+
+@before_task_publish.connect
+def _stamp_sent_at(headers: dict[str, Any] | None = None, **_kwargs: Any) -> None:
+    if headers is not None and headers.get("task") in _STAMPED:
+        headers[SENT_AT_HEADER] = time.time()
 
 
 def _is_embedded_broker(broker_url: str) -> bool:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from scheduler.config import get_settings
-from scheduler.db import database_for
 from scheduler.queue import MAINTENANCE_PRUNE
 from scheduler.services import retention
 from workers.app import celery_app
+from workers.common import database_of
 
 
 @celery_app.task(name=MAINTENANCE_PRUNE, acks_late=True)
@@ -19,6 +19,6 @@ def prune() -> dict[str, object] | None:
     if settings.retention_days <= 0:
         return None
     pruned = retention.prune(
-        database_for(settings.database_url), older_than=timedelta(days=settings.retention_days)
+        database_of(settings), older_than=timedelta(days=settings.retention_days)
     )
     return pruned.as_dict()

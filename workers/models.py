@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 from scheduler.config import get_settings
-from scheduler.db import database_for
 from scheduler.queue import MODELS_TRAIN, MODELS_TRAIN_DUE, send_now
 from scheduler.services import training
 from workers.app import celery_app
+from workers.common import database_of
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 def train(repository_id: int) -> int | None:
     """Train the repository's model (one at a time per repository: a second
     task finds the lock taken and returns). Returns the new version."""
-    with database_for(get_settings().database_url).session() as session:
+    with database_of(get_settings()).session() as session:
         try:
             outcome = training.train_repository(session, repository_id=repository_id)
         except training.TrainingError as error:
@@ -33,7 +33,7 @@ def train(repository_id: int) -> int | None:
 def train_due() -> list[int]:
     """Queue a training for every repository with enough new outcomes."""
     settings = get_settings()
-    with database_for(settings.database_url).session() as session:
+    with database_of(settings).session() as session:
         due = training.repositories_due(
             session,
             every_runs=settings.train_every_runs,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 from scheduler.config import get_settings
-from scheduler.db import database_for
 from scheduler.queue import PLANS_SCORE
 from scheduler.services import scoring
 from workers.app import celery_app
+from workers.common import database_of
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +17,6 @@ log = logging.getLogger(__name__)
 def score(commit_id: int) -> int | None:
     """Score every active test of the commit's repository (idempotent: an
     existing plan of the active model is kept). Returns the plan id."""
-    with database_for(get_settings().database_url).session() as session:
+    with database_of(get_settings()).session() as session:
         plan = scoring.score_commit(session, commit_id)
         return plan.id if plan is not None else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from celery import Task
+
 from scheduler.queue import RUNS_INGEST, RUNS_SWEEP
 from scheduler.services import runs
 from workers.app import celery_app
@@ -21,12 +23,13 @@ def ingest(run_id: int) -> str | None:
     return status.value if status else None
 
 
-@celery_app.task(name=RUNS_SWEEP, acks_late=True)
-def sweep() -> int:
+@celery_app.task(name=RUNS_SWEEP, acks_late=True, bind=True)
+def sweep(self: Task[[], int]) -> int:
     """Queue again the reports that were stored but never ingested."""
     return requeue_stale(
-        lambda session, older_than, attempts: runs.claim_pending_runs(
-            session, older_than=older_than, max_attempts=attempts
+        lambda session, before, attempts: runs.claim_pending_runs(
+            session, queued_before=before, max_attempts=attempts
         ),
         RUNS_INGEST,
+        request=self.request,
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scheduler import __version__
@@ -18,12 +21,41 @@ from scheduler.db import Database
 from scheduler.errors import ClientError
 from scheduler.queue import create_celery
 
+log = logging.getLogger(__name__)
+
+# What a database that refuses, does not answer in time, or is locked past
+# the API's wait raises (a pool timeout is sqlalchemy.exc.TimeoutError): the
+# request may succeed later, so it is a 503, not a 500.
+DATABASE_UNAVAILABLE = (exc.OperationalError, exc.TimeoutError)
+
 
 async def _client_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ClientError)
     return JSONResponse(
         {"detail": error.message}, status_code=error.status_code, headers=error.headers or None
     )
+
+
+def _database_unavailable(
+    retry_after: int,
+) -> Callable[[Request, Exception], Coroutine[Any, Any, JSONResponse]]:
+    async def handler(request: Request, error: Exception) -> JSONResponse:
+        # The driver's message names the host, the port and the database:
+        # for the log only, never for the caller.
+        log.warning(
+            "%s %s: the database is unavailable: %s: %s",
+            request.method,
+            request.url.path,
+            type(error).__name__,
+            error,
+        )
+        return JSONResponse(
+            {"detail": "the database is unavailable; try again later"},
+            status_code=503,
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    return handler
 
 
 def _nul_in_url(scope: Scope) -> str | None:
@@ -57,7 +89,7 @@ class RefuseNulInUrl:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    database = Database.from_url(settings.database_url)
+    database = Database.from_url(settings.database_url, settings.api_database_timeouts())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -70,6 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = create_celery(settings)
     app.state.rate_limiter = limiter_for(settings)
     app.add_exception_handler(ClientError, _client_error)
+    unavailable = _database_unavailable(settings.retry_after_seconds)
+    for error in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error, unavailable)
     app.add_middleware(RefuseNulInUrl)
     app.include_router(health.router)
     app.include_router(webhooks.router)

@@ -101,4 +101,4 @@ def migrated_database(config: Settings) -> Database:
             f"the database is at revision {current or 'none'}, riskrank needs {head}: "
             "run `riskrank db upgrade`"
         )
-    return database_for(config.database_url)
+    return database_for(config.database_url, config.database_timeouts())

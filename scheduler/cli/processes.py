@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -116,6 +117,69 @@ def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
             child.wait()
 
 
+# `up` restarts a worker or beat that exits (a crash, an out-of-memory kill)
+# after a delay that doubles with each quick exit, up to a minute; one that
+# ran a minute before it exited starts again at the first delay.
+RESTART_FIRST_DELAY_SECONDS = 1.0
+RESTART_MAX_DELAY_SECONDS = 60.0
+RESTART_STABLE_SECONDS = 60.0
+
+
+class _Supervised:
+    """A child of `up`: its command, the running process, when to restart."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.delay = RESTART_FIRST_DELAY_SECONDS
+        self.restart_at: float | None = None
+        self.process = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        self.started_at = time.monotonic()
+        # A session of its own: a terminal's Ctrl-C reaches only `up`, which
+        # stops each child once, in order; and the group is the child's to
+        # clean when it dies (a worker's pool processes).
+        return subprocess.Popen(self.argv, env=self.env, start_new_session=True)  # noqa: S603
+
+    def exited(self, now: float) -> None:
+        """Note its exit, clean what it left, and plan its restart."""
+        # Its pool processes, orphaned by a SIGKILL of the worker.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if now - self.started_at >= RESTART_STABLE_SECONDS:
+            self.delay = RESTART_FIRST_DELAY_SECONDS
+        console.print(
+            f"[yellow]{self.name} exited with code {self.process.returncode}; "
+            f"restarting it in {self.delay:g} s[/]",
+            highlight=False,
+        )
+        self.restart_at = now + self.delay
+        self.delay = min(self.delay * 2, RESTART_MAX_DELAY_SECONDS)
+
+    def restart_if_due(self, now: float) -> None:
+        if self.restart_at is not None and now >= self.restart_at:
+            self.restart_at = None
+            self.process = self._start()
+            console.print(f"{self.name} restarted", highlight=False)
+
+
+def _supervise(supervised: list[_Supervised], api: subprocess.Popen[bytes]) -> None:
+    """Until a signal (or the API's exit, which raises _Stop): restart a
+    worker or beat that exits, the API serving all along."""
+    while True:
+        if api.poll() is not None:
+            console.print(f"[red]api exited with code {api.returncode}[/]")
+            raise _Stop
+        now = time.monotonic()
+        for child in supervised:
+            if child.restart_at is None and child.process.poll() is not None:
+                child.exited(now)
+            child.restart_if_due(now)
+        time.sleep(0.2)
+
+
 def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
@@ -127,7 +191,8 @@ def up(
 ) -> None:
     """Run api, worker and beat together on this machine (the embedded default:
     a SQLite database and broker in the data directory, RISKRANK_DATA_DIR,
-    created if missing). Ctrl-C stops all."""
+    created if missing). A worker or beat that exits is restarted (after 1 s,
+    doubling up to a minute while it keeps failing); Ctrl-C stops all."""
     from scheduler import migrate
     from scheduler.db import shown_url
     from scheduler.queue import prepare_embedded_broker
@@ -159,14 +224,14 @@ def up(
         "worker": [*command, "worker", "--concurrency", str(concurrency)],
         "beat": [*command, "beat"],
     }
-    children: dict[str, subprocess.Popen[bytes]] = {}
+    api: subprocess.Popen[bytes] | None = None
+    supervised: list[_Supervised] = []
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
+        api = subprocess.Popen(commands.pop("api"), env=env, start_new_session=True)  # noqa: S603
         for name, argv in commands.items():
-            # A session of its own: a terminal's Ctrl-C reaches only us, and
-            # we stop each child once, in order.
-            children[name] = subprocess.Popen(argv, env=env, start_new_session=True)  # noqa: S603
+            supervised.append(_Supervised(name, argv, env))
         database = sqlite_file(config.database_url) or shown_url(config.database_url)
         console.print(
             f"data directory: {config.data_dir}\n"
@@ -176,18 +241,16 @@ def up(
             highlight=False,
             soft_wrap=True,
         )
-        while True:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    console.print(f"[red]{name} exited with code {child.returncode}[/]")
-                    code = 1
-                    raise _Stop
-            time.sleep(0.2)
+        _supervise(supervised, api)
     except _Stop:
-        pass
+        # The API's exit (a port taken, a crash) stops everything: without it
+        # riskrank serves nobody. A signal is a clean stop.
+        code = 1 if api is not None and api.poll() is not None else 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        children = {"api": api} if api is not None else {}
+        children.update({child.name: child.process for child in supervised})
         _stop_all(children)
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

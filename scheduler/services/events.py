@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -281,11 +281,11 @@ def record_event_error(
 
 
 def claim_unhandled_events(
-    session: Session, *, older_than: timedelta, max_attempts: int, limit: int = 500
+    session: Session, *, queued_before: datetime, max_attempts: int, limit: int = 500
 ) -> list[int]:
     """Pending events nobody took up in time, to queue again."""
     return retry.claim_stale(
-        session, CiEvent, older_than=older_than, max_attempts=max_attempts, limit=limit
+        session, CiEvent, queued_before=queued_before, max_attempts=max_attempts, limit=limit
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -177,9 +177,9 @@ def record_run_error(
 
 
 def claim_pending_runs(
-    session: Session, *, older_than: timedelta, max_attempts: int, limit: int = 500
+    session: Session, *, queued_before: datetime, max_attempts: int, limit: int = 500
 ) -> list[int]:
     """Stored reports nobody ingested in time, to queue again."""
     return retry.claim_stale(
-        session, SuiteRun, older_than=older_than, max_attempts=max_attempts, limit=limit
+        session, SuiteRun, queued_before=queued_before, max_attempts=max_attempts, limit=limit
     )

@@ -29,6 +29,7 @@ from scheduler.risk.features import (
     strongest_cofailure,
 )
 from scheduler.risk.heuristic import heuristic_scores
+from scheduler.risk.model import ModelError
 from scheduler.risk.paths import PathIndex
 from scheduler.risk.serving import LoadedModel, load_model
 from scheduler.services import feature_inputs
@@ -42,6 +43,14 @@ TOP_REASONS = 3
 EXPLAINED_BY_MODEL = 200
 
 
+class UnreadableModel(ModelError):
+    """The active model's row holds text LightGBM cannot load (a corrupt or
+    truncated row). Scoring raises it: the plan API then answers its
+    fallback (everything runs, in the heuristic order) with this message,
+    rather than trimming the suite on a guess, until a training or a
+    rollback puts a readable model in its place."""
+
+
 @dataclass
 class ModelCache:
     """What a worker process keeps between tasks: each repository's active
@@ -51,6 +60,8 @@ class ModelCache:
     # time too: SQLite may give a deleted row's id to the next row, and a
     # process may serve several databases (the tests do).
     models: dict[int, tuple[tuple[int, datetime], LoadedModel]] = field(default_factory=dict)
+    # repository -> (the model row's identity, why it cannot be loaded).
+    unreadable: dict[int, tuple[tuple[int, datetime], str]] = field(default_factory=dict)
     indexes: dict[int, PathIndex] = field(default_factory=dict)
 
     def model(
@@ -70,8 +81,20 @@ class ModelCache:
         cached = self.models.get(repository_id)
         identity = (active.id, active.created_at)
         if cached is None or cached[0] != identity:
-            cached = (identity, load_model(active.model_text))
+            unreadable = self.unreadable.get(repository_id)
+            if unreadable is not None and unreadable[0] == identity:
+                raise UnreadableModel(unreadable[1])
+            try:
+                cached = (identity, load_model(active.model_text))
+            except ModelError as error:
+                # Kept: the next plan fails as fast, without reading the
+                # text again, until another model is promoted.
+                message = f"the active model v{active.version} cannot be read: {error}"
+                self.unreadable[repository_id] = (identity, message)
+                log.error("repository %s: %s", repository_id, message)
+                raise UnreadableModel(message) from error
             self.models[repository_id] = cached
+            self.unreadable.pop(repository_id, None)
             log.info("loaded model v%s of repository %s", active.version, repository_id)
         return active, cached[1]
 

@@ -40,7 +40,8 @@ def test_readyz_is_503_when_the_database_is_down(redis_url: str) -> None:
         ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["broker"] == "ok"
-    assert "OperationalError" in ready.json()["checks"]["database"]
+    assert ready.json()["checks"]["database"] == "unavailable"
+    assert ready.headers["Retry-After"] == "5"
 
 
 def test_metrics_count_webhooks_by_result(settings: Settings, github_samples: Path) -> None:

@@ -5,9 +5,11 @@ given, and a clean stop."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -128,3 +130,99 @@ def test_up_runs_the_whole_flow_on_sqlite_and_stops_cleanly(
     # Beat's schedule too went to the data directory: the working directories are clean.
     assert [*workdir.iterdir(), *elsewhere.iterdir()] == []
     assert any(path.name.startswith("riskrank-beat-schedule") for path in data_dir.iterdir())
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """Live child processes of `pid`: their command lines."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            # The fields after the command's name, which is in parentheses.
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+            if int(ppid) == pid and state != "Z":
+                found[int(proc.name)] = (
+                    (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                )
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def child(up: Process, role: str) -> int | None:
+    """The pid of `up`'s `worker` or `beat` (celery's own command line, as it
+    execs itself), or None."""
+    for pid, command in children_of(up.popen.pid).items():
+        if f"workers.app {role}" in command:
+            return pid
+    return None
+
+
+def test_up_restarts_a_killed_worker_and_beat_and_keeps_serving(
+    tmp_path: Path, start: Start, github_samples: Path
+) -> None:
+    """A SIGKILL of the worker (and then of beat) under `riskrank up`: the
+    API answers all along, the killed process is restarted (logged), and
+    the new worker handles a push; SIGTERM then stops everything, exit 0."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs /proc to see the child processes")
+    data_dir = tmp_path / "data"
+    port = free_port()
+    env = clean_env(RISKRANK_DATA_DIR=str(data_dir), RISKRANK_SWEEP_INTERVAL_SECONDS="2")
+    url = f"http://127.0.0.1:{port}"
+    up = start("up", "--host", "127.0.0.1", "--port", str(port), "--concurrency", "1", env=env)
+    wait_for(lambda: healthy(url), timeout=60, what=f"riskrank up to be ready:\n{up.output()}")
+
+    for role in ("worker", "beat"):
+        old = wait_for(lambda role=role: child(up, role), timeout=30, what=f"the {role}")
+        os.kill(old, signal.SIGKILL)
+        # The API keeps answering while the killed one is down and restarted.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert requests.get(f"{url}/healthz", timeout=2).status_code == 200, up.output()
+            time.sleep(0.2)
+        wait_for(
+            lambda role=role: f"{role} exited with code -9; restarting it in 1 s" in up.output(),
+            timeout=10,
+            what=f"the {role}'s exit to be logged:\n{up.output()}",
+        )
+        new = wait_for(
+            lambda role=role, old=old: (pid := child(up, role)) and pid != old and pid,
+            timeout=30,
+            what=f"a new {role}:\n{up.output()}",
+        )
+        assert f"{role} restarted" in up.output()
+        assert new != old
+        assert up.popen.poll() is None, up.output()
+
+    # The new worker does the work.
+    added = subprocess.run(
+        [RISKRANK, "repo", "add", "binkkatal/sample_app", "--secret", SECRET],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr
+    body = sample(github_samples, "push-normal-branch.json")
+    response = requests.post(
+        f"{url}/webhooks/github", data=body, headers=github_headers(body), timeout=10
+    )
+    assert response.status_code == 202, response.text
+    wait_for(
+        lambda: commits(data_dir / "riskrank.db"),
+        timeout=60,
+        what=f"the restarted worker to store the commit:\n{up.output()}",
+    )
+
+    children = set(children_of(up.popen.pid))
+    assert up.stop(signal.SIGTERM) == 0, up.output()
+    assert "riskrank stopped" in up.output()
+    wait_for(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in children),
+        timeout=10,
+        what="every child to exit",
+    )

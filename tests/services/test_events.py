@@ -185,7 +185,7 @@ def test_a_redelivery_is_stored_once(database: Database) -> None:
     assert again.id == first.id
 
 
-def test_sweeper_claims_old_pending_events_once_per_interval(database: Database) -> None:
+def test_sweeper_claims_pending_events_queued_before_the_cutoff_once(database: Database) -> None:
     add_repo(database, "o/r")
     payload = {"repository": {"full_name": "o/r"}}
     old = store(database, payload, delivery="old")
@@ -203,7 +203,7 @@ def test_sweeper_claims_old_pending_events_once_per_interval(database: Database)
     def claim() -> list[int]:
         with database.session() as session:
             return events.claim_unhandled_events(
-                session, older_than=timedelta(minutes=1), max_attempts=5
+                session, queued_before=utcnow() - timedelta(minutes=1), max_attempts=5
             )
 
     assert claim() == [old]
