@@ -12,9 +12,11 @@ database on the PostgreSQL server), migrated, and the real processes:
 SQLite broker for SQLite (as `riskrank up` runs them) and on Redis for
 PostgreSQL. A JUnit XML report of `--tests` new tests, made here, is
 uploaded through the API; the worker ingests it. Meanwhile a probe posts
-a small write through the API every 100 ms, alternately a signed push and
-a five-test report (each a write on the same repository), and records how
-long each took: the longest is how long ingestion blocked the API.
+a small write through the API every 100 ms, alternately a signed push to
+another repository (one without tests: its scoring is no load) and a
+five-test report on the same repository (its ingestion waits for the large
+one's), and records how long each took: the longest is how long ingestion
+blocked the API.
 
 Printed per backend: the upload (parse, check, store), the ingestion (the
 run's received to ingested times, as the worker recorded them) and the
@@ -45,6 +47,7 @@ from scheduler.models import CiEvent, EventStatus, Execution, Provider, RunStatu
 from scheduler.services import repos, tokens
 
 FULL_NAME = "bench/app"
+OTHER = "bench/other"
 SHA = "a" * 40
 
 
@@ -56,6 +59,8 @@ class Probe:
     token: str
     interval: float = 0.1
     latencies: list[float] = field(default_factory=list)
+    # (seconds since the probe started, what, seconds it took)
+    timeline: list[tuple[float, str, float]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -72,12 +77,13 @@ class Probe:
     def _run(self) -> None:
         small = junit_report(5, offset=10_000_000)
         with httpx.Client(base_url=self.base, timeout=120) as client:
+            begun = time.perf_counter()
             number = 0
             while not self._stop.is_set():
                 number += 1
                 started = time.perf_counter()
                 if number % 2:
-                    body, headers = push(FULL_NAME, number)
+                    body, headers = push(OTHER, number)
                     response = client.post("/webhooks/github", content=body, headers=headers)
                 else:
                     response = client.post(
@@ -91,6 +97,8 @@ class Probe:
                     )
                 elapsed = time.perf_counter() - started
                 self.latencies.append(elapsed)
+                what = "push" if number % 2 else "report"
+                self.timeline.append((started - begun, what, elapsed))
                 if response.status_code >= 300:
                     self.failures.append(f"{response.status_code} {response.text[:200]}")
                 self._stop.wait(max(0.0, self.interval - elapsed))
@@ -147,6 +155,7 @@ def ingest_once(stack: Stack, url: str, token: str, tests: int) -> None:
         whole = time.perf_counter() - started
         time.sleep(1)
         probe.stop()
+        wait_idle(database)
         if run.status is not RunStatus.INGESTED:
             raise RuntimeError(f"run ended {run.status}: {run.error}")
         assert run.ingested_at is not None
@@ -171,6 +180,33 @@ def ingest_once(stack: Stack, url: str, token: str, tests: int) -> None:
         f" ms, p99 {p99 * 1000:.0f} ms, longest {latencies[-1] * 1000:.0f} ms,"
         f" {len(probe.failures)} failed" + (f" ({probe.failures[0]})" if probe.failures else "")
     )
+    slowest = sorted(probe.timeline, key=lambda entry: -entry[2])[:3]
+    print(
+        "  slowest: "
+        + ", ".join(f"{what} at {at:.1f} s took {took:.1f} s" for at, what, took in slowest)
+        + f" (the upload began at 1.0 s, the run was ingested at {1 + whole:.1f} s)"
+    )
+
+
+def wait_idle(database: Database, timeout: float = 1800) -> None:
+    """Until no event or report waits for the worker (the probe's)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with database.session() as session:
+            events = session.scalar(
+                select(func.count())
+                .select_from(CiEvent)
+                .where(CiEvent.status == EventStatus.PENDING)
+            )
+            reports = session.scalar(
+                select(func.count())
+                .select_from(SuiteRun)
+                .where(SuiteRun.status == RunStatus.PENDING)
+            )
+        if not events and not reports:
+            return
+        time.sleep(0.5)
+    raise RuntimeError("the worker did not drain the probe's writes")
 
 
 def drain_rate(stack: Stack, url: str, pushes: int, clients: int = 4) -> None:
@@ -181,6 +217,7 @@ def drain_rate(stack: Stack, url: str, pushes: int, clients: int = 4) -> None:
     bodies = [push(full_name, number) for number in range(1, pushes + 1)]
     database = Database.from_url(url)
     try:
+        wait_idle(database)
         with httpx.Client(base_url=stack.url, timeout=60) as client:
 
             def post(item: tuple[bytes, dict[str, str]]) -> int:
@@ -229,6 +266,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 url = f"sqlite:///{tmp}/riskrank.db"
                 _repository, token = prepare(url)
+                prepare(url, OTHER)
                 with running(url) as stack:
                     ingest_once(stack, url, token, args.tests)
                     if args.pushes:
@@ -237,6 +275,7 @@ def main() -> None:
         else:
             with temporary_database(args.postgres) as database:
                 _repository, token = prepare(database.url)
+                prepare(database.url, OTHER)
                 with running(database.url, args.redis) as stack:
                     ingest_once(stack, database.url, token, args.tests)
 
