@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.ingest.json_results import case_results, parse_run_json
@@ -134,6 +134,9 @@ def parse_report(source: RunSource, report: bytes) -> list[CaseResult]:
 # holds the database's one write lock, on PostgreSQL the repository's row,
 # and neither may be held for the minute a 100,000-test report takes.
 STEP_TESTS = 2000
+# The pause between two steps on SQLite, longer than the 100 ms between two
+# tries of a writer waiting on the lock (its busy handler's longest sleep).
+SQLITE_YIELD_SECONDS = 0.15
 
 
 @dataclass
@@ -166,12 +169,20 @@ class RunIngestion:
     _waiting: tuple[int, int] | None = None
     _waiting_since: float = 0.0
     _adopted: set[int] = field(default_factory=set)  # stalled runs this one finishes
+    _yield_lock: bool = False
 
     def step(self, session: Session) -> RunStatus | None:
         """Fold the run's next part in; PENDING while there is more to do,
         else the run's final status (None: there is no such run)."""
         if self._waiting is not None:
             time.sleep(self.wait_seconds)
+        elif self._yield_lock:
+            # SQLite's lock is not fair: a writer that waits on it polls it
+            # (every 100 ms once it has waited a while), and a step that
+            # begins right after the one before committed takes it first,
+            # over and over (the API waited 9 s through several steps).
+            time.sleep(SQLITE_YIELD_SECONDS)
+        self._yield_lock = False
         for run_id, (source, report) in list(self._unparsed.items()):
             del self._unparsed[run_id]
             # A report that cannot be parsed is parsed again in the
@@ -219,8 +230,13 @@ class RunIngestion:
             log.warning("run %s stalled half-way: run %s finishes it", unfinished, self.run_id)
             self._adopted.add(unfinished)
         self._waiting = None
+        # Without the report (read once, to parse it): each step of a large
+        # one would otherwise fetch its megabytes again.
         run = session.get_one(
-            SuiteRun, self.run_id if unfinished is None else unfinished, with_for_update=True
+            SuiteRun,
+            self.run_id if unfinished is None else unfinished,
+            with_for_update=True,
+            options=[defer(SuiteRun.report)],
         )
         if run.status is not RunStatus.PENDING:
             # (Another run given up on between the two reads: go on.)
@@ -259,6 +275,7 @@ class RunIngestion:
             summary.flaky,
         )
         if stop < parsed.tests:
+            self._yield_lock = session.get_bind().dialect.name == "sqlite"
             return RunStatus.PENDING
         run.status = RunStatus.INGESTED
         run.ingested_at = utcnow()
