@@ -17,9 +17,19 @@ from scheduler.ingest.errors import MalformedPayload
 from scheduler.ingest.json_results import case_results, parse_run_json
 from scheduler.ingest.junit import parse_junit
 from scheduler.ingest.results import CaseResult, storable_results
-from scheduler.models import Commit, Plan, Repository, RunSource, RunStatus, SuiteRun
+from scheduler.models import (
+    Commit,
+    Execution,
+    KnownTest,
+    KnownTestStats,
+    Plan,
+    Repository,
+    RunSource,
+    RunStatus,
+    SuiteRun,
+)
 from scheduler.models.base import utcnow
-from scheduler.services import plan_evaluation, retry
+from scheduler.services import plan_evaluation, retry, sql
 from scheduler.services.ingestion import Ingestor
 from scheduler.services.sql import insert_one_ignoring
 
@@ -137,6 +147,9 @@ STEP_TESTS = 2000
 # The pause between two steps on SQLite, longer than the 100 ms between two
 # tries of a writer waiting on the lock (its busy handler's longest sleep).
 SQLITE_YIELD_SECONDS = 0.15
+# A step that created this many tests has their tables analysed if the
+# planner's statistics still count fewer rows than it added (a fresh table).
+ANALYZE_NEW_TESTS = 1000
 
 
 @dataclass
@@ -263,6 +276,10 @@ class RunIngestion:
         ingestor = Ingestor(session, run.repository_id)
         summary = ingestor.ingest(run, parsed.of_tests(start, stop), at=run.received_at)
         ingestor.flush()
+        if summary.new_tests >= ANALYZE_NEW_TESTS:
+            sql.analyze_if_unplanned(
+                session, KnownTest, rows_added=summary.new_tests, also=(KnownTestStats, Execution)
+            )
         run.ingested_tests = stop
         log.info(
             "run %s: tests %d-%d of %d (%d new), %d executions, %d flaky",
