@@ -4,8 +4,8 @@ Runs stored before are either ingested or not started: 0 is right for both
 (an ingested run is never read again).
 
 Revision ID: b7e2d4f1a9c3
-Revises: 5a1d7c3e9b20
-Create Date: 2026-12-03 21:30:00.000000
+Revises: 8e2f6a4b1c57
+Create Date: 2026-12-03 22:00:00.000000
 """
 
 from collections.abc import Sequence
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "b7e2d4f1a9c3"
-down_revision: str | None = "5a1d7c3e9b20"
+down_revision: str | None = "8e2f6a4b1c57"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
