@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Task
 
+from scheduler.models import RunStatus
 from scheduler.queue import RUNS_INGEST, RUNS_SWEEP
 from scheduler.services import runs
 from workers.app import celery_app
@@ -12,15 +13,20 @@ from workers.common import requeue_stale, run_recording_errors
 
 @celery_app.task(name=RUNS_INGEST, acks_late=True)
 def ingest(run_id: int) -> str | None:
-    """Fold a stored report into the history (idempotent)."""
-    status, _failed = run_recording_errors(
-        lambda session: runs.ingest_run(session, run_id),
-        lambda session, error, attempts: runs.record_run_error(
-            session, run_id, error=error, max_attempts=attempts
-        ),
-        what=f"run {run_id}",
-    )
-    return status.value if status else None
+    """Fold a stored report into the history (idempotent), in steps that
+    each commit: a large report never holds a lock for long, and a
+    redelivery goes on where the killed worker stopped."""
+    ingestion = runs.RunIngestion(run_id)
+    while True:
+        status, failed = run_recording_errors(
+            ingestion.step,
+            lambda session, error, attempts: runs.record_run_error(
+                session, run_id, error=error, max_attempts=attempts
+            ),
+            what=f"run {run_id}",
+        )
+        if failed or status is not RunStatus.PENDING:
+            return status.value if status else None
 
 
 @celery_app.task(name=RUNS_SWEEP, acks_late=True, bind=True)

@@ -62,6 +62,10 @@ class SuiteRun(QueuedWork, Base):
     report: Mapped[bytes | None] = mapped_column(LargeBinary)
     report_sha256: Mapped[str | None] = mapped_column(String(64))
     ingested_at: Mapped[datetime | None]
+    # How many of the report's distinct tests (in report order) are folded
+    # in already: a large report is ingested in steps, each its own
+    # transaction, and a redelivered task goes on from here.
+    ingested_tests: Mapped[int] = mapped_column(default=0, server_default="0")
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 

@@ -17,7 +17,8 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import Text, any_, bindparam, case, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from scheduler.ingest.results import CaseResult, final_results
@@ -36,8 +37,10 @@ from scheduler.models.base import utcnow
 from scheduler.risk import tally
 from scheduler.risk.links import EMPTY_LINK, Link
 from scheduler.services.sql import (
+    BULK_CHUNK,
+    CHUNK,
+    bulk_insert_ignoring,
     chunks,
-    insert_rows_ignoring,
     insert_upserting,
     table_of,
     upsert_adding,
@@ -85,6 +88,10 @@ class Ingestor:
     _tallies: dict[int, tally.Tally] = field(default_factory=dict)
     _dirty: set[int] = field(default_factory=set)
     _seen: dict[int, _Seen] = field(default_factory=dict)
+    # Tests this Ingestor created, and when: their row needs no update at
+    # flush while they were seen at that time only (a first report of
+    # 100,000 tests would otherwise write each row twice).
+    _created: dict[int, datetime] = field(default_factory=dict)
     _executions: list[dict[str, Any]] = field(default_factory=list)
     # (path, test id) -> the link as it stands, for every link of the paths
     # in _link_paths (read once per flush), and the ones changed since.
@@ -109,13 +116,21 @@ class Ingestor:
     # --- reading what is known -------------------------------------------------
 
     def _fetch_ids(self, names: Sequence[str]) -> None:
-        for part in chunks(names):
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        for part in chunks(names, BULK_CHUNK if postgres else CHUNK):
+            # On PostgreSQL one array parameter, `name = ANY(:names)`: an IN
+            # list of 2,000 placeholders is rewritten by psycopg on the
+            # client each time and planned afresh by the server.
+            matches = (
+                KnownTest.name == any_(bindparam("names", list(part), type_=ARRAY(Text)))
+                if postgres
+                else KnownTest.name.in_(part)
+            )
             self._ids.update(
                 (name, test_id)
                 for name, test_id in self.session.execute(
                     select(KnownTest.name, KnownTest.id).where(
-                        KnownTest.repository_id == self.repository_id,
-                        KnownTest.name.in_(part),
+                        KnownTest.repository_id == self.repository_id, matches
                     )
                 )
             )
@@ -129,7 +144,7 @@ class Ingestor:
         unknown = [name for name in files if name not in self._ids]
         self._fetch_ids(unknown)
         new = [name for name in unknown if name not in self._ids]
-        insert_rows_ignoring(
+        bulk_insert_ignoring(
             self.session,
             KnownTest,
             [
@@ -146,6 +161,7 @@ class Ingestor:
             conflict=["repository_id", "name"],
         )
         self._fetch_ids(new)
+        self._created.update((self._ids[name], at) for name in new)
         for name, file in files.items():
             test_id = self._ids[name]
             seen = self._seen.get(test_id)
@@ -170,12 +186,14 @@ class Ingestor:
         """The repository's count of builds, its row locked (once) until the
         commit: ingestions of one repository run one after the other from
         their first report on, so each reads the links and statistics the
-        one before wrote, and takes the build numbers after its."""
+        one before wrote, and takes the build numbers after its. FOR NO KEY
+        UPDATE: rows that only refer to the repository (events, commits,
+        reports) are written meanwhile."""
         if self._build_count is None:
             self._build_count, self._last_build = self.session.execute(
                 select(Repository.build_count, Repository.last_build)
                 .where(Repository.id == self.repository_id)
-                .with_for_update()
+                .with_for_update(key_share=True)
             ).one()
         return self._build_count
 
@@ -316,7 +334,7 @@ class Ingestor:
         """Write everything pending; the Ingestor can go on afterwards."""
         session = self.session
         now = utcnow()
-        insert_rows_ignoring(
+        bulk_insert_ignoring(
             session, Execution, self._executions, conflict=["run_id", "test_id", "attempt"]
         )
         self._executions.clear()
@@ -350,7 +368,8 @@ class Ingestor:
                     "last_seen_at": seen.last,
                     "is_active": True,
                 }
-                for seen in self._seen.values()
+                for test_id, seen in self._seen.items()
+                if self._created.get(test_id) != seen.last
             ],
             conflict=["repository_id", "name"],
             set_=lambda excluded: {
@@ -362,6 +381,7 @@ class Ingestor:
             },
         )
         self._seen.clear()
+        self._created.clear()
 
         upsert_adding(
             session,

@@ -58,7 +58,9 @@ def receive_run(
     """Check a report fully, then store it and queue its ingestion; raise a
     ClientError (before anything is written) for one that must be refused.
     The caller has authorised the request (tokens.authorize)."""
-    repository = session.get_one(Repository, repository_id)
+    # Nothing is read before the report is parsed: on SQLite the first
+    # statement takes the database's write lock, and a report of 100,000
+    # tests takes seconds to parse.
     report = decode_content(body, content_encoding, max_bytes=max_bytes)
     kind = media_type(content_type)
     if kind in XML_TYPES or kind.endswith("+xml"):
@@ -88,7 +90,7 @@ def receive_run(
         limits.integer(fields.plan_id, "plan_id", minimum=1, maximum=limits.INT64_MAX)
     stored = runs.store_run(
         session,
-        repository=repository,
+        repository=session.get_one(Repository, repository_id),
         commit_sha=commit,
         branch=limits.optional_text(fields.branch, "branch", max_chars=limits.NAME_CHARS),
         run_key=limits.optional_text(fields.run_key, "run_key", max_chars=limits.NAME_CHARS),

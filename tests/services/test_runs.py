@@ -31,7 +31,7 @@ from scheduler.models import (
 from scheduler.risk.links import HALF_LIFE_BUILDS
 from scheduler.risk.tally import LETTERS, is_failing
 from scheduler.services import history, repos, runs
-from tests.conftest import stored_links
+from tests.conftest import empty_all_tables, stored_links
 
 JUNIT = b"""<?xml version="1.0"?>
 <testsuite name="pytest" tests="3">
@@ -269,6 +269,126 @@ def test_a_test_that_stays_red_fails_together_with_the_change_that_broke_it(
         ("c3.py", "t"): (1.0, 0.0, 3),
         ("c4.py", "t"): (1.0, 0.0, 4),
     }
+
+
+def store(database: Database, repository_id: int, report: dict[str, Any], commit: str) -> int:
+    with database.session() as session:
+        return runs.store_run(
+            session,
+            repository=session.get_one(Repository, repository_id),
+            commit_sha=commit,
+            branch="main",
+            run_key=None,
+            plan_id=None,
+            source=RunSource.JSON,
+            content_type="application/json",
+            report=json.dumps(report).encode(),
+        ).id
+
+
+def step(database: Database, ingestion: runs.RunIngestion) -> RunStatus | None:
+    with database.session() as session:
+        return ingestion.step(session)
+
+
+def everything(database: Database) -> tuple[Any, ...]:
+    with database.session() as session:
+        executions = sorted(
+            session.execute(
+                select(KnownTest.name, Execution.attempt, Execution.outcome, Execution.flaky).join(
+                    KnownTest, KnownTest.id == Execution.test_id
+                )
+            )
+        )
+        build_count = session.scalar(select(Repository.build_count))
+    return stats(database), executions, build_count
+
+
+# Seven tests, one with two attempts (they stay in one step), one flaky.
+STEPPED = results(
+    ("a", "passed"),
+    ("b", "failed", 1),
+    ("c", "passed"),
+    ("b", "passed", 2),
+    ("d", "failed"),
+    ("e", "passed"),
+    ("f", "error"),
+    ("g", "skipped"),
+)
+
+
+def test_a_report_in_steps_is_the_report_at_once(database: Database, repository: int) -> None:
+    post(database, repository, STEPPED)
+    whole = everything(database)
+    empty_all_tables(database)
+    with database.session() as session:
+        fresh = repos.add_repository(session, provider=Provider.GITHUB, full_name="acme/app").id
+    run_id = store(database, fresh, STEPPED, "c1")
+    ingestion = runs.RunIngestion(run_id, step_tests=2)
+    statuses = []
+    while (status := step(database, ingestion)) is RunStatus.PENDING:
+        statuses.append(status)
+    assert status is RunStatus.INGESTED
+    # One step reads the report (parsed outside a transaction), four fold it.
+    assert len(statuses) == 4
+    assert everything(database) == whole
+    with database.session() as session:
+        assert session.get_one(SuiteRun, run_id).ingested_tests == 7
+
+
+def test_a_redelivery_after_a_kill_half_way_counts_each_result_once(
+    database: Database, repository: int
+) -> None:
+    post(database, repository, STEPPED)
+    whole = everything(database)
+    empty_all_tables(database)
+    with database.session() as session:
+        fresh = repos.add_repository(session, provider=Provider.GITHUB, full_name="acme/app").id
+    run_id = store(database, fresh, STEPPED, "c1")
+    killed = runs.RunIngestion(run_id, step_tests=3)
+    assert step(database, killed) is RunStatus.PENDING  # read the report
+    assert step(database, killed) is RunStatus.PENDING  # a, b, c folded in
+    with database.session() as session:
+        assert session.get_one(SuiteRun, run_id).ingested_tests == 3
+
+    # A step whose transaction is rolled back (killed before its commit)
+    # leaves nothing behind.
+    def killed_before_the_commit() -> None:
+        with database.session() as session:
+            killed.step(session)
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        killed_before_the_commit()
+    redelivered = runs.RunIngestion(run_id, step_tests=3)
+    while (status := step(database, redelivered)) is RunStatus.PENDING:
+        pass
+    assert status is RunStatus.INGESTED
+    assert everything(database) == whole
+    assert count(database, Execution) == 8
+
+
+def test_another_report_waits_for_a_half_way_one_and_finishes_it_when_stalled(
+    database: Database, repository: int
+) -> None:
+    first = store(database, repository, STEPPED, "c1")
+    second = store(database, repository, results(("a", "failed"), ("z", "passed")), "c2")
+    stopped = runs.RunIngestion(first, step_tests=4)
+    step(database, stopped)
+    assert step(database, stopped) is RunStatus.PENDING  # a, b, c, d of seven
+    waiting = runs.RunIngestion(second, wait_seconds=0.01, stalled_seconds=0.3)
+    assert step(database, waiting) is RunStatus.PENDING  # the first is half-way
+    with database.session() as session:
+        assert session.get_one(SuiteRun, second).attempts == 0
+    while (status := step(database, waiting)) is RunStatus.PENDING:
+        pass
+    assert status is RunStatus.INGESTED
+    with database.session() as session:
+        assert session.get_one(SuiteRun, first).status is RunStatus.INGESTED
+        assert session.scalar(select(Repository.build_count)) == 2
+    # In order: the first report's outcome of "a", then the second's.
+    assert stats(database)["a"]["recent"] == "FP"
+    assert count(database, Execution) == 10
 
 
 def test_unreadable_stored_report_fails_the_run_with_the_reason(

@@ -1,0 +1,245 @@
+"""Load on loopback against the real processes on PostgreSQL and Redis:
+signed GitHub webhooks per second (target: 300 per second accepted by four
+API processes, p99 under 150 ms, every one handled), plans per second for a
+10,000-test repository, and results ingested per second.
+
+    .venv/bin/python benchmarks/load.py [--clients N] [--webhooks N]
+        [--api-workers 1,4] [--plans N] [--reports N] [--postgres URL] [--redis URL]
+
+Each part gets a temporary database on the PostgreSQL server and its own
+`riskrank serve --workers K` and `riskrank worker --concurrency 2`. Every
+part is bounded by a count, not open-ended:
+
+- webhooks: `--webhooks` signed pushes (one commit, three files each) sent
+  by `--clients` concurrent clients, once per API process count in
+  `--api-workers`; accepted per second with the median and 99th percentile
+  of the answer's time, then the wait until the worker has handled every
+  accepted event (each is counted in the database: none may stay pending
+  or fail);
+- plans: `--plans` plan requests (fraction 0.3, shards 1/4 to 4/4, over 40
+  commits scored beforehand) by `--clients` clients, one API process;
+- results: `--reports` JUnit reports of 100 tests each (new commits of the
+  plans' repository, its tests) posted at once, then the wait until every
+  one is ingested: results ingested per second.
+
+The clients run in this process (asyncio, one connection each) on the same
+machine as the server processes: on a 2-core machine they take a share of
+the CPU the server would have."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx2 as httpx
+from ingest import prepare
+from pgtemp import temporary_database
+from plan_api import fill, scored_commits
+from sqlalchemy import func, select
+from stack import junit_report, push, running
+
+from scheduler.db import Database
+from scheduler.models import CiEvent, EventStatus, Repository, RunStatus, SuiteRun
+from scheduler.services import tokens
+
+Send = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+
+
+async def hammer(
+    base: str, send: Send, count: int, clients: int
+) -> tuple[float, list[float], dict[int, int]]:
+    """`count` requests by `clients` concurrent clients: seconds, each
+    request's seconds, answers by status code."""
+    latencies: list[float] = []
+    codes: dict[int, int] = {}
+    next_number = iter(range(count))
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        for number in next_number:
+            started = time.perf_counter()
+            try:
+                response = await send(client, number)
+                code = response.status_code
+            except httpx.TransportError:
+                code = 0
+            latencies.append(time.perf_counter() - started)
+            codes[code] = codes.get(code, 0) + 1
+
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+        return time.perf_counter() - started, latencies, codes
+
+
+def summary(what: str, seconds: float, latencies: list[float], codes: dict[int, int]) -> str:
+    ordered = sorted(latencies)
+    p99 = ordered[int(0.99 * (len(ordered) - 1))]
+    return (
+        f"{what}: {len(ordered)} in {seconds:.1f} s = {len(ordered) / seconds:.0f}/s, "
+        f"p50 {statistics.median(ordered) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+        f"answers {dict(sorted(codes.items()))}"
+    )
+
+
+def count_events(database: Database) -> dict[str, int]:
+    with database.session() as session:
+        return {
+            status.value: count
+            for status, count in session.execute(
+                select(CiEvent.status, func.count()).group_by(CiEvent.status)
+            )
+        }
+
+
+def webhooks(args: argparse.Namespace, api_workers: int) -> None:
+    with temporary_database(args.postgres) as temp:
+        prepare(temp.url, "bench/app")
+        bodies = [push("bench/app", number) for number in range(1, args.webhooks + 1)]
+        database = Database.from_url(temp.url)
+        try:
+            with running(temp.url, args.redis, api_workers=api_workers) as stack:
+
+                async def send(client: httpx.AsyncClient, number: int) -> httpx.Response:
+                    body, headers = bodies[number]
+                    return await client.post("/webhooks/github", content=body, headers=headers)
+
+                seconds, latencies, codes = asyncio.run(
+                    hammer(stack.url, send, args.webhooks, args.clients)
+                )
+                print(
+                    "  "
+                    + summary(
+                        f"webhooks, {api_workers} API process(es), {args.clients} clients",
+                        seconds,
+                        latencies,
+                        codes,
+                    )
+                )
+                accepted = codes.get(202, 0)
+                started = time.perf_counter()
+                deadline = time.monotonic() + args.drain_timeout
+                while True:
+                    counts = count_events(database)
+                    if counts.get("pending", 0) == 0 or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)
+                drained = time.perf_counter() - started
+                handled = counts.get(EventStatus.HANDLED.value, 0)
+                print(
+                    f"  events: {accepted} accepted, {handled} handled, "
+                    f"{counts.get('pending', 0)} pending, {counts.get('failed', 0)} failed"
+                    f" (drained {drained:.1f} s after the last answer; "
+                    f"{handled / (seconds + drained):.0f} handled/s over the whole)"
+                )
+        finally:
+            database.dispose()
+
+
+def plans_and_results(args: argparse.Namespace) -> None:
+    with temporary_database(args.postgres) as temp:
+        _token, names = fill(temp.url, temp.dsn, 10_000)
+        shas = scored_commits(temp.url, temp.dsn, 40)
+        database = Database.from_url(temp.url)
+        with database.session() as session:
+            repository = session.scalar(select(Repository).where(Repository.name == "app"))
+            assert repository is not None
+            token = tokens.create_token(
+                session, repository=repository, scopes=tokens.DEFAULT_SCOPES, name="load"
+            ).token
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            with running(temp.url, args.redis) as stack:
+
+                async def plan(client: httpx.AsyncClient, number: int) -> httpx.Response:
+                    sha = shas[(number // 4) % len(shas)]
+                    return await client.get(
+                        f"/api/v1/repos/bench/app/plans/{sha}",
+                        params={"mode": "fraction", "budget": 0.3, "shard": f"{number % 4 + 1}/4"},
+                        headers=headers,
+                    )
+
+                seconds, latencies, codes = asyncio.run(
+                    hammer(stack.url, plan, args.plans, args.clients)
+                )
+                print(
+                    "  "
+                    + summary(
+                        f"plans, 10,000 tests, 1 API process, {args.clients} clients",
+                        seconds,
+                        latencies,
+                        codes,
+                    )
+                )
+
+                reports = [
+                    junit_report(100, offset=(number * 100) % (len(names) - 100))
+                    for number in range(args.reports)
+                ]
+
+                async def upload(client: httpx.AsyncClient, number: int) -> httpx.Response:
+                    return await client.post(
+                        "/api/v1/repos/bench/app/runs",
+                        params={"commit": f"{number + 1:040x}"},
+                        content=reports[number],
+                        headers={**headers, "Content-Type": "application/xml"},
+                    )
+
+                seconds, latencies, codes = asyncio.run(
+                    hammer(stack.url, upload, args.reports, args.clients)
+                )
+                print("  " + summary("reports of 100 tests posted", seconds, latencies, codes))
+                started = time.perf_counter() - seconds
+                deadline = time.monotonic() + args.drain_timeout
+                while True:
+                    with database.session() as session:
+                        pending = session.scalar(
+                            select(func.count())
+                            .select_from(SuiteRun)
+                            .where(SuiteRun.status == RunStatus.PENDING)
+                        )
+                        ingested = session.scalar(
+                            select(func.count())
+                            .select_from(SuiteRun)
+                            .where(SuiteRun.status == RunStatus.INGESTED)
+                        )
+                    if not pending or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)
+                whole = time.perf_counter() - started
+                print(
+                    f"  results: {ingested} reports ingested ({pending} pending) in {whole:.1f} s"
+                    f" from the first post: {(ingested or 0) * 100 / whole:.0f} results/s"
+                )
+        finally:
+            database.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--webhooks", type=int, default=6000)
+    parser.add_argument("--api-workers", default="1,4")
+    parser.add_argument("--plans", type=int, default=2000)
+    parser.add_argument("--reports", type=int, default=200)
+    parser.add_argument("--drain-timeout", type=float, default=900)
+    parser.add_argument("--postgres", default="postgresql+psycopg://127.0.0.1:5432/test")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--parts", default="webhooks,plans")
+    args = parser.parse_args()
+
+    parts = args.parts.split(",")
+    if "webhooks" in parts:
+        for api_workers in (int(value) for value in args.api_workers.split(",")):
+            print(f"webhooks, {api_workers} API process(es):")
+            webhooks(args, api_workers)
+    if "plans" in parts:
+        print("plans and results:")
+        plans_and_results(args)
+
+
+if __name__ == "__main__":
+    main()
