@@ -24,6 +24,9 @@ from scheduler.models import Commit, Repository
 FULL_LENGTHS: Final = (40, 64)  # SHA-1, SHA-256
 MIN_PREFIX: Final = 4  # as git's core.abbrev floor
 CANDIDATES_SHOWN: Final = 5
+# A full id as the OpenAPI document describes it (parse also takes it with
+# surrounding spaces).
+PATTERN: Final = "^([0-9a-fA-F]{40}|[0-9a-fA-F]{64})$"
 
 _HEX = re.compile(r"[0-9a-f]+")
 _WANTED = "give the full 40 (or 64) hex digits, as `git rev-parse HEAD` prints them"

@@ -7,11 +7,19 @@ characters (PostgreSQL's varchar), an indexed `Text` column in UTF-8 bytes
 (a btree entry holds at most 2,704 bytes on PostgreSQL: 4,000 CJK characters,
 12,000 bytes, do not fit, nor 2,700 random ASCII ones). Neither backend's
 text holds a NUL (PostgreSQL refuses it in text and in JSONB), and a lone
-surrogate cannot be encoded to UTF-8 at all."""
+surrogate cannot be encoded to UTF-8 at all.
+
+Lists are bounded too, one number per list field: the API refuses a longer
+one (422, naming the field) before any work, and the pydantic models that
+declare the field (and so the OpenAPI document) read the same number.
+
+A value past any of these bounds is refused with 422 (Unstorable), whatever
+the endpoint: the rule is in scheduler.errors."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sized
 from datetime import UTC, datetime
 from typing import Any, Final, TypeAlias
 
@@ -31,6 +39,47 @@ INT64_MAX: Final = 2**63 - 1
 # JSON nesting a body may have; riskrank's own and the providers' bodies
 # need fewer than ten levels.
 JSON_DEPTH: Final = 64
+# An id a generic event's sender picks (X-Riskrank-Delivery, `delivery_id`):
+# stored as "<repository id>:<id>" in a NAME_CHARS column.
+GENERIC_DELIVERY_CHARS: Final = 200
+# A hunk's symbol (scheduler.ingest.hunks): a function or class name.
+SYMBOL_CHARS: Final = 200
+
+# Lists, in items.
+PLAN_TESTS: Final = 200_000  # a plan request's test ids (GET ?tests=, POST "tests")
+RESULTS: Final = 1_000_000  # results (attempts) of one report, JSON or JUnit
+PUSH_COMMITS: Final = 2048  # commits a push lists (GitHub lists at most 2,048)
+COMMIT_FILES: Final = 100_000  # a commit's added/modified/removed; a generic changed_files
+PARENTS: Final = 64  # a generic event's parents (an octopus merge has a few dozen)
+HUNKS: Final = 100  # a changed file's hunks (the mutation history's largest file has 35)
+
+# The request's head, read before any handler: one header (name and value),
+# all headers, and the URL (path and query string), in bytes. Over them the
+# answer is 431 or 414 and nothing else runs. A long list of test ids goes in
+# a plan's POST body, not its URL.
+HEADER_BYTES: Final = 8 * 1024
+HEADERS_BYTES: Final = 32 * 1024
+URL_BYTES: Final = 8 * 1024
+
+# pydantic's error types for a value past a bound (a length, a count, a
+# range, a number that is not finite) and riskrank's own for what the
+# database cannot hold: 422 like every limit here; a model's other errors
+# (a wrong type, a missing or unknown field) are 400.
+UNSTORABLE_ERROR: Final = "unstorable"
+BOUND_ERRORS: Final = frozenset(
+    {
+        "string_too_long",
+        "string_too_short",
+        "too_long",
+        "too_short",
+        "greater_than",
+        "greater_than_equal",
+        "less_than",
+        "less_than_equal",
+        "finite_number",
+        UNSTORABLE_ERROR,
+    }
+)
 
 
 def _problem(value: str) -> str | None:
@@ -72,6 +121,19 @@ def integer(value: int, field: str, *, minimum: int = 0, maximum: int = INT32_MA
     return value
 
 
+def count(values: Sized, field: str, maximum: int) -> None:
+    """Unstorable (422) for a list `field` of more than `maximum` items."""
+    if len(values) > maximum:
+        raise Unstorable(f"{field}: must have at most {maximum} items (it has {len(values)})")
+
+
+def past_bounds(error_types: Any) -> bool:
+    """Whether every one of a pydantic error's types is a bound (422), not
+    a form error (400)."""
+    types = list(error_types)
+    return bool(types) and all(kind in BOUND_ERRORS for kind in types)
+
+
 def time(value: datetime | None, field: str) -> datetime | None:
     """An aware time in UTC, or Unstorable for one that has no UTC
     equivalent (9999-12-31T23:00-05:00 is past the last datetime)."""
@@ -97,8 +159,8 @@ def _where(path: Path) -> str:
         keys.append(key)
     where = str(path[0])
     for key in reversed(keys):
-        where += f"[{key}]" if isinstance(key, int) else f".{key}"
-    return where
+        where += f"[{key}]" if isinstance(key, int) else f".{key}" if where else str(key)
+    return where or "body"
 
 
 def _scalar(value: Any, path: Path, *, strings: bool) -> None:

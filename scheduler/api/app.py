@@ -9,11 +9,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from scheduler import __version__
+from scheduler import __version__, limits
 from scheduler.api import health, openapi, plans, runs, webhooks
 from scheduler.api.ratelimit import limiter_for
 from scheduler.config import Settings, get_settings
@@ -58,33 +59,76 @@ def _database_unavailable(
     return handler
 
 
-def _nul_in_url(scope: Scope) -> str | None:
-    """The part of the request's URL that holds a NUL (no column can store
-    one, and PostgreSQL refuses it even in a lookup), or None."""
-    if "\x00" in scope.get("path", ""):
-        return "path"
-    query = scope.get("query_string", b"").decode("latin-1")
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if "\x00" in name or "\x00" in value:
-            return f"query parameter {name.replace(chr(0), '')!r}"
+def _url_refusal(scope: Scope) -> tuple[int, str] | None:
+    """414 for a URL past limits.URL_BYTES; 422 for a NUL in its path or
+    query (no column can store one, and PostgreSQL refuses it even in a
+    lookup)."""
+    query: bytes = scope.get("query_string", b"")
+    path: str = scope.get("path", "")
+    size = len(scope.get("raw_path") or path.encode("utf-8", "surrogateescape")) + len(query)
+    if size > limits.URL_BYTES:
+        return 414, (
+            f"the URL is {size} bytes: at most {limits.URL_BYTES} are read "
+            "(a long list of test ids goes in a plan's POST body)"
+        )
+    if "\x00" in path:
+        return 422, "path: must not contain a NUL character"
+    if b"\x00" in query or b"%00" in query:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if "\x00" in name or "\x00" in value:
+                shown = name.replace("\x00", "")[:100]
+                return 422, f"query parameter {shown!r}: must not contain a NUL character"
     return None
 
 
-class RefuseNulInUrl:
-    """400 for a URL with a NUL in its path or query, before any handler."""
+def _header_refusal(scope: Scope) -> tuple[int, str] | None:
+    """431 for a header past limits.HEADER_BYTES or headers past
+    limits.HEADERS_BYTES in all; 422 for a NUL in a header's value."""
+    total = 0
+    for name, value in scope.get("headers", ()):
+        size = len(name) + len(value)
+        total += size
+        shown = name[:100].decode("latin-1")
+        if size > limits.HEADER_BYTES:
+            return 431, f"header {shown}: {size} bytes, at most {limits.HEADER_BYTES} are read"
+        if b"\x00" in value:
+            return 422, f"header {shown}: must not contain a NUL character"
+    if total > limits.HEADERS_BYTES:
+        return 431, f"the headers are {total} bytes in all: at most {limits.HEADERS_BYTES}"
+    return None
+
+
+class GuardRequestHead:
+    """Refuse a request whose head is too large (414 for the URL, 431 for
+    the headers) or holds a NUL (422), before any handler, any body read or
+    any database work: anyone can send these, signed or not."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        where = _nul_in_url(scope) if scope["type"] == "http" else None
-        if where is None:
+        refusal = None
+        if scope["type"] == "http":
+            refusal = _url_refusal(scope) or _header_refusal(scope)
+        if refusal is None:
             await self.app(scope, receive, send)
             return
-        response = JSONResponse(
-            {"detail": f"{where}: must not contain a NUL character"}, status_code=400
-        )
-        await response(scope, receive, send)
+        status, message = refusal
+        await JSONResponse({"detail": message}, status_code=status)(scope, receive, send)
+
+
+async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's own parameter checks (plan_id=abc), answered by the rule of
+    scheduler.errors (a type error 400, a bound 422) in riskrank's shape:
+    one message naming each field (`query.plan_id: ...`)."""
+    assert isinstance(error, RequestValidationError)
+    problems = list(error.errors())
+    message = "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+        for problem in problems
+    )
+    status = 422 if limits.past_bounds(problem["type"] for problem in problems) else 400
+    return JSONResponse({"detail": message}, status_code=status)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -105,7 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     unavailable = _database_unavailable(settings.retry_after_seconds)
     for error in DATABASE_UNAVAILABLE:
         app.add_exception_handler(error, unavailable)
-    app.add_middleware(RefuseNulInUrl)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_middleware(GuardRequestHead)
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(runs.router)

@@ -16,7 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from scheduler import limits
-from scheduler.ingest import generic, github, gitlab
+from scheduler.ingest import generic, github, gitlab, json_results
 
 API_TOKEN = HTTPBearer(
     scheme_name="ApiToken",
@@ -216,12 +216,63 @@ GENERIC_BODY = {
     "content": {"application/json": {"schema": _ref("GenericCommit")}},
 }
 
+
+def _results_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The results JSON's schema (the runs API's JSON body), and the
+    components it refers to, named for the document."""
+    text = json.dumps(
+        json_results.RunIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    )
+    text = text.replace('"ResultIn"', '"RunResult"').replace("/ResultIn", "/RunResult")
+    schema: dict[str, Any] = json.loads(text)
+    schema["title"] = "RunReport"
+    definitions: dict[str, Any] = schema.pop("$defs", {})
+    return schema, definitions
+
+
+RESULTS_SCHEMA, _RESULTS_DEFS = _results_schema()
+RESULTS_BODY = {"schema": _ref("RunReport")}
+
 METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Prometheus text exposition format (version 0.0.4), not JSON.",
         "content": {"text/plain": {"schema": {"type": "string"}}},
     }
 }
+
+
+ERROR_SCHEMA = {
+    "title": "Error",
+    "description": "Every refusal: one message naming the field (scheduler.errors).",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {"detail": {"type": "string"}},
+}
+
+# What any request may hear before its handler runs (app.GuardRequestHead,
+# FastAPI's own parameter checks): declared on every operation.
+_BEFORE_ANY_HANDLER: dict[str, str] = {
+    "400": "A parameter of the wrong type or form: the message names it",
+    "414": f"The URL (path and query) is over {limits.URL_BYTES} bytes",
+    "422": "A value past a bound of riskrank (a NUL in the URL or a header, a value "
+    "too long or out of range): the message names it, and nothing was stored",
+    "431": f"A header is over {limits.HEADER_BYTES} bytes, or all of them over "
+    f"{limits.HEADERS_BYTES}",
+}
+
+
+def _declare_refusals(document: dict[str, Any]) -> None:
+    """Add the refusals any request may hear to every operation, and the
+    Error body to every 4xx answer that declares none."""
+    error = {"application/json": {"schema": _ref("Error")}}
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status, description in _BEFORE_ANY_HANDLER.items():
+                responses.setdefault(status, {"description": description})
+            for status, response in responses.items():
+                if status.startswith("4") and "content" not in response:
+                    response["content"] = error
 
 
 def install(app: FastAPI) -> None:
@@ -235,11 +286,15 @@ def install(app: FastAPI) -> None:
             )
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             schemas.update(_GENERIC_DEFS)
+            schemas.update(_RESULTS_DEFS)
             schemas.update(
                 GitHubDelivery=GITHUB_PUSH,
                 GitLabDelivery=GITLAB_PUSH,
                 GenericCommit=_GENERIC_SCHEMA,
+                RunReport=RESULTS_SCHEMA,
+                Error=ERROR_SCHEMA,
             )
+            _declare_refusals(document)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -6,18 +6,17 @@ planning answers a `fallback` plan that runs everything."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
-from scheduler import limits, metrics
+from scheduler import commit_ids, limits, metrics
 from scheduler.api import openapi
 from scheduler.api.deps import (
     RATE_LIMITED,
@@ -30,6 +29,8 @@ from scheduler.api.deps import (
 from scheduler.config import Settings
 from scheduler.db import Database
 from scheduler.errors import ClientError
+from scheduler.ingest.errors import Unstorable
+from scheduler.ingest.payload import parse_json
 from scheduler.services import plans, tokens
 from scheduler.services.plans import PlanParameterError, PlanRequest
 
@@ -101,7 +102,7 @@ class PlanBody(BaseModel):
     by: Literal["tests", "duration"] | None = None
     shard: str | None = Field(default=None, examples=["1/4"])
     branch: str | None = None
-    tests: list[str] | None = None
+    tests: list[str] | None = Field(default=None, max_length=limits.PLAN_TESTS)
 
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -137,10 +138,10 @@ def _number(value: Any, what: str) -> float | None:
     except ValueError:
         raise PlanParameterError(f"{what} must be a number, not {value!r}") from None
     except OverflowError:
-        # An integer of hundreds of digits has no float.
-        raise PlanParameterError(f"{what} must be a finite number") from None
+        # An integer of hundreds of digits has no float: out of range (422).
+        raise Unstorable(f"{what}: must be a finite number") from None
     if not math.isfinite(number):
-        raise PlanParameterError(f"{what} must be a finite number, not {value!r}")
+        raise Unstorable(f"{what}: must be a finite number, not {str(value)[:20]!r}")
     return number
 
 
@@ -155,12 +156,17 @@ def _tests(value: Any) -> list[str] | None:
         return None
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise PlanParameterError("tests must be a list of test id strings")
+    limits.count(value, "tests", limits.PLAN_TESTS)
     try:
-        # One pass over a million ids; the slow one only to name the bad id.
+        # One pass over all the ids; the slow one only to name the bad id
+        # (or one that may be past TEST_ID_BYTES: no test riskrank knows).
         limits.text("".join(value), "tests")
+        if value and max(map(len, value)) * 4 <= limits.TEST_ID_BYTES:
+            return value
     except ClientError:
-        for number, item in enumerate(value):
-            limits.text(item, f"tests[{number}]")
+        pass
+    for number, item in enumerate(value):
+        limits.text(item, f"tests[{number}]", max_bytes=limits.TEST_ID_BYTES)
     return value
 
 
@@ -232,7 +238,13 @@ def _answer(
 async def get_plan(
     owner: str,
     name: str,
-    sha: str,
+    sha: Annotated[
+        str,
+        Path(
+            description="The commit's full id (40 or 64 hex digits).",
+            json_schema_extra={"pattern": commit_ids.PATTERN},
+        ),
+    ],
     request: Request,
     database: DatabaseDep,
     settings: SettingsDep,
@@ -301,7 +313,13 @@ async def get_plan(
 async def post_plan(
     owner: str,
     name: str,
-    sha: str,
+    sha: Annotated[
+        str,
+        Path(
+            description="The commit's full id (40 or 64 hex digits).",
+            json_schema_extra={"pattern": commit_ids.PATTERN},
+        ),
+    ],
     request: Request,
     database: DatabaseDep,
     settings: SettingsDep,
@@ -311,13 +329,12 @@ async def post_plan(
     # Nobody sends a large body without a token.
     repository = await run_in_threadpool(_authorize, database, request, owner=owner, name=name)
     raw = await read_body(request, limit=MAX_PLAN_BODY)
-    try:
-        fields = json.loads(raw) if raw.strip() else {}
-    except (ValueError, RecursionError) as error:
-        # RecursionError: nested deeper than the parser goes.
-        raise PlanParameterError(f"the body is not JSON: {error}") from None
+    # Nesting is bounded while the body is read (422 past the parser's limit
+    # or limits.JSON_DEPTH); the strings are checked field by field.
+    fields = parse_json(raw) if raw.strip() else {}
     if not isinstance(fields, dict):
         raise PlanParameterError("the body must be a JSON object")
+    limits.json_document(fields, strings=False)
     body, task = await run_in_threadpool(
         _answer, database, settings, repository=repository, sha=sha, fields=fields
     )

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from scheduler import commit_ids
 from scheduler.api import openapi
 from scheduler.api.deps import (
     RATE_LIMITED,
@@ -59,7 +60,7 @@ REPORT_EXAMPLE = {
         "requestBody": {
             "content": {
                 "application/xml": {"schema": {"type": "string"}},
-                "application/json": {"example": REPORT_EXAMPLE},
+                "application/json": {**openapi.RESULTS_BODY, "example": REPORT_EXAMPLE},
             }
         }
     },
@@ -73,7 +74,10 @@ async def post_run(
     celery: CeleryDep,
     commit: Annotated[
         str | None,
-        Query(description="The commit the tests ran on: its full id (40 or 64 hex digits)."),
+        Query(
+            description="The commit the tests ran on: its full id (40 or 64 hex digits).",
+            json_schema_extra={"pattern": commit_ids.PATTERN},
+        ),
     ] = None,
     branch: Annotated[str | None, Query()] = None,
     run_key: Annotated[

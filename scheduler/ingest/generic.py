@@ -5,12 +5,12 @@ for any CI that is not GitHub or GitLab (pure functions).
       "repository": "owner/name",
       "commit": "<40 or 64 hex digits>",
       "branch": "main",                               optional
-      "parents": ["<sha>", ...],                      optional, first parent first
-      "changed_files": [                              optional
+      "parents": ["<sha>", ...],                      optional, first parent first, at most 64
+      "changed_files": [                              optional, at most 100,000
         {"path": "src/a.py", "status": "modified",    status optional (modified)
          "old_path": "src/b.py",                      optional (renames, copies)
          "additions": 3, "deletions": 1,              optional (both, or neither)
-         "hunks": [                                   optional, at most 100
+         "hunks": [                                   optional, at most 100 (limits.HUNKS)
            {"old_start": 10, "old_lines": 2,          `git diff -U0`'s @@ header
             "new_start": 10, "new_lines": 3,
             "symbol": "windowed"}                     optional, at most 200 characters
@@ -34,11 +34,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeAlias
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from scheduler import commit_ids, limits
-from scheduler.ingest.errors import MalformedPayload
-from scheduler.ingest.hunks import MAX_HUNKS, MAX_SYMBOL, Hunk
+from scheduler.ingest.errors import MalformedPayload, Unstorable
+from scheduler.ingest.hunks import Hunk
 from scheduler.ingest.testid import normalise_path
 from scheduler.models.enums import FileStatus
 
@@ -46,7 +55,7 @@ SIGNATURE_HEADER = "X-Riskrank-Signature-256"
 DELIVERY_HEADER = "X-Riskrank-Delivery"
 # The event name a generic delivery is stored under.
 COMMIT = "commit"
-MAX_DELIVERY_ID = 200
+MAX_DELIVERY_ID = limits.GENERIC_DELIVERY_CHARS
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,11 @@ def _sha(value: str) -> str:
         raise ValueError(error.message) from None
 
 
-Sha: TypeAlias = Annotated[str, AfterValidator(_sha)]
+Sha: TypeAlias = Annotated[
+    str,
+    AfterValidator(_sha),
+    WithJsonSchema({"type": "string", "pattern": commit_ids.PATTERN}),
+]
 
 
 def _repository(value: str) -> str:
@@ -99,13 +112,13 @@ def _repository(value: str) -> str:
 class _HunkIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    old_start: int = Field(ge=0, strict=True)
-    old_lines: int = Field(ge=0, strict=True)
-    new_start: int = Field(ge=0, strict=True)
-    new_lines: int = Field(ge=0, strict=True)
+    old_start: int = Field(ge=0, le=limits.INT32_MAX, strict=True)
+    old_lines: int = Field(ge=0, le=limits.INT32_MAX, strict=True)
+    new_start: int = Field(ge=0, le=limits.INT32_MAX, strict=True)
+    new_lines: int = Field(ge=0, le=limits.INT32_MAX, strict=True)
     # The bound of what is stored (scheduler.ingest.hunks), refused rather
     # than cut: a cut name would name another symbol.
-    symbol: str | None = Field(default=None, min_length=1, max_length=MAX_SYMBOL)
+    symbol: str | None = Field(default=None, min_length=1, max_length=limits.SYMBOL_CHARS)
 
     def hunk(self) -> Hunk:
         return Hunk(self.old_start, self.old_lines, self.new_start, self.new_lines, self.symbol)
@@ -119,7 +132,7 @@ class _ChangedFileIn(BaseModel):
     old_path: str | None = Field(default=None, min_length=1)
     additions: int | None = Field(default=None, ge=0, le=limits.INT32_MAX, strict=True)
     deletions: int | None = Field(default=None, ge=0, le=limits.INT32_MAX, strict=True)
-    hunks: list[_HunkIn] | None = Field(default=None, max_length=MAX_HUNKS)
+    hunks: list[_HunkIn] | None = Field(default=None, max_length=limits.HUNKS)
 
     @field_validator("path", "old_path")
     @classmethod
@@ -130,7 +143,11 @@ class _ChangedFileIn(BaseModel):
         if not path:
             raise ValueError("a path must not be empty")
         if len(path.encode("utf-8", "surrogatepass")) > limits.PATH_BYTES:
-            raise ValueError(f"a path must be at most {limits.PATH_BYTES} bytes in UTF-8")
+            raise PydanticCustomError(
+                limits.UNSTORABLE_ERROR,
+                "a path must be at most {limit} bytes in UTF-8",
+                {"limit": limits.PATH_BYTES},
+            )
         return path
 
 
@@ -140,8 +157,10 @@ class _CommitIn(BaseModel):
     repository: str = Field(max_length=511)
     commit: Sha
     branch: str | None = Field(default=None, min_length=1, max_length=limits.NAME_CHARS)
-    parents: list[Sha] = Field(default_factory=list)
-    changed_files: list[_ChangedFileIn] = Field(default_factory=list)
+    parents: list[Sha] = Field(default_factory=list, max_length=limits.PARENTS)
+    changed_files: list[_ChangedFileIn] = Field(
+        default_factory=list, max_length=limits.COMMIT_FILES
+    )
     message: str | None = None
     author: str | None = Field(default=None, max_length=limits.NAME_CHARS)
     time: datetime | None = None
@@ -161,7 +180,11 @@ class _CommitIn(BaseModel):
             try:
                 value.astimezone(UTC)
             except OverflowError:
-                raise ValueError(f"{value.isoformat()} is out of range") from None
+                raise PydanticCustomError(
+                    limits.UNSTORABLE_ERROR,
+                    "{time} is out of range",
+                    {"time": value.isoformat()},
+                ) from None
         return value
 
     @field_validator("branch")
@@ -176,6 +199,12 @@ def _where(location: tuple[int | str, ...]) -> str:
     for part in location:
         text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
     return text or "body"
+
+
+def _refusal(error: ValidationError) -> MalformedPayload:
+    """400, or 422 when every problem is a bound (scheduler.errors)."""
+    kinds = (problem["type"] for problem in error.errors(include_url=False))
+    return (Unstorable if limits.past_bounds(kinds) else MalformedPayload)(_message(error))
 
 
 def _message(error: ValidationError) -> str:
@@ -204,10 +233,16 @@ def repository_name(payload: Mapping[str, Any]) -> str:
 def parse_commit(payload: Mapping[str, Any]) -> CommitEvent:
     """The commit a generic event reports, or MalformedPayload saying every
     field that is wrong."""
+    # The lists' bounds (the model's own) before any item is validated: a
+    # body of a million files is refused without reading them.
+    for field, maximum in (("changed_files", limits.COMMIT_FILES), ("parents", limits.PARENTS)):
+        listed = payload.get(field)
+        if isinstance(listed, list):
+            limits.count(listed, field, maximum)
     try:
         body = _CommitIn.model_validate(payload)
     except ValidationError as error:
-        raise MalformedPayload(_message(error)) from None
+        raise _refusal(error) from None
     seen: set[str] = set()
     for number, change in enumerate(body.changed_files):
         if change.path in seen:
@@ -250,9 +285,8 @@ def delivery_id(*, header: str | None, commit: CommitEvent, body: bytes) -> str:
     declared = (header or "").strip() or commit.delivery_id
     if declared is None:
         return "sha256:" + hashlib.sha256(body).hexdigest()
-    if len(declared) > MAX_DELIVERY_ID:
-        raise MalformedPayload(f"{DELIVERY_HEADER} must be at most {MAX_DELIVERY_ID} characters")
-    return declared
+    where = DELIVERY_HEADER if (header or "").strip() else "delivery_id"
+    return limits.text(declared, where, max_chars=MAX_DELIVERY_ID)
 
 
 def body_json_schema(*, ref_template: str) -> dict[str, Any]:

@@ -93,7 +93,8 @@ def commit_files(commit: Mapping[str, Any], where: str = "commit") -> tuple[File
     ):
         paths = commit.get(key) or []
         if not isinstance(paths, list):
-            raise MalformedPayload(f"commit {key} must be a list of paths")
+            raise MalformedPayload(f"{where}.{key} must be a list of paths")
+        limits.count(paths, f"{where}.{key}", limits.COMMIT_FILES)
         for number, path in enumerate(paths):
             if isinstance(path, str) and path:
                 limits.text(path, f"{where}.{key}[{number}]", max_bytes=limits.PATH_BYTES)
@@ -146,6 +147,7 @@ def parse_push(payload: Mapping[str, Any]) -> Push:
     raw_commits = payload.get("commits") or []
     if not isinstance(raw_commits, list):
         raise MalformedPayload("push commits must be a list")
+    limits.count(raw_commits, "commits", limits.PUSH_COMMITS)
     if deleted or branch is None:
         # Deleting a ref brings no commit; a tag names a commit riskrank
         # already has from its branch (or will get when the branch is pushed).
@@ -164,6 +166,8 @@ def parse_push(payload: Mapping[str, Any]) -> Push:
     # A branch created at an existing commit lists no commits: the head is
     # still the commit CI will build on that branch.
     head = payload.get("head_commit")
-    if isinstance(head, Mapping) and head.get("id") not in {c.sha for c in commits}:
+    # (An id that is not a string is no listed commit's: pushed_commit
+    # refuses it, where a set lookup would raise TypeError on a list.)
+    if isinstance(head, Mapping) and not any(head.get("id") == c.sha for c in commits):
         commits.append(pushed_commit(head, None, "head_commit"))
     return Push(ref=ref, branch=branch, deleted=False, commits=tuple(commits))

@@ -112,6 +112,7 @@ def parse_push(payload: Mapping[str, Any]) -> Push:
     raw_commits = payload.get("commits") or []
     if not isinstance(raw_commits, list):
         raise MalformedPayload("push commits must be a list")
+    limits.count(raw_commits, "commits", limits.PUSH_COMMITS)
     head = head_sha(payload)
     branch = branch_of(ref)
     if head is None or branch is None:

@@ -9,15 +9,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from scheduler import limits
+
 # Bounds of what one changed file keeps, so a generated file or a vendored
 # tree cannot blow up a row (changed_files.hunks) or a commit event: the
 # first MAX_HUNKS hunks of a file (the mutation history's largest file has
 # 35), and symbols of at most MAX_SYMBOL characters (its longest has 53).
 # Storage keeps the first MAX_HUNKS and drops a longer symbol (a cut name
-# would name something else); the generic event refuses either (400, as
-# every other malformed field of its body).
-MAX_HUNKS = 100
-MAX_SYMBOL = 200
+# would name something else); the generic event refuses either (422, as
+# every value past a bound).
+MAX_HUNKS = limits.HUNKS
+MAX_SYMBOL = limits.SYMBOL_CHARS
 
 # What changed_files.hunks holds: one object per hunk, as history JSONL has it.
 StoredHunks: TypeAlias = Sequence[Mapping[str, Any]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import zlib
 from typing import Any
@@ -12,7 +13,13 @@ from urllib.parse import parse_qs
 import pydantic_core
 
 from scheduler import limits
-from scheduler.ingest.errors import BadSignature, BodyTooLarge, MalformedPayload, MissingHeader
+from scheduler.ingest.errors import (
+    BadSignature,
+    BodyTooLarge,
+    MalformedPayload,
+    MissingHeader,
+    Unstorable,
+)
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
@@ -77,6 +84,41 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _refusal(text: str | bytes, error: ValueError, field: str) -> MalformedPayload:
+    """Why the parser refused `text`: nested past JSON_DEPTH and a lone
+    surrogate are bounds (422, the second named where it is: Python's own
+    parser, which reads lone surrogates, finds it); the rest is not JSON
+    (400)."""
+    if "recursion limit" in str(error):
+        return Unstorable(f"{field or 'body'}: nested more than {limits.JSON_DEPTH} levels deep")
+    escapes = b"\\u" in text if isinstance(text, bytes) else "\\u" in text
+    if escapes:
+        try:
+            document = json.loads(text, parse_constant=_no_constant)
+            limits.json_document(document, field)
+        except Unstorable as unstorable:
+            return unstorable
+        except (ValueError, RecursionError):
+            pass
+    return MalformedPayload(f"{field or 'body'} is not valid JSON: {error}")
+
+
+def parse_json(text: str | bytes, field: str = "body") -> Any:
+    """The JSON document `text` holds, bounded while it is read: nesting
+    past the parser's limit is refused (422), not a RecursionError; a lone
+    surrogate is refused (422, naming its place); NaN, Infinity and any other
+    syntax error are not JSON (400). `field` names the document in messages
+    ("" for places named from the root: `results[1].test`)."""
+    try:
+        return pydantic_core.from_json(text, allow_inf_nan=False)
+    except ValueError as error:
+        raise _refusal(text, error, field) from None
+
+
 def decode_json_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     """The JSON object of a webhook body, sent as JSON or as GitHub's
     `application/x-www-form-urlencoded` form with one `payload` field.
@@ -89,16 +131,16 @@ def decode_json_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     if media_type(content_type) == FORM_CONTENT_TYPE:
         try:
             fields = parse_qs(body.decode("utf-8"), strict_parsing=True)
-        except (UnicodeDecodeError, ValueError) as error:
-            raise MalformedPayload(f"form body could not be decoded: {error}") from None
+        except (UnicodeDecodeError, ValueError):
+            # The error would quote the whole body back: say what it must be.
+            raise MalformedPayload(
+                "form body could not be decoded: it must be payload=<URL-encoded JSON> in UTF-8"
+            ) from None
         values = fields.get("payload")
         if not values or len(values) != 1:
             raise MalformedPayload("form body must have exactly one 'payload' field")
         text = values[0]
-    try:
-        document = pydantic_core.from_json(text, allow_inf_nan=False)
-    except ValueError as error:
-        raise MalformedPayload(f"body is not valid JSON: {error}") from None
+    document = parse_json(text)
     if not isinstance(document, dict):
         raise MalformedPayload("body must be a JSON object")
     # JSON can only write a NUL as an escape; without one, and with lone

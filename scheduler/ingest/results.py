@@ -66,7 +66,8 @@ def storable_results(results: Sequence[CaseResult], field: str) -> Sequence[Case
     """`results` if the database can hold every one of them, else
     Unstorable (422) naming the first that it cannot (`field[i].test`):
     the API refuses such a report whole, so that no result of it is lost
-    in the worker."""
+    in the worker. More than limits.RESULTS results are refused too."""
+    limits.count(results, field, limits.RESULTS)
     for number, result in enumerate(results):
         where = f"{field}[{number}]"
         limits.text(result.test, f"{where}.test", max_bytes=limits.TEST_ID_BYTES)

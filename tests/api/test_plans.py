@@ -262,7 +262,6 @@ def test_scores_inline_after_the_deadline(
         ({"mode": "time", "budget": "-3"}, "a time budget is seconds"),
         ({"mode": "time"}, "mode time needs a budget"),
         ({"mode": "time", "budget": "soon"}, "budget must be a number"),
-        ({"mode": "time", "budget": "nan"}, "budget must be a finite number"),
         ({"by": "lines", "mode": "fraction", "budget": "0.5"}, "by must be one of tests, duration"),
         ({"shard": "0/4"}, "1 <= i <= n"),
         ({"shard": "5/4"}, "1 <= i <= n"),
@@ -277,9 +276,26 @@ def test_bad_parameters_are_400_with_a_message(
     assert message in response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"mode": "time", "budget": "nan"}, "budget: must be a finite number"),
+        ({"mode": "time", "budget": "9" * 400}, "budget: must be a finite number"),
+        ({"branch": "b" * 256}, "branch: must be at most 255 characters"),
+    ],
+)
+def test_values_past_a_bound_are_422_with_a_message(
+    client: TestClient, token: str, params: dict[str, str], message: str
+) -> None:
+    """The rule of scheduler.errors: a value past a bound is 422, not 400."""
+    response = client.get(URL, params=params, headers=auth(token))
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"]
+
+
 def test_bad_bodies_are_400(client: TestClient, token: str) -> None:
     cases = [
-        (b"{not json", "not JSON"),
+        (b"{not json", "not valid JSON"),
         (b"[1, 2]", "a JSON object"),
         (b'{"tests": "a"}', "tests must be a list"),
         (b'{"budget": true, "mode": "time"}', "budget must be a number"),

@@ -239,7 +239,7 @@ BAD_REQUESTS = [
     ),
     pytest.param(
         {"body": hunks_of([{**HUNKS[0], "new_start": -3}])},
-        400,
+        422,
         "changed_files[0].hunks[0].new_start: Input should be greater than or equal to 0",
         id="negative-hunk-line",
     ),
@@ -251,20 +251,20 @@ BAD_REQUESTS = [
     ),
     pytest.param(
         {"body": hunks_of([{**HUNKS[0], "symbol": "s" * 201}])},
-        400,
+        422,
         "changed_files[0].hunks[0].symbol: String should have at most 200 characters",
         id="long-symbol",
     ),
     pytest.param(
         {"body": hunks_of([HUNKS[0]] * 101)},
-        400,
+        422,
         "changed_files[0].hunks: List should have at most 100 items",
         id="too-many-hunks",
     ),
     pytest.param(
         {"delivery": "x" * 201},
-        400,
-        "X-Riskrank-Delivery must be at most 200 characters",
+        422,
+        "X-Riskrank-Delivery: must be at most 200 characters",
         id="long-delivery-header",
     ),
     pytest.param(
