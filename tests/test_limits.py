@@ -73,3 +73,47 @@ def test_json_depth_is_bounded() -> None:
     limits.json_document(fits)  # JSON_DEPTH levels, the outermost counted
     with pytest.raises(Unstorable, match=f"nested more than {limits.JSON_DEPTH} levels deep"):
         limits.json_document([fits])
+
+
+def test_lists_hold_their_bound_and_refuse_one_past_it() -> None:
+    limits.count(["t"] * limits.PLAN_TESTS, "tests", limits.PLAN_TESTS)
+    with pytest.raises(
+        Unstorable, match=r"^tests: must have at most 200000 items \(it has 200001\)"
+    ):
+        limits.count(["t"] * (limits.PLAN_TESTS + 1), "tests", limits.PLAN_TESTS)
+
+
+def test_the_models_read_the_same_list_bounds() -> None:
+    """One bound per list field: the pydantic models (and so the OpenAPI
+    document) declare the numbers the API's checks refuse past."""
+    from scheduler.api.plans import PlanBody
+    from scheduler.ingest import generic
+    from scheduler.ingest.json_results import RunIn
+
+    def max_items(schema: dict[str, object], field: str) -> object:
+        value = schema["properties"][field]  # type: ignore[index]
+        for option in value.get("anyOf", [value]):
+            if option.get("type") == "array":
+                return option.get("maxItems")
+        return None
+
+    assert max_items(PlanBody.model_json_schema(), "tests") == limits.PLAN_TESTS
+    assert max_items(RunIn.model_json_schema(), "results") == limits.RESULTS
+    commit = generic.body_json_schema(ref_template="#/$defs/{model}")
+    assert max_items(commit, "changed_files") == limits.COMMIT_FILES
+    assert max_items(commit, "parents") == limits.PARENTS
+    assert max_items(commit["$defs"]["_ChangedFileIn"], "hunks") == limits.HUNKS
+
+
+@pytest.mark.parametrize(
+    ("kinds", "bound"),
+    [
+        (["string_too_long"], True),
+        (["too_long", "less_than_equal", limits.UNSTORABLE_ERROR], True),
+        (["string_too_long", "int_parsing"], False),  # the form first: 400
+        (["missing"], False),
+        ([], False),
+    ],
+)
+def test_which_pydantic_errors_are_bounds(kinds: list[str], bound: bool) -> None:
+    assert limits.past_bounds(kinds) is bound

@@ -106,7 +106,7 @@ def pushed_commit(raw: object, parent_sha: str | None, where: str = "commit") ->
     """A listed commit (id, author, timestamp, message, files); Unstorable
     (422, naming `where`) for what the database cannot hold."""
     if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str) or not raw["id"]:
-        raise MalformedPayload("every commit must be an object with an id")
+        raise MalformedPayload(f"{where}: every commit must be an object with a string id")
     author = raw.get("author")
     author_name = author.get("name") if isinstance(author, Mapping) else None
     message = raw.get("message")

@@ -3,7 +3,19 @@ request here is refused with the exact 4xx, a message naming the field, and
 not one row written nor task queued. What the worker would once have lost
 after a 202 (a NUL in a test id, a test id past the index, a commit id past
 its column, `additions` past 32 bits) is now refused at the edge, whole;
-what fits up to its limit is accepted and stored, every result of it."""
+what fits up to its limit is accepted and stored, every result of it.
+
+The classes of issue 16, each on every endpoint it applies to: JSON nested
+too deep; signature and token headers that are not ASCII, not hex, not the
+scheme; a NUL and a lone surrogate in every string of each provider's body,
+and over-long values in every stored field; numbers and times out of range;
+over-long ids; bad content types and encodings; oversized headers and URLs;
+over-long lists. The status follows the rule of scheduler.errors (422 for a
+value past a bound, 400 for what cannot be read).
+
+The refused requests share one app, client and seed per backend (a module
+fixture): none of them may write anything, which each checks, so none needs
+a fresh database, and the suite stays fast."""
 
 from __future__ import annotations
 
@@ -905,6 +917,23 @@ CASES.update(
             github(github_push(), **{"Content-Type": "application/x-www-form-urlencoded"}),
             400,
             "payload",
+        ),
+        # Found by the fuzzers (tests/ingest/test_fuzz.py): 500s before.
+        "results test id of spaces only": Case(
+            report(results_json("   ")), 400, "results[1].test: Value error, a test id needs a name"
+        ),
+        "github head commit id a list": Case(
+            github(
+                json.dumps(
+                    {
+                        **json.loads(github_push()),
+                        "commits": [],
+                        "head_commit": github_commit(id=[]),
+                    }
+                ).encode()
+            ),
+            400,
+            "head_commit: every commit must be an object with a string id",
         ),
         # Over-long lists.
         "plan body past 200000 test ids": Case(

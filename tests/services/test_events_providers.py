@@ -188,7 +188,7 @@ def test_malformed_gitlab_push_fails_the_event_and_leaves_no_rows(database: Data
     with database.session() as session:
         error = session.get_one(CiEvent, event_id).error
     assert error is not None
-    assert "every commit must be an object with an id" in error
+    assert "commits[1]: every commit must be an object with a string id" in error
 
 
 # --- generic ----------------------------------------------------------------
