@@ -215,8 +215,13 @@ def test_plan_run_all_exits_3_with_nothing_listed(
         (answer_json(200, ["a", "list"]), "unexpected plan from {url} (not a JSON object)", 3),
         (answer_json(401, {"detail": "no token"}), "{url} answered HTTP 401: no token", 3),
         (answer_json(400, {"detail": "bad budget"}), "{url} answered HTTP 400: bad budget", 2),
+        (
+            answer_json(422, {"detail": "branch: must be at most 255 characters"}),
+            "{url} answered HTTP 422: branch: must be at most 255 characters",
+            2,
+        ),
     ],
-    ids=["500", "not-json", "not-a-plan", "401", "400"],
+    ids=["500", "not-json", "not-a-plan", "401", "400", "422"],
 )
 def test_plan_errors_run_the_whole_suite(
     fake_riskrank: StartFake, tmp_path: Path, answer: Answer, said: str, code: int

@@ -208,8 +208,10 @@ def run(args: argparse.Namespace, env: Mapping[str, str], cwd: Path) -> int:
         data, plan = client.fetch_plan_json(owner, name, commit, body)
     except api.Refused as error:
         warn(f"riskrank: {error}; run the whole suite")
-        # 400: the parameters are wrong, a usage error; the rest is riskrank's.
-        return USAGE if error.status_code == 400 else RUN_ALL
+        # 400 (a parameter riskrank cannot read) and 422 (one past its bounds,
+        # a branch too long, say): the parameters are wrong, a usage error;
+        # the rest is riskrank's.
+        return USAGE if error.status_code in (400, 422) else RUN_ALL
     except api.RiskrankError as error:
         warn(f"riskrank: {error}; run the whole suite")
         return RUN_ALL
