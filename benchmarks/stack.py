@@ -39,6 +39,7 @@ def free_port() -> int:
 class Stack:
     url: str  # the API's base URL
     env: dict[str, str]
+    pid: int  # `riskrank serve` (its uvicorn processes are its children)
 
 
 @contextmanager
@@ -79,7 +80,7 @@ def running(
                 )
             base = f"http://127.0.0.1:{port}"
             _wait_healthy(base, children)
-            yield Stack(base, env)
+            yield Stack(base, env, children[0].pid)
         finally:
             for child in children:
                 if child.poll() is None:

@@ -87,6 +87,20 @@ class Settings(BaseSettings):
         "Past it the request answers 503 with Retry-After (a CI job or a webhook sender "
         "waits on every request; GitHub gives up after 10 s).",
     )
+    api_database_pool_size: int = Field(
+        default=8,
+        ge=1,
+        description="PostgreSQL connections each API process keeps open; at most this many "
+        "webhooks of one process are at the database at once, the others wait their turn "
+        "(opening a connection per request past the pool cost more than the request).",
+    )
+    webhook_secret_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long an API process reuses a repository's webhook secret it read: "
+        "a secret set or rotated with `riskrank repo secret` takes effect within this time; "
+        "0 reads it for every delivery.",
+    )
     worker_statement_timeout_seconds: float = Field(
         default=0.0,
         ge=0,
@@ -195,6 +209,7 @@ class Settings(BaseSettings):
             pool_seconds=wait,
             busy_seconds=wait,
             down_seconds=1.0,
+            pool_size=self.api_database_pool_size,
         )
 
     @field_validator("database_url")

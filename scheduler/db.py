@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,7 +28,8 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 @dataclass(frozen=True)
 class Timeouts:
-    """How long a process waits on its database before giving up.
+    """How long a process waits on its database before giving up, and how
+    it keeps its connections.
 
     The defaults suit the workers and the CLI, whose work is long by nature
     (a first ingestion, a training) and on which nobody waits synchronously:
@@ -52,6 +53,17 @@ class Timeouts:
     # one connect timeout, not one per waiting request (which would fill the
     # API's thread pool and answer past any deadline).
     down_seconds: float = 0.0
+    # PostgreSQL: connections kept open in the pool (SQLAlchemy's default
+    # is 5). A request past them opens one more and closes it on return:
+    # on a busy API that is a new server process per request, most of the
+    # time of a webhook (the API bounds its webhooks' sessions to this).
+    pool_size: int = 5
+    # PostgreSQL: a pooled connection idle this long is pinged (SELECT 1)
+    # before use, and replaced if the server dropped it (a restart); one in
+    # steady use is not, which saves a round trip per request. A connection
+    # that breaks while in use still fails its request (503) and makes the
+    # pool drop every connection older than it.
+    ping_idle_seconds: float = 1.0
 
 
 class DatabaseUnavailable(psycopg.OperationalError):
@@ -123,6 +135,30 @@ def _install_breaker(engine: Engine, hold_seconds: float) -> None:
             raise
 
 
+def _install_idle_ping(engine: Engine, idle_seconds: float) -> None:
+    """pool_pre_ping for connections idle `idle_seconds` or more only."""
+
+    @event.listens_for(engine, "connect")
+    def _opened(_dbapi_connection: Any, record: Any) -> None:
+        record.info["riskrank_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["riskrank_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _taken(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("riskrank_idle_since", 0.0)
+        if time.monotonic() - idle_since < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            # The pool discards this connection and checks out another.
+            raise exc.DisconnectionError(f"a pooled connection is gone: {error}") from error
+
+
 def _postgres_connect_args(url: str, timeouts: Timeouts) -> dict[str, Any]:
     query = make_url(url).query
     args: dict[str, Any] = {}
@@ -172,11 +208,12 @@ def create_db_engine(url: str, timeouts: Timeouts | None = None) -> Engine:
         return engine
     engine = create_engine(
         url,
-        pool_pre_ping=True,
+        pool_size=timeouts.pool_size,
         pool_timeout=timeouts.pool_seconds,
         connect_args=_postgres_connect_args(url, timeouts),
         hide_parameters=True,
     )
+    _install_idle_ping(engine, timeouts.ping_idle_seconds)
     if timeouts.down_seconds > 0:
         _install_breaker(engine, timeouts.down_seconds)
     return engine

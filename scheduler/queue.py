@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,13 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
+# The apps that have declared their queue on the broker once: Celery would
+# declare it again with every message (the cost of a webhook's publish was
+# half that), and a message for the default exchange goes to the queue of
+# its routing key whether or not it is declared again.
+_declared: weakref.WeakSet[Celery] = weakref.WeakSet()
+
+
 @dataclass(frozen=True)
 class _PendingTask:
     celery: Celery
@@ -138,6 +146,7 @@ def send_now(celery: Celery, name: str, *args: Any) -> bool:
 
     Never raises: what was meant to be sent is stored in the database and the
     sweeper queues it again once the broker is back."""
+    options: dict[str, Any] = {"declare": []} if celery in _declared else {}
     try:
         celery.send_task(
             name,
@@ -149,11 +158,13 @@ def send_now(celery: Celery, name: str, *args: Any) -> bool:
                 "interval_step": 0.2,
                 "interval_max": 0.2,
             },
+            **options,
         )
     except Exception as error:
         metrics.TASKS_PUBLISH_FAILED.labels(task=name).inc()
         log.warning("could not queue %s%r, it stays for the sweeper: %s", name, args, error)
         return False
+    _declared.add(celery)
     return True
 
 

@@ -21,6 +21,7 @@ from scheduler.config import Settings, get_settings
 from scheduler.db import Database
 from scheduler.errors import ClientError
 from scheduler.queue import create_celery
+from scheduler.services.webhooks import SecretCache
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.database = database
     app.state.celery = create_celery(settings)
     app.state.rate_limiter = limiter_for(settings)
+    app.state.webhook_secrets = SecretCache(settings.webhook_secret_cache_seconds)
     app.add_exception_handler(ClientError, _client_error)
     unavailable = _database_unavailable(settings.retry_after_seconds)
     for error in DATABASE_UNAVAILABLE:

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,7 @@ from scheduler.models import Provider
 from scheduler.services.webhooks import (
     Receipt,
     ReceiptStatus,
+    SecretCache,
     receive_generic,
     receive_github,
     receive_gitlab,
@@ -45,6 +46,23 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _database_turns(request: Request, settings: Settings) -> anyio.CapacityLimiter:
+    """The app's bound on webhooks at the database at once: the pool's
+    size. Past it a delivery waits on the event loop for its turn rather
+    than open (and close) a connection of its own, which costs more than
+    the delivery's own statements."""
+    state = request.app.state
+    limiter: anyio.CapacityLimiter | None = getattr(state, "webhook_turns", None)
+    if limiter is None:
+        limiter = state.webhook_turns = anyio.CapacityLimiter(settings.api_database_pool_size)
+    return limiter
+
+
+def _secrets(request: Request) -> SecretCache | None:
+    cache: SecretCache | None = getattr(request.app.state, "webhook_secrets", None)
+    return cache
+
+
 async def _receive(
     provider: Provider,
     request: Request,
@@ -53,7 +71,7 @@ async def _receive(
     receive: Callable[[Session, bytes], Receipt],
 ) -> JSONResponse:
     """Read the body, run `receive` in its own unit of work off the event
-    loop, count the outcome, and answer it."""
+    loop (at most the pool's size at once), count the outcome, and answer it."""
     started = time.perf_counter()
     try:
         body = await read_body(request, limit=settings.max_body_bytes)
@@ -62,7 +80,9 @@ async def _receive(
             with database.session() as session:
                 return receive(session, body)
 
-        receipt = await run_in_threadpool(in_session)
+        receipt = await anyio.to_thread.run_sync(
+            in_session, limiter=_database_turns(request, settings)
+        )
     except ClientError:
         metrics.WEBHOOKS_RECEIVED.labels(provider=provider.value, result="rejected").inc()
         raise
@@ -89,6 +109,7 @@ async def github_webhook(
 ) -> JSONResponse:
     """A GitHub delivery (push and ping; other events are acknowledged and dropped)."""
     headers = request.headers
+    secrets = _secrets(request)
     return await _receive(
         Provider.GITHUB,
         request,
@@ -102,6 +123,7 @@ async def github_webhook(
             signature=headers.get(github.SIGNATURE_HEADER),
             content_type=headers.get("content-type"),
             body=body,
+            secrets_cache=secrets,
         ),
     )
 
@@ -123,6 +145,7 @@ async def gitlab_webhook(
     Push Hooks are processed, Tag Push Hooks recorded, other events
     acknowledged and dropped."""
     headers = request.headers
+    secrets = _secrets(request)
     return await _receive(
         Provider.GITLAB,
         request,
@@ -136,6 +159,7 @@ async def gitlab_webhook(
             idempotency_key=headers.get(gitlab.IDEMPOTENCY_HEADER),
             event_uuid=headers.get(gitlab.EVENT_UUID_HEADER),
             body=body,
+            secrets_cache=secrets,
         ),
     )
 
@@ -156,6 +180,7 @@ async def generic_webhook(
     """One commit from any other CI, in riskrank's own JSON body, signed with
     X-Riskrank-Signature-256 (the README shows the body and how to sign it)."""
     headers = request.headers
+    secrets = _secrets(request)
     return await _receive(
         Provider.GENERIC,
         request,
@@ -167,5 +192,6 @@ async def generic_webhook(
             signature=headers.get(generic.SIGNATURE_HEADER),
             delivery_id=headers.get(generic.DELIVERY_HEADER),
             body=body,
+            secrets_cache=secrets,
         ),
     )

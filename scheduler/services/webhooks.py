@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 import logging
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,53 @@ class Receipt:
     event_id: int | None = None
 
 
+class SecretCache:
+    """The webhook secrets of one database as the API last read them, for
+    `seconds` each: a busy repository's deliveries then skip the lookup.
+
+    What that means for an operator: a secret set or rotated with
+    `riskrank repo secret` (or a repository added or removed) takes effect in
+    every API process within `seconds` (2 by default,
+    RISKRANK_WEBHOOK_SECRET_CACHE_SECONDS; 0 reads the database every time):
+    for that long a process may still accept the old secret and refuse the
+    new one. Unknown repositories are kept too, so that a refusal costs the
+    same whether the repository exists or not; at most `max_entries` names
+    are kept (past that the cache starts afresh), so that deliveries naming
+    made-up repositories cannot fill the memory."""
+
+    def __init__(self, seconds: float, *, max_entries: int = 4096) -> None:
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self._entries: dict[tuple[Provider, str], tuple[float, repos.WebhookSecret | None]] = {}
+        self._lock = threading.Lock()
+
+    def find(
+        self, session: Session, *, provider: Provider, full_name: str
+    ) -> repos.WebhookSecret | None:
+        """repos.find_webhook_secret, read at most once every `seconds`."""
+        if self.seconds <= 0:
+            return repos.find_webhook_secret(session, provider=provider, full_name=full_name)
+        key = (provider, full_name)
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        known = repos.find_webhook_secret(session, provider=provider, full_name=full_name)
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = (now + self.seconds, known)
+        return known
+
+
+def _find_secret(
+    session: Session, cache: SecretCache | None, *, provider: Provider, full_name: str
+) -> repos.WebhookSecret | None:
+    if cache is None:
+        return repos.find_webhook_secret(session, provider=provider, full_name=full_name)
+    return cache.find(session, provider=provider, full_name=full_name)
+
+
 def _required(value: str | None, header: str) -> str:
     if not value or not value.strip():
         raise MissingHeader(f"{header} header is required")
@@ -74,11 +123,12 @@ def _verified_hmac(
     body: bytes,
     signature: str,
     header: str,
+    cache: SecretCache | None,
 ) -> int:
     """The id of the repository a signed delivery names, once its signature
     verifies with the repository's secret; BadSignature (401) alike for an
     unknown repository, one without a secret, and a wrong signature."""
-    known = repos.find_webhook_secret(session, provider=provider, full_name=full_name)
+    known = _find_secret(session, cache, provider=provider, full_name=full_name)
     secret = known.secret if known is not None else None
     try:
         verify_hmac_sha256(secret or _UNKNOWN_SECRET, body, signature, header=header)
@@ -94,11 +144,13 @@ def _verified_hmac(
     return known.repository_id
 
 
-def _verified_token(session: Session, *, full_name: str, token: str) -> int:
+def _verified_token(
+    session: Session, *, full_name: str, token: str, cache: SecretCache | None
+) -> int:
     """The id of the GitLab repository a delivery names, once its
     X-Gitlab-Token matches the stored hash of the repository's secret;
     BadSignature (401) alike otherwise."""
-    known = repos.find_webhook_secret(session, provider=Provider.GITLAB, full_name=full_name)
+    known = _find_secret(session, cache, provider=Provider.GITLAB, full_name=full_name)
     stored = known.secret_hash if known is not None else None
     matches = secret_matches(token, stored or _UNKNOWN_SECRET_HASH)
     if known is None or not stored:
@@ -146,6 +198,7 @@ def receive_github(
     signature: str | None,
     content_type: str | None,
     body: bytes,
+    secrets_cache: SecretCache | None = None,
 ) -> Receipt:
     """Check a GitHub delivery and store it; raises an IngestError for a
     delivery that must be refused, before anything is written."""
@@ -166,6 +219,7 @@ def receive_github(
         body=body,
         signature=signature,
         header=github.SIGNATURE_HEADER,
+        cache=secrets_cache,
     )
 
     if event in github.HANDLED_EVENTS:
@@ -197,6 +251,7 @@ def receive_gitlab(
     idempotency_key: str | None,
     event_uuid: str | None,
     body: bytes,
+    secrets_cache: SecretCache | None = None,
 ) -> Receipt:
     """Check a GitLab delivery and store it; raises an IngestError for a
     delivery that must be refused, before anything is written.
@@ -229,7 +284,7 @@ def receive_gitlab(
             # is stored or queued for it.
             return Receipt(ReceiptStatus.IGNORED)
         raise MalformedPayload("payload has no project.path_with_namespace")
-    repository_id = _verified_token(session, full_name=path, token=token)
+    repository_id = _verified_token(session, full_name=path, token=token, cache=secrets_cache)
     if status is None:
         return Receipt(ReceiptStatus.IGNORED)
     if status is EventStatus.PENDING:
@@ -255,6 +310,7 @@ def receive_generic(
     signature: str | None,
     delivery_id: str | None,
     body: bytes,
+    secrets_cache: SecretCache | None = None,
 ) -> Receipt:
     """Check a generic CI event (one commit, ingest/generic.py) and store it;
     raises an IngestError for an event that must be refused, before anything
@@ -271,6 +327,7 @@ def receive_generic(
         body=body,
         signature=signature,
         header=generic.SIGNATURE_HEADER,
+        cache=secrets_cache,
     )
     commit = generic.parse_commit(payload)
     delivery = generic.delivery_id(header=delivery_id, commit=commit, body=body)

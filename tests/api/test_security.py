@@ -4,10 +4,14 @@ registered one it may not touch (same status, same body)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from scheduler.api.app import create_app
+from scheduler.config import Settings
 from scheduler.db import Database
 from scheduler.models import CiEvent, Provider, SuiteRun
 from scheduler.services import repos, tokens
@@ -45,10 +49,26 @@ def _events(database: Database) -> int:
         return session.scalar(select(func.count()).select_from(CiEvent)) or 0
 
 
+# The API reads a repository's webhook secret at most once per this many
+# seconds (Settings.webhook_secret_cache_seconds): a change to the secrets
+# is waited out before the deliveries that must see it.
+CACHE_SECONDS = 0.2
+
+
+def _cache_expired() -> None:
+    time.sleep(CACHE_SECONDS * 1.5)
+
+
 @pytest.mark.parametrize("provider", ["github", "gitlab", "generic"])
 def test_a_webhook_answers_an_unknown_repository_as_a_wrong_signature(
-    client: TestClient, database: Database, provider: str
+    settings: Settings, database: Database, provider: str
 ) -> None:
+    cached = settings.model_copy(update={"webhook_secret_cache_seconds": CACHE_SECONDS})
+    with TestClient(create_app(cached)) as client:
+        _unknown_as_wrong(client, database, provider)
+
+
+def _unknown_as_wrong(client: TestClient, database: Database, provider: str) -> None:
     _register(database, provider)
     wrong = _answer(client, provider, WRONG)
     assert wrong[0] == 401
@@ -60,20 +80,45 @@ def test_a_webhook_answers_an_unknown_repository_as_a_wrong_signature(
         )
         assert repository is not None
         repository.webhook_secret = repository.webhook_secret_hash = None
+    _cache_expired()
     assert _answer(client, provider, WRONG) == wrong
     assert _answer(client, provider, SECRET) == wrong
 
     # Gone: a wrong secret, or the one it had, hears the same.
     _forget(database, provider)
+    _cache_expired()
     assert _answer(client, provider, WRONG) == wrong
     assert _answer(client, provider, SECRET) == wrong
     assert _events(database) == 0
 
     # And registered again, the right secret is still let in.
     _register(database, provider)
+    _cache_expired()
     status, body = _answer(client, provider, SECRET)
     assert status == 202, body
     assert _events(database) == 1
+
+
+@pytest.mark.parametrize("provider", ["github", "gitlab"])
+def test_a_rotated_secret_takes_effect_once_the_cache_expires(
+    settings: Settings, database: Database, provider: str
+) -> None:
+    """`riskrank repo secret` rotates in the database; each API process
+    sees it within webhook_secret_cache_seconds, the old one refused then."""
+    cached = settings.model_copy(update={"webhook_secret_cache_seconds": CACHE_SECONDS})
+    with TestClient(create_app(cached)) as client:
+        _register(database, provider)
+        assert _answer(client, provider, SECRET)[0] == 202
+        with database.session() as session:
+            repository = repos.find_repository(
+                session, provider=Provider(provider), full_name=NAMES[provider]
+            )
+            assert repository is not None
+            repos.set_webhook_secret(repository, WRONG)  # the new secret
+        _cache_expired()
+        assert _answer(client, provider, WRONG)[0] == 202
+        assert _answer(client, provider, SECRET)[0] == 401
+    assert _events(database) == 2
 
 
 @pytest.mark.parametrize("provider", ["github", "generic"])
