@@ -223,16 +223,51 @@ def create_db_engine(url: str, timeouts: Timeouts | None = None) -> Engine:
 class Database:
     engine: Engine
     sessions: sessionmaker[Session]
+    # PostgreSQL: sessions whose every statement commits by itself (see
+    # `statement_session`); None elsewhere.
+    autocommit_sessions: sessionmaker[Session] | None = None
 
     @classmethod
     def from_url(cls, url: str, timeouts: Timeouts | None = None) -> Database:
         engine = create_db_engine(url, timeouts)
-        return cls(engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
+        autocommit = None
+        if engine.dialect.name == "postgresql":
+            autocommit = sessionmaker(
+                engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+            )
+        return cls(
+            engine=engine,
+            sessions=sessionmaker(engine, expire_on_commit=False),
+            autocommit_sessions=autocommit,
+        )
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One unit of work: commit on success, roll back on any error."""
         session = self.sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    @contextmanager
+    def statement_session(self) -> Iterator[Session]:
+        """A unit of work that writes with ONE statement (a webhook's
+        INSERT … ON CONFLICT DO NOTHING): on PostgreSQL every statement
+        commits by itself, so the write is one round trip instead of three
+        (BEGIN, the INSERT, COMMIT); elsewhere it is `session()`. Its commit
+        hooks (`enqueue_after_commit`) run as `session()`'s do, and an error
+        drops them, but a write already made stays: work of two writes that
+        must hold together uses `session()`."""
+        if self.autocommit_sessions is None:
+            with self.session() as session:
+                yield session
+            return
+        session = self.autocommit_sessions()
         try:
             yield session
             session.commit()

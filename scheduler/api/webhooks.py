@@ -77,7 +77,8 @@ async def _receive(
         body = await read_body(request, limit=settings.max_body_bytes)
 
         def in_session() -> Receipt:
-            with database.session() as session:
+            # A delivery writes one row, once (receive_* write nothing else).
+            with database.statement_session() as session:
                 return receive(session, body)
 
         receipt = await anyio.to_thread.run_sync(

@@ -76,7 +76,8 @@ def secret_(
 ) -> None:
     """Replace a repository's webhook secret (a leak, a rotation, or a GitLab
     secret to set again: riskrank keeps only its hash) and print the new one
-    to give the provider. Deliveries signed with the old one are refused."""
+    to give the provider. Deliveries signed with the old one are refused
+    (by each API process within RISKRANK_WEBHOOK_SECRET_CACHE_SECONDS)."""
     from scheduler.services import repos
 
     database = migrated_database(settings())
