@@ -101,7 +101,9 @@ def _start(arguments: list[str], env: dict[str, str], log: Path) -> subprocess.P
 
 
 def _wait_healthy(base: str, children: list[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + 60
+    # Four API processes importing everything on a loaded 2-core machine
+    # took over a minute to answer.
+    deadline = time.monotonic() + 240
     while True:
         for child in children:
             if child.poll() is not None:
