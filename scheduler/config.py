@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Where each worker serves its own Prometheus metrics (0: it serves none; "
+        "under `riskrank up` the api's /metrics shows them).",
+    )
     max_body_bytes: int = Field(
         default=25 * 1024 * 1024,
         gt=0,

@@ -38,6 +38,11 @@ MODELS_TRAIN = "models.train"
 MODELS_TRAIN_DUE = "models.train_due"
 MAINTENANCE_PRUNE = "maintenance.prune"
 
+# The api queues these two: their publish failures show as 0 until one fails
+# (a dashboard's query finds the series before the first outage).
+for _task in (EVENTS_PROCESS, RUNS_INGEST):
+    metrics.TASKS_PUBLISH_FAILED.labels(task=_task)
+
 _PENDING_KEY = "riskrank.pending_tasks"
 
 # A header of the sweeps' messages: when they were published (seconds since

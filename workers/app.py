@@ -6,11 +6,18 @@ and has the worker import the task modules so every task is registered."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_ready,
+)
 
-from scheduler import db
+from scheduler import db, metrics
 from scheduler.config import get_settings
 from scheduler.logs import configure_logging
 from scheduler.queue import create_celery
@@ -37,3 +44,35 @@ def _fresh_connections(**_kwargs: Any) -> None:
     # A forked child must not share the parent's pooled connections.
     db.dispose_all()
     logging.getLogger(__name__).debug("worker process ready")
+
+
+@worker_ready.connect
+def _serve_metrics(**_kwargs: Any) -> None:
+    # In the worker's main process, once its pool runs: the pool processes
+    # write to the directory this serves (scheduler.metrics says why a port).
+    port = get_settings().worker_metrics_port
+    if port:
+        metrics.serve_worker_metrics(port)
+        logging.getLogger(__name__).info("worker metrics on port %d", port)
+
+
+# When each task began, by task id (per pool process: a task runs in one).
+_STARTED: dict[str, float] = {}
+
+
+@task_prerun.connect
+def _task_started(task_id: str | None = None, **_kwargs: Any) -> None:
+    if task_id is not None:
+        _STARTED[task_id] = time.perf_counter()
+
+
+@task_postrun.connect
+def _task_ended(
+    task_id: str | None = None, task: Any = None, state: str | None = None, **_kwargs: Any
+) -> None:
+    started = _STARTED.pop(task_id, None) if task_id is not None else None
+    if started is None or task is None:
+        return
+    metrics.TASK_SECONDS.labels(task=task.name, outcome=(state or "unknown").lower()).observe(
+        time.perf_counter() - started
+    )

@@ -12,15 +12,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheduler import __version__, limits
+from scheduler import __version__, limits, metrics
 from scheduler.api import health, openapi, plans, runs, webhooks
 from scheduler.api.ratelimit import limiter_for
 from scheduler.config import Settings, get_settings
 from scheduler.db import Database
 from scheduler.errors import ClientError
 from scheduler.queue import create_celery
+from scheduler.services import figures
 from scheduler.services.webhooks import SecretCache
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,39 @@ async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status)
 
 
+class CountRequests:
+    """riskrank_http_requests_total: every answer, by its route's template
+    (bounded: the routes are the app's; a path no route matches is
+    "unmatched") and status code."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        code = 500  # an exception that escapes every handler
+
+        async def remember(message: Message) -> None:
+            nonlocal code
+            if message["type"] == "http.response.start":
+                code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, remember)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.HTTP_REQUESTS.labels(route=route, code=str(code)).inc()
+
+
+def read_figures(database: Database) -> list[metrics.Figure]:
+    """The database's figures for /metrics, in a read-only unit of work."""
+    with database.session() as session:
+        return figures.read_figures(session)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     database = Database.from_url(settings.database_url, settings.api_database_timeouts())
@@ -147,12 +181,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = create_celery(settings)
     app.state.rate_limiter = limiter_for(settings)
     app.state.webhook_secrets = SecretCache(settings.webhook_secret_cache_seconds)
+    app.state.figures = metrics.DatabaseFigures(lambda: read_figures(database))
     app.add_exception_handler(ClientError, _client_error)
     unavailable = _database_unavailable(settings.retry_after_seconds)
     for error in DATABASE_UNAVAILABLE:
         app.add_exception_handler(error, unavailable)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_middleware(GuardRequestHead)
+    app.add_middleware(CountRequests)
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(runs.router)

@@ -7,7 +7,7 @@ import logging
 import math
 
 from celery import Celery
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
@@ -73,6 +73,7 @@ async def readyz(settings: SettingsDep, database: DatabaseDep, celery: CeleryDep
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=openapi.METRICS_RESPONSES)
-def prometheus_metrics() -> Response:
-    """Prometheus text exposition, summed across riskrank's processes."""
-    return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+def prometheus_metrics(request: Request) -> Response:
+    """Prometheus text exposition: the events of riskrank's processes that
+    share this one's directory, summed, and the figures of the database."""
+    return Response(metrics.render(request.app.state.figures), media_type=metrics.CONTENT_TYPE)

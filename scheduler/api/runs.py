@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from scheduler import commit_ids
+from scheduler import commit_ids, metrics
 from scheduler.api import openapi
 from scheduler.api.deps import (
     RATE_LIMITED,
@@ -88,14 +88,15 @@ async def post_run(
     """Store a JUnit XML report (`application/xml`, gzip allowed) or results
     JSON for a commit; a worker folds it into the history."""
 
-    def authorized() -> int:
+    def authorized() -> tuple[int, str]:
         with database.session() as session:
-            return authorize(
+            repository = authorize(
                 session, request, full_name=f"{owner}/{name}", scope=tokens.Scope.RESULTS_WRITE
-            ).id
+            )
+            return repository.id, repository.slug
 
     # Who is asking comes first: nobody uploads a large body without a token.
-    repository_id = await run_in_threadpool(authorized)
+    repository_id, slug = await run_in_threadpool(authorized)
     body = await read_body(request, limit=settings.max_body_bytes)
 
     def receive() -> RunReceipt:
@@ -114,9 +115,11 @@ async def post_run(
             )
 
     receipt = await run_in_threadpool(receive)
+    status = "queued" if receipt.created else "duplicate"
+    metrics.RUNS_RECEIVED.labels(repository=slug, result=status).inc()
     return JSONResponse(
         {
-            "status": "queued" if receipt.created else "duplicate",
+            "status": status,
             "run_id": receipt.run_id,
             "tests": receipt.tests,
         },

@@ -73,7 +73,8 @@ def worker(
         int | None, typer.Option(min=1, help="Task processes (default: one per CPU).")
     ] = None,
 ) -> None:
-    """Run a Celery worker (events, scoring, ingestion, training)."""
+    """Run a Celery worker (events, scoring, ingestion, training). With
+    RISKRANK_WORKER_METRICS_PORT it serves its metrics on that port."""
     from scheduler.queue import QUEUE_NAME, prepare_embedded_broker
 
     config = settings()
@@ -82,6 +83,9 @@ def worker(
     if concurrency:
         arguments += ["--concurrency", str(concurrency)]
     prepare_embedded_broker(config.broker_url)
+    if config.worker_metrics_port and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # The pool processes' samples meet in a directory the worker serves.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="riskrank-metrics-")
     _celery(*arguments)
 
 

@@ -202,6 +202,13 @@ class Payload:
             {"head": self.head, "reason": self.reason},
         )
 
+    @staticmethod
+    def durations(blob: bytes) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Only the test ids and expected durations of a payload (plan
+        evaluation's estimate of the time a plan saved), without its text."""
+        record = _unframe(PAYLOAD_MAGIC, blob)
+        return record.array("test_id"), record.array("duration")
+
     @classmethod
     def decode(cls, blob: bytes) -> Payload:
         record = _unframe(PAYLOAD_MAGIC, blob)

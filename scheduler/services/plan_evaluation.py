@@ -34,12 +34,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scheduler.evaluation import metrics
+from scheduler import metrics
+from scheduler.evaluation import metrics as measures
 from scheduler.models import Execution, Outcome, Plan, PlanItem, RunStatus, SuiteRun
-from scheduler.planning.records import DecisionRecord
+from scheduler.planning.records import DecisionRecord, Payload, RecordError
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +165,9 @@ def evaluate(
         "failures_in_exploration": len(found_in_exploration),
         "failures_dropped_but_ran": len(failing(dropped)),
         "failures_outside_plan": sum(observed[test_id].failed for test_id in outside),
-        "apfd": _rounded(metrics.apfd(failed)) if order else None,
-        "apfdc": _rounded(metrics.apfdc(failed, durations)) if order else None,
-        "first_failure": metrics.first_failure_position(failed) if order else None,
+        "apfd": _rounded(measures.apfd(failed)) if order else None,
+        "apfdc": _rounded(measures.apfdc(failed, durations)) if order else None,
+        "first_failure": measures.first_failure_position(failed) if order else None,
         "estimated_failures_beyond_budget": _rounded(estimated_beyond_budget),
         "estimated_missed_failures": _rounded(estimated_missed),
         # The share of this build's failures the plan let through, estimated.
@@ -241,10 +243,61 @@ def evaluate_plan(session: Session, plan_id: int) -> dict[str, Any] | None:
         .where(SuiteRun.plan_id == plan_id, SuiteRun.status == RunStatus.INGESTED)
     )
     evaluation = evaluate(items, observed_outcomes(rows), run_ids=run_ids)
+    evaluation["duration_dropped"] = _duration_dropped(session, plan_id, items)
     evaluation["policy"] = plan.policy
+    previous = plan.evaluation
     plan.evaluation = evaluation
     session.flush()
+    _count(session, plan.repository_id, previous, evaluation)
     return evaluation
+
+
+def _duration_dropped(session: Session, plan_id: int, items: Sequence[PlannedTest]) -> float:
+    """The expected seconds (as scored: the plan's payload) of the tests the
+    plan dropped, unknown durations counted 0: the CI time it saved."""
+    dropped = {item.test_id for item in items if item.selected is False}
+    blob = session.scalar(select(Plan.payload).where(Plan.id == plan_id)) if dropped else None
+    if blob is None:
+        return 0.0
+    try:
+        test_ids, durations = Payload.durations(bytes(blob))
+    except RecordError:
+        return 0.0
+    mask = np.isin(test_ids, np.fromiter(dropped, dtype=np.int64)) & np.isfinite(durations)
+    return round(float(np.clip(durations[mask], 0.0, None).sum()), 3)
+
+
+# What each figure of an evaluation adds to the counters of scheduler.metrics.
+_COUNTED = (
+    ("selected", metrics.TESTS_SELECTED),
+    ("dropped", metrics.TESTS_DROPPED),
+    ("duration_dropped", metrics.SECONDS_SAVED),
+    ("failures_caught", metrics.FAILURES_CAUGHT),
+    ("failures_dropped_but_ran", metrics.FAILURES_MISSED),
+    ("estimated_missed_failures", metrics.FAILURES_MISSED_ESTIMATED),
+)
+
+
+def _count(
+    session: Session,
+    repository_id: int,
+    previous: Mapping[str, Any] | None,
+    evaluation: Mapping[str, Any],
+) -> None:
+    """Count what this evaluation changed, once it commits: the counters
+    move by the difference with the previous evaluation of the plan, so a
+    plan counts once however many of its shards report, and a report
+    ingested twice adds nothing."""
+    slug = metrics.repository_label(session, repository_id)
+    if previous is None:
+        metrics.after_commit(session, metrics.PLANS_EVALUATED.labels(repository=slug))
+    for key, counter in _COUNTED:
+        # The series exists from the repository's first evaluation on, at 0
+        # (a dashboard's ratio finds its terms before the first failure).
+        child = counter.labels(repository=slug)
+        change = float(evaluation.get(key) or 0) - float((previous or {}).get(key) or 0)
+        if change > 0:  # a decision rewritten smaller between shards takes nothing back
+            metrics.after_commit(session, child, change)
 
 
 def evaluate_after_ingestion(session: Session, plan_id: int) -> None:

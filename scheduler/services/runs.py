@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
+from scheduler import metrics
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.ingest.json_results import case_results, parse_run_json
 from scheduler.ingest.junit import parse_junit
@@ -268,6 +269,7 @@ class RunIngestion:
         except MalformedPayload as error:
             run.status = RunStatus.FAILED
             run.error = error.message[: retry.ERROR_TEXT_LIMIT]
+            _count_ended(session, run)
             return run.status if run.id == self.run_id else RunStatus.PENDING
         start = run.ingested_tests
         stop = (
@@ -281,6 +283,10 @@ class RunIngestion:
                 session, KnownTest, rows_added=summary.new_tests, also=(KnownTestStats, Execution)
             )
         run.ingested_tests = stop
+        slug = metrics.repository_label(session, run.repository_id)
+        metrics.after_commit(
+            session, metrics.EXECUTIONS_INGESTED.labels(repository=slug), summary.executions
+        )
         log.info(
             "run %s: tests %d-%d of %d (%d new), %d executions, %d flaky",
             run.id,
@@ -297,6 +303,7 @@ class RunIngestion:
         run.status = RunStatus.INGESTED
         run.ingested_at = utcnow()
         run.error = None
+        _count_ended(session, run)
         self._parsed.pop(run.id, None)
         if run.plan_id is not None:
             plan_evaluation.evaluate_after_ingestion(session, run.plan_id)
@@ -361,7 +368,16 @@ def record_run_error(
         run, error=error, max_attempts=max_attempts
     ):
         run.status = RunStatus.FAILED
+        _count_ended(session, run)
     return run.status
+
+
+def _count_ended(session: Session, run: SuiteRun) -> None:
+    """riskrank_runs_ingested_total, once the run's final status commits."""
+    slug = metrics.repository_label(session, run.repository_id)
+    metrics.after_commit(
+        session, metrics.RUNS_INGESTED.labels(repository=slug, result=run.status.value)
+    )
 
 
 def claim_pending_runs(

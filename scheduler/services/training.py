@@ -7,6 +7,7 @@ bootstrap interval whose lower bound is above 0."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from scheduler import metrics
 from scheduler.evaluation import paired
 from scheduler.models import ModelStatus, Repository, RiskModel, RunStatus, SuiteRun
 from scheduler.models.base import utcnow
@@ -155,6 +157,31 @@ def choose_scorer(
 
 
 def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome | None:
+    """`train`, counted (riskrank_trainings_total, riskrank_training_seconds
+    and, when it promotes, riskrank_model_promotions_total): a failure at
+    once, a model once it is committed. Another training holding the lock
+    is not a training."""
+    started = time.perf_counter()
+    slug = metrics.repository_label(session, repository_id)
+    try:
+        outcome = train(session, repository_id=repository_id)
+    except Exception:
+        metrics.TRAININGS.labels(repository=slug, outcome="failed").inc()
+        metrics.TRAINING_SECONDS.labels(outcome="failed").observe(time.perf_counter() - started)
+        raise
+    if outcome is None:
+        return None
+    result = "promoted" if outcome.promoted else "kept"
+    metrics.after_commit(session, metrics.TRAININGS.labels(repository=slug, outcome=result))
+    metrics.observe_after_commit(
+        session, metrics.TRAINING_SECONDS.labels(outcome=result), time.perf_counter() - started
+    )
+    if outcome.promoted:
+        metrics.after_commit(session, metrics.PROMOTIONS.labels(by="training"))
+    return outcome
+
+
+def train(session: Session, *, repository_id: int) -> TrainingOutcome | None:
     """Train on the whole history, replayed in time order; None when another
     training of the repository holds the lock.
 
@@ -361,6 +388,7 @@ def promote(session: Session, *, repository_id: int, version: int) -> RiskModel:
     """Make a version the active model, whatever its metrics (an operator's call)."""
     record = get_model(session, repository_id=repository_id, version=version)
     _activate(session, record)
+    metrics.after_commit(session, metrics.PROMOTIONS.labels(by="operator"))
     return record
 
 
@@ -384,6 +412,7 @@ def rollback(session: Session, *, repository_id: int) -> RiskModel:
     current.status = ModelStatus.RETIRED
     previous.status = ModelStatus.ACTIVE
     previous.promoted_at = utcnow()
+    metrics.after_commit(session, metrics.ROLLBACKS)
     return previous
 
 

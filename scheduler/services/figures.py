@@ -1,0 +1,195 @@
+"""The figures /metrics reads from the database when scraped: what waits
+for a worker, the tests and flaky tests of each repository, its active
+model and that model's quality, and when it was last trained.
+
+They are state, not events: the database holds them whichever process did
+the work, so the api reads them (scheduler.metrics.DatabaseFigures caches
+them a few seconds) rather than each process counting. Every query is an
+aggregate over an indexed or small set (pending rows, models, repositories),
+save the tests and flaky tests, one pass over the active tests' statistics;
+on PostgreSQL the reads give up after STATEMENT_TIMEOUT_MS.
+
+Not here, because no table holds them: a calibration error of the model
+(training stores the log loss and the mean probability, not a reliability
+curve), and anything per commit or per test (unbounded labels)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, select, text
+from sqlalchemy.orm import Session
+
+from scheduler.metrics import Figure
+from scheduler.models import (
+    CiEvent,
+    EventStatus,
+    KnownTest,
+    KnownTestStats,
+    ModelStatus,
+    Repository,
+    RiskModel,
+    RunStatus,
+    SuiteRun,
+)
+from scheduler.models.base import utcnow
+
+STATEMENT_TIMEOUT_MS = 2000
+REPOSITORY = ("repository",)
+
+
+def _waiting(session: Session, model: Any, pending: Any, now: datetime) -> tuple[int, float]:
+    """How many rows of `model` are pending, and the age of the oldest."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(model.received_at)).where(model.status == pending)
+    ).one()
+    return int(count), (now - oldest).total_seconds() if oldest is not None else 0.0
+
+
+def _queues(session: Session, now: datetime) -> list[Figure]:
+    events, events_age = _waiting(session, CiEvent, EventStatus.PENDING, now)
+    runs, runs_age = _waiting(session, SuiteRun, RunStatus.PENDING, now)
+    events_failed = session.scalar(select(func.count()).where(CiEvent.status == EventStatus.FAILED))
+    runs_failed = session.scalar(select(func.count()).where(SuiteRun.status == RunStatus.FAILED))
+    figures = [
+        Figure("riskrank_events_waiting", "CI events stored and not yet handled by a worker."),
+        Figure(
+            "riskrank_events_oldest_waiting_seconds",
+            "Age of the oldest CI event waiting for a worker (0: none waits).",
+        ),
+        Figure("riskrank_events_failed", "CI events a worker gave up on (kept, with the error)."),
+        Figure("riskrank_runs_waiting", "Test reports stored and not yet ingested."),
+        Figure(
+            "riskrank_runs_oldest_waiting_seconds",
+            "Age of the oldest test report waiting for ingestion (0: none waits).",
+        ),
+        Figure("riskrank_runs_failed", "Test reports whose ingestion was given up."),
+    ]
+    for figure, value in zip(
+        figures,
+        (events, events_age, events_failed or 0, runs, runs_age, runs_failed or 0),
+        strict=True,
+    ):
+        figure.add(value)
+    return figures
+
+
+def _tests(session: Session, slugs: dict[int, str]) -> list[Figure]:
+    tests = Figure("riskrank_tests", "Active tests riskrank knows, by repository.", REPOSITORY)
+    flaky = Figure(
+        "riskrank_flaky_tests",
+        "Active tests that failed and then passed on the same commit at least once.",
+        REPOSITORY,
+    )
+    rows = session.execute(
+        select(
+            KnownTest.repository_id,
+            func.count(),
+            func.sum(case((KnownTestStats.flaky_runs > 0, 1), else_=0)),
+        )
+        .outerjoin(KnownTestStats, KnownTestStats.test_id == KnownTest.id)
+        .where(KnownTest.is_active.is_(True))
+        .group_by(KnownTest.repository_id)
+    )
+    counted = {repository_id: (count, flaky_count) for repository_id, count, flaky_count in rows}
+    for repository_id, slug in slugs.items():
+        count, flaky_count = counted.get(repository_id, (0, 0))
+        tests.add(count, repository=slug)
+        flaky.add(flaky_count or 0, repository=slug)
+    return [tests, flaky]
+
+
+def _models(session: Session, slugs: dict[int, str]) -> list[Figure]:
+    version = Figure(
+        "riskrank_model_active_version",
+        "The active model's version by repository (0: none yet, plans are heuristic).",
+        REPOSITORY,
+    )
+    quality = {
+        "mean_apfd": Figure(
+            "riskrank_model_validation_apfd",
+            "The active model's mean APFD on the held-out builds it was compared on.",
+            REPOSITORY,
+        ),
+        "auc": Figure(
+            "riskrank_model_validation_auc",
+            "The active model's ROC AUC on the held-out builds it was compared on.",
+            REPOSITORY,
+        ),
+        "log_loss": Figure(
+            "riskrank_model_validation_log_loss",
+            "The active model's log loss on the held-out builds (lower is better calibrated).",
+            REPOSITORY,
+        ),
+    }
+    trained = Figure(
+        "riskrank_model_last_training_timestamp_seconds",
+        "When the repository's newest model was trained (Unix time); absent: never.",
+        REPOSITORY,
+    )
+    promoted = Figure(
+        "riskrank_model_promoted_timestamp_seconds",
+        "When the active model became active (Unix time).",
+        REPOSITORY,
+    )
+    models = Figure(
+        "riskrank_models",
+        "Models in the registry by repository and status.",
+        (*REPOSITORY, "status"),
+    )
+    active = {
+        repository_id: (number, figures, promoted_at)
+        for repository_id, number, figures, promoted_at in session.execute(
+            select(
+                RiskModel.repository_id,
+                RiskModel.version,
+                RiskModel.metrics,
+                RiskModel.promoted_at,
+            ).where(RiskModel.status == ModelStatus.ACTIVE)
+        )
+    }
+    newest = dict(
+        session.execute(
+            select(RiskModel.repository_id, func.max(RiskModel.created_at)).group_by(
+                RiskModel.repository_id
+            )
+        ).all()
+    )
+    by_status = session.execute(
+        select(RiskModel.repository_id, RiskModel.status, func.count()).group_by(
+            RiskModel.repository_id, RiskModel.status
+        )
+    )
+    for repository_id, status, count in by_status:
+        if repository_id in slugs:
+            models.add(count, repository=slugs[repository_id], status=status.value)
+    for repository_id, slug in slugs.items():
+        number, figures, promoted_at = active.get(repository_id, (0, None, None))
+        version.add(number, repository=slug)
+        candidate = (figures or {}).get("candidate") or {}
+        for key, figure in quality.items():
+            value = candidate.get(key)
+            if isinstance(value, int | float):
+                figure.add(value, repository=slug)
+        if promoted_at is not None:
+            promoted.add(promoted_at.timestamp(), repository=slug)
+        if newest.get(repository_id) is not None:
+            trained.add(newest[repository_id].timestamp(), repository=slug)
+    return [version, *quality.values(), trained, promoted, models]
+
+
+def read_figures(session: Session) -> list[Figure]:
+    """Every figure, as of now."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+    now = utcnow()
+    slugs = dict(session.execute(select(Repository.id, Repository.slug)).all())
+    repositories = Figure("riskrank_repositories", "Repositories riskrank watches.")
+    repositories.add(len(slugs))
+    return [
+        repositories,
+        *_queues(session, now),
+        *_tests(session, slugs),
+        *_models(session, slugs),
+    ]

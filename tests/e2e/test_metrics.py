@@ -1,0 +1,391 @@
+"""/metrics after real traffic through real processes: two api processes
+(`riskrank serve --workers 2`, one multiprocess directory) and a worker
+with two pool processes serving its own port (RISKRANK_WORKER_METRICS_PORT),
+on PostgreSQL and Redis, as docker-compose.yml runs them.
+
+The traffic: GitHub webhooks (accepted, redelivered, badly signed), twelve
+test reports and one sent twice, a plan CI follows with a report of its
+outcomes, a bad plan request, a training by the worker and a promotion by
+an admin command sharing the api's directory. Every counter must have moved
+by exactly that, whichever process answered or did the work; and every
+metric the Grafana dashboard queries must then be exported."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from scheduler.config import Settings
+from scheduler.db import Database
+from scheduler.models import ModelStatus, Plan, Provider, RiskModel, RunStatus, SuiteRun
+from scheduler.queue import MODELS_TRAIN, create_celery, send_now
+from scheduler.services import repos, tokens
+from tests.conftest import empty_all_tables
+from tests.e2e.conftest import RISKRANK, Process, clean_env
+from tests.helpers import SECRET, github_headers, wait_for
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "riskrank.json"
+REPO = "binkkatal/sample_app"
+HEAD = "fd489864e7642b48eaad6e3f155c10e46810ec72"  # the pushed head
+TESTS = 6
+BUILDS = 11  # reports before the plan's own: twelve builds in all, enough to train
+
+
+def report(build: int) -> bytes:
+    """Build `build`'s JUnit report: six tests, one of the first three
+    failing on even builds (what a model can learn beyond the heuristic)."""
+    cases = []
+    for number in range(TESTS):
+        failed = number == build % 3 and build % 2 == 0
+        failure = '<failure message="AssertionError">boom</failure>' if failed else ""
+        cases.append(
+            f'<testcase classname="tests.test_m" file="tests/test_m.py" name="test_{number}" '
+            f'time="{0.5 * (number + 1):.1f}">{failure}</testcase>'
+        )
+    suite = "".join(cases)
+    return f"<testsuites><testsuite name='pytest'>{suite}</testsuite></testsuites>".encode()
+
+
+def get(url: str, **options: Any) -> requests.Response:
+    return requests.get(url, timeout=30, **options)
+
+
+def post(url: str, **options: Any) -> requests.Response:
+    return requests.post(url, timeout=30, **options)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def key(series: str) -> str:
+    """`name{labels}` with its labels in name order (the exposition's order
+    is the metric's, or sorted when processes' samples are merged)."""
+    name, _, labels = series.partition("{")
+    pairs = sorted(LABEL.findall(labels))
+    return name + ("{" + ",".join(f'{k}="{v}"' for k, v in pairs) + "}" if pairs else "")
+
+
+def samples(text: str) -> dict[str, float]:
+    """Every sample of an exposition, by `key()`."""
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            found[key(series)] = float(value)
+    return found
+
+
+@dataclass
+class Traffic:
+    before_api: dict[str, float]
+    before_worker: dict[str, float]
+    api: dict[str, float]
+    worker: dict[str, float]
+    plan: dict[str, Any]
+    plan_report: bytes
+    token: str
+    trained: list[ModelStatus]  # the models' statuses after the training
+    database: Database
+
+    def moved(self, where: str, series: str) -> float:
+        before = self.before_api if where == "api" else self.before_worker
+        after = self.api if where == "api" else self.worker
+        return after.get(key(series), 0.0) - before.get(key(series), 0.0)
+
+
+def _repository(database: Database) -> tuple[int, str]:
+    empty_all_tables(database)
+    with database.session() as session:
+        repository = repos.add_repository(
+            session, provider=Provider.GITHUB, full_name=REPO, webhook_secret=SECRET
+        )
+        token = tokens.create_token(
+            session, repository=repository, scopes=tokens.DEFAULT_SCOPES, name="ci"
+        ).token
+        return repository.id, token
+
+
+def _wait_until_up(url: str, process: Process) -> None:
+    def answers() -> bool:
+        assert process.popen.poll() is None, process.output()
+        try:
+            return requests.get(url, timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_for(answers, timeout=60, interval=0.2, what=f"{url}; its log:\n{process.output()}")
+
+
+def _ingested(database: Database, count: int) -> bool:
+    with database.session() as session:
+        statuses = list(session.scalars(select(SuiteRun.status)))
+    assert RunStatus.FAILED not in statuses
+    return statuses.count(RunStatus.INGESTED) == count
+
+
+def _send(
+    api: str, token: str, worker: Process, database: Database
+) -> tuple[dict[str, Any], bytes]:
+    """The traffic; returns the plan CI followed and the report it sent."""
+    push = ROOT.parent / "shared" / "samples" / "dev" / "github" / "push-normal-branch.json"
+    body = push.read_bytes()
+    headers = github_headers(body, delivery="delivery-1")
+    assert post(f"{api}/webhooks/github", data=body, headers=headers).status_code == 202
+    assert post(f"{api}/webhooks/github", data=body, headers=headers).status_code == 200
+    forged = github_headers(body, secret="not-the-secret-0123456789", delivery="delivery-2")
+    assert post(f"{api}/webhooks/github", data=body, headers=forged).status_code == 401
+
+    auth = {"Authorization": f"Bearer {token}"}
+    results = f"{api}/api/v1/repos/{REPO}/runs"
+    xml = {**auth, "Content-Type": "application/xml"}
+    for build in range(BUILDS):
+        params = {"commit": f"{build + 1:040x}", "run_key": f"build-{build}"}
+        answer = post(results, params=params, data=report(build), headers=xml)
+        assert answer.status_code == 202, answer.text
+    again = post(results, params=params, data=report(BUILDS - 1), headers=xml)
+    assert again.json()["status"] == "duplicate"
+    wait_for(lambda: _ingested(database, BUILDS), timeout=60, what=worker.output())
+
+    plans = f"{api}/api/v1/repos/{REPO}/plans/{HEAD}"
+    assert get(plans, params={"mode": "sideways"}, headers=auth).status_code == 400
+    answer = get(plans, params={"mode": "fraction", "budget": "0.5"}, headers=auth)
+    assert answer.status_code == 200, answer.text
+    plan = answer.json()
+    followed = report(BUILDS + 1)  # a failure: caught or missed, as the plan decided
+    params = {"commit": HEAD, "run_key": "planned", "plan_id": str(plan["plan_id"])}
+    assert post(results, params=params, data=followed, headers=xml).status_code == 202
+    wait_for(lambda: _ingested(database, BUILDS + 1), timeout=60, what=worker.output())
+    return plan, followed
+
+
+@pytest.fixture(scope="module")
+def traffic(
+    postgres_url: str, redis_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Traffic]:
+    redis_server.flushdb()
+    redis_url = redis_server.connection_pool.connection_kwargs
+    broker = f"redis://{redis_url['host']}:{redis_url['port']}/{redis_url['db']}"
+    tmp = tmp_path_factory.mktemp("metrics")
+    database = Database.from_url(postgres_url)
+    repository_id, token = _repository(database)
+    api_port, worker_port = free_port(), free_port()
+    common = {
+        "RISKRANK_DATABASE_URL": postgres_url,
+        "RISKRANK_BROKER_URL": broker,
+        # A plan that depends on nothing random: no exploration draw, no full run.
+        "RISKRANK_PLAN_EXPLORATION_RATE": "0",
+        "RISKRANK_PLAN_FULL_RUN_EVERY": "0",
+    }
+    api_env = clean_env(**common, PROMETHEUS_MULTIPROC_DIR=str(tmp / "api-metrics"))
+    worker_env = clean_env(
+        **common,
+        PROMETHEUS_MULTIPROC_DIR=str(tmp / "worker-metrics"),
+        RISKRANK_WORKER_METRICS_PORT=str(worker_port),
+    )
+    api = Process(
+        [RISKRANK, "serve", "--port", str(api_port), "--workers", "2"],
+        env=api_env,
+        cwd=tmp,
+        log=tmp / "api.log",
+    )
+    worker = Process(
+        [RISKRANK, "worker", "--concurrency", "2"], env=worker_env, cwd=tmp, log=tmp / "worker.log"
+    )
+    try:
+        api_url, worker_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{worker_port}"
+        _wait_until_up(f"{api_url}/healthz", api)
+        _wait_until_up(f"{worker_url}/metrics", worker)
+        before_api = samples(get(f"{api_url}/metrics").text)
+        before_worker = samples(get(f"{worker_url}/metrics").text)
+
+        plan, followed = _send(api_url, token, worker, database)
+        celery = create_celery(Settings(database_url=postgres_url, broker_url=broker))
+        assert send_now(celery, MODELS_TRAIN, repository_id)
+        trained = 'riskrank_task_seconds_count{outcome="success",task="models.train"}'
+        wait_for(
+            lambda: samples(get(f"{worker_url}/metrics").text).get(trained),
+            timeout=60,
+            what=f"the training; worker:\n{worker.output()}",
+        )
+        # An operator's command beside the api, with its directory (as
+        # `docker compose exec api riskrank models promote` runs).
+        promote = Process(
+            [RISKRANK, "models", "promote", REPO, "1"],
+            env=api_env,
+            cwd=tmp,
+            log=tmp / "promote.log",
+        )
+        with database.session() as session:
+            training = session.scalars(select(RiskModel.status)).all()
+        assert promote.popen.wait(timeout=60) == 0, promote.output()
+        promote.stop()
+        active = f'riskrank_model_active_version{{repository="{REPO}"}}'
+
+        def after() -> dict[str, float] | None:
+            # Once the database's figures, cached a few seconds, show it.
+            scraped = samples(get(f"{api_url}/metrics").text)
+            return scraped if scraped.get(active) == 1 else None
+
+        scraped = wait_for(after, timeout=30, interval=0.5, what="the promoted model")
+        yield Traffic(
+            before_api=before_api,
+            before_worker=before_worker,
+            api=scraped,
+            worker=samples(get(f"{worker_url}/metrics").text),
+            plan=plan,
+            plan_report=followed,
+            token=token,
+            trained=list(training),
+            database=database,
+        )
+    finally:
+        for process in (api, worker):
+            process.popen.send_signal(signal.SIGTERM)
+        api.stop()
+        worker.stop()
+        database.dispose()
+
+
+def test_every_counter_moved_by_exactly_the_traffic(traffic: Traffic) -> None:
+    def api(series: str) -> float:
+        return traffic.moved("api", series)
+
+    def worker(series: str) -> float:
+        return traffic.moved("worker", series)
+
+    repo = f'repository="{REPO}"'
+    # The api: three deliveries, thirteen reports, two plan requests.
+    for result in ("queued", "duplicate", "rejected"):
+        assert api(f'riskrank_webhooks_received_total{{provider="github",result="{result}"}}') == 1
+    assert api('riskrank_webhook_seconds_count{provider="github"}') == 2
+    assert api(f'riskrank_runs_received_total{{{repo},result="queued"}}') == BUILDS + 1
+    assert api(f'riskrank_runs_received_total{{{repo},result="duplicate"}}') == 1
+    assert api('riskrank_plans_served_total{status="heuristic"}') == 1
+    assert api("riskrank_plan_seconds_count") == 1
+    plans_route = "/api/v1/repos/{owner:path}/{name}/plans/{sha}"
+    assert api(f'riskrank_http_requests_total{{code="400",route="{plans_route}"}}') == 1
+    assert api(f'riskrank_http_requests_total{{code="200",route="{plans_route}"}}') == 1
+    assert api('riskrank_http_requests_total{code="401",route="/webhooks/github"}') == 1
+    # The admin command's promotion, counted in the api's directory.
+    assert api('riskrank_model_promotions_total{by="operator"}') == 1
+
+    # The worker: one event, thirteen ingestions, one plan evaluated, one training.
+    assert worker('riskrank_events_processed_total{result="handled"}') == 1
+    task = 'riskrank_task_seconds_count{{outcome="success",task="{}"}}'
+    assert worker(task.format("events.process")) == 1
+    assert worker(task.format("runs.ingest")) == BUILDS + 1
+    assert worker(task.format("models.train")) == 1
+    assert worker(f'riskrank_runs_ingested_total{{{repo},result="ingested"}}') == BUILDS + 1
+    assert worker(f"riskrank_executions_ingested_total{{{repo}}}") == (BUILDS + 1) * TESTS
+
+    plan = traffic.plan
+    selected = [test for test in plan["tests"] if test["selected"]]
+    dropped = [test for test in plan["tests"] if not test["selected"]]
+    assert selected, plan
+    assert dropped, plan
+    failing = {f"tests/test_m.py::test_{(BUILDS + 1) % 3}"}
+    assert (BUILDS + 1) % 2 == 0
+    assert worker(f"riskrank_plans_evaluated_total{{{repo}}}") == 1
+    assert worker(f"riskrank_tests_selected_total{{{repo}}}") == len(selected) == plan["selected"]
+    assert worker(f"riskrank_tests_dropped_total{{{repo}}}") == len(dropped)
+    saved = worker(f"riskrank_ci_seconds_saved_total{{{repo}}}")
+    assert saved == pytest.approx(sum(test["duration"] for test in dropped), abs=1e-3)
+    assert saved == pytest.approx(plan["duration_dropped"], abs=1e-3)
+    caught = sum(test["test"] in failing for test in selected)
+    missed = sum(test["test"] in failing for test in dropped)
+    assert worker(f"riskrank_failures_caught_total{{{repo}}}") == caught
+    assert worker(f"riskrank_failures_missed_total{{{repo}}}") == missed
+    assert worker(f"riskrank_failures_missed_estimated_total{{{repo}}}") == 0  # no exploration
+
+    with traffic.database.session() as session:
+        models = list(session.scalars(select(RiskModel)))
+        evaluation = session.scalar(select(Plan.evaluation).where(Plan.id == plan["plan_id"]))
+    assert evaluation is not None
+    assert evaluation["failures_caught"] == caught
+    # One model, promoted by the training or kept as a candidate (then
+    # promoted by the admin command): the counters say which.
+    assert [model.status for model in models] == [ModelStatus.ACTIVE]
+    assert len(traffic.trained) == 1
+    promoted = traffic.trained[0] is ModelStatus.ACTIVE
+    outcome = "promoted" if promoted else "kept"
+    assert worker(f'riskrank_trainings_total{{{repo},outcome="{outcome}"}}') == 1
+    assert worker(f'riskrank_training_seconds_count{{outcome="{outcome}"}}') == 1
+    assert worker('riskrank_model_promotions_total{by="training"}') == int(promoted)
+
+    # The database's figures, on the api only (never summed over workers).
+    def figure(series: str) -> float:
+        return traffic.api[key(series)]
+
+    assert figure("riskrank_database_figures_up") == 1
+    assert figure("riskrank_repositories") == 1
+    assert figure("riskrank_events_waiting") == 0
+    assert figure("riskrank_runs_waiting") == 0
+    assert figure("riskrank_events_oldest_waiting_seconds") == 0
+    assert figure(f"riskrank_tests{{{repo}}}") == TESTS
+    assert figure(f"riskrank_flaky_tests{{{repo}}}") == 0
+    assert figure(f"riskrank_model_active_version{{{repo}}}") == 1
+    assert figure(f'riskrank_models{{{repo},status="active"}}') == 1
+    assert 0 <= figure(f"riskrank_model_validation_apfd{{{repo}}}") <= 1
+    trained_at = figure(f"riskrank_model_last_training_timestamp_seconds{{{repo}}}")
+    assert time.time() - 120 < trained_at <= time.time()
+    assert not any(name.startswith("riskrank_database_figures") for name in traffic.worker)
+
+
+# --- the dashboard ------------------------------------------------------------------
+
+# Names in a PromQL expression that are not metrics.
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool"}
+
+
+def queried_metrics(expression: str) -> set[str]:
+    """The riskrank metrics a PromQL expression reads."""
+    names = set(re.findall(r"\b(riskrank_[a-zA-Z0-9_]+)\b", expression))
+    return {name for name in names if name not in PROMQL_WORDS}
+
+
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def test_every_metric_the_dashboard_queries_is_exported(traffic: Traffic) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exported = {series.split("{")[0] for series in (*traffic.api, *traffic.worker)}
+    queried: dict[str, set[str]] = {}
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            for name in queried_metrics(target["expr"]):
+                queried.setdefault(name, set()).add(panel["title"])
+    assert len(queried) >= 20, sorted(queried)
+    missing = {name: titles for name, titles in queried.items() if name not in exported}
+    assert not missing, f"queried by the dashboard, not exported: {missing}"
+
+
+def test_no_secret_is_exported(traffic: Traffic) -> None:
+    exported = " ".join([*traffic.api, *traffic.worker])
+    digest = hashlib.sha256(traffic.token.encode()).hexdigest()
+    for secret in (SECRET, traffic.token, digest, traffic.token[:16]):
+        assert secret not in exported
