@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import time
 import uuid
@@ -118,3 +119,24 @@ def metric_value(metrics_text: str, series: str) -> float:
         if line.startswith(series + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+METRIC_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_key(series: str) -> str:
+    """`name{labels}` with its labels in name order (the exposition's order
+    is the metric's, or sorted when processes' samples are merged)."""
+    name, _, labels = series.partition("{")
+    pairs = sorted(METRIC_LABEL.findall(labels))
+    return name + ("{" + ",".join(f'{k}="{v}"' for k, v in pairs) + "}" if pairs else "")
+
+
+def metric_samples(text: str) -> dict[str, float]:
+    """Every sample of an exposition, by `metric_key()`."""
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            found[metric_key(series)] = float(value)
+    return found
