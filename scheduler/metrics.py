@@ -226,21 +226,14 @@ def _drop_pending(session: Session, previous_transaction: Any) -> None:
         session.info.pop(_PENDING_KEY, None)
 
 
-_SLUGS: dict[int, str] = {}
-
-
 def repository_label(session: Session, repository_id: int) -> str:
-    """The repository label of a repository id (its lowercase owner/name),
-    remembered: a repository's slug never changes."""
-    slug = _SLUGS.get(repository_id)
-    if slug is None:
-        from scheduler.models import Repository
+    """The repository label of a repository id (its lowercase owner/name).
+    Read each time, not remembered: one primary-key read beside a task's
+    work, and SQLite gives a removed repository's id to the next one."""
+    from scheduler.models import Repository
 
-        slug = session.scalar(select(Repository.slug).where(Repository.id == repository_id))
-        if slug is None:
-            return "unknown"
-        _SLUGS[repository_id] = slug
-    return slug
+    slug = session.scalar(select(Repository.slug).where(Repository.id == repository_id))
+    return slug if slug is not None else "unknown"
 
 
 # --- figures read from the database at scrape time -------------------------------

@@ -51,9 +51,16 @@ def _serve_metrics(**_kwargs: Any) -> None:
     # In the worker's main process, once its pool runs: the pool processes
     # write to the directory this serves (scheduler.metrics says why a port).
     port = get_settings().worker_metrics_port
-    if port:
+    if not port:
+        return
+    log = logging.getLogger(__name__)
+    try:
         metrics.serve_worker_metrics(port)
-        logging.getLogger(__name__).info("worker metrics on port %d", port)
+    except OSError as error:
+        # The work matters more than its figures: go on without them.
+        log.error("cannot serve the worker's metrics on port %d: %s", port, error)
+        return
+    log.info("worker metrics on port %d", port)
 
 
 # When each task began, by task id (per pool process: a task runs in one).

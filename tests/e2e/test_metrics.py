@@ -342,6 +342,9 @@ def test_every_metric_the_dashboard_queries_is_exported(traffic: Traffic) -> Non
         for target in panel.get("targets", []):
             for name in queried_metrics(target["expr"]):
                 queried.setdefault(name, set()).add(panel["title"])
+    for variable in dashboard["templating"]["list"]:
+        for name in queried_metrics(variable["definition"]):
+            queried.setdefault(name, set()).add(f"${variable['name']}")
     assert len(queried) >= 20, sorted(queried)
     missing = {name: titles for name, titles in queried.items() if name not in exported}
     assert not missing, f"queried by the dashboard, not exported: {missing}"
