@@ -124,10 +124,10 @@ def _ingested(database: Database, count: int) -> bool:
 
 
 def _send(
-    api: str, token: str, worker: Process, database: Database
+    api: str, token: str, worker: Process, database: Database, samples: Path
 ) -> tuple[dict[str, Any], bytes]:
     """The traffic; returns the plan CI followed and the report it sent."""
-    push = ROOT.parent / "shared" / "samples" / "dev" / "github" / "push-normal-branch.json"
+    push = samples / "push-normal-branch.json"
     body = push.read_bytes()
     headers = github_headers(body, delivery="delivery-1")
     assert post(f"{api}/webhooks/github", data=body, headers=headers).status_code == 202
@@ -160,7 +160,10 @@ def _send(
 
 @pytest.fixture(scope="module")
 def traffic(
-    postgres_url: str, redis_server: Any, tmp_path_factory: pytest.TempPathFactory
+    postgres_url: str,
+    redis_server: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    github_samples: Path,
 ) -> Iterator[Traffic]:
     redis_server.flushdb()
     redis_url = redis_server.connection_pool.connection_kwargs
@@ -198,7 +201,7 @@ def traffic(
         before_api = metric_samples(get(f"{api_url}/metrics").text)
         before_worker = metric_samples(get(f"{worker_url}/metrics").text)
 
-        plan, followed = _send(api_url, token, worker, database)
+        plan, followed = _send(api_url, token, worker, database, github_samples)
         celery = create_celery(Settings(database_url=postgres_url, broker_url=broker))
         assert send_now(celery, MODELS_TRAIN, repository_id)
         trained = 'riskrank_task_seconds_count{outcome="success",task="models.train"}'
