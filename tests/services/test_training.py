@@ -75,6 +75,15 @@ def test_training_records_a_model_with_its_comparison(database: Database, dune: 
     assert statuses(database, dune)[1] is (
         ModelStatus.ACTIVE if promoted else ModelStatus.CANDIDATE
     )
+    # Its map to probabilities and the heuristic's, learnt on the held-out
+    # builds, each with its error on the newer half of them.
+    for key in ("calibration", "heuristic_calibration"):
+        stored = metrics[key]
+        assert stored["method"] in ("isotonic", "platt")
+        assert stored["builds"] == metrics["ranges"]["held_out"]["builds"]
+        assert 0 <= stored["ece"] < 0.05
+        assert len(stored["reliability"]["rows"]) == 10
+    assert training.summary(record)["calibration"]["ece"] == metrics["calibration"]["ece"]
 
 
 def test_same_history_gives_the_same_model(database: Database, dune: int) -> None:
