@@ -162,6 +162,18 @@ def _calibration_rows(features: np.ndarray[Any, Any], rows: np.ndarray[Any, Any]
     return rows & ~is_new
 
 
+def _heuristic_calibration_on_every_build(
+    features: np.ndarray[Any, Any], labels: np.ndarray[Any, Any], indexes: np.ndarray[Any, Any]
+) -> calibration.Calibration | None:
+    """The heuristic's map from every build, when the held-out ones are
+    too few or without a failure: the heuristic learns nothing, so every
+    build is held out from it (older, so less like the next commit, but
+    better than scores that are no probability)."""
+    rows = _calibration_rows(features, np.ones(len(labels), dtype=bool))
+    matrix = FeatureMatrix(tests=("",) * int(rows.sum()), values=features[rows])
+    return calibration.fit(heuristic_scores(matrix), labels[rows], indexes[rows])
+
+
 def _refresh_calibration(
     record: RiskModel,
     scores: np.ndarray[Any, Any],
@@ -245,7 +257,7 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
     )
     heuristic_calibration = calibration.fit(
         heuristic_scores(held_matrix), labels[held], indexes[held]
-    )
+    ) or _heuristic_calibration_on_every_build(features, labels, indexes)
     _, candidate_apfds = build_apfds(candidate_scores, y_cmp, b_cmp)
     _, bar_apfds = build_apfds(bar_scores, y_cmp, b_cmp)
     comparison = paired.compare(candidate_apfds - bar_apfds)
