@@ -323,7 +323,16 @@ class Decision:
         return float(self.expected_duration[~self.selected].sum())
 
     def expected_failures_dropped(self, probability: FloatArray) -> float:
+        """The expected number of failing tests among the dropped ones."""
         return float(probability[~self.selected].sum())
+
+    def miss_probability(self, probability: FloatArray) -> float:
+        """The probability that at least one dropped test fails:
+        1 - prod(1 - p) over the dropped tests, each on its own."""
+        dropped = np.clip(np.nan_to_num(probability[~self.selected], nan=0.0), 0.0, 1.0)
+        if (dropped >= 1.0).any():
+            return 1.0
+        return float(-np.expm1(np.sum(np.log1p(-dropped))))
 
 
 # --- the rules ------------------------------------------------------------------
