@@ -86,7 +86,14 @@ class PlanAnswer(BaseModel):
     selected: int = Field(description="Selected tests in this shard.")
     duration_selected: float = Field(description="Expected seconds of this shard's selection.")
     duration_dropped: float = Field(description="Expected seconds of the dropped tests.")
-    expected_failures_dropped: float = Field(description="Sum of the dropped tests' probabilities.")
+    expected_failures_dropped: float = Field(
+        description="The expected number of failing tests among the dropped ones: the sum of "
+        "their probabilities (calibrated on the repository's recent outcomes)."
+    )
+    miss_probability: float = Field(
+        description="The probability that at least one dropped test fails: 1 - prod(1 - p) "
+        "over the dropped tests."
+    )
     message: str | None
     tests: list[PlannedTest] = Field(
         description="Without a shard: every test, the selected ones first in run order, then "

@@ -174,6 +174,8 @@ class BuildRecord:
     selected: Flags
     model_version: int | None
     full_run: bool
+    # Each test's probability in the plan (calibrated: scheduler.risk.calibration).
+    probabilities: Floats | None = None
 
 
 # What became of a retraining: its candidate replaced the active model (or
@@ -637,6 +639,7 @@ def _replay(
                     selected=decision.selected,
                     model_version=scored.model_version,
                     full_run=decision.full_run,
+                    probabilities=covered.candidates.probability,
                 )
             )
         steps["policy"] += time.perf_counter() - begun

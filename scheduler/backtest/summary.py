@@ -40,6 +40,7 @@ from scheduler.backtest.runner import (
     TrainingRecord,
 )
 from scheduler.evaluation import metrics, paired
+from scheduler.risk import calibration
 
 Flags: TypeAlias = npt.NDArray[np.bool_]
 Floats: TypeAlias = npt.NDArray[np.float64]
@@ -214,6 +215,65 @@ def selection(result: BacktestResult) -> dict[str, Value | int]:
         summary[f"caught_{view}"] = _avg(caught[view])
         summary[f"failing_builds_{view}"] = len(recalls[view])
     return summary
+
+
+def calibration_figures(result: BacktestResult) -> dict[str, Any]:
+    """Whether the plans' probabilities held (`held_figures`), over the
+    scored builds and over the second half of them (the builds after the
+    warm-up cut as `--half` cuts them: with `--half all`, the same figures
+    as a `--half second` run)."""
+    records = list(result.records)
+    second = records[len(records) // 2 :] if result.config.half == "all" else records
+    return held_figures(records) | {"second_half": held_figures(second)}
+
+
+def held_figures(records: Sequence[BuildRecord]) -> dict[str, Any]:
+    """The reliability table (deciles of the predicted probability over
+    every test of the builds: the mean predicted beside the observed failure
+    rate) and its expected calibration error; what the plans said they
+    dropped (expected failures, and the chance of dropping at least one)
+    beside what they dropped; the share of all failures kept, the mean
+    share per failing build, and the mean share of the tests run."""
+    probabilities, outcomes = [], []
+    stated, dropped, any_stated, any_dropped = [], [], [], []
+    per_build, ran = [], []
+    kept = failures = 0
+    for record in records:
+        if record.probabilities is None or len(record.names) == 0:
+            continue
+        p = np.asarray(record.probabilities, dtype=np.float64)
+        probabilities.append(p)
+        outcomes.append(record.failed)
+        out = ~record.selected
+        stated.append(calibration.expected_failures(p[out]))
+        any_stated.append(calibration.any_failure(p[out]))
+        dropped.append(float(record.failed[out].sum()))
+        any_dropped.append(float(record.failed[out].any()))
+        ran.append(float(record.selected.mean()))
+        if record.failed.any():
+            per_build.append(float(record.failed[record.selected].sum() / record.failed.sum()))
+        kept += int(record.failed[record.selected].sum())
+        failures += int(record.failed.sum())
+    if not probabilities:
+        return {"reliability": None, "builds": 0}
+    table = calibration.reliability(np.concatenate(probabilities), np.concatenate(outcomes))
+    return {
+        "builds": len(probabilities),
+        "first_build": records[0].build,
+        "last_build": records[-1].build,
+        "reliability": table.as_json(),
+        "mean_predicted": float(np.concatenate(probabilities).mean()),
+        "observed_rate": float(np.concatenate(outcomes).mean()),
+        "expected_failures_dropped": _avg(stated),
+        "failures_dropped": _avg(dropped),
+        "probability_any_dropped": _avg(any_stated),
+        "builds_with_a_failure_dropped": _avg(any_dropped),
+        "tests_share": _avg(ran),
+        "failures_kept_per_failing_build": _avg(per_build),
+        "failing_builds": len(per_build),
+        "failures_kept_share": kept / failures if failures else None,
+        "failures": failures,
+    }
 
 
 def _avg(values: Sequence[float]) -> Value:
@@ -596,6 +656,7 @@ def to_json(
             "text": half_text(result),
         },
         "selection": selection(result),
+        "calibration": calibration_figures(result),
         "trainings": [t.as_json() for t in result.trainings],
         "learning_curve": learning_curve(result, rows["all"]),
         "models_used": sorted(

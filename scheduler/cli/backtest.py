@@ -217,6 +217,7 @@ def print_summary(document: dict[str, Any]) -> None:
         style="dim",
     )
     console.print(document["half"]["text"], highlight=False, markup=False)
+    print_selection(document)
     # Whether a model or the heuristic made the riskrank rows changes what
     # they mean: say it under the tables, where the eye leaves them.
     served = document["served"]
@@ -226,6 +227,48 @@ def print_summary(document: dict[str, Any]) -> None:
         highlight=False,
         markup=False,
     )
+
+
+def print_selection(document: dict[str, Any]) -> None:
+    """What the plans kept, what they said they dropped, and whether their
+    probabilities held (the reliability table by decile), over the scored
+    builds and, when both halves were scored, over the second half."""
+    print_held(document["calibration"], "scored builds")
+    second = document["calibration"].get("second_half")
+    if document["parameters"].get("half") == "all" and second:
+        print_held(second, "second half")
+
+
+def print_held(held: dict[str, Any], label: str) -> None:
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    table_data = held.get("reliability")
+    if not table_data:
+        return
+    console.print(
+        f"{label} ({held['builds']} builds, {held['first_build']} to {held['last_build']}): "
+        f"plans ran {share(held['tests_share'])} of the tests and kept "
+        f"{share(held['failures_kept_per_failing_build'])} of the failures per failing build "
+        f"({held['failing_builds']}), {share(held['failures_kept_share'])} of all "
+        f"{held['failures']} failures. Miss risk per build: stated "
+        f"{held['expected_failures_dropped']:.3f} expected failures dropped, dropped "
+        f"{held['failures_dropped']:.3f}; stated chance of dropping one "
+        f"{share(held['probability_any_dropped'])}, builds that did "
+        f"{share(held['builds_with_a_failure_dropped'])}",
+        highlight=False,
+        markup=False,
+    )
+    table = Table(
+        title=f"{label}, reliability: expected calibration error {table_data['ece']:.4f} "
+        f"(mean predicted {held['mean_predicted']:.4f}, observed {held['observed_rate']:.4f})"
+    )
+    for name in ("decile", "tests", "mean predicted", "observed"):
+        table.add_column(name, justify="right")
+    rows = zip(table_data["rows"], table_data["predicted"], table_data["observed"], strict=True)
+    for decile, (count, predicted, observed) in enumerate(rows, start=1):
+        table.add_row(str(decile), f"{count:,}", f"{predicted:.4f}", f"{observed:.4f}")
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -264,6 +264,8 @@ def show(
         f"model v{result['version']} ({result['status']}), trained {result['created_at']}"
     )
     _comparison(result["metrics"])
+    for label, key in (("calibration", "calibration"), ("heuristic", "heuristic_calibration")):
+        console.print(_calibration_line(label, result[key]))
     importance = sorted(
         (result["metrics"].get("importance") or {}).items(), key=lambda item: -item[1]
     )
@@ -271,6 +273,19 @@ def show(
     for name, value in importance:
         table.add_row(name, f"{value:,.1f}")
     console.print(table)
+
+
+def _calibration_line(label: str, stored: dict[str, Any] | None) -> str:
+    """How a scorer's scores are made probabilities, and how well that held."""
+    if stored is None:
+        return f"{label}: none (scores served as they are)"
+    ece = stored.get("ece")
+    held = "not measured" if ece is None else f"{ece:.4f}"
+    return (
+        f"{label}: {stored.get('method')}, expected calibration error {held} "
+        f"(learnt on {stored.get('builds')} held-out builds, {stored.get('rows'):,} rows, "
+        f"{stored.get('failures'):,} failures; the error on the newer half, fit on the older)"
+    )
 
 
 @app.command()

@@ -98,6 +98,16 @@ def _why_run_all(answer: dict[str, Any]) -> str:
     return why if why.endswith("run the whole suite") else f"{why}: run the whole suite"
 
 
+def miss_risk_line(answer: dict[str, Any], dropped: int) -> str:
+    """What the dropped tests may hide: the expected failures among them
+    and the chance that at least one of them fails."""
+    return (
+        f"{dropped} test{'' if dropped == 1 else 's'} dropped: miss risk "
+        f"{answer['expected_failures_dropped']:.2f} expected failures, "
+        f"{answer['miss_probability']:.1%} chance that at least one fails"
+    )
+
+
 def plan(
     full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
     sha: Annotated[
@@ -185,6 +195,9 @@ def plan(
         typer.echo(f"riskrank: {_why_run_all(answer)}", err=True)
     elif answer["message"]:
         typer.echo(f"riskrank: {answer['message']}", err=True)
+    dropped = answer["total"] - sum(1 for test in answer["tests"] if test["selected"])
+    if not whole_suite and answer["shard"] is None and dropped > 0:
+        typer.echo(f"riskrank: {miss_risk_line(answer, dropped)}", err=True)
     if output is Format.JSON:
         typer.echo(json.dumps(answer, indent=2))
     elif output is Format.JUNIT:

@@ -323,7 +323,16 @@ class Decision:
         return float(self.expected_duration[~self.selected].sum())
 
     def expected_failures_dropped(self, probability: FloatArray) -> float:
+        """The expected number of failing tests among the dropped ones."""
         return float(probability[~self.selected].sum())
+
+    def miss_probability(self, probability: FloatArray) -> float:
+        """The probability that at least one dropped test fails:
+        1 - prod(1 - p) over the dropped tests, each on its own."""
+        dropped = np.clip(np.nan_to_num(probability[~self.selected], nan=0.0), 0.0, 1.0)
+        if (dropped >= 1.0).any():
+            return 1.0
+        return float(-np.expm1(np.sum(np.log1p(-dropped))))
 
 
 # --- the rules ------------------------------------------------------------------
@@ -454,16 +463,46 @@ def budget_prefix(
         keep[free[: max(0, wanted - int(forced.sum()))]] = True
         return keep
     if policy.mode == "confidence":
-        total = float(probability.sum())
-        if total <= 0:
-            return keep
-        target = budget * total - float(probability[forced].sum())
-        before = np.cumsum(probability[free]) - probability[free]  # mass kept before each
-        keep[free[before < target - 1e-12]] = True
-        return keep
+        return confidence_prefix(
+            budget, policy.exploration_rate, order=order, forced=forced, probability=probability
+        )
     seconds = budget if policy.mode == "time" else budget * float(duration.sum())
     left = seconds - float(duration[forced].sum())
     keep[free[np.cumsum(duration[free]) <= left + 1e-9]] = True
+    return keep
+
+
+def confidence_prefix(
+    target: float,
+    exploration_rate: float,
+    *,
+    order: IndexArray,
+    forced: BoolArray,
+    probability: FloatArray,
+) -> BoolArray:
+    """`confidence` mode: the shortest prefix of the unforced tests, in
+    priority order, with which the expected share of the failures kept
+    reaches `target`. Kept in expectation: the forced tests' probabilities,
+    the prefix's, and the exploration sample's, `exploration_rate` of what
+    the prefix leaves (those tests run too, and their failures are caught):
+    forced + prefix + rate * (rest) >= target * total, so the prefix needs
+    (target * total - forced - rate * (total - forced)) / (1 - rate). The
+    probabilities are calibrated (scheduler.risk.calibration), so this is
+    the share of failures the plan keeps on average, at the fewest tests
+    the order allows. No probability at all (a sum of 0): nothing to go by,
+    so every test runs (fails open) unless the target is 0."""
+    keep = np.zeros(len(order), dtype=bool)
+    free = order[~forced[order]]
+    total = float(probability.sum())
+    if total <= 0:
+        keep[free] = target > 0
+        return keep
+    held = float(probability[forced].sum())
+    if exploration_rate >= 1:
+        return keep  # every dropped test runs anyway
+    needed = (target * total - held - exploration_rate * (total - held)) / (1 - exploration_rate)
+    before = np.cumsum(probability[free]) - probability[free]  # mass kept before each
+    keep[free[before < needed - 1e-12 * total]] = True
     return keep
 
 

@@ -4,7 +4,9 @@ histories), with new tests placed by how often the repository's new tests
 fail, lifted by what the change says (a function or class the test is named
 after changed, its own file changed).
 
-Roughly a probability, never a calibrated one (plans say so): a test that
+Roughly a probability, not a calibrated one: plans serve it through the map
+each training learns for it on the repository's recent builds
+(scheduler.risk.calibration). Before that map: a test that
 failed in its last build scores 0.17 to 0.26, one build before 0.11, ten
 builds before 0.03, one that never failed 0.01; a new test the repository's
 failure rate of new tests (new_test_rate, 0.12 until it has seen new tests

@@ -20,6 +20,7 @@ from scheduler.models import Commit, ModelStatus, Plan, PlanItem, PlanStatus, Re
 from scheduler.models.base import utcnow
 from scheduler.planning.records import Payload
 from scheduler.risk import explain
+from scheduler.risk.calibration import Calibration
 from scheduler.risk.columns import ChangeColumns, HistoryColumns, LinkColumns
 from scheduler.risk.features import (
     FEATURE_NAMES,
@@ -133,6 +134,8 @@ class Scores:
     # What the same scorer gives a test it has never seen, on this change:
     # a collected test missing from the scores gets it in the plan.
     new_test_probability: float | None = None
+    # How the scores were made probabilities (None: served as they are).
+    calibration: Calibration | None = None
 
 
 def score_tests(
@@ -193,21 +196,53 @@ def score_tests(
         at=at,
         new_rate=float(matrix.column("new_test_rate")[0]) if len(test_ids) else None,
     )
-    new_test = (
-        model.predict(model.inputs(unseen)) if model is not None else heuristic_scores(unseen)
-    )
+    calibration = calibration_of(session, repository_id=repository_id, record=record)
     return Scores(
         test_ids,
         matrix,
-        probabilities,
+        calibrated(probabilities, matrix, calibration),
         reasons,
         contributions,
         record,
         change=change,
         strongest=strongest_cofailure(links, len(test_ids)) if explain_scores else None,
         history=history,
-        new_test_probability=float(new_test[0]),
+        new_test_probability=float(unseen.column("new_test_rate")[0]),
+        calibration=calibration,
     )
+
+
+def calibration_of(
+    session: Session, *, repository_id: int, record: RiskModel | None
+) -> Calibration | None:
+    """The map that makes the scorer's scores probabilities: the active
+    model's own, or, scoring with the heuristic, the one the repository's
+    newest training learnt for the heuristic (None: not learnt yet, or a
+    model trained before riskrank calibrated)."""
+    if record is not None:
+        return Calibration.from_json((record.metrics or {}).get("calibration"))
+    newest = session.scalar(
+        select(RiskModel.metrics)
+        .where(RiskModel.repository_id == repository_id)
+        .order_by(RiskModel.version.desc())
+        .limit(1)
+    )
+    return Calibration.from_json((newest or {}).get("heuristic_calibration"))
+
+
+def calibrated(
+    scores: np.ndarray, matrix: FeatureMatrix, calibration: Calibration | None
+) -> np.ndarray:
+    """The probabilities a plan carries: the scores through the
+    calibration (as they are without one), and for a test new to riskrank
+    the repository's observed failure rate of new tests (new_test_rate),
+    whatever its score: nothing of its own to predict from."""
+    if len(scores) == 0:
+        return scores
+    result = calibration.apply(scores) if calibration is not None else scores.astype(np.float64)
+    is_new = np.nan_to_num(matrix.column("is_new").astype(np.float64), nan=0.0) == 1.0
+    rate = np.nan_to_num(matrix.column("new_test_rate").astype(np.float64), nan=0.0)
+    return np.where(is_new, rate, result)
 
 
 # A test riskrank has never seen: no statistics, no file, and a name that

@@ -21,7 +21,7 @@ from scheduler import metrics
 from scheduler.evaluation import paired
 from scheduler.models import ModelStatus, Repository, RiskModel, RunStatus, SuiteRun
 from scheduler.models.base import utcnow
-from scheduler.risk import choice, replay
+from scheduler.risk import calibration, choice, replay
 from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
 from scheduler.risk.heuristic import HEURISTICS, heuristic_scores
 from scheduler.risk.model import ModelError
@@ -156,6 +156,46 @@ def choose_scorer(
     return choice.choose(features[older], labels[older], indexes[older], FEATURE_NAMES)
 
 
+def _calibration_rows(features: np.ndarray[Any, Any], rows: np.ndarray[Any, Any]) -> Any:
+    """Of `rows`, those a calibration learns from: not a new test's (a
+    plan gives a test new to riskrank the repository's failure rate of new
+    tests, whatever its score)."""
+    is_new = np.nan_to_num(features[:, FEATURE_NAMES.index("is_new")], nan=0.0) == 1.0
+    return rows & ~is_new
+
+
+def _heuristic_calibration_on_every_build(
+    features: np.ndarray[Any, Any], labels: np.ndarray[Any, Any], indexes: np.ndarray[Any, Any]
+) -> calibration.Calibration | None:
+    """The heuristic's map from every build, when the held-out ones are
+    too few or without a failure: the heuristic learns nothing, so every
+    build is held out from it (older, so less like the next commit, but
+    better than scores that are no probability)."""
+    rows = _calibration_rows(features, np.ones(len(labels), dtype=bool))
+    matrix = FeatureMatrix(tests=("",) * int(rows.sum()), values=features[rows])
+    return calibration.fit(heuristic_scores(matrix), labels[rows], indexes[rows])
+
+
+def _refresh_calibration(
+    record: RiskModel,
+    scores: np.ndarray[Any, Any],
+    labels: np.ndarray[Any, Any],
+    builds: np.ndarray[Any, Any],
+    features: np.ndarray[Any, Any],
+) -> None:
+    """The active model kept its place: its calibration is learnt again
+    on the builds it was not trained on, up to the newest, so that its
+    probabilities follow the repository's recent outcomes between models."""
+    rows = _calibration_rows(features, np.ones(len(labels), dtype=bool))
+    refreshed = calibration.fit(scores[rows], labels[rows], builds[rows])
+    if refreshed is not None:
+        record.metrics = {
+            **(record.metrics or {}),
+            "calibration": refreshed.as_json(),
+            "calibration_refreshed_at": utcnow().isoformat(),
+        }
+
+
 def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome | None:
     """`train`, counted (riskrank_trainings_total, riskrank_training_seconds
     and, when it promotes, riskrank_model_promotions_total): a failure at
@@ -234,6 +274,17 @@ def train(session: Session, *, repository_id: int) -> TrainingOutcome | None:
         against = "the heuristic"
         if incumbent is not None:
             against += f" (the active model v{incumbent.version} reads other features)"
+    # Calibrated on every build held out from the candidate's fits.
+    held = _calibration_rows(features, indexes > trained.validation.last_build)
+    held_matrix = FeatureMatrix(tests=("",) * int(held.sum()), values=features[held])
+    candidate_calibration = calibration.fit(
+        trained.evaluated.predict(trained.evaluated.inputs(held_matrix)),
+        labels[held],
+        indexes[held],
+    )
+    heuristic_calibration = calibration.fit(
+        heuristic_scores(held_matrix), labels[held], indexes[held]
+    ) or _heuristic_calibration_on_every_build(features, labels, indexes)
     _, candidate_apfds = build_apfds(candidate_scores, y_cmp, b_cmp)
     _, bar_apfds = build_apfds(bar_scores, y_cmp, b_cmp)
     comparison = paired.compare(candidate_apfds - bar_apfds)
@@ -318,10 +369,16 @@ def train(session: Session, *, repository_id: int) -> TrainingOutcome | None:
         train_rows=trained.rows,
         train_failures=trained.failures,
     )
+    if candidate_calibration is not None:
+        record.metrics["calibration"] = candidate_calibration.as_json()
+    if heuristic_calibration is not None:
+        record.metrics["heuristic_calibration"] = heuristic_calibration.as_json()
     session.add(record)
     session.flush()
     if promoted:
         _activate(session, record)
+    elif rival is not None:
+        _refresh_calibration(rival, bar_scores, y_cmp, b_cmp, x_cmp)
     log.info("repository %s: model v%s %s (%s)", repository_id, version, record.status, reason)
     return TrainingOutcome(record, promoted, reason)
 
@@ -431,4 +488,18 @@ def summary(record: RiskModel) -> dict[str, Any]:
         "comparison": (record.metrics or {}).get("comparison"),
         "decision": (record.metrics or {}).get("decision"),
         "scorer": ((record.metrics or {}).get("scorer") or {}).get("name"),
+        "calibration": calibration_summary((record.metrics or {}).get("calibration")),
+        "heuristic_calibration": calibration_summary(
+            (record.metrics or {}).get("heuristic_calibration")
+        ),
+    }
+
+
+def calibration_summary(stored: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A stored calibration's method, expected calibration error and what
+    it was learnt from (None: the record has none)."""
+    if not isinstance(stored, Mapping):
+        return None
+    return {
+        key: stored.get(key) for key in ("method", "ece", "log_loss", "rows", "failures", "builds")
     }

@@ -4,6 +4,7 @@ shards, collected tests, what is recorded on the plan, and the 4xx answers."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import threading
 import time
@@ -37,6 +38,7 @@ CONTRACT_KEYS = {
     "duration_selected",
     "duration_dropped",
     "expected_failures_dropped",
+    "miss_probability",
     "message",
     "tests",
 }
@@ -106,6 +108,10 @@ def test_fraction_budget_lists_selected_then_dropped_and_records_it(
     assert plan["duration_selected"] == pytest.approx(sum(t["duration"] for t in chosen))
     assert plan["expected_failures_dropped"] == pytest.approx(
         sum(t["probability"] for t in dropped), abs=1e-5
+    )
+    # The chance that at least one dropped test fails, from the same probabilities.
+    assert plan["miss_probability"] == pytest.approx(
+        1 - math.prod(1 - t["probability"] for t in dropped), abs=1e-5
     )
     # What the policy decided is on the plan items, to evaluate outcomes later.
     stored = recorded(database, plan["plan_id"])

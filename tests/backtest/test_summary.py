@@ -3,6 +3,7 @@ figures (the measures themselves are tested in tests/evaluation)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -204,3 +205,43 @@ def test_report_recalls_agree_with_the_metrics() -> None:
                 for share in report.SHARE_GRID
             ]
             assert report._recalls(ranked, durations, time).tolist() == expected
+
+
+def test_calibration_figures_against_hand_computed_ones() -> None:
+    # Build 1: a b c d at 0.5 0.5 0.1 0.1, a and c run, b fails (dropped).
+    # Build 2: the same, a runs, a fails; build 3 and 4 nothing fails.
+    def planned(index: int, failed: list[int], selected: list[int]) -> BuildRecord:
+        base = record(index, "abcd", failed, [0] * 4, [1.0] * 4, {RISKRANK: [0, 1, 2, 3]})
+        return replace(
+            base,
+            selected=np.array(selected, dtype=bool),
+            probabilities=np.array([0.5, 0.5, 0.1, 0.1]),
+        )
+
+    records = [
+        planned(0, [0, 1, 0, 0], [1, 0, 1, 0]),
+        planned(1, [1, 0, 0, 0], [1, 0, 0, 0]),
+        planned(2, [0, 0, 0, 0], [1, 1, 1, 1]),
+        planned(3, [0, 0, 0, 0], [1, 1, 1, 1]),
+    ]
+    figures = summary.calibration_figures(result_of(*records))
+    # Stated per build: 0.6, 1.1, 0, 0 expected failures dropped; the
+    # chance of one 1 - 0.5 * 0.9, 1 - 0.5 * 0.9 * 0.9, 0, 0.
+    assert figures["expected_failures_dropped"] == pytest.approx((0.6 + 0.7) / 4)
+    assert figures["probability_any_dropped"] == pytest.approx((0.55 + 1 - 0.405) / 4)
+    assert figures["failures_dropped"] == pytest.approx(1 / 4)
+    assert figures["builds_with_a_failure_dropped"] == pytest.approx(1 / 4)
+    assert figures["failures_kept_share"] == pytest.approx(1 / 2)
+    assert figures["failures_kept_per_failing_build"] == pytest.approx(1 / 2)
+    assert figures["tests_share"] == pytest.approx((0.5 + 0.25 + 1 + 1) / 4)
+    assert figures["mean_predicted"] == pytest.approx(0.3)
+    assert figures["observed_rate"] == pytest.approx(2 / 16)
+    table = figures["reliability"]
+    assert sum(table["rows"]) == 16
+    assert table["predicted"][0] == pytest.approx(0.1)
+    assert table["predicted"][-1] == pytest.approx(0.5)
+    # The second half: builds 3 and 4, where nothing failed.
+    second = figures["second_half"]
+    assert second["builds"] == 2
+    assert second["observed_rate"] == 0.0
+    assert second["failures_kept_share"] is None

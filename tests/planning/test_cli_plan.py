@@ -54,6 +54,13 @@ def test_list_json_and_junit(database: Database, db_url: str, tmp_path: Path) ->
     assert listed.stdout.splitlines() == chosen
     assert "tests/test_new.py::test_a" in chosen
     assert plan["total"] == len(NAMES) + 1
+    # What the dropped tests may hide, on stderr (stdout stays the list).
+    dropped = plan["total"] - len(chosen)
+    assert dropped > 0
+    assert (
+        f"riskrank: {dropped} tests dropped: miss risk {plan['expected_failures_dropped']:.2f} "
+        f"expected failures, {plan['miss_probability']:.1%} chance that at least one fails"
+    ) in listed.stderr
     suite = ElementTree.fromstring(as_junit.stdout).find("testsuite")
     assert suite is not None
     cases = [f"{case.get('classname')}::{case.get('name')}" for case in suite.iter("testcase")]

@@ -208,6 +208,52 @@ def test_confidence_counts_forced_tests() -> None:
     assert decision.expected_failures_dropped(candidates.probability) == pytest.approx(0.45)
 
 
+def test_confidence_counts_what_the_exploration_sample_keeps() -> None:
+    # Half of what the budget drops runs anyway: keeping 0.5 of the expected
+    # failures up front keeps 0.5 + 0.5 * 0.5 = 0.75 of them on average.
+    candidates = plain(4, probability=[0.5, 0.3, 0.15, 0.05])
+    decision = decide(
+        candidates, Policy(mode="confidence", budget=0.75, exploration_rate=0.5), Context()
+    )
+    prefix = [rule is Rule.MODEL for rule in decision.rules]
+    assert prefix == [True, False, False, False]
+    # A little more than that needs the second test.
+    decision = decide(
+        candidates, Policy(mode="confidence", budget=0.76, exploration_rate=0.5), Context()
+    )
+    assert [rule is Rule.MODEL for rule in decision.rules] == [True, True, False, False]
+
+
+def test_confidence_on_calibrated_probabilities_keeps_its_share_of_failures() -> None:
+    # Probabilities that hold (outcomes drawn from them): over many builds,
+    # the plans keep the target share of the failures, with the fewest tests.
+    rng = np.random.default_rng(11)
+    for target in (0.8, 0.9):
+        kept = failures = ran = 0
+        for _ in range(300):
+            probability = rng.beta(0.2, 8.0, 200)
+            failed = rng.random(200) < probability
+            decision = decide(
+                plain(200, probability=probability.tolist()),
+                Policy(mode="confidence", budget=target, exploration_rate=0.05),
+                Context(seed=int(rng.integers(1 << 30))),
+            )
+            kept += int(failed[decision.selected].sum())
+            failures += int(failed.sum())
+            ran += int(decision.selected.sum())
+            assert any(rule is Rule.MODEL for rule in decision.rules)  # never nothing
+        assert kept / failures == pytest.approx(target, abs=0.02)
+        assert ran / (300 * 200) < target
+
+
+def test_confidence_without_any_probability_runs_everything() -> None:
+    candidates = plain(3, probability=[0.0, 0.0, 0.0])
+    decision = decide(
+        candidates, Policy(mode="confidence", budget=0.8, exploration_rate=0), Context()
+    )
+    assert decision.selected.all()
+
+
 # --- rules that force a test in ---------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -23,7 +24,9 @@ from scheduler.models import (
     Provider,
     RiskModel,
 )
+from scheduler.risk.calibration import ISOTONIC, Calibration
 from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
+from scheduler.risk.heuristic import heuristic_scores
 from scheduler.risk.serving import load_model
 from scheduler.risk.training import train_model
 from scheduler.services import history, repos, runs, scoring
@@ -254,3 +257,61 @@ def test_scoring_the_same_commit_at_once_stores_one_plan(
         stored = session.scalars(select(Plan.id).where(Plan.commit_id == commit_id)).all()
     assert len(stored) == 1
     assert plan_ids == set(stored)
+
+
+# A map learnt elsewhere (scheduler.risk.calibration): a score of 0.5 or more
+# fails 40% of the time, below it 1%.
+STEP = Calibration(ISOTONIC, knots=(0.0, 0.49, 0.5, 1.0), values=(0.01, 0.01, 0.4, 0.4))
+
+
+def test_a_model_s_scores_are_served_through_its_calibration(
+    database: Database, repository: int
+) -> None:
+    model_id = planning_data.add_model(database, repository)
+    with database.session() as session:
+        session.get_one(RiskModel, model_id).metrics = {"calibration": STEP.as_json()}
+    commit_id = new_commit(database, repository, "src/net.py")
+    with database.session() as session:
+        plan = scoring.score_commit(session, commit_id, cache=scoring.ModelCache())
+        assert plan is not None
+        assert plan.status is PlanStatus.READY
+        plan_id = plan.id
+    items = plan_items(database, plan_id)
+    vectors = np.stack([np.frombuffer(features, dtype="<f4") for *_, features, _ in items])
+    loaded = load_model(planning_data.synthetic_model())
+    raw = loaded.predict(loaded.inputs(FeatureMatrix(("",) * len(vectors), vectors)))
+    assert [probability for _, probability, *_ in items] == pytest.approx(
+        STEP.apply(raw).tolist(), abs=1e-9
+    )
+
+
+def test_the_heuristic_is_served_through_the_map_its_repository_learnt(
+    database: Database, repository: int
+) -> None:
+    """Without an active model, the heuristic's 0.01-plus-weights become
+    probabilities through the map the newest training learnt for it; a test
+    new to riskrank gets the repository's failure rate of new tests."""
+    model_id = planning_data.add_model(database, repository)
+    with database.session() as session:
+        record = session.get_one(RiskModel, model_id)
+        record.status = ModelStatus.CANDIDATE  # trained, not promoted
+        record.metrics = {"heuristic_calibration": STEP.as_json()}
+        session.add(KnownTest(repository_id=repository, name="tests/test_new.py::test_it"))
+    commit_id = new_commit(database, repository, "src/net.py")
+    with database.session() as session:
+        scores = scoring.score_tests(
+            session,
+            repository_id=repository,
+            commit_id=commit_id,
+            at=datetime.now(UTC),
+            cache=scoring.ModelCache(),
+        )
+    assert scores.model is None
+    assert scores.calibration == STEP
+    raw = heuristic_scores(scores.matrix)
+    is_new = scores.matrix.column("is_new") == 1.0
+    assert is_new.sum() == 1
+    rate = float(scores.matrix.column("new_test_rate")[0])
+    assert scores.probabilities[is_new].tolist() == [rate]
+    assert scores.probabilities[~is_new] == pytest.approx(STEP.apply(raw[~is_new]), abs=1e-9)
+    assert scores.new_test_probability == rate

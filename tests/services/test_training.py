@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
 from scheduler.db import Database
 from scheduler.ingest.history import read_history
 from scheduler.models import ModelStatus, Provider, RiskModel
+from scheduler.risk.features import FEATURE_NAMES
 from scheduler.services import history, repos, training
 
 
@@ -75,6 +77,15 @@ def test_training_records_a_model_with_its_comparison(database: Database, dune: 
     assert statuses(database, dune)[1] is (
         ModelStatus.ACTIVE if promoted else ModelStatus.CANDIDATE
     )
+    # Its map to probabilities and the heuristic's, learnt on the held-out
+    # builds, each with its error on the newer half of them.
+    for key in ("calibration", "heuristic_calibration"):
+        stored = metrics[key]
+        assert stored["method"] in ("isotonic", "platt")
+        assert stored["builds"] == metrics["ranges"]["held_out"]["builds"]
+        assert 0 <= stored["ece"] < 0.05
+        assert len(stored["reliability"]["rows"]) == 10
+    assert training.summary(record)["calibration"]["ece"] == metrics["calibration"]["ece"]
 
 
 def test_same_history_gives_the_same_model(database: Database, dune: int) -> None:
@@ -125,3 +136,24 @@ def test_repositories_are_due_after_enough_new_reports(database: Database, dune:
     with database.session() as session:
         # Nothing new since the model.
         assert training.repositories_due(session, every_runs=1, every_hours=0.0001) == []
+
+
+def test_an_active_model_that_keeps_its_place_is_calibrated_again() -> None:
+    """A training whose candidate is not promoted learns the active model's
+    map again on the builds since its training: its probabilities follow
+    the repository's recent outcomes between models."""
+    rng = np.random.default_rng(3)
+    builds = np.repeat(np.arange(20), 500)
+    truth = rng.beta(0.3, 10.0, builds.size)
+    scores = np.sqrt(truth)  # ordered as the truth, not a probability
+    failed = rng.random(builds.size) < truth
+    features = np.zeros((builds.size, len(FEATURE_NAMES)), dtype=np.float32)
+    features[:10, FEATURE_NAMES.index("is_new")] = 1.0  # new tests: not learnt from
+    record = RiskModel(metrics={"decision": "kept", "calibration": None})
+    training._refresh_calibration(record, scores, failed, builds, features)
+    stored = record.metrics["calibration"]
+    assert record.metrics["decision"] == "kept"
+    assert "calibration_refreshed_at" in record.metrics
+    assert stored["rows"] == builds.size - 10
+    assert stored["builds"] == 20
+    assert stored["ece"] < 0.01

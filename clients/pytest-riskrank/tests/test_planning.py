@@ -64,6 +64,26 @@ def test_the_summary_of_a_plan_without_figures() -> None:
     )
 
 
+def test_the_line_states_the_chance_of_a_miss_when_the_server_sends_it() -> None:
+    # A server that sends miss_probability: both figures. One from before
+    # it (the contract example has none): the expected failures alone.
+    newer = parse_plan(plan_answer([("a", True), ("b", False)], miss_probability=0.19))
+    assert newer.miss_probability == 0.19
+    assert summary(newer, running=1, collected=2, shard=None, unplanned=0) == (
+        "plan 17 (ready, model v3): running 1 of 2 tests; about 2m 05s saved; "
+        "miss risk 0.21 expected failures, 19% chance of any"
+    )
+    rare = parse_plan(plan_answer([("a", True), ("b", False)], miss_probability=0.00004))
+    assert summary(rare, running=1, collected=2, shard=None, unplanned=0).endswith(
+        "miss risk 0.21 expected failures, <0.1% chance of any"
+    )
+    older = parse_plan(plan_answer([("a", True), ("b", False)]))
+    assert older.miss_probability is None
+    assert summary(older, running=1, collected=2, shard=None, unplanned=0).endswith(
+        "miss risk 0.21 expected failures"
+    )
+
+
 def test_the_contract_example_parses() -> None:
     parsed = parse_plan(plan_answer([("t::a", True), ("t::b", False)]))
     assert parsed.plan_id == 17

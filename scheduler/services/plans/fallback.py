@@ -103,6 +103,7 @@ def fallback(
         "duration_selected": round(float(expected[listed].sum()), 3),
         "duration_dropped": 0.0,
         "expected_failures_dropped": 0.0,
+        "miss_probability": 0.0,
         "message": message,
     }
     return Answer(

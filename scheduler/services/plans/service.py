@@ -148,6 +148,7 @@ def answer(
         "expected_failures_dropped": round(
             decision.expected_failures_dropped(candidates.probability), 6
         ),
+        "miss_probability": round(decision.miss_probability(candidates.probability), 6),
         "message": message,
     }
     return Answer(fields, joined(planned.pieces(), listed))

@@ -168,12 +168,33 @@ def summary(
     if running < collected:
         if plan.duration_dropped is not None and math.isfinite(plan.duration_dropped):
             parts.append(f"about {duration_text(plan.duration_dropped)} saved")
-        risk = plan.expected_failures_dropped
-        if risk is not None and math.isfinite(risk):
-            parts.append(f"miss risk {risk:.2f} expected failures")
+        risk = miss_risk(plan)
+        if risk:
+            parts.append(risk)
     if unplanned:
         parts.append(f"{_count(unplanned)} not in the plan run last")
     return "; ".join(parts)
+
+
+def miss_risk(plan: PlanAnswer) -> str | None:
+    """What the dropped tests may hide, as the server states it: the
+    expected failures among them and, from a server that sends it, the
+    chance that at least one of them fails."""
+    risk = plan.expected_failures_dropped
+    if risk is None or not math.isfinite(risk):
+        return None
+    text = f"miss risk {risk:.2f} expected failures"
+    chance = plan.miss_probability
+    if chance is not None and math.isfinite(chance):
+        text += f", {_percent(chance)} chance of any"
+    return text
+
+
+def _percent(chance: float) -> str:
+    """A chance as a percentage a reader can tell from 0: "<0.1%" below that."""
+    if 0 < chance < 0.001:
+        return "<0.1%"
+    return f"{chance:.1%}" if chance < 0.1 else f"{chance:.0%}"
 
 
 def distributed_summary(plan: PlanAnswer, *, running: int, workers: int, shard: str | None) -> str:
@@ -192,7 +213,7 @@ def distributed_summary(plan: PlanAnswer, *, running: int, workers: int, shard: 
     elif any(not test.selected for test in plan.tests):
         if plan.duration_dropped is not None and math.isfinite(plan.duration_dropped):
             parts.append(f"about {duration_text(plan.duration_dropped)} saved")
-        risk = plan.expected_failures_dropped
-        if risk is not None and math.isfinite(risk):
-            parts.append(f"miss risk {risk:.2f} expected failures")
+        risk = miss_risk(plan)
+        if risk:
+            parts.append(risk)
     return "; ".join(parts)

@@ -94,6 +94,8 @@ class PlanAnswer:
     full_run_reason: str | None = None
     duration_dropped: float | None = None
     expected_failures_dropped: float | None = None
+    # The chance that a dropped test fails (None: a server from before it).
+    miss_probability: float | None = None
     message: str | None = None
     run_all: bool = False
 
@@ -173,6 +175,7 @@ def parse_plan(data: Any) -> PlanAnswer:
         full_run_reason=_text(data, "full_run_reason"),
         duration_dropped=_number(data, "duration_dropped"),
         expected_failures_dropped=_number(data, "expected_failures_dropped"),
+        miss_probability=_number(data, "miss_probability"),
         message=_text(data, "message"),
         run_all=run_all,
     )

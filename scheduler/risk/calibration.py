@@ -1,0 +1,335 @@
+"""Calibration: a score made a probability that holds (pure: arrays in, a
+map out).
+
+A plan's scores are read as probabilities: the miss risk is their sum over
+the dropped tests, and `confidence` mode keeps tests until their share of
+the expected failures reaches its target. A model's raw probabilities
+drift from the observed rates as the project changes, and neither the
+heuristic (0.01 plus weights) nor a simple ordering served as a model is a
+probability at all. So every scorer gets a monotone map from its score to
+the failure rate observed at that score on builds it was not trained on
+(the newest builds of the repository's own history):
+
+- **isotonic**: the pool-adjacent-violators fit of the failure rate as a
+  non-decreasing step function of the score (on at most `MAX_BINS`
+  quantile bins of the score, ties kept in one bin), then interpolated
+  linearly between the blocks' mean scores, so that distinct scores stay
+  distinct in the middle of the range;
+- **Platt**: sigmoid(a * logit(score) + c), a > 0, by maximum likelihood.
+
+Both are fit on the older half of the held-out builds and scored by log loss
+on the newer half; the lower wins and is fit again on every held-out build.
+The expected calibration error (`ece`) stored with the map is the chosen
+method's, fit on the older half, measured on the newer half: builds the map
+did not see. The map keeps the score's order (a tiny term, `TIE_BREAK`
+times the score, keeps distinct scores distinct where the map is flat), so
+calibrating never changes which test runs first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+Floats = npt.NDArray[np.float64]
+
+ISOTONIC: Final = "isotonic"
+PLATT: Final = "platt"
+METHODS: Final = (ISOTONIC, PLATT)
+MAX_BINS: Final = 1000
+# Pseudo-rows at the overall rate added to each bin before pooling: a bin
+# with no failure gets a small probability, never 0 (a log loss of infinity
+# on the first failure there).
+PRIOR_ROWS: Final = 2.0
+# Keeps distinct scores in order where the map is flat (far below any
+# figure a plan shows: probabilities are rounded to 6 digits).
+TIE_BREAK: Final = 1e-9
+DECILES: Final = 10
+EPS: Final = 1e-6
+MIN_BUILDS: Final = 4  # held-out builds needed: two to fit on, two to check on
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Per bin of the predicted probability (equal counts of rows, lowest
+    first): rows, the mean predicted probability and the observed rate."""
+
+    rows: tuple[int, ...]
+    predicted: tuple[float, ...]
+    observed: tuple[float, ...]
+
+    @property
+    def ece(self) -> float | None:
+        """The expected calibration error: the row-weighted mean of
+        |predicted - observed| over the bins (None without rows)."""
+        total = sum(self.rows)
+        if total == 0:
+            return None
+        return math.fsum(
+            n * abs(p - o) for n, p, o in zip(self.rows, self.predicted, self.observed, strict=True)
+        ) / float(total)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "rows": list(self.rows),
+            "predicted": [round(value, 6) for value in self.predicted],
+            "observed": [round(value, 6) for value in self.observed],
+            "ece": None if self.ece is None else round(self.ece, 6),
+        }
+
+
+def reliability(
+    probabilities: npt.ArrayLike, failed: npt.ArrayLike, bins: int = DECILES
+) -> Reliability:
+    """The reliability table of `probabilities` against the outcomes: rows
+    sorted by probability and cut into `bins` bins of (nearly) equal counts."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(failed, dtype=np.float64)
+    if p.size == 0:
+        return Reliability((), (), ())
+    order = np.argsort(p, kind="stable")
+    parts = [part for part in np.array_split(order, min(bins, p.size)) if part.size]
+    return Reliability(
+        tuple(int(part.size) for part in parts),
+        tuple(float(p[part].mean()) for part in parts),
+        tuple(float(y[part].mean()) for part in parts),
+    )
+
+
+def _logit(p: Floats) -> Floats:
+    clipped = np.clip(p, EPS, 1.0 - EPS)
+    result: Floats = np.log(clipped) - np.log1p(-clipped)
+    return result
+
+
+def _sigmoid(z: Floats) -> Floats:
+    result: Floats = np.exp(-np.logaddexp(0.0, -z))
+    return result
+
+
+def log_loss(probabilities: Floats, failed: Floats) -> float:
+    p = np.clip(probabilities, EPS, 1.0 - EPS)
+    return float(-np.mean(failed * np.log(p) + (1.0 - failed) * np.log1p(-p)))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A monotone map from a scorer's score to a failure probability, with
+    how it was chosen and how well it held on builds it was not fit on."""
+
+    method: str
+    # isotonic: the knots (scores ascending, probabilities non-decreasing)
+    knots: tuple[float, ...] = ()
+    values: tuple[float, ...] = ()
+    # Platt: sigmoid(scale * logit(score) + shift)
+    scale: float = 1.0
+    shift: float = 0.0
+    ece: float | None = None  # on the newer half of the held-out builds
+    log_loss: Mapping[str, float] | None = None  # each method, on the same
+    reliability: Reliability | None = None  # the chosen method's, there
+    rows: int = 0
+    failures: int = 0
+    builds: int = 0
+
+    def apply(self, scores: npt.ArrayLike) -> Floats:
+        """The probability of each score (order kept, see TIE_BREAK)."""
+        raw = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0)
+        if self.method == PLATT:
+            mapped = _sigmoid(self.scale * _logit(raw) + self.shift)
+        else:
+            mapped = np.interp(raw, self.knots, self.values)
+        result: Floats = np.clip(mapped + TIE_BREAK * np.clip(raw, 0.0, 1.0), 0.0, 1.0)
+        return result
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "knots": [float(value) for value in self.knots],
+            "values": [float(value) for value in self.values],
+            "scale": self.scale,
+            "shift": self.shift,
+            "ece": None if self.ece is None else round(self.ece, 6),
+            "log_loss": None
+            if self.log_loss is None
+            else {name: round(value, 6) for name, value in self.log_loss.items()},
+            "reliability": None if self.reliability is None else self.reliability.as_json(),
+            "rows": self.rows,
+            "failures": self.failures,
+            "builds": self.builds,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Calibration | None:
+        """The map of `as_json`; None for none, or one this riskrank cannot
+        read (an unknown method, knots that do not pair up)."""
+        if not isinstance(data, Mapping) or data.get("method") not in METHODS:
+            return None
+        knots = tuple(float(value) for value in data.get("knots") or ())
+        values = tuple(float(value) for value in data.get("values") or ())
+        if data["method"] == ISOTONIC and (not knots or len(knots) != len(values)):
+            return None
+        table = data.get("reliability")
+        return cls(
+            method=str(data["method"]),
+            knots=knots,
+            values=values,
+            scale=float(data.get("scale", 1.0)),
+            shift=float(data.get("shift", 0.0)),
+            ece=data.get("ece"),
+            log_loss=data.get("log_loss"),
+            reliability=Reliability(
+                tuple(table["rows"]), tuple(table["predicted"]), tuple(table["observed"])
+            )
+            if isinstance(table, Mapping)
+            else None,
+            rows=int(data.get("rows", 0)),
+            failures=int(data.get("failures", 0)),
+            builds=int(data.get("builds", 0)),
+        )
+
+
+# --- fitting ---------------------------------------------------------------------
+
+
+def _bins(raw: Floats, failed: Floats) -> tuple[Floats, Floats, Floats]:
+    """Score bins of the rows: (mean score, rows, failures) per bin,
+    ascending; equal scores always in one bin, at most MAX_BINS bins of
+    about equal counts."""
+    distinct, inverse, counts = np.unique(raw, return_inverse=True, return_counts=True)
+    if distinct.size > MAX_BINS:
+        # Cut the cumulative count of the distinct scores into equal parts.
+        cumulative = np.cumsum(counts)
+        group = np.minimum((cumulative - counts) * MAX_BINS // cumulative[-1], MAX_BINS - 1).astype(
+            np.int64
+        )
+        _, group = np.unique(group, return_inverse=True)
+        inverse = group[inverse]
+    rows = np.bincount(inverse).astype(np.float64)
+    sums = np.bincount(inverse, weights=raw)
+    failures = np.bincount(inverse, weights=failed).astype(np.float64)
+    centers: Floats = sums / rows
+    return centers, rows, failures
+
+
+def _pool(rates: Floats, weights: Floats) -> tuple[list[int], list[float]]:
+    """Pool adjacent violators: the non-decreasing fit of `rates` (weighted),
+    as blocks (index of each block's first bin, its value)."""
+    starts: list[int] = []
+    values: list[float] = []
+    sizes: list[float] = []
+    for index, (rate, weight) in enumerate(zip(rates.tolist(), weights.tolist(), strict=True)):
+        starts.append(index)
+        values.append(rate)
+        sizes.append(weight)
+        while len(values) > 1 and values[-2] >= values[-1]:
+            size = sizes[-2] + sizes[-1]
+            values[-2] = (values[-2] * sizes[-2] + values[-1] * sizes[-1]) / size
+            sizes[-2] = size
+            del starts[-1], values[-1], sizes[-1]
+    return starts, values
+
+
+def fit_isotonic(raw: Floats, failed: Floats) -> Calibration:
+    """The isotonic map (see the module's docstring)."""
+    centers, rows, failures = _bins(raw, failed)
+    rate = float(failed.mean())
+    smoothed = (failures + PRIOR_ROWS * rate) / (rows + PRIOR_ROWS)
+    starts, values = _pool(smoothed, rows)
+    ends = [*starts[1:], centers.size]
+    knots = [
+        float(np.average(centers[a:b], weights=rows[a:b]))
+        for a, b in zip(starts, ends, strict=True)
+    ]
+    return Calibration(ISOTONIC, tuple(knots), tuple(values))
+
+
+def fit_platt(raw: Floats, failed: Floats) -> Calibration | None:
+    """The Platt map, by Newton's method on the log loss of the score bins
+    (`_bins`: a weighted fit of their rows and failures, as fast for a
+    million rows as for a thousand); None when it would reverse the order
+    (a <= 0) or the scores do not vary."""
+    if raw.size == 0 or np.ptp(raw) == 0 or failed.min() == failed.max():
+        return None
+    centers, rows, failures = _bins(raw, failed)
+    z = _logit(centers)
+    rate = float(np.clip(failed.mean(), EPS, 1 - EPS))
+    a, c = 1.0, math.log(rate / (1 - rate)) - float(np.average(z, weights=rows))
+    for _ in range(100):
+        p = _sigmoid(a * z + c)
+        residual = rows * p - failures
+        w = np.maximum(rows * p * (1.0 - p), 1e-12)
+        gradient = np.array([np.dot(residual, z), np.sum(residual)])
+        hessian = np.array([[np.dot(w, z * z), np.dot(w, z)], [np.dot(w, z), w.sum()]])
+        step = np.linalg.solve(hessian + 1e-9 * np.eye(2), gradient)
+        a, c = a - float(step[0]), c - float(step[1])
+        if not (math.isfinite(a) and math.isfinite(c)):
+            return None
+        if np.abs(step).max() < 1e-10:
+            break
+    if a <= 0:
+        return None
+    return Calibration(PLATT, scale=a, shift=c)
+
+
+def _fit(method: str, raw: Floats, failed: Floats) -> Calibration | None:
+    return fit_isotonic(raw, failed) if method == ISOTONIC else fit_platt(raw, failed)
+
+
+def fit(scores: npt.ArrayLike, failed: npt.ArrayLike, builds: npt.ArrayLike) -> Calibration | None:
+    """The calibration of a scorer from its scores on held-out builds (rows
+    of score, failed, build index; a larger index is a later build): see
+    the module's docstring. None when it cannot be learnt: fewer than
+    MIN_BUILDS builds, or no failure (or nothing but failures) among them."""
+    raw = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0)
+    y = np.asarray(failed, dtype=np.float64)
+    build_of = np.asarray(builds, dtype=np.int64)
+    distinct = np.unique(build_of)
+    if distinct.size < MIN_BUILDS or y.size == 0 or y.min() == y.max():
+        return None
+    middle = distinct[distinct.size // 2]
+    older, newer = build_of < middle, build_of >= middle
+    losses: dict[str, float] = {}
+    checked: dict[str, Floats] = {}
+    if y[older].min() != y[older].max():
+        for method in METHODS:
+            fitted = _fit(method, raw[older], y[older])
+            if fitted is not None:
+                checked[method] = fitted.apply(raw[newer])
+                losses[method] = log_loss(checked[method], y[newer])
+    chosen = min(losses, key=lambda method: losses[method]) if losses else ISOTONIC
+    final = _fit(chosen, raw, y) or fit_isotonic(raw, y)
+    table = reliability(checked[final.method], y[newer]) if final.method in checked else None
+    return Calibration(
+        final.method,
+        final.knots,
+        final.values,
+        final.scale,
+        final.shift,
+        ece=None if table is None else table.ece,
+        log_loss=losses or None,
+        reliability=table,
+        rows=int(y.size),
+        failures=int(y.sum()),
+        builds=int(distinct.size),
+    )
+
+
+def expected_failures(probabilities: Sequence[float] | Floats) -> float:
+    """The expected number of failures among tests of these probabilities."""
+    return float(np.sum(np.asarray(probabilities, dtype=np.float64)))
+
+
+def any_failure(probabilities: Sequence[float] | Floats) -> float:
+    """The probability that at least one of these tests fails, each on its
+    own: 1 - prod(1 - p), by logs so that ten thousand tests do not lose it."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, 1.0)
+    if p.size == 0:
+        return 0.0
+    if (p >= 1.0).any():
+        return 1.0
+    return float(-np.expm1(np.sum(np.log1p(-p))))
