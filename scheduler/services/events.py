@@ -16,7 +16,7 @@ from scheduler.ingest import generic, github, gitlab, hunks
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.models import ChangedFile, CiEvent, Commit, EventStatus, Provider, Repository
 from scheduler.models.base import utcnow
-from scheduler.services import retry
+from scheduler.services import pulls, retry
 from scheduler.services.sql import insert_one_ignoring, insert_rows_ignoring
 
 log = logging.getLogger(__name__)
@@ -248,6 +248,10 @@ def process_event(session: Session, event_id: int) -> EventStatus | None:
         log.warning("event %s does not exist", event_id)
         return None
     if event.status is not EventStatus.PENDING:
+        return event.status
+    if pulls.is_pull(event.provider, event.event):
+        # Pulled in steps with no transaction around the provider's API
+        # (workers.events): left pending for them.
         return event.status
     event.attempts += 1
     handler = HANDLERS.get((event.provider, event.event))
