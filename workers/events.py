@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import Task
 
@@ -11,6 +12,7 @@ from scheduler.config import get_settings
 from scheduler.ingest.artifacts import ZipLimits
 from scheduler.ingest.errors import IngestError
 from scheduler.models import EventStatus
+from scheduler.models.base import utcnow
 from scheduler.queue import EVENTS_PROCESS, EVENTS_SWEEP, PLANS_SCORE, send_now
 from scheduler.services import events, pulls
 from workers.app import celery_app
@@ -33,31 +35,42 @@ def _pull(event_id: int, job: pulls.PullJob) -> tuple[EventStatus | None, bool]:
             ),
         )
     except Exception as error:
-        retryable = not isinstance(error, pulls.PullFailed) or error.retryable
-        if isinstance(error, pulls.PullFailed):
-            message = error.message
-        else:
+        failure = (
+            error
+            if isinstance(error, pulls.PullFailed)
+            else pulls.PullFailed(f"{type(error).__name__}: {error}", retryable=True)
+        )
+        if failure is not error:
             # Not foreseen: counted as an attempt, the trace in the log.
             log.exception("event %s: pull failed", event_id)
-            message = f"{type(error).__name__}: {error}"
         with database_of(settings).session() as session:
-            if retryable:
+            if failure.retryable:
                 status = events.record_event_error(
                     session,
                     event_id,
-                    error=f"pull: {message}",
+                    error=f"pull: {failure.message}",
                     max_attempts=settings.sweep_max_attempts,
+                    not_before=utcnow() + timedelta(seconds=failure.retry_after)
+                    if failure.retry_after
+                    else None,
                 )
             else:
-                status = pulls.fail_event(session, event_id, error=f"pull: {message}")
+                status = pulls.fail_event(session, event_id, error=f"pull: {failure.message}")
+        result = "retry" if status is EventStatus.PENDING else "failed"
+        metrics.RESULTS_PULLED.labels(provider=job.access.provider.value, result=result).inc()
         return status, True
-    return run_recording_errors(
+    status, failed = run_recording_errors(
         lambda session: pulls.store_reports(session, celery_app, job, reports),
         lambda session, error, attempts: events.record_event_error(
             session, event_id, error=error, max_attempts=attempts
         ),
         what=f"event {event_id}",
     )
+    if not failed:
+        provider = job.access.provider.value
+        metrics.RESULTS_PULLED.labels(provider=provider, result="handled").inc()
+        metrics.REPORTS_PULLED.labels(provider=provider).inc(len(reports))
+    return status, failed
 
 
 def _pull_job(event_id: int) -> pulls.PullJob | None:

@@ -272,15 +272,27 @@ def process_event(session: Session, event_id: int) -> EventStatus | None:
 
 
 def record_event_error(
-    session: Session, event_id: int, *, error: str, max_attempts: int
+    session: Session,
+    event_id: int,
+    *,
+    error: str,
+    max_attempts: int,
+    not_before: datetime | None = None,
 ) -> EventStatus | None:
-    """Note why processing failed; give up once the attempts are spent."""
+    """Note why processing failed; give up once the attempts are spent.
+    `not_before`: the sweeper leaves the event alone until then (a provider
+    that said when its rate limit resets), so that the attempts are not
+    spent while it would refuse anyway."""
     event = session.get(CiEvent, event_id, with_for_update=True)
     if event is None or event.status is not EventStatus.PENDING:
         return None if event is None else event.status
     if retry.count_failure(event, error=error, max_attempts=max_attempts):
         event.status = EventStatus.FAILED
         event.handled_at = utcnow()
+    elif not_before is not None:
+        # The sweeper takes what was last queued before its own message:
+        # "queued" in the future, the event waits until then.
+        event.queued_at = not_before
     return event.status
 
 

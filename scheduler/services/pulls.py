@@ -49,12 +49,14 @@ JUNIT_CONTENT_TYPE = "application/xml"
 
 
 class PullFailed(Exception):
-    """A pull that did not bring its reports; `retryable`: a later try may."""
+    """A pull that did not bring its reports; `retryable`: a later try may,
+    `retry_after`: the seconds the provider asked to wait, when it said."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,9 @@ def fetch_reports(
             return _github_reports(job, http, limits)
         return _gitlab_reports(job, http)
     except ProviderApiError as error:
-        raise PullFailed(error.message, retryable=error.retryable) from None
+        raise PullFailed(
+            error.message, retryable=error.retryable, retry_after=error.retry_after
+        ) from None
     except IngestError as error:
         raise PullFailed(error.message, retryable=False) from None
 

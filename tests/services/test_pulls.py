@@ -315,3 +315,35 @@ def test_a_finished_pipeline_hook_pulls_the_test_report(
     ]
     with database.session() as session:
         assert session.scalar(select(SuiteRun.run_key)) == "gitlab-pipeline-384095584"
+
+
+def test_a_rate_limit_that_resets_later_keeps_the_event_from_the_sweeper_until_then(
+    client: TestClient, database: Database, github_samples: Path
+) -> None:
+    from datetime import timedelta
+
+    from scheduler.models.base import utcnow
+    from scheduler.services import events
+
+    register(database, Provider.GITHUB, "octo-org/octo-repo", "http://127.0.0.1:9")
+    body = sample(github_samples, "workflow_run-completed-success.json")
+    response = client.post(
+        "/webhooks/github", content=body, headers=github_headers(body, event="workflow_run")
+    )
+    event_id = response.json()["event_id"]
+    with database.session() as session:
+        status = events.record_event_error(
+            session,
+            event_id,
+            error="pull: rate limited",
+            max_attempts=10,
+            not_before=utcnow() + timedelta(minutes=30),
+        )
+    assert status is EventStatus.PENDING
+    with database.session() as session:
+        soon = utcnow() + timedelta(minutes=5)
+        assert events.claim_unhandled_events(session, queued_before=soon, max_attempts=10) == []
+    with database.session() as session:
+        later = utcnow() + timedelta(minutes=31)
+        claimed = events.claim_unhandled_events(session, queued_before=later, max_attempts=10)
+        assert claimed == [event_id]
