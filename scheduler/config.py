@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from scheduler.db import Timeouts
+    from scheduler.providers_api.http import HttpSettings
 
 # The embedded default's files, all in the data directory.
 DATABASE_FILE = "riskrank.db"
@@ -191,7 +192,60 @@ class Settings(BaseSettings):
         description="Redis the rate limits are counted in, shared by every api process. "
         "Unset: the broker when it is Redis, else each process counts on its own.",
     )
+    # Pulling results from the CI (scheduler.services.pulls, scheduler.providers_api).
+    provider_connect_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a call to GitHub's or GitLab's API may take to connect.",
+    )
+    provider_read_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="How long a call to the provider's API may wait for data."
+    )
+    provider_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Tries of one call to the provider's API (5xx, timeouts, rate limits).",
+    )
+    provider_backoff_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="The first wait before another try (doubled each time), when the "
+        "provider does not say how long to wait.",
+    )
+    provider_max_backoff_seconds: float = Field(default=60.0, gt=0)
+    provider_total_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="The limit of one pull (listing, pages, downloads, waits): past it the "
+        "event keeps its error and the sweeper tries again later.",
+    )
+    pull_max_artifact_bytes: int = Field(
+        default=256 * 1024 * 1024, gt=0, description="The largest artifact zip downloaded."
+    )
+    pull_max_unzipped_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        gt=0,
+        description="The most an artifact's reports may inflate to, all files together "
+        "(a zip bomb stops here).",
+    )
+    pull_max_files: int = Field(
+        default=2000, gt=0, description="The most files an artifact zip may hold."
+    )
     log_level: str = "INFO"
+
+    def provider_http(self) -> HttpSettings:
+        """The bounds of the calls to the providers' APIs."""
+        from scheduler.providers_api.http import HttpSettings  # requests loads only if used
+
+        return HttpSettings(
+            connect_timeout=self.provider_connect_timeout_seconds,
+            read_timeout=self.provider_read_timeout_seconds,
+            max_attempts=self.provider_max_attempts,
+            backoff_seconds=self.provider_backoff_seconds,
+            max_backoff_seconds=self.provider_max_backoff_seconds,
+            total_seconds=self.provider_total_seconds,
+            max_download_bytes=self.pull_max_artifact_bytes,
+        )
 
     def database_timeouts(self) -> Timeouts:
         """The workers' and the CLI's (scheduler.db.Timeouts says why)."""

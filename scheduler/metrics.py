@@ -105,6 +105,16 @@ EVENTS_REQUEUED = Counter(
     "riskrank_events_requeued_total",
     "Stored but unhandled events the sweeper queued again.",
 )
+RESULTS_PULLED = Counter(
+    "riskrank_results_pulled_total",
+    "Pulls of a finished CI run's test reports from the provider's API, by outcome.",
+    ["provider", "result"],  # handled, retry (kept for the sweeper), failed
+)
+REPORTS_PULLED = Counter(
+    "riskrank_reports_pulled_total",
+    "JUnit reports pulled from the providers (stored once: a report pulled again counts again).",
+    ["provider"],
+)
 TASK_SECONDS = Histogram(
     "riskrank_task_seconds",
     "Celery task runs by task name and outcome, and how long each took "

@@ -2,27 +2,104 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
+
 from celery import Task
 
 from scheduler import metrics
 from scheduler.config import get_settings
+from scheduler.ingest.artifacts import ZipLimits
+from scheduler.ingest.errors import IngestError
 from scheduler.models import EventStatus
+from scheduler.models.base import utcnow
 from scheduler.queue import EVENTS_PROCESS, EVENTS_SWEEP, PLANS_SCORE, send_now
-from scheduler.services import events
+from scheduler.services import events, pulls
 from workers.app import celery_app
 from workers.common import database_of, requeue_stale, run_recording_errors
 
+log = logging.getLogger(__name__)
 
-@celery_app.task(name=EVENTS_PROCESS, acks_late=True)
-def process(event_id: int) -> str | None:
-    """Turn a stored event into commits and changed files (idempotent)."""
+
+def _pull(event_id: int, job: pulls.PullJob) -> tuple[EventStatus | None, bool]:
+    """Bring a run's reports from the provider with nothing locked, then
+    store them in a transaction of their own (scheduler.services.pulls)."""
+    settings = get_settings()
+    try:
+        reports = pulls.fetch_reports(
+            job,
+            http=settings.provider_http(),
+            limits=ZipLimits(
+                max_files=settings.pull_max_files,
+                max_total_bytes=settings.pull_max_unzipped_bytes,
+            ),
+        )
+    except Exception as error:
+        failure = (
+            error
+            if isinstance(error, pulls.PullFailed)
+            else pulls.PullFailed(f"{type(error).__name__}: {error}", retryable=True)
+        )
+        if failure is not error:
+            # Not foreseen: counted as an attempt, the trace in the log.
+            log.exception("event %s: pull failed", event_id)
+        with database_of(settings).session() as session:
+            if failure.retryable:
+                status = events.record_event_error(
+                    session,
+                    event_id,
+                    error=f"pull: {failure.message}",
+                    max_attempts=settings.sweep_max_attempts,
+                    not_before=utcnow() + timedelta(seconds=failure.retry_after)
+                    if failure.retry_after
+                    else None,
+                )
+            else:
+                status = pulls.fail_event(session, event_id, error=f"pull: {failure.message}")
+        result = "retry" if status is EventStatus.PENDING else "failed"
+        metrics.RESULTS_PULLED.labels(provider=job.access.provider.value, result=result).inc()
+        return status, True
     status, failed = run_recording_errors(
-        lambda session: events.process_event(session, event_id),
+        lambda session: pulls.store_reports(session, celery_app, job, reports),
         lambda session, error, attempts: events.record_event_error(
             session, event_id, error=error, max_attempts=attempts
         ),
         what=f"event {event_id}",
     )
+    if not failed:
+        provider = job.access.provider.value
+        metrics.RESULTS_PULLED.labels(provider=provider, result="handled").inc()
+        metrics.REPORTS_PULLED.labels(provider=provider).inc(len(reports))
+    return status, failed
+
+
+def _pull_job(event_id: int) -> pulls.PullJob | None:
+    """The pull the event asks for, if it is one; a payload no pull can be
+    made from fails the event (it is kept, with the reason)."""
+    with database_of(get_settings()).session() as session:
+        try:
+            return pulls.pull_job(session, event_id)
+        except IngestError as error:
+            session.rollback()
+            pulls.fail_event(session, event_id, error=f"malformed payload: {error.message}")
+            return None
+
+
+@celery_app.task(name=EVENTS_PROCESS, acks_late=True)
+def process(event_id: int) -> str | None:
+    """Turn a stored event into commits and changed files, or pull the
+    results of a finished CI run (idempotent)."""
+    job = _pull_job(event_id)
+    if job is not None:
+        status, failed = _pull(event_id, job)
+    else:
+        status, failed = run_recording_errors(
+            lambda session: events.process_event(session, event_id),
+            lambda session, error, attempts: events.record_event_error(
+                session, event_id, error=error, max_attempts=attempts
+            ),
+            what=f"event {event_id}",
+        )
     metrics.EVENTS_PROCESSED.labels(
         result="error" if failed else (status.value if status else "missing")
     ).inc()

@@ -108,7 +108,10 @@ async def _receive(
 async def github_webhook(
     request: Request, settings: SettingsDep, database: DatabaseDep, celery: CeleryDep
 ) -> JSONResponse:
-    """A GitHub delivery (push and ping; other events are acknowledged and dropped)."""
+    """A GitHub delivery: pushes are processed, pings recorded, completed
+    workflow runs processed when the repository has a provider token (their
+    test reports are pulled from the run's artifacts); other events are
+    acknowledged and dropped."""
     headers = request.headers
     secrets = _secrets(request)
     return await _receive(
@@ -143,8 +146,9 @@ async def gitlab_webhook(
     request: Request, settings: SettingsDep, database: DatabaseDep, celery: CeleryDep
 ) -> JSONResponse:
     """A GitLab delivery, authenticated by its secret token (X-Gitlab-Token).
-    Push Hooks are processed, Tag Push Hooks recorded, other events
-    acknowledged and dropped."""
+    Push Hooks are processed, Tag Push Hooks recorded, finished Pipeline
+    Hooks processed when the project has a provider token (the pipeline's
+    test report is pulled), other events acknowledged and dropped."""
     headers = request.headers
     secrets = _secrets(request)
     return await _receive(

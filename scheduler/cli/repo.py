@@ -95,6 +95,72 @@ def secret_(
         console.print(f"webhook secret: [bold]{webhook_secret}[/]", highlight=False)
 
 
+@app.command("api")
+def api(
+    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
+    provider: Annotated[
+        Provider | None, typer.Option(help="Where the repository lives, if the name is ambiguous.")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="The provider API token riskrank pulls results with (GitHub: actions:read; "
+            "GitLab: read_api). Prefer RISKRANK_PROVIDER_TOKEN or --token-stdin: a token on "
+            "the command line stays in the shell's history.",
+            envvar="RISKRANK_PROVIDER_TOKEN",
+            show_envvar=True,
+        ),
+    ] = None,
+    token_stdin: Annotated[
+        bool, typer.Option("--token-stdin", help="Read the token from standard input.")
+    ] = False,
+    clear_token: Annotated[
+        bool, typer.Option("--clear-token", help="Forget the token: results are not pulled.")
+    ] = False,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The provider API's base URL (GitHub Enterprise, a self-managed GitLab); "
+            "'' for the default (https://api.github.com, https://gitlab.com/api/v4)."
+        ),
+    ] = None,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(
+            metavar="GLOBS",
+            help="Comma-separated globs of the artifact names to pull (case-insensitive); "
+            "'' for the default.",
+        ),
+    ] = None,
+) -> None:
+    """Set how riskrank pulls a repository's test results from its CI (no
+    upload step in the pipeline), and show it. The token is never shown."""
+    from scheduler.services import provider_access, repos
+
+    if token_stdin:
+        token = typer.get_text_stream("stdin").read().strip()
+    database = migrated_database(settings())
+    try:
+        with database.session() as session:
+            repository = repos.resolve_repository(session, full_name=full_name, provider=provider)
+            provider_access.update_access(
+                repository,
+                token=token,
+                clear_token=clear_token,
+                api_url=api_url,
+                artifact_pattern=artifacts,
+            )
+            access = provider_access.access_of(repository)
+    except repos.RepositoryError as error:
+        fail(str(error))
+    table = Table("setting", "value")
+    table.add_row("repository", f"{access.provider.value} {escape(access.full_name)}")
+    table.add_row("token", "set" if access.token else "[red]missing[/] (results are not pulled)")
+    table.add_row("API URL", escape(access.api_url))
+    table.add_row("artifacts", escape(", ".join(access.patterns)))
+    console.print(table)
+
+
 @app.command("list")
 def list_(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,

@@ -1,6 +1,7 @@
-"""GitHub push payloads, normalised (pure functions).
+"""GitHub push and workflow_run payloads, normalised (pure functions).
 
-https://docs.github.com/en/webhooks/webhook-events-and-payloads#push"""
+https://docs.github.com/en/webhooks/webhook-events-and-payloads#push
+https://docs.github.com/en/webhooks/webhook-events-and-payloads#workflow_run"""
 
 from __future__ import annotations
 
@@ -19,9 +20,15 @@ SIGNATURE_HEADER = "X-Hub-Signature-256"
 
 PUSH = "push"
 PING = "ping"
+WORKFLOW_RUN = "workflow_run"
 # Events that are stored and processed; every other one is acknowledged and dropped.
 HANDLED_EVENTS = frozenset({PUSH})
 RECORDED_EVENTS = frozenset({PING})
+# Stored and processed when the repository has a provider token (its
+# results are pulled, scheduler.services.pulls) and the run is completed;
+# else acknowledged and dropped like the others.
+PULLED_EVENTS = frozenset({WORKFLOW_RUN})
+COMPLETED = "completed"
 
 ZERO_SHA = "0" * 40
 BRANCH_PREFIX = "refs/heads/"
@@ -171,3 +178,51 @@ def parse_push(payload: Mapping[str, Any]) -> Push:
     if isinstance(head, Mapping) and not any(head.get("id") == c.sha for c in commits):
         commits.append(pushed_commit(head, None, "head_commit"))
     return Push(ref=ref, branch=branch, deleted=False, commits=tuple(commits))
+
+
+@dataclass(frozen=True)
+class WorkflowRun:
+    id: int
+    attempt: int
+    head_sha: str
+    head_branch: str | None
+    conclusion: str | None
+
+    @property
+    def run_key(self) -> str:
+        """The build a run attempt's reports share: a re-run (the next
+        attempt) is another build of the commit, so a test that failed in
+        one and passed in the other is seen as flaky."""
+        return f"github-run-{self.id}-attempt-{self.attempt}"
+
+
+def is_completed_run(payload: Mapping[str, Any]) -> bool:
+    run = payload.get("workflow_run")
+    return payload.get("action") == COMPLETED and isinstance(run, Mapping)
+
+
+def parse_workflow_run(payload: Mapping[str, Any]) -> WorkflowRun:
+    """The run a workflow_run delivery is about: its id, attempt and commit."""
+    run = payload.get("workflow_run")
+    if not isinstance(run, Mapping):
+        raise MalformedPayload("workflow_run payload has no workflow_run object")
+    run_id = run.get("id")
+    if not isinstance(run_id, int) or isinstance(run_id, bool) or run_id <= 0:
+        raise MalformedPayload("workflow_run.id must be a positive integer")
+    attempt = run.get("run_attempt", 1)
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt <= 0:
+        raise MalformedPayload("workflow_run.run_attempt must be a positive integer")
+    sha = run.get("head_sha")
+    if not isinstance(sha, str) or is_null_sha(sha):
+        raise MalformedPayload("workflow_run.head_sha is required")
+    branch = run.get("head_branch")
+    conclusion = run.get("conclusion")
+    return WorkflowRun(
+        id=limits.integer(run_id, "workflow_run.id", minimum=1, maximum=limits.INT64_MAX),
+        attempt=limits.integer(attempt, "workflow_run.run_attempt", minimum=1, maximum=1_000_000),
+        head_sha=limits.text(sha, "workflow_run.head_sha", max_chars=limits.SHA_CHARS),
+        head_branch=limits.text(branch, "workflow_run.head_branch", max_chars=limits.NAME_CHARS)
+        if isinstance(branch, str) and branch
+        else None,
+        conclusion=conclusion if isinstance(conclusion, str) else None,
+    )

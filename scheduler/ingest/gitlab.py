@@ -9,7 +9,9 @@ timestamp, author, added/modified/removed), so it is read into the same
 from __future__ import annotations
 
 import hashlib
+import xml.etree.ElementTree as ET  # writes XML only: reports are parsed by defusedxml
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from scheduler import limits
@@ -37,10 +39,17 @@ HANDLED_EVENTS = frozenset({PUSH})
 # Stored for the record, nothing to process: GitHub sends a tag push as a
 # `push`, which riskrank stores; GitLab's own hook for it is kept the same way.
 RECORDED_EVENTS = frozenset({TAG_PUSH})
-# Every other event (Merge Request Hook, Pipeline Hook, Job Hook, Note Hook,
-# System Hook, ...) is acknowledged and dropped, as GitHub's pull_request and
-# workflow_run are: nothing reads them yet, and Job Hooks come several times
-# per job.
+PIPELINE = "Pipeline Hook"
+# Stored and processed when the project has a provider token (its results
+# are pulled, scheduler.services.pulls) and the pipeline has finished;
+# else acknowledged and dropped like the others.
+PULLED_EVENTS = frozenset({PIPELINE})
+# A pipeline in one of these is done: its test report will not change
+# (GitLab sends a hook at every status: pending, running, success, ...).
+FINISHED_STATUSES = frozenset({"success", "failed", "canceled"})
+# Every other event (Merge Request Hook, Job Hook, Note Hook, System Hook,
+# ...) is acknowledged and dropped, as GitHub's pull_request is: nothing
+# reads them yet, and Job Hooks come several times per job.
 
 # GitLab puts at most this many commits, the newest ones, in a push payload
 # (`total_commits_count` says how many the push had).
@@ -137,3 +146,93 @@ def parse_push(payload: Mapping[str, Any]) -> Push:
             )
         )
     return Push(ref=ref, branch=branch, deleted=False, commits=tuple(commits))
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    id: int
+    project_id: int | None
+    sha: str
+    ref: str | None
+    status: str
+    finished_at: str | None
+
+    @property
+    def run_key(self) -> str:
+        return f"gitlab-pipeline-{self.id}"
+
+
+def is_finished_pipeline(payload: Mapping[str, Any]) -> bool:
+    attributes = payload.get("object_attributes")
+    return isinstance(attributes, Mapping) and attributes.get("status") in FINISHED_STATUSES
+
+
+def parse_pipeline(payload: Mapping[str, Any]) -> Pipeline:
+    """The pipeline a Pipeline Hook is about: its id, commit and status."""
+    attributes = payload.get("object_attributes")
+    if not isinstance(attributes, Mapping):
+        raise MalformedPayload("Pipeline Hook payload has no object_attributes")
+    pipeline_id = attributes.get("id")
+    if not isinstance(pipeline_id, int) or isinstance(pipeline_id, bool) or pipeline_id <= 0:
+        raise MalformedPayload("object_attributes.id must be a positive integer")
+    sha = attributes.get("sha")
+    if not isinstance(sha, str) or is_null_sha(sha):
+        raise MalformedPayload("object_attributes.sha is required")
+    project = payload.get("project")
+    project_id = project.get("id") if isinstance(project, Mapping) else None
+    ref = attributes.get("ref")
+    finished = attributes.get("finished_at")
+    return Pipeline(
+        id=limits.integer(pipeline_id, "object_attributes.id", maximum=limits.INT64_MAX),
+        project_id=project_id
+        if isinstance(project_id, int) and not isinstance(project_id, bool) and project_id > 0
+        else None,
+        sha=limits.text(sha, "object_attributes.sha", max_chars=limits.SHA_CHARS),
+        ref=limits.text(ref, "object_attributes.ref", max_chars=limits.NAME_CHARS)
+        if isinstance(ref, str) and ref and not attributes.get("tag")
+        else None,
+        status=str(attributes.get("status")),
+        finished_at=finished if isinstance(finished, str) else None,
+    )
+
+
+# A test case's status in GitLab's test report, and the JUnit element
+# that says it (none: passed).
+_JUNIT_STATUS = {"failed": "failure", "error": "error", "skipped": "skipped"}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def junit_of_test_report(report: Mapping[str, Any]) -> bytes:
+    """A pipeline's test report (GET /projects/:id/pipelines/:id/test_report)
+    written back as the JUnit XML it was read from: its test cases then get
+    the ids an uploaded JUnit report gives them (one test identity), and
+    the report is ingested as an uploaded one is."""
+    root = ET.Element("testsuites")
+    suites = report.get("test_suites")
+    for suite in suites if isinstance(suites, list) else []:
+        if not isinstance(suite, Mapping):
+            continue
+        element = ET.SubElement(root, "testsuite", name=_text(suite.get("name")) or "")
+        cases = suite.get("test_cases")
+        for case in cases if isinstance(cases, list) else []:
+            if not isinstance(case, Mapping) or not _text(case.get("name")):
+                continue
+            attributes = {"name": str(case["name"])}
+            for key in ("classname", "file"):
+                if _text(case.get(key)):
+                    attributes[key] = str(case[key])
+            seconds = case.get("execution_time")
+            if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
+                attributes["time"] = repr(float(seconds))
+            testcase = ET.SubElement(element, "testcase", attributes)
+            outcome = _JUNIT_STATUS.get(str(case.get("status")))
+            if outcome is not None:
+                child = ET.SubElement(testcase, outcome)
+                message = _text(case.get("stack_trace")) or _text(case.get("system_output"))
+                if message is not None and outcome != "skipped":
+                    child.text = message
+    written: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return written

@@ -28,6 +28,14 @@ class Repository(Base):
     webhook_secret: Mapped[str | None] = mapped_column(String(255))
     webhook_secret_hash: Mapped[str | None] = mapped_column(String(128))
     default_branch: Mapped[str | None] = mapped_column(String(255))
+    # Pulling results from the CI (scheduler.services.pulls): the provider
+    # API token, in clear (riskrank sends the token itself, as it computes an
+    # HMAC with webhook_secret: SECURITY.md says why it is not encrypted);
+    # the API's base URL and the artifact names to pull, NULL for the
+    # provider's defaults (scheduler.services.provider_access).
+    provider_token: Mapped[str | None] = mapped_column(String(512))
+    provider_api_url: Mapped[str | None] = mapped_column(String(512))
+    artifact_pattern: Mapped[str | None] = mapped_column(String(255))
     # Policy defaults (budget, must-run globs, ...), read by the scheduler.
     settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # Bumped by every write of its tests' statistics (ingestion): a plan

@@ -16,7 +16,7 @@ from scheduler.ingest import generic, github, gitlab, hunks
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.models import ChangedFile, CiEvent, Commit, EventStatus, Provider, Repository
 from scheduler.models.base import utcnow
-from scheduler.services import retry
+from scheduler.services import pulls, retry
 from scheduler.services.sql import insert_one_ignoring, insert_rows_ignoring
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,10 @@ def process_event(session: Session, event_id: int) -> EventStatus | None:
         return None
     if event.status is not EventStatus.PENDING:
         return event.status
+    if pulls.is_pull(event.provider, event.event):
+        # Pulled in steps with no transaction around the provider's API
+        # (workers.events): left pending for them.
+        return event.status
     event.attempts += 1
     handler = HANDLERS.get((event.provider, event.event))
     if handler is None:
@@ -268,15 +272,27 @@ def process_event(session: Session, event_id: int) -> EventStatus | None:
 
 
 def record_event_error(
-    session: Session, event_id: int, *, error: str, max_attempts: int
+    session: Session,
+    event_id: int,
+    *,
+    error: str,
+    max_attempts: int,
+    not_before: datetime | None = None,
 ) -> EventStatus | None:
-    """Note why processing failed; give up once the attempts are spent."""
+    """Note why processing failed; give up once the attempts are spent.
+    `not_before`: the sweeper leaves the event alone until then (a provider
+    that said when its rate limit resets), so that the attempts are not
+    spent while it would refuse anyway."""
     event = session.get(CiEvent, event_id, with_for_update=True)
     if event is None or event.status is not EventStatus.PENDING:
         return None if event is None else event.status
     if retry.count_failure(event, error=error, max_attempts=max_attempts):
         event.status = EventStatus.FAILED
         event.handled_at = utcnow()
+    elif not_before is not None:
+        # The sweeper takes what was last queued before its own message:
+        # "queued" in the future, the event waits until then.
+        event.queued_at = not_before
     return event.status
 
 

@@ -25,7 +25,7 @@ from scheduler.ingest.payload import (
 )
 from scheduler.models import EventStatus, Provider
 from scheduler.queue import EVENTS_PROCESS, enqueue_after_commit
-from scheduler.services import events, repos
+from scheduler.services import events, pulls, repos
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +226,11 @@ def receive_github(
         # What the worker will store is checked now: refused here, not lost there.
         github.parse_push(payload)
         status = EventStatus.PENDING
+    elif event in github.PULLED_EVENTS and pulls.wanted(
+        session, repository_id=repository_id, provider=Provider.GITHUB, event=event, payload=payload
+    ):
+        pulls.check_payload(Provider.GITHUB, payload)
+        status = EventStatus.PENDING
     elif event in github.RECORDED_EVENTS:
         status = EventStatus.IGNORED
     else:
@@ -285,9 +290,14 @@ def receive_gitlab(
             return Receipt(ReceiptStatus.IGNORED)
         raise MalformedPayload("payload has no project.path_with_namespace")
     repository_id = _verified_token(session, full_name=path, token=token, cache=secrets_cache)
-    if status is None:
+    if event in gitlab.PULLED_EVENTS and pulls.wanted(
+        session, repository_id=repository_id, provider=Provider.GITLAB, event=event, payload=payload
+    ):
+        pulls.check_payload(Provider.GITLAB, payload)
+        status = EventStatus.PENDING
+    elif status is None:
         return Receipt(ReceiptStatus.IGNORED)
-    if status is EventStatus.PENDING:
+    elif status is EventStatus.PENDING:
         gitlab.parse_push(payload)
     return _store(
         session,

@@ -238,3 +238,50 @@ def test_webhook_accepted_while_the_broker_is_down_is_stored(
     assert event.status is EventStatus.PENDING
     with database.session() as session:
         assert session.scalar(select(func.count()).select_from(Repository)) == registered
+
+
+# Every sample with the result once its repository has a provider token:
+# a completed workflow_run is then stored and queued (its results are
+# pulled); the others are received as without one.
+WITH_TOKEN = {
+    "check_run-completed-failure.json": "ignored",
+    "check_suite-completed-success.json": "ignored",
+    "check_suite-requested-email-special-chars.json": "ignored",
+    "ping-repository-hook.json": "recorded",
+    "pull_request-opened.json": "ignored",
+    "pull_request-synchronize.json": "ignored",
+    "push-branch-created.json": "queued",
+    "push-forced.json": "queued",
+    "push-normal-branch.json": "queued",
+    "push-tag-deleted.json": "queued",
+    "workflow_run-completed-success.json": "queued",
+}
+
+
+def test_with_a_provider_token_every_sample_is_received_as_its_kind_requires(
+    client: TestClient,
+    database: Database,
+    redis_server: redis.Redis,
+    registered: int,
+    github_samples: Path,
+) -> None:
+    from scheduler.services import provider_access
+
+    assert sorted(path.name for path in github_samples.glob("*.json")) == sorted(WITH_TOKEN)
+    with database.session() as session:
+        for repository in session.scalars(select(Repository)):
+            provider_access.update_access(repository, token="ghp_token-for-tests")
+    for name, result in WITH_TOKEN.items():
+        body = sample(github_samples, name)
+        event = name.split("-", 1)[0]
+        response = client.post(URL, content=body, headers=github_headers(body, event=event))
+        assert response.status_code == 202, (name, response.text)
+        assert response.json()["status"] == result, name
+    stored = {event.event: event.status for event in stored_events(database)}
+    assert stored == {
+        "ping": EventStatus.IGNORED,
+        "push": EventStatus.PENDING,
+        "workflow_run": EventStatus.PENDING,
+    }
+    queued = sum(1 for result in WITH_TOKEN.values() if result == "queued")
+    assert [task for task, _ in queued_tasks(redis_server)] == [EVENTS_PROCESS] * queued

@@ -355,3 +355,32 @@ def test_metrics_count_gitlab_deliveries_by_result(
         "rejected": 1,
     }
     assert timed() == seconds + 2
+
+
+@pytest.mark.usefixtures("registered")
+@pytest.mark.parametrize(("name", "event", "result"), SAMPLES)
+def test_with_a_provider_token_finished_pipelines_are_queued_to_be_pulled(
+    client: TestClient,
+    database: Database,
+    redis_server: redis.Redis,
+    gitlab_samples: Path,
+    name: str,
+    event: str,
+    result: str,
+) -> None:
+    from scheduler.models import Repository
+    from scheduler.services import provider_access
+
+    with database.session() as session:
+        for repository in session.scalars(select(Repository)):
+            provider_access.update_access(repository, token="glpat-token-for-tests")
+    body = sample(gitlab_samples, name)
+    response = client.post(URL, content=body, headers=gitlab_headers(event=event))
+    assert response.status_code == 202, response.text
+    # Both Pipeline Hook samples are of finished pipelines (success, failed).
+    expected = "queued" if event == "Pipeline Hook" else result
+    assert response.json()["status"] == expected
+    if expected == "queued":
+        [row] = stored_events(database)
+        assert row.status is EventStatus.PENDING
+        assert queued_tasks(redis_server) == [(EVENTS_PROCESS, [row.id])]

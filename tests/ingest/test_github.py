@@ -136,3 +136,40 @@ def test_every_github_sample_names_its_repository(github_samples: Path) -> None:
     assert len(names) == 11
     for name in names:
         assert "/" in github.repository_full_name(load(github_samples, name))
+
+
+def test_workflow_run_sample_names_its_run_attempt_and_commit(github_samples: Path) -> None:
+    payload = load(github_samples, "workflow_run-completed-success.json")
+    assert github.is_completed_run(payload)
+    run = github.parse_workflow_run(payload)
+    assert run == github.WorkflowRun(
+        id=289782451,
+        attempt=1,
+        head_sha="3484a3fb816e0859fd6e1cea078d76385ff50625",
+        head_branch="master",
+        conclusion="success",
+    )
+    assert run.run_key == "github-run-289782451-attempt-1"
+    # A re-run is another build of the same commit.
+    payload["workflow_run"]["run_attempt"] = 2
+    assert github.parse_workflow_run(payload).run_key == "github-run-289782451-attempt-2"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"workflow_run": None},
+        {"workflow_run": {"id": "1", "head_sha": "a" * 40}},
+        {"workflow_run": {"id": 1, "head_sha": "0" * 40}},
+        {"workflow_run": {"id": 1, "head_sha": "a" * 40, "run_attempt": 0}},
+    ],
+)
+def test_malformed_workflow_runs_are_refused(change: dict[str, Any]) -> None:
+    with pytest.raises(MalformedPayload):
+        github.parse_workflow_run({"action": "completed", **change})
+
+
+def test_only_completed_runs_are_pulled(github_samples: Path) -> None:
+    payload = load(github_samples, "workflow_run-completed-success.json")
+    for action in ("requested", "in_progress"):
+        assert not github.is_completed_run({**payload, "action": action})

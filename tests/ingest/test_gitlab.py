@@ -173,3 +173,84 @@ def test_delivery_id_prefers_the_idempotency_key_then_the_event_uuid_then_the_bo
     hashed = gitlab.delivery_id(idempotency_key=None, event_uuid=None, body=body)
     assert hashed == "sha256:" + hashlib.sha256(body).hexdigest()
     assert gitlab.delivery_id(idempotency_key=None, event_uuid=None, body=body + b" ") != hashed
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "pipeline-hook-success-5-builds.json",
+            gitlab.Pipeline(
+                id=31,
+                project_id=1,
+                sha="bcbb5ec396a2c0f828686f14fac9b80b780504f2",
+                ref="master",
+                status="success",
+                finished_at="2016-08-12 15:26:29 UTC",
+            ),
+        ),
+        (
+            "pipeline-hook-mr-failed.json",
+            gitlab.Pipeline(
+                id=384095584,
+                project_id=23680558,
+                sha="ee58e259da263ecb4c1f0129be7aef8cfd4dedd6",
+                ref="9-c9s-src-5",
+                status="failed",
+                finished_at="2021-10-07 08:18:59 UTC",
+            ),
+        ),
+    ],
+)
+def test_pipeline_hook_samples(gitlab_samples: Path, name: str, expected: gitlab.Pipeline) -> None:
+    payload = load(gitlab_samples, name)
+    assert gitlab.is_finished_pipeline(payload)
+    assert gitlab.parse_pipeline(payload) == expected
+    assert gitlab.parse_pipeline(payload).run_key == f"gitlab-pipeline-{expected.id}"
+
+
+def test_a_running_pipeline_is_not_pulled(gitlab_samples: Path) -> None:
+    payload = load(gitlab_samples, "pipeline-hook-success-5-builds.json")
+    payload["object_attributes"]["status"] = "running"
+    assert not gitlab.is_finished_pipeline(payload)
+
+
+def test_a_test_report_is_written_back_as_the_junit_it_came_from() -> None:
+    from scheduler.ingest.junit import parse_junit
+    from scheduler.models import Outcome
+
+    report = {
+        "total_count": 4,
+        "test_suites": [
+            {
+                "name": "rspec",
+                "test_cases": [
+                    {
+                        "status": "success",
+                        "name": "adds",
+                        "classname": "spec.math",
+                        "execution_time": 0.5,
+                    },
+                    {
+                        "status": "failed",
+                        "name": "divides <by> zero & more",
+                        "classname": "spec.math",
+                        "file": "spec/math_spec.rb",
+                        "execution_time": 1,
+                        "stack_trace": "ZeroDivisionError",
+                    },
+                    {"status": "skipped", "name": "later", "classname": "spec.math"},
+                    {"status": "error", "name": "boots", "classname": "spec.app"},
+                    {"status": "success"},  # no name: not a test
+                ],
+            }
+        ],
+    }
+    results = parse_junit(gitlab.junit_of_test_report(report))
+    assert [(r.test, r.outcome, r.duration) for r in results] == [
+        ("spec.math::adds", Outcome.PASSED, 0.5),
+        ("spec/math_spec.rb::spec.math::divides <by> zero & more", Outcome.FAILED, 1.0),
+        ("spec.math::later", Outcome.SKIPPED, None),
+        ("spec.app::boots", Outcome.ERROR, None),
+    ]
+    assert "ZeroDivisionError" in str(results[1].message)

@@ -1,0 +1,267 @@
+"""Test results pulled from the CI: no upload step in the pipeline.
+
+A completed GitHub `workflow_run` or a finished GitLab Pipeline Hook is
+stored as an event like a push. Its processing goes in three steps, and only
+the first and the last hold a transaction: the provider's API is called in
+between, with nothing locked (on SQLite a transaction holds the database's
+one write lock, and a pull may wait on a rate limit):
+
+1. `pull_job` reads what to pull (the event, the repository's token);
+2. `fetch_reports` asks the provider: GitHub's run artifacts whose names
+   match the repository's globs, unpacked in memory with bounds, each JUnit
+   file in them a report; GitLab's pipeline test report, written back as
+   JUnit XML;
+3. `store_reports` stores each report as an uploaded one is stored
+   (scheduler.services.runs.store_run: the same report twice is kept once)
+   and queues its ingestion, and marks the event handled.
+
+A failure worth another try (5xx, timeouts, rate limits past the pull's time
+limit) leaves the event pending with its error, for the sweeper to queue
+again until its attempts are spent; one that is not (no token, 401, 404, a
+zip bomb) fails the event with its reason. Either way the event stays."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from scheduler.ingest import artifacts, github, gitlab
+from scheduler.ingest.errors import IngestError
+from scheduler.models import CiEvent, EventStatus, Provider, Repository, RunSource
+from scheduler.models.base import utcnow
+from scheduler.providers_api import github as github_api
+from scheduler.providers_api import gitlab as gitlab_api
+from scheduler.providers_api.http import HttpSettings, ProviderApiError
+from scheduler.queue import RUNS_INGEST, enqueue_after_commit
+from scheduler.services import provider_access, retry, runs
+
+log = logging.getLogger(__name__)
+
+PULLED_EVENTS = frozenset(
+    {(Provider.GITHUB, github.WORKFLOW_RUN), (Provider.GITLAB, gitlab.PIPELINE)}
+)
+JUNIT_CONTENT_TYPE = "application/xml"
+
+
+class PullFailed(Exception):
+    """A pull that did not bring its reports; `retryable`: a later try may,
+    `retry_after`: the seconds the provider asked to wait, when it said."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class PullJob:
+    """What one pull needs, read in a short transaction (step 1)."""
+
+    event_id: int
+    repository_id: int
+    access: provider_access.ProviderAccess
+    sha: str
+    branch: str | None
+    run_key: str
+    run_id: int  # GitHub's workflow run, GitLab's pipeline
+    project_id: int | None = None  # GitLab's numeric project id, if the hook gave it
+
+
+def is_pull(provider: Provider, event: str) -> bool:
+    return (provider, event) in PULLED_EVENTS
+
+
+def wanted(
+    session: Session,
+    *,
+    repository_id: int,
+    provider: Provider,
+    event: str,
+    payload: Mapping[str, Any],
+) -> bool:
+    """Whether a verified delivery is a pull riskrank makes: a completed run
+    or finished pipeline, of a repository with a provider token."""
+    if provider is Provider.GITHUB and event == github.WORKFLOW_RUN:
+        ready = github.is_completed_run(payload)
+    elif provider is Provider.GITLAB and event == gitlab.PIPELINE:
+        ready = gitlab.is_finished_pipeline(payload)
+    else:
+        return False
+    return ready and provider_access.pulls_results(session, repository_id)
+
+
+def check_payload(provider: Provider, payload: Mapping[str, Any]) -> None:
+    """Refuse (MalformedPayload) what a pull could not be made from."""
+    if provider is Provider.GITHUB:
+        github.parse_workflow_run(payload)
+    else:
+        gitlab.parse_pipeline(payload)
+
+
+def pull_job(session: Session, event_id: int) -> PullJob | None:
+    """The pull a stored event asks for; None when it is not a pull event
+    or is no longer pending (handled, failed: nothing to do)."""
+    event = session.get(CiEvent, event_id)
+    if (
+        event is None
+        or event.status is not EventStatus.PENDING
+        or event.repository_id is None
+        or not is_pull(event.provider, event.event)
+    ):
+        return None
+    repository = session.get_one(Repository, event.repository_id)
+    access = provider_access.access_of(repository)
+    if event.provider is Provider.GITHUB:
+        run = github.parse_workflow_run(event.payload)
+        return PullJob(
+            event_id=event.id,
+            repository_id=repository.id,
+            access=access,
+            sha=run.head_sha,
+            branch=run.head_branch,
+            run_key=run.run_key,
+            run_id=run.id,
+        )
+    pipeline = gitlab.parse_pipeline(event.payload)
+    return PullJob(
+        event_id=event.id,
+        repository_id=repository.id,
+        access=access,
+        sha=pipeline.sha,
+        branch=pipeline.ref,
+        run_key=pipeline.run_key,
+        run_id=pipeline.id,
+        project_id=pipeline.project_id,
+    )
+
+
+# --- step 2: the provider's API, nothing locked --------------------------------
+
+
+def _github_reports(
+    job: PullJob, http: HttpSettings, limits: artifacts.ZipLimits
+) -> list[artifacts.Report]:
+    assert job.access.token is not None
+    with github_api.client(job.access.api_url, job.access.token, http) as api:
+        listed = github_api.run_artifacts(api, job.access.full_name, job.run_id)
+        chosen = [
+            artifact
+            for artifact in listed
+            if not artifact.expired
+            and provider_access.name_matches(artifact.name, job.access.patterns)
+        ]
+        log.info(
+            "workflow run %s: %d artifacts, %d match %s",
+            job.run_id,
+            len(listed),
+            len(chosen),
+            ",".join(job.access.patterns),
+        )
+        reports: list[artifacts.Report] = []
+        for artifact in chosen:
+            data = github_api.download_artifact(api, artifact, max_bytes=http.max_download_bytes)
+            found = artifacts.junit_reports(data, limits)
+            log.info(
+                "workflow run %s: artifact %r holds %d JUnit reports",
+                job.run_id,
+                artifact.name,
+                len(found),
+            )
+            reports.extend(
+                artifacts.Report(f"{artifact.name}/{report.path}", report.data) for report in found
+            )
+        return reports
+
+
+def _gitlab_reports(job: PullJob, http: HttpSettings) -> list[artifacts.Report]:
+    assert job.access.token is not None
+    project = gitlab_api.project_ref(job.project_id, job.access.full_name)
+    with gitlab_api.client(job.access.api_url, job.access.token, http) as api:
+        report = gitlab_api.pipeline_test_report(api, project, job.run_id)
+    count = report.get("total_count")
+    if not report.get("test_suites"):
+        log.info("pipeline %s: the test report is empty", job.run_id)
+        return []
+    log.info("pipeline %s: a test report of %s tests", job.run_id, count)
+    return [artifacts.Report("test_report", gitlab.junit_of_test_report(report))]
+
+
+def fetch_reports(
+    job: PullJob, *, http: HttpSettings, limits: artifacts.ZipLimits
+) -> list[artifacts.Report]:
+    """The JUnit reports the provider holds for the job's run (step 2);
+    PullFailed when it cannot bring them."""
+    if job.access.token is None:
+        raise PullFailed(
+            f"no provider token is set for {job.access.full_name}: "
+            "set one with `riskrank repo api --token-stdin`",
+            retryable=False,
+        )
+    try:
+        if job.access.provider is Provider.GITHUB:
+            return _github_reports(job, http, limits)
+        return _gitlab_reports(job, http)
+    except ProviderApiError as error:
+        raise PullFailed(
+            error.message, retryable=error.retryable, retry_after=error.retry_after
+        ) from None
+    except IngestError as error:
+        raise PullFailed(error.message, retryable=False) from None
+
+
+# --- step 3: storing ------------------------------------------------------------
+
+
+def store_reports(
+    session: Session, celery: Celery, job: PullJob, reports: list[artifacts.Report]
+) -> EventStatus | None:
+    """Store the pulled reports as runs of the commit, queue their
+    ingestion, and mark the event handled (idempotent: a report already
+    stored is not stored again, a handled event is left alone)."""
+    event = session.get(CiEvent, job.event_id, with_for_update=True)
+    if event is None:
+        return None
+    if event.status is not EventStatus.PENDING:
+        return event.status
+    repository = session.get_one(Repository, job.repository_id)
+    created = 0
+    for report in reports:
+        stored = runs.store_run(
+            session,
+            repository=repository,
+            commit_sha=job.sha,
+            branch=job.branch,
+            run_key=job.run_key,
+            plan_id=None,
+            source=RunSource.JUNIT,
+            content_type=JUNIT_CONTENT_TYPE,
+            report=report.data,
+        )
+        if stored.created:
+            created += 1
+            enqueue_after_commit(session, celery, RUNS_INGEST, stored.id)
+    event.attempts += 1
+    event.status = EventStatus.HANDLED
+    event.error = None
+    event.handled_at = utcnow()
+    log.info("event %s: %d reports pulled for %s, %d new", event.id, len(reports), job.sha, created)
+    return event.status
+
+
+def fail_event(session: Session, event_id: int, *, error: str) -> EventStatus | None:
+    """Give up on a pull that no later try would bring (the event stays,
+    with its reason)."""
+    event = session.get(CiEvent, event_id, with_for_update=True)
+    if event is None or event.status is not EventStatus.PENDING:
+        return None if event is None else event.status
+    event.attempts += 1
+    event.status = EventStatus.FAILED
+    event.error = error[: retry.ERROR_TEXT_LIMIT]
+    event.handled_at = utcnow()
+    return event.status
