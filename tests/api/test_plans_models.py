@@ -12,11 +12,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from scheduler.db import Database
-from scheduler.models import KnownTest, Plan, PlanItem, PlanStatus, RiskModel
+from scheduler.models import KnownTest, Plan, PlanItem, PlanStatus
 from scheduler.planning.records import Payload
 from scheduler.risk.columns import HistoryColumns, LinkColumns
 from scheduler.risk.features import build_features
-from scheduler.risk.serving import load_model
 from scheduler.services import scoring
 from scheduler.services.plans.items import NEW_TEST_PROBABILITY, new_test_probability
 from tests.api.test_plans import get as get_plan
@@ -99,7 +98,7 @@ def test_a_failed_rescoring_serves_the_stored_plan(
         assert session.scalars(select(Plan.id)).all() == [stored]  # nothing half-stored
 
 
-def test_a_collected_test_never_seen_gets_the_models_probability_for_a_new_test(
+def test_a_collected_test_never_seen_gets_the_repositorys_failure_rate_of_new_tests(
     client: TestClient, database: Database, repository_id: int, token: str
 ) -> None:
     add_model(database, repository_id)
@@ -107,11 +106,11 @@ def test_a_collected_test_never_seen_gets_the_models_probability_for_a_new_test(
     plan = get(client, token, tests=[NAMES[0], fresh])
     assert (plan["status"], plan["model_version"]) == ("ready", 1)
     by_name = {test["test"]: test for test in plan["tests"]}
-    # What the model gives a test without statistics, file or links, on
-    # this change; computed again here from the stored model.
+    # A test new to riskrank has nothing of its own to predict from: its
+    # probability is the repository's observed failure rate of new tests
+    # (issue 13), computed again here from the stored history.
     with database.session() as session:
         stored = session.get_one(Plan, plan["plan_id"])
-        model = load_model(session.get_one(RiskModel, stored.model_id).model_text)
         scores = scoring.score_tests(
             session,
             repository_id=repository_id,
@@ -119,11 +118,17 @@ def test_a_collected_test_never_seen_gets_the_models_probability_for_a_new_test(
             at=stored.created_at,
             cache=scoring.ModelCache(),
         )
+    rate = float(scores.matrix.column("new_test_rate")[0])
     unseen = build_features(
-        HistoryColumns.unseen([""]), scores.change, LinkColumns.empty(), at=stored.created_at
+        HistoryColumns.unseen([""]),
+        scores.change,
+        LinkColumns.empty(),
+        at=stored.created_at,
+        new_rate=rate,
     )
-    expected = float(model.predict(model.inputs(unseen))[0])
-    assert by_name[fresh]["probability"] == pytest.approx(expected)
+    assert float(unseen.column("new_test_rate")[0]) == pytest.approx(rate)
+    assert 0.0 < rate < 1.0
+    assert by_name[fresh]["probability"] == pytest.approx(rate)
     assert by_name[fresh]["probability"] != pytest.approx(NEW_TEST_PROBABILITY)
     # A plan stored before this was kept answers the heuristic's.
     payload = Payload.decode(

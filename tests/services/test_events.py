@@ -137,7 +137,7 @@ def test_malformed_push_fails_the_event_and_leaves_no_rows(database: Database) -
         event = session.get(CiEvent, event_id)
         assert event is not None
         assert event.error is not None
-        assert "commit must be an object with an id" in event.error
+        assert "every commit must be an object with a string id" in event.error
 
 
 def test_errors_are_recorded_until_the_attempts_run_out(database: Database) -> None:
