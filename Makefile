@@ -36,7 +36,7 @@ lint: $(VENV)/.installed-dev
 # Two processes (this machine's cores); each has its own databases and Redis
 # database, and a test file stays in one process (module fixtures).
 test: $(VENV)/.installed-dev services lint
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=20
 	cd clients/riskrank-client && ../../$(BIN)/python -m pytest
 	cd clients/pytest-riskrank && ../../$(BIN)/python -m pytest
 

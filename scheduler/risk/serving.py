@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
 from scheduler.risk.features import FeatureMatrix
 from scheduler.risk.model import THREADS, Floats, Matrix, ModelError, ModelInputError, as_matrix
+
+if TYPE_CHECKING:  # imported when a model is loaded: LightGBM and SciPy cost 0.4 s
+    import lightgbm as lgb
 
 
 class InvalidModelText(ModelError):
@@ -114,6 +117,8 @@ def _check_text(model_text: str) -> None:
 def load_model(model_text: str, *, threads: int = THREADS) -> LoadedModel:
     """The model of a `TrainedModel.model_text` (LightGBM's text format)."""
     _check_text(model_text)
+    import lightgbm as lgb
+
     try:
         booster = lgb.Booster(model_str=model_text)
     except lgb.basic.LightGBMError as error:
