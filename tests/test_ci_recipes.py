@@ -1,0 +1,278 @@
+"""The ready-made CI configuration: the GitHub Action, the GitLab template and
+the Jenkinsfile all call ci/riskrank-run.sh, and that script, run as a CI step
+runs it, against a real `riskrank serve` (SQLite) and the real light client,
+for a small pytest project: it asks for the plan, runs the tests the plan
+selects, riskiest first, and uploads the report with the plan's id; with
+riskrank unreachable, or the client not installable, it runs the whole suite.
+Its exit status is the test command's in every case."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from defusedxml import ElementTree
+
+from scheduler.db import Database
+from scheduler.ingest.history import HistoryReport
+from scheduler.ingest.results import CaseResult
+from scheduler.models import Outcome, Provider
+from scheduler.services import history, repos, tokens
+from tests.e2e.conftest import Process, clean_env
+from tests.helpers import free_port, wait_for
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "ci/riskrank-run.sh"
+ACTION = ROOT / ".github/actions/riskrank/action.yml"
+GITLAB = ROOT / "ci/gitlab/riskrank.gitlab-ci.yml"
+JENKINSFILE = ROOT / "ci/jenkins/Jenkinsfile"
+CLIENT_SOURCE = ROOT / "clients/riskrank-client/src"
+SHA = "7c" * 20
+TESTS = [f"tests/test_app.py::test_{name}" for name in ("a", "b", "c", "d")]
+FAILING = "tests/test_app.py::test_c"
+# pytest, without the pytest-riskrank plugin (it would talk to riskrank itself).
+PYTEST = f"{shlex.quote(sys.executable)} -m pytest -q -p no:riskrank -p no:cacheprovider"
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    token: str
+    database: Path
+
+    def query(self, sql: str, *parameters: object) -> list[tuple[object, ...]]:
+        with sqlite3.connect(self.database, timeout=10) as connection:
+            return connection.execute(sql, parameters).fetchall()
+
+
+def _python_env(**overrides: str) -> dict[str, str]:
+    # This checkout's code, whatever the installed console scripts point at.
+    return clean_env(PYTHONPATH=os.pathsep.join([str(ROOT), str(CLIENT_SOURCE)]), **overrides)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`riskrank serve` on SQLite with acme/app registered, three builds of
+    history in which test_c failed every time, and a CI token."""
+    home = tmp_path_factory.mktemp("riskrank")
+    path = home / "riskrank.db"
+    env = _python_env(
+        RISKRANK_DATABASE_URL=f"sqlite:///{path}",
+        RISKRANK_BROKER_URL=f"sqla+sqlite:///{home / 'broker.db'}",
+        RISKRANK_PLAN_EXPLORATION_RATE="0",
+        RISKRANK_PLAN_FULL_RUN_EVERY="0",
+    )
+    riskrank = [sys.executable, "-m", "scheduler.cli"]
+    subprocess.run([*riskrank, "db", "upgrade"], env=env, cwd=home, check=True, capture_output=True)
+    database = Database.from_url(f"sqlite:///{path}")
+    with database.session() as session:
+        repository = repos.add_repository(session, provider=Provider.GITHUB, full_name="acme/app")
+        repository.default_branch = "main"
+        repository_id = repository.id
+        token = tokens.create_token(
+            session,
+            repository=repository,
+            scopes=(tokens.Scope.PLANS_READ, tokens.Scope.RESULTS_WRITE),
+            name="ci",
+        ).token
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    history.import_history(
+        database,
+        repository_id=repository_id,
+        reports=[
+            HistoryReport(
+                build=str(build),
+                commit=f"{build:040x}",
+                time=start + timedelta(hours=build),
+                branch="main",
+                changed_files=(),
+                results=tuple(
+                    CaseResult(
+                        test=test,
+                        outcome=Outcome.FAILED if test == FAILING else Outcome.PASSED,
+                        duration=1.0,
+                    )
+                    for test in TESTS
+                ),
+            )
+            for build in (1, 2, 3)
+        ],
+    )
+    database.dispose()
+    port = free_port()
+    process = Process(
+        [*riskrank, "serve", "--port", str(port)], env=env, cwd=home, log=home / "serve.log"
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if process.popen.poll() is not None:
+            raise AssertionError(f"riskrank serve exited:\n{process.output()}")
+        try:
+            return requests.get(f"{url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_for(ready, timeout=60, what="riskrank serve")
+    yield Server(url=url, token=token, database=path)
+    process.stop()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A pytest project with the four tests riskrank knows; test_c fails."""
+    root = tmp_path / "project"
+    (root / "tests").mkdir(parents=True)
+    (root / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    (root / "tests/test_app.py").write_text(
+        "def test_a():\n    pass\n\n\n"
+        "def test_b():\n    pass\n\n\n"
+        "def test_c():\n    assert 1 + 1 == 3\n\n\n"
+        "def test_d():\n    pass\n",
+        encoding="utf-8",
+    )
+    return root
+
+
+def run_script(project: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    """ci/riskrank-run.sh as a CI step runs it, the light client from this checkout."""
+    defaults = {
+        "RISKRANK_RUNNER": "pytest",
+        "RISKRANK_TEST_COMMAND": PYTEST,
+        "RISKRANK_CLIENT": f"{shlex.quote(sys.executable)} -m riskrank_client",
+        "RISKRANK_REPO": "acme/app",
+        "RISKRANK_COMMIT": SHA,
+        "RISKRANK_BRANCH": "main",
+        "RISKRANK_RUN_KEY": "build-7",
+    }
+    env = _python_env(**{**defaults, **settings})
+    return subprocess.run(
+        ["bash", str(SCRIPT)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def ran(project: Path) -> list[str]:
+    """The tests pytest ran, in order, from the report the script asked for."""
+    report = ElementTree.parse(project / "riskrank-junit.xml")
+    return [f"{case.get('file')}::{case.get('name')}" for case in report.getroot().iter("testcase")]
+
+
+def test_the_action_runs_the_script_with_its_inputs() -> None:
+    action = yaml.safe_load(ACTION.read_text(encoding="utf-8"))
+    assert action["runs"]["using"] == "composite"
+    assert {"command", "runner", "url", "token", "mode", "budget", "shard"} <= set(action["inputs"])
+    assert [name for name, spec in action["inputs"].items() if spec.get("required")] == [
+        "command",
+        "url",
+        "token",
+    ]
+    [step] = action["runs"]["steps"]
+    assert step["shell"] == "bash"
+    assert step["run"] == 'bash "$GITHUB_ACTION_PATH/../../../ci/riskrank-run.sh"'
+    # The action's directory is three levels below the repository's root.
+    assert (ACTION.parent / "../../../ci/riskrank-run.sh").resolve() == SCRIPT
+    assert (ACTION.parent / "../../../clients/riskrank-client").resolve().is_dir()
+    env = step["env"]
+    assert env["RISKRANK_TEST_COMMAND"] == "${{ inputs.command }}"
+    assert env["RISKRANK_URL"] == "${{ inputs.url }}"
+    assert env["RISKRANK_TOKEN"] == "${{ inputs.token }}"
+    # Every input reaches the script.
+    for name in action["inputs"]:
+        assert any(f"inputs.{name}" in value for value in env.values()), name
+
+
+def test_the_gitlab_template_and_the_jenkinsfile_run_the_script() -> None:
+    template = yaml.safe_load(GITLAB.read_text(encoding="utf-8"))
+    job = template[".riskrank"]
+    assert {"RISKRANK_SOURCE", "RISKRANK_REF", "RISKRANK_RUNNER"} <= set(job["variables"])
+    [script] = job["script"]
+    assert 'bash "$RISKRANK_HOME/ci/riskrank-run.sh"' in script
+    # Without riskrank's sources, the whole suite.
+    assert 'bash -c "$RISKRANK_TEST_COMMAND"' in script
+    assert "riskrank-junit.xml" in job["artifacts"]["reports"]["junit"]
+    jenkinsfile = JENKINSFILE.read_text(encoding="utf-8")
+    assert "bash .riskrank/ci/riskrank-run.sh" in jenkinsfile
+    assert 'bash -c "$RISKRANK_TEST_COMMAND"' in jenkinsfile
+    assert "credentials('riskrank-token')" in jenkinsfile
+
+
+def test_the_script_runs_the_plan_and_uploads_its_report(server: Server, project: Path) -> None:
+    completed = run_script(
+        project,
+        RISKRANK_URL=server.url,
+        RISKRANK_TOKEN=server.token,
+        RISKRANK_MODE="fraction",
+        RISKRANK_BUDGET="0.5",
+    )
+    # test_c failed: the step fails as pytest did.
+    assert completed.returncode == 1, completed.stderr
+    [(plan_id, policy)] = server.query(
+        "SELECT plans.id, plans.policy FROM plans JOIN commits ON commits.id = plans.commit_id"
+        " WHERE commits.sha = ?",
+        SHA,
+    )
+    assert '"fraction"' in str(policy)
+    assert f"riskrank: running 2 of 4 tests, riskiest first (plan {plan_id})" in completed.stderr
+    # Half the tests, the one that failed in every build first.
+    tests = ran(project)
+    assert len(tests) == 2
+    assert tests[0] == FAILING
+    assert set(tests) < set(TESTS)
+    [(run_plan, run_key, report)] = server.query(
+        "SELECT test_runs.plan_id, test_runs.run_key, test_runs.report FROM test_runs"
+        " JOIN commits ON commits.id = test_runs.commit_id WHERE commits.sha = ?",
+        SHA,
+    )
+    assert (run_plan, run_key) == (plan_id, "build-7")
+    assert report == (project / "riskrank-junit.xml").read_bytes()
+
+
+def test_riskrank_unreachable_the_whole_suite_runs(project: Path) -> None:
+    completed = run_script(
+        project, RISKRANK_URL=f"http://127.0.0.1:{free_port()}", RISKRANK_TOKEN="rr_x"
+    )
+    assert completed.returncode == 1, completed.stderr
+    assert ran(project) == TESTS
+    assert "riskrank: running the whole suite" in completed.stderr
+
+
+def test_the_exit_status_is_the_test_command_s(project: Path) -> None:
+    (project / "tests/test_app.py").write_text("def test_a():\n    pass\n", encoding="utf-8")
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert run_script(project, RISKRANK_URL=dead, RISKRANK_TOKEN="rr_x").returncode == 0
+    command = f"{PYTEST} tests; exit 7;"  # pytest passes, then the command says 7
+    completed = run_script(
+        project, RISKRANK_URL=dead, RISKRANK_TOKEN="rr_x", RISKRANK_TEST_COMMAND=command
+    )
+    assert completed.returncode == 7, completed.stderr
+
+
+def test_no_client_to_install_the_whole_suite_runs(server: Server, project: Path) -> None:
+    completed = run_script(
+        project,
+        RISKRANK_URL=server.url,
+        RISKRANK_TOKEN=server.token,
+        RISKRANK_CLIENT="riskrank-client-not-installed",
+        RISKRANK_CLIENT_PACKAGE=str(project / "no-such-package"),
+    )
+    assert completed.returncode == 1, completed.stderr
+    assert "riskrank: the light client could not be installed" in completed.stderr
+    assert ran(project) == TESTS
