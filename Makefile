@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test lint services clean
+.PHONY: up test lint docs services clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,18 @@ up: $(VENV)/.installed
 services:
 	@scripts/services.sh
 
-lint: $(VENV)/.installed-dev
+lint: $(VENV)/.installed-dev docs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy --strict clients/riskrank-client/src
 	$(BIN)/mypy --strict clients/pytest-riskrank/src
+
+# The documentation site, built strictly (a broken link or nav entry fails)
+# into a temporary directory, never into the repository.
+docs: $(VENV)/.installed-dev
+	@site=$$(mktemp -d) && NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict \
+		--site-dir "$$site"; status=$$?; rm -rf "$$site"; exit $$status
 
 # Two processes (this machine's cores); each has its own databases and Redis
 # database, and a test file stays in one process (module fixtures).

@@ -42,8 +42,8 @@ CLIENT_SOURCE = ROOT / "clients/riskrank-client/src"
 SHA = "7c" * 20
 TESTS = [f"tests/test_app.py::test_{name}" for name in ("a", "b", "c", "d")]
 FAILING = "tests/test_app.py::test_c"
-# pytest, without the pytest-riskrank plugin (it would talk to riskrank itself).
-PYTEST = f"{shlex.quote(sys.executable)} -m pytest -q -p no:riskrank -p no:cacheprovider"
+# The pytest-riskrank plugin is installed here: the script turns it off.
+PYTEST = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""The README's CI recipes for other runners, run as a CI step would run
-them (`bash -eo pipefail`, GitHub Actions' shell), against a real
-`riskrank serve` and the real light client. The runners themselves (mvn,
-npx jest, go, a project's own scripts) are stand-ins on PATH that answer
+"""The documentation's CI recipes for other runners (docs/ci/runners.md),
+run as a CI step would run them (`bash -eo pipefail`, GitHub Actions'
+shell), against a real `riskrank serve` and the real light client. The
+runners themselves (mvn, npx jest, go, a project's own scripts) are
+stand-ins on PATH that answer
 the listing calls and record every other call, so the test sees exactly
 what each recipe ran: with no test known to riskrank, and with riskrank
 unreachable, the whole suite; with a history, the plan, riskiest first."""
@@ -31,7 +32,7 @@ from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+RECIPES = Path(__file__).resolve().parents[2] / "docs/ci/runners.md"
 CLIENT = Path(os.path.abspath(sys.executable)).with_name("riskrank-client")
 RISKRANK = Path(os.path.abspath(sys.executable)).with_name("riskrank")
 SHA = "5e" * 20
@@ -88,8 +89,8 @@ SCRIPTS = {
 
 
 def recipes() -> dict[str, str]:
-    """The README's shell blocks marked `<!-- recipe: NAME -->`."""
-    text = README.read_text(encoding="utf-8")
+    """The page's shell blocks marked `<!-- recipe: NAME -->`."""
+    text = RECIPES.read_text(encoding="utf-8")
     found = dict(re.findall(r"<!-- recipe: (\w+) -->\n```sh\n(.*?)```", text, flags=re.S))
     assert set(found) == {"maven", "jest", "go", "script"}, sorted(found)
     return found
