@@ -115,6 +115,16 @@ REPORTS_PULLED = Counter(
     "JUnit reports pulled from the providers (stored once: a report pulled again counts again).",
     ["provider"],
 )
+CHANGES_FETCHED = Counter(
+    "riskrank_changes_fetched_total",
+    "Changed files asked of the provider's API (pull requests, incomplete pushes), by outcome.",
+    ["provider", "result"],  # fetched, failed (the event handled with its payload's files)
+)
+COMMIT_STATUSES = Counter(
+    "riskrank_commit_statuses_total",
+    "Commit statuses posted to the providers, by outcome.",
+    ["provider", "result"],  # posted, failed
+)
 TASK_SECONDS = Histogram(
     "riskrank_task_seconds",
     "Celery task runs by task name and outcome, and how long each took "

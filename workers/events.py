@@ -14,7 +14,7 @@ from scheduler.ingest.errors import IngestError
 from scheduler.models import EventStatus
 from scheduler.models.base import utcnow
 from scheduler.queue import EVENTS_PROCESS, EVENTS_SWEEP, PLANS_SCORE, send_now
-from scheduler.services import events, pulls
+from scheduler.services import changes, events, pulls
 from workers.app import celery_app
 from workers.common import database_of, requeue_stale, run_recording_errors
 
@@ -85,6 +85,32 @@ def _pull_job(event_id: int) -> pulls.PullJob | None:
             return None
 
 
+def _changes(event_id: int) -> tuple[changes.Fetched | None, str | None]:
+    """What the provider's API says the event changed, when its payload
+    does not say it all and the repository has a token; asked with nothing
+    locked. A provider that does not answer (after the client's retries)
+    leaves the event to be handled with what its payload says, and why."""
+    settings = get_settings()
+    with database_of(settings).session() as session:
+        job = changes.change_job(session, event_id)
+    if job is None:
+        return None, None
+    provider = job.access.provider.value
+    try:
+        fetched = changes.fetch(job, http=settings.provider_http())
+    except changes.FetchFailed as error:
+        log.warning("event %s: changed files not fetched: %s", event_id, error.message)
+        metrics.CHANGES_FETCHED.labels(provider=provider, result="failed").inc()
+        return None, f"changed files not fetched, handled with the payload's: {error.message}"
+    except Exception as error:
+        # Not foreseen: the trace in the log, and the event still handled.
+        log.exception("event %s: fetching changed files failed", event_id)
+        metrics.CHANGES_FETCHED.labels(provider=provider, result="failed").inc()
+        return None, f"changed files not fetched: {type(error).__name__}: {error}"
+    metrics.CHANGES_FETCHED.labels(provider=provider, result="fetched").inc()
+    return fetched, None
+
+
 @celery_app.task(name=EVENTS_PROCESS, acks_late=True)
 def process(event_id: int) -> str | None:
     """Turn a stored event into commits and changed files, or pull the
@@ -93,8 +119,9 @@ def process(event_id: int) -> str | None:
     if job is not None:
         status, failed = _pull(event_id, job)
     else:
+        fetched, note = _changes(event_id)
         status, failed = run_recording_errors(
-            lambda session: events.process_event(session, event_id),
+            lambda session: events.process_event(session, event_id, fetched=fetched, note=note),
             lambda session, error, attempts: events.record_event_error(
                 session, event_id, error=error, max_attempts=attempts
             ),

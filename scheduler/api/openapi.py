@@ -147,9 +147,21 @@ GITHUB_PARAMETERS = [
 GITLAB_PARAMETERS = [
     _header(
         gitlab.EVENT_HEADER,
-        "Push Hook is processed, Tag Push Hook recorded, every other event acknowledged "
-        "and dropped.",
+        "Push Hook and Merge Request Hook (open, reopen, update with new commits) are "
+        "processed, Tag Push Hook recorded, every other event acknowledged and dropped.",
         required=True,
+    ),
+    _header(
+        gitlab.SIGNATURE_HEADER,
+        '`v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">`, keyed '
+        "with the webhook's signing token (`whsec_<base64 key>`); required when the "
+        "repository has a signing token.",
+    ),
+    _header(gitlab.WEBHOOK_ID_HEADER, "The signed delivery's id (with webhook-signature)."),
+    _header(
+        gitlab.TIMESTAMP_HEADER,
+        "The signed delivery's time in Unix seconds (with webhook-signature); refused "
+        "past 5 minutes from the server's clock.",
     ),
     _header(
         gitlab.IDEMPOTENCY_HEADER,

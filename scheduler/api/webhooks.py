@@ -108,7 +108,8 @@ async def _receive(
 async def github_webhook(
     request: Request, settings: SettingsDep, database: DatabaseDep, celery: CeleryDep
 ) -> JSONResponse:
-    """A GitHub delivery: pushes are processed, pings recorded, completed
+    """A GitHub delivery: pushes and pull requests (opened, synchronize,
+    reopened) are processed, pings recorded, completed
     workflow runs processed when the repository has a provider token (their
     test reports are pulled from the run's artifacts); other events are
     acknowledged and dropped."""
@@ -145,8 +146,10 @@ async def github_webhook(
 async def gitlab_webhook(
     request: Request, settings: SettingsDep, database: DatabaseDep, celery: CeleryDep
 ) -> JSONResponse:
-    """A GitLab delivery, authenticated by its secret token (X-Gitlab-Token).
-    Push Hooks are processed, Tag Push Hooks recorded, finished Pipeline
+    """A GitLab delivery, authenticated by its secret token (X-Gitlab-Token)
+    and, when the repository has a signing token, by its signature
+    (webhook-signature, webhook-id, webhook-timestamp). Push Hooks and Merge
+    Request Hooks bringing a new head are processed, Tag Push Hooks recorded, finished Pipeline
     Hooks processed when the project has a provider token (the pipeline's
     test report is pulled), other events acknowledged and dropped."""
     headers = request.headers
@@ -165,6 +168,9 @@ async def gitlab_webhook(
             event_uuid=headers.get(gitlab.EVENT_UUID_HEADER),
             body=body,
             secrets_cache=secrets,
+            signature=headers.get(gitlab.SIGNATURE_HEADER),
+            webhook_id=headers.get(gitlab.WEBHOOK_ID_HEADER),
+            timestamp=headers.get(gitlab.TIMESTAMP_HEADER),
         ),
     )
 

@@ -132,6 +132,26 @@ def api(
             "'' for the default.",
         ),
     ] = None,
+    signing_token: Annotated[
+        str | None,
+        typer.Option(
+            help="GitLab: the webhook's signing token (whsec_...); deliveries must then "
+            "carry its webhook-signature. Prefer RISKRANK_GITLAB_SIGNING_TOKEN.",
+            envvar="RISKRANK_GITLAB_SIGNING_TOKEN",
+            show_envvar=True,
+        ),
+    ] = None,
+    clear_signing_token: Annotated[
+        bool, typer.Option("--clear-signing-token", help="Forget the GitLab signing token.")
+    ] = False,
+    commit_status: Annotated[
+        bool | None,
+        typer.Option(
+            "--commit-status/--no-commit-status",
+            help="Post a commit status with each plan and its outcome (off by default; "
+            "GitHub: statuses:write, GitLab: api).",
+        ),
+    ] = None,
 ) -> None:
     """Set how riskrank pulls a repository's test results from its CI (no
     upload step in the pipeline), and show it. The token is never shown."""
@@ -149,8 +169,12 @@ def api(
                 clear_token=clear_token,
                 api_url=api_url,
                 artifact_pattern=artifacts,
+                signing_token=signing_token,
+                clear_signing_token=clear_signing_token,
+                commit_status=commit_status,
             )
             access = provider_access.access_of(repository)
+            signed = repository.webhook_signing_token is not None
     except repos.RepositoryError as error:
         fail(str(error))
     table = Table("setting", "value")
@@ -158,6 +182,9 @@ def api(
     table.add_row("token", "set" if access.token else "[red]missing[/] (results are not pulled)")
     table.add_row("API URL", escape(access.api_url))
     table.add_row("artifacts", escape(", ".join(access.patterns)))
+    if access.provider is Provider.GITLAB:
+        table.add_row("signing token", "set" if signed else "unset")
+    table.add_row("commit status", "on" if access.commit_status else "off")
     console.print(table)
 
 

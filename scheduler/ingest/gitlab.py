@@ -27,6 +27,11 @@ from scheduler.ingest.github import (
 
 EVENT_HEADER = "X-Gitlab-Event"
 TOKEN_HEADER = "X-Gitlab-Token"  # noqa: S105 (a header name, not a secret)
+# Signed webhooks (a signing token set on the webhook): the Standard
+# Webhooks headers, beside or instead of X-Gitlab-Token.
+SIGNATURE_HEADER = "webhook-signature"
+WEBHOOK_ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
 # Stable across GitLab's retries of one delivery (GitLab 17.4+).
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # One per event (GitLab 14.8+): a retry of the same event carries it again.
@@ -47,7 +52,8 @@ PULLED_EVENTS = frozenset({PIPELINE})
 # A pipeline in one of these is done: its test report will not change
 # (GitLab sends a hook at every status: pending, running, success, ...).
 FINISHED_STATUSES = frozenset({"success", "failed", "canceled"})
-# Every other event (Merge Request Hook, Job Hook, Note Hook, System Hook,
+# Merge Request Hooks that bring a new head are stored and processed
+# (scheduler.ingest.pull_requests). Every other event (Job Hook, Note Hook, System Hook,
 # ...) is acknowledged and dropped, as GitHub's pull_request is: nothing
 # reads them yet, and Job Hooks come several times per job.
 

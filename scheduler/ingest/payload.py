@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -193,3 +195,61 @@ def decode_content(data: bytes, content_encoding: str | None, *, max_bytes: int)
     if encoding in ("gzip", "x-gzip"):
         return gunzip_capped(data, max_bytes=max_bytes)
     raise MalformedPayload(f"Content-Encoding {content_encoding!r} is not supported; use gzip")
+
+
+# GitLab's signed webhooks follow the Standard Webhooks scheme: the signing
+# token is `whsec_<base64 key>`, and `webhook-signature` holds one or more
+# space-separated `v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">`.
+SIGNING_TOKEN_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+# A timestamp further than this from the server's clock is refused: a
+# captured delivery cannot be replayed later.
+SIGNATURE_TOLERANCE_SECONDS = 300
+
+
+def signing_key(token: str) -> bytes | None:
+    """The HMAC key of a signing token, None when it is not one."""
+    if not token.startswith(SIGNING_TOKEN_PREFIX):
+        return None
+    try:
+        key = base64.b64decode(token.removeprefix(SIGNING_TOKEN_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return key or None
+
+
+def sign_standard_webhook(token: str, *, webhook_id: str, timestamp: str, body: bytes) -> str:
+    """The `webhook-signature` value a sender would put: `v1,<base64>`."""
+    key = signing_key(token)
+    assert key is not None, "not a signing token"
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def check_timestamp(timestamp: str, *, now: float, header: str) -> None:
+    """A `webhook-timestamp` (Unix seconds) within the tolerance of `now`."""
+    value = timestamp.strip()
+    if not value.isascii() or not value.isdigit():
+        raise MalformedPayload(f"{header} must be a Unix time in seconds")
+    if abs(int(value) - now) > SIGNATURE_TOLERANCE_SECONDS:
+        raise BadSignature(
+            f"{header} is more than {SIGNATURE_TOLERANCE_SECONDS} s from this server's clock: "
+            "a delivery is accepted only when it is fresh (check the server's clock)"
+        )
+
+
+def standard_signature_matches(
+    token: str, *, webhook_id: str, timestamp: str, body: bytes, header_value: str
+) -> bool:
+    """Whether one of the `v1,` signatures of `header_value` is the body's,
+    compared in constant time."""
+    key = signing_key(token)
+    if key is None:
+        return False
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
+    found = False
+    for part in header_value.split():
+        version, _, signature = part.partition(",")
+        if version == "v1" and signature.isascii():
+            found |= hmac.compare_digest(expected, signature.encode())
+    return found

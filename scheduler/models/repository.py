@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from scheduler.models.base import Base, BigIntId, JSONType, str_enum, utcnow
@@ -27,6 +27,9 @@ class Repository(Base):
     # webhook_secret_hash is kept (scheduler.ingest.payload.hash_secret).
     webhook_secret: Mapped[str | None] = mapped_column(String(255))
     webhook_secret_hash: Mapped[str | None] = mapped_column(String(128))
+    # GitLab's signing token (`whsec_<base64 key>`): the HMAC key of the
+    # `webhook-signature` header, kept in clear as webhook_secret is.
+    webhook_signing_token: Mapped[str | None] = mapped_column(String(255))
     default_branch: Mapped[str | None] = mapped_column(String(255))
     # Pulling results from the CI (scheduler.services.pulls): the provider
     # API token, in clear (riskrank sends the token itself, as it computes an
@@ -36,6 +39,8 @@ class Repository(Base):
     provider_token: Mapped[str | None] = mapped_column(String(512))
     provider_api_url: Mapped[str | None] = mapped_column(String(512))
     artifact_pattern: Mapped[str | None] = mapped_column(String(255))
+    # Post a commit status with the plan and its outcome (needs the token).
+    commit_status: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Policy defaults (budget, must-run globs, ...), read by the scheduler.
     settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # Bumped by every write of its tests' statistics (ingestion): a plan

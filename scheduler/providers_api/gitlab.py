@@ -1,4 +1,5 @@
-"""GitLab's REST API: a pipeline's test report.
+"""GitLab's REST API: a pipeline's test report, a merge request's diffs,
+comparisons, commit statuses.
 
 https://docs.gitlab.com/api/pipelines/#get-a-pipelines-test-report"""
 
@@ -7,6 +8,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from scheduler.models.enums import FileStatus
+from scheduler.providers_api import changes
+from scheduler.providers_api.changes import ComparedCommit, Comparison, FileDiff
 from scheduler.providers_api.http import ApiClient, HttpSettings, ProviderApiError
 
 
@@ -28,3 +32,103 @@ def pipeline_test_report(api: ApiClient, project: str, pipeline_id: int) -> dict
     if not isinstance(report, dict):
         raise ProviderApiError(f"the test report of pipeline {pipeline_id}: not an object")
     return report
+
+
+# --- merge requests, comparisons and commit statuses -----------------------------
+# https://docs.gitlab.com/api/merge_requests/#list-merge-request-diffs
+# https://docs.gitlab.com/api/repositories/#compare-branches-tags-or-commits
+# https://docs.gitlab.com/api/commits/#set-the-pipeline-status-of-a-commit
+
+PER_PAGE = 100
+
+
+def _diff(raw: Any) -> FileDiff | None:
+    if not isinstance(raw, dict):
+        return None
+    path = changes.fits_path(raw.get("new_path")) or changes.fits_path(raw.get("old_path"))
+    if path is None:
+        return None
+    if raw.get("deleted_file"):
+        status = FileStatus.REMOVED
+    elif raw.get("new_file"):
+        status = FileStatus.ADDED
+    elif raw.get("renamed_file"):
+        status = FileStatus.RENAMED
+    else:
+        status = FileStatus.MODIFIED
+    additions, deletions = changes.diff_counts(raw.get("diff"))
+    return FileDiff(
+        path=path,
+        status=status,
+        old_path=changes.fits_path(raw.get("old_path")) if status is FileStatus.RENAMED else None,
+        additions=additions,
+        deletions=deletions,
+    )
+
+
+def merge_request_diffs(api: ApiClient, project: str, iid: int) -> list[FileDiff]:
+    """The files a merge request changes (its head against the merge base
+    with its target branch), over all pages (`X-Next-Page`)."""
+    files: dict[str, FileDiff] = {}
+    for page in api.pages(
+        f"/projects/{project}/merge_requests/{iid}/diffs", params={"per_page": PER_PAGE}
+    ):
+        if not isinstance(page, list):
+            raise ProviderApiError(f"the diffs of merge request !{iid}: not a list")
+        for raw in page:
+            diff = _diff(raw)
+            if diff is not None:
+                files[diff.path] = diff
+    return list(files.values())
+
+
+def _compared_commit(raw: Any) -> ComparedCommit | None:
+    if not isinstance(raw, dict):
+        return None
+    sha = changes.fits_sha(raw.get("id"))
+    if sha is None:
+        return None
+    parents = raw.get("parent_ids")
+    return ComparedCommit(
+        sha=sha,
+        parent_sha=changes.fits_sha(parents[0]) if isinstance(parents, list) and parents else None,
+        author_name=changes.fits_name(raw.get("author_name")),
+        author_time=changes.fits_time(raw.get("authored_date") or raw.get("created_at")),
+        message=changes.fits_message(raw.get("message")),
+    )
+
+
+def compare(api: ApiClient, project: str, base: str, head: str) -> Comparison:
+    """The commits from `base` to `head` and the files `head` changed since
+    their merge base (one answer: GitLab does not page a comparison)."""
+    answer = api.get_json(
+        f"/projects/{project}/repository/compare", params={"from": base, "to": head}
+    )
+    if not isinstance(answer, dict):
+        raise ProviderApiError(f"the comparison {base}...{head}: not an object")
+    listed = answer.get("commits")
+    diffs = answer.get("diffs")
+    commits = [_compared_commit(raw) for raw in (listed if isinstance(listed, list) else [])]
+    files = [_diff(raw) for raw in (diffs if isinstance(diffs, list) else [])]
+    return Comparison(
+        commits=tuple(commit for commit in commits if commit is not None),
+        files=tuple({diff.path: diff for diff in files if diff is not None}.values()),
+    )
+
+
+def post_status(
+    api: ApiClient,
+    project: str,
+    sha: str,
+    *,
+    state: str,
+    description: str,
+    context: str,
+    target_url: str | None = None,
+) -> None:
+    """Set the commit's external status `context` (pending, running,
+    success, failed, canceled)."""
+    document: dict[str, Any] = {"state": state, "name": context, "description": description}
+    if target_url:
+        document["target_url"] = target_url
+    api.post_json(f"/projects/{project}/statuses/{sha}", document)

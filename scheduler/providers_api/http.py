@@ -167,7 +167,13 @@ class ApiClient:
         )
 
     def _send(
-        self, method: str, url: str, *, params: Mapping[str, Any] | None, stream: bool
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None,
+        stream: bool,
+        body: Any = None,
     ) -> requests.Response:
         """One request, following redirects by hand: the provider's own
         headers go only to the host they were given for."""
@@ -185,6 +191,7 @@ class ApiClient:
                 method,
                 url,
                 params=params,
+                json=body,
                 headers=headers,
                 timeout=(
                     min(self.settings.connect_timeout, remaining),
@@ -207,14 +214,16 @@ class ApiClient:
         *,
         params: Mapping[str, Any] | None = None,
         stream: bool = False,
+        body: Any = None,
     ) -> requests.Response:
         """A successful (2xx) answer, after the retries worth making;
-        ProviderApiError otherwise."""
+        ProviderApiError otherwise. `body`: a JSON document to send (a POST
+        riskrank makes is one that may be repeated: a commit status)."""
         url = self.url(path)
         for attempt in range(1, self.settings.max_attempts + 1):
             last = attempt == self.settings.max_attempts
             try:
-                response = self._send(method, url, params=params, stream=stream)
+                response = self._send(method, url, params=params, stream=stream, body=body)
             except (requests.Timeout, requests.ConnectionError) as error:
                 why = f"{method} {_where(url)}: {type(error).__name__}"
                 if last:
@@ -256,6 +265,13 @@ class ApiClient:
             raise ProviderApiError(
                 f"GET {_where(response.url)}: the answer is not JSON", status=response.status_code
             ) from None
+
+    def post_json(self, path: str, document: Any) -> Any:
+        response = self.request("POST", path, body=document)
+        try:
+            return response.json()
+        except ValueError:
+            return None
 
     def pages(self, path: str, *, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
         """Every page's JSON, following `Link: <…>; rel="next"` (GitHub, and

@@ -12,11 +12,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from scheduler import limits
-from scheduler.ingest import generic, github, gitlab, hunks
+from scheduler.ingest import generic, github, gitlab, hunks, pull_requests
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.models import ChangedFile, CiEvent, Commit, EventStatus, Provider, Repository
 from scheduler.models.base import utcnow
-from scheduler.services import pulls, retry
+from scheduler.services import changes, pulls, retry
 from scheduler.services.sql import insert_one_ignoring, insert_rows_ignoring
 
 log = logging.getLogger(__name__)
@@ -149,37 +149,110 @@ def _set_default_branch(session: Session, event: CiEvent, branch: object) -> Non
         )
 
 
-def _handle_github_push(session: Session, event: CiEvent) -> None:
+def _commit_id(session: Session, event: CiEvent, sha: str) -> int | None:
+    return session.scalar(
+        select(Commit.id).where(Commit.repository_id == event.repository_id, Commit.sha == sha)
+    )
+
+
+def _store_fetched(
+    session: Session,
+    event: CiEvent,
+    fetched: changes.Fetched | None,
+    *,
+    head: str | None,
+    branch: str | None,
+) -> int:
+    """What the provider's API added to a push or pull request: the commits
+    its payload did not list (a comparison's; their own files are not
+    known), the first parents it could not tell, and the head's files since
+    the base. Returns how many files the head gained."""
+    if fetched is None or head is None:
+        return 0
+    _store_commits(
+        session,
+        event,
+        commits=[
+            {
+                "sha": commit.sha,
+                "parent_sha": commit.parent_sha,
+                "branch": branch,
+                "author_name": commit.author_name,
+                "author_time": commit.author_time,
+                "message": commit.message,
+            }
+            for commit in fetched.commits
+        ],
+        files={},
+    )
+    for commit in fetched.commits:
+        if commit.parent_sha is not None:
+            session.execute(
+                update(Commit)
+                .where(
+                    Commit.repository_id == event.repository_id,
+                    Commit.sha == commit.sha,
+                    Commit.parent_sha.is_(None),
+                )
+                .values(parent_sha=commit.parent_sha)
+            )
+    head_id = _commit_id(session, event, head)
+    return changes.add_files(session, head_id, fetched.files) if head_id is not None else 0
+
+
+def _handle_github_push(
+    session: Session, event: CiEvent, fetched: changes.Fetched | None = None
+) -> None:
     push = github.parse_push(event.payload)
     result = _store_push(session, event, push)
+    head = event.payload.get("after")
+    added = _store_fetched(
+        session,
+        event,
+        fetched,
+        head=head if isinstance(head, str) and push.commits else None,
+        branch=push.branch,
+    )
     log.info(
-        "event %s: push to %s, %d commits, %d changed files",
+        "event %s: push to %s, %d commits, %d changed files, %d from the comparison",
         event.id,
         push.ref,
         result.commits,
         result.changed_files,
+        added,
     )
     _set_default_branch(
         session, event, (event.payload.get("repository") or {}).get("default_branch")
     )
 
 
-def _handle_gitlab_push(session: Session, event: CiEvent) -> None:
+def _handle_gitlab_push(
+    session: Session, event: CiEvent, fetched: changes.Fetched | None = None
+) -> None:
     push = gitlab.parse_push(event.payload)
     result = _store_push(session, event, push)
+    added = _store_fetched(
+        session,
+        event,
+        fetched,
+        head=gitlab.head_sha(event.payload) if push.commits else None,
+        branch=push.branch,
+    )
     log.info(
-        "event %s: GitLab push to %s, %d commits, %d changed files",
+        "event %s: GitLab push to %s, %d commits, %d changed files, %d from the comparison",
         event.id,
         push.ref,
         result.commits,
         result.changed_files,
+        added,
     )
     listed = event.payload.get("commits")
     listed_count = len(listed) if isinstance(listed, list) else 0
     total = gitlab.total_commits(event.payload)
-    if total > listed_count:
+    if total > listed_count and fetched is None:
         # GitLab lists only the newest commits of a push (at most 20): the
-        # older ones are not stored, and the oldest listed one has no parent.
+        # older ones are not stored, and the oldest listed one has no
+        # parent, unless the comparison API (a provider token) told them.
         log.warning(
             "event %s: GitLab listed %d of the push's %d commits; only those are stored",
             event.id,
@@ -189,7 +262,43 @@ def _handle_gitlab_push(session: Session, event: CiEvent) -> None:
     _set_default_branch(session, event, gitlab.default_branch(event.payload))
 
 
-def _handle_generic_commit(session: Session, event: CiEvent) -> None:
+def _handle_pull_request(
+    session: Session, event: CiEvent, fetched: changes.Fetched | None = None
+) -> None:
+    """A pull (merge) request's head commit, with the files it changes
+    against the merge base when the provider's API told them; without them
+    the head keeps what is known (the files of its own push, if any)."""
+    pull = changes.parse_pull_request(event.provider, event.payload)
+    _store_commits(
+        session,
+        event,
+        commits=[
+            {
+                "sha": pull.head_sha,
+                "parent_sha": None,
+                "branch": pull.head_branch,
+                "author_name": pull.author_name,
+                "author_time": pull.author_time,
+                "message": pull.message,
+            }
+        ],
+        files={},
+    )
+    added = _store_fetched(session, event, fetched, head=pull.head_sha, branch=pull.head_branch)
+    log.info(
+        "event %s: pull request %s of %s into %s, head %s, %d changed files from the API",
+        event.id,
+        pull.number,
+        pull.head_branch,
+        pull.base_branch,
+        pull.head_sha,
+        added,
+    )
+
+
+def _handle_generic_commit(
+    session: Session, event: CiEvent, fetched: changes.Fetched | None = None
+) -> None:
     commit = generic.parse_commit(event.payload)
     result = _store_commits(
         session,
@@ -227,19 +336,31 @@ def _handle_generic_commit(session: Session, event: CiEvent) -> None:
     )
 
 
-Handler = Callable[[Session, CiEvent], None]
+Handler = Callable[[Session, CiEvent, changes.Fetched | None], None]
 
 HANDLERS: dict[tuple[Provider, str], Handler] = {
     (Provider.GITHUB, github.PUSH): _handle_github_push,
     (Provider.GITLAB, gitlab.PUSH): _handle_gitlab_push,
+    (Provider.GITHUB, pull_requests.GITHUB_EVENT): _handle_pull_request,
+    (Provider.GITLAB, pull_requests.GITLAB_EVENT): _handle_pull_request,
     (Provider.GENERIC, generic.COMMIT): _handle_generic_commit,
 }
 
 
-def process_event(session: Session, event_id: int) -> EventStatus | None:
+def process_event(
+    session: Session,
+    event_id: int,
+    *,
+    fetched: changes.Fetched | None = None,
+    note: str | None = None,
+) -> EventStatus | None:
     """Turn a stored event into rows. Safe to run any number of times: the
     row lock serialises concurrent deliveries, and a handled event is left
     alone. Returns the event's status, or None if there is no such event.
+
+    `fetched`: what the provider's API said of its changes
+    (scheduler.services.changes), asked before this transaction; `note`:
+    why it could not be asked, kept as the handled event's error.
 
     A payload that cannot be understood fails the event at once; any other
     error propagates, so the caller can record it and the sweeper retry."""
@@ -260,13 +381,13 @@ def process_event(session: Session, event_id: int) -> EventStatus | None:
     else:
         try:
             with session.begin_nested():
-                handler(session, event)
+                handler(session, event, fetched)
         except MalformedPayload as error:
             event.status = EventStatus.FAILED
             event.error = f"malformed payload: {error.message}"
         else:
             event.status = EventStatus.HANDLED
-            event.error = None
+            event.error = note[: retry.ERROR_TEXT_LIMIT] if note else None
     event.handled_at = utcnow()
     return event.status
 
@@ -314,10 +435,20 @@ def _generic_head(payload: dict[str, Any]) -> str | None:
     return generic.parse_commit(payload).sha
 
 
+def _github_pull_head(payload: dict[str, Any]) -> str | None:
+    return pull_requests.parse_github(payload).head_sha
+
+
+def _gitlab_pull_head(payload: dict[str, Any]) -> str | None:
+    return pull_requests.parse_gitlab(payload).head_sha
+
+
 # The sha each kind of handled event leaves for CI to build next.
 HEADS: dict[tuple[Provider, str], Callable[[dict[str, Any]], str | None]] = {
     (Provider.GITHUB, github.PUSH): _github_head,
     (Provider.GITLAB, gitlab.PUSH): gitlab.head_sha,
+    (Provider.GITHUB, pull_requests.GITHUB_EVENT): _github_pull_head,
+    (Provider.GITLAB, pull_requests.GITLAB_EVENT): _gitlab_pull_head,
     (Provider.GENERIC, generic.COMMIT): _generic_head,
 }
 

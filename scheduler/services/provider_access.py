@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
+from scheduler.ingest.payload import signing_key
 from scheduler.models import Provider, Repository
 from scheduler.services import repos
 
@@ -30,6 +31,7 @@ DEFAULT_ARTIFACT_PATTERN = "*junit*,*test-result*,*test-report*,*surefire*"
 TOKEN_MAX_CHARS = 512
 URL_MAX_CHARS = 512
 PATTERN_MAX_CHARS = 255
+SIGNING_TOKEN_MAX_CHARS = 255
 
 
 class AccessError(repos.RepositoryError):
@@ -46,6 +48,7 @@ class ProviderAccess:
     token: str | None
     api_url: str
     patterns: tuple[str, ...]
+    commit_status: bool = False
 
     def __repr__(self) -> str:
         # Never the token: a dataclass's repr reaches tracebacks and logs.
@@ -98,6 +101,21 @@ def check_pattern(pattern: str) -> str:
     return ",".join(split_patterns(pattern))
 
 
+def check_signing_token(token: str) -> str:
+    """A GitLab signing token: `whsec_` and the base64 of a key of at least
+    16 bytes (GitLab makes 32)."""
+    token = token.strip()
+    key = signing_key(token)
+    if key is None or len(key) < 16:
+        raise AccessError(
+            "a GitLab signing token is whsec_ followed by the base64 of its key "
+            "(at least 16 bytes), as GitLab shows it"
+        )
+    if len(token) > SIGNING_TOKEN_MAX_CHARS:
+        raise AccessError(f"the signing token is longer than {SIGNING_TOKEN_MAX_CHARS} characters")
+    return token
+
+
 def update_access(
     repository: Repository,
     *,
@@ -105,6 +123,9 @@ def update_access(
     clear_token: bool = False,
     api_url: str | None = None,
     artifact_pattern: str | None = None,
+    signing_token: str | None = None,
+    clear_signing_token: bool = False,
+    commit_status: bool | None = None,
 ) -> None:
     """Change what is given (an empty URL or pattern goes back to the default)."""
     if repository.provider not in DEFAULT_API_URLS:
@@ -114,6 +135,16 @@ def update_access(
         )
     if token is not None and clear_token:
         raise AccessError("give a token or clear it, not both")
+    if signing_token is not None and clear_signing_token:
+        raise AccessError("give a signing token or clear it, not both")
+    if signing_token is not None and repository.provider is not Provider.GITLAB:
+        raise AccessError("signing tokens are GitLab's: GitHub signs with the webhook secret")
+    if signing_token is not None:
+        repository.webhook_signing_token = check_signing_token(signing_token)
+    if clear_signing_token:
+        repository.webhook_signing_token = None
+    if commit_status is not None:
+        repository.commit_status = commit_status
     if token is not None:
         repository.provider_token = check_token(token)
     if clear_token:
@@ -134,6 +165,7 @@ def access_of(repository: Repository) -> ProviderAccess:
         token=repository.provider_token or None,
         api_url=repository.provider_api_url or default_url,
         patterns=split_patterns(repository.artifact_pattern or DEFAULT_ARTIFACT_PATTERN),
+        commit_status=bool(repository.commit_status),
     )
 
 

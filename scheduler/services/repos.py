@@ -89,6 +89,7 @@ class WebhookSecret(NamedTuple):
     repository_id: int
     secret: str | None
     secret_hash: str | None
+    signing_token: str | None = None  # GitLab's signed webhooks
 
 
 def find_webhook_secret(
@@ -96,11 +97,16 @@ def find_webhook_secret(
 ) -> WebhookSecret | None:
     """The secret of the repository a delivery names. Exactly one row comes
     back either way (a constant row joined to the repository, NULLs when there
-    is none), three columns of it, not the model: the time to a refusal
+    is none), four columns of it, not the model: the time to a refusal
     should not tell a registered repository from an unknown one."""
     one = select(literal(1).label("one")).subquery()
     row = session.execute(
-        select(Repository.id, Repository.webhook_secret, Repository.webhook_secret_hash)
+        select(
+            Repository.id,
+            Repository.webhook_secret,
+            Repository.webhook_secret_hash,
+            Repository.webhook_signing_token,
+        )
         .select_from(one)
         .outerjoin(
             Repository,

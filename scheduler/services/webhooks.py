@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import enum
 import logging
 import secrets
@@ -17,15 +18,17 @@ from scheduler import limits
 from scheduler.ingest import generic, github, gitlab
 from scheduler.ingest.errors import BadSignature, MalformedPayload, MissingHeader
 from scheduler.ingest.payload import (
+    check_timestamp,
     decode_json_body,
     hash_secret,
     mismatch,
     secret_matches,
+    standard_signature_matches,
     verify_hmac_sha256,
 )
 from scheduler.models import EventStatus, Provider
 from scheduler.queue import EVENTS_PROCESS, enqueue_after_commit
-from scheduler.services import events, pulls, repos
+from scheduler.services import changes, events, pulls, repos
 
 logger = logging.getLogger(__name__)
 
@@ -144,19 +147,54 @@ def _verified_hmac(
     return known.repository_id
 
 
-def _verified_token(
-    session: Session, *, full_name: str, token: str, cache: SecretCache | None
+_UNKNOWN_SIGNING_TOKEN = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@dataclass(frozen=True)
+class GitlabCredentials:
+    """What a GitLab delivery authenticates with: its secret token, and its
+    signature when the webhook has a signing token."""
+
+    token: str | None = None
+    signature: str | None = None
+    webhook_id: str | None = None
+    timestamp: str | None = None
+
+
+def _verified_gitlab(
+    session: Session,
+    *,
+    full_name: str,
+    body: bytes,
+    credentials: GitlabCredentials,
+    cache: SecretCache | None,
 ) -> int:
-    """The id of the GitLab repository a delivery names, once its
-    X-Gitlab-Token matches the stored hash of the repository's secret;
-    BadSignature (401) alike otherwise."""
+    """The id of the GitLab repository a delivery names, once every
+    credential the repository has verifies: X-Gitlab-Token against the stored
+    hash of its secret, webhook-signature against its signing token. A
+    credential the repository does not have is not looked at; one it has
+    and the delivery lacks fails. BadSignature (401) alike otherwise."""
     known = _find_secret(session, cache, provider=Provider.GITLAB, full_name=full_name)
     stored = known.secret_hash if known is not None else None
-    matches = secret_matches(token, stored or _UNKNOWN_SECRET_HASH)
-    if known is None or not stored:
-        raise _refuse(Provider.GITLAB, full_name, _why_no_secret(known), gitlab.TOKEN_HEADER)
-    if not matches:
-        raise _refuse(Provider.GITLAB, full_name, "the token does not match", gitlab.TOKEN_HEADER)
+    signing = known.signing_token if known is not None else None
+    # Both checks run whatever is stored: a refusal costs the same.
+    token_matches = secret_matches(credentials.token or "", stored or _UNKNOWN_SECRET_HASH)
+    signature_matches = standard_signature_matches(
+        signing or _UNKNOWN_SIGNING_TOKEN,
+        webhook_id=credentials.webhook_id or "",
+        timestamp=credentials.timestamp or "",
+        body=body,
+        header_value=credentials.signature or "",
+    )
+    if known is None or not (stored or signing):
+        header = gitlab.TOKEN_HEADER if credentials.token else gitlab.SIGNATURE_HEADER
+        raise _refuse(Provider.GITLAB, full_name, _why_no_secret(known), header)
+    if stored and not token_matches:
+        why = "the token does not match" if credentials.token else "no X-Gitlab-Token"
+        raise _refuse(Provider.GITLAB, full_name, why, gitlab.TOKEN_HEADER)
+    if signing and not signature_matches:
+        why = "the signature does not match" if credentials.signature else "no signature"
+        raise _refuse(Provider.GITLAB, full_name, why, gitlab.SIGNATURE_HEADER)
     return known.repository_id
 
 
@@ -231,6 +269,11 @@ def receive_github(
     ):
         pulls.check_payload(Provider.GITHUB, payload)
         status = EventStatus.PENDING
+    elif changes.is_pull_request(Provider.GITHUB, event) and changes.wanted_pull_request(
+        Provider.GITHUB, payload
+    ):
+        changes.parse_pull_request(Provider.GITHUB, payload)
+        status = EventStatus.PENDING
     elif event in github.RECORDED_EVENTS:
         status = EventStatus.IGNORED
     else:
@@ -257,6 +300,9 @@ def receive_gitlab(
     event_uuid: str | None,
     body: bytes,
     secrets_cache: SecretCache | None = None,
+    signature: str | None = None,
+    webhook_id: str | None = None,
+    timestamp: str | None = None,
 ) -> Receipt:
     """Check a GitLab delivery and store it; raises an IngestError for a
     delivery that must be refused, before anything is written.
@@ -267,15 +313,24 @@ def receive_gitlab(
     Hooks are stored and queued, Tag Push Hooks stored for the record, every
     other event acknowledged and dropped (gitlab.HANDLED_EVENTS, ...)."""
     event = _required(event, gitlab.EVENT_HEADER)
-    if not token:
+    if not token and not signature:
         raise BadSignature(
             f"{gitlab.TOKEN_HEADER} header is required: set the GitLab webhook's "
-            "secret token to the repository's webhook secret"
+            "secret token to the repository's webhook secret (or its signing token: "
+            f"`riskrank repo api --signing-token`, sent as {gitlab.SIGNATURE_HEADER})"
         )
+    if signature:
+        webhook_id = _required(webhook_id, gitlab.WEBHOOK_ID_HEADER)
+        timestamp = _required(timestamp, gitlab.TIMESTAMP_HEADER)
+        check_timestamp(timestamp, now=time.time(), header=gitlab.TIMESTAMP_HEADER)
     # GitLab sends JSON only, whatever a replaying client declares.
     payload = decode_json_body(body, None)
     if event in gitlab.HANDLED_EVENTS:
         status: EventStatus | None = EventStatus.PENDING
+    elif changes.is_pull_request(Provider.GITLAB, event) and changes.wanted_pull_request(
+        Provider.GITLAB, payload
+    ):
+        status = EventStatus.PENDING
     elif event in gitlab.RECORDED_EVENTS:
         status = EventStatus.IGNORED
     else:
@@ -289,7 +344,13 @@ def receive_gitlab(
             # is stored or queued for it.
             return Receipt(ReceiptStatus.IGNORED)
         raise MalformedPayload("payload has no project.path_with_namespace")
-    repository_id = _verified_token(session, full_name=path, token=token, cache=secrets_cache)
+    repository_id = _verified_gitlab(
+        session,
+        full_name=path,
+        body=body,
+        credentials=GitlabCredentials(token, signature, webhook_id, timestamp),
+        cache=secrets_cache,
+    )
     if event in gitlab.PULLED_EVENTS and pulls.wanted(
         session, repository_id=repository_id, provider=Provider.GITLAB, event=event, payload=payload
     ):
@@ -297,6 +358,8 @@ def receive_gitlab(
         status = EventStatus.PENDING
     elif status is None:
         return Receipt(ReceiptStatus.IGNORED)
+    elif changes.is_pull_request(Provider.GITLAB, event):
+        changes.parse_pull_request(Provider.GITLAB, payload)
     elif status is EventStatus.PENDING:
         gitlab.parse_push(payload)
     return _store(

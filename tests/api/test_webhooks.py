@@ -116,7 +116,6 @@ def test_ping_is_recorded_not_queued(
 @pytest.mark.parametrize(
     ("event", "name"),
     [
-        ("pull_request", "pull_request-opened.json"),
         ("workflow_run", "workflow_run-completed-success.json"),
         ("check_suite", "check_suite-completed-success.json"),
         ("check_run", "check_run-completed-failure.json"),
@@ -248,8 +247,8 @@ WITH_TOKEN = {
     "check_suite-completed-success.json": "ignored",
     "check_suite-requested-email-special-chars.json": "ignored",
     "ping-repository-hook.json": "recorded",
-    "pull_request-opened.json": "ignored",
-    "pull_request-synchronize.json": "ignored",
+    "pull_request-opened.json": "queued",
+    "pull_request-synchronize.json": "queued",
     "push-branch-created.json": "queued",
     "push-forced.json": "queued",
     "push-normal-branch.json": "queued",
@@ -281,6 +280,7 @@ def test_with_a_provider_token_every_sample_is_received_as_its_kind_requires(
     assert stored == {
         "ping": EventStatus.IGNORED,
         "push": EventStatus.PENDING,
+        "pull_request": EventStatus.PENDING,
         "workflow_run": EventStatus.PENDING,
     }
     queued = sum(1 for result in WITH_TOKEN.values() if result == "queued")

@@ -26,7 +26,7 @@ URL = "/webhooks/gitlab"
 SAMPLES = [
     ("push-hook.json", "Push Hook", "queued"),
     ("tag-push-hook-created.json", "Tag Push Hook", "recorded"),
-    ("merge-request-hook-open.json", "Merge Request Hook", "ignored"),
+    ("merge-request-hook-open.json", "Merge Request Hook", "queued"),
     ("pipeline-hook-success-5-builds.json", "Pipeline Hook", "ignored"),
     ("pipeline-hook-mr-failed.json", "Pipeline Hook", "ignored"),
     ("job-hook-script-failure.json", "Job Hook", "ignored"),
