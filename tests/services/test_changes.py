@@ -1,0 +1,362 @@
+"""Changed files asked of the provider's API, on both databases: a pull
+request's or merge request's files (the real samples), and a comparison for
+a push whose payload does not list them all (GitLab's cut list, a forced
+GitHub push). The provider is a local server answering like GitHub's and
+GitLab's APIs; the worker's steps run here, in the test's process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from scheduler.config import Settings
+from scheduler.db import Database
+from scheduler.models import ChangedFile, CiEvent, Commit, EventStatus, FileStatus, Provider
+from scheduler.providers_api.http import HttpSettings
+from scheduler.services import changes, events, provider_access, repos
+from tests.fake_provider import FakeProvider, json_answer, serve
+from tests.helpers import SECRET, github_headers, gitlab_headers, sample
+
+TOKEN = "ghp_ChangesTestToken0123456789"
+FAST = HttpSettings(read_timeout=2, max_attempts=2, backoff_seconds=0.01, total_seconds=10)
+PR_HEAD = "ec26c3e57ca3a959ca5aad62de7213c562f8c821"
+MR_HEAD = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeProvider]:
+    yield from serve()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    from scheduler.api.app import create_app
+
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def register(database: Database, provider: Provider, full_name: str, url: str | None) -> None:
+    with database.session() as session:
+        repository = repos.add_repository(
+            session, provider=provider, full_name=full_name, webhook_secret=SECRET
+        )
+        if url is not None:
+            provider_access.update_access(repository, token=TOKEN, api_url=url)
+
+
+def handle(database: Database, event_id: int) -> tuple[EventStatus | None, str | None]:
+    """The worker's steps: what to ask, asking it, storing (with the
+    reason when the provider did not answer)."""
+    with database.session() as session:
+        job = changes.change_job(session, event_id)
+    fetched, note = None, None
+    if job is not None:
+        assert TOKEN not in repr(job)
+        try:
+            fetched = changes.fetch(job, http=FAST)
+        except changes.FetchFailed as error:
+            note = error.message
+    with database.session() as session:
+        status = events.process_event(session, event_id, fetched=fetched, note=note)
+    with database.session() as session:
+        event = session.get_one(CiEvent, event_id)
+        return status, event.error
+
+
+def files_of(database: Database, sha: str) -> list[tuple[str, str, str | None, int | None]]:
+    with database.session() as session:
+        rows = session.execute(
+            select(
+                ChangedFile.path, ChangedFile.status, ChangedFile.old_path, ChangedFile.additions
+            )
+            .join(Commit, Commit.id == ChangedFile.commit_id)
+            .where(Commit.sha == sha)
+            .order_by(ChangedFile.path)
+        ).all()
+    return [(path, FileStatus(status).value, old, added) for path, status, old, added in rows]
+
+
+def gh_file(name: str, status: str = "modified", **extra: Any) -> dict[str, Any]:
+    return {"filename": name, "status": status, "additions": 2, "deletions": 1, **extra}
+
+
+def script_pull_request_files(server: FakeProvider) -> str:
+    path = "/repos/Codertocat/Hello-World/pulls/2/files"
+    page2 = f"{path}?per_page=100&page=2"
+    server.on(
+        f"{path}?per_page=100",
+        json_answer(
+            [gh_file("src/app.py"), gh_file("tests/test_app.py", "added")],
+            Link=f'<{{base}}{page2}>; rel="next", <{{base}}{page2}>; rel="last"',
+        ),
+    )
+    server.on(
+        page2,
+        json_answer(
+            [gh_file("lib/new.py", "renamed", previous_filename="lib/old.py"), {"filename": ""}]
+        ),
+    )
+    return path
+
+
+def test_a_pull_request_is_scored_with_its_files_from_the_api(
+    client: TestClient, database: Database, server: FakeProvider, github_samples: Path
+) -> None:
+    register(database, Provider.GITHUB, "Codertocat/Hello-World", server.url)
+    path = script_pull_request_files(server)
+    body = sample(github_samples, "pull_request-opened.json")
+    response = client.post(
+        "/webhooks/github", content=body, headers=github_headers(body, event="pull_request")
+    )
+    assert response.status_code == 202, response.text
+    event_id = response.json()["event_id"]
+
+    assert handle(database, event_id) == (EventStatus.HANDLED, None)
+    expected = [
+        ("lib/new.py", "renamed", "lib/old.py", 2),
+        ("src/app.py", "modified", None, 2),
+        ("tests/test_app.py", "added", None, 2),
+    ]
+    assert files_of(database, PR_HEAD) == expected
+    assert [seen.headers["Authorization"] for seen in server.requests_to(path)] == [
+        f"Bearer {TOKEN}"
+    ] * 2
+    # Handled once: a second run asks nothing and changes nothing.
+    assert handle(database, event_id) == (EventStatus.HANDLED, None)
+    assert len(server.requests_to(path)) == 2
+    assert files_of(database, PR_HEAD) == expected
+    with database.session() as session:
+        head = events.pushed_head(session, event_id)
+        commit = session.get_one(Commit, head)
+        assert (commit.sha, commit.branch, commit.parent_sha) == (PR_HEAD, "changes", None)
+
+
+def test_the_synchronize_sample_is_queued_and_closed_pull_requests_are_dropped(
+    client: TestClient, database: Database, github_samples: Path
+) -> None:
+    register(database, Provider.GITHUB, "Codertocat/Hello-World", None)
+    body = sample(github_samples, "pull_request-synchronize.json")
+    headers = github_headers(body, event="pull_request")
+    assert client.post("/webhooks/github", content=body, headers=headers).json()["status"] == (
+        "queued"
+    )
+    closed = body.replace(b'"action": "synchronize"', b'"action": "closed"')
+    assert closed != body
+    response = client.post(
+        "/webhooks/github", content=closed, headers=github_headers(closed, event="pull_request")
+    )
+    assert response.json() == {"status": "ignored", "event_id": None}
+    broken = body.replace(f'"sha": "{PR_HEAD}"'.encode(), b'"sha": 7')
+    assert broken != body
+    response = client.post(
+        "/webhooks/github", content=broken, headers=github_headers(broken, event="pull_request")
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"] == "pull_request.head.sha is required"
+
+
+def test_without_a_token_the_pull_request_is_handled_with_what_is_known(
+    client: TestClient, database: Database, github_samples: Path
+) -> None:
+    register(database, Provider.GITHUB, "Codertocat/Hello-World", None)
+    body = sample(github_samples, "pull_request-opened.json")
+    response = client.post(
+        "/webhooks/github", content=body, headers=github_headers(body, event="pull_request")
+    )
+    event_id = response.json()["event_id"]
+    assert handle(database, event_id) == (EventStatus.HANDLED, None)
+    assert files_of(database, PR_HEAD) == []
+    with database.session() as session:
+        assert events.pushed_head(session, event_id) is not None
+
+
+def test_a_provider_that_refuses_leaves_the_pull_request_handled_with_the_reason(
+    client: TestClient, database: Database, server: FakeProvider, github_samples: Path
+) -> None:
+    register(database, Provider.GITHUB, "Codertocat/Hello-World", server.url)
+    server.on(
+        "/repos/Codertocat/Hello-World/pulls/2/files",
+        json_answer({"message": "Bad credentials"}, 401),
+    )
+    body = sample(github_samples, "pull_request-opened.json")
+    response = client.post(
+        "/webhooks/github", content=body, headers=github_headers(body, event="pull_request")
+    )
+    status, error = handle(database, response.json()["event_id"])
+    assert status is EventStatus.HANDLED
+    assert error == (
+        f"GET {server.url.removeprefix('http://')}/repos/Codertocat/Hello-World/pulls/2/files: "
+        "HTTP 401"
+    )
+    with database.session() as session:
+        assert session.scalar(select(Commit.sha)) == PR_HEAD
+
+
+def gl_diff(path: str, **flags: Any) -> dict[str, Any]:
+    return {
+        "old_path": flags.pop("old_path", path),
+        "new_path": path,
+        "new_file": False,
+        "renamed_file": False,
+        "deleted_file": False,
+        "diff": "@@ -1,2 +1,3 @@\n-a\n+b\n+c\n",
+        **flags,
+    }
+
+
+def test_a_merge_request_hook_gets_its_diffs_page_by_page(
+    client: TestClient, database: Database, server: FakeProvider, gitlab_samples: Path
+) -> None:
+    register(database, Provider.GITLAB, "gitlabhq/gitlab-test", server.url)
+    path = "/projects/14/merge_requests/1/diffs"
+    server.on(
+        f"{path}?per_page=100",
+        json_answer(
+            [gl_diff("README.md"), gl_diff("doc/new.md", new_file=True)], **{"X-Next-Page": "2"}
+        ),
+    )
+    server.on(
+        f"{path}?per_page=100&page=2",
+        json_answer(
+            [
+                gl_diff("old.txt", deleted_file=True),
+                gl_diff("b.txt", renamed_file=True, old_path="a.txt"),
+            ],
+            **{"X-Next-Page": ""},
+        ),
+    )
+    body = sample(gitlab_samples, "merge-request-hook-open.json")
+    response = client.post(
+        "/webhooks/gitlab", content=body, headers=gitlab_headers(event="Merge Request Hook")
+    )
+    assert response.json()["status"] == "queued"
+    assert handle(database, response.json()["event_id"]) == (EventStatus.HANDLED, None)
+    assert files_of(database, MR_HEAD) == [
+        ("README.md", "modified", None, 2),
+        ("b.txt", "renamed", "a.txt", 2),
+        ("doc/new.md", "added", None, 2),
+        ("old.txt", "removed", None, 2),
+    ]
+    assert [seen.headers["PRIVATE-TOKEN"] for seen in server.requests_to(path)] == [TOKEN] * 2
+    with database.session() as session:
+        commit = session.scalar(select(Commit).where(Commit.sha == MR_HEAD))
+        assert commit is not None
+        assert (commit.branch, commit.message, commit.author_name) == (
+            "ms-viewport",
+            "fixed readme",
+            "GitLab dev user",
+        )
+
+
+def test_a_merge_request_update_without_new_commits_is_dropped(
+    client: TestClient, database: Database, gitlab_samples: Path
+) -> None:
+    register(database, Provider.GITLAB, "gitlabhq/gitlab-test", None)
+    body = sample(gitlab_samples, "merge-request-hook-open.json")
+    update = body.replace(b'"action": "open"', b'"action": "update"')
+    assert update != body
+    response = client.post(
+        "/webhooks/gitlab", content=update, headers=gitlab_headers(event="Merge Request Hook")
+    )
+    assert response.json() == {"status": "ignored", "event_id": None}
+
+
+GL_LISTED = ["b6568db1bc1dcd7f8b4d5a946b0b91f9dacd7327", MR_HEAD]
+GL_OLDER = ["1111111111111111111111111111111111111111", "2222222222222222222222222222222222222222"]
+GL_BEFORE = "95790bf891e76fee5e1747ab589903a6a1f80f22"
+
+
+def test_a_cut_gitlab_push_gets_its_commits_and_files_from_the_comparison(
+    client: TestClient, database: Database, server: FakeProvider, gitlab_samples: Path
+) -> None:
+    register(database, Provider.GITLAB, "mike/diaspora", server.url)
+    chain = [GL_BEFORE, *GL_OLDER, *GL_LISTED]
+    server.on(
+        f"/projects/15/repository/compare?from={GL_BEFORE}&to={MR_HEAD}",
+        json_answer(
+            {
+                "commits": [
+                    {"id": sha, "parent_ids": [chain[number]], "author_name": "Dev", "message": "m"}
+                    for number, sha in enumerate(chain[1:])
+                ],
+                "diffs": [gl_diff("CHANGELOG"), gl_diff("lib/older.rb", new_file=True)],
+            }
+        ),
+    )
+    body = sample(gitlab_samples, "push-hook.json")  # 2 of 4 commits listed
+    response = client.post("/webhooks/gitlab", content=body, headers=gitlab_headers())
+    assert handle(database, response.json()["event_id"]) == (EventStatus.HANDLED, None)
+    with database.session() as session:
+        parents = {
+            sha: parent for sha, parent in session.execute(select(Commit.sha, Commit.parent_sha))
+        }
+    assert parents == {sha: chain[number] for number, sha in enumerate(chain[1:])}
+    assert files_of(database, MR_HEAD) == [
+        ("CHANGELOG", "added", None, None),  # as the push listed it
+        ("app/controller/application.rb", "modified", None, None),
+        ("lib/older.rb", "added", None, 2),
+    ]
+
+
+def test_a_forced_github_push_gets_the_head_s_files_from_the_comparison(
+    client: TestClient, database: Database, server: FakeProvider, github_samples: Path
+) -> None:
+    register(database, Provider.GITHUB, "flightctl/flightctl", server.url)
+    before, after = (
+        "d89fce43657c5fc2de8f677a052c9dcca941872a",
+        "1f65bfd479dddb9453466feeaf4ac9249a2ac9df",
+    )
+    base = "3333333333333333333333333333333333333333"
+    path = f"/repos/flightctl/flightctl/compare/{before}...{after}"
+    page2 = f"{path}?per_page=100&page=2"
+    server.on(
+        f"{path}?per_page=100",
+        json_answer(
+            {"commits": [], "files": [gh_file("internal/api/server.go", "added")]},
+            Link=f'<{{base}}{page2}>; rel="next"',
+        ),
+    )
+    server.on(
+        page2,
+        json_answer(
+            {
+                "commits": [
+                    {
+                        "sha": after,
+                        "parents": [{"sha": base}],
+                        "commit": {
+                            "author": {"name": "Dev", "date": "2026-12-01T10:00:00Z"},
+                            "message": "rewritten",
+                        },
+                    }
+                ]
+            }
+        ),
+    )
+    body = sample(github_samples, "push-forced.json")
+    response = client.post("/webhooks/github", content=body, headers=github_headers(body))
+    assert handle(database, response.json()["event_id"]) == (EventStatus.HANDLED, None)
+    assert files_of(database, after) == [
+        ("internal/api/server.go", "added", None, 2),
+        ("internal/service/enrollmentrequest.go", "modified", None, None),
+    ]
+    with database.session() as session:
+        assert session.scalar(select(Commit.parent_sha).where(Commit.sha == after)) == base
+
+
+def test_a_complete_push_asks_nothing(
+    client: TestClient, database: Database, server: FakeProvider, github_samples: Path
+) -> None:
+    register(database, Provider.GITHUB, "binkkatal/sample_app", server.url)
+    body = sample(github_samples, "push-normal-branch.json")
+    response = client.post("/webhooks/github", content=body, headers=github_headers(body))
+    assert response.json()["status"] == "queued"
+    with database.session() as session:
+        assert changes.change_job(session, response.json()["event_id"]) is None
+    assert server.seen == []
