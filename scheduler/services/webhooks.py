@@ -169,11 +169,11 @@ def _verified_gitlab(
     credentials: GitlabCredentials,
     cache: SecretCache | None,
 ) -> int:
-    """The id of the GitLab repository a delivery names, once every
-    credential the repository has verifies: X-Gitlab-Token against the stored
-    hash of its secret, webhook-signature against its signing token. A
-    credential the repository does not have is not looked at; one it has
-    and the delivery lacks fails. BadSignature (401) alike otherwise."""
+    """The id of the GitLab repository a delivery names, once it is
+    authenticated: with a signing token, by its webhook-signature (and an
+    X-Gitlab-Token sent beside it must match too); without one, by its
+    X-Gitlab-Token against the stored hash of the secret. BadSignature (401)
+    alike otherwise, whatever the reason."""
     known = _find_secret(session, cache, provider=Provider.GITLAB, full_name=full_name)
     stored = known.secret_hash if known is not None else None
     signing = known.signing_token if known is not None else None
@@ -189,12 +189,19 @@ def _verified_gitlab(
     if known is None or not (stored or signing):
         header = gitlab.TOKEN_HEADER if credentials.token else gitlab.SIGNATURE_HEADER
         raise _refuse(Provider.GITLAB, full_name, _why_no_secret(known), header)
-    if stored and not token_matches:
+    if signing:
+        # The signature is required and enough; a secret token sent beside
+        # it must still be the right one.
+        if not signature_matches:
+            why = "the signature does not match" if credentials.signature else "no signature"
+            raise _refuse(Provider.GITLAB, full_name, why, gitlab.SIGNATURE_HEADER)
+        if credentials.token and stored and not token_matches:
+            raise _refuse(
+                Provider.GITLAB, full_name, "the token does not match", gitlab.TOKEN_HEADER
+            )
+    elif not token_matches:
         why = "the token does not match" if credentials.token else "no X-Gitlab-Token"
         raise _refuse(Provider.GITLAB, full_name, why, gitlab.TOKEN_HEADER)
-    if signing and not signature_matches:
-        why = "the signature does not match" if credentials.signature else "no signature"
-        raise _refuse(Provider.GITLAB, full_name, why, gitlab.SIGNATURE_HEADER)
     return known.repository_id
 
 
