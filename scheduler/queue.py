@@ -37,6 +37,7 @@ PLANS_SCORE = "plans.score"
 MODELS_TRAIN = "models.train"
 MODELS_TRAIN_DUE = "models.train_due"
 MAINTENANCE_PRUNE = "maintenance.prune"
+STATUSES_POST = "statuses.post"
 
 # The api queues these two: their publish failures show as 0 until one fails
 # (a dashboard's query finds the series before the first outage).

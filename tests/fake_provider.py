@@ -1,7 +1,7 @@
 """A local HTTP server the tests start, answering like GitHub's and GitLab's
 REST APIs: each path has a script of answers (status, headers, body, delay),
 given in order, the last one again once the script is spent. Every request
-is recorded with its headers."""
+(GET, or POST with its body) is recorded with its headers."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ class Seen:
     method: str
     path: str  # with its query
     headers: dict[str, str]
+    body: bytes = b""
 
 
 class FakeProvider:
@@ -58,8 +59,12 @@ class FakeProvider:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:
-                answer = provider._next(self.command, self.path, dict(self.headers.items()))
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.do_GET(self.rfile.read(length) if length else b"")
+
+            def do_GET(self, body: bytes = b"") -> None:
+                answer = provider._next(self.command, self.path, dict(self.headers.items()), body)
                 if answer.delay:
                     time.sleep(answer.delay)
                 try:
@@ -80,9 +85,9 @@ class FakeProvider:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def _next(self, method: str, path: str, headers: dict[str, str]) -> Answer:
+    def _next(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         with self._lock:
-            self.seen.append(Seen(method, path, headers))
+            self.seen.append(Seen(method, path, headers, body))
             script = self.scripts.get(path) or self.scripts.get(urlsplit(path).path)
             if not script:
                 return json_answer({"message": "Not Found"}, 404)

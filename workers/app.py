@@ -31,6 +31,7 @@ celery_app.conf.imports = (
     "workers.models",
     "workers.plans",
     "workers.runs",
+    "workers.statuses",
 )
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from celery import Task
 
+from scheduler.config import get_settings
 from scheduler.models import RunStatus
 from scheduler.queue import RUNS_INGEST, RUNS_SWEEP
-from scheduler.services import runs
+from scheduler.services import runs, statuses
 from workers.app import celery_app
-from workers.common import requeue_stale, run_recording_errors
+from workers.common import database_of, requeue_stale, run_recording_errors
 
 
 @celery_app.task(name=RUNS_INGEST, acks_late=True)
@@ -26,7 +27,18 @@ def ingest(run_id: int) -> str | None:
             what=f"run {run_id}",
         )
         if failed or status is not RunStatus.PENDING:
+            if status is RunStatus.INGESTED:
+                _queue_status(run_id)
             return status.value if status else None
+
+
+def _queue_status(run_id: int) -> None:
+    """The run's plan has a new evaluation: its commit status says it."""
+    database = database_of(get_settings())
+    with database.session() as session:
+        plan_id = statuses.plan_of_run(session, run_id)
+    if plan_id is not None:
+        statuses.queue_for_plan(database, celery_app, plan_id)
 
 
 @celery_app.task(name=RUNS_SWEEP, acks_late=True, bind=True)

@@ -10,6 +10,7 @@ import math
 import time
 from typing import Annotated, Any, Literal
 
+from celery import Celery
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
@@ -31,7 +32,7 @@ from scheduler.db import Database
 from scheduler.errors import ClientError
 from scheduler.ingest.errors import Unstorable
 from scheduler.ingest.payload import parse_json
-from scheduler.services import plans, tokens
+from scheduler.services import plans, statuses, tokens
 from scheduler.services.plans import PlanParameterError, PlanRequest
 
 # `owner` may hold slashes: a GitLab project in nested groups (group/sub/name).
@@ -205,6 +206,14 @@ def _authorize(
         )
 
 
+def _after_decision(database: Database, celery: Celery | None, pending: Any) -> None:
+    """Record the decision, then queue the plan's commit status if the
+    repository posts them (the first time CI follows the plan)."""
+    plans.write_decision(database, pending)
+    if celery is not None:
+        statuses.queue_for_plan(database, celery, pending.plan_id)
+
+
 def _answer(
     database: Database,
     settings: Settings,
@@ -212,6 +221,7 @@ def _answer(
     repository: plans.RepositoryRef,
     sha: str,
     fields: dict[str, Any],
+    celery: Celery | None = None,
 ) -> tuple[bytes, BackgroundTask | None]:
     """The answer's body, and the decision to record once it is sent."""
     started = time.perf_counter()
@@ -232,7 +242,7 @@ def _answer(
     metrics.PLAN_SECONDS.observe(time.perf_counter() - started)
     metrics.PLANS_SERVED.labels(status=answer.head["status"]).inc()
     pending = answer.pending
-    task = BackgroundTask(plans.write_decision, database, pending) if pending else None
+    task = BackgroundTask(_after_decision, database, celery, pending) if pending else None
     return body, task
 
 
@@ -295,7 +305,14 @@ async def get_plan(
 
     def plan() -> tuple[bytes, BackgroundTask | None]:
         repository = _authorize(database, request, owner=owner, name=name)
-        return _answer(database, settings, repository=repository, sha=sha, fields=fields)
+        return _answer(
+            database,
+            settings,
+            repository=repository,
+            sha=sha,
+            fields=fields,
+            celery=getattr(request.app.state, "celery", None),
+        )
 
     body, task = await run_in_threadpool(plan)
     return Response(body, media_type="application/json", background=task)
@@ -343,6 +360,12 @@ async def post_plan(
         raise PlanParameterError("the body must be a JSON object")
     limits.json_document(fields, strings=False)
     body, task = await run_in_threadpool(
-        _answer, database, settings, repository=repository, sha=sha, fields=fields
+        _answer,
+        database,
+        settings,
+        repository=repository,
+        sha=sha,
+        fields=fields,
+        celery=getattr(request.app.state, "celery", None),
     )
     return Response(body, media_type="application/json", background=task)

@@ -189,6 +189,25 @@ def test_plan_covers_the_tests_file(real_server: RealServer, tmp_path: Path) -> 
     ]
 
 
+def test_plan_appends_its_summary_for_the_ci_job(real_server: RealServer, tmp_path: Path) -> None:
+    step_summary = tmp_path / "step_summary.md"
+    env = {
+        **_plan_env(real_server, real_server.other_repository_token),
+        "GITHUB_STEP_SUMMARY": str(step_summary),
+    }
+    result = client(
+        "plan", "acme/gadgets", PLANNED_COMMIT, "--tests-file", "-",
+        "--summary", str(step_summary), cwd=tmp_path, env=env,
+        stdin="tests/test_a.py::test_one\n",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = step_summary.read_text()
+    assert text.startswith(
+        f"### riskrank plan for `{PLANNED_COMMIT[:12]}`\n\n**1 of 1 tests selected**"
+    )
+    assert "| 1 | `tests/test_a.py::test_one` |" in text
+
+
 def test_plan_for_a_repository_without_known_tests_exits_3(
     real_server: RealServer, tmp_path: Path
 ) -> None:

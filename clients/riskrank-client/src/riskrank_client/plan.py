@@ -80,7 +80,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="list (default): the selected ids in run order; json: the answer; "
         "junit: the selected tests as a JUnit XML suite.",
     )
+    parser.add_argument(
+        "--summary",
+        metavar="FILE",
+        help='Append a Markdown summary of the plan to FILE, e.g. "$GITHUB_STEP_SUMMARY" '
+        "[RISKRANK_SUMMARY]; a file that cannot be written is a warning.",
+    )
     add_connection(parser)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{round(seconds)} s"
+    if seconds < 7200:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _percent(probability: float) -> str:
+    value = 100 * probability
+    return f"{value:.0f}%" if value >= 10 or value == 0 else f"{value:.1f}%"
+
+
+def summary(plan: Mapping[str, Any], why_all: str | None = None) -> str:
+    """The plan as a Markdown snippet for a CI job's summary (GitHub's
+    $GITHUB_STEP_SUMMARY): one line of figures, as riskrank's commit status
+    has them, and a table of the selected tests' first ten."""
+    commit = str(plan.get("commit") or "")[:12]
+    if why_all is not None:
+        return f"### riskrank: the whole suite runs\n\n`{commit}`: {why_all}.\n"
+    selected = plan.get("selected")
+    total = plan.get("total")
+    saved = float(plan.get("duration_dropped") or 0.0)
+    miss = float(plan.get("miss_probability") or 0.0)
+    status = str(plan.get("status"))
+    if plan.get("model_version") is not None:
+        status += f", model v{plan['model_version']}"
+    lines = [
+        f"### riskrank plan for `{commit}`",
+        "",
+        f"**{selected} of {total} tests selected**, ~{_duration(saved)} of CI time saved, "
+        f"miss risk {_percent(miss)} ({plan.get('mode')}, {status}).",
+    ]
+    chosen = [test for test in plan.get("tests") or [] if test.get("selected")]
+    if chosen:
+        lines += ["", "| # | test | probability | why |", "|---|---|---|---|"]
+        for test in chosen[:10]:
+            probability = test.get("probability")
+            shown = f"{probability:.3f}" if isinstance(probability, int | float) else ""
+            reason = str(test.get("reason") or "").replace("|", "\\|")
+            name = str(test.get("test")).replace("|", "\\|")
+            lines.append(f"| {test.get('rank')} | `{name}` | {shown} | {reason} |")
+        if len(chosen) > 10:
+            lines.append(f"| | … and {len(chosen) - 10} more | | |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(path: str, text: str) -> None:
+    """Append to `path`; a warning, never a failure, when it cannot be."""
+    try:
+        with open(path, "a", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as error:
+        warn(f"riskrank: could not write the summary to {path}: {error.strerror}")
 
 
 def read_tests(source: str) -> list[str]:
@@ -220,6 +282,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str], cwd: Path) -> int:
         warn(f"riskrank: run the whole suite: {_why_all(plan)}")
     elif plan.message:
         warn(f"riskrank: {plan.message}")
+    summary_file = setting(args.summary, env, "RISKRANK_SUMMARY")
+    if summary_file:
+        write_summary(summary_file, summary(data, _why_all(plan) if plan.run_all else None))
     if args.output == "json":
         print(json.dumps(data, indent=2))
     elif args.output == "junit":
