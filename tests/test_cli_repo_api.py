@@ -89,3 +89,49 @@ def test_generic_repositories_have_nothing_to_pull_from(tmp_path: Path) -> None:
     assert refused.returncode != 0
     assert "GitHub and GitLab only" in refused.stderr
     assert TOKEN not in refused.stdout + refused.stderr
+
+
+SIGNING = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="
+
+
+def test_a_gitlab_signing_token_and_commit_statuses_are_set_and_unset(tmp_path: Path) -> None:
+    env = clean_env()
+    assert riskrank("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+    added = riskrank("repo", "add", "group/app", "--provider", "gitlab", env=env, cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+
+    def settings() -> tuple[str | None, bool]:
+        database = Database.from_url(f"sqlite:///{tmp_path / 'riskrank.db'}")
+        try:
+            with database.session() as session:
+                row = session.execute(
+                    select(Repository.webhook_signing_token, Repository.commit_status)
+                ).one()
+                return row[0], row[1]
+        finally:
+            database.dispose()
+
+    assert settings() == (None, False)
+    shown = riskrank(
+        "repo", "api", "group/app", "--commit-status",
+        env={**env, "RISKRANK_GITLAB_SIGNING_TOKEN": SIGNING}, cwd=tmp_path,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert SIGNING not in shown.stdout + shown.stderr
+    rows = [line.split("│") for line in shown.stdout.splitlines() if line.count("│") == 3]
+    lines = {row[1].strip(): row[2].strip() for row in rows}
+    assert (lines["signing token"], lines["commit status"]) == ("set", "on")
+    assert settings() == (SIGNING, True)
+
+    refused = riskrank(
+        "repo", "api", "group/app", "--signing-token", "not-a-token", env=env, cwd=tmp_path
+    )
+    assert refused.returncode != 0
+    assert "whsec_ followed by the base64 of its key" in refused.stderr
+
+    reset = riskrank(
+        "repo", "api", "group/app", "--clear-signing-token", "--no-commit-status",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert reset.returncode == 0, reset.stderr
+    assert settings() == (None, False)

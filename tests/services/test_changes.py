@@ -360,3 +360,44 @@ def test_a_complete_push_asks_nothing(
     with database.session() as session:
         assert changes.change_job(session, response.json()["event_id"]) is None
     assert server.seen == []
+
+
+def test_a_plan_scored_before_the_files_is_scored_again_unless_ci_followed_it(
+    database: Database,
+) -> None:
+    from scheduler.models import Plan
+    from scheduler.providers_api.changes import FileDiff
+    from scheduler.services import scoring
+    from tests.planning.data import add_commit, make_repository
+
+    repository_id = make_repository(database)
+    commit_id = add_commit(database, repository_id, "cd" * 20)
+    with database.session() as session:
+        first = scoring.score_commit(session, commit_id)
+        assert first is not None
+        first_id = first.id
+    with database.session() as session:
+        added = changes.add_files(
+            session, commit_id, (FileDiff("src/net.py", FileStatus.MODIFIED),)
+        )
+        assert added == 1
+        # The same files again add nothing and leave the plans alone.
+        assert (
+            changes.add_files(session, commit_id, (FileDiff("src/net.py", FileStatus.MODIFIED),))
+            == 0
+        )
+    with database.session() as session:
+        assert session.get_one(Plan, first_id).policy is None
+        second = scoring.score_commit(session, commit_id)
+        assert second is not None
+        second_id = second.id
+    assert second_id != first_id
+    # Once CI followed a plan (a policy applied), new files leave it as served.
+    with database.session() as session:
+        session.get_one(Plan, second_id).policy = {"mode": "order"}
+    with database.session() as session:
+        changes.add_files(session, commit_id, (FileDiff("src/io.py", FileStatus.ADDED),))
+    with database.session() as session:
+        third = scoring.score_commit(session, commit_id)
+        assert third is not None
+        assert third.id == second_id

@@ -116,10 +116,20 @@ def test_an_event_riskrank_does_not_process_is_ignored(
     database: Database, github_samples: Path
 ) -> None:
     add_repo(database, "Codertocat/Hello-World")
-    payload = load(github_samples, "pull_request-opened.json")
-    event_id = store(database, payload, delivery="pr", event="pull_request")
+    payload = load(github_samples, "check_run-completed-failure.json")
+    event_id = store(database, payload, delivery="check", event="check_run")
     assert process(database, event_id) is EventStatus.IGNORED
     assert counts(database) == (0, 0)
+
+
+def test_a_pull_request_without_a_token_is_its_head_commit(
+    database: Database, github_samples: Path
+) -> None:
+    add_repo(database, "Codertocat/Hello-World")
+    payload = load(github_samples, "pull_request-opened.json")
+    event_id = store(database, payload, delivery="pr", event="pull_request")
+    assert process(database, event_id) is EventStatus.HANDLED
+    assert counts(database) == (1, 0)
 
 
 def test_malformed_push_fails_the_event_and_leaves_no_rows(database: Database) -> None:
