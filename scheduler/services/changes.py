@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from scheduler import limits
 from scheduler.ingest import github, gitlab, pull_requests
 from scheduler.ingest.errors import IngestError
 from scheduler.models import ChangedFile, CiEvent, EventStatus, Plan, Provider, Repository
@@ -39,9 +40,10 @@ PULL_REQUEST_EVENTS = frozenset(
         (Provider.GITLAB, pull_requests.GITLAB_EVENT),
     }
 )
-# GitHub lists at most this many commits in the push payloads some
-# deliveries carry; a push listing as many may have had more.
-GITHUB_LISTED_COMMITS = 20
+# A GitHub push webhook lists at most this many commits (the limit of 20
+# that GitHub's documentation also names is that of timeline events, not of
+# webhook deliveries): a push listing as many may have had more.
+GITHUB_LISTED_COMMITS = limits.PUSH_COMMITS
 
 
 class FetchFailed(Exception):
@@ -99,7 +101,7 @@ def _has_files(commits: object) -> bool:
 def push_range(provider: Provider, payload: Mapping[str, Any]) -> tuple[str, str] | None:
     """(before, after) of a branch push whose payload does not say all it
     changed, else None: GitHub, a forced push, one listing no commit or no
-    file, or 20 commits or more; GitLab, one listing fewer commits than
+    file, or as many commits as a webhook lists (2,048); GitLab, one listing fewer commits than
     `total_commits_count`, no commit or no file. A new branch (`before` all
     zeros) has no base to compare with."""
     commits = payload.get("commits")

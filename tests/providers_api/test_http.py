@@ -233,3 +233,49 @@ def test_gitlab_test_report_by_project_path(server: FakeProvider) -> None:
         report = gitlab.pipeline_test_report(api, gitlab.project_ref(None, "group/sub/app"), 9)
     assert report == {"total_count": 0, "test_suites": []}
     assert gitlab.project_ref(42, "group/sub/app") == "42"
+
+
+def test_a_status_post_is_sent_again_after_a_502_with_its_body(server: FakeProvider) -> None:
+    path = "/repos/octo-org/octo-repo/statuses/" + "a" * 40
+    server.on(path, Answer(502), json_answer({"id": 1}, 201))
+    sleeps = Sleeps()
+    with github_client(server, sleeps) as api:
+        github.post_status(
+            api,
+            "octo-org/octo-repo",
+            "a" * 40,
+            state="success",
+            description="x" * 200,
+            context="riskrank",
+        )
+    sent = server.requests_to(path)
+    assert [seen.method for seen in sent] == ["POST", "POST"]
+    assert sent[0].body == sent[1].body
+    assert sent[1].body == (
+        b'{"state": "success", "description": "' + b"x" * 140 + b'", "context": "riskrank"}'
+    )
+    assert sleeps.waits == [0.01]
+
+
+def test_a_compare_ignores_what_it_cannot_store(server: FakeProvider) -> None:
+    path = "/repos/o/r/compare/" + "b" * 40 + "..." + "a" * 40
+    server.on(
+        path,
+        json_answer(
+            {
+                "commits": [{"sha": "a" * 40, "parents": []}, {"sha": 7}, "junk"],
+                "files": [
+                    {"filename": "ok.py", "status": "changed", "additions": -1},
+                    {"filename": "nul\u0000.py", "status": "added"},
+                    {"filename": "x" * 3000, "status": "added"},
+                ],
+            }
+        ),
+    )
+    with github_client(server, Sleeps()) as api:
+        comparison = github.compare(api, "o/r", "b" * 40, "a" * 40)
+    assert [commit.sha for commit in comparison.commits] == ["a" * 40]
+    assert comparison.commits[0].parent_sha is None
+    assert [(diff.path, diff.status.value, diff.additions) for diff in comparison.files] == [
+        ("ok.py", "modified", None)
+    ]

@@ -401,3 +401,92 @@ def test_a_plan_scored_before_the_files_is_scored_again_unless_ci_followed_it(
         third = scoring.score_commit(session, commit_id)
         assert third is not None
         assert third.id == second_id
+
+
+BEFORE, AFTER = "b" * 40, "a" * 40
+
+
+def github_push(**changes_: Any) -> dict[str, Any]:
+    return {
+        "ref": "refs/heads/main",
+        "before": BEFORE,
+        "after": AFTER,
+        "repository": {"full_name": "o/r"},
+        "commits": [{"id": AFTER, "modified": ["x.py"]}],
+        **changes_,
+    }
+
+
+@pytest.mark.parametrize(
+    ("payload", "span"),
+    [
+        pytest.param(github_push(), None, id="complete"),
+        pytest.param(github_push(forced=True), (BEFORE, AFTER), id="forced"),
+        pytest.param(github_push(commits=[]), (BEFORE, AFTER), id="no-commit"),
+        pytest.param(github_push(commits=[{"id": AFTER}]), (BEFORE, AFTER), id="no-file"),
+        pytest.param(
+            github_push(commits=[{"id": f"{n:040x}", "added": ["f"]} for n in range(2048)]),
+            (BEFORE, AFTER),
+            id="2048-commits",
+        ),
+        pytest.param(
+            github_push(commits=[{"id": f"{n:040x}", "added": ["f"]} for n in range(2047)]),
+            None,
+            id="2047-commits",
+        ),
+        pytest.param(github_push(before="0" * 40, commits=[]), None, id="new-branch"),
+        pytest.param(github_push(after="0" * 40, deleted=True), None, id="deleted"),
+        pytest.param(github_push(ref="refs/tags/v1", commits=[]), None, id="tag"),
+    ],
+)
+def test_which_github_pushes_are_compared(
+    payload: dict[str, Any], span: tuple[str, str] | None
+) -> None:
+    assert changes.push_range(Provider.GITHUB, payload) == span
+
+
+def gitlab_push(**changes_: Any) -> dict[str, Any]:
+    return {
+        "object_kind": "push",
+        "ref": "refs/heads/main",
+        "before": BEFORE,
+        "after": AFTER,
+        "checkout_sha": AFTER,
+        "total_commits_count": 1,
+        "commits": [{"id": AFTER, "added": ["x.py"], "modified": [], "removed": []}],
+        **changes_,
+    }
+
+
+@pytest.mark.parametrize(
+    ("payload", "span"),
+    [
+        pytest.param(gitlab_push(), None, id="complete"),
+        pytest.param(gitlab_push(total_commits_count=25), (BEFORE, AFTER), id="cut"),
+        pytest.param(gitlab_push(commits=[], total_commits_count=0), (BEFORE, AFTER), id="none"),
+        pytest.param(gitlab_push(before="0" * 40), None, id="new-branch"),
+        pytest.param(
+            gitlab_push(after="0" * 40, checkout_sha=None, commits=[]), None, id="deleted"
+        ),
+    ],
+)
+def test_which_gitlab_pushes_are_compared(
+    payload: dict[str, Any], span: tuple[str, str] | None
+) -> None:
+    assert changes.push_range(Provider.GITLAB, payload) == span
+
+
+@pytest.mark.parametrize(
+    ("attributes", "wanted"),
+    [
+        ({"action": "open"}, True),
+        ({"action": "reopen"}, True),
+        ({"action": "update", "oldrev": "c" * 40}, True),
+        ({"action": "update"}, False),
+        ({"action": "approved"}, False),
+        ({"action": "merge"}, False),
+        ({"action": "close"}, False),
+    ],
+)
+def test_which_merge_request_hooks_bring_a_head(attributes: dict[str, str], wanted: bool) -> None:
+    assert changes.wanted_pull_request(Provider.GITLAB, {"object_attributes": attributes}) is wanted
