@@ -316,9 +316,12 @@ def receive_gitlab(
 
     GitLab sends the webhook's secret token itself, not a signature: riskrank
     keeps only a salted hash of it (hash_secret), and compares the token's
-    hash with it in constant time. Push
-    Hooks are stored and queued, Tag Push Hooks stored for the record, every
-    other event acknowledged and dropped (gitlab.HANDLED_EVENTS, ...)."""
+    hash with it in constant time. With a signing token set, the delivery's
+    webhook-signature is checked instead (_verified_gitlab). Push Hooks and
+    Merge Request Hooks bringing a new head are stored and queued, finished
+    Pipeline Hooks too when results are pulled, Tag Push Hooks stored for the
+    record, every other event acknowledged and dropped (gitlab.HANDLED_EVENTS,
+    ...)."""
     event = _required(event, gitlab.EVENT_HEADER)
     if not token and not signature:
         raise BadSignature(
