@@ -32,7 +32,7 @@ from scheduler.db import Database
 from scheduler.errors import ClientError
 from scheduler.ingest.errors import Unstorable
 from scheduler.ingest.payload import parse_json
-from scheduler.services import plans, statuses, tokens
+from scheduler.services import plans, statuses, tokens, trimming
 from scheduler.services.plans import PlanParameterError, PlanRequest
 
 # `owner` may hold slashes: a GitLab project in nested groups (group/sub/name).
@@ -57,6 +57,7 @@ class PlannedTest(BaseModel):
         "own_file_changed",
         "recently_failed",
         "exploration",
+        "escalation",
         "full_run",
         "budget",
     ]
@@ -94,6 +95,15 @@ class PlanAnswer(BaseModel):
     miss_probability: float = Field(
         description="The probability that at least one dropped test fails: 1 - prod(1 - p) "
         "over the dropped tests."
+    )
+    selected_by: dict[str, int] = Field(
+        description="The whole plan's selected tests by what selected them: `budget` (the "
+        "rules and the budget), `exploration` (the random sample over the budget), "
+        "`escalation` (over the budget, run while trimming is escalated) and `full_run`."
+    )
+    escalation: str | None = Field(
+        description="Why every test over the budget runs for now (the live estimate of what "
+        "trimming misses passed what the mode promises); null: trimming as asked."
     )
     message: str | None
     tests: list[PlannedTest] = Field(
@@ -203,6 +213,7 @@ def _authorize(
             id=repository.id,
             default_branch=repository.default_branch,
             settings=dict(repository.settings or {}),
+            escalation=trimming.escalation_of(repository),
         )
 
 

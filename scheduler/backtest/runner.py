@@ -35,6 +35,7 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -49,6 +50,7 @@ from scheduler.db import Database, shown_url
 from scheduler.evaluation import metrics
 from scheduler.ingest.history import HistoryReport
 from scheduler.models import Outcome, Provider, Repository
+from scheduler.planning import monitor
 from scheduler.planning import policy as policies
 from scheduler.planning.policy import Context, Decision, Policy
 from scheduler.planning.records import Payload
@@ -176,6 +178,13 @@ class BuildRecord:
     full_run: bool
     # Each test's probability in the plan (calibrated: scheduler.risk.calibration).
     probabilities: Floats | None = None
+    # The selected tests by what selected them (Decision.selected_by).
+    selected_by: dict[str, int] | None = None
+    # Closed loop: the build's evidence for the live estimate, the estimate
+    # over the builds before it, and the escalation it led to (None: none).
+    tally: monitor.Tally | None = None
+    estimate: monitor.MissEstimate | None = None
+    escalation: str | None = None
 
 
 # What became of a retraining: its candidate replaced the active model (or
@@ -518,14 +527,21 @@ def _default_branch(builds: Sequence[HistoryBuild]) -> str | None:
     return max(counts, key=lambda b: (counts[b], b is not None)) if counts else None
 
 
+# What a test may put in place of a build's scores (the model replaced by
+# random scores mid-history, to see escalation happen).
+Rescore: TypeAlias = Callable[[HistoryBuild, "Scored"], "Scored"]
+
+
 def run_backtest(
     reports: Iterable[HistoryReport],
     config: BacktestConfig,
     *,
     progress: Callable[[int, int], None] | None = None,
+    rescore: Rescore | None = None,
 ) -> BacktestResult:
     """Replay the history (see the module docstring); `progress(done,
-    total)` is called after each build."""
+    total)` is called after each build; `rescore`, for tests, replaces
+    each build's scores before the policy sees them."""
     config = config.checked()
     builds = history_builds(reports)
     if not builds:
@@ -547,7 +563,7 @@ def run_backtest(
         migrate.upgrade(url)
         database = Database.from_url(url)
         try:
-            result = _replay(database, builds, config, progress)
+            result = _replay(database, builds, config, progress, rescore)
         finally:
             database.dispose()
     result.seconds = time.perf_counter() - started
@@ -573,6 +589,7 @@ def _replay(
     builds: list[HistoryBuild],
     config: BacktestConfig,
     progress: Callable[[int, int], None] | None,
+    rescore: Rescore | None = None,
 ) -> BacktestResult:
     with database.session() as session:
         repository = repos.add_repository(
@@ -603,6 +620,10 @@ def _replay(
         if progress:
             progress(start + len(chunk), scored_builds.stop)
     branch_builds = sum(1 for b in warm if b.branch == default_branch)
+    # Closed loop: the newest builds' evidence, as plan evaluation keeps it
+    # in production, and the escalation the live estimate decides.
+    tallies: deque[monitor.Tally] = deque(maxlen=monitor.WINDOW_BUILDS)
+    ceiling = monitor.ceiling_of(config.policy.as_json())
     # What comes after the scored builds cannot change their figures.
     for build in builds[config.warmup : scored_builds.stop]:
         evaluated = build.index - config.warmup
@@ -612,13 +633,28 @@ def _replay(
             result.trainings.append(record)
         begun = time.perf_counter()
         scored = score(database, repository_id=repository_id, build=build, cache=cache)
+        if rescore is not None:
+            scored = rescore(build, scored)
         steps["score"] += time.perf_counter() - begun
         begun = time.perf_counter()
         on_default = build.branch == default_branch
         branch_builds += int(on_default)
-        covered, decision = decide(
-            build, scored, config.policy, branch_builds if on_default else None
-        )
+        policy, estimate, escalation = config.policy, None, None
+        if config.closed_loop:
+            estimate = monitor.estimate(tallies)
+            escalation = monitor.escalation(estimate, ceiling)
+            if escalation is not None:
+                policy = replace(policy, escalation=escalation)
+        covered, decision = decide(build, scored, policy, branch_builds if on_default else None)
+        tally = None
+        if config.closed_loop:
+            tally = monitor.tally_of(
+                selected=decision.selected,
+                propensity=decision.propensity,
+                failed=build.failed,
+                exploration_rate=policy.effective_exploration_rate,
+            )
+            tallies.append(tally)
         orders = {RISKRANK: decision.order}
         # Ties as plans break them: the more recent failure first.
         recency = np.nan_to_num(covered.candidates.builds_since_failure, nan=NEVER)
@@ -640,6 +676,10 @@ def _replay(
                     model_version=scored.model_version,
                     full_run=decision.full_run,
                     probabilities=covered.candidates.probability,
+                    selected_by=decision.selected_by(),
+                    tally=tally,
+                    estimate=estimate,
+                    escalation=escalation,
                 )
             )
         steps["policy"] += time.perf_counter() - begun

@@ -40,6 +40,7 @@ from scheduler.backtest.runner import (
     TrainingRecord,
 )
 from scheduler.evaluation import metrics, paired
+from scheduler.planning import monitor
 from scheduler.risk import calibration
 
 Flags: TypeAlias = npt.NDArray[np.bool_]
@@ -215,6 +216,78 @@ def selection(result: BacktestResult) -> dict[str, Value | int]:
         summary[f"caught_{view}"] = _avg(caught[view])
         summary[f"failing_builds_{view}"] = len(recalls[view])
     return summary
+
+
+SOURCES = ("budget", "exploration", "escalation", "full_run")
+# Builds per window in which the live estimate is set against the true miss rate.
+ESTIMATE_WINDOW = monitor.WINDOW_BUILDS
+# How close the estimate must come to the true rate, relative to it.
+ESTIMATE_TOLERANCE = 0.25
+
+
+def trimming_figures(result: BacktestResult) -> dict[str, Any]:
+    """What the plans ran by source (mean share of the tests each selected),
+    the builds escalated, and, closed loop, the live estimate of the share
+    of failures trimming let through against the true share (every outcome
+    is known in a backtest), per window of ESTIMATE_WINDOW scored builds:
+    the estimate from those builds' exploration samples alone."""
+    shares: dict[str, list[float]] = {source: [] for source in SOURCES}
+    for record in result.records:
+        n = len(record.names)
+        if n == 0 or record.selected_by is None:
+            continue
+        for source in SOURCES:
+            shares[source].append(record.selected_by.get(source, 0) / n)
+    windows: list[dict[str, Any]] = []
+    records = [r for r in result.records if r.tally is not None]
+    for start in range(0, len(records) - ESTIMATE_WINDOW + 1, ESTIMATE_WINDOW):
+        chunk = records[start : start + ESTIMATE_WINDOW]
+        found = monitor.estimate(r.tally for r in chunk if r.tally is not None)
+        failures = sum(int(r.failed.sum()) for r in chunk)
+        missed = sum(int((r.failed & ~r.selected).sum()) for r in chunk)
+        true = missed / failures if failures else None
+        within = (
+            abs(found.rate - true) <= ESTIMATE_TOLERANCE * true
+            if found.rate is not None and true
+            else (found.rate == true if true is not None else None)
+        )
+        windows.append(
+            {
+                "first_build": chunk[0].build,
+                "last_build": chunk[-1].build,
+                "failures": failures,
+                "missed": missed,
+                "true_miss_rate": None if true is None else round(true, 6),
+                "explored_failures": found.explored_failures,
+                "estimated_miss_rate": None if found.rate is None else round(found.rate, 6),
+                "low": None if found.low is None else round(found.low, 6),
+                "high": None if found.high is None else round(found.high, 6),
+                "true_in_interval": (
+                    None
+                    if true is None or found.low is None or found.high is None
+                    else found.low <= true <= found.high
+                ),
+                "within_tolerance": within,
+                "escalated_builds": sum(1 for r in chunk if r.escalation is not None),
+            }
+        )
+    judged = [w["within_tolerance"] for w in windows if w["within_tolerance"] is not None]
+    covered = [w["true_in_interval"] for w in windows if w["true_in_interval"] is not None]
+    first_escalation = next((r for r in result.records if r.escalation is not None), None)
+    return {
+        "selected_share_by": {source: _avg(values) for source, values in shares.items()},
+        "escalated_builds": sum(1 for r in result.records if r.escalation is not None),
+        "first_escalation": (
+            None
+            if first_escalation is None
+            else {"build": first_escalation.build, "reason": first_escalation.escalation}
+        ),
+        "window": ESTIMATE_WINDOW,
+        "tolerance": ESTIMATE_TOLERANCE,
+        "windows": windows,
+        "windows_within_tolerance": _avg([float(x) for x in judged]),
+        "windows_true_in_interval": _avg([float(x) for x in covered]),
+    }
 
 
 def calibration_figures(result: BacktestResult) -> dict[str, Any]:
@@ -657,6 +730,7 @@ def to_json(
         },
         "selection": selection(result),
         "calibration": calibration_figures(result),
+        "trimming": trimming_figures(result),
         "trainings": [t.as_json() for t in result.trainings],
         "learning_curve": learning_curve(result, rows["all"]),
         "models_used": sorted(

@@ -237,6 +237,45 @@ def print_selection(document: dict[str, Any]) -> None:
     second = document["calibration"].get("second_half")
     if document["parameters"].get("half") == "all" and second:
         print_held(second, "second half")
+    print_trimming(document["trimming"])
+
+
+def print_trimming(trimming: dict[str, Any]) -> None:
+    """The tests run by source and, closed loop, the live estimate of what
+    trimming missed against the true share, per window of builds."""
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    by = trimming["selected_share_by"]
+    console.print(
+        "tests run by source: "
+        + ", ".join(f"{source.replace('_', ' ')} {share(by[source])}" for source in by)
+        + f"; builds escalated: {trimming['escalated_builds']}",
+        highlight=False,
+        markup=False,
+    )
+    if not trimming["windows"]:
+        return
+    table = Table(
+        title=f"live estimate of the failures missed, per {trimming['window']} builds: "
+        f"within ±{trimming['tolerance']:.0%} of the true share in "
+        f"{share(trimming['windows_within_tolerance'])} of the windows, the true share in "
+        f"the 95% interval in {share(trimming['windows_true_in_interval'])}"
+    )
+    for name in ("builds", "failures", "true", "estimated", "95% interval", "explored", "esc."):
+        table.add_column(name, justify="right")
+    for window in trimming["windows"]:
+        table.add_row(
+            f"{window['first_build']}..{window['last_build']}",
+            str(window["failures"]),
+            share(window["true_miss_rate"]),
+            share(window["estimated_miss_rate"]),
+            f"{share(window['low'])}..{share(window['high'])}",
+            str(window["explored_failures"]),
+            str(window["escalated_builds"]),
+        )
+    console.print(table)
 
 
 def print_held(held: dict[str, Any], label: str) -> None:

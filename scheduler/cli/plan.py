@@ -108,6 +108,20 @@ def miss_risk_line(answer: dict[str, Any], dropped: int) -> str:
     )
 
 
+def selected_by_line(counts: dict[str, int]) -> str:
+    """How many tests each source selected: the budget's own, the
+    exploration sample, escalation, a full run (those with none left out)."""
+    parts = [f"{counts.get('budget', 0)} by the budget"]
+    for key, label in (
+        ("exploration", "by exploration"),
+        ("escalation", "by escalation"),
+        ("full_run", "by a full run"),
+    ):
+        if counts.get(key):
+            parts.append(f"{counts[key]} {label}")
+    return "selected " + ", ".join(parts)
+
+
 def plan(
     full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
     sha: Annotated[
@@ -151,7 +165,7 @@ def plan(
     # Imported here: planning pulls in numpy and LightGBM, which the other
     # commands' start-up need not pay for.
     from scheduler import commit_ids
-    from scheduler.services import plans, repos
+    from scheduler.services import plans, repos, trimming
 
     config = settings()
     database = migrated_database(config)
@@ -165,7 +179,10 @@ def plan(
         except commit_ids.CommitIdError as error:
             fail(error.message, code=USAGE)
         repository = plans.RepositoryRef(
-            id=record.id, default_branch=record.default_branch, settings=dict(record.settings)
+            id=record.id,
+            default_branch=record.default_branch,
+            settings=dict(record.settings),
+            escalation=trimming.escalation_of(record),
         )
     request = plans.PlanRequest(
         mode=mode,
@@ -196,6 +213,10 @@ def plan(
     elif answer["message"]:
         typer.echo(f"riskrank: {answer['message']}", err=True)
     dropped = answer["total"] - sum(1 for test in answer["tests"] if test["selected"])
+    if answer.get("escalation"):
+        typer.echo(f"riskrank: trimming escalated: {answer['escalation']}", err=True)
+    if not whole_suite and answer["shard"] is None:
+        typer.echo(f"riskrank: {selected_by_line(answer['selected_by'])}", err=True)
     if not whole_suite and answer["shard"] is None and dropped > 0:
         typer.echo(f"riskrank: {miss_risk_line(answer, dropped)}", err=True)
     if output is Format.JSON:

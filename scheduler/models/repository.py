@@ -43,6 +43,10 @@ class Repository(Base):
     commit_status: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Policy defaults (budget, must-run globs, ...), read by the scheduler.
     settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # The live estimate of what trimming misses and the escalation it
+    # decided (scheduler.services.trimming), written when a plan is
+    # evaluated; NULL before the first evaluation.
+    trimming: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # Bumped by every write of its tests' statistics (ingestion): a plan
     # whose payload is as of this version needs no statistics read.
     stats_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

@@ -20,8 +20,15 @@ The rules, in the order they label a test (the first that applies wins):
    `recent_failures` runs, so a fix must pass that many times before the
    test can be trimmed again.
 6. `model`: within the budget, in priority order.
-7. `exploration`: over the budget, but drawn into the random sample.
+7. `exploration`: over the budget, but drawn into the random sample;
+   `escalation`: over the budget, but the repository is escalated
+   (`Policy.escalation`): every such test runs, with a propensity of 1.
 8. `budget`: over the budget: dropped.
+
+The budget is the budget (`Policy.inclusive`, the default): in `fraction`
+and `time` modes the exploration sample and the periodic full runs are paid
+out of it (`trimmed_share`), so a third of the tests run on average at
+`fraction 0.33`, whatever the build.
 
 Rules 2-5 are "forced": their tests run whatever the budget, and they use up
 the budget first. The budget then takes a prefix of the other tests in
@@ -130,6 +137,7 @@ class Rule(enum.StrEnum):
     OWN_FILE_CHANGED = "own_file_changed"
     RECENTLY_FAILED = "recently_failed"
     EXPLORATION = "exploration"
+    ESCALATION = "escalation"
     FULL_RUN = "full_run"
     BUDGET = "budget"
 
@@ -178,6 +186,14 @@ class Policy:
     # Seconds added to each expected duration when ordering (see the module's
     # docstring); None: the median expected duration of the plan's tests.
     overhead: float | None = None
+    # Exploration and the periodic full runs are paid out of the budget
+    # (`trimmed_share`), so that a budget is what runs on average.
+    inclusive: bool = True
+    # Why the repository runs every test for now (scheduler.planning.monitor:
+    # the live estimate of what trimming misses broke the mode's promise);
+    # None: trimming as the budget says. Escalated, every test the budget
+    # drops runs too, with a logged propensity of 1.
+    escalation: str | None = None
 
     def checked(self) -> Policy:
         """This policy, or a PolicyError that says what is wrong."""
@@ -216,7 +232,14 @@ class Policy:
             "full_run_paths": list(self.full_run_paths),
             "full_run_every": self.full_run_every,
             "overhead": self.overhead,
+            "inclusive": self.inclusive,
+            "escalation": self.escalation,
         }
+
+    @property
+    def effective_exploration_rate(self) -> float:
+        """The probability that a test over the budget runs: 1 escalated."""
+        return 1.0 if self.escalation is not None else self.exploration_rate
 
 
 @dataclass(frozen=True, eq=False)
@@ -311,6 +334,17 @@ class Decision:
     @property
     def full_run(self) -> bool:
         return self.full_run_reason is not None
+
+    def selected_by(self) -> dict[str, int]:
+        """The selected tests by what selected them: the rules and the
+        budget, the exploration sample, escalation, or a full run."""
+        counts = {"budget": 0, "exploration": 0, "escalation": 0, "full_run": 0}
+        for rule, chosen in zip(self.rules, self.selected.tolist(), strict=True):
+            if not chosen:
+                continue
+            key = rule.value if rule.value in counts else "budget"
+            counts[key] += 1
+        return counts
 
     def run_order(self) -> IndexArray:
         """The selected candidates, in the order to run them."""
@@ -458,18 +492,51 @@ def budget_prefix(
         keep[free] = True
         return keep
     budget = float(policy.budget if policy.budget is not None else 0.0)
-    if policy.mode == "fraction" and policy.by == "tests":
-        wanted = math.ceil(budget * len(order) - 1e-9)
-        keep[free[: max(0, wanted - int(forced.sum()))]] = True
-        return keep
     if policy.mode == "confidence":
         return confidence_prefix(
             budget, policy.exploration_rate, order=order, forced=forced, probability=probability
         )
-    seconds = budget if policy.mode == "time" else budget * float(duration.sum())
+    whole = float(duration.sum())
+    if policy.inclusive:
+        if policy.mode == "fraction":
+            budget = trimmed_share(budget, policy.exploration_rate, policy.full_run_every)
+        elif whole > 0:
+            share = trimmed_share(budget / whole, policy.exploration_rate, policy.full_run_every)
+            budget = share * whole
+    if policy.mode == "fraction" and policy.by == "tests":
+        wanted = math.ceil(budget * len(order) - 1e-9)
+        keep[free[: max(0, wanted - int(forced.sum()))]] = True
+        return keep
+    seconds = budget if policy.mode == "time" else budget * whole
     left = seconds - float(duration[forced].sum())
     keep[free[np.cumsum(duration[free]) <= left + 1e-9]] = True
     return keep
+
+
+def trimmed_share(budget: float, exploration_rate: float, full_run_every: int) -> float:
+    """The share a build's budget may keep so that, with the exploration
+    sample and the periodic full runs paid out of it, the share run over a
+    window of `full_run_every` builds is `budget` on average.
+
+    One build in `full_run_every` runs everything (share 1); the others run
+    the kept share s and `exploration_rate` e of the rest:
+    (1 - 1/F) (s + e (1 - s)) + 1/F = budget, so
+    s = ((budget - 1/F) / (1 - 1/F) - e) / (1 - e), 0 when the full runs
+    and the exploration alone spend the budget (they still happen: they are
+    what keeps the model and the live estimate honest). Forced tests (new,
+    recently failed, their file changed) are paid out of s as before.
+    A full run a change triggers (`full_run_paths`) is not foreseen here."""
+    if not 0 < budget < 1:
+        return budget
+    share = budget
+    if full_run_every > 1:
+        every = 1.0 / full_run_every
+        share = (budget - every) / (1.0 - every)
+    elif full_run_every == 1:
+        return budget  # every build runs everything: nothing to trim
+    if exploration_rate < 1:
+        share = (share - exploration_rate) / (1.0 - exploration_rate)
+    return min(budget, max(0.0, share))
 
 
 def confidence_prefix(
@@ -560,10 +627,12 @@ def decide(candidates: Candidates, policy: Policy, context: Context) -> Decision
     selected = forced | kept
     dropped = ~selected
     if dropped.any():
-        rate = policy.exploration_rate
+        rate = policy.effective_exploration_rate
         explored = dropped & (exploration_draws(context.seed, candidates.draw) < rate)
         rules[dropped] = Rule.BUDGET.value
-        rules[explored] = Rule.EXPLORATION.value
+        rules[explored] = (
+            Rule.EXPLORATION.value if policy.escalation is None else Rule.ESCALATION.value
+        )
         propensity[dropped] = rate
         selected = selected | explored
     return Decision(
@@ -625,6 +694,8 @@ def rule_sentence(decision: Decision, index: int) -> str:
             f"Over the budget, picked for the exploration sample "
             f"({policy.exploration_rate:.0%} of the dropped tests run anyway)"
         )
+    if rule is Rule.ESCALATION:
+        return f"Over the budget, run while trimming is escalated ({policy.escalation})"
     if rule is Rule.BUDGET:
         return "Over the budget"
     return "Within the budget" if policy.mode != "order" else "Ordered by risk"

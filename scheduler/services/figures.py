@@ -9,9 +9,14 @@ aggregate over an indexed or small set (pending rows, models, repositories),
 save the tests and flaky tests, one pass over the active tests' statistics;
 on PostgreSQL the reads give up after STATEMENT_TIMEOUT_MS.
 
-Not here, because no table holds them: a calibration error of the model
-(training stores the log loss and the mean probability, not a reliability
-curve), and anything per commit or per test (unbounded labels)."""
+The trimming figures (the live estimate of the share of failures trimming
+lets through, its interval, the ceiling it is held to, whether trimming is
+escalated) are read from the repository's row, where plan evaluation keeps
+them (scheduler.services.trimming); the calibration error is the one stored
+with the active model's calibration, or, scoring with the heuristic, with
+the heuristic's calibration of the newest training.
+
+Not here: anything per commit or per test (unbounded labels)."""
 
 from __future__ import annotations
 
@@ -133,6 +138,12 @@ def _models(session: Session, slugs: dict[int, str]) -> list[Figure]:
         "When the active model became active (Unix time).",
         REPOSITORY,
     )
+    calibration_error = Figure(
+        "riskrank_model_calibration_error",
+        "Expected calibration error of the probabilities plans carry (the active model's "
+        "calibration, or the heuristic's), on held-out builds the map did not see.",
+        REPOSITORY,
+    )
     models = Figure(
         "riskrank_models",
         "Models in the registry by repository and status.",
@@ -164,9 +175,17 @@ def _models(session: Session, slugs: dict[int, str]) -> list[Figure]:
     for repository_id, status, count in by_status:
         if repository_id in slugs:
             models.add(count, repository=slugs[repository_id], status=status.value)
+    newest_metrics = _newest_metrics(session)
     for repository_id, slug in slugs.items():
         number, figures, promoted_at = active.get(repository_id, (0, None, None))
         version.add(number, repository=slug)
+        if figures is not None:
+            stored = figures.get("calibration") or {}
+        else:
+            stored = (newest_metrics.get(repository_id) or {}).get("heuristic_calibration") or {}
+        ece = stored.get("ece")
+        if isinstance(ece, int | float):
+            calibration_error.add(ece, repository=slug)
         candidate = (figures or {}).get("candidate") or {}
         for key, figure in quality.items():
             value = candidate.get(key)
@@ -176,7 +195,71 @@ def _models(session: Session, slugs: dict[int, str]) -> list[Figure]:
             promoted.add(promoted_at.timestamp(), repository=slug)
         if newest.get(repository_id) is not None:
             trained.add(newest[repository_id].timestamp(), repository=slug)
-    return [version, *quality.values(), trained, promoted, models]
+    return [version, *quality.values(), calibration_error, trained, promoted, models]
+
+
+def _newest_metrics(session: Session) -> dict[int, Any]:
+    """Each repository's newest model's metrics (the heuristic's calibration)."""
+    newest = (
+        select(RiskModel.repository_id, func.max(RiskModel.version).label("version"))
+        .group_by(RiskModel.repository_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(RiskModel.repository_id, RiskModel.metrics).join(
+            newest,
+            (newest.c.repository_id == RiskModel.repository_id)
+            & (newest.c.version == RiskModel.version),
+        )
+    )
+    return {repository_id: figures for repository_id, figures in rows}
+
+
+def _trimming(session: Session, slugs: dict[int, str]) -> list[Figure]:
+    estimate = Figure(
+        "riskrank_trimming_miss_rate",
+        "Estimated share of the failures trimming let through over the newest evaluated "
+        "plans (from the exploration sample, inverse-propensity weighted).",
+        REPOSITORY,
+    )
+    low = Figure(
+        "riskrank_trimming_miss_rate_low",
+        "Lower bound of the 95% interval of riskrank_trimming_miss_rate.",
+        REPOSITORY,
+    )
+    high = Figure(
+        "riskrank_trimming_miss_rate_high",
+        "Upper bound of the 95% interval of riskrank_trimming_miss_rate.",
+        REPOSITORY,
+    )
+    ceiling = Figure(
+        "riskrank_trimming_miss_ceiling",
+        "The share of failures the mode promises to let through at most.",
+        REPOSITORY,
+    )
+    builds = Figure(
+        "riskrank_trimming_window_builds", "Evaluated plans the estimate is over.", REPOSITORY
+    )
+    escalated = Figure(
+        "riskrank_trimming_escalated",
+        "1 while trimming is escalated (every test over the budget runs), else 0.",
+        REPOSITORY,
+    )
+    states: dict[int, Any] = dict(session.execute(select(Repository.id, Repository.trimming)).all())
+    for repository_id, slug in slugs.items():
+        state = states.get(repository_id) or {}
+        for figure, key in (
+            (estimate, "miss_rate"),
+            (low, "miss_rate_low"),
+            (high, "miss_rate_high"),
+            (ceiling, "ceiling"),
+            (builds, "builds"),
+        ):
+            value = state.get(key)
+            if isinstance(value, int | float):
+                figure.add(value, repository=slug)
+        escalated.add(1 if state.get("escalation") else 0, repository=slug)
+    return [estimate, low, high, ceiling, builds, escalated]
 
 
 def read_figures(session: Session) -> list[Figure]:
@@ -192,4 +275,5 @@ def read_figures(session: Session) -> list[Figure]:
         *_queues(session, now),
         *_tests(session, slugs),
         *_models(session, slugs),
+        *_trimming(session, slugs),
     ]

@@ -42,6 +42,7 @@ from scheduler import metrics
 from scheduler.evaluation import metrics as measures
 from scheduler.models import Execution, Outcome, Plan, PlanItem, RunStatus, SuiteRun
 from scheduler.planning.records import DecisionRecord, Payload, RecordError
+from scheduler.services import trimming
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +250,7 @@ def evaluate_plan(session: Session, plan_id: int) -> dict[str, Any] | None:
     plan.evaluation = evaluation
     session.flush()
     _count(session, plan.repository_id, previous, evaluation)
+    trimming.refresh(session, plan.repository_id)
     return evaluation
 
 

@@ -160,12 +160,16 @@ def test_time_budget_keeps_a_prefix_of_the_order() -> None:
 
 def test_forced_tests_use_the_budget_first() -> None:
     candidates = plain(6, is_new=[False, False, False, False, True, True])
-    decision = decide(candidates, Policy(mode="time", budget=3.0, exploration_rate=0), Context())
+    decision = decide(
+        candidates, Policy(mode="time", budget=3.0, exploration_rate=0, inclusive=False), Context()
+    )
     assert decision.selected.tolist() == [True, False, False, False, True, True]
     assert decision.rules[4] is Rule.NEW
     assert decision.rules[5] is Rule.NEW
     # More forced than the budget: they all run, nothing else does.
-    over = decide(candidates, Policy(mode="time", budget=1.0, exploration_rate=0), Context())
+    over = decide(
+        candidates, Policy(mode="time", budget=1.0, exploration_rate=0, inclusive=False), Context()
+    )
     assert over.selected.tolist() == [False, False, False, False, True, True]
 
 
@@ -180,7 +184,7 @@ def test_fraction_of_the_duration() -> None:
     candidates = plain(4, probability=[0.4, 0.3, 0.2, 0.1], duration=[1.0, 1.0, 1.0, 7.0])
     decision = decide(
         candidates,
-        Policy(mode="fraction", budget=0.3, by="duration", exploration_rate=0),
+        Policy(mode="fraction", budget=0.3, by="duration", exploration_rate=0, inclusive=False),
         Context(),
     )
     # 30% of 10 s: the first three tests, 3 s.
@@ -350,7 +354,7 @@ def test_every_nth_build_of_the_default_branch_runs_everything() -> None:
 
 def test_exploration_logs_the_rate_as_propensity_of_every_dropped_test() -> None:
     candidates = plain(200, probability=np.linspace(0.5, 0.0, 200), duration=[1.0] * 200)
-    policy = Policy(mode="fraction", budget=0.1, exploration_rate=0.2)
+    policy = Policy(mode="fraction", budget=0.1, exploration_rate=0.2, inclusive=False)
     decision = decide(candidates, policy, Context(seed=3))
     kept = [rule in (Rule.MODEL,) for rule in decision.rules]
     assert sum(kept) == 20
@@ -388,7 +392,7 @@ def test_the_logged_propensity_is_the_empirical_selection_rate() -> None:
     """Over many plans (seeds), each dropped-by-budget test is selected as
     often as its logged propensity says: the log is what was used."""
     candidates = plain(50, probability=np.linspace(0.5, 0.01, 50))
-    policy = Policy(mode="fraction", budget=0.2, exploration_rate=0.05)
+    policy = Policy(mode="fraction", budget=0.2, exploration_rate=0.05, inclusive=False)
     seeds = 2000
     chosen = np.zeros(50)
     logged = np.zeros(50)

@@ -104,6 +104,8 @@ def fallback(
         "duration_dropped": 0.0,
         "expected_failures_dropped": 0.0,
         "miss_probability": 0.0,
+        "selected_by": {"budget": 0, "exploration": 0, "escalation": 0, "full_run": len(tests)},
+        "escalation": policy.escalation,
         "message": message,
     }
     return Answer(

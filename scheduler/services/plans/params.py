@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scheduler import commit_ids
@@ -50,6 +50,8 @@ class RepositoryRef:
     id: int
     default_branch: str | None
     settings: Mapping[str, Any] = field(default_factory=dict)
+    # Why trimming is escalated (Repository.trimming), None: it is not.
+    escalation: str | None = None
 
 
 # --- parameters -----------------------------------------------------------------
@@ -73,6 +75,9 @@ SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "full_run_paths": (list,),
     "extra_full_run_paths": (list,),
     "overhead": (int, float),
+    # The share of failures trimming may let through before it escalates
+    # (scheduler.planning.monitor); not a policy parameter.
+    "miss_ceiling": (int, float),
 }
 
 
@@ -122,6 +127,8 @@ def policy_of(
     )
     try:
         checked = chosen.checked()
+        if repository.escalation is not None and checked.mode != "order":
+            checked = replace(checked, escalation=repository.escalation)
         shard = Shard.parse(request.shard) if request.shard else None
     except PolicyError as error:
         raise PlanParameterError(str(error)) from None

@@ -149,6 +149,8 @@ def answer(
             decision.expected_failures_dropped(candidates.probability), 6
         ),
         "miss_probability": round(decision.miss_probability(candidates.probability), 6),
+        "selected_by": decision.selected_by(),
+        "escalation": decision.policy.escalation,
         "message": message,
     }
     return Answer(fields, joined(planned.pieces(), listed))

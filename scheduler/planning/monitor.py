@@ -1,0 +1,217 @@
+"""What trimming misses, estimated live, and when to stop trimming (pure).
+
+The exploration sample is the only unbiased evidence of what the budget
+drops: a test over the budget runs anyway with a logged probability p (the
+policy's exploration rate), so each failure found there stands for 1/p
+failures among the tests over the budget, of which (1 - p)/p were not run
+(Horvitz-Thompson, as plan evaluation counts it per plan). Over a window of
+the newest evaluated plans:
+
+    missed = sum over explored failures of (1/p - 1)
+    rate = missed / (caught + missed)
+
+where `caught` counts every failing test that ran as the plan selected it
+(the exploration sample included). This is the share of the failures that
+trimming let through, the quantity a mode promises on (`confidence` t
+promises at most 1 - t).
+
+Its interval: the explored failures are few, so their count k is taken as
+Poisson, with its exact (Garwood) 95% interval [k_lo, k_hi]; the rate is
+increasing in k at the window's weights, so the rate at k_lo and at k_hi
+bound it. With no explored failure at all, the weight is the mean 1/p of
+the plans that explored.
+
+Escalation: when the interval's lower bound is above the ceiling (the mode's
+promise), there is evidence that trimming misses more than promised, and
+every test over the budget runs (`Policy.escalation`), logged with a
+propensity of 1. Those builds miss nothing, so they pull the window's rate
+down as they come in: escalation lasts until the window, escalated builds
+included, is back under the ceiling (a retrained or recalibrated model that
+trims well then keeps it there). Why the lower bound and not the upper: at
+a 5% exploration rate a window of 100 builds holds a handful of explored
+failures, and an upper bound over the ceiling is the rule rather than the
+exception even when trimming keeps its promise; escalating on it would run
+the whole suite most of the time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+WINDOW_BUILDS = 100
+LEVEL = 0.95
+# The share of failures trimming may let through in `fraction` and `time`
+# modes, unless the repository sets `miss_ceiling`: `confidence` t promises 1 - t.
+DEFAULT_MISS_CEILING = 0.10
+
+
+@dataclass(frozen=True)
+class Tally:
+    """One evaluated plan's evidence (from plan evaluation's figures)."""
+
+    caught: int  # failing tests that ran as selected, exploration included
+    explored_failures: int  # of those, drawn into the exploration sample
+    explored_weight: float  # the sum of 1/p over them
+    exploration_rate: float  # the probability a test over the budget ran
+    dropped: int  # tests over the budget that did not run
+
+    @classmethod
+    def of_evaluation(cls, evaluation: Mapping[str, Any]) -> Tally:
+        policy = evaluation.get("policy") or {}
+        rate = float(policy.get("exploration_rate") or 0.0)
+        if policy.get("escalation"):
+            rate = 1.0
+        return cls(
+            caught=int(evaluation.get("failures_caught") or 0),
+            explored_failures=int(evaluation.get("failures_in_exploration") or 0),
+            explored_weight=float(evaluation.get("estimated_failures_beyond_budget") or 0.0),
+            exploration_rate=rate,
+            dropped=int(evaluation.get("dropped") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class MissEstimate:
+    """The share of failures trimming let through over `builds` plans."""
+
+    builds: int
+    caught: int
+    explored_failures: int
+    missed: float  # estimated failures over the budget that did not run
+    rate: float | None  # None: no failure seen, nothing to estimate from
+    low: float | None
+    high: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        def rounded(value: float | None) -> float | None:
+            return None if value is None else round(value, 6)
+
+        return {
+            "builds": self.builds,
+            "failures_caught": self.caught,
+            "explored_failures": self.explored_failures,
+            "estimated_missed": round(self.missed, 6),
+            "miss_rate": rounded(self.rate),
+            "miss_rate_low": rounded(self.low),
+            "miss_rate_high": rounded(self.high),
+        }
+
+
+def poisson_cdf(count: int, mean: float) -> float:
+    """P(X <= count) for X Poisson with this mean (summed in log space)."""
+    if mean <= 0:
+        return 1.0
+    log_mean = math.log(mean)
+    terms = [i * log_mean - mean - math.lgamma(i + 1) for i in range(count + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(t - top) for t in terms))
+
+
+def _solve(count: int, target: float) -> float:
+    """The mean at which P(X <= count) = target (it falls as the mean grows)."""
+    low, high = 0.0, max(10.0, 2.0 * count + 10.0)
+    while poisson_cdf(count, high) > target:
+        high *= 2
+    for _ in range(100):
+        middle = (low + high) / 2
+        if poisson_cdf(count, middle) > target:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
+
+
+def poisson_interval(count: int, level: float = LEVEL) -> tuple[float, float]:
+    """The exact (Garwood) interval of a Poisson mean from one count."""
+    alpha = 1.0 - level
+    low = 0.0 if count == 0 else _solve(count - 1, 1.0 - alpha / 2)
+    return low, _solve(count, alpha / 2)
+
+
+def _mean_weight(tallies: Sequence[Tally]) -> float | None:
+    """The mean 1/p of the tests over the budget, by how many each plan dropped."""
+    dropped = sum(t.dropped for t in tallies if 0 < t.exploration_rate < 1)
+    if dropped == 0:
+        return None
+    return (
+        math.fsum(t.dropped / t.exploration_rate for t in tallies if 0 < t.exploration_rate < 1)
+        / dropped
+    )
+
+
+def estimate(tallies: Iterable[Tally], level: float = LEVEL) -> MissEstimate:
+    """The window's estimate (see the module's docstring)."""
+    window = list(tallies)
+    caught = sum(t.caught for t in window)
+    k = sum(t.explored_failures for t in window)
+    weight_sum = math.fsum(t.explored_weight for t in window)
+    weight = weight_sum / k if k else _mean_weight(window)
+    missed = weight_sum - k
+    if weight is None:
+        # Nothing over the budget went unrun: nothing was missed.
+        rate = 0.0 if caught else None
+        return MissEstimate(len(window), caught, k, 0.0, rate, rate, rate)
+    elsewhere = caught - k  # caught outside the exploration sample
+
+    def rate_at(count: float) -> float | None:
+        total = elsewhere + count * weight
+        return count * (weight - 1.0) / total if total > 0 else None
+
+    low, high = poisson_interval(k, level)
+    rate = rate_at(k) if k or elsewhere else None
+    if rate is None:
+        return MissEstimate(len(window), caught, k, missed, None, None, None)
+    return MissEstimate(len(window), caught, k, missed, rate, rate_at(low), rate_at(high))
+
+
+def ceiling_of(policy: Mapping[str, Any], configured: float | None = None) -> float | None:
+    """The share of failures a mode promises to let through at most: the
+    repository's `miss_ceiling`, else 1 - t for `confidence` t, else
+    DEFAULT_MISS_CEILING; None for `order` (nothing dropped, nothing promised)."""
+    mode = policy.get("mode")
+    if mode in (None, "order"):
+        return None
+    if configured is not None:
+        return configured
+    if mode == "confidence" and policy.get("budget") is not None:
+        return max(0.0, 1.0 - float(policy["budget"]))
+    return DEFAULT_MISS_CEILING
+
+
+def escalation(found: MissEstimate, ceiling: float | None) -> str | None:
+    """Why trimming must stop for now, or None (see the module's docstring)."""
+    if ceiling is None or found.low is None or found.rate is None or found.high is None:
+        return None
+    if found.low <= ceiling:
+        return None
+    return (
+        f"trimming let through an estimated {found.rate:.1%} of the failures over the last "
+        f"{found.builds} evaluated builds (95% interval {found.low:.1%} to {found.high:.1%}), "
+        f"more than the {ceiling:.1%} promised"
+    )
+
+
+def tally_of(
+    *,
+    selected: Sequence[bool] | Any,
+    propensity: Sequence[float] | Any,
+    failed: Sequence[bool] | Any,
+    exploration_rate: float,
+) -> Tally:
+    """One build's tally from its decision and what failed (every test's
+    outcome known, as in a backtest: a test not selected did not run)."""
+    caught = explored_failures = dropped = 0
+    weight = 0.0
+    for chosen, p, fail in zip(selected, propensity, failed, strict=True):
+        if not chosen:
+            dropped += 1
+            continue
+        if fail:
+            caught += 1
+            if p < 1.0:
+                explored_failures += 1
+                weight += 1.0 / p
+    return Tally(caught, explored_failures, weight, exploration_rate, dropped)

@@ -1,0 +1,93 @@
+"""Escalation in the closed loop: a synthetic history where the heuristic
+trims without missing anything, then the scores are replaced by random ones
+mid-history; the live estimate must see the misses and escalate within 100
+builds, and the escalated builds must run every test."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from scheduler.backtest import summary
+from scheduler.backtest.runner import (
+    BacktestConfig,
+    HistoryBuild,
+    Scored,
+    run_backtest,
+)
+from scheduler.ingest.history import read_history
+from scheduler.planning.policy import Policy
+
+STEADY = 140  # tests that never fail
+FRAGILE = 30  # tests that fail at random, FAIL_RATE of their runs
+FAIL_RATE = 0.15
+BUILDS = 320
+WARMUP = 50
+SWITCH = 170  # from this build on, the scores are random
+
+
+def write_history(path: Path) -> Path:
+    rng = np.random.default_rng(7)
+    lines = []
+    for number in range(BUILDS):
+        fails = rng.random(FRAGILE) < FAIL_RATE
+        results = [{"test": f"steady_{i:03d}", "outcome": "passed"} for i in range(STEADY)]
+        results += [
+            {"test": f"fragile_{i:03d}", "outcome": "failed" if fail else "passed"}
+            for i, fail in enumerate(fails.tolist())
+        ]
+        for result in results:
+            result["duration"] = 1.0
+        lines.append(
+            {
+                "build": f"b{number}",
+                "commit": f"{number + 1:040x}",
+                "branch": "main",
+                "changed_files": [],
+                "results": results,
+            }
+        )
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def randomised(build: HistoryBuild, scored: Scored) -> Scored:
+    if build.index < SWITCH:
+        return scored
+    rng = np.random.default_rng(build.index)
+    return replace(scored, probabilities=rng.random(len(scored.probabilities)))
+
+
+def test_random_scores_mid_history_escalate_within_100_builds(tmp_path: Path) -> None:
+    reports = list(read_history(write_history(tmp_path / "history.jsonl"), "jsonl"))
+    config = BacktestConfig(
+        warmup=WARMUP,
+        retrain_every=0,  # the heuristic throughout: the random scores stay
+        policy=Policy(mode="fraction", budget=0.33),
+        closed_loop=True,
+        random_seeds=1,
+    )
+    result = run_backtest(reports, config, rescore=randomised)
+    records = {record.index: record for record in result.records}
+    escalated = [index for index, record in records.items() if record.escalation is not None]
+    # Before the switch trimming kept every failure: no escalation.
+    before = [records[i] for i in range(WARMUP, SWITCH)]
+    assert all(r.escalation is None for r in before)
+    assert sum(int((r.failed & ~r.selected).sum()) for r in before) == 0
+    # After it, escalation within 100 builds, with its reason.
+    assert escalated, "the random scores were never noticed"
+    first = escalated[0]
+    assert SWITCH < first < SWITCH + 100
+    assert "more than the 10.0% promised" in str(records[first].escalation)
+    # Escalated, every test over the budget runs (or a full run does): nothing is missed.
+    for index in escalated:
+        counts = records[index].selected_by
+        assert records[index].selected.all()
+        assert counts is not None
+        assert counts["escalation"] > 0 or counts["full_run"] == len(records[index].names)
+    document = summary.trimming_figures(result)
+    assert document["escalated_builds"] == len(escalated)
+    assert document["first_escalation"]["build"] == f"b{first}"
