@@ -118,6 +118,9 @@ class BacktestConfig:
     random_seeds: int = RANDOM_SEEDS
     database_url: str | None = None  # None: a temporary SQLite file
     half: str = "all"  # HALVES: the builds after the warm-up that are scored
+    # Closed loop: the share of failures trimming may let through before it
+    # escalates (None: the mode's promise, scheduler.planning.monitor; 1: never).
+    miss_ceiling: float | None = None
 
     def checked(self) -> BacktestConfig:
         if self.warmup < 0 or self.retrain_every < 0 or self.random_seeds < 1:
@@ -138,6 +141,7 @@ class BacktestConfig:
             "closed_loop": self.closed_loop,
             "random_seeds": self.random_seeds,
             "half": self.half,
+            "miss_ceiling": self.miss_ceiling,
             "database": shown_url(self.database_url) if self.database_url else "sqlite (temporary)",
             "policy": self.policy.as_json(),
         }
@@ -623,7 +627,7 @@ def _replay(
     # Closed loop: the newest builds' evidence, as plan evaluation keeps it
     # in production, and the escalation the live estimate decides.
     tallies: deque[monitor.Tally] = deque(maxlen=monitor.WINDOW_BUILDS)
-    ceiling = monitor.ceiling_of(config.policy.as_json())
+    ceiling = monitor.ceiling_of(config.policy.as_json(), config.miss_ceiling)
     # What comes after the scored builds cannot change their figures.
     for build in builds[config.warmup : scored_builds.stop]:
         evaluated = build.index - config.warmup

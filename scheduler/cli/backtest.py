@@ -53,6 +53,15 @@ def backtest(
             help="Learn only from the selected tests' outcomes (with exploration and full runs)."
         ),
     ] = False,
+    miss_ceiling: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Closed loop: the share of failures trimming may let through before it "
+            "escalates (default: the mode's promise, 0.1 for fraction and time; 1: never).",
+        ),
+    ] = None,
     database: Annotated[
         str | None,
         typer.Option(
@@ -108,6 +117,7 @@ def backtest(
         retrain_every=retrain_every,
         policy=Policy(mode=mode, budget=budget, by=by),
         closed_loop=closed_loop,
+        miss_ceiling=miss_ceiling,
         database_url=database,
         half=half,
     )
