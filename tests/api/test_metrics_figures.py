@@ -39,7 +39,11 @@ def _model(repository_id: int, version: int, status: ModelStatus, apfd: float) -
         model_text="",
         feature_names=[],
         params={},
-        metrics={"candidate": {"mean_apfd": apfd, "auc": 0.7, "log_loss": 0.25}},
+        metrics={
+            "candidate": {"mean_apfd": apfd, "auc": 0.7, "log_loss": 0.25},
+            "calibration": {"method": "isotonic", "ece": apfd / 100},
+            "heuristic_calibration": {"method": "platt", "ece": apfd / 50},
+        },
         created_at=utcnow() - timedelta(hours=3 - version),
         promoted_at=utcnow() if status is ModelStatus.ACTIVE else None,
     )
@@ -58,8 +62,17 @@ def _fill(database: Database) -> None:
     now = utcnow()
     with database.session() as session:
         one = repos.add_repository(session, provider=Provider.GITHUB, full_name="Acme/One")
-        repos.add_repository(session, provider=Provider.GITHUB, full_name="acme/two")
+        two = repos.add_repository(session, provider=Provider.GITHUB, full_name="acme/two")
         session.flush()
+        two.trimming = {
+            "builds": 100,
+            "miss_rate": 0.25,
+            "miss_rate_low": 0.125,
+            "miss_rate_high": 0.5,
+            "ceiling": 0.1,
+            "escalation": "trimming let through too much",
+        }
+        session.add(_model(two.id, 1, ModelStatus.RETIRED, 0.5))
         _tests(session, one.id)
         session.add_all(
             [
@@ -120,6 +133,19 @@ def test_the_database_figures_on_metrics(settings: Settings, database: Database)
     assert figure(f"riskrank_model_validation_auc{{{one}}}") == 0.7
     assert figure(f'riskrank_models{{{one},status="retired"}}') == 1
     assert key(f"riskrank_model_validation_apfd{{{two}}}") not in exported
+    # The active model's calibration error; without one, the heuristic's
+    # calibration of the newest training.
+    assert figure(f"riskrank_model_calibration_error{{{one}}}") == 0.008
+    assert figure(f"riskrank_model_calibration_error{{{two}}}") == 0.01
+    # The live estimate of what trimming misses, as plan evaluation left it.
+    assert figure(f"riskrank_trimming_miss_rate{{{two}}}") == 0.25
+    assert figure(f"riskrank_trimming_miss_rate_low{{{two}}}") == 0.125
+    assert figure(f"riskrank_trimming_miss_rate_high{{{two}}}") == 0.5
+    assert figure(f"riskrank_trimming_miss_ceiling{{{two}}}") == 0.1
+    assert figure(f"riskrank_trimming_window_builds{{{two}}}") == 100
+    assert figure(f"riskrank_trimming_escalated{{{two}}}") == 1
+    assert figure(f"riskrank_trimming_escalated{{{one}}}") == 0
+    assert key(f"riskrank_trimming_miss_rate{{{one}}}") not in exported
     trained = figure(f"riskrank_model_last_training_timestamp_seconds{{{one}}}")
     assert abs(trained - (utcnow() - timedelta(hours=1)).timestamp()) < 60  # the newest model
 

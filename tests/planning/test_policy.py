@@ -20,7 +20,9 @@ from scheduler.planning.policy import (
     expected_durations,
     full_run_path,
     reason,
+    rule_sentence,
     shards,
+    trimmed_share,
     unsaid,
 )
 
@@ -512,3 +514,67 @@ def test_shard_parses() -> None:
 )
 def test_a_reason_does_not_repeat_its_rule(rule: Rule, scored: str, expected: str) -> None:
     assert unsaid(rule, scored) == expected
+
+
+# --- the budget is the budget ---------------------------------------------------------
+
+
+def test_the_budget_pays_for_exploration_and_full_runs() -> None:
+    # One build in 20 runs all; the others keep s and explore 5% of the rest:
+    # (19/20) (s + 0.05 (1 - s)) + 1/20 = 0.33.
+    share = trimmed_share(0.33, 0.05, 20)
+    assert share == pytest.approx(((0.33 - 0.05) / 0.95 - 0.05) / 0.95)
+    assert (19 / 20) * (share + 0.05 * (1 - share)) + 1 / 20 == pytest.approx(0.33)
+    assert trimmed_share(0.33, 0.0, 0) == 0.33
+    assert trimmed_share(0.04, 0.05, 20) == 0.0  # the full runs alone spend it
+    assert trimmed_share(1.0, 0.05, 20) == 1.0
+    assert trimmed_share(0.5, 0.05, 1) == 0.5  # every build runs all anyway
+
+
+def test_a_fraction_is_what_runs_over_a_window_of_builds() -> None:
+    candidates = plain(2000, probability=np.linspace(0.9, 0.0, 2000))
+    policy = Policy(mode="fraction", budget=0.33)
+    ran = [
+        decide(candidates, policy, Context(default_branch_build=build, seed=build))
+        for build in range(1, 201)
+    ]
+    share = sum(int(d.selected.sum()) for d in ran) / (200 * 2000)
+    assert share == pytest.approx(0.33, abs=0.003)
+    counts = ran[0].selected_by()
+    assert counts["budget"] == math.ceil(trimmed_share(0.33, 0.05, 20) * 2000 - 1e-9)
+    assert counts["exploration"] == int(ran[0].selected.sum()) - counts["budget"]
+    assert (counts["escalation"], counts["full_run"]) == (0, 0)
+    assert ran[19].selected_by() == {
+        "budget": 0,
+        "exploration": 0,
+        "escalation": 0,
+        "full_run": 2000,
+    }
+    # Not inclusive: the budget's own share, exploration and full runs on top.
+    alone = decide(candidates, Policy(mode="fraction", budget=0.33, inclusive=False), Context())
+    assert alone.selected_by()["budget"] == 660
+
+
+def test_a_time_budget_pays_for_them_in_seconds() -> None:
+    candidates = plain(100, probability=np.linspace(0.9, 0.0, 100))
+    decision = decide(candidates, Policy(mode="time", budget=50.0, exploration_rate=0.0), Context())
+    # 100 s in all: a 50 s budget keeps (0.5 - 1/20) / (19/20) of them.
+    assert decision.selected_by()["budget"] == math.floor((0.5 - 0.05) / 0.95 * 100 + 1e-9)
+
+
+def test_escalated_every_test_over_the_budget_runs_with_propensity_1() -> None:
+    candidates = plain(10, probability=np.linspace(0.9, 0.0, 10))
+    policy = Policy(mode="fraction", budget=0.3, exploration_rate=0.05, escalation="why")
+    decision = decide(candidates, policy, Context())
+    assert decision.selected.all()
+    assert decision.propensity.tolist() == [1.0] * 10
+    kept = decision.selected_by()["budget"]
+    assert decision.selected_by() == {
+        "budget": kept,
+        "exploration": 0,
+        "escalation": 10 - kept,
+        "full_run": 0,
+    }
+    over = decision.rules.index(Rule.ESCALATION)
+    assert rule_sentence(decision, over) == "Over the budget, run while trimming is escalated (why)"
+    assert policy.as_json()["escalation"] == "why"

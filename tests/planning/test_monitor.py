@@ -1,0 +1,117 @@
+"""The live estimate of what trimming misses and escalation: pure, with
+figures worked out by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.planning import monitor
+from scheduler.planning.monitor import MissEstimate, Tally, estimate, poisson_interval
+
+
+def test_the_poisson_interval_is_garwoods() -> None:
+    # Garwood's exact 95% limits, as tabulated (0: 0 to 3.689; 1: 0.0253 to 5.572).
+    assert poisson_interval(0) == (0.0, pytest.approx(3.688879, abs=1e-6))
+    assert poisson_interval(1) == (
+        pytest.approx(0.025318, abs=1e-6),
+        pytest.approx(5.571643, abs=1e-6),
+    )
+    assert poisson_interval(5) == (
+        pytest.approx(1.623486, abs=1e-6),
+        pytest.approx(11.668332, abs=1e-6),
+    )
+
+
+def test_explored_failures_stand_for_what_the_budget_dropped() -> None:
+    # Two plans: 6 failures caught in all, 2 of them in a 5% exploration sample.
+    tallies = [
+        Tally(
+            caught=4, explored_failures=1, explored_weight=20.0, exploration_rate=0.05, dropped=90
+        ),
+        Tally(
+            caught=2, explored_failures=1, explored_weight=20.0, exploration_rate=0.05, dropped=90
+        ),
+    ]
+    found = estimate(tallies)
+    # Each explored failure stands for 20 over the budget, 19 not run: 38 missed.
+    assert (found.builds, found.caught, found.explored_failures) == (2, 6, 2)
+    assert found.missed == pytest.approx(38.0)
+    assert found.rate == pytest.approx(38 / (6 + 38))
+    low, high = poisson_interval(2)
+    # The rate at k explored failures: 19 k / (4 caught elsewhere + 20 k).
+    assert found.low == pytest.approx(19 * low / (4 + 20 * low))
+    assert found.high == pytest.approx(19 * high / (4 + 20 * high))
+
+
+def test_no_explored_failure_is_a_rate_of_0_with_an_upper_bound() -> None:
+    tallies = [
+        Tally(
+            caught=10, explored_failures=0, explored_weight=0.0, exploration_rate=0.1, dropped=30
+        ),
+        Tally(
+            caught=0, explored_failures=0, explored_weight=0.0, exploration_rate=0.05, dropped=10
+        ),
+    ]
+    found = estimate(tallies)
+    assert (found.rate, found.low, found.missed) == (0.0, 0.0, 0.0)
+    # The weight is the mean 1/p over the dropped tests: (30 * 10 + 10 * 20) / 40.
+    weight = (30 * 10 + 10 * 20) / 40
+    _, high = poisson_interval(0)
+    assert found.high == pytest.approx(high * (weight - 1) / (10 + high * weight))
+
+
+def test_nothing_dropped_nothing_missed_and_no_failure_nothing_known() -> None:
+    full = Tally(
+        caught=3, explored_failures=0, explored_weight=0.0, exploration_rate=1.0, dropped=0
+    )
+    assert estimate([full]) == MissEstimate(1, 3, 0, 0.0, 0.0, 0.0, 0.0)
+    quiet = Tally(
+        caught=0, explored_failures=0, explored_weight=0.0, exploration_rate=0.05, dropped=9
+    )
+    assert estimate([quiet]).rate is None
+    assert estimate([]).rate is None
+
+
+def test_a_tally_from_a_plan_evaluation() -> None:
+    evaluation = {
+        "failures_caught": 2,
+        "failures_in_exploration": 1,
+        "estimated_failures_beyond_budget": 5.0,
+        "dropped": 2,
+        "policy": {"mode": "fraction", "budget": 0.5, "exploration_rate": 0.2},
+    }
+    assert Tally.of_evaluation(evaluation) == Tally(2, 1, 5.0, 0.2, 2)
+    escalated = evaluation | {"policy": {"exploration_rate": 0.2, "escalation": "why"}}
+    assert Tally.of_evaluation(escalated).exploration_rate == 1.0
+
+
+def test_a_tally_from_a_decision_and_its_outcomes() -> None:
+    tally = monitor.tally_of(
+        selected=[True, True, True, False, False],
+        propensity=[1.0, 0.05, 0.05, 0.05, 0.05],
+        failed=[True, True, False, True, False],
+        exploration_rate=0.05,
+    )
+    assert tally == Tally(caught=2, explored_failures=1, explored_weight=20.0,
+                          exploration_rate=0.05, dropped=2)  # fmt: skip
+
+
+def test_each_mode_promises_its_ceiling() -> None:
+    assert monitor.ceiling_of({"mode": "order"}) is None
+    assert monitor.ceiling_of({"mode": "fraction", "budget": 0.33}) == 0.10
+    assert monitor.ceiling_of({"mode": "time", "budget": 600}) == 0.10
+    assert monitor.ceiling_of({"mode": "confidence", "budget": 0.9}) == pytest.approx(0.1)
+    assert monitor.ceiling_of({"mode": "confidence", "budget": 0.9}, 0.02) == 0.02
+
+
+def test_escalation_needs_evidence_above_the_ceiling() -> None:
+    above = MissEstimate(100, 50, 8, 152.0, 0.75, 0.12, 0.9)
+    reason = monitor.escalation(above, 0.10)
+    assert reason == (
+        "trimming let through an estimated 75.0% of the failures over the last 100 "
+        "evaluated builds (95% interval 12.0% to 90.0%), more than the 10.0% promised"
+    )
+    # The estimate above the ceiling but its lower bound not: no evidence yet.
+    assert monitor.escalation(MissEstimate(100, 50, 1, 19.0, 0.27, 0.01, 0.6), 0.10) is None
+    assert monitor.escalation(above, None) is None
+    assert monitor.escalation(MissEstimate(0, 0, 0, 0.0, None, None, None), 0.10) is None
