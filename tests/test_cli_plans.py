@@ -59,6 +59,7 @@ def test_plans_show_prints_the_plan_then_its_evaluation(
     assert "4 tests/test_app.py::test_d 0.125 yes exploration Reason 4" in text
     assert "6 tests/test_app.py::test_f 0.083 no budget Reason 6" in text
     assert "no outcomes of runs that followed this plan yet" in text
+    assert "repository: no evaluated plan yet: nothing is known of what trimming misses" in text
 
     assert as_json.returncode == 0, as_json.explain()
     shown = json.loads(as_json.stdout)
@@ -85,15 +86,34 @@ def test_plans_show_prints_the_plan_then_its_evaluation(
 
     a, _b, c, d, _e, _f = TESTS
     post(sqlite_database, plan_id, [(a, "passed"), (c, "failed"), (d, "failed")], sha=SHA)
-    after_text, after_json = run_together(
+    after_text, after_json, status_text, status_json = run_together(
         lambda: command("plans", "show", "acme/app", SHA),
         lambda: command("plans", "show", "acme/app", SHA, "--json"),
+        lambda: command("repo", "status", "acme/app"),
+        lambda: command("repo", "status", "acme/app", "--json"),
     )
     assert after_text.returncode == 0, after_text.explain()
     text = flat(after_text.stdout)
     assert "evaluation over 1 run: 3 tests ran, 2 failed" in text
     assert "failures in the exploration sample 1" in text
     assert "estimated failures missed 4.000" in text
+    live = (
+        "over the last 1 evaluated build: trimming let through an estimated 66.7% of the "
+        "failures (95% interval 9.0% to 77.2%, from 1 failures in the exploration sample); "
+        "the mode promises at most 10.0%"
+    )
+    assert f"repository: {live}" in text
+    assert json.loads(after_json.stdout)["trimming"]["miss_rate"] == pytest.approx(4 / 6)
+    assert status_text.returncode == 0, status_text.explain()
+    assert "acme/app: no model (heuristic plans), not calibrated yet" in flat(status_text.stdout)
+    assert live in flat(status_text.stdout)
+    status = json.loads(status_json.stdout)
+    assert (status["model_version"], status["calibration_error"], status["escalation"]) == (
+        None,
+        None,
+        None,
+    )
+    assert status["trimming"]["explored_failures"] == 1
     evaluation = json.loads(after_json.stdout)["evaluation"]
     assert (evaluation["failures_caught"], evaluation["failures_in_exploration"]) == (2, 1)
     assert evaluation["apfd"] == pytest.approx(1 - (2 + 3) / (3 * 2) + 1 / 6)

@@ -106,6 +106,15 @@ def _print(view: PlanView) -> None:
             highlight=False,
         )
     _print_evaluation(view.evaluation)
+    _print_trimming(view.trimming)
+
+
+def _print_trimming(state: dict[str, Any] | None) -> None:
+    from scheduler.services import trimming
+
+    console.print(f"repository: {escape(trimming.sentence(state))}", highlight=False)
+    if state and state.get("escalation"):
+        console.print(f"[bold yellow]escalated:[/] {escape(state['escalation'])}", highlight=False)
 
 
 def _print_evaluation(evaluation: dict[str, Any] | None) -> None:

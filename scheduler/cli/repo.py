@@ -230,6 +230,40 @@ def list_(
     console.print(table)
 
 
+@app.command("status")
+def status(
+    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """Whether trimming keeps its promise: the live estimate of the share of
+    failures it lets through (from the exploration sample, over the newest
+    evaluated plans), whether it is escalated and why, and the calibration
+    error of the probabilities plans carry."""
+    from scheduler.services import repos, trimming
+
+    database = migrated_database(settings())
+    with database.session() as session:
+        try:
+            repository = repos.resolve_repository(session, full_name=full_name)
+        except repos.RepositoryError as error:
+            fail(str(error))
+        found = trimming.status_of(session, repository)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    model = found["model_version"]
+    ece = found["calibration_error"]
+    console.print(
+        f"{escape(found['repository'])}: "
+        + (f"model v{model}" if model is not None else "no model (heuristic plans)")
+        + (f", calibration error {ece:.4f}" if ece is not None else ", not calibrated yet"),
+        highlight=False,
+    )
+    console.print(escape(found["text"]), highlight=False)
+    if found["escalation"]:
+        console.print(f"[bold yellow]escalated:[/] {escape(found['escalation'])}", highlight=False)
+
+
 @app.command("settings")
 def settings_(
     full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],

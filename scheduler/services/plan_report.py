@@ -60,6 +60,8 @@ class PlanView:
     selected: int | None  # None: no policy applied yet
     items: list[ItemView]  # the first `limit` by rank
     evaluation: dict[str, Any] | None
+    # The repository's live estimate of what trimming misses (Repository.trimming).
+    trimming: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +78,7 @@ class PlanView:
             "selected": self.selected,
             "items": [item.as_json() for item in self.items],
             "evaluation": self.evaluation,
+            "trimming": self.trimming,
         }
 
 
@@ -143,4 +146,5 @@ def newest_plan(session: Session, repository: Repository, sha: str, *, limit: in
         selected=int((record.selected == 1).sum()) if record is not None else None,
         items=items,
         evaluation=plan.evaluation,
+        trimming=repository.trimming,
     )

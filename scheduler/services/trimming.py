@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scheduler.models import Plan, Repository
+from scheduler.models import ModelStatus, Plan, Repository, RiskModel
 from scheduler.models.base import utcnow
 from scheduler.planning import monitor
 
@@ -63,3 +63,68 @@ def escalation_of(repository: Repository) -> str | None:
     state = repository.trimming or {}
     reason = state.get("escalation")
     return reason if isinstance(reason, str) else None
+
+
+def sentence(state: dict[str, Any] | None) -> str:
+    """The live estimate as a person reads it."""
+    if not state or state.get("builds") in (None, 0):
+        return "no evaluated plan yet: nothing is known of what trimming misses"
+    builds = state["builds"]
+    over = f"over the last {builds} evaluated build{'s' if builds != 1 else ''}"
+    if state.get("miss_rate") is None:
+        return f"{over}: no failure seen, nothing to estimate from"
+
+    def share(key: str) -> str:
+        value = state.get(key)
+        return "-" if value is None else f"{value:.1%}"
+
+    text = (
+        f"{over}: trimming let through an estimated {share('miss_rate')} of the failures "
+        f"(95% interval {share('miss_rate_low')} to {share('miss_rate_high')}, from "
+        f"{state.get('explored_failures', 0)} failures in the exploration sample)"
+    )
+    if state.get("ceiling") is not None:
+        text += f"; the mode promises at most {share('ceiling')}"
+    if state.get("escalation"):
+        text += ". Escalated: every test over the budget runs"
+    return text
+
+
+def calibration_error(session: Session, repository_id: int) -> float | None:
+    """The expected calibration error of the probabilities plans carry: the
+    active model's calibration's, else the heuristic's of the newest training."""
+    active = session.scalar(
+        select(RiskModel.metrics).where(
+            RiskModel.repository_id == repository_id, RiskModel.status == ModelStatus.ACTIVE
+        )
+    )
+    if active is not None:
+        stored = active.get("calibration") or {}
+    else:
+        newest = session.scalar(
+            select(RiskModel.metrics)
+            .where(RiskModel.repository_id == repository_id)
+            .order_by(RiskModel.version.desc())
+            .limit(1)
+        )
+        stored = (newest or {}).get("heuristic_calibration") or {}
+    ece = stored.get("ece")
+    return float(ece) if isinstance(ece, int | float) else None
+
+
+def status_of(session: Session, repository: Repository) -> dict[str, Any]:
+    """What `riskrank repo status` shows: the live estimate, the escalation
+    and the calibration error of the probabilities plans carry."""
+    version = session.scalar(
+        select(RiskModel.version).where(
+            RiskModel.repository_id == repository.id, RiskModel.status == ModelStatus.ACTIVE
+        )
+    )
+    return {
+        "repository": repository.full_name,
+        "model_version": version,
+        "calibration_error": calibration_error(session, repository.id),
+        "trimming": repository.trimming,
+        "escalation": escalation_of(repository),
+        "text": sentence(repository.trimming),
+    }
