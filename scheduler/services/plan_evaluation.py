@@ -42,7 +42,7 @@ from scheduler import metrics
 from scheduler.evaluation import metrics as measures
 from scheduler.models import Execution, Outcome, Plan, PlanItem, RunStatus, SuiteRun
 from scheduler.planning.records import DecisionRecord, Payload, RecordError
-from scheduler.services import trimming
+from scheduler.services import recalibration, trimming
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,21 @@ def evaluate_plan(session: Session, plan_id: int) -> dict[str, Any] | None:
             )
         )
     )
+    evaluation = evaluate(items, outcomes_of(session, plan_id), run_ids=run_ids)
+    evaluation["duration_dropped"] = _duration_dropped(session, plan_id, items)
+    evaluation["policy"] = plan.policy
+    previous = plan.evaluation
+    plan.evaluation = evaluation
+    session.flush()
+    _count(session, plan.repository_id, previous, evaluation)
+    trimming.refresh(session, plan.repository_id)
+    if previous is None:
+        recalibration.after_evaluation(session, plan.repository_id)
+    return evaluation
+
+
+def outcomes_of(session: Session, plan_id: int) -> dict[int, Observed]:
+    """Each test's outcome over the plan's ingested runs."""
     rows = session.execute(
         select(
             Execution.run_id,
@@ -243,15 +258,7 @@ def evaluate_plan(session: Session, plan_id: int) -> dict[str, Any] | None:
         .join(SuiteRun, SuiteRun.id == Execution.run_id)
         .where(SuiteRun.plan_id == plan_id, SuiteRun.status == RunStatus.INGESTED)
     )
-    evaluation = evaluate(items, observed_outcomes(rows), run_ids=run_ids)
-    evaluation["duration_dropped"] = _duration_dropped(session, plan_id, items)
-    evaluation["policy"] = plan.policy
-    previous = plan.evaluation
-    plan.evaluation = evaluation
-    session.flush()
-    _count(session, plan.repository_id, previous, evaluation)
-    trimming.refresh(session, plan.repository_id)
-    return evaluation
+    return observed_outcomes(rows)
 
 
 def _duration_dropped(session: Session, plan_id: int, items: Sequence[PlannedTest]) -> float:
