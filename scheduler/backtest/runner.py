@@ -58,7 +58,7 @@ from scheduler.risk import replay
 from scheduler.risk.columns import HistoryColumns
 from scheduler.risk.features import FeatureMatrix
 from scheduler.services import history as history_import
-from scheduler.services import plans, repos, runs, scoring, training
+from scheduler.services import plans, recalibration, repos, runs, scoring, training
 from scheduler.services.plans.items import Stats
 
 Flags: TypeAlias = npt.NDArray[np.bool_]
@@ -337,6 +337,7 @@ class Scored:
     probabilities: Floats
     model_version: int | None
     new_test_probability: float | None = None
+    raw: Floats | None = None  # the scorer's scores before calibration
 
 
 def score(
@@ -372,6 +373,7 @@ def score(
         scores.probabilities.astype(np.float64),
         version,
         scores.new_test_probability,
+        None if scores.raw is None else scores.raw.astype(np.float64),
     )
 
 
@@ -519,6 +521,45 @@ def retrain(database: Database, *, repository_id: int, build: HistoryBuild) -> T
 # --- the loop -------------------------------------------------------------------
 
 
+def _refresh_rows(
+    scored: Scored, covered: Covered, decision: Decision, build: HistoryBuild
+) -> tuple[Floats, Floats, Floats]:
+    """(raw score, failed, weight) of the build's tests that ran and were
+    scored and not new, as the plan's evaluation would hold them."""
+    row = covered.scores_row
+    known = (row >= 0) & decision.selected & ~covered.candidates.is_new
+    if scored.raw is None or not known.any():
+        return np.empty(0), np.empty(0), np.empty(0)
+    explored = decision.propensity < 1.0
+    weight = np.array(
+        [
+            recalibration.weight_of(bool(e), float(p))
+            for e, p in zip(explored[known], decision.propensity[known], strict=True)
+        ],
+        dtype=np.float64,
+    )
+    return scored.raw[row[known]], build.failed[known].astype(np.float64), weight
+
+
+def _refresh(
+    database: Database, repository_id: int, rows: Iterable[tuple[Floats, Floats, Floats]]
+) -> None:
+    """The closed loop's calibration refresh, from the builds' rows in memory."""
+    parts = [(raw, failed, weight, n) for n, (raw, failed, weight) in enumerate(rows)]
+    if not parts:
+        return
+    refit = recalibration.refit_rows(
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+        np.concatenate([np.full(len(p[1]), p[3]) for p in parts]),
+    )
+    if refit is None:
+        return
+    with database.session() as session:
+        recalibration.store(session, repository_id, refit, plans=len(parts))
+
+
 def temporary_database(directory: Path) -> str:
     return f"sqlite:///{directory / 'backtest.db'}"
 
@@ -627,6 +668,12 @@ def _replay(
     # Closed loop: the newest builds' evidence, as plan evaluation keeps it
     # in production, and the escalation the live estimate decides.
     tallies: deque[monitor.Tally] = deque(maxlen=monitor.WINDOW_BUILDS)
+    # Closed loop: the rows a calibration refresh learns from (the tests that
+    # ran, as the plans' evaluations hold them), per build, for the scorer
+    # that scored them (scheduler.services.recalibration).
+    refresh_rows: deque[tuple[Floats, Floats, Floats]] = deque(maxlen=recalibration.REFRESH_PLANS)
+    refresh_scorer: int | None = None
+    refreshed = 0
     ceiling = monitor.ceiling_of(config.policy.as_json(), config.miss_ceiling)
     # What comes after the scored builds cannot change their figures.
     for build in builds[config.warmup : scored_builds.stop]:
@@ -659,6 +706,15 @@ def _replay(
                 exploration_rate=policy.effective_exploration_rate,
             )
             tallies.append(tally)
+            if scored.model_version != refresh_scorer:
+                refresh_rows.clear()  # another scorer: its scores map otherwise
+                refresh_scorer = scored.model_version
+            refresh_rows.append(_refresh_rows(scored, covered, decision, build))
+            refreshed += 1
+            if refreshed % recalibration.REFRESH_EVERY == 0:
+                begun_refit = time.perf_counter()
+                _refresh(database, repository_id, refresh_rows)
+                steps["train"] += time.perf_counter() - begun_refit
         orders = {RISKRANK: decision.order}
         # Ties as plans break them: the more recent failure first.
         recency = np.nan_to_num(covered.candidates.builds_since_failure, nan=NEVER)

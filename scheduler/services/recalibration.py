@@ -76,12 +76,12 @@ def rows_of(
         if vector.size != len(FEATURE_NAMES):
             continue
         item = planned.get(test_id)
-        times = 1.0
-        if item is not None and item.explored and item.propensity:
-            times = min(float(MAX_WEIGHT), round(1.0 / item.propensity))
         vectors.append(vector)
         failed.append(1.0 if observed[test_id].failed else 0.0)
-        weight.append(times)
+        if item is None:
+            weight.append(1)
+        else:
+            weight.append(weight_of(item.explored, item.propensity))
     if not vectors:
         return np.empty((0, len(FEATURE_NAMES)), np.float32), np.empty(0), np.empty(0)
     return np.vstack(vectors), np.array(failed), np.array(weight)
@@ -139,19 +139,42 @@ def refresh(
     if failed.size == 0:
         return None
     raw = scores(FeatureMatrix(tests=("",) * len(failed), values=features))
-    refit = calibration.fit(
-        np.repeat(raw, weight), np.repeat(failed, weight), np.repeat(builds, weight)
+    refit = refit_rows(raw, failed, weight, builds)
+    if refit is not None:
+        keep(record, key, refit, plans=len(plan_ids))
+        session.flush()
+    return refit
+
+
+def refit_rows(
+    raw: np.ndarray[Any, Any],
+    failed: np.ndarray[Any, Any],
+    weight: np.ndarray[Any, Any],
+    builds: np.ndarray[Any, Any],
+) -> calibration.Calibration | None:
+    """The map from rows of (raw score, failed, how many times the row
+    counts, build): each row repeated `weight` times (pure)."""
+    times = np.asarray(weight, dtype=np.int64)
+    return calibration.fit(
+        np.repeat(raw, times), np.repeat(failed, times), np.repeat(builds, times)
     )
-    if refit is None:
-        return None
+
+
+def keep(record: RiskModel, key: str, refit: calibration.Calibration, *, plans: int) -> None:
+    """The refit map in place of the record's `key` map."""
     record.metrics = {
         **(record.metrics or {}),
         key: refit.as_json(),
         "calibration_refreshed_at": utcnow().isoformat(),
-        "calibration_refreshed_from": f"the outcomes of {len(plan_ids)} plans",
+        "calibration_refreshed_from": f"the outcomes of {plans} plans",
     }
-    session.flush()
-    return refit
+
+
+def weight_of(explored: bool, propensity: float | None) -> int:
+    """How many times a row counts: 1/p for the exploration sample, else once."""
+    if explored and propensity:
+        return int(min(float(MAX_WEIGHT), round(1.0 / propensity)))
+    return 1
 
 
 def after_evaluation(session: Session, repository_id: int) -> None:
@@ -164,3 +187,29 @@ def after_evaluation(session: Session, repository_id: int) -> None:
             refresh(session, repository_id)
     except Exception:
         log.exception("could not refresh the calibration of repository %s", repository_id)
+
+
+def store(
+    session: Session, repository_id: int, refit: calibration.Calibration, *, plans: int
+) -> bool:
+    """Keep a refit map for the serving scorer (a backtest's closed loop
+    refits from memory): the active model's, else the newest training's
+    heuristic map; False when there is no model record to keep it in."""
+    active = session.scalar(
+        select(RiskModel).where(
+            RiskModel.repository_id == repository_id, RiskModel.status == ModelStatus.ACTIVE
+        )
+    )
+    if active is not None:
+        keep(active, "calibration", refit, plans=plans)
+        return True
+    newest = session.scalar(
+        select(RiskModel)
+        .where(RiskModel.repository_id == repository_id)
+        .order_by(RiskModel.version.desc())
+        .limit(1)
+    )
+    if newest is None:
+        return False
+    keep(newest, "heuristic_calibration", refit, plans=plans)
+    return True

@@ -136,6 +136,8 @@ class Scores:
     new_test_probability: float | None = None
     # How the scores were made probabilities (None: served as they are).
     calibration: Calibration | None = None
+    # The scorer's own scores, before the calibration (what a refit maps).
+    raw: np.ndarray | None = None
 
 
 def score_tests(
@@ -209,6 +211,7 @@ def score_tests(
         history=history,
         new_test_probability=float(unseen.column("new_test_rate")[0]),
         calibration=calibration,
+        raw=probabilities,
     )
 
 
