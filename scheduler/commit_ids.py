@@ -1,5 +1,5 @@
 """What riskrank takes as a commit, on every path one comes in by (the plan
-API, the results API, the generic webhook, `riskrank plan`, `riskrank plans
+API, the results API, the generic webhook, `riskrank plan`, `riskrank plan-log
 show`): the full id git prints, 40 hex digits (64 in a SHA-256
 repository), in lower case. A name such as HEAD or main means a different
 commit tomorrow; taken literally it would be stored as a commit of its own

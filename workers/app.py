@@ -17,7 +17,7 @@ from celery.signals import (
     worker_ready,
 )
 
-from scheduler import db, metrics
+from scheduler import db, logs, metrics
 from scheduler.config import get_settings
 from scheduler.logs import configure_logging
 from scheduler.queue import create_celery
@@ -38,6 +38,11 @@ celery_app.conf.imports = (
 @setup_logging.connect
 def _setup_logging(**_kwargs: Any) -> None:
     configure_logging(get_settings().log_level)
+    # Celery's own "received" and "succeeded in" lines would be a second and
+    # third line per task: scheduler.logs.task_line is the one. Its errors
+    # (a task that raised, with the traceback) still show.
+    for name in ("celery.app.trace", "celery.worker.strategy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @worker_process_init.connect
@@ -81,6 +86,7 @@ def _task_ended(
     started = _STARTED.pop(task_id, None) if task_id is not None else None
     if started is None or task is None:
         return
-    metrics.TASK_SECONDS.labels(task=task.name, outcome=(state or "unknown").lower()).observe(
-        time.perf_counter() - started
-    )
+    seconds = time.perf_counter() - started
+    outcome = (state or "unknown").lower()
+    metrics.TASK_SECONDS.labels(task=task.name, outcome=outcome).observe(seconds)
+    logs.task_line(task=task.name, task_id=task_id or "", outcome=outcome, seconds=seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,7 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheduler import __version__, limits, metrics
+from scheduler import __version__, limits, logs, metrics
 from scheduler.api import health, openapi, plans, runs, webhooks
 from scheduler.api.ratelimit import limiter_for
 from scheduler.config import Settings, get_settings
@@ -136,7 +137,7 @@ async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
 class CountRequests:
     """riskrank_http_requests_total: every answer, by its route's template
     (bounded: the routes are the app's; a path no route matches is
-    "unmatched") and status code."""
+    "unmatched") and status code; and its log line (scheduler.logs)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -146,6 +147,7 @@ class CountRequests:
             await self.app(scope, receive, send)
             return
         code = 500  # an exception that escapes every handler
+        started = time.perf_counter()
 
         async def remember(message: Message) -> None:
             nonlocal code
@@ -158,6 +160,13 @@ class CountRequests:
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             metrics.HTTP_REQUESTS.labels(route=route, code=str(code)).inc()
+            logs.request_line(
+                method=scope.get("method", ""),
+                path=scope.get("path", ""),
+                route=route,
+                status=code,
+                seconds=time.perf_counter() - started,
+            )
 
 
 def read_figures(database: Database) -> list[metrics.Figure]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 from datetime import UTC, datetime
@@ -11,12 +12,20 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from scheduler.cli.common import console, fail
+from scheduler.cli.common import By, HistoryFormat, Mode, console, fail
 
 # `riskrank --help` imports every command module: the backtest (numpy,
 # LightGBM, and matplotlib for the report) is imported only when it runs.
 
-FORMATS = ("auto", "jsonl", "retecs")
+
+class Half(enum.StrEnum):
+    """scheduler.backtest.runner.HALVES."""
+
+    ALL = "all"
+    FIRST = "first"
+    SECOND = "second"
+
+
 # The measures the summary table prints (the JSON has every one).
 TABLE = ("apfd", "apfdc", "napfd_50", "recall_tests_33", "recall_time_33", "first_failure")
 
@@ -26,27 +35,28 @@ def backtest(
         Path, typer.Argument(exists=True, dir_okay=False, help="History file (.gz allowed).")
     ],
     fmt: Annotated[
-        str, typer.Option("--format", help="jsonl, retecs (RETECS/COLEMAN CSV) or auto.")
-    ] = "auto",
+        HistoryFormat,
+        typer.Option(
+            "--format", help="The file's format: jsonl, retecs (RETECS/COLEMAN CSV) or auto."
+        ),
+    ] = HistoryFormat.AUTO,
     warmup: Annotated[
         int, typer.Option(min=0, help="Builds ingested before the first evaluated one.")
     ] = 50,
     retrain_every: Annotated[
         int, typer.Option(min=0, help="Retrain every N evaluated builds (0: never).")
     ] = 50,
-    mode: Annotated[str, typer.Option(help="Policy: order, time, fraction or confidence.")] = (
-        "order"
-    ),
+    mode: Annotated[Mode, typer.Option(help="The policy's mode.")] = Mode.ORDER,
     budget: Annotated[
         float | None, typer.Option(help="The mode's budget (seconds, or a share 0..1).")
     ] = None,
     by: Annotated[
-        str,
+        By,
         typer.Option(
             help="What the budget counts, and so the order: tests (by probability) or "
             "duration (probability per second; a fraction of the duration)."
         ),
-    ] = "tests",
+    ] = By.TESTS,
     closed_loop: Annotated[
         bool,
         typer.Option(
@@ -70,7 +80,10 @@ def backtest(
         ),
     ] = None,
     json_out: Annotated[
-        Path | None, typer.Option("--json", dir_okay=False, help="Write every figure as JSON.")
+        Path | None,
+        typer.Option(
+            "--json-out", metavar="FILE", dir_okay=False, help="Write every figure as JSON to FILE."
+        ),
     ] = None,
     orderings: Annotated[
         Path | None,
@@ -82,12 +95,12 @@ def backtest(
         Path | None, typer.Option(dir_okay=False, help="Write a self-contained HTML report.")
     ] = None,
     half: Annotated[
-        str,
+        Half,
         typer.Option(
             help="Score the first or second half of the builds after the warm-up, or all: "
             "design choices are made on the first half, figures reported on the second."
         ),
-    ] = "all",
+    ] = Half.ALL,
 ) -> None:
     """Replay a CI history build by build through riskrank (ingestion,
     training and the registry, scoring, the policy) beside simple baselines,
@@ -101,31 +114,25 @@ def backtest(
     )
 
     from scheduler.backtest import summary
-    from scheduler.backtest.runner import HALVES, BacktestConfig, BacktestError, run_backtest
+    from scheduler.backtest.runner import BacktestConfig, BacktestError, run_backtest
     from scheduler.cli.history import read_reports
     from scheduler.ingest.history import detect_format
-    from scheduler.planning.policy import MODES, Policy
+    from scheduler.planning.policy import Policy
 
-    if fmt not in FORMATS:
-        fail(f"--format must be one of {', '.join(FORMATS)}")
-    if mode not in MODES:
-        fail(f"--mode must be one of {', '.join(MODES)}")
-    if half not in HALVES:
-        fail(f"--half must be one of {', '.join(HALVES)}")
     config = BacktestConfig(
         warmup=warmup,
         retrain_every=retrain_every,
-        policy=Policy(mode=mode, budget=budget, by=by),
+        policy=Policy(mode=mode.value, budget=budget, by=by.value),
         closed_loop=closed_loop,
         miss_ceiling=miss_ceiling,
         database_url=database,
-        half=half,
+        half=half.value,
     )
     try:
         config = config.checked()
     except BacktestError as error:
         fail(str(error))
-    reports = read_reports(file, fmt)
+    reports = read_reports(file, fmt.value)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
     with Progress(
@@ -149,7 +156,7 @@ def backtest(
     dataset = {
         "file": str(file),
         "name": dataset_name(file),
-        "format": detect_format(file) if fmt == "auto" else fmt,
+        "format": detect_format(file) if fmt is HistoryFormat.AUTO else fmt.value,
     }
     document = summary.to_json(result, dataset, started_at=started_at)
     print_summary(document)

@@ -1,17 +1,34 @@
-"""What the commands share: settings, the database, and how errors look.
+"""What the commands share: settings, the database, the arguments every
+command spells the same way, the exit codes, and how errors look.
 
 Every command module imports this at start-up, so it stays light: the
 settings (pydantic), Alembic and SQLAlchemy are imported inside the functions
-that use them, and `riskrank --help` loads none of them."""
+that use them, and `riskrank --help` loads none of them.
+
+Exit codes, the same for every command:
+
+- 0 (OK): done.
+- 1 (FAILED): refused or not found: an unknown repository, event, model or
+  token, a name that is ambiguous, a training already running, a file that
+  cannot be read.
+- 2 (USAGE): a bad option or argument (an unknown choice, a malformed
+  commit id, a missing argument).
+- 3 (RUN_ALL): `riskrank plan` only: riskrank cannot name the tests, run
+  the whole suite.
+- 4 (UNAVAILABLE): a service cannot be reached: the database (any command)
+  or the broker (`status`, `events replay`)."""
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from scheduler.providers import Provider
 
 if TYPE_CHECKING:
     from scheduler.config import Settings
@@ -20,8 +37,64 @@ if TYPE_CHECKING:
 console = Console()
 err_console = Console(stderr=True)
 
+OK = 0
+FAILED = 1
+USAGE = 2
+RUN_ALL = 3
+UNAVAILABLE = 4
 
-def fail(message: str, code: int = 1) -> NoReturn:
+EXIT_CODES = {
+    OK: "done",
+    FAILED: "refused or not found (an unknown repository, event, model or token)",
+    USAGE: "a bad option or argument",
+    RUN_ALL: "`plan` only: run the whole suite, riskrank cannot name the tests",
+    UNAVAILABLE: "the database or the broker cannot be reached",
+}
+
+# The arguments and options every command spells the same way.
+RepoArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="OWNER/NAME",
+        help="The repository; for GitLab its path with every group: GROUP/SUBGROUP/NAME.",
+        show_default=False,
+    ),
+]
+ProviderOption = Annotated[
+    Provider | None,
+    typer.Option(help="Where the repository lives, if the name is registered for several."),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text, for scripts.")]
+
+
+# Closed sets of values, offered as choices. Spelt here, not imported from
+# the modules that use them (planning loads numpy): tests/test_cli_admin.py
+# checks that they match.
+class Mode(enum.StrEnum):
+    """scheduler.planning.policy.MODES."""
+
+    ORDER = "order"
+    TIME = "time"
+    FRACTION = "fraction"
+    CONFIDENCE = "confidence"
+
+
+class By(enum.StrEnum):
+    """scheduler.planning.policy.BY."""
+
+    TESTS = "tests"
+    DURATION = "duration"
+
+
+class HistoryFormat(enum.StrEnum):
+    """The history files `import` and `backtest` read (scheduler.ingest.history)."""
+
+    AUTO = "auto"
+    JSONL = "jsonl"
+    RETECS = "retecs"
+
+
+def fail(message: str, code: int = FAILED) -> NoReturn:
     # The message may hold paths with brackets: never read it as markup.
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -84,6 +157,15 @@ def existing_database(config: Settings) -> None:
         )
 
 
+def unavailable(url: str, error: BaseException) -> NoReturn:
+    """Exit UNAVAILABLE: the database at `url` did not answer."""
+    from scheduler.db import shown_url
+
+    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+    reason = lines[0] if lines else type(error).__name__
+    fail(f"cannot reach the database {shown_url(url)}: {reason}", UNAVAILABLE)
+
+
 def migrated_database(config: Settings) -> Database:
     """The configured database, refusing a missing one (never creating it) and
     an out-of-date schema."""
@@ -94,7 +176,7 @@ def migrated_database(config: Settings) -> Database:
     try:
         current = migrate.current(config.database_url)
     except Exception as error:
-        fail(f"cannot reach the database {config.database_url}: {error}")
+        unavailable(config.database_url, error)
     head = migrate.head()
     if current != head:
         fail(

@@ -9,13 +9,19 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from scheduler.cli.common import console, fail, migrated_database, settings
+from scheduler.cli.common import (
+    HistoryFormat,
+    ProviderOption,
+    RepoArgument,
+    console,
+    fail,
+    migrated_database,
+    settings,
+)
 from scheduler.providers import Provider
 
 if TYPE_CHECKING:
     from scheduler.ingest.history import HistoryReport
-
-FORMATS = ("auto", "jsonl", "retecs")
 
 
 def read_reports(file: Path, fmt: str) -> list[HistoryReport]:
@@ -55,14 +61,17 @@ def described(reports: list[HistoryReport]) -> str:
 
 
 def import_(
-    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
+    full_name: RepoArgument,
     file: Annotated[
         Path, typer.Argument(exists=True, dir_okay=False, help="History file (.gz allowed).")
     ],
     fmt: Annotated[
-        str, typer.Option("--format", help="jsonl, retecs (RETECS/COLEMAN CSV) or auto.")
-    ] = "auto",
-    provider: Annotated[Provider | None, typer.Option(help="If the name is ambiguous.")] = None,
+        HistoryFormat,
+        typer.Option(
+            "--format", help="The file's format: jsonl, retecs (RETECS/COLEMAN CSV) or auto."
+        ),
+    ] = HistoryFormat.AUTO,
+    provider: ProviderOption = None,
     create: Annotated[
         bool, typer.Option(help="Register the repository if it is not yet (generic provider).")
     ] = False,
@@ -80,8 +89,6 @@ def import_(
 
     from scheduler.services import history, repos
 
-    if fmt not in FORMATS:
-        fail(f"--format must be one of {', '.join(FORMATS)}")
     database = migrated_database(settings())
     try:
         with database.session() as session:
@@ -92,7 +99,7 @@ def import_(
     except repos.RepositoryError as error:
         fail(str(error))
     # Read the whole file first: a file that cannot be read registers nothing.
-    reports = read_reports(file, fmt)
+    reports = read_reports(file, fmt.value)
     try:
         with database.session() as session:
             try:
@@ -139,9 +146,9 @@ def import_(
 
 
 def export(
-    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
+    full_name: RepoArgument,
     file: Annotated[Path, typer.Argument(dir_okay=False, help="Where to write (.gz: gzipped).")],
-    provider: Annotated[Provider | None, typer.Option(help="If the name is ambiguous.")] = None,
+    provider: ProviderOption = None,
 ) -> None:
     """Write the repository's ingested history as history JSONL (one line per
     report), which `riskrank import` reads back to the same statistics."""

@@ -8,17 +8,25 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from scheduler.cli.common import console, fail, migrated_database, settings
-from scheduler.providers import Provider
+from scheduler.cli.common import (
+    JsonFlag,
+    ProviderOption,
+    RepoArgument,
+    console,
+    fail,
+    migrated_database,
+    settings,
+)
 
 if TYPE_CHECKING:
     from scheduler.models import RiskModel
+    from scheduler.providers import Provider
 
 app = typer.Typer(help="List, inspect, promote and roll back models.", no_args_is_help=True)
 
-RepoArgument = Annotated[str, typer.Argument(metavar="OWNER/NAME")]
-ProviderOption = Annotated[Provider | None, typer.Option(help="If the name is ambiguous.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="JSON, for scripts.")]
+VersionArgument = Annotated[
+    int, typer.Argument(metavar="VERSION", help="The model's version, from `riskrank models list`.")
+]
 
 
 def _figure(value: Any) -> str:
@@ -37,7 +45,7 @@ def _repository_id(full_name: str, provider: Provider | None) -> int:
 
 
 def train(
-    full_name: RepoArgument, provider: ProviderOption = None, as_json: JsonOption = False
+    full_name: RepoArgument, provider: ProviderOption = None, as_json: JsonFlag = False
 ) -> None:
     """Train a model on the repository's history now; it becomes the active
     model only if it is ahead of the active one (or the heuristic) on held-out
@@ -48,10 +56,16 @@ def train(
 
     repository_id = _repository_id(full_name, provider)
     database = migrated_database(settings())
-    with console.status("replaying the history and training…"):
+    with console.status("training…") as status:
+
+        def progress(step: str) -> None:
+            status.update(f"training: {step}…")
+
         try:
             with database.session() as session:
-                outcome = training.train_repository(session, repository_id=repository_id)
+                outcome = training.train_repository(
+                    session, repository_id=repository_id, progress=progress
+                )
                 if outcome is None:
                     fail("another training of this repository is running")
                 result = training.summary(outcome.model) | {
@@ -187,7 +201,7 @@ def _comparison(metrics: dict[str, Any], *, decision: bool = True) -> None:
 
 @app.command("list")
 def list_(
-    full_name: RepoArgument, provider: ProviderOption = None, as_json: JsonOption = False
+    full_name: RepoArgument, provider: ProviderOption = None, as_json: JsonFlag = False
 ) -> None:
     """The repository's models, newest first."""
     from scheduler.services import training
@@ -232,9 +246,14 @@ def list_(
 @app.command()
 def show(
     full_name: RepoArgument,
-    version: Annotated[int | None, typer.Argument(help="Default: the active model.")] = None,
+    version: Annotated[
+        int | None,
+        typer.Argument(
+            metavar="[VERSION]", help="The model's version (default: the active model)."
+        ),
+    ] = None,
     provider: ProviderOption = None,
-    as_json: JsonOption = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """One model: its figures beside the active model's and the heuristic's,
     and its feature importances."""
@@ -291,10 +310,10 @@ def _calibration_line(label: str, stored: dict[str, Any] | None) -> str:
 @app.command()
 def promote(
     full_name: RepoArgument,
-    version: Annotated[int, typer.Argument()],
+    version: VersionArgument,
     provider: ProviderOption = None,
 ) -> None:
-    """Make VERSION the active model."""
+    """Make VERSION the active model (the one before it is retired)."""
     from scheduler.services import training
 
     repository_id = _repository_id(full_name, provider)

@@ -11,15 +11,22 @@ from xml.etree import ElementTree
 
 import typer
 
-from scheduler.cli.common import fail, migrated_database, settings
-from scheduler.providers import Provider
+from scheduler.cli.common import (
+    RUN_ALL,
+    USAGE,
+    By,
+    Mode,
+    ProviderOption,
+    RepoArgument,
+    fail,
+    migrated_database,
+    settings,
+)
 
 # `plan` prints the plan and exits 0 when the plan names the tests to run;
 # it exits RUN_ALL (nothing on stdout with --format list) when riskrank
 # cannot name them and the whole suite must run, and USAGE for a bad option
 # or commit. A recipe runs everything on any other status than 0.
-RUN_ALL = 3
-USAGE = 2
 
 
 class Format(enum.StrEnum):
@@ -123,7 +130,7 @@ def selected_by_line(counts: dict[str, int]) -> str:
 
 
 def plan(
-    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
+    full_name: RepoArgument,
     sha: Annotated[
         str,
         typer.Argument(
@@ -132,15 +139,18 @@ def plan(
             "riskrank knows.",
         ),
     ],
-    mode: Annotated[str | None, typer.Option(help="order | time | fraction | confidence.")] = None,
+    mode: Annotated[
+        Mode | None,
+        typer.Option(help="How to choose the tests (default: the repository's policy)."),
+    ] = None,
     budget: Annotated[
         float | None,
         typer.Option(help="Seconds (time), or a share 0..1 (fraction, confidence)."),
     ] = None,
     by: Annotated[
-        str | None,
+        By | None,
         typer.Option(
-            help="What the budget counts, and so the order: tests (by probability) | "
+            help="What the budget counts, and so the order: tests (by probability) or "
             "duration (probability per second)."
         ),
     ] = None,
@@ -151,9 +161,14 @@ def plan(
         typer.Option(help="The collected test ids, one a line ('-': stdin); the plan covers them."),
     ] = None,
     output: Annotated[
-        Format, typer.Option("--format", help="list: selected ids in run order.")
+        Format,
+        typer.Option(
+            "--format",
+            help="list: the selected ids in run order; json: the whole plan; junit: a JUnit "
+            "XML suite of the selected tests.",
+        ),
     ] = Format.LIST,
-    provider: Annotated[Provider | None, typer.Option(help="If the name is ambiguous.")] = None,
+    provider: ProviderOption = None,
 ) -> None:
     """Print the plan for a commit: `list` gives the selected test ids in the
     order to run them, one a line; `json` the whole plan (as the API answers
@@ -185,9 +200,9 @@ def plan(
             escalation=trimming.escalation_of(record),
         )
     request = plans.PlanRequest(
-        mode=mode,
+        mode=mode.value if mode is not None else None,
         budget=budget,
-        by=by,
+        by=by.value if by is not None else None,
         shard=shard,
         branch=branch,
         tests=_read_tests(tests_file) if tests_file is not None else None,

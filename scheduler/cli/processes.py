@@ -58,6 +58,9 @@ def serve(
         port=port or config.port,
         workers=workers,
         log_config=None,
+        # scheduler.api.app logs each request once, with its duration and
+        # without the query string; uvicorn's access line would be a second.
+        access_log=False,
         proxy_headers=True,
     )
 

@@ -9,21 +9,26 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from scheduler.cli.common import console, fail, migrated_database, settings
+from scheduler.cli.common import (
+    JsonFlag,
+    ProviderOption,
+    RepoArgument,
+    console,
+    fail,
+    migrated_database,
+    settings,
+)
 from scheduler.providers import Provider
 
-app = typer.Typer(help="Register and list repositories.", no_args_is_help=True)
+app = typer.Typer(
+    help="Register, list and show repositories; their secrets, pulls and plan policy.",
+    no_args_is_help=True,
+)
 
 
 @app.command("add")
 def add(
-    full_name: Annotated[
-        str,
-        typer.Argument(
-            metavar="OWNER/NAME",
-            help="The repository; for GitLab its path with every group: GROUP/SUBGROUP/NAME.",
-        ),
-    ],
+    full_name: RepoArgument,
     provider: Annotated[Provider, typer.Option(help="Where the repository lives.")] = (
         Provider.GITHUB
     ),
@@ -62,10 +67,8 @@ def add(
 
 @app.command("secret")
 def secret_(
-    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
-    provider: Annotated[
-        Provider | None, typer.Option(help="Where the repository lives, if the name is ambiguous.")
-    ] = None,
+    full_name: RepoArgument,
+    provider: ProviderOption = None,
     secret: Annotated[
         str | None,
         typer.Option(
@@ -97,10 +100,8 @@ def secret_(
 
 @app.command("api")
 def api(
-    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
-    provider: Annotated[
-        Provider | None, typer.Option(help="Where the repository lives, if the name is ambiguous.")
-    ] = None,
+    full_name: RepoArgument,
+    provider: ProviderOption = None,
     token: Annotated[
         str | None,
         typer.Option(
@@ -190,7 +191,7 @@ def api(
 
 @app.command("list")
 def list_(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """List registered repositories with what riskrank has seen of them."""
     from scheduler.services import repos
@@ -266,7 +267,7 @@ def status(
 
 @app.command("settings")
 def settings_(
-    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
+    full_name: RepoArgument,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -279,7 +280,8 @@ def settings_(
     unset: Annotated[
         list[str] | None, typer.Option("--unset", metavar="KEY", help="Back to the default.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+    provider: ProviderOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Show or change a repository's plan policy: what CI gets when it asks
     for a plan without parameters, and the rules every plan keeps."""
@@ -291,10 +293,18 @@ def settings_(
         with database.session() as session:
             if changes or unset:
                 stored = repo_settings.update_settings(
-                    session, full_name=full_name, changes=changes, unset=unset or []
+                    session,
+                    full_name=full_name,
+                    changes=changes,
+                    unset=unset or [],
+                    provider=provider,
                 )
             else:
-                stored = dict(repos.resolve_repository(session, full_name=full_name).settings)
+                stored = dict(
+                    repos.resolve_repository(
+                        session, full_name=full_name, provider=provider
+                    ).settings
+                )
             effective = repo_settings.effective_policy(stored)
     except (repo_settings.SettingsError, repos.RepositoryError) as error:
         fail(str(error))
@@ -309,3 +319,78 @@ def settings_(
         )
         table.add_row(key, escape(shown), source)
     console.print(table)
+
+
+@app.command("show")
+def show(
+    full_name: RepoArgument, provider: ProviderOption = None, as_json: JsonFlag = False
+) -> None:
+    """One repository: its provider and default branch, whether results are
+    pulled, its last event and results, its active model and its quality,
+    its last training, and how much riskrank holds of it."""
+    from scheduler.services import overview, provider_access, repos
+
+    with migrated_database(settings()).session() as session:
+        try:
+            repository = repos.resolve_repository(session, full_name=full_name, provider=provider)
+        except repos.RepositoryError as error:
+            fail(str(error))
+        seen = overview.repository_overview(session, repository)
+        access = provider_access.access_of(repository)
+        document = seen.as_json() | {
+            "webhook_secret": repos.has_webhook_secret(repository),
+            "pulls_results": access.token is not None,
+            "settings": dict(repository.settings),
+        }
+    if as_json:
+        typer.echo(json.dumps(document, indent=2))
+        return
+    table = Table("", "")
+    table.add_row("repository", f"{document['provider']} {escape(document['repository'])}")
+    table.add_row("default branch", escape(document["default_branch"] or "-"))
+    table.add_row("webhook secret", "set" if document["webhook_secret"] else "[red]missing[/]")
+    table.add_row("results pulled", "yes" if document["pulls_results"] else "no (uploaded by CI)")
+    event, results = document["last_event"], document["last_results"]
+    table.add_row(
+        "last event (UTC)",
+        f"{_when(event['received_at'])} {escape(event['event'])} ({event['status']})"
+        if event
+        else "none",
+    )
+    table.add_row(
+        "last results (UTC)",
+        f"{_when(results['received_at'])} ({results['status']}, {results['tests']:,} tests)"
+        if results
+        else "none",
+    )
+    model = document["active_model"]
+    table.add_row(
+        "active model",
+        f"v{model['version']}: APFD {_figure(model['apfd'])}, AUC {_figure(model['auc'])}, "
+        f"log loss {_figure(model['log_loss'])} (on held-out builds)"
+        if model
+        else "none: plans use the heuristic",
+    )
+    trained = document["last_training"]
+    table.add_row(
+        "last training (UTC)",
+        f"{_when(trained['created_at'])}: v{trained['version']} ({trained['status']})"
+        if trained
+        else "never",
+    )
+    for key, value in document["counts"].items():
+        table.add_row(key.replace("_", " "), f"{value:,}")
+    table.add_row(
+        "policy settings",
+        escape(", ".join(f"{key}={value}" for key, value in document["settings"].items()))
+        or "the defaults",
+    )
+    console.print(table)
+
+
+def _when(value: str | None) -> str:
+    return value[:16].replace("T", " ") if value else "-"
+
+
+def _figure(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "-"

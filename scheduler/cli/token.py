@@ -8,20 +8,45 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from scheduler.cli.common import console, fail, migrated_database, settings
-from scheduler.providers import Provider
+from scheduler.cli.common import (
+    USAGE,
+    JsonFlag,
+    ProviderOption,
+    console,
+    fail,
+    migrated_database,
+    settings,
+)
 
-app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+app = typer.Typer(help="Create, list and revoke API tokens for CI jobs.", no_args_is_help=True)
 
-RepoOption = Annotated[str, typer.Option("--repo", metavar="OWNER/NAME", help="The repository.")]
-ProviderOption = Annotated[
-    Provider | None, typer.Option(help="Where the repository lives, if the name is ambiguous.")
+RepoArgument = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="OWNER/NAME",
+        help="The repository; for GitLab its path with every group: GROUP/SUBGROUP/NAME.",
+        show_default=False,
+    ),
 ]
+# How the repository was named before every command took it as OWNER/NAME:
+# kept, hidden, for scripts.
+RepoOption = Annotated[
+    str | None, typer.Option("--repo", metavar="OWNER/NAME", hidden=True, help="The repository.")
+]
+
+
+def _repository(argument: str | None, option: str | None) -> str:
+    if argument is not None and option is not None and argument != option:
+        fail(f"two repositories given: {argument} and --repo {option}", USAGE)
+    full_name = argument or option
+    if full_name is None:
+        fail("missing argument OWNER/NAME", USAGE)
+    return full_name
 
 
 @app.command()
 def create(
-    repo: RepoOption,
+    full_name: RepoArgument = None,
     scope: Annotated[
         list[str] | None,
         typer.Option(
@@ -31,10 +56,12 @@ def create(
     ] = None,
     name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "ci",
     provider: ProviderOption = None,
+    repo: RepoOption = None,
 ) -> None:
     """Make a token for one repository and print it (once: only its hash is kept)."""
     from scheduler.services import repos, tokens
 
+    repo = _repository(full_name, repo)
     try:
         given = ",".join(scope) if scope else ",".join(s.value for s in tokens.DEFAULT_SCOPES)
         scopes = tokens.parse_scopes(given)
@@ -58,13 +85,15 @@ def create(
 
 @app.command("list")
 def list_(
-    repo: RepoOption,
+    full_name: RepoArgument = None,
     provider: ProviderOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
+    as_json: JsonFlag = False,
+    repo: RepoOption = None,
 ) -> None:
     """List a repository's tokens (never the tokens themselves)."""
     from scheduler.services import repos, tokens
 
+    repo = _repository(full_name, repo)
     database = migrated_database(settings())
     try:
         with database.session() as session:
@@ -106,13 +135,30 @@ def list_(
 
 @app.command()
 def revoke(
-    token_id: Annotated[int, typer.Argument(metavar="ID", help="From `riskrank token list`.")],
-    repo: RepoOption,
+    first: Annotated[
+        str,
+        typer.Argument(
+            metavar="OWNER/NAME",
+            help="The repository; for GitLab its path with every group: GROUP/SUBGROUP/NAME.",
+            show_default=False,
+        ),
+    ],
+    second: Annotated[
+        str | None,
+        typer.Argument(metavar="ID", help="The token's id, from `riskrank token list`."),
+    ] = None,
     provider: ProviderOption = None,
+    repo: RepoOption = None,
 ) -> None:
     """Revoke a token: it stops working at once."""
     from scheduler.services import repos, tokens
 
+    # The former spelling, `token revoke ID --repo OWNER/NAME`, still works.
+    given_id = first if repo is not None and second is None else second
+    repo = _repository(None if given_id is first else first, repo)
+    if given_id is None or not given_id.isdigit():
+        fail(f"the token's ID must be a number, from `riskrank token list`: {given_id}", USAGE)
+    token_id = int(given_id)
     database = migrated_database(settings())
     try:
         with database.session() as session:

@@ -12,7 +12,7 @@
   each of its tests, in the payload's order: selected or not (or not
   collected), the logged selection probability, the rule, and the test's
   rank in the order CI ran. The plan API writes it in one row after its
-  answer; plan evaluation and `riskrank plans show` read it.
+  answer; plan evaluation and `riskrank plan-log show` read it.
 
 Both are plain, versioned, self-describing binary: a magic, a JSON header
 naming each column's dtype and offset, then the columns (little-endian

@@ -1,6 +1,6 @@
 """A commit's plan as people (and scripts) read it: what was scored, what the
 policy last applied kept and why, and how it did once outcomes came in.
-Read-only; `riskrank plans show` prints it."""
+Read-only; `riskrank plan-log show` prints it."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from scheduler.providers import Provider
 from scheduler.services import plans, repos
 
 
@@ -76,12 +77,13 @@ def update_settings(
     full_name: str,
     changes: Mapping[str, Any],
     unset: Sequence[str] = (),
+    provider: Provider | None = None,
 ) -> dict[str, Any]:
     """Set and unset policy settings of a repository; the new settings.
     Refused (SettingsError, nothing changed) when a key is unknown, a value
     has the wrong type, or the result makes no policy (a budget of 2 for
     `fraction`, an unknown mode)."""
-    repository = repos.resolve_repository(session, full_name=full_name)
+    repository = repos.resolve_repository(session, full_name=full_name, provider=provider)
     settings = dict(repository.settings or {})
     for key in unset:
         if key not in plans.SETTING_TYPES:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import numpy as np
 from sqlalchemy import func, select
@@ -196,7 +196,9 @@ def _refresh_calibration(
         }
 
 
-def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome | None:
+def train_repository(
+    session: Session, *, repository_id: int, progress: Progress | None = None
+) -> TrainingOutcome | None:
     """`train`, counted (riskrank_trainings_total, riskrank_training_seconds
     and, when it promotes, riskrank_model_promotions_total): a failure at
     once, a model once it is committed. Another training holding the lock
@@ -204,7 +206,7 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
     started = time.perf_counter()
     slug = metrics.repository_label(session, repository_id)
     try:
-        outcome = train(session, repository_id=repository_id)
+        outcome = train(session, repository_id=repository_id, progress=progress)
     except Exception:
         metrics.TRAININGS.labels(repository=slug, outcome="failed").inc()
         metrics.TRAINING_SECONDS.labels(outcome="failed").observe(time.perf_counter() - started)
@@ -221,7 +223,17 @@ def train_repository(session: Session, *, repository_id: int) -> TrainingOutcome
     return outcome
 
 
-def train(session: Session, *, repository_id: int) -> TrainingOutcome | None:
+# Told what training is doing, for a person watching (`riskrank train`).
+Progress: TypeAlias = Callable[[str], None]
+
+
+def _silent(_step: str) -> None:
+    pass
+
+
+def train(
+    session: Session, *, repository_id: int, progress: Progress | None = None
+) -> TrainingOutcome | None:
     """Train on the whole history, replayed in time order; None when another
     training of the repository holds the lock.
 
@@ -232,14 +244,19 @@ def train(session: Session, *, repository_id: int) -> TrainingOutcome | None:
     are scored. The per-build APFD differences decide: promoted only when
     their bootstrap 95% interval is above 0. The served model is then refit
     on every build, the held-out ones included."""
+    step = progress or _silent
     if not _lock(session, repository_id):
         return None
+    step("loading the history")
     builds = load_builds(session, repository_id=repository_id)
+    step(f"replaying {len(builds):,} builds")
     features, labels, indexes = replay.training_rows(builds)
     if len(labels) == 0:
         raise TrainingError("no test outcomes yet: import a history or send results first")
+    step(f"choosing a scorer on {len(labels):,} rows")
     picked = choose_scorer(features, labels, indexes)
     scorer = picked.chosen or choice.candidate(DEFAULT_SCORER)
+    step(f"training {scorer.name}")
     try:
         trained = train_model(
             features,
@@ -254,6 +271,7 @@ def train(session: Session, *, repository_id: int) -> TrainingOutcome | None:
     except ModelError as error:
         raise TrainingError(str(error)) from error
 
+    step("comparing with the active model")
     incumbent = active_model(session, repository_id)
     if incumbent is not None and not set(incumbent.feature_names) <= set(FEATURE_NAMES):
         rival, rival_seen = None, None  # it cannot score these builds: the heuristic is the bar

@@ -70,7 +70,7 @@ def test_backtest_command_by_hand(tmp_path: Path) -> None:
         "2",
         "--retrain-every",
         "0",
-        "--json",
+        "--json-out",
         "out.json",
         "--orderings",
         "orders.jsonl",

@@ -182,7 +182,7 @@ def backtest_command(history: Path, *arguments: str) -> str:
 def test_paired_figures_recomputed_from_the_orderings(tmp_path: Path) -> None:
     builds = random_builds()
     history = write_builds(tmp_path / "history.jsonl", builds)
-    said = backtest_command(history, "--json", "out.json", "--orderings", "orders.jsonl")
+    said = backtest_command(history, "--json-out", "out.json", "--orderings", "orders.jsonl")
     assert said.count("vs strongest") == 3  # a row per view, and the footnote
     assert "scored: every build after the warm-up (builds b11 to b36, 26 of 26" in said
     document = json.loads((tmp_path / "out.json").read_text())
@@ -293,7 +293,7 @@ def test_half_scores_the_first_or_the_second_half(tmp_path: Path) -> None:
 
 def test_half_on_the_command_line(tmp_path: Path) -> None:
     history = write_builds(tmp_path / "history.jsonl", random_builds(count=25))
-    said = backtest_command(history, "--half", "second", "--json", "out.json")
+    said = backtest_command(history, "--half", "second", "--json-out", "out.json")
     assert (
         "scored: the second half of the builds (builds b18 to b25, 8 of 15 after the warm-up); "
         "design choices are made on the first half, figures reported on the second."
@@ -305,5 +305,7 @@ def test_half_on_the_command_line(tmp_path: Path) -> None:
         document["paired"]["all"]["apfd"]["builds"] == document["dataset"]["failing_builds"]["all"]
     )
     refused = riskrank("backtest", str(history), "--half", "middle", env=clean_env(), cwd=tmp_path)
-    assert refused.returncode != 0
-    assert "--half must be one of all, first, second" in one_line(refused.stderr + refused.stdout)
+    assert refused.returncode == 2
+    assert "Invalid value for '--half': 'middle' is not one of 'all', 'first', 'second'." in (
+        one_line(refused.stderr)
+    )

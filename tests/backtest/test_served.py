@@ -55,7 +55,7 @@ def backtest(cwd: Path, history: str, *options: str) -> tuple[str, dict[str, Any
         "backtest",
         history,
         *options,
-        "--json",
+        "--json-out",
         "out.json",
         "--report",
         "report.html",

@@ -316,7 +316,7 @@ def test_the_backtest_counts_a_failure_in_any_row_as_a_failing_build(tmp_path: P
         "2",
         "--retrain-every",
         "0",
-        "--json",
+        "--json-out",
         "out.json",
         env=clean_env(),
         cwd=tmp_path,

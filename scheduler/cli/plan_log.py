@@ -1,4 +1,5 @@
-"""riskrank plans: what riskrank planned for a commit, and how it did."""
+"""riskrank plan-log: what riskrank planned for a commit, and how it did
+(`riskrank plan` asks for a plan now; this reads the ones made)."""
 
 from __future__ import annotations
 
@@ -9,23 +10,31 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from scheduler.cli.common import console, fail, migrated_database, settings
-from scheduler.providers import Provider
+from scheduler.cli.common import (
+    USAGE,
+    JsonFlag,
+    ProviderOption,
+    RepoArgument,
+    console,
+    fail,
+    migrated_database,
+    settings,
+)
 
 if TYPE_CHECKING:
     from scheduler.services.plan_report import PlanView
 
-app = typer.Typer(help="Show the plans riskrank made and how they did.", no_args_is_help=True)
+app = typer.Typer(
+    help="Show the plans riskrank made and how they did (`plan` makes one now).",
+    no_args_is_help=True,
+)
 
-RepoArgument = Annotated[str, typer.Argument(metavar="OWNER/NAME")]
 ShaArgument = Annotated[
     str,
     typer.Argument(
         metavar="SHA", help="A commit's full id, or a prefix (4 hex digits or more) of one."
     ),
 ]
-ProviderOption = Annotated[Provider | None, typer.Option(help="If the name is ambiguous.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="JSON, for scripts.")]
 LimitOption = Annotated[int, typer.Option(min=0, help="How many tests to list, riskiest first.")]
 
 
@@ -47,7 +56,7 @@ def show(
     sha: ShaArgument,
     limit: LimitOption = 50,
     provider: ProviderOption = None,
-    as_json: JsonOption = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """The commit's newest plan: status, model, each test's rank, failure
     probability, whether the policy last applied selected it and why, and,
@@ -64,7 +73,7 @@ def show(
         except commit_ids.UnknownCommit as error:
             fail(error.message)
         except commit_ids.CommitIdError as error:
-            fail(error.message, code=2)
+            fail(error.message, code=USAGE)
         except (repos.RepositoryError, plan_report.PlanNotFound) as error:
             fail(str(error))
     if as_json:
