@@ -232,6 +232,10 @@ class Settings(BaseSettings):
         default=2000, gt=0, description="The most files an artifact zip may hold."
     )
     log_level: str = "INFO"
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="auto: JSON lines when stderr is not a terminal, text on one.",
+    )
 
     def provider_http(self) -> HttpSettings:
         """The bounds of the calls to the providers' APIs."""

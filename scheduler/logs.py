@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -77,20 +76,20 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(line, default=str))
 
 
-def wants_json(stream: Any = None) -> bool:
-    """JSON lines unless the stream is a terminal (RISKRANK_LOG_FORMAT decides
-    first: `json` or `text`)."""
-    chosen = os.environ.get("RISKRANK_LOG_FORMAT", "").strip().lower()
-    if chosen in ("json", "text"):
-        return chosen == "json"
-    stream = stream if stream is not None else sys.stderr
+def wants_json(log_format: str, stream: Any) -> bool:
+    """JSON lines for `json`, text for `text`; for `auto`, JSON unless the
+    stream is a terminal."""
+    if log_format in ("json", "text"):
+        return log_format == "json"
     isatty = getattr(stream, "isatty", None)
     return not (callable(isatty) and isatty())
 
 
-def configure_logging(level: str = "INFO", *, as_json: bool | None = None) -> None:
+def configure_logging(level: str = "INFO", log_format: str = "auto") -> None:
+    """Every record to stderr, one line each (RISKRANK_LOG_LEVEL,
+    RISKRANK_LOG_FORMAT)."""
     handler = logging.StreamHandler(sys.stderr)
-    use_json = wants_json(sys.stderr) if as_json is None else as_json
+    use_json = wants_json(log_format, sys.stderr)
     handler.setFormatter(JsonFormatter() if use_json else RedactingFormatter(FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 

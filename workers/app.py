@@ -37,7 +37,8 @@ celery_app.conf.imports = (
 
 @setup_logging.connect
 def _setup_logging(**_kwargs: Any) -> None:
-    configure_logging(get_settings().log_level)
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
     # Celery's own "received" and "succeeded in" lines would be a second and
     # third line per task: scheduler.logs.task_line is the one. Its errors
     # (a task that raised, with the traceback) still show.

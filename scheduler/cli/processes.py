@@ -50,7 +50,7 @@ def serve(
 
     config = settings()
     existing_database(config)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     uvicorn.run(
         "scheduler.api.app:create_app",
         factory=True,
@@ -205,7 +205,7 @@ def up(
     from scheduler.queue import prepare_embedded_broker
 
     config = settings()
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     host = host or config.host
     port = port or config.port
     try:

@@ -345,7 +345,7 @@ def show(
     if as_json:
         typer.echo(json.dumps(document, indent=2))
         return
-    table = Table("", "")
+    table = Table(show_header=False)
     table.add_row("repository", f"{document['provider']} {escape(document['repository'])}")
     table.add_row("default branch", escape(document["default_branch"] or "-"))
     table.add_row("webhook secret", "set" if document["webhook_secret"] else "[red]missing[/]")

@@ -193,12 +193,14 @@ def status(as_json: JsonFlag = False) -> None:
         typer.echo(json.dumps(document, indent=2))
     else:
         _print(database, broker, held)
-    down = [
-        name for name, check in (("database", database), ("broker", broker)) if not check.reachable
-    ]
     # Said on stderr too with --json: stdout stays one JSON document.
+    down = [
+        f"cannot reach the {name} {check.url}: {check.error}"
+        for name, check in (("database", database), ("broker", broker))
+        if not check.reachable
+    ]
     if down:
-        fail(f"{' and '.join(down)} unavailable", UNAVAILABLE)
+        fail("; ".join(down), UNAVAILABLE)
     if held is None:
         fail("the database's schema is behind: run `riskrank db upgrade`", FAILED)
 
