@@ -3,7 +3,7 @@ environment from this repository alone (pip; requests and the build backend
 from the package registry), how much it installs, and how fast
 `riskrank-client upload --help` starts.
 
-    .venv/bin/python benchmarks/client_startup.py [--runs 20] [--compare 5] [--json F]
+    .venv/bin/python benchmarks/client_startup.py [--runs 20] [--compare 5] [--json-out F]
 
 Installed size: the new environment's site-packages minus a bare one's
 (made the same way, with pip only), in MB, and the distributions it adds.
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument(
         "--compare", type=int, default=0, help="also time the server's `riskrank --help`"
     )
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--json-out", type=Path, metavar="FILE", help="also write the figures here")
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="riskrank-client-bench-") as temporary:
@@ -108,8 +108,8 @@ def main() -> None:
             f"`riskrank --help` (the server's): median "
             f"{statistics.median(server) * 1000:.0f} ms over {options.compare} runs"
         )
-    if options.json is not None:
-        options.json.write_text(json.dumps(figures, indent=2) + "\n")
+    if options.json_out is not None:
+        options.json_out.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

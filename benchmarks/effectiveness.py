@@ -3,7 +3,7 @@
 defaults), a table per dataset, written to benchmarks/results/effectiveness.md.
 
     .venv/bin/python benchmarks/effectiveness.py [--only NAME ...] [--half second|first|all]
-        [--closed-loop 0.33] [--json F] [--out F]
+        [--closed-loop 0.33] [--json-out F] [--out F]
 
 The protocol: every design choice is made on the first half of each history's
 builds after the warm-up, and figures are reported on the second half, never
@@ -52,7 +52,7 @@ from scheduler.planning.policy import Policy
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared/datasets"
 RESULTS = ROOT / "benchmarks/results"
-# The measures tabled (the --json output has every paired measure).
+# The measures tabled (the --json-out output has every paired measure).
 MEASURES = ("apfd", "apfdc", "recall_tests_10", "recall_tests_33", "recall_time_33")
 OVERVIEW = (("all", "apfd"), ("changes", "apfd"), ("changes", "recall_tests_33"))
 POOLED = "apache-commons (pooled)"
@@ -223,7 +223,9 @@ def main() -> None:
     )
     parser.add_argument("--closed-loop", type=float, default=None, metavar="SHARE")
     parser.add_argument("--out", type=Path, default=RESULTS / "effectiveness.md")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--json-out", type=Path, default=None, metavar="FILE", help="also write the figures here"
+    )
     arguments = parser.parse_args()
 
     started = datetime.now(UTC)
@@ -308,15 +310,15 @@ def main() -> None:
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
     arguments.out.write_text("\n".join(header + sections), encoding="utf-8")
     print(f"wrote {arguments.out}")
-    if arguments.json is not None:
+    if arguments.json_out is not None:
         kept = ("dataset", "parameters", "seconds", "figures", "paired", "half", "served")
         slim = {
             label: [{key: d.get(key) for key in kept} for d in runs_of]
             for label, runs_of in documents.items()
         }
         document = {"started": f"{started:%Y-%m-%d %H:%M} UTC", "runs": slim}
-        arguments.json.write_text(json.dumps(document) + "\n", encoding="utf-8")
-        print(f"wrote {arguments.json}")
+        arguments.json_out.write_text(json.dumps(document) + "\n", encoding="utf-8")
+        print(f"wrote {arguments.json_out}")
 
 
 if __name__ == "__main__":
