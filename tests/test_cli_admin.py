@@ -454,6 +454,7 @@ READ_COMMANDS = {
     "repo settings",
     "token list",
     "db prune",
+    "db current",
     "train",
 }
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from scheduler.cli.common import (
+    JsonFlag,
     console,
     existing_database,
     fail,
@@ -16,6 +17,7 @@ from scheduler.cli.common import (
     migrated_database,
     settings,
     sqlite_file,
+    unavailable,
 )
 
 app = typer.Typer(
@@ -45,13 +47,20 @@ def upgrade(revision: str = typer.Argument("head", help="Alembic revision to rea
 
 
 @app.command()
-def current() -> None:
+def current(as_json: JsonFlag = False) -> None:
     """Print the revision the database is at, and the newest one."""
     from scheduler import migrate
 
     config = settings()
     existing_database(config)
-    console.print(f"current: {migrate.current(config.database_url) or 'none'}")
+    try:
+        revision = migrate.current(config.database_url)
+    except Exception as error:
+        unavailable(config.database_url, error)
+    if as_json:
+        typer.echo(json.dumps({"current": revision, "head": migrate.head()}))
+        return
+    console.print(f"current: {revision or 'none'}")
     console.print(f"head:    {migrate.head()}")
 
 
@@ -67,7 +76,7 @@ def prune(
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count, remove nothing.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Remove plans, handled CI events and raw reports of ingested runs older
     than the retention (the worker's beat does it every few hours)."""

@@ -37,7 +37,7 @@ def list_(
     full_name: Annotated[
         str | None,
         typer.Argument(
-            metavar="[OWNER/NAME]", help="Only this repository's events (default: every one)."
+            metavar="OWNER/NAME", help="Only this repository's events (default: every one)."
         ),
     ] = None,
     status: Annotated[

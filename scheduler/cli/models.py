@@ -248,9 +248,7 @@ def show(
     full_name: RepoArgument,
     version: Annotated[
         int | None,
-        typer.Argument(
-            metavar="[VERSION]", help="The model's version (default: the active model)."
-        ),
+        typer.Argument(metavar="VERSION", help="The model's version (default: the active model)."),
     ] = None,
     provider: ProviderOption = None,
     as_json: JsonFlag = False,

@@ -31,7 +31,7 @@ def risky(
     sha: Annotated[
         str | None,
         typer.Argument(
-            metavar="[SHA]",
+            metavar="SHA",
             help="A commit's full id, or a prefix (4 hex digits or more) of one "
             "(default: the commit riskrank planned last).",
         ),
