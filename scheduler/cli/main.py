@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import inspect
 import re
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from scheduler import __version__
 from scheduler.cli import (
@@ -34,8 +36,23 @@ EPILOG = "Exit codes:\n\n" + "\n\n".join(
     f"{code}  {meaning}" for code, meaning in EXIT_CODES.items()
 )
 
+
+# `plan` and `plans` were one letter apart and did different things.
+FORMER_NAMES = {"plans": "plan-log"}
+
+
+class _Tree(TyperGroup):
+    """The command tree, which still understands the former names of its
+    commands without listing them (in the help or the reference)."""
+
+    # Typed loosely: Typer carries its own copy of Click's classes.
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        return super().get_command(ctx, FORMER_NAMES.get(cmd_name, cmd_name))
+
+
 app = typer.Typer(
     name="riskrank",
+    cls=_Tree,
     help="Run the tests most likely to fail first. Settings come from RISKRANK_* variables.",
     epilog=EPILOG,
     no_args_is_help=True,
@@ -48,9 +65,6 @@ backtest.register(app)
 app.command()(models.train)
 app.command()(plan.plan)
 app.add_typer(plan_log.app, name="plan-log")
-# The name before plan-log, kept for scripts: `plan` and `plans` were one
-# letter apart and did different things.
-app.add_typer(plan_log.app, name="plans", hidden=True)
 app.add_typer(models.app, name="models")
 app.add_typer(events.app, name="events")
 app.add_typer(testcases.app, name="tests")
