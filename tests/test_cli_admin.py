@@ -328,6 +328,11 @@ def test_events_replay_requeues_once_committed_and_says_when_it_cannot(
     assert queued_tasks(redis_server) == [("events.process", [event_id])] * 2
     assert (missing.returncode, missing.stdout) == (1, "")
     assert missing.stderr == "error: no CI event 999999 (see `riskrank events list`)\n"
+    # The queue's depth and what waits, as `status` reads them.
+    status = json.loads(command("status", "--json").stdout)
+    assert status["broker"]["queued"] == 2
+    assert status["waiting"]["events"]["pending"] == 1
+    assert status["waiting"]["events"]["failed"] == 0
 
     down = riskrank(
         "events",
