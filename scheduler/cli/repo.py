@@ -233,8 +233,8 @@ def list_(
 
 @app.command("status")
 def status(
-    full_name: Annotated[str, typer.Argument(metavar="OWNER/NAME")],
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+    full_name: RepoArgument,
+    as_json: JsonFlag = False,
 ) -> None:
     """Whether trimming keeps its promise: the live estimate of the share of
     failures it lets through (from the exploration sample, over the newest
