@@ -338,6 +338,9 @@ class Scored:
     model_version: int | None
     new_test_probability: float | None = None
     raw: Floats | None = None  # the scorer's scores before calibration
+    # The plan's ranks (the scorer's order) and where a test it never saw goes.
+    ranks: npt.NDArray[np.int64] | None = None
+    new_test_rank: int | None = None
 
 
 def score(
@@ -374,13 +377,19 @@ def score(
         version,
         scores.new_test_probability,
         None if scores.raw is None else scores.raw.astype(np.float64),
+        scores.ranks(),
+        scores.new_test_rank(),
     )
 
 
 def plan_items(scored: Scored) -> plans.Items:
     """The scores as the plan API reads a stored plan's tests (the payload
     it would store, without its JSON pieces), in rank order."""
-    ranks = scoring.ranks(scored.probabilities, scored.matrix)
+    ranks = (
+        scored.ranks
+        if scored.ranks is not None
+        else scoring.ranks(scored.probabilities, scored.matrix)
+    )
     order = np.argsort(ranks, kind="stable")
     rows = order.tolist()
     history = scored.history
@@ -397,6 +406,7 @@ def plan_items(scored: Scored) -> plans.Items:
         recent=[history.recent[row] for row in rows],
         texts=False,
         new_test_probability=scored.new_test_probability,
+        new_test_rank=scored.new_test_rank,
     )
     return plans.Items(payload, Stats.of_payload(payload, None))
 

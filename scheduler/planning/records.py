@@ -140,6 +140,9 @@ class Payload:
     # What the scorer gives a test it has never seen, on this change (None:
     # a plan stored before this was kept; the heuristic's then).
     new_test_probability: float | None = None
+    # Where the scorer puts such a test: before row `new_test_rank` (None: a
+    # plan stored before this was kept; placed by its probability then).
+    new_test_rank: int | None = None
 
     def __len__(self) -> int:
         return len(self.test_id)
@@ -159,6 +162,7 @@ class Payload:
         recent: Sequence[str],
         texts: bool = True,
         new_test_probability: float | None = None,
+        new_test_rank: int | None = None,
     ) -> Payload:
         """From columns already in rank order. Without `texts`, a payload to
         decide on only (a backtest's): no JSON pieces, not to be encoded."""
@@ -176,6 +180,7 @@ class Payload:
             head=heads(names, probability, duration) if texts else [],
             reason=[text(r)[1:] if r else "" for r in reasons] if texts else [],
             new_test_probability=new_test_probability,
+            new_test_rank=new_test_rank,
         )
         if not texts:
             payload.__dict__["names"] = list(names)  # what `names` would decode
@@ -187,6 +192,8 @@ class Payload:
         header: dict[str, Any] = {"n": len(self)}
         if self.new_test_probability is not None:
             header["new_test_probability"] = self.new_test_probability
+        if self.new_test_rank is not None:
+            header["new_test_rank"] = self.new_test_rank
         return _frame(
             PAYLOAD_MAGIC,
             header,
@@ -224,6 +231,7 @@ class Payload:
             head=record.lines("head", n),
             reason=record.lines("reason", n),
             new_test_probability=record.header.get("new_test_probability"),
+            new_test_rank=record.header.get("new_test_rank"),
         )
 
     # Derived once per payload (a payload is cached per plan in the API process).

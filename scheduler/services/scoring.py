@@ -136,8 +136,22 @@ class Scores:
     new_test_probability: float | None = None
     # How the scores were made probabilities (None: served as they are).
     calibration: Calibration | None = None
-    # The scorer's own scores, before the calibration (what a refit maps).
+    # The scorer's own scores, before the calibration and the rate of new
+    # tests: what a refit maps, and the order the plan serves (`ranks`).
     raw: np.ndarray | None = None
+    # The scorer's score of a test it has never seen, on this change.
+    new_test_score: float | None = None
+
+    def ranks(self) -> np.ndarray:
+        """1 for the riskiest: the scorer's order (`ranks`; without the raw
+        scores, the probabilities', as plans once did)."""
+        return ranks(self.probabilities if self.raw is None else self.raw, self.matrix)
+
+    def new_test_rank(self) -> int | None:
+        """Where the scorer puts a test it has never seen (`new_test_rank`)."""
+        if self.raw is None or self.new_test_score is None:
+            return None
+        return new_test_rank(self.raw, self.matrix, self.new_test_score)
 
 
 def score_tests(
@@ -177,18 +191,6 @@ def score_tests(
             ", ".join(missing),
         )
         model = None
-    if model is not None and len(test_ids):
-        model_inputs = model.inputs(matrix)
-        probabilities = model.predict(model_inputs)
-        if explain_scores:
-            riskiest = np.argsort(-probabilities, kind="stable")[:EXPLAINED_BY_MODEL]
-            tops = model.top_contributions(model_inputs[riskiest], k=TOP_REASONS)
-            for row, top in zip(riskiest.tolist(), tops, strict=True):
-                reasons[row] = [name for name, _ in top]
-                contributions[row] = {name: round(value, 4) for name, value in top}
-    else:
-        record, model = None, None
-        probabilities = heuristic_scores(matrix)
     # The repository's failure rate of new tests is read from its other
     # tests: the unseen one has none of its own.
     unseen = build_features(
@@ -198,6 +200,20 @@ def score_tests(
         at=at,
         new_rate=float(matrix.column("new_test_rate")[0]) if len(test_ids) else None,
     )
+    if model is not None and len(test_ids):
+        model_inputs = model.inputs(matrix)
+        probabilities = model.predict(model_inputs)
+        unseen_score = float(model.predict(model.inputs(unseen))[0])
+        if explain_scores:
+            riskiest = np.argsort(-probabilities, kind="stable")[:EXPLAINED_BY_MODEL]
+            tops = model.top_contributions(model_inputs[riskiest], k=TOP_REASONS)
+            for row, top in zip(riskiest.tolist(), tops, strict=True):
+                reasons[row] = [name for name, _ in top]
+                contributions[row] = {name: round(value, 4) for name, value in top}
+    else:
+        record, model = None, None
+        probabilities = heuristic_scores(matrix)
+        unseen_score = float(heuristic_scores(unseen)[0])
     calibration = calibration_of(session, repository_id=repository_id, record=record)
     return Scores(
         test_ids,
@@ -212,6 +228,7 @@ def score_tests(
         new_test_probability=float(unseen.column("new_test_rate")[0]),
         calibration=calibration,
         raw=probabilities,
+        new_test_score=unseen_score,
     )
 
 
@@ -239,7 +256,11 @@ def calibrated(
     """The probabilities a plan carries: the scores through the
     calibration (as they are without one), and for a test new to riskrank
     the repository's observed failure rate of new tests (new_test_rate),
-    whatever its score: nothing of its own to predict from."""
+    whatever its score: nothing of its own to predict from. That rate is
+    a probability, not a place in the order: a plan runs its tests in the
+    scorer's order (`ranks` of the scores before this), so a scorer that
+    puts new tests first ("new first, then recently failed") still does
+    where new tests fail less often than those red in their last build."""
     if len(scores) == 0:
         return scores
     result = calibration.apply(scores) if calibration is not None else scores.astype(np.float64)
@@ -253,17 +274,29 @@ def calibrated(
 _UNSEEN = HistoryColumns.unseen([""])
 
 
-def ranks(probabilities: np.ndarray, matrix: FeatureMatrix) -> np.ndarray:
-    """1 for the riskiest; ties as "new first, then recently failed" orders
-    (new first, then the more recent failure, then the higher failure rate:
-    the feature new_or_recent), then the test order. A simple ordering
-    served as a model (scheduler.risk.choice) gives the tests of one of its
-    steps the same probability: this makes its order the ordering's."""
+def ranks(scores: np.ndarray, matrix: FeatureMatrix) -> np.ndarray:
+    """1 for the riskiest: the highest score first (the scorer's own
+    scores, see `calibrated`); ties as "new first, then recently failed"
+    orders (new first, then the more recent failure, then the higher
+    failure rate: the feature new_or_recent), then the test order. A simple
+    ordering served as a model (scheduler.risk.choice) gives the tests of
+    one of its steps the same score: this makes its order the ordering's."""
     key = np.nan_to_num(matrix.column("new_or_recent").astype(np.float64), nan=0.0)
-    order = np.lexsort((np.arange(len(probabilities)), -key, -probabilities))
+    order = np.lexsort((np.arange(len(scores)), -key, -scores))
     result = np.empty(len(order), dtype=np.int64)
     result[order] = np.arange(1, len(order) + 1)
     return result
+
+
+def new_test_rank(scores: np.ndarray, matrix: FeatureMatrix, new_score: float) -> int:
+    """How many of the scored tests run before a test riskrank has never
+    seen, whose score is `new_score`: those scored higher, and those scored
+    the same that `ranks` puts first among equals (the tests that never ran
+    either: a new test's new_or_recent is the highest)."""
+    if len(scores) == 0:
+        return 0
+    key = np.nan_to_num(matrix.column("new_or_recent").astype(np.float64), nan=0.0)
+    return int(np.sum(scores > new_score) + np.sum((scores == new_score) & (key >= 1.0)))
 
 
 def score_commit(
@@ -318,7 +351,7 @@ def store_plan(
     session: Session, *, commit: Commit, scores: Scores, stats_version: int | None
 ) -> Plan:
     """The plan's row with its payload, and its items."""
-    item_ranks = ranks(scores.probabilities, scores.matrix)
+    item_ranks = scores.ranks()
     reasons = explain.sentences(
         scores.reasons, scores.matrix, paths=scores.change.paths, strongest=scores.strongest
     )
@@ -374,6 +407,7 @@ def payload_of(scores: Scores, item_ranks: np.ndarray, reasons: Sequence[str]) -
         runs=history.runs[order],
         recent=[history.recent[row] for row in rows],
         new_test_probability=scores.new_test_probability,
+        new_test_rank=scores.new_test_rank(),
     )
 
 

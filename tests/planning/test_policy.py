@@ -4,6 +4,7 @@ sample's logged probabilities, and the shards' balance."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -139,6 +140,32 @@ def test_ties_go_by_probability_then_new_then_the_plans_rank() -> None:
     unranked = Candidates.of(["x", "y", "z"], [0.2, 0.2, 0.2], is_new=[False, True, False])
     decision = decide(unranked, Policy(), Context())
     assert names_of(unranked, decision.order) == ["y", "x", "z"]  # then the order given
+
+
+def test_counting_tests_the_scorers_place_orders_not_the_probability() -> None:
+    """A plan's tests run in their scorer's order (`place`) when the budget
+    counts tests: a new test's probability is the repository's rate of new
+    tests (0.2), below the test red in its last build (0.8), but a scorer
+    that puts new tests first runs it first; two new tests at one place
+    keep the order given. Counting seconds, the probability per second."""
+    candidates = replace(
+        Candidates.of(
+            ["red", "new", "quiet", "newer"],
+            [0.8, 0.2, 0.05, 0.2],
+            duration=[1.0, 1.0, 1.0, 1.0],
+            is_new=[False, True, False, True],
+        ),
+        place=np.array([1.0, -0.5, 2.0, -0.5]),
+    )
+    for policy in (Policy(), Policy(mode="fraction", budget=0.5)):
+        decision = decide(candidates, policy, Context())
+        assert names_of(candidates, decision.order) == ["new", "newer", "red", "quiet"]
+    by_time = decide(candidates, Policy(by="duration", overhead=0.0), Context())
+    assert names_of(candidates, by_time.order) == ["red", "new", "newer", "quiet"]
+    # Without places (a plan stored before them): by probability.
+    unplaced = replace(candidates, place=None)
+    decision = decide(unplaced, Policy(), Context())
+    assert names_of(unplaced, decision.order) == ["red", "new", "newer", "quiet"]
 
 
 def test_unknown_duration_is_the_median_of_the_known_or_one_second() -> None:

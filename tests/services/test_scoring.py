@@ -24,12 +24,21 @@ from scheduler.models import (
     Provider,
     RiskModel,
 )
+from scheduler.planning.policy import Context, Policy, decide
+from scheduler.planning.records import Payload
+from scheduler.risk import choice
 from scheduler.risk.calibration import ISOTONIC, Calibration
-from scheduler.risk.features import FEATURE_NAMES, FeatureMatrix
+from scheduler.risk.features import (
+    FEATURE_NAMES,
+    NEW_TEST_PRIOR,
+    NEW_TEST_PRIOR_TESTS,
+    FeatureMatrix,
+)
 from scheduler.risk.heuristic import heuristic_scores
 from scheduler.risk.serving import load_model
 from scheduler.risk.training import train_model
-from scheduler.services import history, repos, runs, scoring
+from scheduler.services import history, plans, repos, runs, scoring
+from scheduler.services.plans.items import Stats
 from tests.planning import data as planning_data
 
 TESTS = [
@@ -315,3 +324,86 @@ def test_the_heuristic_is_served_through_the_map_its_repository_learnt(
     assert scores.probabilities[is_new].tolist() == [rate]
     assert scores.probabilities[~is_new] == pytest.approx(STEP.apply(raw[~is_new]), abs=1e-9)
     assert scores.new_test_probability == rate
+
+
+def new_first_model() -> str:
+    """ "New first, then recently failed" as the choice serves it: a model
+    of new_or_recent alone, monotone. New tests (1.0) fail 20% of the
+    time, tests red in their last build (1/3) 80%, the others 1%: the
+    monotone fit gives the new tests at least the red ones' score."""
+    rng = np.random.default_rng(5)
+    rows = 6000
+    values = np.zeros((rows, len(FEATURE_NAMES)), dtype=np.float32)
+    kind = rng.choice(3, size=rows, p=[0.1, 0.1, 0.8])
+    values[:, FEATURE_NAMES.index("new_or_recent")] = np.array([1.0, 1.0 / 3.0, 0.0])[kind]
+    labels = rng.random(rows) < np.array([0.2, 0.8, 0.01])[kind]
+    scorer = choice.candidate("new first, then recently failed")
+    return train_model(
+        values,
+        labels,
+        np.repeat(np.arange(rows // 30), 30),
+        FEATURE_NAMES,
+        params=scorer.training_params(),
+        exclude=scorer.excluded(FEATURE_NAMES),
+    ).model_text
+
+
+def test_a_plan_runs_its_tests_in_the_scorers_order_whatever_the_new_tests_rate(
+    database: Database, repository: int
+) -> None:
+    """The plan's ranks are the scorer's order, not its probabilities'. A
+    new test's probability is the repository's rate of new tests, below the
+    red test's, but "new first" runs it first; a collected test the plan
+    never saw goes where the scorer puts an unseen test (after the new test
+    it knows, the same score and new both); then the red test, then the
+    rest in the test order."""
+    planning_data.add_model(database, repository, text=new_first_model())
+    new = "tests/test_new.py::test_it"
+    with database.session() as session:
+        session.add(KnownTest(repository_id=repository, name=new))
+    commit_id = new_commit(database, repository, "src/net.py")
+    with database.session() as session:
+        plan = scoring.score_commit(session, commit_id, cache=scoring.ModelCache())
+        assert plan is not None
+        assert plan.payload is not None
+        payload = Payload.decode(plan.payload)
+        plan_id = plan.id
+    by_rank = sorted(plan_items(database, plan_id), key=lambda item: item[2])
+    assert [(name, rank) for name, _, rank, *_ in by_rank] == [
+        (new, 1),
+        (TESTS[2], 2),
+        (TESTS[0], 3),
+        (TESTS[1], 4),
+    ]
+    probability = {name: p for name, p, *_ in by_rank}
+    rate = (0 + NEW_TEST_PRIOR * NEW_TEST_PRIOR_TESTS) / (3 + NEW_TEST_PRIOR_TESTS)
+    assert probability[new] == pytest.approx(rate)
+    assert probability[TESTS[2]] > probability[new]  # the red test is likelier to fail
+    assert (payload.new_test_rank, payload.new_test_probability) == (1, pytest.approx(rate))
+    fresh = "tests/test_fresh.py::test_it"
+    covered = plans.cover(
+        plans.Items(payload, Stats.of_payload(payload, None)), [*TESTS, new, fresh], 2
+    )
+    for policy in (Policy(), Policy(mode="fraction", budget=0.2)):
+        decision = decide(covered.candidates, policy, Context())
+        assert [covered.candidates.names[i] for i in decision.order.tolist()] == [
+            new,
+            fresh,
+            TESTS[2],
+            TESTS[0],
+            TESTS[1],
+        ]
+
+
+def test_new_test_rank_counts_the_tests_the_scorer_puts_first() -> None:
+    """Higher scores, and equal scores of tests that never ran (the plan's
+    ties go new first); the rest come after."""
+    values = np.zeros((5, len(FEATURE_NAMES)), dtype=np.float32)
+    values[:, FEATURE_NAMES.index("new_or_recent")] = [0.0, 1.0, 0.4, 0.2, 1.0]
+    matrix = FeatureMatrix(tuple("abcde"), values)
+    scores = np.array([0.9, 0.5, 0.5, 0.5, 0.1])
+    assert scoring.ranks(scores, matrix).tolist() == [1, 2, 3, 4, 5]
+    assert scoring.new_test_rank(scores, matrix, 0.5) == 2
+    assert scoring.new_test_rank(scores, matrix, 0.95) == 0
+    assert scoring.new_test_rank(scores, matrix, 0.05) == 5
+    assert scoring.new_test_rank(np.zeros(0), FeatureMatrix((), values[:0]), 0.5) == 0

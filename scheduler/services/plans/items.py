@@ -380,6 +380,14 @@ def cover(items: Items, tests: Sequence[str] | None, recent_runs: int) -> Covere
         return np.where(known, values[take], missing)
 
     failed_ago = pick(stats.failed_runs_ago, -1)
+    # The scorer's order: a scored test at its row, one it never saw where
+    # it puts such a test (just before that row), all of those in the order
+    # collected. A plan stored without that place orders by probability.
+    place = (
+        None
+        if payload.new_test_rank is None
+        else np.where(known, row, payload.new_test_rank - 0.5).astype(np.float64)
+    )
     candidates = Candidates(
         names=names,
         probability=pick(payload.probability, new_test_probability(payload)),
@@ -391,5 +399,6 @@ def cover(items: Items, tests: Sequence[str] | None, recent_runs: int) -> Covere
         draw=take if tests is not None else row,  # the stored rank - 1
         recently_failed=known & (failed_ago >= 0) & (failed_ago < recent_runs),
         recent_runs=recent_runs,
+        place=place,
     )
     return Covered(candidates, row, collected)
