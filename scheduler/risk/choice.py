@@ -209,12 +209,7 @@ def choose(
         return Choice(None, (), (), None, None)
     first = int(scored[0])
     older, newer = build_of < first, build_of >= first
-    # Ties as a plan breaks them (scheduler.services.scoring.ranks).
-    tie = (
-        -np.nan_to_num(matrix[:, list(feature_names).index("new_or_recent")], nan=0.0)
-        if "new_or_recent" in feature_names
-        else np.zeros(build_of.size)
-    )
+    tie = plan_tie(matrix, names)
     scored_rows = FeatureMatrix(("",) * int(newer.sum()), matrix[newer], names)
     trials: list[Trial] = []
     skipped: list[str] = []
@@ -243,7 +238,7 @@ def choose(
         model = trained.evaluated
         scores = model.predict(model.inputs(scored_rows))
         failing, apfds = build_apfds(
-            _served_order(scores, tie[newer], build_of[newer]), failed[newer], build_of[newer]
+            served_order(scores, tie[newer], build_of[newer]), failed[newer], build_of[newer]
         )
         mean = float(np.mean(apfds)) if apfds.size else None
         trials.append(Trial(each.name, mean, failing, apfds, clock() - began))
@@ -257,7 +252,19 @@ def choose(
     return Choice(chosen, tuple(trials), tuple(skipped), first, int(scored[-1]))
 
 
-def _served_order(scores: Floats, tie: Floats, builds: Builds) -> Floats:
+def plan_tie(features: npt.ArrayLike, feature_names: Sequence[str]) -> Floats:
+    """Per row, what breaks a tie between equal scores in a plan (the lower
+    first): -new_or_recent, as scheduler.services.scoring.ranks does (0
+    everywhere without that feature)."""
+    matrix = np.asarray(features)
+    if "new_or_recent" not in feature_names:
+        return np.zeros(matrix.shape[0], dtype=np.float64)
+    column = matrix[:, list(feature_names).index("new_or_recent")].astype(np.float64)
+    tie: Floats = -np.nan_to_num(column, nan=0.0)
+    return tie
+
+
+def served_order(scores: Floats, tie: Floats, builds: Builds) -> Floats:
     """Scores whose order within each build is the one a plan serves (the
     highest probability first; ties: the lower `tie`, then the order given),
     without ties: a simple ordering's model gives the tests of one bin the

@@ -394,16 +394,22 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def validation_metrics(
-    probabilities: npt.ArrayLike, labels: npt.ArrayLike, builds: npt.ArrayLike
+    probabilities: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    builds: npt.ArrayLike,
+    tie: npt.ArrayLike | None = None,
 ) -> ValidationMetrics:
     """The metrics of ValidationMetrics for any scores of held-out rows (the
     registry compares the active model and the heuristic with them): rows of
-    one build are ranked in the order given, ties kept in that order."""
+    one build are ranked by score, ties by the lower `tie` (the registry
+    gives a plan's: scheduler.risk.choice.plan_tie), then in the order
+    given."""
     scores = np.asarray(probabilities, dtype=np.float64)
     if scores.ndim != 1:
         raise ModelInputError(f"probabilities must be one-dimensional, got shape {scores.shape}")
     failed = _labels(labels, scores.size)
     build_of = _builds(builds, scores.size)
+    ties = None if tie is None else np.asarray(tie, dtype=np.float64)
     order = np.argsort(build_of, kind="stable")  # rows of a build stay in their order
     sorted_builds = build_of[order]
     starts = np.flatnonzero(np.r_[True, sorted_builds[1:] != sorted_builds[:-1]])
@@ -413,7 +419,9 @@ def validation_metrics(
         build_failed = failed[rows]
         if not build_failed.any():
             continue
-        ranked = build_failed[metrics.order_by_scores(scores[rows])]
+        ranked = build_failed[
+            metrics.order_by_scores(scores[rows], tie_break=None if ties is None else ties[rows])
+        ]
         apfds.append(metrics.apfd(ranked))
         for share in RECALL_SHARES:
             recalls[share].append(metrics.recall_at_tests(ranked, share))

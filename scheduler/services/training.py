@@ -303,15 +303,21 @@ def train(
     heuristic_calibration = calibration.fit(
         heuristic_scores(held_matrix), labels[held], indexes[held]
     ) or _heuristic_calibration_on_every_build(features, labels, indexes)
-    _, candidate_apfds = build_apfds(candidate_scores, y_cmp, b_cmp)
-    _, bar_apfds = build_apfds(bar_scores, y_cmp, b_cmp)
+    # Each build's tests in the order a plan serves them: equal scores (a
+    # simple ordering's model gives a step of its order one score) as
+    # scoring.ranks breaks the tie, not in the rows' order.
+    tie = choice.plan_tie(x_cmp, FEATURE_NAMES)
+    _, candidate_apfds = build_apfds(
+        choice.served_order(candidate_scores, tie, b_cmp), y_cmp, b_cmp
+    )
+    _, bar_apfds = build_apfds(choice.served_order(bar_scores, tie, b_cmp), y_cmp, b_cmp)
     comparison = paired.compare(candidate_apfds - bar_apfds)
     compared_builds = int(np.unique(b_cmp).size)
     promoted = comparison.verdict == paired.AHEAD
     reason = _comparison_reason(against, comparison, compared_builds)
 
     def figures(scores: np.ndarray[Any, np.dtype[np.float64]]) -> dict[str, Any] | None:
-        return asdict(validation_metrics(scores, y_cmp, b_cmp)) if y_cmp.size else None
+        return asdict(validation_metrics(scores, y_cmp, b_cmp, tie)) if y_cmp.size else None
 
     # The simple orderings too, on the same builds, for the record.
     baselines = {name: figures(scores(matrix)) for name, scores in HEURISTICS.items()}

@@ -5,8 +5,10 @@ stops the trials, and a history without failures there chooses nothing."""
 import itertools
 
 import numpy as np
+import pytest
 
-from scheduler.risk.choice import CANDIDATES, Candidate, choose
+from scheduler.risk.choice import CANDIDATES, Candidate, choose, plan_tie, served_order
+from scheduler.risk.training import build_apfds
 
 NAMES = ("fail_rate_all", "own_file_changed", "noise")
 
@@ -105,3 +107,32 @@ def test_every_simple_ordering_reads_one_feature_in_one_direction() -> None:
             assert each.training_params()["monotone_constraints"] == [each.direction]
         else:
             assert "monotone_constraints" not in each.training_params()
+
+
+def test_equal_scores_are_ordered_as_a_plan_orders_them() -> None:
+    """A simple ordering's model gives a step of its order one score; a
+    plan breaks the tie by new_or_recent (higher first), and so do the
+    choice and the promotion (`served_order`): here the failing test of
+    build 0 ties with two passing ones and runs first, where the rows'
+    order would put it last."""
+    names = ("new_or_recent", "fail_rate_all")
+    features = np.array(
+        [[0.1, 0.0], [0.2, 0.0], [0.5, 0.0], [np.nan, 0.0], [1.0, 0.0], [0.0, 0.0]],
+        dtype=np.float32,
+    )
+    tie = plan_tie(features, names)
+    assert tie.tolist() == pytest.approx([-0.1, -0.2, -0.5, 0.0, -1.0, 0.0])
+    assert plan_tie(features, ("a", "b")).tolist() == [0.0] * 6
+    scores = np.array([0.3, 0.3, 0.3, 0.9, 0.3, 0.3])
+    builds = np.array([0, 0, 0, 1, 1, 1])
+    failed = np.array([False, False, True, False, True, False])
+    served = served_order(scores, tie, builds)
+    # build 0: rows 2, 1, 0 (by new_or_recent); build 1: row 3 (0.9), then
+    # 4 (new), then 5
+    assert np.argsort(-served, kind="stable").tolist() == [2, 1, 0, 3, 4, 5]
+    assert build_apfds(served, failed, builds)[1].tolist() == pytest.approx(
+        [1 - 1 / 3 + 1 / 6, 1 - 2 / 3 + 1 / 6]
+    )
+    assert build_apfds(scores, failed, builds)[1].tolist() == pytest.approx(
+        [1 - 3 / 3 + 1 / 6, 1 - 2 / 3 + 1 / 6]
+    )
