@@ -254,13 +254,25 @@ def choose(
 
 def plan_tie(features: npt.ArrayLike, feature_names: Sequence[str]) -> Floats:
     """Per row, what breaks a tie between equal scores in a plan (the lower
-    first): -new_or_recent, as scheduler.services.scoring.ranks does (0
-    everywhere without that feature)."""
+    first), as scheduler.services.scoring.ranks does: the higher
+    new_or_recent, then the lower log_runs, as one key (each row's place in
+    that order; 0 everywhere without new_or_recent)."""
     matrix = np.asarray(features)
     if "new_or_recent" not in feature_names:
         return np.zeros(matrix.shape[0], dtype=np.float64)
-    column = matrix[:, list(feature_names).index("new_or_recent")].astype(np.float64)
-    tie: Floats = -np.nan_to_num(column, nan=0.0)
+    names = list(feature_names)
+
+    def column(name: str) -> Floats:
+        values: Floats = np.nan_to_num(matrix[:, names.index(name)].astype(np.float64), nan=0.0)
+        return values
+
+    runs = column("log_runs") if "log_runs" in names else np.zeros(matrix.shape[0])
+    order = np.lexsort((runs, -column("new_or_recent")))
+    keys = np.stack([-column("new_or_recent")[order], runs[order]])
+    # Rows equal in both keys share a place.
+    step = np.r_[True, (np.diff(keys, axis=1) != 0).any(axis=0)] if order.size else np.zeros(0)
+    tie: Floats = np.empty(matrix.shape[0], dtype=np.float64)
+    tie[order] = np.cumsum(step) - 1.0
     return tie
 
 

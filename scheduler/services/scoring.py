@@ -278,11 +278,23 @@ def ranks(scores: np.ndarray, matrix: FeatureMatrix) -> np.ndarray:
     """1 for the riskiest: the highest score first (the scorer's own
     scores, see `calibrated`); ties as "new first, then recently failed"
     orders (new first, then the more recent failure, then the higher
-    failure rate: the feature new_or_recent), then the test order. A simple
-    ordering served as a model (scheduler.risk.choice) gives the tests of
-    one of its steps the same score: this makes its order the ordering's."""
+    failure rate: the feature new_or_recent), then the fewer runs (of the
+    tests that never failed, the younger first), then the test order. A
+    simple ordering served as a model (scheduler.risk.choice) gives the
+    tests of one of its steps the same score: this makes its order the
+    ordering's.
+
+    Why the fewer runs: a test that never failed fails for the first time
+    more often while it is young. On dune-total's first half (`riskrank
+    backtest --half first`), 55 of the 175 status changes were tests that
+    had never failed, at places 75-116 of about 100 in "new first, then
+    recently failed" (which leaves them in the history's order); ordered
+    by their runs, fewest first, the ordering's status-change APFD rose by
+    +0.051 [-0.009, +0.120] (7 builds better, 5 worse, 23 the same) and its
+    APFD by +0.014 [-0.002, +0.035] (7, 5, 112), paired per build."""
     key = np.nan_to_num(matrix.column("new_or_recent").astype(np.float64), nan=0.0)
-    order = np.lexsort((np.arange(len(scores)), -key, -scores))
+    runs = np.nan_to_num(matrix.column("log_runs").astype(np.float64), nan=0.0)
+    order = np.lexsort((np.arange(len(scores)), runs, -key, -scores))
     result = np.empty(len(order), dtype=np.int64)
     result[order] = np.arange(1, len(order) + 1)
     return result

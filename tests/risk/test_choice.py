@@ -115,13 +115,18 @@ def test_equal_scores_are_ordered_as_a_plan_orders_them() -> None:
     choice and the promotion (`served_order`): here the failing test of
     build 0 ties with two passing ones and runs first, where the rows'
     order would put it last."""
-    names = ("new_or_recent", "fail_rate_all")
+    names = ("new_or_recent", "log_runs")
     features = np.array(
-        [[0.1, 0.0], [0.2, 0.0], [0.5, 0.0], [np.nan, 0.0], [1.0, 0.0], [0.0, 0.0]],
+        [[0.1, 2.0], [0.2, 2.0], [0.5, 2.0], [np.nan, 3.0], [1.0, 0.0], [0.0, 3.0]],
         dtype=np.float32,
     )
     tie = plan_tie(features, names)
-    assert tie.tolist() == pytest.approx([-0.1, -0.2, -0.5, 0.0, -1.0, 0.0])
+    # By new_or_recent (higher first), then log_runs (lower first); rows 3
+    # and 5 are equal in both and share a place.
+    assert tie.tolist() == [3.0, 2.0, 1.0, 4.0, 0.0, 4.0]
+    younger = features.copy()
+    younger[5, 1] = 1.0  # never failed, fewer runs: before row 3
+    assert plan_tie(younger, names).tolist() == [3.0, 2.0, 1.0, 5.0, 0.0, 4.0]
     assert plan_tie(features, ("a", "b")).tolist() == [0.0] * 6
     scores = np.array([0.3, 0.3, 0.3, 0.9, 0.3, 0.3])
     builds = np.array([0, 0, 0, 1, 1, 1])

@@ -395,6 +395,24 @@ def test_a_plan_runs_its_tests_in_the_scorers_order_whatever_the_new_tests_rate(
         ]
 
 
+def test_equal_scores_go_new_first_then_recently_failed_then_younger() -> None:
+    """Ties in a plan: the higher new_or_recent, then the fewer runs (a
+    test that never failed fails for the first time more often while it is
+    young), then the test order."""
+    values = np.zeros((5, len(FEATURE_NAMES)), dtype=np.float32)
+    values[:, FEATURE_NAMES.index("new_or_recent")] = [0.0, 0.0, 0.2, 0.0, 1.0]
+    values[:, FEATURE_NAMES.index("log_runs")] = np.log1p([40.0, 3.0, 50.0, 3.0, 0.0])
+    matrix = FeatureMatrix(tuple("abcde"), values)
+    assert scoring.ranks(np.full(5, 0.01), matrix).tolist() == [5, 3, 2, 4, 1]
+    assert scoring.ranks(np.array([0.5, 0.01, 0.01, 0.01, 0.01]), matrix).tolist() == [
+        1,
+        4,
+        3,
+        5,
+        2,
+    ]
+
+
 def test_new_test_rank_counts_the_tests_the_scorer_puts_first() -> None:
     """Higher scores, and equal scores of tests that never ran (the plan's
     ties go new first); the rest come after."""
