@@ -20,6 +20,7 @@ from scheduler.backtest.runner import (
 )
 from scheduler.ingest.history import read_history
 from scheduler.planning.policy import Policy
+from scheduler.services import scoring
 
 STEADY = 140  # tests that never fail
 FRAGILE = 30  # tests that fail at random, FAIL_RATE of their runs
@@ -58,7 +59,11 @@ def randomised(build: HistoryBuild, scored: Scored) -> Scored:
     if build.index < SWITCH:
         return scored
     rng = np.random.default_rng(build.index)
-    return replace(scored, probabilities=rng.random(len(scored.probabilities)))
+    scores = rng.random(len(scored.probabilities))
+    # The scorer's scores, so the plan's order (its ranks) is random too.
+    return replace(
+        scored, probabilities=scores, raw=scores, ranks=scoring.ranks(scores, scored.matrix)
+    )
 
 
 def test_random_scores_mid_history_escalate_within_100_builds(tmp_path: Path) -> None:
