@@ -40,6 +40,7 @@ class Stack:
     url: str  # the API's base URL
     env: dict[str, str]
     pid: int  # `riskrank serve` (its uvicorn processes are its children)
+    worker_pid: int | None = None  # `riskrank worker` (its slots are its children)
 
 
 @contextmanager
@@ -80,7 +81,8 @@ def running(
                 )
             base = f"http://127.0.0.1:{port}"
             _wait_healthy(base, children)
-            yield Stack(base, env, children[0].pid)
+            worker = children[1].pid if len(children) > 1 else None
+            yield Stack(base, env, children[0].pid, worker)
         finally:
             for child in children:
                 if child.poll() is None:
