@@ -1,6 +1,11 @@
 """Enqueue-after-commit on a real Redis broker."""
 
+import contextlib
+import socket
+import threading
 import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -61,3 +66,74 @@ def test_send_with_the_broker_down_returns_false_quickly(db_url: str) -> None:
     assert send_now(celery, EVENTS_PROCESS, 1) is False
     # Bounded, so a webhook request never hangs on the broker.
     assert time.monotonic() - started < 5
+
+
+class _Proxy:
+    """A TCP relay to Redis whose open connections can be cut, as a broker
+    restart or a network drop would."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.server.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            self.sockets += [client, upstream]
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        for end in (source, target):
+            end.close()
+
+    def cut(self) -> None:
+        for end in self.sockets:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+        self.sockets = []
+
+    def close(self) -> None:
+        self.cut()
+        self.server.close()
+
+
+def test_a_kept_connection_that_dropped_is_replaced(
+    tmp_path: Path, redis_url: str, redis_server: redis.Redis
+) -> None:
+    broker = urlsplit(redis_url)
+    assert broker.port is not None
+    proxy = _Proxy(broker.port)
+    try:
+        celery = create_celery(
+            Settings(
+                database_url=f"sqlite:///{tmp_path / 'riskrank.db'}",
+                broker_url=f"redis://127.0.0.1:{proxy.port}{broker.path}",
+                publish_timeout_seconds=2,
+            )
+        )
+        assert send_now(celery, EVENTS_PROCESS, 1)
+        proxy.cut()
+        # The producer kept from the first send finds its connection gone.
+        assert send_now(celery, EVENTS_PROCESS, 2)
+        assert send_now(celery, EVENTS_PROCESS, 3)
+    finally:
+        proxy.close()
+    assert sorted(queued_tasks(redis_server)) == [
+        (EVENTS_PROCESS, [1]),
+        (EVENTS_PROCESS, [2]),
+        (EVENTS_PROCESS, [3]),
+    ]
