@@ -49,6 +49,13 @@ does. Ordered by that rate, they ran after every test red in its last build
 on dune-total (a rate of 0.14-0.25 against 0.44-0.83), and each new test
 that failed, a status change, came 11-15 tests later than the ordering
 puts it (the first half of its history, `riskrank backtest --half first`).
+A repository whose new tests fail more often than the prior rate of new
+tests (`Candidates.new_first`: its observed rate, shrunk toward
+scheduler.risk.features.NEW_TEST_PRIOR, above it) runs them before every
+other test in any order, as "new first" does: a model trained on few new
+tests can place an unseen test anywhere, and on IOF/ROL, where new tests
+fail often, the models' place for them cost status changes (recall at 10%
+of the tests, docs/evaluation.md).
 When it counts seconds (`time`, or
 `by="duration"` in any mode), the highest failure probability per second of
 expected runtime first, so they come within the least time; the seconds are
@@ -279,6 +286,10 @@ class Candidates:
     # two differ for tests new to riskrank: their probability is the
     # repository's rate of new tests, their place the scorer's.
     place: FloatArray | None = None
+    # The repository's new tests fail more often than the prior rate
+    # (scheduler.risk.features.NEW_TEST_PRIOR): they run before every other
+    # test, whatever the order (see the module's docstring).
+    new_first: bool = False
 
     def __len__(self) -> int:
         return len(self.names)
@@ -481,20 +492,23 @@ def priority_order(
     rank: IndexArray,
     overhead: float = 0.0,
     place: FloatArray | None = None,
+    first: BoolArray | None = None,
 ) -> IndexArray:
-    """Highest failure probability per second (of duration plus overhead)
+    """The tests of `first` before the others, and within each part the
+    highest failure probability per second (of duration plus overhead)
     first, or, without durations, the scorer's order (`place`, lowest
     first) where it is known, else highest probability first; ties: the
     higher probability, then the lower `rank` (the plan's: scoring breaks
     its ties as "new first, then recently failed" does), then the order
     given."""
     index = np.arange(len(probability))
+    later = np.zeros(len(probability), dtype=bool) if first is None else ~first
     if duration is None:
         if place is not None:
-            return np.lexsort((index, place)).astype(np.intp)
-        return np.lexsort((index, rank, -probability)).astype(np.intp)
+            return np.lexsort((index, place, later)).astype(np.intp)
+        return np.lexsort((index, rank, -probability, later)).astype(np.intp)
     rate = probability / (duration + overhead)
-    return np.lexsort((index, rank, -probability, -rate)).astype(np.intp)
+    return np.lexsort((index, rank, -probability, -rate, later)).astype(np.intp)
 
 
 def budget_prefix(
@@ -609,10 +623,13 @@ def decide(candidates: Candidates, policy: Policy, context: Context) -> Decision
     duration = expected_durations(candidates.duration)
     # Ties: new tests first (as the plan's ranks put them), then the rank.
     rank = np.where(candidates.is_new, -1, candidates.draw)
+    first = candidates.is_new if candidates.new_first else None
     if per_second(policy):
-        order = priority_order(probability, duration, rank, overhead_of(policy, duration))
+        order = priority_order(
+            probability, duration, rank, overhead_of(policy, duration), first=first
+        )
     else:
-        order = priority_order(probability, None, rank, place=candidates.place)
+        order = priority_order(probability, None, rank, place=candidates.place, first=first)
     patterns = must_run_patterns(candidates.names, policy.must_run)
     rules = np.full(n, Rule.MODEL.value, dtype=object)
     propensity = np.ones(n, dtype=np.float64)

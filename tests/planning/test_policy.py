@@ -168,6 +168,40 @@ def test_counting_tests_the_scorers_place_orders_not_the_probability() -> None:
     assert names_of(unplaced, decision.order) == ["red", "new", "newer", "quiet"]
 
 
+def test_where_new_tests_fail_often_they_run_first_in_any_order() -> None:
+    """A repository whose new tests fail more often than the prior
+    (`new_first`) runs them before every other test, whatever the scorer's
+    place for them or their probability per second; the rest keep theirs."""
+    candidates = replace(
+        Candidates.of(
+            ["red", "new", "quiet", "newer"],
+            [0.8, 0.2, 0.05, 0.3],
+            duration=[1.0, 50.0, 1.0, 1.0],
+            is_new=[False, True, False, True],
+        ),
+        place=np.array([0.0, 2.5, 1.0, 2.5]),  # a model that puts new tests last
+    )
+    placed = decide(candidates, Policy(), Context())
+    assert names_of(candidates, placed.order) == ["red", "quiet", "new", "newer"]
+    first = replace(candidates, new_first=True)
+    for policy in (Policy(), Policy(mode="fraction", budget=0.5), Policy(by="duration")):
+        decision = decide(first, policy, Context())
+        assert names_of(first, decision.order)[2:] == ["red", "quiet"]
+        assert set(names_of(first, decision.order)[:2]) == {"new", "newer"}
+    # Among themselves the new tests keep the order's rule: the scorer's
+    # place (a tie: as given), or the probability per second.
+    assert names_of(first, decide(first, Policy(), Context()).order)[:2] == ["new", "newer"]
+    by_time = decide(first, Policy(by="duration", overhead=0.0), Context())
+    assert names_of(first, by_time.order)[:2] == ["newer", "new"]
+    unplaced = replace(first, place=None)
+    assert names_of(unplaced, decide(unplaced, Policy(), Context()).order) == [
+        "newer",
+        "new",
+        "red",
+        "quiet",
+    ]
+
+
 def test_unknown_duration_is_the_median_of_the_known_or_one_second() -> None:
     durations = expected_durations(np.array([1.0, math.nan, 3.0, 10.0, 0.0]))
     assert durations.tolist() == [1.0, 2.0, 3.0, 10.0, 0.001]

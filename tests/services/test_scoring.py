@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -393,6 +394,17 @@ def test_a_plan_runs_its_tests_in_the_scorers_order_whatever_the_new_tests_rate(
             TESTS[0],
             TESTS[1],
         ]
+    # Where the scorer puts an unseen test last, it runs last while new
+    # tests fail no more often than the prior, and first once they do.
+    last = replace(payload, new_test_rank=len(payload))
+    for rate_of_new, expected in (
+        (NEW_TEST_PRIOR, [TESTS[2], TESTS[0], TESTS[1], fresh]),
+        (NEW_TEST_PRIOR + 0.05, [fresh, TESTS[2], TESTS[0], TESTS[1]]),
+    ):
+        shown = replace(last, new_test_probability=rate_of_new)
+        covered = plans.cover(plans.Items(shown, Stats.of_payload(shown, None)), [*TESTS, fresh], 2)
+        decision = decide(covered.candidates, Policy(), Context())
+        assert [covered.candidates.names[i] for i in decision.order.tolist()] == expected
 
 
 def test_equal_scores_go_new_first_then_recently_failed_then_younger() -> None:

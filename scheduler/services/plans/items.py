@@ -400,5 +400,6 @@ def cover(items: Items, tests: Sequence[str] | None, recent_runs: int) -> Covere
         recently_failed=known & (failed_ago >= 0) & (failed_ago < recent_runs),
         recent_runs=recent_runs,
         place=place,
+        new_first=(payload.new_test_probability or 0.0) > NEW_TEST_PRIOR,
     )
     return Covered(candidates, row, collected)
