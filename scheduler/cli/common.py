@@ -31,6 +31,8 @@ from rich.markup import escape
 from scheduler.providers import Provider
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, ProgressColumn
+
     from scheduler.config import Settings
     from scheduler.db import Database
 
@@ -153,6 +155,22 @@ def setting_assignment(text: str) -> str:
             f"unknown setting {key.strip()!r}; the settings are {', '.join(Setting)}"
         )
     return text
+
+
+def progress(*columns: str | ProgressColumn) -> Progress:
+    """The progress of long work (training, a backtest, an import, pruning),
+    with the time it has taken. Drawn on standard error, so that standard
+    output stays the command's result (--json, a pipe), and only when that
+    is a terminal: a CI job or a log gets no bar, not even its last state
+    (Rich prints that once to a file)."""
+    from rich.progress import Progress, TimeElapsedColumn
+
+    return Progress(
+        *columns,
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=not err_console.is_terminal or err_console.is_dumb_terminal,
+    )
 
 
 def fail(message: str, code: int = FAILED) -> NoReturn:
