@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from fastapi.testclient import TestClient
 from sqlalchemy import delete, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -24,6 +25,7 @@ from scheduler import migrate
 from scheduler.config import Settings
 from scheduler.db import Database
 from scheduler.models import Base, FileTestLink, KnownTest
+from tests.fake_provider import FakeProvider, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RISKRANK_SHARED_DIR", ROOT.parent / "shared"))
@@ -167,6 +169,22 @@ def redis_url(redis_server: redis.Redis) -> str:
 @pytest.fixture
 def settings(db_url: str, redis_url: str, database: Database) -> Settings:
     return Settings(database_url=db_url, broker_url=redis_url)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The app on the test's settings, in the test's process."""
+    from scheduler.api.app import create_app
+
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def server() -> Iterator[FakeProvider]:
+    """A local server answering like GitHub's and GitLab's APIs
+    (tests/fake_provider.py)."""
+    yield from serve()
 
 
 @pytest.fixture(scope="session")

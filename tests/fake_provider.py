@@ -1,7 +1,8 @@
 """A local HTTP server the tests start, answering like GitHub's and GitLab's
 REST APIs: each path has a script of answers (status, headers, body, delay),
 given in order, the last one again once the script is spent. Every request
-(GET, or POST with its body) is recorded with its headers."""
+(GET, or POST with its body) is recorded with its headers. And the
+repositories that riskrank pulls from it (`register`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,15 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+from scheduler.db import Database
+from scheduler.models import Provider
+from scheduler.services import provider_access, repos
+from tests.helpers import SECRET
+
+# The provider API token of the repositories `register` makes: a test checks
+# it is sent to the provider and never logged or shown.
+TOKEN = "ghp_FakeProviderToken0123456789abcdef"
 
 
 @dataclass(frozen=True)
@@ -117,3 +127,24 @@ def serve() -> Iterator[FakeProvider]:
         yield server
     finally:
         server.stop()
+
+
+def register(
+    database: Database,
+    provider: Provider,
+    full_name: str,
+    url: str | None,
+    *,
+    commit_status: bool | None = None,
+) -> None:
+    """A repository (webhook secret SECRET) whose results and changed files
+    riskrank asks of the provider's API at `url` with TOKEN (None: no access
+    set, CI uploads its results)."""
+    with database.session() as session:
+        repository = repos.add_repository(
+            session, provider=provider, full_name=full_name, webhook_secret=SECRET
+        )
+        if url is not None:
+            provider_access.update_access(
+                repository, token=TOKEN, api_url=url, commit_status=commit_status
+            )

@@ -21,7 +21,7 @@ import typer
 from sqlalchemy import select
 
 from scheduler.backtest.runner import HALVES
-from scheduler.cli import common
+from scheduler.cli import common, events
 from scheduler.cli.backtest import Half
 from scheduler.cli.main import app, unwrap
 from scheduler.db import Database
@@ -37,10 +37,11 @@ from scheduler.models import (
     RiskModel,
 )
 from scheduler.planning.policy import BY, MODES
+from scheduler.services import plans, tokens
 from tests.e2e.conftest import clean_env
 from tests.helpers import queued_tasks
 from tests.services.test_plan_evaluation import make_plan
-from tests.test_cli_outcomes import Ran, riskrank, run_together
+from tests.test_cli_outcomes import Ran, one_line, riskrank, run_together, unboxed
 
 SHA = "c1" * 20  # the planned commit
 RECEIVED = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
@@ -425,9 +426,8 @@ def test_tokens_by_owner_name_their_refusals_and_the_former_spellings(
     assert _json(listed) == _json(listed_before)
     assert [(row["id"], row["scopes"]) for row in _json(listed)] == [(token_id, ["plans:read"])]
     assert token not in listed.stdout
-    assert (bad_scope.returncode, bad_scope.stdout) == (1, "")
-    assert bad_scope.stderr.startswith("error: ")
-    assert "admin" in bad_scope.stderr
+    assert (bad_scope.returncode, bad_scope.stdout) == (2, "")
+    assert "Invalid value for '--scope': 'admin' is not one of" in unboxed(bad_scope.stderr)
     assert (unknown_repo.returncode, unknown_repo.stderr) == (1, UNKNOWN)
     assert (no_repo.returncode, no_repo.stderr) == (2, "error: missing argument OWNER/NAME\n")
     assert (unknown_id.returncode, unknown_id.stderr) == (1, "error: acme/app has no token 999\n")
@@ -500,11 +500,26 @@ def test_every_command_and_option_says_what_it_does() -> None:
     }
 
 
-def test_the_choices_are_the_policys_and_the_backtests() -> None:
+def test_the_choices_are_the_policys_the_backtests_and_the_registrys() -> None:
     assert tuple(mode.value for mode in common.Mode) == MODES
     assert tuple(by.value for by in common.By) == BY
     assert {half.value for half in Half} == set(HALVES)
+    assert [scope.value for scope in common.Scope] == [scope.value for scope in tokens.Scope]
+    assert [key.value for key in common.Setting] == list(plans.SETTING_TYPES)
+    assert {status.value for status in events.Status} == {status.value for status in EventStatus}
     assert typing.get_args(common.JsonFlag)[0] is bool
+
+
+def test_the_help_lists_the_choices_of_a_closed_set(tmp_path: Path) -> None:
+    command = partial(riskrank, env=clean_env(), cwd=tmp_path, columns="300")
+    token_help, settings_help = run_together(
+        lambda: command("token", "create", "--help"),
+        lambda: command("repo", "settings", "--help"),
+    )
+    assert token_help.returncode == settings_help.returncode == 0
+    assert "--scope <results:write|plans:read>" in one_line(token_help.stdout)
+    keys = "|".join(common.Setting)
+    assert f"--unset <{keys}>" in one_line(settings_help.stdout)
 
 
 def test_exit_codes_are_documented_where_people_look() -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from scheduler.cli.common import By, HistoryFormat, Mode, console, fail
+from scheduler.cli.common import By, HistoryFormat, Mode, console, fail, progress
 
 # `riskrank --help` imports every command module: the backtest (numpy,
 # LightGBM, and matplotlib for the report) is imported only when it runs.
@@ -105,13 +105,7 @@ def backtest(
     """Replay a CI history build by build through riskrank (ingestion,
     training and the registry, scoring, the policy) beside simple baselines,
     and print how early each ordering finds the failures."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
     from scheduler.backtest import summary
     from scheduler.backtest.runner import BacktestConfig, BacktestError, run_backtest
@@ -135,13 +129,11 @@ def backtest(
     reports = read_reports(file, fmt.value)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
-    with Progress(
+    with progress(
         TextColumn("[bold]backtest"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("builds · {task.fields[rate]:,.1f} builds/s"),
-        TimeElapsedColumn(),
-        console=console,
     ) as bar:
         task = bar.add_task("backtest", total=None, rate=0.0)
 

@@ -31,6 +31,8 @@ from rich.markup import escape
 from scheduler.providers import Provider
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, ProgressColumn
+
     from scheduler.config import Settings
     from scheduler.db import Database
 
@@ -92,6 +94,83 @@ class HistoryFormat(enum.StrEnum):
     AUTO = "auto"
     JSONL = "jsonl"
     RETECS = "retecs"
+
+
+class Scope(enum.StrEnum):
+    """scheduler.services.tokens.Scope."""
+
+    RESULTS_WRITE = "results:write"
+    PLANS_READ = "plans:read"
+
+
+class Setting(enum.StrEnum):
+    """The keys of a repository's plan policy (scheduler.services.plans.SETTING_TYPES)."""
+
+    MODE = "mode"
+    BUDGET = "budget"
+    BY = "by"
+    EXPLORATION_RATE = "exploration_rate"
+    RECENT_FAILURES = "recent_failures"
+    FULL_RUN_EVERY = "full_run_every"
+    MUST_RUN = "must_run"
+    FULL_RUN_PATHS = "full_run_paths"
+    EXTRA_FULL_RUN_PATHS = "extra_full_run_paths"
+    OVERHEAD = "overhead"
+    MISS_CEILING = "miss_ceiling"
+
+
+def choices(kind: type[enum.StrEnum]) -> str:
+    """The metavar of a choice that Typer cannot make an Enum of (an option
+    that takes a comma-separated list, or KEY=VALUE), spelt as Typer spells
+    an Enum's, so that --help lists the values the same way."""
+    return "<" + "|".join(kind) + ">"
+
+
+def _not_one_of(value: str, kind: type[enum.StrEnum]) -> typer.BadParameter:
+    # Worded as Typer words an Enum option's wrong value.
+    known = ", ".join(repr(each.value) for each in kind)
+    return typer.BadParameter(f"{value!r} is not one of {known}.")
+
+
+def scope_list(text: str) -> str:
+    """`--scope`: scopes, comma-separated; an unknown one is a usage error
+    (exit 2), like a wrong value of any other choice."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise typer.BadParameter("name at least one scope")
+    for part in parts:
+        if part not in set(Scope):
+            raise _not_one_of(part, Scope)
+    return ",".join(parts)
+
+
+def setting_assignment(text: str) -> str:
+    """`--set KEY=VALUE`: a KEY that is no setting is a usage error (exit 2);
+    whether the VALUE suits it is the settings service's to say."""
+    key, equals, _ = text.partition("=")
+    if not equals or not key.strip():
+        raise typer.BadParameter(f"{text!r} is not KEY=VALUE")
+    if key.strip() not in set(Setting):
+        raise typer.BadParameter(
+            f"unknown setting {key.strip()!r}; the settings are {', '.join(Setting)}"
+        )
+    return text
+
+
+def progress(*columns: str | ProgressColumn) -> Progress:
+    """The progress of long work (training, a backtest, an import, pruning),
+    with the time it has taken. Drawn on standard error, so that standard
+    output stays the command's result (--json, a pipe), and only when that
+    is a terminal: a CI job or a log gets no bar, not even its last state
+    (Rich prints that once to a file)."""
+    from rich.progress import Progress, TimeElapsedColumn
+
+    return Progress(
+        *columns,
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=not err_console.is_terminal or err_console.is_dumb_terminal,
+    )
 
 
 def fail(message: str, code: int = FAILED) -> NoReturn:

@@ -15,6 +15,7 @@ from scheduler.cli.common import (
     fail,
     make_database_directory,
     migrated_database,
+    progress,
     settings,
     sqlite_file,
     unavailable,
@@ -80,6 +81,9 @@ def prune(
 ) -> None:
     """Remove plans, handled CI events and raw reports of ingested runs older
     than the retention (the worker's beat does it every few hours)."""
+    from rich.markup import escape
+    from rich.progress import SpinnerColumn, TextColumn
+
     from scheduler.models.base import utcnow
     from scheduler.services import retention
 
@@ -94,13 +98,16 @@ def prune(
             with database.session() as session:
                 pruned = retention.count(session, cutoff=now - timedelta(days=days))
         else:
-            with console.status("pruning…") as status:
+            with progress(
+                SpinnerColumn(), TextColumn("[bold]pruning[/] {task.description}")
+            ) as bar:
+                task = bar.add_task("…", total=None)
 
-                def progress(what: str, done: int) -> None:
-                    status.update(f"pruning {what}… {done:,} so far")
+                def step(what: str, done: int) -> None:
+                    bar.update(task, description=f"{escape(what)}: {done:,} so far")
 
                 pruned = retention.prune(
-                    database, older_than=timedelta(days=days), now=now, progress=progress
+                    database, older_than=timedelta(days=days), now=now, progress=step
                 )
     finally:
         database.dispose()

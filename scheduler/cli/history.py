@@ -16,6 +16,7 @@ from scheduler.cli.common import (
     console,
     fail,
     migrated_database,
+    progress,
     settings,
 )
 from scheduler.providers import Provider
@@ -79,13 +80,7 @@ def import_(
 ) -> None:
     """Import a CI history: each build goes through the same ingestion as live
     results. Builds imported before are skipped, so it can be run again."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
     from scheduler.services import history, repos
 
@@ -115,13 +110,11 @@ def import_(
         fail(str(error))
     rows = sum(len(report.results) for report in reports)
     started = time.perf_counter()
-    with Progress(
+    with progress(
         TextColumn("[bold]importing"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("reports · {task.fields[rate]:,.0f} rows/s"),
-        TimeElapsedColumn(),
-        console=console,
     ) as bar:
         task = bar.add_task("import", total=len(reports), rate=0.0)
         done_rows = 0

@@ -15,6 +15,7 @@ from scheduler.cli.common import (
     console,
     fail,
     migrated_database,
+    progress,
     settings,
 )
 
@@ -51,20 +52,34 @@ def train(
     model only if it is ahead of the active one (or the heuristic) on held-out
     builds neither was trained on: the lower bound of the paired 95% interval
     of its per-build APFD lead above 0."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn
+
     # LightGBM comes with training: only this command and the model views load it.
     from scheduler.services import training
 
     repository_id = _repository_id(full_name, provider)
     database = migrated_database(settings())
-    with console.status("training…") as status:
+    with progress(
+        SpinnerColumn(),
+        TextColumn("[bold]training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps · {task.description}"),
+    ) as bar:
+        task = bar.add_task("starting", total=training.STEPS)
+        told = 0
 
-        def progress(step: str) -> None:
-            status.update(f"training: {step}…")
+        def step(what: str) -> None:
+            nonlocal told
+            # The steps before this one are done.
+            bar.update(task, completed=min(told, training.STEPS), description=escape(what))
+            told += 1
 
         try:
             with database.session() as session:
                 outcome = training.train_repository(
-                    session, repository_id=repository_id, progress=progress
+                    session, repository_id=repository_id, progress=step
                 )
                 if outcome is None:
                     fail("another training of this repository is running")
@@ -75,6 +90,7 @@ def train(
                 }
         except training.TrainingError as error:
             fail(str(error))
+        bar.update(task, completed=training.STEPS, description=f"model v{result['version']}")
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

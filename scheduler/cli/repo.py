@@ -13,9 +13,12 @@ from scheduler.cli.common import (
     JsonFlag,
     ProviderOption,
     RepoArgument,
+    Setting,
+    choices,
     console,
     fail,
     migrated_database,
+    setting_assignment,
     settings,
 )
 from scheduler.providers import Provider
@@ -265,6 +268,12 @@ def status(
         console.print(f"[bold yellow]escalated:[/] {escape(found['escalation'])}", highlight=False)
 
 
+SET_HELP = (
+    "Set a policy setting; VALUE is JSON or plain text (mode=fraction, budget=0.3, "
+    f"must_run='[\"tests/smoke/*\"]'). Repeatable. KEY is one of: {', '.join(Setting)}."
+)
+
+
 @app.command("settings")
 def settings_(
     full_name: RepoArgument,
@@ -273,12 +282,13 @@ def settings_(
         typer.Option(
             "--set",
             metavar="KEY=VALUE",
-            help="Set a policy setting; VALUE is JSON or plain text (mode=fraction, "
-            "budget=0.3, must_run='[\"tests/smoke/*\"]'). Repeatable.",
+            parser=setting_assignment,
+            help=SET_HELP,
         ),
     ] = None,
     unset: Annotated[
-        list[str] | None, typer.Option("--unset", metavar="KEY", help="Back to the default.")
+        list[Setting] | None,
+        typer.Option("--unset", metavar=choices(Setting), help="Back to the default. Repeatable."),
     ] = None,
     provider: ProviderOption = None,
     as_json: JsonFlag = False,
@@ -296,7 +306,7 @@ def settings_(
                     session,
                     full_name=full_name,
                     changes=changes,
-                    unset=unset or [],
+                    unset=[key.value for key in unset or []],
                     provider=provider,
                 )
             else:

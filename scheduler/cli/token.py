@@ -12,9 +12,12 @@ from scheduler.cli.common import (
     USAGE,
     JsonFlag,
     ProviderOption,
+    Scope,
+    choices,
     console,
     fail,
     migrated_database,
+    scope_list,
     settings,
 )
 
@@ -50,8 +53,9 @@ def create(
     scope: Annotated[
         list[str] | None,
         typer.Option(
-            help="Scopes, comma-separated or the option repeated: results:write, plans:read "
-            "(default: both)."
+            parser=scope_list,
+            metavar=choices(Scope),
+            help="Scopes, comma-separated or the option repeated (default: both).",
         ),
     ] = None,
     name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "ci",

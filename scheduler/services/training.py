@@ -225,6 +225,8 @@ def train_repository(
 
 # Told what training is doing, for a person watching (`riskrank train`).
 Progress: TypeAlias = Callable[[str], None]
+# How many steps `train` tells, in order: a bar counts them.
+STEPS = 5
 
 
 def _silent(_step: str) -> None:

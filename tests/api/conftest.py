@@ -1,23 +1,13 @@
-"""What the API tests share: the app on the test's settings, and for the
-plan API, the small repository of tests/planning/data.py with its token."""
+"""What the API tests share (the app on the test's settings is
+tests/conftest.py's `client`): for the plan API, the small repository of
+tests/planning/data.py with its token."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from fastapi.testclient import TestClient
 
-from scheduler.api.app import create_app
-from scheduler.config import Settings
 from scheduler.db import Database
 from tests.planning.data import make_repository, make_tokens
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
-        yield client
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -21,7 +20,7 @@ from scheduler.providers_api.http import HttpSettings, ProviderApiError
 from scheduler.queue import STATUSES_POST
 from scheduler.services import provider_access, statuses
 from scheduler.services.statuses import PlanSummary
-from tests.fake_provider import FakeProvider, json_answer, serve
+from tests.fake_provider import FakeProvider, json_answer
 from tests.helpers import queued_tasks
 from tests.planning.data import SHA
 
@@ -29,11 +28,6 @@ URL = f"/api/v1/repos/acme/app/plans/{SHA}"
 TOKEN = "ghp_StatusTestToken0123456789"
 FAST = HttpSettings(read_timeout=2, max_attempts=2, backoff_seconds=0.01, total_seconds=10)
 STATUS_PATH = f"/repos/acme/app/statuses/{SHA}"
-
-
-@pytest.fixture
-def server() -> Iterator[FakeProvider]:
-    yield from serve()
 
 
 def enable(database: Database, url: str, *, on: bool = True) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from scheduler.backtest.runner import (
 from scheduler.evaluation import metrics, paired
 from scheduler.ingest.history import read_history
 from tests.e2e.conftest import clean_env
-from tests.test_cli_outcomes import one_line, riskrank
+from tests.test_cli_outcomes import one_line, riskrank, unboxed
 
 Build = dict[str, tuple[str, float]]  # test -> (outcome, duration)
 
@@ -307,8 +306,7 @@ def test_half_on_the_command_line(tmp_path: Path) -> None:
     )
     refused = riskrank("backtest", str(history), "--half", "middle", env=clean_env(), cwd=tmp_path)
     assert refused.returncode == 2
-    # A usage error, in Rich's box: its rules taken out.
-    said = one_line(re.sub(r"[\u2500-\u257f]", " ", refused.stderr))
+    said = unboxed(refused.stderr)
     assert (
         "Invalid value for '--half': Value error, 'middle' is not one of 'all', 'first', 'second'."
     ) in said

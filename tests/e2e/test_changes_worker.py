@@ -9,7 +9,7 @@ the plan of a repository that posts commit statuses, the worker posts one."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,18 +19,15 @@ from sqlalchemy import select
 from scheduler.api.app import create_app
 from scheduler.config import Settings
 from scheduler.db import Database
-from scheduler.models import ChangedFile, CiEvent, Commit, EventStatus, Plan, Provider, Repository
-from scheduler.services import history, provider_access, repos, tokens
-from tests.conftest import empty_all_tables
-from tests.e2e.conftest import Process, clean_env
-from tests.fake_provider import FakeProvider, json_answer, serve
-from tests.helpers import SECRET, github_headers, gitlab_headers, sample, wait_for
+from scheduler.models import ChangedFile, Commit, EventStatus, Plan, Provider, Repository
+from scheduler.services import history, repos, tokens
+from tests.e2e.conftest import Start, clean_env, deliver, event, for_repository, provider_database
+from tests.fake_provider import TOKEN, FakeProvider, json_answer
+from tests.helpers import sample, wait_for
 from tests.planning.data import report
 
 pytestmark = pytest.mark.slow
 
-Start = Callable[..., Process]
-TOKEN = "ghp_E2eChangesToken0123456789abcdef"
 PR_FILES = "/repos/Codertocat/Hello-World/pulls/2/files"
 MR_DIFFS = "/projects/14/merge_requests/1/diffs"
 PR_HEAD = "ec26c3e57ca3a959ca5aad62de7213c562f8c821"
@@ -39,28 +36,17 @@ STATUS = f"/repos/Codertocat/Hello-World/statuses/{PR_HEAD}"
 
 
 @pytest.fixture
-def server() -> Iterator[FakeProvider]:
-    yield from serve()
-
-
-@pytest.fixture
 def pg(postgres_url: str, server: FakeProvider) -> Iterator[Database]:
-    database = Database.from_url(postgres_url)
-    empty_all_tables(database)
-    with database.session() as session:
-        for provider, name in [
+    yield from provider_database(
+        postgres_url,
+        server.url,
+        [
             (Provider.GITHUB, "Codertocat/Hello-World"),
             (Provider.GITHUB, "Codertocat/denied"),
             (Provider.GITLAB, "gitlabhq/gitlab-test"),
-        ]:
-            repository = repos.add_repository(
-                session, provider=provider, full_name=name, webhook_secret=SECRET
-            )
-            provider_access.update_access(
-                repository, token=TOKEN, api_url=server.url, commit_status=True
-            )
-    yield database
-    database.dispose()
+        ],
+        commit_status=True,
+    )
 
 
 def script(server: FakeProvider) -> None:
@@ -100,13 +86,6 @@ def files(database: Database, sha: str) -> list[tuple[str, str]]:
             .order_by(ChangedFile.path)
         )
         return [(path, status.value) for path, status in rows]
-
-
-def event(database: Database, event_id: int) -> CiEvent:
-    with database.session() as session:
-        found = session.get_one(CiEvent, event_id)
-        session.expunge(found)
-        return found
 
 
 def plans_of(database: Database, sha: str) -> list[int]:
@@ -151,23 +130,13 @@ def test_pull_requests_get_their_files_and_plans_through_a_real_worker(
 
     settings = Settings(database_url=postgres_url, broker_url=redis_url)
     opened = sample(github_samples, "pull_request-opened.json")
-    document = json.loads(opened)
-    document["repository"]["full_name"] = "Codertocat/denied"
-    denied = json.dumps(document).encode()
+    _, denied = for_repository(opened, "Codertocat/denied")
     merge_request = sample(gitlab_samples, "merge-request-hook-open.json")
     with TestClient(create_app(settings)) as client:
-        ids = [
-            client.post(
-                "/webhooks/github", content=body, headers=github_headers(body, event="pull_request")
-            ).json()["event_id"]
-            for body in (opened, denied)
-        ]
-        ids.append(
-            client.post(
-                "/webhooks/gitlab",
-                content=merge_request,
-                headers=gitlab_headers(event="Merge Request Hook"),
-            ).json()["event_id"]
+        ids = deliver(
+            client,
+            github=("pull_request", [opened, denied]),
+            gitlab=("Merge Request Hook", merge_request),
         )
 
         def logs() -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,17 +20,13 @@ from sqlalchemy import select
 from scheduler.api.app import create_app
 from scheduler.config import Settings
 from scheduler.db import Database
-from scheduler.models import CiEvent, Commit, EventStatus, Execution, KnownTest, Provider, SuiteRun
-from scheduler.services import provider_access, repos
-from tests.conftest import empty_all_tables
-from tests.e2e.conftest import Process, clean_env
-from tests.fake_provider import Answer, FakeProvider, json_answer, serve, zip_of
-from tests.helpers import SECRET, github_headers, gitlab_headers, sample, wait_for
+from scheduler.models import Commit, EventStatus, Execution, KnownTest, Provider, SuiteRun
+from tests.e2e.conftest import Start, clean_env, deliver, event, for_repository, provider_database
+from tests.fake_provider import TOKEN, Answer, FakeProvider, json_answer, zip_of
+from tests.helpers import sample, wait_for
 
 pytestmark = pytest.mark.slow
 
-Start = Callable[..., Process]
-TOKEN = "ghp_E2ePullToken0123456789abcdef"
 RUN = "/repos/octo-org/octo-repo/actions/runs/289782451/artifacts"
 DENIED = "/repos/octo-org/denied/actions/runs/289782451/artifacts"
 PIPELINE = "/projects/23680558/pipelines/384095584/test_report"
@@ -47,26 +43,16 @@ API = b"""<testsuites><testsuite name="api">
 
 
 @pytest.fixture
-def server() -> Iterator[FakeProvider]:
-    yield from serve()
-
-
-@pytest.fixture
 def pg(postgres_url: str, server: FakeProvider) -> Iterator[Database]:
-    database = Database.from_url(postgres_url)
-    empty_all_tables(database)
-    with database.session() as session:
-        for provider, name in [
+    yield from provider_database(
+        postgres_url,
+        server.url,
+        [
             (Provider.GITHUB, "octo-org/octo-repo"),
             (Provider.GITHUB, "octo-org/denied"),
             (Provider.GITLAB, "redhat/centos-stream/rpms/luksmeta"),
-        ]:
-            repository = repos.add_repository(
-                session, provider=provider, full_name=name, webhook_secret=SECRET
-            )
-            provider_access.update_access(repository, token=TOKEN, api_url=server.url)
-    yield database
-    database.dispose()
+        ],
+    )
 
 
 def script(server: FakeProvider) -> None:
@@ -116,13 +102,6 @@ def script(server: FakeProvider) -> None:
     server.on(PIPELINE, slow, slow, json_answer(report))
 
 
-def event(database: Database, event_id: int) -> CiEvent:
-    with database.session() as session:
-        found = session.get_one(CiEvent, event_id)
-        session.expunge(found)
-        return found
-
-
 def executions(database: Database, sha: str) -> list[tuple[str, str]]:
     with database.session() as session:
         rows = session.execute(
@@ -163,21 +142,11 @@ def test_workflow_run_and_pipeline_hook_end_in_executions_through_a_real_worker(
 
     settings = Settings(database_url=postgres_url, broker_url=redis_url)
     run = sample(github_samples, "workflow_run-completed-success.json")
-    document = json.loads(run)
-    document["repository"]["full_name"] = "octo-org/denied"
-    denied = json.dumps(document).encode()
+    document, denied = for_repository(run, "octo-org/denied")
     pipeline = sample(gitlab_samples, "pipeline-hook-mr-failed.json")
     with TestClient(create_app(settings)) as client:
-        ids = [
-            client.post(
-                "/webhooks/github", content=body, headers=github_headers(body, event="workflow_run")
-            ).json()["event_id"]
-            for body in (run, denied)
-        ]
-        ids.append(
-            client.post(
-                "/webhooks/gitlab", content=pipeline, headers=gitlab_headers(event="Pipeline Hook")
-            ).json()["event_id"]
+        ids = deliver(
+            client, github=("workflow_run", [run, denied]), gitlab=("Pipeline Hook", pipeline)
         )
     github_event, denied_event, gitlab_event = ids
 

@@ -5,24 +5,18 @@ provider asks for, timeouts, redirects that keep the token home."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from scheduler.providers_api import github, gitlab
 from scheduler.providers_api.http import ApiClient, HttpSettings, ProviderApiError
-from tests.fake_provider import Answer, FakeProvider, json_answer, serve
+from tests.fake_provider import Answer, FakeProvider, json_answer
 
 TOKEN = "ghp_ClientTestToken0123456789"
 RUN = "/repos/octo-org/octo-repo/actions/runs/7/artifacts"
 FAST = HttpSettings(
     connect_timeout=1.0, read_timeout=0.3, max_attempts=3, backoff_seconds=0.01, total_seconds=10
 )
-
-
-@pytest.fixture
-def server() -> Iterator[FakeProvider]:
-    yield from serve()
 
 
 class Sleeps:

@@ -6,7 +6,6 @@ GitLab's APIs; the worker's steps run here, in the test's process."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,40 +13,16 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from scheduler.config import Settings
 from scheduler.db import Database
 from scheduler.models import ChangedFile, CiEvent, Commit, EventStatus, FileStatus, Provider
 from scheduler.providers_api.http import HttpSettings
-from scheduler.services import changes, events, provider_access, repos
-from tests.fake_provider import FakeProvider, json_answer, serve
-from tests.helpers import SECRET, github_headers, gitlab_headers, sample
+from scheduler.services import changes, events
+from tests.fake_provider import TOKEN, FakeProvider, json_answer, register
+from tests.helpers import github_headers, gitlab_headers, sample
 
-TOKEN = "ghp_ChangesTestToken0123456789"
 FAST = HttpSettings(read_timeout=2, max_attempts=2, backoff_seconds=0.01, total_seconds=10)
 PR_HEAD = "ec26c3e57ca3a959ca5aad62de7213c562f8c821"
 MR_HEAD = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
-
-
-@pytest.fixture
-def server() -> Iterator[FakeProvider]:
-    yield from serve()
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    from scheduler.api.app import create_app
-
-    with TestClient(create_app(settings)) as client:
-        yield client
-
-
-def register(database: Database, provider: Provider, full_name: str, url: str | None) -> None:
-    with database.session() as session:
-        repository = repos.add_repository(
-            session, provider=provider, full_name=full_name, webhook_secret=SECRET
-        )
-        if url is not None:
-            provider_access.update_access(repository, token=TOKEN, api_url=url)
 
 
 def handle(database: Database, event_id: int) -> tuple[EventStatus | None, str | None]:

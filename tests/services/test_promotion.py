@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from scheduler.db import Database
 from scheduler.ingest.history import read_history
@@ -57,6 +58,28 @@ def steady(test: int, build: int) -> bool:
     return test == 0 and build > 0
 
 
+def counted(repository: str) -> dict[str, float]:
+    """This process's training counters (scheduler.metrics) for `repository`."""
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    trainings = "riskrank_trainings_total"
+    seconds = "riskrank_training_seconds_count"
+    return {
+        "promoted": value(trainings, repository=repository, outcome="promoted"),
+        "kept": value(trainings, repository=repository, outcome="kept"),
+        "failed": value(trainings, repository=repository, outcome="failed"),
+        "seconds promoted": value(seconds, outcome="promoted"),
+        "seconds kept": value(seconds, outcome="kept"),
+        "promotions by training": value("riskrank_model_promotions_total", by="training"),
+    }
+
+
+def moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before[name] for name in after}
+
+
 def train(database: Database, repository_id: int) -> tuple[training.TrainingOutcome, Any]:
     with database.session() as session:
         outcome = training.train_repository(session, repository_id=repository_id)
@@ -67,11 +90,20 @@ def train(database: Database, repository_id: int) -> tuple[training.TrainingOutc
 def test_a_clearly_better_candidate_is_promoted(database: Database, tmp_path: Path) -> None:
     repository_id = new_repository(database, "acme/flip")
     import_builds(database, tmp_path, repository_id, 0, 100, alternating)
+    before = counted("acme/flip")
     outcome, metrics = train(database, repository_id)
     comparison = metrics["comparison"]
 
     assert outcome.promoted
     assert outcome.model.status is ModelStatus.ACTIVE
+    assert moved(before, counted("acme/flip")) == {
+        "promoted": 1,
+        "kept": 0,
+        "failed": 0,
+        "seconds promoted": 1,
+        "seconds kept": 0,
+        "promotions by training": 1,
+    }
     assert comparison["against"] == "heuristic"
     assert comparison["against_version"] is None
     assert comparison["against_trained_through"] is None
@@ -110,10 +142,19 @@ def test_a_candidate_only_as_good_as_the_heuristic_is_refused(
 ) -> None:
     repository_id = new_repository(database, "acme/steady")
     import_builds(database, tmp_path, repository_id, 0, 40, steady)
+    before = counted("acme/steady")
     outcome, metrics = train(database, repository_id)
 
     assert not outcome.promoted
     assert outcome.model.status is ModelStatus.CANDIDATE
+    assert moved(before, counted("acme/steady")) == {
+        "promoted": 0,
+        "kept": 1,
+        "failed": 0,
+        "seconds promoted": 0,
+        "seconds kept": 1,
+        "promotions by training": 0,
+    }
     assert outcome.reason == "not ahead of the heuristic: +0.0000 [+0.0000, +0.0000] over 8 builds"
     comparison = metrics["comparison"]
     assert (comparison["builds"], comparison["wins"], comparison["losses"], comparison["ties"]) == (

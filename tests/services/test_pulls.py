@@ -7,7 +7,6 @@ report does, once however often they are pulled."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,9 @@ from scheduler.models import CiEvent, Commit, EventStatus, Execution, Provider, 
 from scheduler.providers_api.http import HttpSettings
 from scheduler.queue import EVENTS_PROCESS, RUNS_INGEST, create_celery
 from scheduler.services import provider_access, pulls, repos, runs
-from tests.fake_provider import Answer, FakeProvider, json_answer, serve, zip_of
-from tests.helpers import SECRET, github_headers, gitlab_headers, queued_tasks, sample
+from tests.fake_provider import TOKEN, Answer, FakeProvider, json_answer, register, zip_of
+from tests.helpers import github_headers, gitlab_headers, queued_tasks, sample
 
-TOKEN = "ghp_PullServiceTestToken0123456789"
 RUN_ID = 289782451
 HEAD = "3484a3fb816e0859fd6e1cea078d76385ff50625"
 ARTIFACTS = f"/repos/octo-org/octo-repo/actions/runs/{RUN_ID}/artifacts"
@@ -50,28 +48,6 @@ ZIP = zip_of(
         "py3.12/coverage.xml": b'<coverage version="7"/>',
     }
 )
-
-
-@pytest.fixture
-def server() -> Iterator[FakeProvider]:
-    yield from serve()
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    from scheduler.api.app import create_app
-
-    with TestClient(create_app(settings)) as client:
-        yield client
-
-
-def register(database: Database, provider: Provider, full_name: str, url: str | None) -> None:
-    with database.session() as session:
-        repository = repos.add_repository(
-            session, provider=provider, full_name=full_name, webhook_secret=SECRET
-        )
-        if url is not None:
-            provider_access.update_access(repository, token=TOKEN, api_url=url)
 
 
 def script_github(server: FakeProvider) -> None:

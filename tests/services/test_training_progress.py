@@ -23,3 +23,4 @@ def test_training_reports_each_step(database: Database, dune: int) -> None:
         f"training {scorer}",
         "comparing with the active model",
     ]
+    assert len(steps) == training.STEPS  # what `riskrank train`'s bar counts

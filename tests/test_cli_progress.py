@@ -1,0 +1,170 @@
+"""Long work shows its progress, as a person at a terminal sees it: the
+installed `riskrank` under a pseudo-terminal (its standard input, output and
+error a pty, as in a shell), on an embedded SQLite database and a history
+written here, for an import, a training and a backtest. And without a
+terminal (a pipe, a CI log) no bar at all: standard output stays the
+command's result."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import termios
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from scheduler.services import training
+from tests.backtest.test_served import write_history
+from tests.e2e.conftest import RISKRANK, clean_env
+from tests.test_cli_outcomes import riskrank
+
+pytestmark = pytest.mark.slow
+
+BUILDS = 40
+COLUMNS = 120
+# Escape sequences: colours, the cursor hidden and shown, a line erased.
+ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+ELAPSED = r"\d+:\d\d:\d\d"  # Rich's time taken
+
+
+def alternating(test: int, build: int) -> bool:
+    """t00 fails in the even builds and t01 in the odd ones (enough for a
+    model to learn, tests/services/test_promotion.py)."""
+    return (test, build % 2) in ((0, 0), (1, 1))
+
+
+def terminal_env(data_dir: Path) -> dict[str, str]:
+    """A person's terminal: the size is the pty's, and nothing forces Rich to
+    think it writes to one or not."""
+    env = clean_env(RISKRANK_DATA_DIR=str(data_dir), TERM="xterm-256color")
+    for name in ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE"):
+        env.pop(name, None)
+    return env
+
+
+def on_screen(*arguments: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    """`riskrank ARGUMENTS` with a pseudo-terminal of COLUMNS columns as its
+    standard input, output and error; its exit code and every byte it drew."""
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, COLUMNS, 0, 0))
+    process = subprocess.Popen(
+        [RISKRANK, *arguments],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,  # the pty its controlling terminal
+    )
+    os.close(secondary)
+    drawn = bytearray()
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([primary], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the command and its children closed the terminal
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        else:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"riskrank {' '.join(arguments)} still running; it drew:\n{drawn!r}")
+        code = process.wait(timeout=30)
+    finally:
+        os.close(primary)
+    return code, drawn.decode(errors="replace")
+
+
+def frames(drawn: str) -> list[str]:
+    """Each drawing of each line, escape sequences out: Rich redraws a live
+    line after a carriage return."""
+    plain = ESCAPE.sub("", drawn.replace("\r\n", "\n"))
+    return [frame.strip() for line in plain.split("\n") for frame in line.split("\r")]
+
+
+def screen(drawn: str) -> list[str]:
+    """The lines left on the screen: of a line drawn again, its last drawing."""
+    plain = ESCAPE.sub("", drawn.replace("\r\n", "\n"))
+    return [line.rsplit("\r", 1)[-1].strip() for line in plain.split("\n")]
+
+
+def bar(label: str, done: int, total: int, counted: str) -> re.Pattern[str]:
+    """A finished bar: the label, the bar full, `done/total` and what it counts."""
+    return re.compile(rf"^{label} ━+ +{done}/{total} {counted}.* {ELAPSED}$")
+
+
+def shown(pattern: re.Pattern[str], drawn: str) -> bool:
+    return any(pattern.match(line) for line in screen(drawn))
+
+
+def test_long_work_shows_a_bar_on_a_terminal_and_nothing_else_without(
+    tmp_path: Path,
+) -> None:
+    history = write_history(tmp_path / "history.jsonl", BUILDS, alternating)
+    env = terminal_env(tmp_path / "data")
+    assert riskrank("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+
+    def backtest_on_screen() -> tuple[int, str]:
+        return on_screen(
+            "backtest", str(history), "--warmup", "10", "--retrain-every", "10",
+            env=env, cwd=tmp_path,
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        backtest = pool.submit(backtest_on_screen)
+        imported = on_screen("import", "acme/app", str(history), "--create", env=env, cwd=tmp_path)
+        trained = on_screen("train", "acme/app", env=env, cwd=tmp_path)
+        backtested = backtest.result()
+
+    code, drawn = imported
+    assert code == 0, drawn
+    assert shown(bar("importing", BUILDS, BUILDS, "reports · [0-9,]+ rows/s"), drawn), drawn
+    # Drawn from the start, not only once done.
+    assert any(re.match(rf"^importing ━+ +0/{BUILDS} reports", f) for f in frames(drawn)), drawn
+    assert f"imported {BUILDS} reports" in drawn
+
+    code, drawn = trained
+    assert code == 0, drawn
+    steps = training.STEPS
+    assert shown(bar("training", steps, steps, "steps · model v1"), drawn), drawn
+    assert "model v1: " in drawn
+
+    code, drawn = backtested
+    assert code == 0, drawn
+    done = bar("backtest", BUILDS, BUILDS, r"builds · [0-9.,]+ builds/s")
+    assert shown(done, drawn), drawn
+    assert any(re.match(r"^backtest ━+ +\d+/", frame) for frame in frames(drawn))
+    assert f"30 of {BUILDS} builds evaluated" in " ".join(screen(drawn))
+
+    # Without a terminal (pipes): no bar, not even its last drawing, on
+    # either stream; --json is the whole of standard output.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        retrained = pool.submit(riskrank, "train", "acme/app", "--json", env=env, cwd=tmp_path)
+        piped = riskrank(
+            "backtest", str(history), "--warmup", "10", "--retrain-every", "0",
+            env=env, cwd=tmp_path,
+        )  # fmt: skip
+        again = retrained.result()
+    assert again.returncode == 0, again.explain()
+    assert json.loads(again.stdout)["version"] == 2
+    assert again.stderr == ""
+    assert piped.returncode == 0, piped.explain()
+    assert piped.stderr == ""
+    assert "\x1b[" not in piped.stdout  # no escape sequence: no live drawing
+    assert not [line for line in piped.stdout.splitlines() if line.startswith("backtest")]
+    assert f"30 of {BUILDS} builds evaluated" in piped.stdout
