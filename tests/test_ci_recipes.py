@@ -276,3 +276,81 @@ def test_no_client_to_install_the_whole_suite_runs(server: Server, project: Path
     assert completed.returncode == 1, completed.stderr
     assert "riskrank: the light client could not be installed" in completed.stderr
     assert ran(project) == TESTS
+
+
+def test_the_job_summary_is_the_client_s_plan_summary(server: Server, project: Path) -> None:
+    # Another commit than the other tests', whose plans they count.
+    commit = "8d" * 20
+    step_summary = project.parent / "step-summary.md"
+    step_summary.write_text("an earlier step's\n", encoding="utf-8")
+    plan = {"RISKRANK_MODE": "fraction", "RISKRANK_BUDGET": "0.5"}
+    completed = run_script(
+        project,
+        RISKRANK_URL=server.url,
+        RISKRANK_TOKEN=server.token,
+        RISKRANK_COMMIT=commit,
+        GITHUB_STEP_SUMMARY=str(step_summary),
+        **plan,
+    )
+    assert completed.returncode == 1, completed.stderr
+    assert ran(project)[0] == FAILING
+    written = step_summary.read_text(encoding="utf-8")
+    assert written.startswith(
+        f"an earlier step's\n### riskrank plan for `{commit[:12]}`\n\n**2 of 4 tests selected**"
+    ), written
+    assert f"| 1 | `{FAILING}` |" in written
+    assert "**riskrank**:" not in written  # the plan's summary, not the script's line
+    # The light client's own --summary for the same request, byte for byte.
+    again = project.parent / "client-summary.md"
+    asked = subprocess.run(
+        [sys.executable, "-m", "riskrank_client", "plan", "acme/app", commit,
+         "--tests-file", "-", "--branch", "main", "--summary", str(again)],
+        input="".join(f"{test}\n" for test in TESTS),
+        env=_python_env(RISKRANK_URL=server.url, RISKRANK_TOKEN=server.token, **plan),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    assert written == "an earlier step's\n" + again.read_text(encoding="utf-8")
+
+
+def test_riskrank_unreachable_the_job_summary_says_the_whole_suite_ran(project: Path) -> None:
+    step_summary = project.parent / "step-summary.md"
+    completed = run_script(
+        project,
+        RISKRANK_URL=f"http://127.0.0.1:{free_port()}",
+        RISKRANK_TOKEN="rr_x",
+        GITHUB_STEP_SUMMARY=str(step_summary),
+    )
+    assert completed.returncode == 1, completed.stderr
+    assert ran(project) == TESTS
+    assert step_summary.read_text(encoding="utf-8") == "**riskrank**: running the whole suite\n"
+
+
+def test_a_summary_file_that_cannot_be_written_changes_nothing(
+    server: Server, project: Path
+) -> None:
+    missing = project.parent / "no-such-directory" / "summary.md"
+    commit = "9e" * 20
+    completed = run_script(
+        project,
+        RISKRANK_URL=server.url,
+        RISKRANK_TOKEN=server.token,
+        RISKRANK_COMMIT=commit,
+        RISKRANK_MODE="fraction",
+        RISKRANK_BUDGET="0.5",
+        RISKRANK_SUMMARY=str(missing),
+    )
+    assert completed.returncode == 1, completed.stderr
+    # The plan is followed all the same, and the report uploaded.
+    tests = ran(project)
+    assert len(tests) == 2
+    assert tests[0] == FAILING
+    assert f"riskrank: could not write the summary to {missing}" in completed.stderr
+    assert "riskrank: running 2 of 4 tests, riskiest first" in completed.stderr
+    assert not missing.parent.exists()
+    [(run_plan,)] = server.query(
+        "SELECT test_runs.plan_id FROM test_runs"
+        " JOIN commits ON commits.id = test_runs.commit_id WHERE commits.sha = ?",
+        commit,
+    )
+    assert run_plan is not None
