@@ -28,6 +28,13 @@
 #   RISKRANK_PYTEST_REPORT    where pytest writes its JUnit report (default
 #                             riskrank-junit.xml)
 #   RISKRANK_UPLOAD           "false": upload nothing (riskrank pulls the results)
+#   RISKRANK_SUMMARY          a Markdown file the plan's summary is appended to
+#                             (the client's `plan --summary`: the figures and the
+#                             first selected tests, or why the whole suite runs);
+#                             default GITHUB_STEP_SUMMARY, the job's summary page
+#                             on GitHub Actions. When the client wrote none (no
+#                             plan), one line says what ran instead. A file that
+#                             cannot be written is a warning.
 #   RISKRANK_CLIENT           the light client's command (default riskrank-client)
 #   RISKRANK_CLIENT_PACKAGE   what pip installs, in a virtualenv of its own, when
 #                             the client is missing (default riskrank-client; a
@@ -46,6 +53,8 @@ client_state=unknown
 work=$(mktemp -d "${RUNNER_TEMP:-${TMPDIR:-/tmp}}/riskrank.XXXXXX") || work=.riskrank
 mkdir -p "$work"
 pytest_report=${RISKRANK_PYTEST_REPORT:-riskrank-junit.xml}
+summary_file=${RISKRANK_SUMMARY:-${GITHUB_STEP_SUMMARY:-}}
+summarized=false
 
 if [ -z "$command" ]; then
   say "RISKRANK_TEST_COMMAND is not set: nothing to run"
@@ -202,10 +211,17 @@ upload() {
   $client upload "${options[@]}" "${reports[@]}" || say "the upload failed"
 }
 
+# The size of the summary file (0 while there is none).
+summary_size() {
+  if [ -f "$summary_file" ]; then wc -c <"$summary_file"; else echo 0; fi
+}
+
+# Says what runs; the summary file gets the line too unless the client
+# already wrote the plan's summary there.
 summary() {
   say "$1"
-  if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
-    printf '**riskrank**: %s\n' "$1" >>"$GITHUB_STEP_SUMMARY" 2>/dev/null || true
+  if [ -n "$summary_file" ] && [ "$summarized" = false ]; then
+    { printf '**riskrank**: %s\n' "$1" >>"$summary_file"; } 2>/dev/null || true
   fi
 }
 
@@ -216,8 +232,16 @@ plan() {
     say "the tests could not be listed"
     return 1
   fi
+  local options=(--format json --tests-file "$work/collected.txt") before=0 answered=0
+  if [ -n "$summary_file" ]; then
+    options+=(--summary "$summary_file")
+    before=$(summary_size)
+  fi
   # shellcheck disable=SC2086
-  $client plan --format json --tests-file "$work/collected.txt" >"$work/plan.json" || return 1
+  $client plan "${options[@]}" >"$work/plan.json" || answered=$?
+  # Whatever the client answered, the plan's summary it wrote stands.
+  [ -n "$summary_file" ] && [ "$(summary_size)" != "$before" ] && summarized=true
+  [ "$answered" -eq 0 ] || return 1
   read_plan >"$work/read.txt" || {
     say "the plan could not be read"
     return 1

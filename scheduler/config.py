@@ -219,6 +219,21 @@ class Settings(BaseSettings):
         description="The limit of one pull (listing, pages, downloads, waits): past it the "
         "event keeps its error and the sweeper tries again later.",
     )
+    changes_max_attempts: int = Field(
+        default=4,
+        ge=1,
+        description="Times an event's changed files are asked of the provider's API (a pull "
+        "request's, an incomplete push's comparison) while it answers 5xx, rate limits or "
+        "times out, each after the client's own retries; then the event is handled with its "
+        "payload's files and the error says so. At most sweep_max_attempts - 1.",
+    )
+    changes_retry_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="The wait before asking again for an event's changed files, doubled "
+        "each time (at least what the provider asked for).",
+    )
+    changes_max_retry_seconds: float = Field(default=600.0, gt=0)
     pull_max_artifact_bytes: int = Field(
         default=256 * 1024 * 1024, gt=0, description="The largest artifact zip downloaded."
     )

@@ -118,7 +118,8 @@ REPORTS_PULLED = Counter(
 CHANGES_FETCHED = Counter(
     "riskrank_changes_fetched_total",
     "Changed files asked of the provider's API (pull requests, incomplete pushes), by outcome.",
-    ["provider", "result"],  # fetched, failed (the event handled with its payload's files)
+    # fetched; retry (asked again later); failed (the event handled with its payload's files)
+    ["provider", "result"],
 )
 COMMIT_STATUSES = Counter(
     "riskrank_commit_statuses_total",

@@ -9,11 +9,13 @@ Its exit status is the test command's in every case."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -202,7 +204,7 @@ def test_the_action_runs_the_script_with_its_inputs() -> None:
 def test_the_gitlab_template_and_the_jenkinsfile_run_the_script() -> None:
     template = yaml.safe_load(GITLAB.read_text(encoding="utf-8"))
     job = template[".riskrank"]
-    assert {"RISKRANK_SOURCE", "RISKRANK_REF", "RISKRANK_RUNNER"} <= set(job["variables"])
+    assert {"RISKRANK_REF", "RISKRANK_RUNNER", "RISKRANK_HOME"} <= set(job["variables"])
     [script] = job["script"]
     assert 'bash "$RISKRANK_HOME/ci/riskrank-run.sh"' in script
     # Without riskrank's sources, the whole suite.
@@ -275,4 +277,270 @@ def test_no_client_to_install_the_whole_suite_runs(server: Server, project: Path
     )
     assert completed.returncode == 1, completed.stderr
     assert "riskrank: the light client could not be installed" in completed.stderr
+    assert ran(project) == TESTS
+
+
+def test_the_job_summary_is_the_client_s_plan_summary(server: Server, project: Path) -> None:
+    # Another commit than the other tests', whose plans they count.
+    commit = "8d" * 20
+    step_summary = project.parent / "step-summary.md"
+    step_summary.write_text("an earlier step's\n", encoding="utf-8")
+    plan = {"RISKRANK_MODE": "fraction", "RISKRANK_BUDGET": "0.5"}
+    completed = run_script(
+        project,
+        RISKRANK_URL=server.url,
+        RISKRANK_TOKEN=server.token,
+        RISKRANK_COMMIT=commit,
+        GITHUB_STEP_SUMMARY=str(step_summary),
+        **plan,
+    )
+    assert completed.returncode == 1, completed.stderr
+    assert ran(project)[0] == FAILING
+    written = step_summary.read_text(encoding="utf-8")
+    assert written.startswith(
+        f"an earlier step's\n### riskrank plan for `{commit[:12]}`\n\n**2 of 4 tests selected**"
+    ), written
+    assert f"| 1 | `{FAILING}` |" in written
+    assert "**riskrank**:" not in written  # the plan's summary, not the script's line
+    # The light client's own --summary for the same request, byte for byte.
+    again = project.parent / "client-summary.md"
+    asked = subprocess.run(
+        [sys.executable, "-m", "riskrank_client", "plan", "acme/app", commit,
+         "--tests-file", "-", "--branch", "main", "--summary", str(again)],
+        input="".join(f"{test}\n" for test in TESTS),
+        env=_python_env(RISKRANK_URL=server.url, RISKRANK_TOKEN=server.token, **plan),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    assert written == "an earlier step's\n" + again.read_text(encoding="utf-8")
+
+
+def test_riskrank_unreachable_the_job_summary_says_the_whole_suite_ran(project: Path) -> None:
+    step_summary = project.parent / "step-summary.md"
+    completed = run_script(
+        project,
+        RISKRANK_URL=f"http://127.0.0.1:{free_port()}",
+        RISKRANK_TOKEN="rr_x",
+        GITHUB_STEP_SUMMARY=str(step_summary),
+    )
+    assert completed.returncode == 1, completed.stderr
+    assert ran(project) == TESTS
+    assert step_summary.read_text(encoding="utf-8") == "**riskrank**: running the whole suite\n"
+
+
+def test_a_summary_file_that_cannot_be_written_changes_nothing(
+    server: Server, project: Path
+) -> None:
+    missing = project.parent / "no-such-directory" / "summary.md"
+    commit = "9e" * 20
+    completed = run_script(
+        project,
+        RISKRANK_URL=server.url,
+        RISKRANK_TOKEN=server.token,
+        RISKRANK_COMMIT=commit,
+        RISKRANK_MODE="fraction",
+        RISKRANK_BUDGET="0.5",
+        RISKRANK_SUMMARY=str(missing),
+    )
+    assert completed.returncode == 1, completed.stderr
+    # The plan is followed all the same, and the report uploaded.
+    tests = ran(project)
+    assert len(tests) == 2
+    assert tests[0] == FAILING
+    assert f"riskrank: could not write the summary to {missing}" in completed.stderr
+    assert "riskrank: running 2 of 4 tests, riskiest first" in completed.stderr
+    assert not missing.parent.exists()
+    [(run_plan,)] = server.query(
+        "SELECT test_runs.plan_id FROM test_runs"
+        " JOIN commits ON commits.id = test_runs.commit_id WHERE commits.sha = ?",
+        commit,
+    )
+    assert run_plan is not None
+
+
+# --- the GitLab template and the Jenkinsfile: complete, copy-paste -----------------
+
+GITLAB_DOCS = ROOT / "docs/ci/gitlab-ci.md"
+JENKINS_DOCS = ROOT / "docs/ci/jenkins.md"
+# What a user cannot fill in: <SOMETHING>, a made-up host or project, a to-do.
+PLACEHOLDER = re.compile(
+    r"<[A-Za-z][\w -]*>|example\.(?:com|org)|tools/riskrank|CHANGE_?ME|TODO|FIXME"
+)
+# What each recipe reads that the user sets up (the rest has a working default).
+SET_UP = {
+    GITLAB_DOCS: ("RISKRANK_PROJECT", "RISKRANK_URL", "RISKRANK_TOKEN", "RISKRANK_SOURCE"),
+    JENKINS_DOCS: ("RISKRANK_URL", "RISKRANK_SOURCE", "riskrank-token"),
+}
+GITLAB_SHELL = ["bash", "-eo", "pipefail", "-c"]  # GitLab's runner on a bash image
+JENKINS_SHELL = ["sh", "-xe", "-c"]  # Jenkins' sh step
+
+
+def _blocks(page: Path, language: str) -> list[str]:
+    text = page.read_text(encoding="utf-8")
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
+
+
+def _gitlab_script() -> str:
+    [script] = yaml.safe_load(GITLAB.read_text(encoding="utf-8"))[".riskrank"]["script"]
+    return str(script)
+
+
+def _jenkins_script() -> str:
+    quotes = "'" * 3
+    found = re.search(
+        rf"sh {quotes}\n(.*?){quotes}", JENKINSFILE.read_text(encoding="utf-8"), re.DOTALL
+    )
+    assert found is not None
+    return found.group(1)
+
+
+def test_the_gitlab_and_jenkins_recipes_are_complete_and_documented() -> None:
+    jenkinsfile = JENKINSFILE.read_text(encoding="utf-8")
+    recipes = {
+        GITLAB: GITLAB.read_text(encoding="utf-8"),
+        JENKINSFILE: jenkinsfile,
+        GITLAB_DOCS: "".join(_blocks(GITLAB_DOCS, "yaml")),
+        JENKINS_DOCS: "".join(_blocks(JENKINS_DOCS, "groovy")),
+    }
+    for path, text in recipes.items():
+        assert PLACEHOLDER.findall(text) == [], path
+    # Every setting the recipes read is documented: the script's at its top
+    # and in the settings table, the recipe's where its page sets it up.
+    documented = SCRIPT.read_text(encoding="utf-8") + (ROOT / "docs/ci/index.md").read_text(
+        encoding="utf-8"
+    )
+    for page, names in SET_UP.items():
+        text = page.read_text(encoding="utf-8")
+        setup = text[text.index("Set up once") : text.index("## pytest")]
+        for name in names:
+            assert f"`{name}`" in setup, (page, name)
+        documented += text
+    for path in (GITLAB, JENKINSFILE):
+        for name in set(re.findall(r"RISKRANK_[A-Z_]+", recipes[path])):
+            assert name in documented, (path, name)
+    # That the docs' examples are the files: tests/test_docs.py.
+
+
+@pytest.fixture
+def riskrank_source(tmp_path: Path) -> Path:
+    """riskrank's sources as a git repository of their own (branch main):
+    what the recipes clone, with this checkout's script and light client."""
+    source = tmp_path / "mirror" / "platform" / "riskrank.git"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*_cache")
+    shutil.copytree(ROOT / "ci", source / "ci", ignore=ignore)
+    shutil.copytree(
+        ROOT / "clients/riskrank-client", source / "clients/riskrank-client", ignore=ignore
+    )
+    git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", "-C", str(source)]
+    for arguments in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "riskrank"]):
+        subprocess.run([*git, *arguments], check=True, capture_output=True)
+    return source
+
+
+def run_recipe(
+    shell: list[str], script: str, project: Path, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """A recipe's shell part as its CI runs it, in the project's checkout."""
+    defaults = {
+        "RISKRANK_RUNNER": "pytest",
+        "RISKRANK_TEST_COMMAND": PYTEST,
+        "RISKRANK_CLIENT": f"{shlex.quote(sys.executable)} -m riskrank_client",
+        "RISKRANK_REPO": "acme/app",
+        "RISKRANK_BRANCH": "main",
+        "RISKRANK_REF": "main",
+    }
+    return subprocess.run(
+        [*shell, script],
+        cwd=project,
+        env=_python_env(**{**defaults, **settings}),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_the_gitlab_job_clones_riskrank_project_and_follows_the_plan(
+    server: Server, project: Path, riskrank_source: Path
+) -> None:
+    mirror = riskrank_source.parents[1]
+    completed = run_recipe(
+        GITLAB_SHELL,
+        _gitlab_script(),
+        project,
+        RISKRANK_URL=server.url,
+        RISKRANK_TOKEN=server.token,
+        RISKRANK_COMMIT="a1" * 20,
+        RISKRANK_MODE="fraction",
+        RISKRANK_BUDGET="0.5",
+        RISKRANK_PROJECT="platform/riskrank",
+        RISKRANK_HOME=str(project / ".riskrank"),
+        CI_JOB_TOKEN="job-token",
+        CI_SERVER_HOST="gitlab.test",
+        # The default address, https://gitlab-ci-token:…@gitlab.test/platform/riskrank.git,
+        # answered by the local mirror.
+        GIT_CONFIG_COUNT="1",
+        GIT_CONFIG_KEY_0=f"url.file://{mirror}/.insteadOf",
+        GIT_CONFIG_VALUE_0="https://gitlab-ci-token:job-token@gitlab.test/",
+    )
+    assert completed.returncode == 1, completed.stderr  # test_c failed, as pytest says
+    assert (project / ".riskrank/ci/riskrank-run.sh").is_file()
+    tests = ran(project)
+    assert len(tests) == 2
+    assert tests[0] == FAILING
+    assert "riskrank: running 2 of 4 tests, riskiest first (plan " in completed.stderr
+
+
+def test_the_jenkins_stage_clones_riskrank_source_and_follows_the_plan(
+    server: Server, project: Path, riskrank_source: Path
+) -> None:
+    completed = run_recipe(
+        JENKINS_SHELL,
+        _jenkins_script(),
+        project,
+        RISKRANK_URL=server.url,
+        RISKRANK_TOKEN=server.token,
+        RISKRANK_COMMIT="b2" * 20,
+        RISKRANK_MODE="fraction",
+        RISKRANK_BUDGET="0.5",
+        RISKRANK_SOURCE=f"file://{riskrank_source}",
+    )
+    assert completed.returncode == 1, completed.stderr
+    tests = ran(project)
+    assert len(tests) == 2
+    assert tests[0] == FAILING
+
+
+@pytest.mark.parametrize(
+    ("shell", "script", "said"),
+    [
+        (
+            GITLAB_SHELL,
+            _gitlab_script,
+            "riskrank: set the CI/CD variable RISKRANK_PROJECT (the project holding "
+            "riskrank's sources); running the whole suite",
+        ),
+        (
+            JENKINS_SHELL,
+            _jenkins_script,
+            "riskrank: RISKRANK_SOURCE is not set (a git address of riskrank's sources); "
+            "running the whole suite",
+        ),
+    ],
+    ids=["gitlab", "jenkins"],
+)
+def test_a_recipe_not_set_up_says_so_and_runs_the_whole_suite(
+    server: Server, project: Path, shell: list[str], script: Callable[[], str], said: str
+) -> None:
+    completed = run_recipe(
+        shell,
+        script(),
+        project,
+        RISKRANK_URL=server.url,
+        RISKRANK_TOKEN=server.token,
+        RISKRANK_HOME=str(project / ".riskrank"),
+        RISKRANK_TEST_COMMAND=f"{PYTEST} -o junit_family=xunit1 --junitxml=riskrank-junit.xml",
+    )
+    assert completed.returncode == 1, completed.stderr  # test_c failed
+    assert said in completed.stderr
     assert ran(project) == TESTS

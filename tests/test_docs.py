@@ -66,7 +66,11 @@ def test_the_gitlab_examples_extend_the_template() -> None:
     ]
     for example in included:
         assert example["include"] == [
-            {"project": "tools/riskrank", "ref": "main", "file": "ci/gitlab/riskrank.gitlab-ci.yml"}
+            {
+                "project": "$RISKRANK_PROJECT",
+                "ref": "main",
+                "file": "ci/gitlab/riskrank.gitlab-ci.yml",
+            }
         ]
         assert example["test"]["extends"] == ".riskrank"
 

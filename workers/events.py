@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 
 from celery import Task
+from celery.exceptions import Retry
 
 from scheduler import metrics
 from scheduler.config import get_settings
@@ -85,41 +86,100 @@ def _pull_job(event_id: int) -> pulls.PullJob | None:
             return None
 
 
-def _changes(event_id: int) -> tuple[changes.Fetched | None, str | None]:
+def _changes(event_id: int) -> tuple[changes.Fetched | None, str | None, float | None]:
     """What the provider's API says the event changed, when its payload
     does not say it all and the repository has a token; asked with nothing
-    locked. A provider that does not answer (after the client's retries)
-    leaves the event to be handled with what its payload says, and why."""
+    locked. Returns (fetched, note, wait). A provider failing in a way worth
+    another try (after the client's own retries) leaves the event pending
+    with the error, to be asked again in `wait` seconds; one that refuses,
+    or once the attempts are spent, leaves it to be handled with what its
+    payload says, and `note` says why (fail open)."""
     settings = get_settings()
     with database_of(settings).session() as session:
         job = changes.change_job(session, event_id)
     if job is None:
-        return None, None
+        return None, None, None
     provider = job.access.provider.value
     try:
         fetched = changes.fetch(job, http=settings.provider_http())
     except changes.FetchFailed as error:
+        wait = changes.next_try(
+            error,
+            attempts=job.attempts,
+            # A failed attempt counts as one of the sweeper's: the last one
+            # is left for handling the event.
+            max_attempts=min(settings.changes_max_attempts, settings.sweep_max_attempts - 1),
+            first_wait=settings.changes_retry_seconds,
+            max_wait=settings.changes_max_retry_seconds,
+        )
+        if wait is not None and _wait_for_the_provider(event_id, error.message, wait):
+            log.warning(
+                "event %s: changed files not fetched, asking again in %.0f s: %s",
+                event_id,
+                wait,
+                error.message,
+            )
+            metrics.CHANGES_FETCHED.labels(provider=provider, result="retry").inc()
+            return None, None, wait
         log.warning("event %s: changed files not fetched: %s", event_id, error.message)
         metrics.CHANGES_FETCHED.labels(provider=provider, result="failed").inc()
-        return None, f"changed files not fetched, handled with the payload's: {error.message}"
+        if error.retryable:
+            return (
+                None,
+                f"changed files unknown after {job.attempts + 1} attempts, handled with the "
+                f"payload's: {error.message}",
+                None,
+            )
+        return None, f"changed files not fetched, handled with the payload's: {error.message}", None
     except Exception as error:
         # Not foreseen: the trace in the log, and the event still handled.
         log.exception("event %s: fetching changed files failed", event_id)
         metrics.CHANGES_FETCHED.labels(provider=provider, result="failed").inc()
-        return None, f"changed files not fetched: {type(error).__name__}: {error}"
+        return None, f"changed files not fetched: {type(error).__name__}: {error}", None
     metrics.CHANGES_FETCHED.labels(provider=provider, result="fetched").inc()
-    return fetched, None
+    return fetched, None, None
 
 
-@celery_app.task(name=EVENTS_PROCESS, acks_late=True)
-def process(event_id: int) -> str | None:
+def _wait_for_the_provider(event_id: int, message: str, wait: float) -> bool:
+    """Record the failed attempt on the pending event, which the sweeper
+    then leaves alone for `wait` seconds; False if it is no longer pending."""
+    with database_of(get_settings()).session() as session:
+        status = events.record_event_error(
+            session,
+            event_id,
+            error=f"changed files not fetched, asking again in {wait:.0f} s: {message}",
+            max_attempts=get_settings().sweep_max_attempts,
+            not_before=utcnow() + timedelta(seconds=wait),
+        )
+    return status is EventStatus.PENDING
+
+
+def _ask_again(task: Task[[int], str | None], event_id: int, wait: float) -> None:
+    """Queue the event again in `wait` seconds (Celery's retry: a message
+    with a countdown). If that message cannot be sent, or is lost, the
+    sweeper queues the event once the wait is over: it stays pending."""
+    try:
+        task.retry(countdown=wait)
+    except Retry:
+        raise
+    except Exception as error:
+        log.warning("event %s: could not queue the retry, left to the sweeper: %s", event_id, error)
+
+
+# max_retries=None: the event's attempts bound the retries (changes.next_try),
+# also across the sweeper's queuing, which starts Celery's count afresh.
+@celery_app.task(name=EVENTS_PROCESS, acks_late=True, bind=True, max_retries=None)
+def process(self: Task[[int], str | None], event_id: int) -> str | None:
     """Turn a stored event into commits and changed files, or pull the
     results of a finished CI run (idempotent)."""
     job = _pull_job(event_id)
     if job is not None:
         status, failed = _pull(event_id, job)
     else:
-        fetched, note = _changes(event_id)
+        fetched, note, wait = _changes(event_id)
+        if wait is not None:
+            _ask_again(self, event_id, wait)
+            return EventStatus.PENDING.value
         status, failed = run_recording_errors(
             lambda session: events.process_event(session, event_id, fetched=fetched, note=note),
             lambda session, error, attempts: events.record_event_error(

@@ -28,7 +28,11 @@ def ci_free_environment(
 ) -> None:
     """Neither the developer's nor the CI system's own variables may leak into
     the runs under test (these suites themselves may run on GitHub Actions)."""
-    for name in [*CI_VARIABLES, *(name for name in os.environ if name.startswith("RISKRANK_"))]:
+    for name in [
+        *CI_VARIABLES,
+        "GITHUB_STEP_SUMMARY",  # the job's summary page: written to when set
+        *(name for name in os.environ if name.startswith("RISKRANK_")),
+    ]:
         monkeypatch.delenv(name, raising=False)
     # git must not find a repository above the temporary directories.
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path_factory.getbasetemp()))

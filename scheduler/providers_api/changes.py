@@ -5,12 +5,15 @@ push parser drops them (scheduler.limits)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from scheduler import limits
 from scheduler.ingest.errors import Unstorable
 from scheduler.models.enums import FileStatus
+from scheduler.providers_api.http import ProviderApiError
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,24 @@ class Comparison:
 
     commits: tuple[ComparedCommit, ...]
     files: tuple[FileDiff, ...]
+
+
+def listed_files(
+    pages: Iterable[Any], parse: Callable[[Any], FileDiff | None], what: str
+) -> list[FileDiff]:
+    """The files listed over every page (each a JSON list of `parse`'s
+    input; what `parse` cannot read is left out), once per path: a pull
+    request's (GitHub) or a merge request's (GitLab). ProviderApiError for a
+    page that is no list, naming `what`."""
+    files: dict[str, FileDiff] = {}
+    for page in pages:
+        if not isinstance(page, list):
+            raise ProviderApiError(f"{what}: not a file list")
+        for raw in page:
+            diff = parse(raw)
+            if diff is not None:
+                files[diff.path] = diff
+    return list(files.values())
 
 
 def _fits(

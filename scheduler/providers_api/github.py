@@ -116,17 +116,8 @@ def _file(raw: Any) -> FileDiff | None:
 def pull_request_files(api: ApiClient, full_name: str, number: int) -> list[FileDiff]:
     """The files a pull request changes (its head against the merge base
     with its base branch), over all pages (GitHub lists at most 3000)."""
-    files: dict[str, FileDiff] = {}
-    for page in api.pages(
-        f"/repos/{full_name}/pulls/{number}/files", params={"per_page": PER_PAGE}
-    ):
-        if not isinstance(page, list):
-            raise ProviderApiError(f"the files of pull request {number}: not a file list")
-        for raw in page:
-            diff = _file(raw)
-            if diff is not None:
-                files[diff.path] = diff
-    return list(files.values())
+    pages = api.pages(f"/repos/{full_name}/pulls/{number}/files", params={"per_page": PER_PAGE})
+    return changes.listed_files(pages, _file, f"the files of pull request {number}")
 
 
 def _compared_commit(raw: Any) -> ComparedCommit | None:

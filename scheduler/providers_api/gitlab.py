@@ -69,17 +69,10 @@ def _diff(raw: Any) -> FileDiff | None:
 def merge_request_diffs(api: ApiClient, project: str, iid: int) -> list[FileDiff]:
     """The files a merge request changes (its head against the merge base
     with its target branch), over all pages (`X-Next-Page`)."""
-    files: dict[str, FileDiff] = {}
-    for page in api.pages(
+    pages = api.pages(
         f"/projects/{project}/merge_requests/{iid}/diffs", params={"per_page": PER_PAGE}
-    ):
-        if not isinstance(page, list):
-            raise ProviderApiError(f"the diffs of merge request !{iid}: not a list")
-        for raw in page:
-            diff = _diff(raw)
-            if diff is not None:
-                files[diff.path] = diff
-    return list(files.values())
+    )
+    return changes.listed_files(pages, _diff, f"the diffs of merge request !{iid}")
 
 
 def _compared_commit(raw: Any) -> ComparedCommit | None:

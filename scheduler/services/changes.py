@@ -7,9 +7,14 @@ list is no diff from `before`).
 As a pull (scheduler.services.pulls), in steps: `change_job` reads what to
 ask in a short transaction, `fetch` asks the provider with nothing locked,
 and the event's handler (scheduler.services.events) stores what came back
-with the rest of the event. Without a token, or when the provider does not
-answer, the event is handled with what its payload says (fail open): a plan
-is still scored, from fewer changed files, and the event's `error` says why."""
+with the rest of the event. Without a token, or when the provider refuses
+(401, 404, an answer that is no file list), the event is handled with what
+its payload says (fail open): a plan is still scored, from fewer changed
+files, and the event's `error` says why. When the provider fails in a way
+worth another try (5xx, rate limit, timeout, after the HTTP client's own
+retries), the event stays pending with the error and is asked about again
+later (`next_try`: a doubling wait, bounded attempts); once they are spent it
+is handled with its payload's files the same way, never lost."""
 
 from __future__ import annotations
 
@@ -47,9 +52,16 @@ GITHUB_LISTED_COMMITS = limits.PUSH_COMMITS
 
 
 class FetchFailed(Exception):
-    def __init__(self, message: str) -> None:
+    """The provider did not say. `retryable`: a later attempt may (5xx, rate
+    limit, timeout); `retry_after`: the seconds it asked to wait, if it did."""
+
+    def __init__(
+        self, message: str, *, retryable: bool = False, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,7 @@ class ChangeJob:
     number: int | None = None  # a pull request's number (GitLab: iid)
     base: str | None = None  # a comparison's base (the push's `before`)
     project_id: int | None = None  # GitLab's numeric project id, when the hook says it
+    attempts: int = 0  # the event's attempts before this one
 
 
 @dataclass(frozen=True)
@@ -155,6 +168,7 @@ def change_job(session: Session, event_id: int) -> ChangeJob | None:
                 head=pull.head_sha,
                 number=pull.number,
                 project_id=pull.project_id,
+                attempts=event.attempts,
             )
         if (event.provider, event.event) in {
             (Provider.GITHUB, github.PUSH),
@@ -172,6 +186,7 @@ def change_job(session: Session, event_id: int) -> ChangeJob | None:
                 project_id=project
                 if isinstance(project, int) and not isinstance(project, bool) and project > 0
                 else None,
+                attempts=event.attempts,
             )
     except IngestError:
         return None  # the handler fails the event with the reason
@@ -200,7 +215,30 @@ def fetch(job: ChangeJob, *, http: HttpSettings) -> Fetched:
             comparison = gitlab_api.compare(api, project, job.base, job.head)
             return Fetched(files=comparison.files, commits=comparison.commits)
     except ProviderApiError as error:
-        raise FetchFailed(error.message) from None
+        raise FetchFailed(
+            error.message, retryable=error.retryable, retry_after=error.retry_after
+        ) from None
+
+
+def next_try(
+    failure: FetchFailed,
+    *,
+    attempts: int,
+    max_attempts: int,
+    first_wait: float,
+    max_wait: float,
+) -> float | None:
+    """The seconds to wait before asking again, after `failure` of the
+    attempt that followed `attempts` others; None when there is no other:
+    the failure is not worth one (a refusal), or `max_attempts` are spent.
+    The wait doubles from `first_wait` up to `max_wait`, and is never
+    shorter than what the provider asked for."""
+    if not failure.retryable or attempts + 1 >= max_attempts:
+        return None
+    wait = float(min(max_wait, first_wait * 2**attempts))
+    if failure.retry_after is not None:
+        wait = max(wait, failure.retry_after)
+    return wait
 
 
 def add_files(session: Session, commit_id: int, files: tuple[FileDiff, ...]) -> int:

@@ -96,12 +96,29 @@ def wanted(
     return ready and provider_access.pulls_results(session, repository_id)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What a pull takes from the event's CI run, either provider's."""
+
+    sha: str
+    branch: str | None
+    run_key: str
+    run_id: int
+    project_id: int | None = None
+
+
+def _run_of(provider: Provider, payload: Mapping[str, Any]) -> _Run:
+    """The run a pull event names; MalformedPayload when it names none."""
+    if provider is Provider.GITHUB:
+        run = github.parse_workflow_run(payload)
+        return _Run(run.head_sha, run.head_branch, run.run_key, run.id)
+    pipeline = gitlab.parse_pipeline(payload)
+    return _Run(pipeline.sha, pipeline.ref, pipeline.run_key, pipeline.id, pipeline.project_id)
+
+
 def check_payload(provider: Provider, payload: Mapping[str, Any]) -> None:
     """Refuse (MalformedPayload) what a pull could not be made from."""
-    if provider is Provider.GITHUB:
-        github.parse_workflow_run(payload)
-    else:
-        gitlab.parse_pipeline(payload)
+    _run_of(provider, payload)
 
 
 def pull_job(session: Session, event_id: int) -> PullJob | None:
@@ -116,28 +133,16 @@ def pull_job(session: Session, event_id: int) -> PullJob | None:
     ):
         return None
     repository = session.get_one(Repository, event.repository_id)
-    access = provider_access.access_of(repository)
-    if event.provider is Provider.GITHUB:
-        run = github.parse_workflow_run(event.payload)
-        return PullJob(
-            event_id=event.id,
-            repository_id=repository.id,
-            access=access,
-            sha=run.head_sha,
-            branch=run.head_branch,
-            run_key=run.run_key,
-            run_id=run.id,
-        )
-    pipeline = gitlab.parse_pipeline(event.payload)
+    run = _run_of(event.provider, event.payload)
     return PullJob(
         event_id=event.id,
         repository_id=repository.id,
-        access=access,
-        sha=pipeline.sha,
-        branch=pipeline.ref,
-        run_key=pipeline.run_key,
-        run_id=pipeline.id,
-        project_id=pipeline.project_id,
+        access=provider_access.access_of(repository),
+        sha=run.sha,
+        branch=run.branch,
+        run_key=run.run_key,
+        run_id=run.run_id,
+        project_id=run.project_id,
     )
 
 

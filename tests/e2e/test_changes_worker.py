@@ -191,3 +191,88 @@ def test_pull_requests_get_their_files_and_plans_through_a_real_worker(
     )
     assert TOKEN not in worker.output()
     assert worker.popen.poll() is None, logs()
+
+
+FORCED_BEFORE = "d89fce43657c5fc2de8f677a052c9dcca941872a"
+FORCED_AFTER = "1f65bfd479dddb9453466feeaf4ac9249a2ac9df"
+COMPARE = f"/repos/flightctl/flightctl/compare/{FORCED_BEFORE}...{FORCED_AFTER}"
+
+
+def test_a_failing_provider_is_asked_again_later_and_no_event_is_lost(
+    pg: Database,
+    postgres_url: str,
+    redis_url: str,
+    server: FakeProvider,
+    start: Start,
+    github_samples: Path,
+) -> None:
+    """A pull request's files answer 502 through the HTTP client's two tries,
+    then 200 when the worker asks again; a forced push's comparison answers
+    502 whenever asked: after three attempts it is handled with the files its
+    payload lists, the error says so, and its plan is scored all the same."""
+    bad_gateway = json_answer({"message": "Bad Gateway"}, 502)
+    server.on(
+        f"{PR_FILES}?per_page=100",
+        bad_gateway,
+        bad_gateway,
+        json_answer([{"filename": "tests/test_io.py", "status": "modified", "additions": 3}]),
+    )
+    server.on(f"{COMPARE}?per_page=100", bad_gateway)
+    with pg.session() as session:
+        forced = repos.add_repository(
+            session,
+            provider=Provider.GITHUB,
+            full_name="flightctl/flightctl",
+            webhook_secret=SECRET,
+        )
+        provider_access.update_access(forced, token=TOKEN, api_url=server.url)
+        forced_id = forced.id
+    history.import_history(pg, repository_id=forced_id, reports=[report(1, set())])
+    env = clean_env(
+        RISKRANK_DATABASE_URL=postgres_url,
+        RISKRANK_BROKER_URL=redis_url,
+        RISKRANK_PROVIDER_MAX_ATTEMPTS="2",
+        RISKRANK_PROVIDER_BACKOFF_SECONDS="0.01",
+        RISKRANK_PROVIDER_TOTAL_SECONDS="10",
+        RISKRANK_CHANGES_MAX_ATTEMPTS="3",
+        RISKRANK_CHANGES_RETRY_SECONDS="1",
+    )
+    worker = start("worker", "--concurrency", "1", env=env)
+    settings = Settings(database_url=postgres_url, broker_url=redis_url)
+    opened = sample(github_samples, "pull_request-opened.json")
+    push = sample(github_samples, "push-forced.json")
+    with TestClient(create_app(settings)) as client:
+        pull_id = client.post(
+            "/webhooks/github", content=opened, headers=github_headers(opened, event="pull_request")
+        ).json()["event_id"]
+        push_id = client.post(
+            "/webhooks/github", content=push, headers=github_headers(push)
+        ).json()["event_id"]
+
+    wait_for(
+        lambda: (
+            all(event(pg, i).status is not EventStatus.PENDING for i in (pull_id, push_id))
+            and bool(plans_of(pg, FORCED_AFTER))
+        ),
+        timeout=120,
+        what=f"both events handled and the push's plan; worker:\n{worker.output()}",
+    )
+    pulled = event(pg, pull_id)
+    assert (pulled.status, pulled.error, pulled.attempts) == (EventStatus.HANDLED, None, 2)
+    assert files(pg, PR_HEAD) == [("tests/test_io.py", "modified")]
+    assert len(server.requests_to(PR_FILES)) == 3  # two 502s in the first attempt, then 200
+    pushed = event(pg, push_id)
+    host = server.url.removeprefix("http://")
+    assert (pushed.status, pushed.attempts) == (EventStatus.HANDLED, 3)
+    assert pushed.error == (
+        "changed files unknown after 3 attempts, handled with the payload's: "
+        f"GET {host}{COMPARE}: HTTP 502 after 2 attempts"
+    )
+    assert len(server.requests_to(COMPARE)) == 6  # three attempts of two tries
+    # The files the push's payload lists, and a plan scored from them.
+    assert files(pg, FORCED_AFTER) == [("internal/service/enrollmentrequest.go", "modified")]
+    assert plans_of(pg, FORCED_AFTER)
+    output = worker.output()
+    assert output.count("changed files not fetched, asking again in") == 3  # 1 + 2
+    assert TOKEN not in output
+    assert worker.popen.poll() is None, output

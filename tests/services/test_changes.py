@@ -17,7 +17,7 @@ from scheduler.db import Database
 from scheduler.models import ChangedFile, CiEvent, Commit, EventStatus, FileStatus, Provider
 from scheduler.providers_api.http import HttpSettings
 from scheduler.services import changes, events
-from tests.fake_provider import TOKEN, FakeProvider, json_answer, register
+from tests.fake_provider import TOKEN, Answer, FakeProvider, json_answer, register
 from tests.helpers import github_headers, gitlab_headers, sample
 
 FAST = HttpSettings(read_timeout=2, max_attempts=2, backoff_seconds=0.01, total_seconds=10)
@@ -465,3 +465,93 @@ def test_which_gitlab_pushes_are_compared(
 )
 def test_which_merge_request_hooks_bring_a_head(attributes: dict[str, str], wanted: bool) -> None:
     assert changes.wanted_pull_request(Provider.GITLAB, {"object_attributes": attributes}) is wanted
+
+
+@pytest.mark.parametrize(
+    ("answers", "retryable", "retry_after"),
+    [
+        pytest.param([json_answer({"message": "Bad Gateway"}, 502)], True, None, id="502"),
+        pytest.param(
+            [json_answer({"message": "slow down"}, 429, **{"Retry-After": "120"})],
+            True,
+            120.0,
+            id="429",
+        ),
+        pytest.param([Answer(200, b"[]", delay=2.5)], True, None, id="slower-than-the-timeout"),
+        pytest.param([json_answer({"message": "Bad credentials"}, 401)], False, None, id="401"),
+        pytest.param([json_answer({"files": "none"})], False, None, id="not-a-list"),
+    ],
+)
+def test_what_the_provider_failed_with_says_whether_to_ask_again(
+    client: TestClient,
+    database: Database,
+    server: FakeProvider,
+    github_samples: Path,
+    answers: list[Any],
+    retryable: bool,
+    retry_after: float | None,
+) -> None:
+    register(database, Provider.GITHUB, "Codertocat/Hello-World", server.url)
+    server.on("/repos/Codertocat/Hello-World/pulls/2/files", *answers)
+    body = sample(github_samples, "pull_request-opened.json")
+    response = client.post(
+        "/webhooks/github", content=body, headers=github_headers(body, event="pull_request")
+    )
+    with database.session() as session:
+        job = changes.change_job(session, response.json()["event_id"])
+    assert job is not None
+    assert job.attempts == 0
+    with pytest.raises(changes.FetchFailed) as failed:
+        changes.fetch(job, http=FAST)
+    assert (failed.value.retryable, failed.value.retry_after) == (retryable, retry_after)
+
+
+def test_a_502_then_an_answer_within_one_call_is_retried_by_the_client(
+    client: TestClient, database: Database, server: FakeProvider, github_samples: Path
+) -> None:
+    register(database, Provider.GITHUB, "Codertocat/Hello-World", server.url)
+    path = "/repos/Codertocat/Hello-World/pulls/2/files"
+    server.on(
+        path, json_answer({"message": "Bad Gateway"}, 502), json_answer([gh_file("src/app.py")])
+    )
+    body = sample(github_samples, "pull_request-opened.json")
+    response = client.post(
+        "/webhooks/github", content=body, headers=github_headers(body, event="pull_request")
+    )
+    assert handle(database, response.json()["event_id"]) == (EventStatus.HANDLED, None)
+    assert files_of(database, PR_HEAD) == [("src/app.py", "modified", None, 2)]
+    assert len(server.requests_to(path)) == 2
+
+
+def _failure(retryable: bool = True, retry_after: float | None = None) -> changes.FetchFailed:
+    return changes.FetchFailed("HTTP 502", retryable=retryable, retry_after=retry_after)
+
+
+@pytest.mark.parametrize(
+    ("failure", "attempts", "wait"),
+    [
+        pytest.param(_failure(), 0, 30.0, id="first"),
+        pytest.param(_failure(), 2, 120.0, id="doubled"),
+        pytest.param(_failure(), 3, None, id="attempts-spent"),
+        pytest.param(_failure(retry_after=500.0), 0, 500.0, id="provider-asks-longer"),
+        pytest.param(_failure(retry_after=5.0), 1, 60.0, id="provider-asks-shorter"),
+        pytest.param(_failure(retryable=False), 0, None, id="refused"),
+    ],
+)
+def test_the_next_try_doubles_its_wait_and_is_bounded(
+    failure: changes.FetchFailed, attempts: int, wait: float | None
+) -> None:
+    assert (
+        changes.next_try(
+            failure, attempts=attempts, max_attempts=4, first_wait=30.0, max_wait=600.0
+        )
+        == wait
+    )
+
+
+def test_the_doubled_wait_stops_at_its_bound() -> None:
+    waits = [
+        changes.next_try(_failure(), attempts=n, max_attempts=9, first_wait=30, max_wait=100)
+        for n in range(4)
+    ]
+    assert waits == [30.0, 60.0, 100.0, 100.0]

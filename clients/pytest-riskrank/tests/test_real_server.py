@@ -8,11 +8,16 @@ which must test everything."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from riskrank_testing import RealServer, one_riskrank_line
+from riskrank_testing import RealServer, one_riskrank_line, riskrank_lines
 
 COMMIT = "9fceb02d0ae598e95dc970b74767f19372d61af8"
 
@@ -38,6 +43,7 @@ def test_skipped():
 def test_expected_failure():
     raise ValueError("known")
 """
+SUITE_NAMES = ("passes", "fails", "skipped", "expected_failure")
 
 
 def _configure(monkeypatch: pytest.MonkeyPatch, server: RealServer, **overrides: str) -> None:
@@ -137,3 +143,124 @@ def test_an_unknown_repository(
         "repository acme/nothing is not registered, or the token is not for it; "
         "1 result not uploaded"
     )
+
+
+# --- the plan's summary for the CI job ($GITHUB_STEP_SUMMARY) ------------------
+
+
+def _client_summary(
+    server: RealServer, tmp_path: Path, token: str, repository: str, tests: list[str] | None
+) -> str:
+    """What the light client's `plan --summary` writes for the same request."""
+    target = tmp_path / "client-summary.md"
+    arguments = ["--mode", "order", "--summary", str(target)]
+    if tests is not None:
+        arguments += ["--tests-file", "-"]
+    completed = subprocess.run(  # noqa: S603  (the client beside this interpreter, no shell)
+        [sys.executable, "-m", "riskrank_client", "plan", repository, COMMIT, *arguments],
+        input="".join(f"{test}\n" for test in tests or []),
+        env={**os.environ, "RISKRANK_URL": server.url, "RISKRANK_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode in (0, 3), completed.stderr
+    return target.read_text()
+
+
+def test_the_plan_summary_goes_to_the_job_summary(
+    pytester: pytest.Pytester,
+    real_server: RealServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    step_summary = tmp_path / "step_summary.md"
+    step_summary.write_text("an earlier step's\n")
+    _configure(
+        monkeypatch,
+        real_server,
+        RISKRANK_TOKEN=real_server.other_repository_token,
+        RISKRANK_REPO="acme/gadgets",
+        RISKRANK_MODE="order",
+        GITHUB_STEP_SUMMARY=str(step_summary),
+    )
+    pytester.makepyfile(test_suite=SUITE)
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+
+    assert result.ret == 1
+    lines = riskrank_lines(result)
+    assert lines[0].startswith("riskrank: plan "), lines
+    assert len(lines) == 2, lines
+    assert lines[1].startswith("riskrank: uploaded 4 results"), lines
+    written = step_summary.read_text()
+    assert written.startswith(
+        f"an earlier step's\n### riskrank plan for `{COMMIT[:12]}`\n\n**4 of 4 tests selected**"
+    ), written
+    # The light client's Markdown, for the same plan, byte for byte.
+    tests = [f"test_suite.py::test_{name}" for name in SUITE_NAMES]
+    expected = _client_summary(
+        real_server, tmp_path, real_server.other_repository_token, "acme/gadgets", tests
+    )
+    assert written == "an earlier step's\n" + expected
+
+
+def test_a_summary_that_cannot_be_written_is_one_warning(
+    pytester: pytest.Pytester,
+    real_server: RealServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "no-such-directory" / "step_summary.md"
+    _configure(
+        monkeypatch,
+        real_server,
+        RISKRANK_TOKEN=real_server.other_repository_token,
+        RISKRANK_REPO="acme/gadgets",
+        RISKRANK_MODE="order",
+        GITHUB_STEP_SUMMARY=str(missing),
+    )
+    pytester.makepyfile(test_suite=SUITE)
+
+    result = pytester.runpytest("-p", "no:cacheprovider")
+
+    assert result.ret == 1  # test_fails: the tests decide, as without a summary
+    result.assert_outcomes(passed=1, failed=1, skipped=1, xfailed=1)
+    lines = riskrank_lines(result)
+    assert lines[0].startswith("riskrank: plan "), lines
+    assert lines[1] == (
+        f"riskrank: could not write the summary to {missing}: No such file or directory"
+    )
+    assert lines[2].startswith("riskrank: uploaded 4 results"), lines
+    assert not missing.parent.exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xdist") is None, reason="needs pytest-xdist")
+def test_under_xdist_the_controller_writes_the_summary_once(
+    pytester: pytest.Pytester,
+    real_server: RealServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # acme/tools knows no test: the controller (which sends no test list)
+    # gets a plan for the whole suite, and the summary says why.
+    step_summary = tmp_path / "step_summary.md"
+    _configure(
+        monkeypatch,
+        real_server,
+        RISKRANK_TOKEN=real_server.tools_token,
+        RISKRANK_REPO="acme/tools",
+        RISKRANK_MODE="order",
+        GITHUB_STEP_SUMMARY=str(step_summary),
+    )
+    pytester.makepyfile(test_suite=SUITE)
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
+
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*1 failed, 1 passed, 1 skipped, 1 xfailed*"])
+    written = step_summary.read_text()
+    assert written.startswith(f"### riskrank: the whole suite runs\n\n`{COMMIT[:12]}`: ")
+    expected = _client_summary(real_server, tmp_path, real_server.tools_token, "acme/tools", None)
+    assert written == expected

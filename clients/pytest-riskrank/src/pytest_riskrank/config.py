@@ -74,6 +74,9 @@ class Settings:
     problems: tuple[str, ...] = field(default=())
     # None: no mode was asked for, the plugin only uploads.
     plan: PlanRequest | None = None
+    # Where the plan's Markdown summary is appended (RISKRANK_SUMMARY, else
+    # GitHub Actions' GITHUB_STEP_SUMMARY); None: nowhere.
+    summary: str | None = None
 
     @property
     def repository(self) -> str | None:
@@ -236,6 +239,7 @@ def load(
         timeout=timeout,
         problems=tuple(problems),
         plan=plan_request(config, env),
+        summary=clean(env.get("RISKRANK_SUMMARY")) or clean(env.get("GITHUB_STEP_SUMMARY")),
     )
 
 

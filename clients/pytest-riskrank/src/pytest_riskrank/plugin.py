@@ -3,7 +3,9 @@ options; with one, the session's reports are collected and uploaded once at
 the end, and exactly one `riskrank:` line says how that went. With a mode
 (--riskrank-mode), the plan is asked for once the tests are collected, the
 items are reordered and trimmed to it, and one more `riskrank:` line says
-what was chosen (or why every test runs as collected). Under pytest-xdist
+what was chosen (or why every test runs as collected), and the plan's
+Markdown summary is appended to $GITHUB_STEP_SUMMARY (RISKRANK_SUMMARY) when
+set, as the light client's `plan --summary` writes it. Under pytest-xdist
 the controller asks for the plan before its workers start and hands it to
 each of them (see "planning under pytest-xdist" below).
 
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 from riskrank_client.api import BadAnswer, Client, PlanAnswer, RiskrankError
+from riskrank_client.plan import plan_summary, write_summary
 
 from pytest_riskrank import __version__, planning
 from pytest_riskrank import config as riskrank_config
@@ -84,6 +87,8 @@ class RiskrankSession:
         # The plan's line, and what following it changed.
         self._plan_line: str | None = None
         self._plan_line_is_warning = True
+        # Why the plan's summary could not be written (a warning), if it could not.
+        self._summary_line: str | None = None
         self._plan_id: int | None = None
         self._deselected_all = False
         # Under pytest-xdist: the plan handed to the workers, once asked for.
@@ -129,7 +134,7 @@ class RiskrankSession:
         client = _client(settings, token)
         body = request.to_json(branch=settings.branch, tests=unique)
         try:
-            plan = client.fetch_plan(owner, name, commit, body)
+            data, plan = client.fetch_plan_json(owner, name, commit, body)
             if plan.run_all:
                 arrangement = planning.arrange_all(items, ids, plan)
             else:
@@ -142,6 +147,7 @@ class RiskrankSession:
         items[:] = arrangement.run
         self._plan_id = plan.plan_id
         self._deselected_all = not arrangement.run
+        self._write_summary(settings, data, plan)
         line = planning.summary(
             plan,
             running=len(arrangement.run),
@@ -150,6 +156,23 @@ class RiskrankSession:
             unplanned=arrangement.unplanned,
         )
         return f"{PREFIX} {line}", plan.status == "fallback" or plan.run_all
+
+    def _write_summary(
+        self, settings: riskrank_config.Settings, data: dict[str, Any], plan: PlanAnswer
+    ) -> None:
+        """Append the plan's Markdown summary for the CI job, where one is
+        wanted; a file that cannot be written is a warning line, never a
+        failure."""
+        path = settings.summary
+        if path is None:
+            return
+        problems: list[str] = []
+        try:
+            write_summary(path, plan_summary(data, plan), say=problems.append)
+        except Exception as error:
+            problems.append(f"{PREFIX} could not write the summary to {path} ({error!r})")
+        if problems:
+            self._summary_line = problems[0]
 
     # --- planning under pytest-xdist -------------------------------------
     #
@@ -191,7 +214,7 @@ class RiskrankSession:
         client = _client(settings, token)
         branch = settings.branch
         try:
-            plan = client.fetch_plan(
+            data, plan = client.fetch_plan_json(
                 owner, name, commit, request.to_json(branch=branch, tests=None)
             )
             if plan.run_all and plan.total == 0:
@@ -202,6 +225,7 @@ class RiskrankSession:
                 self._workers_plan = plan
                 self._plan_id = plan.plan_id
                 self._shipped = planning.shipped_whole_suite(plan)
+                self._write_summary(settings, data, plan)
                 return self._shipped
             # A shard's answer lists only its own tests; which collected
             # tests riskrank knows (the others are new, and run in shard 1
@@ -215,6 +239,7 @@ class RiskrankSession:
             return None
         self._workers_plan = plan
         self._plan_id = plan.plan_id
+        self._write_summary(settings, data, plan)
         self._shipped = {
             "tests": [[test.test, test.selected] for test in plan.tests],
             "sharded": request.shard is not None,
@@ -326,6 +351,8 @@ class RiskrankSession:
     def _emit_plan(self, reporter: pytest.TerminalReporter | None) -> None:
         line, self._plan_line = self._plan_line, None
         _write(reporter, line, warning=self._plan_line_is_warning)
+        line, self._summary_line = self._summary_line, None
+        _write(reporter, line, warning=True)
 
 
 class WorkerPlan:

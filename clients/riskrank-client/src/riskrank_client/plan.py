@@ -13,11 +13,14 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from riskrank_client.options import SettingProblem, add_connection, branch, locate, setting, warn
+
+if TYPE_CHECKING:
+    from riskrank_client.api import PlanAnswer
 
 FOLLOW = 0
 USAGE = 2
@@ -136,13 +139,19 @@ def summary(plan: Mapping[str, Any], why_all: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(path: str, text: str) -> None:
-    """Append to `path`; a warning, never a failure, when it cannot be."""
+def plan_summary(data: Mapping[str, Any], plan: PlanAnswer) -> str:
+    """`summary` of an answer as riskrank sent it (`data`) and as checked
+    (`plan`): what the client and the pytest plugin write for the CI job."""
+    return summary(data, _why_all(plan) if plan.run_all else None)
+
+
+def write_summary(path: str, text: str, *, say: Callable[[str], None] = warn) -> None:
+    """Append to `path`; a warning (to `say`), never a failure, when it cannot be."""
     try:
         with open(path, "a", encoding="utf-8") as file:
             file.write(text)
     except OSError as error:
-        warn(f"riskrank: could not write the summary to {path}: {error.strerror}")
+        say(f"riskrank: could not write the summary to {path}: {error.strerror or error}")
 
 
 def read_tests(source: str) -> list[str]:
@@ -234,8 +243,8 @@ def _request(args: argparse.Namespace, env: Mapping[str, str], cwd: Path) -> dic
     return body
 
 
-def _why_all(plan: Any) -> str:
-    """Why riskrank asks for the whole suite (plan is an api.PlanAnswer)."""
+def _why_all(plan: PlanAnswer) -> str:
+    """Why riskrank asks for the whole suite."""
     if plan.message:
         # The server's sentence may end by saying it too: once is enough.
         return str(plan.message).removesuffix(": run the whole suite")
@@ -284,7 +293,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str], cwd: Path) -> int:
         warn(f"riskrank: {plan.message}")
     summary_file = setting(args.summary, env, "RISKRANK_SUMMARY")
     if summary_file:
-        write_summary(summary_file, summary(data, _why_all(plan) if plan.run_all else None))
+        write_summary(summary_file, plan_summary(data, plan))
     if args.output == "json":
         print(json.dumps(data, indent=2))
     elif args.output == "junit":
