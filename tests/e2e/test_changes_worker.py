@@ -22,8 +22,8 @@ from scheduler.db import Database
 from scheduler.models import ChangedFile, Commit, EventStatus, Plan, Provider, Repository
 from scheduler.services import history, repos, tokens
 from tests.e2e.conftest import Start, clean_env, deliver, event, for_repository, provider_database
-from tests.fake_provider import TOKEN, FakeProvider, json_answer
-from tests.helpers import sample, wait_for
+from tests.fake_provider import TOKEN, FakeProvider, json_answer, register
+from tests.helpers import github_headers, sample, wait_for
 from tests.planning.data import report
 
 pytestmark = pytest.mark.slow
@@ -218,14 +218,12 @@ def test_a_failing_provider_is_asked_again_later_and_no_event_is_lost(
         json_answer([{"filename": "tests/test_io.py", "status": "modified", "additions": 3}]),
     )
     server.on(f"{COMPARE}?per_page=100", bad_gateway)
+    register(pg, Provider.GITHUB, "flightctl/flightctl", server.url)
     with pg.session() as session:
-        forced = repos.add_repository(
-            session,
-            provider=Provider.GITHUB,
-            full_name="flightctl/flightctl",
-            webhook_secret=SECRET,
+        forced = repos.find_repository(
+            session, provider=Provider.GITHUB, full_name="flightctl/flightctl"
         )
-        provider_access.update_access(forced, token=TOKEN, api_url=server.url)
+        assert forced is not None
         forced_id = forced.id
     history.import_history(pg, repository_id=forced_id, reports=[report(1, set())])
     env = clean_env(
