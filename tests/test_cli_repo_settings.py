@@ -60,6 +60,8 @@ def test_settings_are_checked_stored_and_shown(tmp_path: Path) -> None:
         (["--set", "exploration_rate=yes"], 1, "exploration_rate must be a number, not 'yes'"),
         (["--set", "recent_failures=1.5"], 1, "recent_failures must be a whole number"),
         (["--set", "must_run=tests/*"], 1, "must_run must be a list of globs"),
+        (["--set", "calibration_ceiling=2"], 1, "calibration_ceiling is a share from 0 to 1"),
+        (["--set", "miss_ceiling=-0.1"], 1, "miss_ceiling is a share from 0 to 1"),
         (["--set", "mode=sometimes"], 1, "mode"),
         # A key that is no setting is a usage error, as a wrong choice is.
         (["--set", "bugdet=0.2"], 2, "Invalid value for '--set': unknown setting 'bugdet'"),

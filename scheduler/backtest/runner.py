@@ -54,7 +54,7 @@ from scheduler.planning import monitor
 from scheduler.planning import policy as policies
 from scheduler.planning.policy import Context, Decision, Policy
 from scheduler.planning.records import Payload
-from scheduler.risk import replay
+from scheduler.risk import calibration, replay
 from scheduler.risk.columns import HistoryColumns
 from scheduler.risk.features import FeatureMatrix
 from scheduler.services import history as history_import
@@ -121,6 +121,9 @@ class BacktestConfig:
     # Closed loop: the share of failures trimming may let through before it
     # escalates (None: the mode's promise, scheduler.planning.monitor; 1: never).
     miss_ceiling: float | None = None
+    # Closed loop: the calibration error of what plans served above which it
+    # escalates (None: monitor.DEFAULT_CALIBRATION_CEILING; 1: never).
+    calibration_ceiling: float | None = None
 
     def checked(self) -> BacktestConfig:
         if self.warmup < 0 or self.retrain_every < 0 or self.random_seeds < 1:
@@ -142,6 +145,7 @@ class BacktestConfig:
             "random_seeds": self.random_seeds,
             "half": self.half,
             "miss_ceiling": self.miss_ceiling,
+            "calibration_ceiling": self.calibration_ceiling,
             "database": shown_url(self.database_url) if self.database_url else "sqlite (temporary)",
             "policy": self.policy.as_json(),
         }
@@ -551,6 +555,20 @@ def _refresh_rows(
     return scored.raw[row[known]], build.failed[known].astype(np.float64), weight
 
 
+def _served_tally(
+    scored: Scored, covered: Covered, decision: Decision, build: HistoryBuild
+) -> monitor.CalibrationTally:
+    """The build's calibration tally as plan evaluation keeps it: the
+    probabilities the plan served to the tests that ran, against their
+    outcomes, a test of the exploration sample counted 1/p times."""
+    ran = decision.selected
+    weight = [
+        recalibration.weight_of(bool(p < 1.0), float(p)) for p in decision.propensity[ran].tolist()
+    ]
+    bins = calibration.tally_bins(covered.candidates.probability[ran], build.failed[ran], weight)
+    return monitor.CalibrationTally(scored.model_version, bins)
+
+
 def _refresh(
     database: Database, repository_id: int, rows: Iterable[tuple[Floats, Floats, Floats]]
 ) -> None:
@@ -678,6 +696,7 @@ def _replay(
     # Closed loop: the newest builds' evidence, as plan evaluation keeps it
     # in production, and the escalation the live estimate decides.
     tallies: deque[monitor.Tally] = deque(maxlen=monitor.WINDOW_BUILDS)
+    served: deque[monitor.CalibrationTally] = deque(maxlen=monitor.WINDOW_BUILDS)
     # Closed loop: the rows a calibration refresh learns from (the tests that
     # ran, as the plans' evaluations hold them), per build, for the scorer
     # that scored them (scheduler.services.recalibration).
@@ -685,6 +704,9 @@ def _replay(
     refresh_scorer: int | None = None
     refreshed = 0
     ceiling = monitor.ceiling_of(config.policy.as_json(), config.miss_ceiling)
+    calibration_ceiling = monitor.calibration_ceiling_of(
+        config.policy.as_json(), config.calibration_ceiling
+    )
     # What comes after the scored builds cannot change their figures.
     for build in builds[config.warmup : scored_builds.stop]:
         evaluated = build.index - config.warmup
@@ -703,7 +725,11 @@ def _replay(
         policy, estimate, escalation = config.policy, None, None
         if config.closed_loop:
             estimate = monitor.estimate(tallies)
-            escalation = monitor.escalation(estimate, ceiling)
+            drift = monitor.calibration_check(reversed(served))  # newest first
+            escalation = monitor.reasons(
+                monitor.escalation(estimate, ceiling),
+                monitor.calibration_escalation(drift, calibration_ceiling),
+            )
             if escalation is not None:
                 policy = replace(policy, escalation=escalation)
         covered, decision = decide(build, scored, policy, branch_builds if on_default else None)
@@ -716,6 +742,7 @@ def _replay(
                 exploration_rate=policy.effective_exploration_rate,
             )
             tallies.append(tally)
+            served.append(_served_tally(scored, covered, decision, build))
             if scored.model_version != refresh_scorer:
                 refresh_rows.clear()  # another scorer: its scores map otherwise
                 refresh_scorer = scored.model_version

@@ -72,6 +72,15 @@ def backtest(
             "escalates (default: the mode's promise, 0.1 for fraction and time; 1: never).",
         ),
     ] = None,
+    calibration_ceiling: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Closed loop: the calibration error of the probabilities plans served above "
+            "which trimming escalates (default: 0.02; 1: never).",
+        ),
+    ] = None,
     database: Annotated[
         str | None,
         typer.Option(
@@ -119,6 +128,7 @@ def backtest(
         policy=Policy(mode=mode.value, budget=budget, by=by.value),
         closed_loop=closed_loop,
         miss_ceiling=miss_ceiling,
+        calibration_ceiling=calibration_ceiling,
         database_url=database,
         half=half.value,
     )

@@ -21,7 +21,7 @@ increasing in k at the window's weights, so the rate at k_lo and at k_hi
 bound it. With no explored failure at all, the weight is the mean 1/p of
 the plans that explored.
 
-Escalation: when the interval's lower bound is above the ceiling (the mode's
+Escalation on misses: when the interval's lower bound is above the ceiling (the mode's
 promise), there is evidence that trimming misses more than promised, and
 every test over the budget runs (`Policy.escalation`), logged with a
 propensity of 1. Those builds miss nothing, so they pull the window's rate
@@ -32,6 +32,20 @@ a 5% exploration rate a window of 100 builds holds a handful of explored
 failures, and an upper bound over the ceiling is the rule rather than the
 exception even when trimming keeps its promise; escalating on it would run
 the whole suite most of the time.
+
+Escalation on calibration drift: plan evaluation also tallies, per bin of
+the probability each test that ran was served with, the rows, the sum of
+the probabilities and the failures (scheduler.risk.calibration.tally_bins;
+a test of the exploration sample counts 1/p times, so the tally stands for
+the whole suite). Over the window's plans scored by the scorer of the
+newest one (a newly promoted model starts afresh: the old one's errors are
+not its own), their sum gives the expected calibration error of what plans
+served. When it is above the repository's `calibration_ceiling` (default
+DEFAULT_CALIBRATION_CEILING), over at least MIN_CALIBRATION_BUILDS plans,
+the plans' probabilities, and so the miss risk and `confidence` mode's
+cut, are not to be trusted: the repository escalates as above. It ends when
+the window is back under: the newer plans of a refreshed calibration pull
+it down, or a retrained model starts a window of its own.
 """
 
 from __future__ import annotations
@@ -41,11 +55,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from scheduler.risk import calibration
+
 WINDOW_BUILDS = 100
 LEVEL = 0.95
 # The share of failures trimming may let through in `fraction` and `time`
 # modes, unless the repository sets `miss_ceiling`: `confidence` t promises 1 - t.
 DEFAULT_MISS_CEILING = 0.10
+# The expected calibration error of the served probabilities above which a
+# repository escalates, unless it sets `calibration_ceiling`. Absolute: twice
+# the error issue 13 asks of a good calibration (0.01); a repository whose
+# tests fail far less often than dune-total's (2.5% of runs) sets a lower one.
+DEFAULT_CALIBRATION_CEILING = 0.02
+# Fewer evaluated plans of the serving scorer than this measure nothing yet.
+MIN_CALIBRATION_BUILDS = 20
 
 
 @dataclass(frozen=True)
@@ -192,6 +215,81 @@ def escalation(found: MissEstimate, ceiling: float | None) -> str | None:
         f"{found.builds} evaluated builds (95% interval {found.low:.1%} to {found.high:.1%}), "
         f"more than the {ceiling:.1%} promised"
     )
+
+
+@dataclass(frozen=True)
+class CalibrationTally:
+    """One evaluated plan's calibration evidence: which scorer served it
+    (the model's id; None: the heuristic) and its `tally_bins`."""
+
+    scorer: int | None
+    bins: Sequence[Sequence[float]]
+
+    @classmethod
+    def of_evaluation(cls, evaluation: Mapping[str, Any]) -> CalibrationTally | None:
+        """None for an evaluation made before plans were tallied so."""
+        bins = evaluation.get("calibration_bins")
+        if not isinstance(bins, list):
+            return None
+        scorer = evaluation.get("model_id")
+        return cls(scorer if isinstance(scorer, int) else None, bins)
+
+
+@dataclass(frozen=True)
+class CalibrationCheck:
+    """The expected calibration error of what `builds` plans served."""
+
+    builds: int
+    rows: float  # the tests that ran, weighted as tallied
+    ece: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "calibration_builds": self.builds,
+            "calibration_rows": round(self.rows, 3),
+            "calibration_error": None if self.ece is None else round(self.ece, 6),
+        }
+
+
+def calibration_check(tallies: Iterable[CalibrationTally | None]) -> CalibrationCheck:
+    """Over `tallies` (newest first; None: not tallied, skipped), those of
+    the newest one's scorer (see the module's docstring)."""
+    window = [t for t in tallies if t is not None]
+    if not window:
+        return CalibrationCheck(0, 0.0, None)
+    scorer = window[0].scorer
+    mine = [t.bins for t in window if t.scorer == scorer]
+    ece, rows = calibration.binned_ece(mine)
+    return CalibrationCheck(len(mine), rows, ece)
+
+
+def calibration_ceiling_of(
+    policy: Mapping[str, Any], configured: float | None = None
+) -> float | None:
+    """The calibration error a repository escalates above: its
+    `calibration_ceiling`, else DEFAULT_CALIBRATION_CEILING; None for
+    `order` (nothing dropped, nothing to escalate)."""
+    if policy.get("mode") in (None, "order"):
+        return None
+    return DEFAULT_CALIBRATION_CEILING if configured is None else configured
+
+
+def calibration_escalation(found: CalibrationCheck, ceiling: float | None) -> str | None:
+    """Why trimming must stop for now on calibration drift, or None."""
+    if ceiling is None or found.ece is None or found.builds < MIN_CALIBRATION_BUILDS:
+        return None
+    if found.ece <= ceiling:
+        return None
+    return (
+        f"calibration error {found.ece:.3f} over the last {found.builds} evaluated builds "
+        f"is above {ceiling:g}"
+    )
+
+
+def reasons(*found: str | None) -> str | None:
+    """The escalations that hold, in one reason (None: none holds)."""
+    held = [reason for reason in found if reason]
+    return "; ".join(held) if held else None
 
 
 def tally_of(

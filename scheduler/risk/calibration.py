@@ -319,6 +319,52 @@ def fit(scores: npt.ArrayLike, failed: npt.ArrayLike, builds: npt.ArrayLike) -> 
     )
 
 
+# --- measured as plans are evaluated ---------------------------------------------
+
+# The bins of a served probability that plan evaluation tallies the outcomes
+# in (scheduler.planning.monitor adds them up over a window of plans to watch
+# calibration drift). Fixed, so that the tallies of many plans add up without
+# reading their rows again (equal-count bins would need every row of the
+# window); finer at the bottom, where most of a CI suite's probabilities are.
+TALLY_EDGES: Final = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def tally_bins(
+    probabilities: npt.ArrayLike, failed: npt.ArrayLike, weights: npt.ArrayLike | None = None
+) -> list[list[float]]:
+    """Per bin of TALLY_EDGES: [rows, sum of the probabilities, failures],
+    each row counted `weights` times (1 without)."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, 1.0)
+    y = np.asarray(failed, dtype=np.float64)
+    w = np.ones(p.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    # Bin i holds [edge i, edge i + 1); a probability of 1 the last bin.
+    index = np.clip(np.searchsorted(TALLY_EDGES, p, side="right") - 1, 0, len(TALLY_EDGES) - 2)
+    size = len(TALLY_EDGES) - 1
+    rows = np.bincount(index, weights=w, minlength=size)
+    predicted = np.bincount(index, weights=w * p, minlength=size)
+    failures = np.bincount(index, weights=w * y, minlength=size)
+    return [
+        [round(float(n), 6), round(float(s), 6), round(float(f), 6)]
+        for n, s, f in zip(rows, predicted, failures, strict=True)
+    ]
+
+
+def binned_ece(tallies: Sequence[Sequence[Sequence[float]]]) -> tuple[float | None, float]:
+    """The expected calibration error of `tally_bins` tallies added up, and
+    the (weighted) rows they hold: the row-weighted mean over the bins of
+    |mean probability - observed rate| (None without rows)."""
+    size = len(TALLY_EDGES) - 1
+    total = np.zeros((size, 3))
+    for bins in tallies:
+        table = np.asarray(bins, dtype=np.float64)
+        if table.shape == (size, 3):
+            total += table
+    rows = float(total[:, 0].sum())
+    if rows <= 0:
+        return None, 0.0
+    return float(np.abs(total[:, 1] - total[:, 2]).sum() / rows), rows
+
+
 def expected_failures(probabilities: Sequence[float] | Floats) -> float:
     """The expected number of failures among tests of these probabilities."""
     return float(np.sum(np.asarray(probabilities, dtype=np.float64)))

@@ -11,10 +11,11 @@ on PostgreSQL the reads give up after STATEMENT_TIMEOUT_MS.
 
 The trimming figures (the live estimate of the share of failures trimming
 lets through, its interval, the ceiling it is held to, whether trimming is
-escalated) are read from the repository's row, where plan evaluation keeps
-them (scheduler.services.trimming); the calibration error is the one stored
-with the active model's calibration, or, scoring with the heuristic, with
-the heuristic's calibration of the newest training.
+escalated, and why; the calibration error of what the newest plans served
+and its ceiling) are read from the repository's row, where plan evaluation
+keeps them (scheduler.services.trimming); the model's calibration error is
+the one stored with the active model's calibration, or, scoring with the
+heuristic, with the heuristic's calibration of the newest training.
 
 Not here: anything per commit or per test (unbounded labels)."""
 
@@ -42,6 +43,8 @@ from scheduler.models.base import utcnow
 
 STATEMENT_TIMEOUT_MS = 2000
 REPOSITORY = ("repository",)
+# Why trimming escalated (scheduler.services.trimming's `escalated_by`).
+CAUSES = ("miss_rate", "calibration")
 
 
 def _waiting(session: Session, model: Any, pending: Any, now: datetime) -> tuple[int, float]:
@@ -245,6 +248,29 @@ def _trimming(session: Session, slugs: dict[int, str]) -> list[Figure]:
         "1 while trimming is escalated (every test over the budget runs), else 0.",
         REPOSITORY,
     )
+    escalated_by = Figure(
+        "riskrank_trimming_escalated_by",
+        "1 while trimming is escalated for this cause (miss_rate: the estimate's lower bound "
+        "is above the miss ceiling; calibration: the calibration error of what plans served "
+        "is above its ceiling), else 0.",
+        (*REPOSITORY, "cause"),
+    )
+    calibration_error = Figure(
+        "riskrank_trimming_calibration_error",
+        "Expected calibration error of the probabilities plans served, measured on their "
+        "outcomes over the newest evaluated plans of the serving scorer.",
+        REPOSITORY,
+    )
+    calibration_builds = Figure(
+        "riskrank_trimming_calibration_builds",
+        "Evaluated plans riskrank_trimming_calibration_error is over.",
+        REPOSITORY,
+    )
+    calibration_ceiling = Figure(
+        "riskrank_trimming_calibration_ceiling",
+        "The calibration error above which trimming escalates.",
+        REPOSITORY,
+    )
     states: dict[int, Any] = dict(session.execute(select(Repository.id, Repository.trimming)).all())
     for repository_id, slug in slugs.items():
         state = states.get(repository_id) or {}
@@ -254,12 +280,31 @@ def _trimming(session: Session, slugs: dict[int, str]) -> list[Figure]:
             (high, "miss_rate_high"),
             (ceiling, "ceiling"),
             (builds, "builds"),
+            (calibration_error, "calibration_error"),
+            (calibration_builds, "calibration_builds"),
+            (calibration_ceiling, "calibration_ceiling"),
         ):
             value = state.get(key)
             if isinstance(value, int | float):
                 figure.add(value, repository=slug)
         escalated.add(1 if state.get("escalation") else 0, repository=slug)
-    return [estimate, low, high, ceiling, builds, escalated]
+        causes = state.get("escalated_by")
+        if not isinstance(causes, list):  # kept before the causes were
+            causes = ["miss_rate"] if state.get("escalation") else []
+        for cause in CAUSES:
+            escalated_by.add(1 if cause in causes else 0, repository=slug, cause=cause)
+    return [
+        estimate,
+        low,
+        high,
+        ceiling,
+        builds,
+        escalated,
+        escalated_by,
+        calibration_error,
+        calibration_builds,
+        calibration_ceiling,
+    ]
 
 
 def read_figures(session: Session) -> list[Figure]:

@@ -20,7 +20,13 @@ What it holds (Plan.evaluation, JSON):
 - failures among dropped tests that ran anyway (a full run in another job);
 - a Horvitz-Thompson estimate of what the budget dropped: each failure found
   in the exploration sample, kept with probability p, stands for 1/p
-  failures among the tests the budget would drop, (1 - p)/p of them missed.
+  failures among the tests the budget would drop, (1 - p)/p of them missed;
+- the calibration tally of the probabilities the plan served (per bin of
+  the probability: the tests that ran, the sum of their probabilities and
+  their failures, a test of the exploration sample counted 1/p times, as
+  the calibration refresh counts it) and the scorer that served them
+  (`model_id`): the live check of calibration drift adds them up over a
+  window of plans (scheduler.planning.monitor).
 
 A test's outcome is that of its last attempt in a run (a rerun that passes
 is a pass, as training sees it), the worst over the plan's runs; a skipped
@@ -42,6 +48,7 @@ from scheduler import metrics
 from scheduler.evaluation import metrics as measures
 from scheduler.models import Execution, Outcome, Plan, PlanItem, RunStatus, SuiteRun
 from scheduler.planning.records import DecisionRecord, Payload, RecordError
+from scheduler.risk import calibration
 from scheduler.services import recalibration, trimming
 
 log = logging.getLogger(__name__)
@@ -60,6 +67,7 @@ class PlannedTest:
     selected: bool | None
     propensity: float | None = None
     rule: str | None = None
+    probability: float | None = None  # as the plan served it (calibrated)
 
     @property
     def explored(self) -> bool:
@@ -148,6 +156,7 @@ def evaluate(
     estimated_missed = math.fsum(weight - 1.0 for weight in weights)
     caught = len(failing(chosen))
     outside = [test_id for test_id in observed if test_id not in in_plan]
+    served = [(item, item.probability) for item in ran(planned) if item.probability is not None]
     return {
         "runs": len(run_ids),
         "run_ids": sorted(run_ids),
@@ -177,6 +186,11 @@ def evaluate(
             if caught + estimated_missed > 0
             else None
         ),
+        "calibration_bins": calibration.tally_bins(
+            [probability for _, probability in served],
+            [observed[item.test_id].failed for item, _ in served],
+            [recalibration.weight_of(item.explored, item.propensity) for item, _ in served],
+        ),
     }
 
 
@@ -194,15 +208,20 @@ def planned_tests(session: Session, plan_id: int) -> list[PlannedTest]:
     order CI ran them (the stored rank before any policy was applied)."""
     record = decision_of(session, plan_id)
     items = session.execute(
-        select(PlanItem.test_id, PlanItem.rank).where(PlanItem.plan_id == plan_id)
+        select(PlanItem.test_id, PlanItem.rank, PlanItem.probability).where(
+            PlanItem.plan_id == plan_id
+        )
     ).all()
     if record is None:
-        return [PlannedTest(test_id, rank, None) for test_id, rank in items]
+        return [
+            PlannedTest(test_id, rank, None, probability=probability)
+            for test_id, rank, probability in items
+        ]
     planned = []
-    for test_id, rank in items:
+    for test_id, rank, probability in items:
         row = rank - 1  # the decision is in stored rank order
         if not 0 <= row < len(record):
-            planned.append(PlannedTest(test_id, rank, None))
+            planned.append(PlannedTest(test_id, rank, None, probability=probability))
             continue
         planned.append(
             PlannedTest(
@@ -211,6 +230,7 @@ def planned_tests(session: Session, plan_id: int) -> list[PlannedTest]:
                 record.selected_at(row),
                 record.propensity_at(row),
                 record.rule[row],
+                probability,
             )
         )
     return planned
@@ -235,6 +255,7 @@ def evaluate_plan(session: Session, plan_id: int) -> dict[str, Any] | None:
     evaluation = evaluate(items, outcomes_of(session, plan_id), run_ids=run_ids)
     evaluation["duration_dropped"] = _duration_dropped(session, plan_id, items)
     evaluation["policy"] = plan.policy
+    evaluation["model_id"] = plan.model_id
     previous = plan.evaluation
     plan.evaluation = evaluation
     session.flush()

@@ -55,6 +55,12 @@ def _check_types(settings: Mapping[str, Any]) -> None:
             )
         if isinstance(value, list) and not all(isinstance(item, str) for item in value):
             raise SettingsError(f"{key} must be a list of glob strings, not {value!r}")
+        if key in _SHARES and isinstance(value, int | float) and not 0 <= value <= 1:
+            raise SettingsError(f"{key} is a share from 0 to 1 (1: never escalate), not {value!r}")
+
+
+# Settings that are shares of something (scheduler.planning.monitor's ceilings).
+_SHARES = frozenset({"miss_ceiling", "calibration_ceiling"})
 
 
 def effective_policy(settings: Mapping[str, Any], repository_id: int = 0) -> dict[str, Any]:

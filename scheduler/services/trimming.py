@@ -3,10 +3,12 @@
 After each plan evaluation (scheduler.services.plan_evaluation), the
 newest WINDOW_BUILDS evaluated plans of the repository are read again, the
 estimate made (scheduler.planning.monitor) and stored on the repository
-(`Repository.trimming`) with the ceiling it is held to and the escalation it
-decided. The plan API reads that escalation with the repository it
-authorises (no extra query), /metrics reads the figures at scrape, and
-`riskrank plans show` and `riskrank repo status` print them."""
+(`Repository.trimming`) with the ceiling it is held to, the calibration
+error of the probabilities those plans served with its own ceiling, and the
+escalation they decided (either ceiling passed). The plan API reads that
+escalation with the repository it authorises (no extra query), /metrics
+reads the figures at scrape, and `riskrank plans show` and `riskrank repo
+status` print them."""
 
 from __future__ import annotations
 
@@ -32,28 +34,52 @@ def window(session: Session, repository_id: int, builds: int = monitor.WINDOW_BU
     )
 
 
-def state_of(evaluations: list[Any], configured: float | None) -> dict[str, Any]:
+def state_of(
+    evaluations: list[Any], configured: float | None, calibration_configured: float | None = None
+) -> dict[str, Any]:
     """The estimate over `evaluations` (newest first), the ceiling the
-    newest plan's policy is held to, and the escalation."""
-    tallies = [monitor.Tally.of_evaluation(e) for e in evaluations if isinstance(e, dict)]
-    found = monitor.estimate(tallies)
+    newest plan's policy is held to, the calibration error of what they
+    served and its ceiling, and the escalation (either ceiling passed)."""
+    evaluated = [e for e in evaluations if isinstance(e, dict)]
+    found = monitor.estimate(monitor.Tally.of_evaluation(e) for e in evaluated)
+    drift = monitor.calibration_check(monitor.CalibrationTally.of_evaluation(e) for e in evaluated)
     newest = (evaluations[0] or {}).get("policy") or {} if evaluations else {}
     ceiling = monitor.ceiling_of(newest, configured)
-    return found.as_json() | {
-        "ceiling": ceiling,
-        "escalation": monitor.escalation(found, ceiling),
-    }
+    calibration_ceiling = monitor.calibration_ceiling_of(newest, calibration_configured)
+    misses = monitor.escalation(found, ceiling)
+    drifted = monitor.calibration_escalation(drift, calibration_ceiling)
+    return (
+        found.as_json()
+        | drift.as_json()
+        | {
+            "ceiling": ceiling,
+            "calibration_ceiling": calibration_ceiling,
+            "escalation": monitor.reasons(misses, drifted),
+            # What escalated, for /metrics: "miss_rate", "calibration".
+            "escalated_by": [
+                cause
+                for cause, reason in (("miss_rate", misses), ("calibration", drifted))
+                if reason
+            ],
+        }
+    )
+
+
+def _number(settings: dict[str, Any] | None, key: str) -> float | None:
+    value = (settings or {}).get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def refresh(session: Session, repository_id: int) -> dict[str, Any]:
     """Estimate again and store it on the repository (flushed)."""
     repository = session.get_one(Repository, repository_id)
-    configured = (repository.settings or {}).get("miss_ceiling")
-    if isinstance(configured, bool) or not isinstance(configured, int | float):
-        configured = None
-    state = state_of(window(session, repository_id), configured) | {
-        "updated_at": utcnow().isoformat()
-    }
+    state = state_of(
+        window(session, repository_id),
+        _number(repository.settings, "miss_ceiling"),
+        _number(repository.settings, "calibration_ceiling"),
+    ) | {"updated_at": utcnow().isoformat()}
     repository.trimming = state
     session.flush()
     return state
@@ -71,20 +97,30 @@ def sentence(state: dict[str, Any] | None) -> str:
         return "no evaluated plan yet: nothing is known of what trimming misses"
     builds = state["builds"]
     over = f"over the last {builds} evaluated build{'s' if builds != 1 else ''}"
-    if state.get("miss_rate") is None:
-        return f"{over}: no failure seen, nothing to estimate from"
 
     def share(key: str) -> str:
         value = state.get(key)
         return "-" if value is None else f"{value:.1%}"
 
-    text = (
-        f"{over}: trimming let through an estimated {share('miss_rate')} of the failures "
-        f"(95% interval {share('miss_rate_low')} to {share('miss_rate_high')}, from "
-        f"{state.get('explored_failures', 0)} failures in the exploration sample)"
-    )
-    if state.get("ceiling") is not None:
-        text += f"; the mode promises at most {share('ceiling')}"
+    if state.get("miss_rate") is None:
+        text = f"{over}: no failure seen, nothing to estimate from"
+    else:
+        text = (
+            f"{over}: trimming let through an estimated {share('miss_rate')} of the failures "
+            f"(95% interval {share('miss_rate_low')} to {share('miss_rate_high')}, from "
+            f"{state.get('explored_failures', 0)} failures in the exploration sample)"
+        )
+        if state.get("ceiling") is not None:
+            text += f"; the mode promises at most {share('ceiling')}"
+    ece = state.get("calibration_error")
+    if isinstance(ece, int | float):
+        scored = state.get("calibration_builds", 0)
+        text += (
+            f"; calibration error {ece:.3f} over {scored} evaluated "
+            f"build{'s' if scored != 1 else ''} of the serving scorer"
+        )
+        if state.get("calibration_ceiling") is not None:
+            text += f" (ceiling {state['calibration_ceiling']:g})"
     if state.get("escalation"):
         text += ". Escalated: every test over the budget runs"
     return text

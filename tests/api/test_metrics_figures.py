@@ -70,8 +70,13 @@ def _fill(database: Database) -> None:
             "miss_rate_low": 0.125,
             "miss_rate_high": 0.5,
             "ceiling": 0.1,
-            "escalation": "trimming let through too much",
+            "escalation": "trimming let through too much; calibration error 0.050 …",
+            "escalated_by": ["miss_rate", "calibration"],
+            "calibration_error": 0.05,
+            "calibration_builds": 40,
+            "calibration_ceiling": 0.02,
         }
+        one.trimming = {"builds": 3, "escalation": None}  # kept before the causes were
         session.add(_model(two.id, 1, ModelStatus.RETIRED, 0.5))
         _tests(session, one.id)
         session.add_all(
@@ -145,6 +150,14 @@ def test_the_database_figures_on_metrics(settings: Settings, database: Database)
     assert figure(f"riskrank_trimming_window_builds{{{two}}}") == 100
     assert figure(f"riskrank_trimming_escalated{{{two}}}") == 1
     assert figure(f"riskrank_trimming_escalated{{{one}}}") == 0
+    # Why, per cause; the calibration error of what the plans served.
+    for cause, (for_one, for_two) in {"miss_rate": (0, 1), "calibration": (0, 1)}.items():
+        assert figure(f'riskrank_trimming_escalated_by{{cause="{cause}",{one}}}') == for_one
+        assert figure(f'riskrank_trimming_escalated_by{{cause="{cause}",{two}}}') == for_two
+    assert figure(f"riskrank_trimming_calibration_error{{{two}}}") == 0.05
+    assert figure(f"riskrank_trimming_calibration_builds{{{two}}}") == 40
+    assert figure(f"riskrank_trimming_calibration_ceiling{{{two}}}") == 0.02
+    assert key(f"riskrank_trimming_calibration_error{{{one}}}") not in exported
     assert key(f"riskrank_trimming_miss_rate{{{one}}}") not in exported
     trained = figure(f"riskrank_model_last_training_timestamp_seconds{{{one}}}")
     assert abs(trained - (utcnow() - timedelta(hours=1)).timestamp()) < 60  # the newest model

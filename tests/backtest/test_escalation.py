@@ -1,7 +1,9 @@
 """Escalation in the closed loop: a synthetic history where the heuristic
 trims without missing anything, then the scores are replaced by random ones
 mid-history; the live estimate must see the misses and escalate within 100
-builds, and the escalated builds must run every test."""
+builds, and the escalated builds must run every test. Random scores served
+as probabilities are far from the observed rates too: the calibration check
+escalates on its own, sooner."""
 
 from __future__ import annotations
 
@@ -74,6 +76,7 @@ def test_random_scores_mid_history_escalate_within_100_builds(tmp_path: Path) ->
         policy=Policy(mode="fraction", budget=0.33),
         closed_loop=True,
         random_seeds=1,
+        calibration_ceiling=1.0,  # the misses alone (drift: the test below)
     )
     result = run_backtest(reports, config, rescore=randomised)
     records = {record.index: record for record in result.records}
@@ -96,3 +99,33 @@ def test_random_scores_mid_history_escalate_within_100_builds(tmp_path: Path) ->
     document = summary.trimming_figures(result)
     assert document["escalated_builds"] == len(escalated)
     assert document["first_escalation"]["build"] == f"b{first}"
+
+
+def test_random_probabilities_mid_history_escalate_on_calibration_drift(tmp_path: Path) -> None:
+    reports = list(read_history(write_history(tmp_path / "history.jsonl"), "jsonl"))
+    config = BacktestConfig(
+        warmup=WARMUP,
+        retrain_every=0,
+        policy=Policy(mode="fraction", budget=0.33),
+        closed_loop=True,
+        random_seeds=1,
+        miss_ceiling=1.0,  # the calibration check alone
+        # The heuristic is never calibrated here (no training to keep a map
+        # in): its error is about 0.02 before the switch.
+        calibration_ceiling=0.05,
+    )
+    result = run_backtest(reports, config, rescore=randomised)
+    records = {record.index: record for record in result.records}
+    escalated = [index for index, record in records.items() if record.escalation is not None]
+    assert all(records[i].escalation is None for i in range(WARMUP, SWITCH))
+    assert escalated, "the random probabilities were never noticed"
+    first = escalated[0]
+    # A uniform probability over tests that fail 2.6% of the time: within 20 builds.
+    assert SWITCH < first <= SWITCH + 20
+    reason = str(records[first].escalation)
+    assert reason.startswith("calibration error ")
+    assert reason.endswith(" over the last 100 evaluated builds is above 0.05")
+    assert float(reason.split()[2]) > 0.05
+    # From then on the window only grows worse: every build escalated runs every test.
+    assert escalated == list(range(first, BUILDS))
+    assert all(records[i].selected.all() for i in escalated)

@@ -115,3 +115,40 @@ def test_escalation_needs_evidence_above_the_ceiling() -> None:
     assert monitor.escalation(MissEstimate(100, 50, 1, 19.0, 0.27, 0.01, 0.6), 0.10) is None
     assert monitor.escalation(above, None) is None
     assert monitor.escalation(MissEstimate(0, 0, 0, 0.0, None, None, None), 0.10) is None
+
+
+def test_calibration_tallies_add_up_per_bin_and_weigh_the_exploration_sample() -> None:
+    from scheduler.risk.calibration import TALLY_EDGES, binned_ece, tally_bins
+
+    # 0.0005 falls in the first bin, 0.3 and 0.4 in [0.2, 0.5), 1.0 in the last.
+    bins = tally_bins([0.0005, 0.3, 0.4, 1.0], [False, True, False, True], [1, 1, 20, 1])
+    assert len(bins) == len(TALLY_EDGES) - 1
+    assert bins[0] == [1.0, 0.0005, 0.0]
+    assert bins[8] == [21.0, 0.3 + 20 * 0.4, 1.0]
+    assert bins[9] == [1.0, 1.0, 1.0]
+    assert sum(row[0] for row in bins) == 23.0
+    # Two plans' tallies: |0.001 - 0| + |8.3 - 1| * 2 + |1 - 1| * 2, over 46 rows.
+    ece, rows = binned_ece([bins, bins])
+    assert rows == 46.0
+    assert ece == pytest.approx((2 * 0.0005 + 2 * 7.3) / 46)
+    assert binned_ece([]) == (None, 0.0)
+
+
+def test_the_calibration_window_is_the_newest_scorers_and_needs_enough_builds() -> None:
+    bad = [[10.0, 3.0, 0.0]] + [[0.0, 0.0, 0.0]] * 9  # served 0.3, nothing failed
+    good = [[10.0, 3.0, 3.0]] + [[0.0, 0.0, 0.0]] * 9
+    old = [monitor.CalibrationTally(None, bad)] * 50
+    # A retrained model (id 4): only its own plans count, older ones are the heuristic's.
+    found = monitor.calibration_check([monitor.CalibrationTally(4, good), None, *old])
+    assert (found.builds, found.rows, found.ece) == (1, 10.0, 0.0)
+    drifted = monitor.calibration_check(old)
+    assert (drifted.builds, drifted.ece) == (50, pytest.approx(0.3))
+    assert monitor.calibration_escalation(drifted, 0.02) == (
+        "calibration error 0.300 over the last 50 evaluated builds is above 0.02"
+    )
+    assert monitor.calibration_escalation(drifted, 0.5) is None
+    assert monitor.calibration_escalation(drifted, None) is None  # ordering only
+    few = monitor.calibration_check(old[: monitor.MIN_CALIBRATION_BUILDS - 1])
+    assert monitor.calibration_escalation(few, 0.02) is None
+    assert monitor.reasons(None, "b", "c") == "b; c"
+    assert monitor.reasons(None, None) is None

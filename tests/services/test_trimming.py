@@ -1,15 +1,26 @@
 """The live estimate kept on the repository after each plan evaluation, the
-escalation it decides, and the plan policy it changes — on both backends."""
+calibration error of what plans served, the escalation they decide, and the
+plan policy it changes — on both backends."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
 from scheduler.db import Database
-from scheduler.models import Repository
-from scheduler.planning.monitor import poisson_interval
-from scheduler.services import plan_evaluation, plans, trimming
+from scheduler.models import (
+    KnownTest,
+    ModelStatus,
+    Plan,
+    PlanItem,
+    PlanStatus,
+    Repository,
+    RiskModel,
+)
+from scheduler.planning.monitor import MIN_CALIBRATION_BUILDS, poisson_interval
+from scheduler.planning.records import DecisionRecord
+from scheduler.services import plan_evaluation, plans, repo_settings, runs, trimming
 from scheduler.services.plans import PlanDefaults, PlanRequest, RepositoryRef
 from tests.services.test_plan_evaluation import TESTS, make_plan, post
 
@@ -66,3 +77,127 @@ def test_an_escalated_repository_plans_with_every_test_over_the_budget() -> None
     # Ordering only drops nothing: nothing to escalate.
     ordered, _ = plans.policy_of(PlanRequest(mode="order"), ref, PlanDefaults())
     assert ordered.escalation is None
+
+
+def serve(database: Database, number: int, probability: float, model_id: int | None) -> int:
+    """A plan of TESTS on commit `number` (after make_plan's), every test
+    served with `probability` and selected by the budget (fraction 0.5)."""
+    with database.session() as session:
+        repository = session.scalars(select(Repository)).one()
+        commit_id = runs.ensure_commit(
+            session, repository=repository, sha=f"d{number}", branch="main"
+        )
+        plan = Plan(
+            repository_id=repository.id,
+            commit_id=commit_id,
+            model_id=model_id,
+            status=PlanStatus.READY,
+            policy={"mode": "fraction", "budget": 0.5},
+        )
+        session.add(plan)
+        session.flush()
+        tests = {t.name: t.id for t in session.scalars(select(KnownTest))}
+        for rank, name in enumerate(TESTS, 1):
+            session.add(
+                PlanItem(
+                    plan_id=plan.id,
+                    test_id=tests[name],
+                    probability=probability,
+                    rank=rank,
+                    features=b"",
+                )
+            )
+        plan.decision = DecisionRecord.of(
+            len(TESTS),
+            rows=np.arange(len(TESTS)),
+            selected=np.ones(len(TESTS), dtype=bool),
+            propensity=np.ones(len(TESTS)),
+            rules=["model"] * len(TESTS),
+            ranks=np.arange(1, len(TESTS) + 1),
+        ).encode()
+        return plan.id
+
+
+def test_calibration_drift_escalates_until_a_retrained_model_is_back_under(
+    database: Database,
+) -> None:
+    make_plan(database)  # the repository and its tests (never evaluated)
+    a = TESTS[0]
+    # The heuristic serves 0.3 to every test; 1 test in 6 fails: the
+    # observed rate is 1/6, the calibration error 0.3 - 1/6.
+    for number in range(MIN_CALIBRATION_BUILDS):
+        plan_id = serve(database, number, 0.3, None)
+        post(database, plan_id, [(name, "failed" if name == a else "passed") for name in TESTS],
+             run_key=f"r{number}", sha=f"d{number}")  # fmt: skip
+        found = state(database)
+        assert found["calibration_builds"] == number + 1
+        assert found["calibration_error"] == pytest.approx(0.3 - 1 / 6, abs=1e-6)
+        assert found["calibration_ceiling"] == 0.02  # the default
+        if number + 1 < MIN_CALIBRATION_BUILDS:
+            assert found["escalation"] is None  # too few builds to tell
+    reason = "calibration error 0.133 over the last 20 evaluated builds is above 0.02"
+    assert (found["escalation"], found["escalated_by"]) == (reason, ["calibration"])
+    assert trimming.sentence(found).endswith(
+        "; calibration error 0.133 over 20 evaluated builds of the serving scorer "
+        "(ceiling 0.02). Escalated: every test over the budget runs"
+    )
+    # The plans the repository serves now run every test over the budget, and say why.
+    with database.session() as session:
+        repository = session.scalars(select(Repository)).one()
+        ref = RepositoryRef(
+            id=repository.id, default_branch="main", settings={"mode": "fraction", "budget": 0.3},
+            escalation=trimming.escalation_of(repository),
+        )  # fmt: skip
+        status = trimming.status_of(session, repository)
+    policy, _ = plans.policy_of(PlanRequest(), ref, PlanDefaults())
+    assert (policy.escalation, policy.effective_exploration_rate) == (reason, 1.0)
+    assert status["escalation"] == reason
+    assert status["trimming"]["calibration_error"] == pytest.approx(0.3 - 1 / 6, abs=1e-6)
+
+    # A ceiling the repository sets (as `riskrank repo settings` does) holds
+    # from the next evaluation on; one out of range is refused.
+    with database.session() as session:
+        with pytest.raises(repo_settings.SettingsError, match="a share from 0 to 1"):
+            repo_settings.update_settings(
+                session, full_name="acme/app", changes={"calibration_ceiling": 1.5}
+            )
+        repo_settings.update_settings(
+            session, full_name="acme/app", changes={"calibration_ceiling": 0.2}
+        )
+        plan_evaluation.evaluate_plan(session, plan_id)
+    assert (state(database)["calibration_ceiling"], state(database)["escalation"]) == (0.2, None)
+    with database.session() as session:
+        repo_settings.update_settings(
+            session, full_name="acme/app", changes={}, unset=["calibration_ceiling"]
+        )
+        plan_evaluation.evaluate_plan(session, plan_id)
+    assert state(database)["escalation"] == reason
+
+    # A retrained model serves probabilities that hold: its plans are a
+    # window of their own, and the escalation ends with its first plan.
+    with database.session() as session:
+        repository = session.scalars(select(Repository)).one()
+        model = RiskModel(
+            repository_id=repository.id, version=1, status=ModelStatus.ACTIVE,
+            model_text="", feature_names=[], params={}, metrics={},
+        )  # fmt: skip
+        session.add(model)
+        session.flush()
+        model_id = model.id
+    plan_id = serve(database, 100, 1 / 6, model_id)
+    post(database, plan_id, [(name, "failed" if name == a else "passed") for name in TESTS],
+         run_key="r100", sha="d100")  # fmt: skip
+    after = state(database)
+    assert after["calibration_builds"] == 1
+    assert after["calibration_error"] == pytest.approx(0.0, abs=1e-6)
+    assert (after["escalation"], after["escalated_by"]) == (None, [])
+
+
+def test_ordering_only_never_escalates_on_calibration() -> None:
+    tallies = {"calibration_bins": [[10.0, 3.0, 0.0]] + [[0.0, 0.0, 0.0]] * 9, "model_id": None}
+    ordered = [tallies | {"policy": {"mode": "order"}}] * MIN_CALIBRATION_BUILDS
+    found = trimming.state_of(ordered, None)
+    assert found["calibration_error"] == pytest.approx(0.3)
+    assert (found["calibration_ceiling"], found["escalation"]) == (None, None)
+    trimmed = [tallies | {"policy": {"mode": "confidence", "budget": 0.9}}] * MIN_CALIBRATION_BUILDS
+    assert trimming.state_of(trimmed, None)["escalated_by"] == ["calibration"]

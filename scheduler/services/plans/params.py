@@ -78,6 +78,9 @@ SETTING_TYPES: dict[str, tuple[type, ...]] = {
     # The share of failures trimming may let through before it escalates
     # (scheduler.planning.monitor); not a policy parameter.
     "miss_ceiling": (int, float),
+    # The calibration error of the probabilities plans served above which
+    # trimming escalates (scheduler.planning.monitor); not a policy parameter.
+    "calibration_ceiling": (int, float),
 }
 
 
