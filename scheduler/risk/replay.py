@@ -47,6 +47,11 @@ class Build:
     durations: dict[str, float | None] = field(default_factory=dict)
     flaky: set[str] = field(default_factory=set)
     files: dict[str, str | None] = field(default_factory=dict)
+    # The tests that ran only because a plan's exploration sample drew them,
+    # with the probability it drew them with (the plan's logged propensity);
+    # every other test ran for sure (the budget, a rule, a full run, a
+    # history without plans). Filled by `load_builds` from the plans' records.
+    selection: dict[str, float] = field(default_factory=dict)
 
 
 # When a history gives no time for a build (the replay only needs an order,
@@ -260,6 +265,45 @@ def replay(builds: Sequence[Build]) -> Iterator[BuildRows]:
             )
             yield BuildRows(number, build, tests, matrix, failed, durations)
         replayer.fold(build)
+
+
+# A training row of the exploration sample counts at most this many times.
+# 20 is 1/p at the default exploration rate (5%), so the cap does not bite
+# there; it bounds a repository that explores less: at 0.1% one failing row
+# would weigh as much as a thousand, and a leaf of one explored failure
+# would be fit to it (the variance inverse-propensity weighting is known for).
+MAX_SELECTION_WEIGHT = 20.0
+
+
+def selection_weights(
+    builds: Sequence[Build], cap: float = MAX_SELECTION_WEIGHT
+) -> npt.NDArray[np.float64]:
+    """The weight of every row of `training_rows(builds)`, in its order: a
+    test the exploration sample ran with probability p stands for 1/p tests
+    (capped at `cap`), so the learner is not biased toward what the budget
+    chose to run; every other row counts once. Self-normalised: the weights
+    are scaled to add up to the number of rows, so that the loss, the
+    regularisation and the leaf sizes keep the scale they have unweighted."""
+    parts = []
+    for build in builds:
+        tests = sorted(build.outcomes)
+        if not tests:
+            continue  # no row (as `replay` yields none)
+        parts.append(
+            np.fromiter(
+                (
+                    min(cap, 1.0 / p) if (p := build.selection.get(name)) and p < 1.0 else 1.0
+                    for name in tests
+                ),
+                dtype=np.float64,
+                count=len(tests),
+            )
+        )
+    if not parts:
+        return np.zeros(0, dtype=np.float64)
+    weights = np.concatenate(parts)
+    scaled: npt.NDArray[np.float64] = weights * (weights.size / weights.sum())
+    return scaled
 
 
 def training_rows(

@@ -200,6 +200,15 @@ def _params(params: Mapping[str, Any] | None, seed: int) -> dict[str, Any]:
     return {**DEFAULT_PARAMS, **given, **FIXED_PARAMS, "seed": seed}
 
 
+def _row_weights(weights: npt.ArrayLike, rows: int) -> Floats:
+    array = np.asarray(weights, dtype=np.float64)
+    if array.shape != (rows,):
+        raise ModelInputError(f"weights must have shape ({rows},), got {array.shape}")
+    if not (np.isfinite(array).all() and (array > 0).all()):
+        raise ModelInputError("weights must be finite and positive")
+    return array
+
+
 def _weight(pos_weight: float | Literal["balanced"] | None, labels: Labels) -> float:
     if pos_weight is None:
         return 1.0
@@ -269,8 +278,12 @@ def _dataset(
     names: tuple[str, ...],
     params: dict[str, Any],
     reference: lgb.Dataset | None = None,
+    rows: Floats | None = None,
 ) -> lgb.Dataset:
+    """`weight` for a failing row (pos_weight), times each row's own (`rows`)."""
     weights = np.where(labels, weight, 1.0) if weight != 1.0 else None
+    if rows is not None:
+        weights = rows if weights is None else weights * rows
     if reference is not None:
         return lgb.Dataset(features, labels.astype(np.float64), weight=weights, reference=reference)
     return lgb.Dataset(
@@ -451,6 +464,7 @@ def train_model(
     min_builds: int = MIN_BUILDS,
     exclude: Collection[str] = EXCLUDED_FEATURES,
     ranking: bool = False,
+    weights: npt.ArrayLike | None = None,
 ) -> TrainedModel:
     """Train the model on rows of (features, failed, build index), the newest
     builds held out to stop early and to measure it, and the newest
@@ -462,11 +476,18 @@ def train_model(
     (the order within a build is what is learnt, not each row's label), and
     the scores are made probabilities by Platt scaling, fit on the
     early-stopping builds for the held-out model and on every row for the
-    refit one (``pos_weight`` does not apply)."""
+    refit one (``pos_weight`` does not apply).
+
+    ``weights`` (one per row, positive) weigh the rows in the binary
+    objective's fits, on top of ``pos_weight``: the selection weights of
+    `scheduler.risk.replay.selection_weights`. A ranking objective learns
+    the order within each build, and LightGBM weighs its queries, not rows:
+    there they do not apply."""
     matrix = as_matrix(features)
     rows, columns = matrix.shape
     failed = _labels(labels, rows)
     build_of = _builds(builds, rows)
+    row_weights = None if weights is None or ranking else _row_weights(weights, rows)
     if ranking and rows and np.any(np.diff(build_of) < 0):
         # A query's rows must be together: in build order, stably.
         order = np.argsort(build_of, kind="stable")
@@ -500,7 +521,14 @@ def train_model(
         raise ModelInputError("every row of the training builds failed: nothing to tell apart")
 
     weight = _weight(pos_weight, failed[training])
-    train_set = _dataset(matrix[training], failed[training], weight, names, lgb_params)
+    train_set = _dataset(
+        matrix[training],
+        failed[training],
+        weight,
+        names,
+        lgb_params,
+        rows=None if row_weights is None else row_weights[training],
+    )
     valid_set = _dataset(
         matrix[held_out], failed[held_out], weight, names, lgb_params, reference=train_set
     )
@@ -539,7 +567,7 @@ def train_model(
 
     if refit:
         weight = _weight(pos_weight, failed)
-        final_set = _dataset(matrix, failed, weight, names, lgb_params)
+        final_set = _dataset(matrix, failed, weight, names, lgb_params, rows=row_weights)
         if ranking:
             final_set.set_group(_groups(build_of))
         booster = lgb.train(lgb_params, final_set, num_boost_round=best)

@@ -255,6 +255,10 @@ def train(
     features, labels, indexes = replay.training_rows(builds)
     if len(labels) == 0:
         raise TrainingError("no test outcomes yet: import a history or send results first")
+    # Rows of the plans' exploration samples stand for the tests the budget
+    # dropped (none: every row counts once, as without plans).
+    weights = replay.selection_weights(builds)
+    explored = int(sum(len(build.selection) for build in builds))
     step(f"choosing a scorer on {len(labels):,} rows")
     picked = choose_scorer(features, labels, indexes)
     scorer = picked.chosen or choice.candidate(DEFAULT_SCORER)
@@ -269,6 +273,7 @@ def train(
             params=scorer.training_params(),
             exclude=scorer.excluded(FEATURE_NAMES),
             ranking=scorer.ranking,
+            weights=weights if explored else None,
         )
     except ModelError as error:
         raise TrainingError(str(error)) from error
@@ -365,6 +370,12 @@ def train(
                 for name, value in zip(trained.feature_names, importance, strict=True)
             },
             "decision": reason,
+            "selection_weights": {
+                "explored_rows": explored,
+                "cap": replay.MAX_SELECTION_WEIGHT,
+                "max": round(float(weights.max()), 6) if explored else 1.0,
+                "applied": bool(explored) and not scorer.ranking,
+            },
             # What was trained, and why: the candidates on builds before the
             # held-out ones (scheduler.risk.choice).
             "scorer": {"name": scorer.name, "description": scorer.description},

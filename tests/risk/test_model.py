@@ -190,6 +190,25 @@ def test_weighted_failures_keep_probabilities_on_the_label_scale(
     assert trained.metrics.mean_apfd > 0.8
 
 
+def test_row_weights_reach_the_fits(data: tuple[np.ndarray, ...]) -> None:
+    features, failed, build = data
+    plain = train_model(features, failed, build, NAMES)
+    # Every failing row counted 4 times: the model sees failures far more often
+    # (no prior shift, as pos_weight has: these weights are the rows' own).
+    weights = np.where(failed, 4.0, 1.0)
+    weighted = train_model(features, failed, build, NAMES, weights=weights)
+    before = load_model(plain.model_text).predict(features).mean()
+    after = load_model(weighted.model_text).predict(features).mean()
+    assert after > 1.6 * before  # 0.063 to 0.124 on these rows
+    # Weights of 1 are no weights: the same model.
+    ones = train_model(features, failed, build, NAMES, weights=np.ones(failed.size))
+    assert ones.model_text == plain.model_text
+    with pytest.raises(ModelInputError, match="finite and positive"):
+        train_model(features, failed, build, NAMES, weights=np.zeros(failed.size))
+    with pytest.raises(ModelInputError, match="weights must have shape"):
+        train_model(features, failed, build, NAMES, weights=np.ones(3))
+
+
 def test_without_refit_the_held_out_model_is_served(data: tuple[np.ndarray, ...]) -> None:
     features, failed, build = data
     trained = train_model(features, failed, build, NAMES, refit=False)

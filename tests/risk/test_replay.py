@@ -246,3 +246,27 @@ def test_replayed_links_are_the_ones_ingestion_stores(database: Database, shared
     assert 0 < counts.status_changes < counts.failures
     assert any(link.failed_together > 0 for link in stored.values())
     assert any(0 < link.valued_at < build_count for link in stored.values())
+
+
+def test_selection_weights_are_capped_inverse_propensities_that_keep_the_total() -> None:
+    from datetime import UTC, datetime
+
+    from scheduler.outcomes import Outcome
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    drawn = replay.Build(
+        key="1/a",
+        at=at,
+        paths=(),
+        outcomes={name: Outcome.PASSED for name in ("c", "a", "b")},
+        selection={"a": 0.01, "b": 0.5, "gone": 0.1},  # "gone" did not run: no row
+    )
+    empty = replay.Build(key="2/a", at=at, paths=())  # no outcome: no row
+    plain = replay.Build(key="3/a", at=at, paths=(), outcomes={"a": Outcome.FAILED})
+    weights = replay.selection_weights([drawn, empty, plain])
+    # Rows by name within a build (training_rows' order): a at 1/0.01 capped
+    # to 20, b at 2, c and the last build's a once; 24 spread over 4 rows.
+    raw = np.array([replay.MAX_SELECTION_WEIGHT, 2.0, 1.0, 1.0])
+    np.testing.assert_allclose(weights, raw * 4 / raw.sum())
+    assert weights.size == replay.training_rows([drawn, empty, plain])[1].size
+    assert replay.selection_weights([]).size == 0

@@ -11,9 +11,11 @@ from sqlalchemy import select
 
 from scheduler.db import Database
 from scheduler.ingest.history import read_history
-from scheduler.models import ModelStatus, Provider, RiskModel
+from scheduler.models import ModelStatus, Plan, Provider, RiskModel
+from scheduler.risk import choice, replay
 from scheduler.risk.features import FEATURE_NAMES
 from scheduler.services import history, repos, training
+from scheduler.services.builds import load_builds
 
 
 @pytest.fixture
@@ -157,3 +159,51 @@ def test_an_active_model_that_keeps_its_place_is_calibrated_again() -> None:
     assert stored["rows"] == builds.size - 10
     assert stored["builds"] == 20
     assert stored["ece"] < 0.01
+
+
+def test_rows_of_the_exploration_sample_are_weighted_by_their_inverse_propensity(
+    database: Database,
+) -> None:
+    """Plans whose decision drew one test into the exploration sample (p =
+    0.25), their runs ingested: training reads that back from the plans'
+    records and weighs the test's rows 4 to 1, self-normalised."""
+    from tests.services.test_plan_evaluation import post
+    from tests.services.test_recalibration import TESTS, fails, make_plans
+
+    plan_ids = make_plans(database, 24)
+    for number, plan_id in enumerate(plan_ids):
+        ran = [
+            (name, "failed" if fails(test, number) else "passed")
+            for test, name in enumerate(TESTS[:9])  # the dropped one did not run
+        ]
+        post(database, plan_id, ran, run_key=f"b{number}", sha=f"{number + 1:040x}")
+    with database.session() as session:
+        repository_id = session.scalars(select(Plan.repository_id)).first()
+        assert repository_id is not None
+        builds = load_builds(session, repository_id=repository_id)
+    assert len(builds) == 24
+    assert all(build.selection == {TESTS[8]: 0.25} for build in builds)
+    # 9 rows a build, the explored one (last by name) 4 times: 12 to spread over 9.
+    weights = replay.selection_weights(builds)
+    assert weights.size == 24 * 9
+    np.testing.assert_allclose(weights, np.tile([0.75] * 8 + [3.0], 24))
+    assert weights.sum() == pytest.approx(weights.size)
+
+    with database.session() as session:
+        outcome = training.train(session, repository_id=repository_id)
+        assert outcome is not None
+        recorded = outcome.model.metrics["selection_weights"]
+        weighted_text = outcome.model.model_text
+        scorer = outcome.model.metrics["scorer"]["name"]
+        # A ranking objective weighs builds, not rows (scheduler.risk.training).
+        ranking = choice.candidate(scorer).ranking
+    assert recorded == {"explored_rows": 24, "cap": 20.0, "max": 3.0, "applied": not ranking}
+    # The same history without the plans' records trains another model.
+    with database.session() as session:
+        for plan in session.scalars(select(Plan)):
+            plan.decision = None
+    with database.session() as session:
+        again = training.train(session, repository_id=repository_id)
+        assert again is not None
+        assert again.model.metrics["selection_weights"]["explored_rows"] == 0
+        assert (again.model.model_text != weighted_text) is not ranking
