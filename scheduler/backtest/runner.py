@@ -221,6 +221,8 @@ class TrainingRecord:
     heuristic_apfd: float | None = None
     active_apfd: float | None = None
     scorer: str | None = None  # what the model scores with (scheduler.risk.choice)
+    # Rows of the exploration sample the training weighed 1/p (closed loop).
+    explored_rows: int | None = None
 
     @property
     def outcome(self) -> str:
@@ -243,6 +245,7 @@ class TrainingRecord:
             "heuristic_apfd": self.heuristic_apfd,
             "active_apfd": self.active_apfd,
             "scorer": self.scorer,
+            "explored_rows": self.explored_rows,
         }
 
 
@@ -345,6 +348,7 @@ class Scored:
     # The plan's ranks (the scorer's order) and where a test it never saw goes.
     ranks: npt.NDArray[np.int64] | None = None
     new_test_rank: int | None = None
+    commit_id: int | None = None  # the build's commit in the backtest's database
 
 
 def score(
@@ -383,6 +387,7 @@ def score(
         None if scores.raw is None else scores.raw.astype(np.float64),
         scores.ranks(),
         scores.new_test_rank(),
+        commit_id,
     )
 
 
@@ -501,11 +506,19 @@ def decide(
 # --- training -------------------------------------------------------------------
 
 
-def retrain(database: Database, *, repository_id: int, build: HistoryBuild) -> TrainingRecord:
+def retrain(
+    database: Database,
+    *,
+    repository_id: int,
+    build: HistoryBuild,
+    selection: training.Selection | None = None,
+) -> TrainingRecord:
     started = time.perf_counter()
     try:
         with database.session() as session:
-            outcome = training.train_repository(session, repository_id=repository_id)
+            outcome = training.train_repository(
+                session, repository_id=repository_id, selection=selection
+            )
             if outcome is None:
                 return TrainingRecord(
                     build.index, build.build, 0.0, reason="another training held the lock"
@@ -524,6 +537,7 @@ def retrain(database: Database, *, repository_id: int, build: HistoryBuild) -> T
                 heuristic_apfd=(found.get("heuristic") or {}).get("mean_apfd"),
                 active_apfd=(found.get("active") or {}).get("mean_apfd"),
                 scorer=(found.get("scorer") or {}).get("name"),
+                explored_rows=(found.get("selection_weights") or {}).get("explored_rows"),
             )
     except training.TrainingError as error:
         return TrainingRecord(
@@ -702,6 +716,10 @@ def _replay(
     # that scored them (scheduler.services.recalibration).
     refresh_rows: deque[tuple[Floats, Floats, Floats]] = deque(maxlen=recalibration.REFRESH_PLANS)
     refresh_scorer: int | None = None
+    # Closed loop: the tests each build ran only because the exploration
+    # sample drew them, and p, by the build's key as training reads it back
+    # (what production reads from the plans' decision records).
+    selection: dict[str, dict[str, float]] = {}
     refreshed = 0
     ceiling = monitor.ceiling_of(config.policy.as_json(), config.miss_ceiling)
     calibration_ceiling = monitor.calibration_ceiling_of(
@@ -711,7 +729,9 @@ def _replay(
     for build in builds[config.warmup : scored_builds.stop]:
         evaluated = build.index - config.warmup
         if config.retrain_every and evaluated % config.retrain_every == 0:
-            record = retrain(database, repository_id=repository_id, build=build)
+            record = retrain(
+                database, repository_id=repository_id, build=build, selection=selection
+            )
             steps["train"] += record.seconds
             result.trainings.append(record)
         begun = time.perf_counter()
@@ -742,6 +762,12 @@ def _replay(
                 exploration_rate=policy.effective_exploration_rate,
             )
             tallies.append(tally)
+            drawn = np.flatnonzero(decision.selected & (decision.propensity < 1.0))
+            if drawn.size and scored.commit_id is not None:
+                key = f"{scored.commit_id}/{history_import.IMPORT_KEY_PREFIX}{build.build}"
+                selection[key] = {
+                    build.names[i]: float(decision.propensity[i]) for i in drawn.tolist()
+                }
             served.append(_served_tally(scored, covered, decision, build))
             if scored.model_version != refresh_scorer:
                 refresh_rows.clear()  # another scorer: its scores map otherwise

@@ -197,7 +197,11 @@ def _refresh_calibration(
 
 
 def train_repository(
-    session: Session, *, repository_id: int, progress: Progress | None = None
+    session: Session,
+    *,
+    repository_id: int,
+    progress: Progress | None = None,
+    selection: Selection | None = None,
 ) -> TrainingOutcome | None:
     """`train`, counted (riskrank_trainings_total, riskrank_training_seconds
     and, when it promotes, riskrank_model_promotions_total): a failure at
@@ -206,7 +210,9 @@ def train_repository(
     started = time.perf_counter()
     slug = metrics.repository_label(session, repository_id)
     try:
-        outcome = train(session, repository_id=repository_id, progress=progress)
+        outcome = train(
+            session, repository_id=repository_id, progress=progress, selection=selection
+        )
     except Exception:
         metrics.TRAININGS.labels(repository=slug, outcome="failed").inc()
         metrics.TRAINING_SECONDS.labels(outcome="failed").observe(time.perf_counter() - started)
@@ -227,6 +233,9 @@ def train_repository(
 Progress: TypeAlias = Callable[[str], None]
 # How many steps `train` tells, in order: a bar counts them.
 STEPS = 5
+# The exploration draws of builds whose plans are not stored (a backtest's,
+# kept in memory): build key (scheduler.services.builds) -> test -> p.
+Selection: TypeAlias = Mapping[str, Mapping[str, float]]
 
 
 def _silent(_step: str) -> None:
@@ -234,7 +243,11 @@ def _silent(_step: str) -> None:
 
 
 def train(
-    session: Session, *, repository_id: int, progress: Progress | None = None
+    session: Session,
+    *,
+    repository_id: int,
+    progress: Progress | None = None,
+    selection: Selection | None = None,
 ) -> TrainingOutcome | None:
     """Train on the whole history, replayed in time order; None when another
     training of the repository holds the lock.
@@ -251,6 +264,9 @@ def train(
         return None
     step("loading the history")
     builds = load_builds(session, repository_id=repository_id)
+    for build in builds:
+        drawn = (selection or {}).get(build.key, {})
+        build.selection.update((n, p) for n, p in drawn.items() if n in build.outcomes)
     step(f"replaying {len(builds):,} builds")
     features, labels, indexes = replay.training_rows(builds)
     if len(labels) == 0:

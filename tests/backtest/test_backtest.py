@@ -192,6 +192,14 @@ def test_dune_slice_reproducible_and_closed_loop(shared_dir: Path, tmp_path: Pat
         seen += sum(1 for case in report.results if case.test in chosen)
     assert closed_result.executions == warm + seen
     assert closed["figures"] != first["figures"]
+    # The closed loop's trainings weigh the rows of the exploration sample 1/p,
+    # as production reads them from the plans' records; the open loop ran
+    # every test (no plan drew any).
+    assert [t.explored_rows for t in open_result.trainings] == [0, 0, 0]
+    drawn = sum((r.selected_by or {})["exploration"] for r in closed_result.records[:40])
+    assert drawn > 0
+    assert closed_result.trainings[0].explored_rows == 0  # the warm-up's history only
+    assert closed_result.trainings[1].explored_rows == drawn
     # A plan keeps a fifth of the tests plus the forced and explored ones.
     assert 0.2 <= first["selection"]["tests_share"] < 1.0
 
