@@ -117,6 +117,7 @@ class Setting(enum.StrEnum):
     EXTRA_FULL_RUN_PATHS = "extra_full_run_paths"
     OVERHEAD = "overhead"
     MISS_CEILING = "miss_ceiling"
+    CALIBRATION_CEILING = "calibration_ceiling"
 
 
 def choices(kind: type[enum.StrEnum]) -> str:
