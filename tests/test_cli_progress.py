@@ -2,8 +2,8 @@
 installed `riskrank` under a pseudo-terminal (its standard input, output and
 error a pty, as in a shell), on an embedded SQLite database and a history
 written here, for an import, a training and a backtest. And without a
-terminal (a pipe, a CI log) no bar at all: standard output stays the
-command's result."""
+terminal (a pipe, a CI log) no bar at all but a plain line on standard
+error now and then: standard output stays the command's result."""
 
 from __future__ import annotations
 
@@ -152,19 +152,59 @@ def test_long_work_shows_a_bar_on_a_terminal_and_nothing_else_without(
     assert f"30 of {BUILDS} builds evaluated" in " ".join(screen(drawn))
 
     # Without a terminal (pipes): no bar, not even its last drawing, on
-    # either stream; --json is the whole of standard output.
+    # either stream, but a plain line on standard error now and then; --json
+    # is the whole of standard output. Lines at least 30 s apart: this work
+    # is shorter, none.
+    piped_env = env | {"RISKRANK_PROGRESS_SECONDS": "0"}
     with ThreadPoolExecutor(max_workers=2) as pool:
-        retrained = pool.submit(riskrank, "train", "acme/app", "--json", env=env, cwd=tmp_path)
+        retrained = pool.submit(
+            riskrank, "train", "acme/app", "--json", env=piped_env, cwd=tmp_path
+        )
+        reimported = pool.submit(
+            riskrank, "import", "acme/other", str(history), "--create", env=env, cwd=tmp_path
+        )
         piped = riskrank(
             "backtest", str(history), "--warmup", "10", "--retrain-every", "0",
-            env=env, cwd=tmp_path,
+            env=piped_env, cwd=tmp_path,
         )  # fmt: skip
         again = retrained.result()
+        short = reimported.result()
+    assert short.returncode == 0, short.explain()
+    assert short.stderr == ""
+    assert f"imported {BUILDS} reports" in short.stdout
+
     assert again.returncode == 0, again.explain()
     assert json.loads(again.stdout)["version"] == 2
-    assert again.stderr == ""
+    # One line per step: each is another tenth (or more) of the work.
+    assert progress_lines(again.stderr) == [
+        ("training", done, steps, "steps", 100 * done // steps) for done in range(1, steps + 1)
+    ], again.stderr
+
     assert piped.returncode == 0, piped.explain()
-    assert piped.stderr == ""
-    assert "\x1b[" not in piped.stdout  # no escape sequence: no live drawing
+    # The warm-up's 10 builds at once (a quarter), then a line at each
+    # further tenth of the 40 builds: 12 (30%), 16, ..., 40.
+    reached = [10, *range(12, BUILDS + 1, 4)]
+    assert progress_lines(piped.stderr) == [
+        ("backtest", done, BUILDS, "builds", 100 * done // BUILDS) for done in reached
+    ], piped.stderr
+    for output in (piped.stdout, piped.stderr, again.stdout, again.stderr):
+        assert "\x1b[" not in output  # no escape sequence: no live drawing
     assert not [line for line in piped.stdout.splitlines() if line.startswith("backtest")]
     assert f"30 of {BUILDS} builds evaluated" in piped.stdout
+
+
+PLAIN_LINE = re.compile(
+    r"^(\w+): (\d+)/(\d+) (\w+) \((\d+)%\), (?:\d+ h \d+ min|(?:\d+ min )?\d+ s)$"
+)
+
+
+def progress_lines(stderr: str) -> list[tuple[str, int, int, str, int]]:
+    """The plain progress lines of standard error (every line must be one):
+    label, done, total, unit, percent."""
+    found = []
+    for line in stderr.splitlines():
+        match = PLAIN_LINE.match(line)
+        assert match, f"not a progress line: {line!r}"
+        label, done, total, unit, percent = match.groups()
+        found.append((label, int(done), int(total), unit, int(percent)))
+    return found

@@ -144,6 +144,8 @@ def backtest(
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("builds · {task.fields[rate]:,.1f} builds/s"),
+        label="backtest",
+        unit="builds",
     ) as bar:
         task = bar.add_task("backtest", total=None, rate=0.0)
 

@@ -21,6 +21,7 @@ Exit codes, the same for every command:
 from __future__ import annotations
 
 import enum
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -158,20 +159,30 @@ def setting_assignment(text: str) -> str:
     return text
 
 
-def progress(*columns: str | ProgressColumn) -> Progress:
+def progress(*columns: str | ProgressColumn, label: str, unit: str = "") -> Progress:
     """The progress of long work (training, a backtest, an import, pruning),
-    with the time it has taken. Drawn on standard error, so that standard
-    output stays the command's result (--json, a pipe), and only when that
-    is a terminal: a CI job or a log gets no bar, not even its last state
-    (Rich prints that once to a file)."""
+    with the time it has taken, on standard error, so that standard output
+    stays the command's result (--json, a pipe). On a terminal a bar of
+    `columns`; without one (a CI job, a pipe, a journal) no drawing, not even
+    the bar's last state, but a plain line now and then: `LABEL: 400/2136
+    UNIT (19%), 1 min 12 s`, once past another tenth of the work and at
+    least 30 s (RISKRANK_PROGRESS_SECONDS) after the previous line; for work
+    of unknown size (no total), `LABEL: DESCRIPTION, 12 s` at most that
+    often (scheduler.cli.progress_lines)."""
     from rich.progress import Progress, TimeElapsedColumn
 
-    return Progress(
-        *columns,
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=not err_console.is_terminal or err_console.is_dumb_terminal,
-    )
+    if err_console.is_terminal and not err_console.is_dumb_terminal:
+        return Progress(*columns, TimeElapsedColumn(), console=err_console)
+    from scheduler.cli.progress_lines import EVERY_SECONDS, LoggedProgress
+
+    every = os.environ.get("RISKRANK_PROGRESS_SECONDS", "").strip()
+    try:
+        seconds = float(every) if every else EVERY_SECONDS
+    except ValueError:
+        fail(f"RISKRANK_PROGRESS_SECONDS must be a number of seconds, not {every!r}")
+    if not seconds >= 0:
+        fail(f"RISKRANK_PROGRESS_SECONDS must be 0 or more, not {every!r}")
+    return LoggedProgress(*columns, label=label, unit=unit, every=seconds, console=err_console)
 
 
 def fail(message: str, code: int = FAILED) -> NoReturn:

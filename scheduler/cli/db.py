@@ -99,7 +99,9 @@ def prune(
                 pruned = retention.count(session, cutoff=now - timedelta(days=days))
         else:
             with progress(
-                SpinnerColumn(), TextColumn("[bold]pruning[/] {task.description}")
+                SpinnerColumn(),
+                TextColumn("[bold]pruning[/] {task.description}"),
+                label="pruning",
             ) as bar:
                 task = bar.add_task("…", total=None)
 

@@ -115,6 +115,8 @@ def import_(
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("reports · {task.fields[rate]:,.0f} rows/s"),
+        label="import",
+        unit="reports",
     ) as bar:
         task = bar.add_task("import", total=len(reports), rate=0.0)
         done_rows = 0

@@ -66,6 +66,8 @@ def train(
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("steps · {task.description}"),
+        label="training",
+        unit="steps",
     ) as bar:
         task = bar.add_task("starting", total=training.STEPS)
         told = 0

@@ -5,6 +5,7 @@ reads stays, on both backends; the CLI and the beat schedule drive it."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -194,7 +195,8 @@ def test_the_cli_prunes_or_only_counts(sqlite_url: str, tmp_path: Path) -> None:
     try:
         empty_all_tables(database)
         fill(database)
-        command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=sqlite_url), cwd=tmp_path)
+        env = clean_env(RISKRANK_DATABASE_URL=sqlite_url)
+        command = partial(riskrank, env=env, cwd=tmp_path)
         dry = command("db", "prune", "--dry-run", "--json")
         assert dry.returncode == 0, dry.explain()
         assert json.loads(dry.stdout) | {"cutoff": None} == {
@@ -209,9 +211,18 @@ def test_the_cli_prunes_or_only_counts(sqlite_url: str, tmp_path: Path) -> None:
         kept = command("db", "prune", "--older-than", "365")
         assert kept.returncode == 0, kept.explain()
         assert "removed 0 plans (with their items), 0 CI events and 0 raw reports" in kept.stdout
-        done = command("db", "prune")
+        assert kept.stderr == ""  # no line: shorter than 30 s
+        # Without a terminal, what it has removed so far, a line a step at
+        # most (here every step: RISKRANK_PROGRESS_SECONDS=0), on stderr.
+        done = command("db", "prune", env=env | {"RISKRANK_PROGRESS_SECONDS": "0"})
         assert done.returncode == 0, done.explain()
         assert "removed 1 plans (with their items), 3 CI events and 1 raw reports" in done.stdout
+        assert re.sub(r", \d+ s$", ", N s", done.stderr, flags=re.M).splitlines() == [
+            "pruning: plans: 1 so far, N s",
+            "pruning: CI events: 3 so far, N s",
+            "pruning: raw reports: 1 so far, N s",
+            "pruning: statistics change records: 1 so far, N s",
+        ]
         assert counts(database)["plans"] == 1
         refused = command("db", "prune", "--older-than", "0")
         assert refused.returncode == 1
