@@ -86,19 +86,22 @@ def _pull_job(event_id: int) -> pulls.PullJob | None:
             return None
 
 
-def _changes(event_id: int) -> tuple[changes.Fetched | None, str | None, float | None]:
+def _changes(
+    event_id: int,
+) -> tuple[changes.Fetched | None, str | None, str | None, float | None]:
     """What the provider's API says the event changed, when its payload
     does not say it all and the repository has a token; asked with nothing
-    locked. Returns (fetched, note, wait). A provider failing in a way worth
-    another try (after the client's own retries) leaves the event pending
-    with the error, to be asked again in `wait` seconds; one that refuses,
-    or once the attempts are spent, leaves it to be handled with what its
-    payload says, and `note` says why (fail open)."""
+    locked. Returns (fetched, note, reason, wait). A provider failing in a
+    way worth another try (after the client's own retries) leaves the event
+    pending with the error, to be asked again in `wait` seconds; one that
+    refuses, or once the attempts are spent, leaves it to be handled with
+    what its payload says, `note` says why (fail open) and `reason` what the
+    provider answered (for the head's plans)."""
     settings = get_settings()
     with database_of(settings).session() as session:
         job = changes.change_job(session, event_id)
     if job is None:
-        return None, None, None
+        return None, None, None, None
     provider = job.access.provider.value
     try:
         fetched = changes.fetch(job, http=settings.provider_http())
@@ -120,24 +123,25 @@ def _changes(event_id: int) -> tuple[changes.Fetched | None, str | None, float |
                 error.message,
             )
             metrics.CHANGES_FETCHED.labels(provider=provider, result="retry").inc()
-            return None, None, wait
+            return None, None, None, wait
         log.warning("event %s: changed files not fetched: %s", event_id, error.message)
         metrics.CHANGES_FETCHED.labels(provider=provider, result="failed").inc()
         if error.retryable:
-            return (
-                None,
+            note = (
                 f"changed files unknown after {job.attempts + 1} attempts, handled with the "
-                f"payload's: {error.message}",
-                None,
+                f"payload's: {error.message}"
             )
-        return None, f"changed files not fetched, handled with the payload's: {error.message}", None
+        else:
+            note = f"changed files not fetched, handled with the payload's: {error.message}"
+        return None, note, error.message, None
     except Exception as error:
         # Not foreseen: the trace in the log, and the event still handled.
         log.exception("event %s: fetching changed files failed", event_id)
         metrics.CHANGES_FETCHED.labels(provider=provider, result="failed").inc()
-        return None, f"changed files not fetched: {type(error).__name__}: {error}", None
+        reason = f"{type(error).__name__}: {error}"
+        return None, f"changed files not fetched: {reason}", reason, None
     metrics.CHANGES_FETCHED.labels(provider=provider, result="fetched").inc()
-    return fetched, None, None
+    return fetched, None, None, None
 
 
 def _wait_for_the_provider(event_id: int, message: str, wait: float) -> bool:
@@ -176,12 +180,14 @@ def process(self: Task[[int], str | None], event_id: int) -> str | None:
     if job is not None:
         status, failed = _pull(event_id, job)
     else:
-        fetched, note, wait = _changes(event_id)
+        fetched, note, reason, wait = _changes(event_id)
         if wait is not None:
             _ask_again(self, event_id, wait)
             return EventStatus.PENDING.value
         status, failed = run_recording_errors(
-            lambda session: events.process_event(session, event_id, fetched=fetched, note=note),
+            lambda session: events.process_event(
+                session, event_id, fetched=fetched, note=note, reason=reason
+            ),
             lambda session, error, attempts: events.record_event_error(
                 session, event_id, error=error, max_attempts=attempts
             ),

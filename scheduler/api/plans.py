@@ -105,6 +105,13 @@ class PlanAnswer(BaseModel):
         description="Why every test over the budget runs for now (the live estimate of what "
         "trimming misses passed what the mode promises); null: trimming as asked."
     )
+    changes_note: str | None = Field(
+        default=None,
+        description="Why the commit's changed files may be incomplete: riskrank gave up "
+        "asking the provider for them and scored the plan with what the webhook listed, e.g. "
+        "`changed files unknown (GET …: HTTP 502 after 5 attempts); scored with the push's "
+        "own list`. Null: nothing to say (and always for a fallback).",
+    )
     message: str | None
     tests: list[PlannedTest] = Field(
         description="Without a shard: every test, the selected ones first in run order, then "

@@ -230,6 +230,8 @@ def plan(
     dropped = answer["total"] - sum(1 for test in answer["tests"] if test["selected"])
     if answer.get("escalation"):
         typer.echo(f"riskrank: trimming escalated: {answer['escalation']}", err=True)
+    if answer.get("changes_note"):
+        typer.echo(f"riskrank: {answer['changes_note']}", err=True)
     if not whole_suite and answer["shard"] is None:
         typer.echo(f"riskrank: {selected_by_line(answer['selected_by'])}", err=True)
     if not whole_suite and answer["shard"] is None and dropped > 0:

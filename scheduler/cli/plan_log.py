@@ -98,6 +98,8 @@ def _print(view: PlanView) -> None:
             if value is not None and not isinstance(value, dict | list)
         )
         console.print(f"policy: {escape(shown)}", highlight=False)
+    if view.changes_note:
+        console.print(f"changes: {escape(view.changes_note)}", highlight=False, soft_wrap=True)
     table = Table("rank", "test", "probability", "selected", "rule", "reason")
     for item in view.items:
         table.add_row(

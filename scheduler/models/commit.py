@@ -30,6 +30,10 @@ class Commit(Base):
     author_time: Mapped[datetime | None]
     message: Mapped[str | None] = mapped_column(Text)
     event_id: Mapped[int | None] = mapped_column(ForeignKey("ci_events.id", ondelete="SET NULL"))
+    # Why its changed files may be incomplete: riskrank gave up asking the
+    # provider for them and kept what the event's payload said (fail open;
+    # scheduler.services.changes.unknown_note). Its plans' answers say it.
+    changes_note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     changed_files: Mapped[list[ChangedFile]] = relationship(

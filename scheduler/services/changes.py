@@ -149,6 +149,22 @@ def is_null(sha: object) -> bool:
     return github.is_null_sha(sha)
 
 
+# The most of a provider's answer a commit's changes note quotes.
+NOTE_REASON_CHARS = 500
+
+
+def unknown_note(provider: Provider, event: str, reason: str) -> str:
+    """What the plans of an event's head say when riskrank gave up asking the
+    provider for the event's changed files and handled it with what its
+    payload lists (fail open); `reason`: what the provider answered."""
+    kept = (
+        "scored with what the head's own pushes listed, if anything"
+        if is_pull_request(provider, event)
+        else "scored with the push's own list"
+    )
+    return f"changed files unknown ({reason[:NOTE_REASON_CHARS]}); {kept}"
+
+
 def change_job(session: Session, event_id: int) -> ChangeJob | None:
     """The question the event asks of the provider's API, if any: a pending
     pull request event or incomplete push, of a repository with a token."""

@@ -353,6 +353,7 @@ def process_event(
     *,
     fetched: changes.Fetched | None = None,
     note: str | None = None,
+    reason: str | None = None,
 ) -> EventStatus | None:
     """Turn a stored event into rows. Safe to run any number of times: the
     row lock serialises concurrent deliveries, and a handled event is left
@@ -360,7 +361,9 @@ def process_event(
 
     `fetched`: what the provider's API said of its changes
     (scheduler.services.changes), asked before this transaction; `note`:
-    why it could not be asked, kept as the handled event's error.
+    why it could not be asked, kept as the handled event's error; `reason`:
+    what the provider answered then, which the head commit keeps for its
+    plans to say (Commit.changes_note; files fetched for it clear that).
 
     A payload that cannot be understood fails the event at once; any other
     error propagates, so the caller can record it and the sweeper retry."""
@@ -388,8 +391,28 @@ def process_event(
         else:
             event.status = EventStatus.HANDLED
             event.error = note[: retry.ERROR_TEXT_LIMIT] if note else None
+            if reason is not None:
+                _note_changes(
+                    session, event, changes.unknown_note(event.provider, event.event, reason)
+                )
+            elif fetched is not None:
+                _note_changes(session, event, None)
     event.handled_at = utcnow()
     return event.status
+
+
+def _note_changes(session: Session, event: CiEvent, note: str | None) -> None:
+    """Say on the event's head commit (what CI builds, and its plans are
+    for) why its changed files may be incomplete; None: they are known."""
+    head = HEADS.get((event.provider, event.event))
+    sha = head(event.payload) if head is not None else None
+    if sha is None or event.repository_id is None:
+        return
+    session.execute(
+        update(Commit)
+        .where(Commit.repository_id == event.repository_id, Commit.sha == sha)
+        .values(changes_note=note)
+    )
 
 
 def record_event_error(

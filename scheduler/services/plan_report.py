@@ -62,6 +62,8 @@ class PlanView:
     evaluation: dict[str, Any] | None
     # The repository's live estimate of what trimming misses (Repository.trimming).
     trimming: dict[str, Any] | None = None
+    # Why the commit's changed files may be incomplete (Commit.changes_note).
+    changes_note: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +81,7 @@ class PlanView:
             "items": [item.as_json() for item in self.items],
             "evaluation": self.evaluation,
             "trimming": self.trimming,
+            "changes_note": self.changes_note,
         }
 
 
@@ -147,4 +150,5 @@ def newest_plan(session: Session, repository: Repository, sha: str, *, limit: in
         items=items,
         evaluation=plan.evaluation,
         trimming=repository.trimming,
+        changes_note=commit.changes_note,
     )

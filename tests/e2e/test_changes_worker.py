@@ -267,9 +267,20 @@ def test_a_failing_provider_is_asked_again_later_and_no_event_is_lost(
         f"GET {host}{COMPARE}: HTTP 502 after 2 attempts"
     )
     assert len(server.requests_to(COMPARE)) == 6  # three attempts of two tries
-    # The files the push's payload lists, and a plan scored from them.
+    # The files the push's payload lists, and a plan scored from them, which
+    # says so (the pull request's files came: nothing to say there).
     assert files(pg, FORCED_AFTER) == [("internal/service/enrollmentrequest.go", "modified")]
     assert plans_of(pg, FORCED_AFTER)
+    with pg.session() as session:
+        rows = session.execute(
+            select(Commit.sha, Commit.changes_note).where(Commit.sha.in_([FORCED_AFTER, PR_HEAD]))
+        )
+        notes = {sha: note for sha, note in rows}
+    assert notes == {
+        FORCED_AFTER: f"changed files unknown (GET {host}{COMPARE}: HTTP 502 after 2 attempts); "
+        "scored with the push's own list",
+        PR_HEAD: None,
+    }
     output = worker.output()
     assert output.count("changed files not fetched, asking again in") == 3  # 1 + 2
     assert TOKEN not in output

@@ -6,6 +6,8 @@ GitLab's APIs; the worker's steps run here, in the test's process."""
 
 from __future__ import annotations
 
+import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +18,17 @@ from sqlalchemy import select
 from scheduler.db import Database
 from scheduler.models import ChangedFile, CiEvent, Commit, EventStatus, FileStatus, Provider
 from scheduler.providers_api.http import HttpSettings
-from scheduler.services import changes, events
+from scheduler.services import changes, events, repos, tokens
+from tests.e2e.conftest import clean_env
 from tests.fake_provider import TOKEN, Answer, FakeProvider, json_answer, register
 from tests.helpers import github_headers, gitlab_headers, sample
+from tests.test_cli_outcomes import one_line, riskrank, run_together
 
 FAST = HttpSettings(read_timeout=2, max_attempts=2, backoff_seconds=0.01, total_seconds=10)
 PR_HEAD = "ec26c3e57ca3a959ca5aad62de7213c562f8c821"
 MR_HEAD = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
+# push-forced.json's before and after.
+FORCED = ("d89fce43657c5fc2de8f677a052c9dcca941872a", "1f65bfd479dddb9453466feeaf4ac9249a2ac9df")
 
 
 def handle(database: Database, event_id: int) -> tuple[EventStatus | None, str | None]:
@@ -38,7 +44,7 @@ def handle(database: Database, event_id: int) -> tuple[EventStatus | None, str |
         except changes.FetchFailed as error:
             note = error.message
     with database.session() as session:
-        status = events.process_event(session, event_id, fetched=fetched, note=note)
+        status = events.process_event(session, event_id, fetched=fetched, note=note, reason=note)
     with database.session() as session:
         event = session.get_one(CiEvent, event_id)
         return status, event.error
@@ -283,10 +289,7 @@ def test_a_forced_github_push_gets_the_head_s_files_from_the_comparison(
     client: TestClient, database: Database, server: FakeProvider, github_samples: Path
 ) -> None:
     register(database, Provider.GITHUB, "flightctl/flightctl", server.url)
-    before, after = (
-        "d89fce43657c5fc2de8f677a052c9dcca941872a",
-        "1f65bfd479dddb9453466feeaf4ac9249a2ac9df",
-    )
+    before, after = FORCED
     base = "3333333333333333333333333333333333333333"
     path = f"/repos/flightctl/flightctl/compare/{before}...{after}"
     page2 = f"{path}?per_page=100&page=2"
@@ -323,6 +326,72 @@ def test_a_forced_github_push_gets_the_head_s_files_from_the_comparison(
     ]
     with database.session() as session:
         assert session.scalar(select(Commit.parent_sha).where(Commit.sha == after)) == base
+
+
+def test_a_plan_scored_without_the_push_s_files_says_so_in_the_api_and_plan_log(
+    client: TestClient,
+    database: Database,
+    db_url: str,
+    server: FakeProvider,
+    github_samples: Path,
+    tmp_path: Path,
+) -> None:
+    register(database, Provider.GITHUB, "flightctl/flightctl", server.url)
+    with database.session() as session:
+        repository = repos.resolve_repository(session, full_name="flightctl/flightctl")
+        token = tokens.create_token(
+            session, repository=repository, scopes=(tokens.Scope.PLANS_READ,), name="ci"
+        ).token
+    before, after = FORCED
+    compare = f"/repos/flightctl/flightctl/compare/{before}...{after}"
+    server.on(f"{compare}?per_page=100", json_answer({"message": "Server Error"}, 502))
+    body = sample(github_samples, "push-forced.json")
+    response = client.post("/webhooks/github", content=body, headers=github_headers(body))
+    status, error = handle(database, response.json()["event_id"])
+    answered = f"GET {server.url.removeprefix('http://')}{compare}: HTTP 502 after 2 attempts"
+    assert (status, error) == (EventStatus.HANDLED, answered)
+    # Handled with the files the payload lists, and a plan is still served.
+    assert files_of(database, after) == [
+        ("internal/service/enrollmentrequest.go", "modified", None, None)
+    ]
+    note = f"changed files unknown ({answered}); scored with the push's own list"
+    collected = ["tests/test_api.py::test_get", "tests/test_api.py::test_put"]
+    served = client.post(
+        f"/api/v1/repos/flightctl/flightctl/plans/{after}",
+        json={"tests": collected},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert served.status_code == 200, served.text
+    plan = served.json()
+    assert (plan["status"], plan["changes_note"]) == ("heuristic", note)
+    assert sorted(test["test"] for test in plan["tests"]) == collected
+
+    command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=db_url), cwd=tmp_path)
+    (tmp_path / "tests.txt").write_text("".join(f"{name}\n" for name in collected))
+    shown, as_json, planned = run_together(
+        lambda: command("plan-log", "show", "flightctl/flightctl", after),
+        lambda: command("plan-log", "show", "flightctl/flightctl", after, "--json"),
+        lambda: command("plan", "flightctl/flightctl", after, "--tests-file", "tests.txt"),
+    )
+    assert planned.returncode == 0, planned.explain()
+    assert sorted(planned.stdout.splitlines()) == collected
+    assert f"riskrank: {note}\n" in planned.stderr
+    assert shown.returncode == 0, shown.explain()
+    assert f"changes: {note}" in one_line(shown.stdout)
+    assert as_json.returncode == 0, as_json.explain()
+    assert json.loads(as_json.stdout)["changes_note"] == note
+
+    # Files fetched for the same head later (a pull request's) clear the note.
+    with database.session() as session:
+        event = session.get_one(CiEvent, response.json()["event_id"])
+        event.status = EventStatus.PENDING
+    server.on(
+        f"{compare}?per_page=100",
+        json_answer({"commits": [], "files": [gh_file("internal/api/server.go")]}),
+    )
+    assert handle(database, response.json()["event_id"]) == (EventStatus.HANDLED, None)
+    with database.session() as session:
+        assert session.scalar(select(Commit.changes_note).where(Commit.sha == after)) is None
 
 
 def test_a_complete_push_asks_nothing(

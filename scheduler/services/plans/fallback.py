@@ -106,6 +106,7 @@ def fallback(
         "miss_probability": 0.0,
         "selected_by": {"budget": 0, "exploration": 0, "escalation": 0, "full_run": len(tests)},
         "escalation": policy.escalation,
+        "changes_note": None,
         "message": message,
     }
     return Answer(

@@ -43,6 +43,8 @@ class Found:
     # The statistics version the plan's payload is as of, and the repository's now.
     stats_version: int | None = None
     current_stats_version: int = 0
+    # Why the commit's changed files may be incomplete (Commit.changes_note).
+    changes_note: str | None = None
 
     @property
     def stale(self) -> bool:
@@ -96,6 +98,7 @@ def find(
             Plan.payload.is_not(None),
             Plan.stats_version,
             Repository.stats_version,
+            Commit.changes_note,
         )
         .select_from(Commit)
         .join(Repository, Repository.id == Commit.repository_id)

@@ -151,6 +151,7 @@ def answer(
         "miss_probability": round(decision.miss_probability(candidates.probability), 6),
         "selected_by": decision.selected_by(),
         "escalation": decision.policy.escalation,
+        "changes_note": found.changes_note,
         "message": message,
     }
     return Answer(fields, joined(planned.pieces(), listed))
