@@ -16,6 +16,14 @@ from scheduler.risk import choice, replay
 from scheduler.risk.features import FEATURE_NAMES
 from scheduler.services import history, repos, training
 from scheduler.services.builds import load_builds
+from tests.services.test_promotion import (
+    Fails,
+    alternating,
+    import_builds,
+    interval,
+    new_repository,
+    steady,
+)
 
 
 @pytest.fixture
@@ -42,9 +50,30 @@ def statuses(database: Database, repository_id: int) -> dict[int, ModelStatus]:
         )
 
 
-def test_training_records_a_model_with_its_comparison(database: Database, dune: int) -> None:
+@pytest.mark.parametrize(
+    ("fails", "builds", "promoted", "compared"),
+    [
+        # A model learns the flip the heuristic always gets wrong: ahead.
+        pytest.param(alternating, 100, True, 20, id="ahead"),
+        # The heuristic's order is already the best: at most a tie, refused.
+        pytest.param(steady, 40, False, 8, id="tied"),
+    ],
+)
+def test_training_records_a_model_with_its_comparison(
+    database: Database,
+    tmp_path: Path,
+    fails: Fails,
+    builds: int,
+    promoted: bool,
+    compared: int,
+) -> None:
+    """Histories written so that the decision is known in advance
+    (tests/services/test_promotion.py): the first model against the
+    heuristic on the held-out builds."""
+    repository_id = new_repository(database, "acme/app")
+    import_builds(database, tmp_path, repository_id, 0, builds, fails)
     with database.session() as session:
-        outcome = training.train_repository(session, repository_id=dune)
+        outcome = training.train_repository(session, repository_id=repository_id)
         assert outcome is not None
         record = outcome.model
         metrics = record.metrics
@@ -54,13 +83,19 @@ def test_training_records_a_model_with_its_comparison(database: Database, dune: 
         assert record.model_text.startswith("tree")
         assert set(metrics) >= {"candidate", "heuristic", "importance", "decision"}
         assert metrics["active"] is None
-        promoted = outcome.promoted
-    # The first model is active only if it is ahead of the heuristic on the
-    # held-out builds: the lower bound of the paired interval above 0.
+    # Active only when ahead of the heuristic on the held-out builds: the
+    # lower bound of the paired interval above 0.
     comparison = metrics["comparison"]
+    assert outcome.promoted is promoted
     assert comparison["against"] == "heuristic"
-    assert promoted == (comparison["low"] > 0)
-    assert comparison["builds"] == metrics["candidate"]["failing_builds"]
+    assert comparison["builds"] == metrics["candidate"]["failing_builds"] == compared
+    if promoted:
+        assert comparison["low"] > 0
+        assert outcome.reason == f"ahead of the heuristic: {interval(comparison, compared)}"
+    else:
+        assert comparison["low"] == comparison["high"] == comparison["mean_difference"] == 0.0
+        assert outcome.reason == f"not ahead of the heuristic: {interval(comparison, compared)}"
+    assert metrics["decision"] == outcome.reason
     assert metrics["candidate"]["mean_apfd"] - metrics["heuristic"]["mean_apfd"] == pytest.approx(
         comparison["mean_difference"]
     )
@@ -76,9 +111,9 @@ def test_training_records_a_model_with_its_comparison(database: Database, dune: 
     assert metrics["heuristics"][best]["mean_apfd"] == max(
         figures["mean_apfd"] for figures in metrics["heuristics"].values()
     )
-    assert statuses(database, dune)[1] is (
-        ModelStatus.ACTIVE if promoted else ModelStatus.CANDIDATE
-    )
+    assert statuses(database, repository_id) == {
+        1: ModelStatus.ACTIVE if promoted else ModelStatus.CANDIDATE
+    }
     # Its map to probabilities and the heuristic's, learnt on the held-out
     # builds, each with its error on the newer half of them.
     for key in ("calibration", "heuristic_calibration"):
