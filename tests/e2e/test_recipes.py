@@ -33,6 +33,8 @@ from tests.helpers import free_port, wait_for
 pytestmark = pytest.mark.slow
 
 RECIPES = Path(__file__).resolve().parents[2] / "docs/ci/runners.md"
+# The shared script the Action, the GitLab template and the Jenkinsfile run.
+CI_SCRIPT = Path(__file__).resolve().parents[2] / "ci/riskrank-run.sh"
 CLIENT = Path(os.path.abspath(sys.executable)).with_name("riskrank-client")
 RISKRANK = Path(os.path.abspath(sys.executable)).with_name("riskrank")
 SHA = "5e" * 20
@@ -196,8 +198,9 @@ def learn_history(database: Database) -> None:
     history.import_history(database, repository_id=repository_id, reports=reports)
 
 
-def run(recipe: str, project: Path, *, url: str, token: str) -> list[str]:
-    """Run a recipe as a GitHub Actions step would; the runners' calls."""
+def run(recipe: str, project: Path, *, url: str, token: str, **settings: str) -> list[str]:
+    """Run a recipe as a GitHub Actions step would; the runners' calls.
+    `settings`: more of the step's environment (RISKRANK_RUNNER, …)."""
     runs = project / "runs.txt"
     runs.unlink(missing_ok=True)
     env = clean_env(
@@ -211,6 +214,7 @@ def run(recipe: str, project: Path, *, url: str, token: str) -> list[str]:
         CI_NODE_INDEX="1",
         CI_NODE_TOTAL="1",
         PWD=str(project),
+        **settings,
     )
     completed = subprocess.run(
         [shutil.which("bash") or "bash", "-eo", "pipefail", "-c", recipe],
@@ -277,3 +281,49 @@ def test_with_a_history_every_recipe_runs_the_plan_riskiest_first(
     script = run(steps["script"], project, url=url, token=token)
     assert script[0] == "run-one-test suite/three"
     assert set(script) == {f"run-one-test {name}" for name in SCRIPT}  # order: no budget
+
+
+# The shared script with each runner, as the documented Action, GitLab and
+# Jenkins examples for Maven Surefire, Jest and go test set it up.
+SCRIPT_RUNNERS = {"maven": "mvn test", "jest": "npx jest", "go": "go test"}
+
+
+def run_script(runner: str, project: Path, *, url: str, token: str) -> list[str]:
+    return run(
+        f"bash {CI_SCRIPT}",
+        project,
+        url=url,
+        token=token,
+        RISKRANK_RUNNER=runner,
+        RISKRANK_TEST_COMMAND=SCRIPT_RUNNERS[runner],
+        RISKRANK_MODE="fraction",
+        RISKRANK_BUDGET="0.5",
+    )
+
+
+def test_the_ci_script_runs_each_runner_s_plan_riskiest_first_or_the_whole_suite(
+    server: tuple[str, Database, str], project: Path
+) -> None:
+    url, database, token = server
+    dead = f"http://127.0.0.1:{free_port()}"
+    # riskrank unreachable: each runner's whole suite.
+    assert run_script("maven", project, url=dead, token=token) == ["mvn test"]
+    assert run_script("jest", project, url=dead, token=token) == ["npx jest"]
+    assert run_script("go", project, url=dead, token=token) == ["go test ./..."]
+
+    learn_history(database)
+    [maven] = run_script("maven", project, url=url, token=token)
+    assert maven.startswith("mvn test -Dsurefire.failIfNoSpecifiedTests=false -Dtest=")
+    selected = maven.split("-Dtest=")[1].split(",")
+    assert selected[0] == "com.acme.NetTest#testGet"
+    assert set(selected) <= {name.replace("::", "#") for name in MAVEN}
+    [jest] = run_script("jest", project, url=url, token=token)
+    assert jest.split()[:3] == ["npx", "jest", "--runTestsByPath"]
+    assert jest.split()[3] == "src/b.test.js"
+    assert set(jest.split()[3:]) <= {"src/a.test.js", "src/b.test.js"}
+    [go] = run_script("go", project, url=url, token=token)
+    words = go.split()
+    assert words[:3] == ["go", "test", "-run"]
+    assert words[3].startswith("^(TestGet")
+    assert words[4] == "example.com/svc/b"
+    assert set(words[4:]) <= {"example.com/svc/a", "example.com/svc/b"}
