@@ -118,6 +118,27 @@ def test_a_pull_request_is_scored_with_its_files_from_the_api(
         assert (commit.sha, commit.branch, commit.parent_sha) == (PR_HEAD, "changes", None)
 
 
+def test_a_reopened_pull_request_is_scored_with_its_files_from_the_api(
+    client: TestClient, database: Database, server: FakeProvider, github_samples: Path
+) -> None:
+    register(database, Provider.GITHUB, "Codertocat/Hello-World", server.url)
+    path = script_pull_request_files(server)
+    opened = sample(github_samples, "pull_request-opened.json")
+    body = opened.replace(b'"action": "opened"', b'"action": "reopened"')
+    assert body != opened
+    response = client.post(
+        "/webhooks/github", content=body, headers=github_headers(body, event="pull_request")
+    )
+    assert response.json()["status"] == "queued", response.text
+    assert handle(database, response.json()["event_id"]) == (EventStatus.HANDLED, None)
+    assert [path for path, *_ in files_of(database, PR_HEAD)] == [
+        "lib/new.py",
+        "src/app.py",
+        "tests/test_app.py",
+    ]
+    assert len(server.requests_to(path)) == 2  # both pages
+
+
 def test_the_synchronize_sample_is_queued_and_closed_pull_requests_are_dropped(
     client: TestClient, database: Database, github_samples: Path
 ) -> None:
