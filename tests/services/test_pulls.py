@@ -323,3 +323,78 @@ def test_a_rate_limit_that_resets_later_keeps_the_event_from_the_sweeper_until_t
         later = utcnow() + timedelta(minutes=31)
         claimed = events.claim_unhandled_events(session, queued_before=later, max_attempts=10)
         assert claimed == [event_id]
+
+
+def test_the_worker_records_why_a_pull_gave_up_and_keeps_the_event(
+    client: TestClient,
+    database: Database,
+    settings: Settings,
+    server: FakeProvider,
+    github_samples: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's task body (workers.events.process), in this process: a
+    provider that keeps failing leaves the event pending with the error,
+    then failed once the attempts are spent; a rate limit that resets past
+    the pull's time limit keeps the sweeper away until then. The event and
+    its payload stay throughout."""
+    from datetime import timedelta
+
+    from scheduler.config import get_settings
+    from scheduler.models.base import utcnow
+    from workers import events as event_tasks
+    from workers.common import database_of
+
+    register(database, Provider.GITHUB, "octo-org/octo-repo", server.url)
+    server.on(ARTIFACTS, Answer(502))
+    body = sample(github_samples, "workflow_run-completed-success.json")
+    headers = github_headers(body, event="workflow_run")
+    event_id = client.post("/webhooks/github", content=body, headers=headers).json()["event_id"]
+    for name, value in {
+        "RISKRANK_DATABASE_URL": settings.database_url,
+        "RISKRANK_BROKER_URL": settings.broker_url,
+        "RISKRANK_PROVIDER_MAX_ATTEMPTS": "2",
+        "RISKRANK_PROVIDER_BACKOFF_SECONDS": "0.01",
+        "RISKRANK_PROVIDER_TOTAL_SECONDS": "10",
+        "RISKRANK_SWEEP_MAX_ATTEMPTS": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        given_up = f"pull: GET {server.url.removeprefix('http://')}{ARTIFACTS}: HTTP 502"
+        assert event_tasks.process(event_id) == EventStatus.PENDING.value
+        with database.session() as session:
+            event = session.get_one(CiEvent, event_id)
+            assert (event.status, event.attempts) == (EventStatus.PENDING, 1)
+            assert event.error == f"{given_up} after 2 attempts"
+        assert event_tasks.process(event_id) == EventStatus.FAILED.value
+        with database.session() as session:
+            event = session.get_one(CiEvent, event_id)
+            assert (event.status, event.attempts) == (EventStatus.FAILED, 2)
+            assert event.error == f"{given_up} after 2 attempts"
+            assert event.payload == json.loads(body)
+        assert len(server.requests_to(ARTIFACTS)) == 4
+
+        # A rate limit whose reset is an hour away: given up at once, the
+        # event pending with the error and left alone until the reset.
+        throttled_body = body.replace(b'"id": 289782451', b'"id": 289782452')
+        assert throttled_body != body
+        throttled = ARTIFACTS.replace("289782451", "289782452")
+        server.on(throttled, json_answer({"message": "slow down"}, 429, **{"Retry-After": "3600"}))
+        response = client.post(
+            "/webhooks/github",
+            content=throttled_body,
+            headers=github_headers(throttled_body, event="workflow_run"),
+        )
+        throttled_id = response.json()["event_id"]
+        assert event_tasks.process(throttled_id) == EventStatus.PENDING.value
+        with database.session() as session:
+            event = session.get_one(CiEvent, throttled_id)
+            assert event.error is not None
+            assert "HTTP 429 (rate limited)" in event.error
+            queued_at = event.queued_at.replace(tzinfo=None)
+            assert queued_at > (utcnow() + timedelta(minutes=55)).replace(tzinfo=None)
+        assert len(server.requests_to(throttled)) == 1
+    finally:
+        database_of(get_settings()).dispose()  # the worker's engine, on the test's database
+        get_settings.cache_clear()
