@@ -229,6 +229,29 @@ def test_gitlab_test_report_by_project_path(server: FakeProvider) -> None:
     assert gitlab.project_ref(42, "group/sub/app") == "42"
 
 
+def test_gitlab_429_waits_until_its_ratelimit_reset(server: FakeProvider) -> None:
+    """GitLab names its reset header RateLimit-Reset (epoch seconds), with
+    no Retry-After: the wait runs to the reset."""
+    path = "/projects/42/pipelines/9/test_report"
+    reset = int(time.time()) + 3
+    server.on(
+        path,
+        json_answer(
+            {"message": "Retry later"},
+            429,
+            **{"RateLimit-Remaining": "0", "RateLimit-Reset": str(reset)},
+        ),
+        json_answer({"total_count": 0, "test_suites": []}),
+    )
+    sleeps = Sleeps()
+    with gitlab.client(server.url, "glpat-secret", FAST) as api:
+        api.sleep = sleeps
+        assert gitlab.pipeline_test_report(api, "42", 9) == {"total_count": 0, "test_suites": []}
+    [wait] = sleeps.waits
+    assert 1.5 < wait <= 3.0
+    assert len(server.requests_to(path)) == 2
+
+
 def test_a_status_post_is_sent_again_after_a_502_with_its_body(server: FakeProvider) -> None:
     path = "/repos/octo-org/octo-repo/statuses/" + "a" * 40
     server.on(path, Answer(502), json_answer({"id": 1}, 201))
