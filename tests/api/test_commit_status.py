@@ -13,12 +13,13 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from scheduler.config import Settings
 from scheduler.db import Database
 from scheduler.models import Plan, Repository
 from scheduler.providers_api import gitlab as gitlab_api
 from scheduler.providers_api.http import HttpSettings, ProviderApiError
-from scheduler.queue import STATUSES_POST
-from scheduler.services import provider_access, statuses
+from scheduler.queue import STATUSES_POST, create_celery
+from scheduler.services import provider_access, statuses, tokens
 from scheduler.services.statuses import PlanSummary
 from tests.fake_provider import FakeProvider, json_answer
 from tests.helpers import queued_tasks
@@ -179,3 +180,71 @@ def test_the_summary_line(summary: PlanSummary, line: str) -> None:
     assert summary.line() == line
     assert len(f"riskrank: {summary.line()}") <= 140
     assert not math.isnan(summary.miss_probability)
+
+
+def test_the_outcome_status_is_queued_by_the_ingestion_and_posted_by_the_worker(
+    client: TestClient,
+    database: Database,
+    settings: Settings,
+    redis_server: redis.Redis,
+    server: FakeProvider,
+    token: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's task bodies, in this process: the followed plan's report
+    uploaded with its plan id is ingested (workers.runs.ingest), which
+    queues the plan's status again; the status task posts it with the
+    failures caught."""
+    from scheduler.config import get_settings
+    from workers import runs as run_tasks
+    from workers import statuses as status_tasks
+    from workers.common import database_of
+
+    enable(database, server.url)
+    server.on(STATUS_PATH, json_answer({"id": 1, "state": "success"}, 201))
+    plan = follow(client, token)
+    selected = [test["test"] for test in plan["tests"] if test["selected"]]  # type: ignore[attr-defined]
+    assert len(selected) == 2
+    with database.session() as session:
+        repository = session.query(Repository).filter_by(slug="acme/app").one()
+        upload_token = tokens.create_token(
+            session, repository=repository, scopes=(tokens.Scope.RESULTS_WRITE,), name="ci-up"
+        ).token
+    cases = "".join(
+        f'<testcase classname="{name.split("::")[0][:-3].replace("/", ".")}" '
+        f'name="{name.split("::")[1]}" file="{name.split("::")[0]}" time="1">'
+        + ("<failure>boom</failure>" if number == 0 else "")
+        + "</testcase>"
+        for number, name in enumerate(selected)
+    )
+    response = client.post(
+        "/api/v1/repos/acme/app/runs",
+        params={"commit": SHA, "plan_id": plan["plan_id"]},
+        content=f'<testsuite name="s">{cases}</testsuite>'.encode(),
+        headers={"Content-Type": "application/xml", "Authorization": f"Bearer {upload_token}"},
+    )
+    assert response.status_code == 202, response.text
+    redis_server.flushdb()
+
+    for name, value in {
+        "RISKRANK_DATABASE_URL": settings.database_url,
+        "RISKRANK_BROKER_URL": settings.broker_url,
+        "RISKRANK_PROVIDER_MAX_ATTEMPTS": "2",
+        "RISKRANK_PROVIDER_BACKOFF_SECONDS": "0.01",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    # The worker's Celery app is configured once per process, as it starts:
+    # here, as a worker started with the test's settings has it.
+    monkeypatch.setattr(run_tasks, "celery_app", create_celery(settings))
+    try:
+        assert run_tasks.ingest(response.json()["run_id"]) == "ingested"
+        assert queued_tasks(redis_server) == [(STATUSES_POST, [plan["plan_id"]])]
+        saved = round(float(plan["duration_dropped"]))  # type: ignore[arg-type]
+        line = f"riskrank: 2 of 8 tests selected, ~{saved} s saved; caught 1 of 1 failures"
+        assert status_tasks.post(plan["plan_id"]) == line
+    finally:
+        database_of(get_settings()).dispose()
+        get_settings.cache_clear()
+    [seen] = server.requests_to(STATUS_PATH)
+    assert json.loads(seen.body) == {"state": "success", "description": line, "context": "riskrank"}
