@@ -218,16 +218,18 @@ def _publisher(celery: Celery) -> _Publisher:
     return publisher
 
 
-def send_now(celery: Celery, name: str, *args: Any) -> bool:
+def send_now(celery: Celery, name: str, *args: Any, swept: bool = True) -> bool:
     """Publish a task; False (and a log line) if the broker cannot take it.
 
     Never raises: what was meant to be sent is stored in the database and the
-    sweeper queues it again once the broker is back."""
+    sweeper queues it again once the broker is back; `swept=False` for a
+    task no sweeper queues again (a commit status), which is then dropped."""
     try:
         _publisher(celery).publish(celery, name, args)
     except Exception as error:
         metrics.TASKS_PUBLISH_FAILED.labels(task=name).inc()
-        log.warning("could not queue %s%r, it stays for the sweeper: %s", name, args, error)
+        fate = "it stays for the sweeper" if swept else "dropped: nothing queues it again"
+        log.warning("could not queue %s%r, %s: %s", name, args, fate, error)
         return False
     return True
 

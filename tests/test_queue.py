@@ -1,6 +1,7 @@
 """Enqueue-after-commit on a real Redis broker."""
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -12,7 +13,13 @@ import redis
 
 from scheduler.config import Settings
 from scheduler.db import Database
-from scheduler.queue import EVENTS_PROCESS, create_celery, enqueue_after_commit, send_now
+from scheduler.queue import (
+    EVENTS_PROCESS,
+    STATUSES_POST,
+    create_celery,
+    enqueue_after_commit,
+    send_now,
+)
 from tests.helpers import queued_tasks
 
 
@@ -66,6 +73,26 @@ def test_send_with_the_broker_down_returns_false_quickly(db_url: str) -> None:
     assert send_now(celery, EVENTS_PROCESS, 1) is False
     # Bounded, so a webhook request never hangs on the broker.
     assert time.monotonic() - started < 5
+
+
+def test_the_log_says_whether_a_task_the_broker_refused_is_swept_again(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    celery = create_celery(
+        Settings(
+            database_url=db_url, broker_url="redis://127.0.0.1:1/0", publish_timeout_seconds=0.5
+        )
+    )
+    with caplog.at_level(logging.WARNING, logger="scheduler.queue"):
+        assert send_now(celery, EVENTS_PROCESS, 1) is False
+        assert send_now(celery, STATUSES_POST, 2, swept=False) is False
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages[0].startswith(
+        f"could not queue {EVENTS_PROCESS}(1,), it stays for the sweeper: "
+    )
+    assert messages[1].startswith(
+        f"could not queue {STATUSES_POST}(2,), dropped: nothing queues it again: "
+    )
 
 
 class _Proxy:

@@ -186,7 +186,8 @@ def queue_for_plan(database: Database, celery: Celery, plan_id: int) -> bool:
     except Exception:
         log.exception("plan %s: could not tell whether to post its status", plan_id)
         return False
-    return wanted and send_now(celery, STATUSES_POST, plan_id)
+    # A status is best-effort: no sweeper posts one whose message was lost.
+    return wanted and send_now(celery, STATUSES_POST, plan_id, swept=False)
 
 
 def plan_of_run(session: Session, run_id: int) -> int | None:
