@@ -490,7 +490,9 @@ def decide(
 ) -> tuple[Covered, Decision]:
     """The plan for exactly the build's tests, as the plan API makes it."""
     items = plan_items(scored)
-    covered = plans.cover(items, build.names, policy.recent_failures)
+    covered = plans.cover(
+        items, build.names, policy.recent_failures, by_model=scored.model_version is not None
+    )
     rows = np.where(covered.known, items.payload.test_id[np.maximum(covered.row, 0)], -1)
     context = Context(
         changed_paths=build.paths,

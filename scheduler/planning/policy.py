@@ -49,13 +49,14 @@ does. Ordered by that rate, they ran after every test red in its last build
 on dune-total (a rate of 0.14-0.25 against 0.44-0.83), and each new test
 that failed, a status change, came 11-15 tests later than the ordering
 puts it (the first half of its history, `riskrank backtest --half first`).
-A repository whose new tests fail more often than the prior rate of new
-tests (`Candidates.new_first`: its observed rate, shrunk toward
-scheduler.risk.features.NEW_TEST_PRIOR, above it) runs them before every
-other test in any order, as "new first" does: a model trained on few new
-tests can place an unseen test anywhere, and on IOF/ROL, where new tests
-fail often, the models' place for them cost status changes (recall at 10%
-of the tests, docs/evaluation.md).
+A plan a model scored, of a repository whose new tests fail more often
+than the prior rate of new tests (`Candidates.new_first`: its observed
+rate, shrunk toward scheduler.risk.features.NEW_TEST_PRIOR, above it),
+runs them before every other test in any order, as "new first" does: a
+model trained on few new tests can place an unseen test anywhere, and on
+IOF/ROL, where new tests fail often, the models' place for them cost
+status changes (recall at 10% of the tests, docs/evaluation.md). The
+heuristic places them by that rate itself.
 When it counts seconds (`time`, or
 `by="duration"` in any mode), the highest failure probability per second of
 expected runtime first, so they come within the least time; the seconds are
@@ -286,9 +287,9 @@ class Candidates:
     # two differ for tests new to riskrank: their probability is the
     # repository's rate of new tests, their place the scorer's.
     place: FloatArray | None = None
-    # The repository's new tests fail more often than the prior rate
-    # (scheduler.risk.features.NEW_TEST_PRIOR): they run before every other
-    # test, whatever the order (see the module's docstring).
+    # A model scored the plan and the repository's new tests fail more often
+    # than the prior rate (scheduler.risk.features.NEW_TEST_PRIOR): they run
+    # before every other test, whatever the order (see the module's docstring).
     new_first: bool = False
 
     def __len__(self) -> int:

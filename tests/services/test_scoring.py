@@ -394,15 +394,23 @@ def test_a_plan_runs_its_tests_in_the_scorers_order_whatever_the_new_tests_rate(
             TESTS[0],
             TESTS[1],
         ]
-    # Where the scorer puts an unseen test last, it runs last while new
-    # tests fail no more often than the prior, and first once they do.
+    # Where a model puts an unseen test last, it runs last while new tests
+    # fail no more often than the prior, and first once they do; the
+    # heuristic's place for it stands whatever the rate.
     last = replace(payload, new_test_rank=len(payload))
-    for rate_of_new, expected in (
-        (NEW_TEST_PRIOR, [TESTS[2], TESTS[0], TESTS[1], fresh]),
-        (NEW_TEST_PRIOR + 0.05, [fresh, TESTS[2], TESTS[0], TESTS[1]]),
+    placed = [TESTS[2], TESTS[0], TESTS[1], fresh]
+    for rate_of_new, by_model, expected in (
+        (NEW_TEST_PRIOR, True, placed),
+        (NEW_TEST_PRIOR + 0.05, True, [fresh, TESTS[2], TESTS[0], TESTS[1]]),
+        (NEW_TEST_PRIOR + 0.05, False, placed),
     ):
         shown = replace(last, new_test_probability=rate_of_new)
-        covered = plans.cover(plans.Items(shown, Stats.of_payload(shown, None)), [*TESTS, fresh], 2)
+        covered = plans.cover(
+            plans.Items(shown, Stats.of_payload(shown, None)),
+            [*TESTS, fresh],
+            2,
+            by_model=by_model,
+        )
         decision = decide(covered.candidates, Policy(), Context())
         assert [covered.candidates.names[i] for i in decision.order.tolist()] == expected
 

@@ -352,10 +352,16 @@ def expanded(tests: Sequence[str], payload: Payload) -> list[str]:
     return list(dict.fromkeys(result))
 
 
-def cover(items: Items, tests: Sequence[str] | None, recent_runs: int) -> Covered:
+def cover(
+    items: Items, tests: Sequence[str] | None, recent_runs: int, *, by_model: bool = False
+) -> Covered:
     """The plan's tests, or exactly the collected ones (a collected group
     stands for its tests): those the plan lacks are new (riskrank has never
-    seen them, or learned of them after scoring)."""
+    seen them, or learned of them after scoring). `by_model`: a model scored
+    the plan (not the heuristic); where the repository's new tests fail
+    more often than the prior, they then run first (`Candidates.new_first`):
+    a model learnt from few new tests places one it never saw anywhere,
+    the heuristic by the repository's own rate of new tests."""
     payload, stats = items.payload, items.stats
     names: Sequence[str]
     collected: list[str] | None
@@ -400,6 +406,6 @@ def cover(items: Items, tests: Sequence[str] | None, recent_runs: int) -> Covere
         recently_failed=known & (failed_ago >= 0) & (failed_ago < recent_runs),
         recent_runs=recent_runs,
         place=place,
-        new_first=(payload.new_test_probability or 0.0) > NEW_TEST_PRIOR,
+        new_first=by_model and (payload.new_test_probability or 0.0) > NEW_TEST_PRIOR,
     )
     return Covered(candidates, row, collected)

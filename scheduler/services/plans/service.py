@@ -191,7 +191,9 @@ def plan(
     planned = _PLANNED.get(key)
     if planned is not None:
         return planned
-    covered = cover(items, request.tests, policy.recent_failures)
+    covered = cover(
+        items, request.tests, policy.recent_failures, by_model=found.model_id is not None
+    )
     decision = policies.decide(covered.candidates, policy, context)
     applied = applied_policy(decision.policy, request.tests) | {
         "default_branch_build": context.default_branch_build
