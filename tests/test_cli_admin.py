@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 import typer
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy import select
 
 from scheduler.backtest.runner import HALVES
@@ -40,7 +41,7 @@ from scheduler.models import (
 from scheduler.planning.policy import BY, MODES
 from scheduler.services import plans, tokens
 from tests.e2e.conftest import clean_env
-from tests.helpers import queued_tasks
+from tests.helpers import metric_key, metric_samples, queued_tasks
 from tests.services.test_plan_evaluation import make_plan
 from tests.test_cli_outcomes import Ran, one_line, riskrank, run_together, unboxed
 
@@ -443,6 +444,106 @@ def test_tokens_by_owner_name_their_refusals_and_the_former_spellings(
         lambda: command("token", "revoke", str(token_id), "--repo", "acme/app"),
     )
     assert revoked.stdout == revoked_before.stdout == f"token {token_id} revoked\n"
+
+
+def test_models_promote_and_rollback_counted_as_an_operators_and_their_refusals(
+    db_url: str, database: Database, filled: dict[str, int], tmp_path: Path
+) -> None:
+    """promote and rollback through the installed command, counted in the
+    multiprocess directory they share with the api (`docker compose exec api
+    riskrank models rollback`); what they refuse changes and counts nothing."""
+    with database.session() as session:
+        session.add(
+            RiskModel(
+                repository_id=filled["repository"],
+                version=2,
+                status=ModelStatus.CANDIDATE,
+                model_text="-",
+                feature_names=[],
+                params={},
+                metrics={},
+                created_at=TRAINED.replace(hour=9),
+            )
+        )
+    directory = tmp_path / "metrics"
+    env = clean_env(RISKRANK_DATABASE_URL=db_url, PROMETHEUS_MULTIPROC_DIR=str(directory))
+    command = partial(riskrank, env=env, cwd=tmp_path)
+
+    def statuses() -> list[tuple[int, ModelStatus]]:
+        with database.session() as session:
+            rows = session.execute(
+                select(RiskModel.version, RiskModel.status)
+                .where(RiskModel.repository_id == filled["repository"])
+                .order_by(RiskModel.version)
+            )
+            return [(version, status) for version, status in rows]
+
+    promoted = command("models", "promote", "acme/app", "2")
+    assert (promoted.returncode, promoted.stdout) == (0, "model v2 is active\n"), promoted.explain()
+    assert statuses() == [(1, ModelStatus.RETIRED), (2, ModelStatus.ACTIVE)]
+    rolled_back = command("models", "rollback", "acme/app")
+    assert (rolled_back.returncode, rolled_back.stdout) == (0, "model v1 is active again\n")
+    assert statuses() == [(1, ModelStatus.ACTIVE), (2, ModelStatus.RETIRED)]
+
+    dead_database = "postgresql+psycopg://riskrank:hunter2@127.0.0.1:1/riskrank"
+    (
+        first,
+        no_version,
+        not_a_number,
+        unknown_promote,
+        unknown_rollback,
+        none_active,
+        promote_down,
+        train_unknown,
+        train_nothing,
+    ) = run_together(
+        lambda: command("models", "rollback", "acme/app"),
+        lambda: command("models", "promote", "acme/app", "9"),
+        lambda: command("models", "promote", "acme/app", "two"),
+        lambda: command("models", "promote", "acme/nope", "1"),
+        lambda: command("models", "rollback", "acme/nope"),
+        lambda: command("models", "rollback", "acme/empty"),
+        lambda: riskrank(
+            "models",
+            "promote",
+            "acme/app",
+            "2",
+            env=env | {"RISKRANK_DATABASE_URL": dead_database},
+            cwd=tmp_path,
+        ),
+        lambda: command("train", "acme/nope"),
+        lambda: command("train", "acme/empty", "--json"),
+    )
+    assert (first.returncode, first.stdout) == (1, "")
+    assert first.stderr == "error: v1 is the first model that was active\n"
+    assert (no_version.returncode, no_version.stderr) == (
+        1,
+        "error: there is no model version 9\n",
+    )
+    assert (not_a_number.returncode, not_a_number.stdout) == (2, "")
+    assert "Invalid value for 'VERSION'" in unboxed(not_a_number.stderr)
+    for refused in (unknown_promote, unknown_rollback, train_unknown):
+        assert (refused.returncode, refused.stdout, refused.stderr) == (1, "", UNKNOWN)
+    assert (none_active.returncode, none_active.stderr) == (
+        1,
+        "error: no model is active: nothing to roll back\n",
+    )
+    assert promote_down.returncode == common.UNAVAILABLE, promote_down.explain()
+    assert promote_down.stderr.startswith("error: cannot reach the database ")
+    assert "hunter2" not in promote_down.stderr
+    assert (train_nothing.returncode, train_nothing.stdout) == (1, "")
+    assert train_nothing.stderr.endswith(
+        "error: no test outcomes yet: import a history or send results first\n"
+    )
+    assert statuses() == [(1, ModelStatus.ACTIVE), (2, ModelStatus.RETIRED)]
+
+    # What the api's /metrics adds up from the directory: one of each, by an operator.
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    samples = metric_samples(generate_latest(registry).decode())
+    assert samples[metric_key('riskrank_model_promotions_total{by="operator"}')] == 1
+    assert samples[metric_key('riskrank_model_promotions_total{by="training"}')] == 0
+    assert samples["riskrank_model_rollbacks_total"] == 1
 
 
 # --- the conventions, read from the command tree ----------------------------
