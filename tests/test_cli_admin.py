@@ -546,6 +546,47 @@ def test_models_promote_and_rollback_counted_as_an_operators_and_their_refusals(
     assert samples["riskrank_model_rollbacks_total"] == 1
 
 
+def test_a_name_registered_for_two_providers_is_told_apart_with_provider(
+    db_url: str, database: Database, tmp_path: Path
+) -> None:
+    make_plan(database, sha=SHA)  # acme/app on GitHub
+    with database.session() as session:
+        gitlab_app = Repository(
+            provider=Provider.GITLAB, owner="acme", name="app", slug="acme/app", settings={}
+        )
+        session.add(gitlab_app)
+        session.flush()
+        session.add(  # what tells the two apart: the GitLab one has a model
+            RiskModel(
+                repository_id=gitlab_app.id,
+                version=3,
+                status=ModelStatus.ACTIVE,
+                model_text="-",
+                feature_names=[],
+                params={},
+                metrics={},
+                created_at=TRAINED,
+                promoted_at=TRAINED,
+            )
+        )
+    command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=db_url), cwd=tmp_path)
+    ambiguous, github, gitlab = run_together(
+        lambda: command("repo", "status", "acme/app"),
+        lambda: command("repo", "status", "acme/app", "--provider", "github", "--json"),
+        lambda: command("repo", "status", "acme/app", "--provider", "gitlab", "--json"),
+    )
+    assert (ambiguous.returncode, ambiguous.stdout) == (1, ""), ambiguous.explain()
+    assert ambiguous.stderr == (
+        "error: acme/app exists for several providers; name one with --provider\n"
+    )
+    assert [
+        (_json(ran)["repository"], _json(ran)["model_version"]) for ran in (github, gitlab)
+    ] == [
+        ("acme/app", None),
+        ("acme/app", 3),
+    ]
+
+
 # --- the conventions, read from the command tree ----------------------------
 
 READ_COMMANDS = {
@@ -558,6 +599,7 @@ READ_COMMANDS = {
     "tests flaky",
     "repo list",
     "repo show",
+    "repo status",
     "repo settings",
     "token list",
     "db prune",
@@ -589,6 +631,12 @@ def test_every_command_and_option_says_what_it_does() -> None:
             if parameter.name == "help":
                 continue
             assert getattr(parameter, "help", None), f"{path}: {parameter.name} has no help"
+        # A repository is OWNER/NAME everywhere, with --provider for a name
+        # registered for several.
+        metavars = {getattr(p, "metavar", None) for p in command.params}
+        options = {opt for p in command.params for opt in getattr(p, "opts", ())}
+        if "OWNER/NAME" in metavars:
+            assert "--provider" in options, f"{path}: OWNER/NAME without --provider"
         json_options = [p for p in command.params if "--json" in getattr(p, "opts", ())]
         if path in READ_COMMANDS:
             assert len(json_options) == 1, f"{path}: no --json"
