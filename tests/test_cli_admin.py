@@ -37,12 +37,13 @@ from scheduler.models import (
     Provider,
     Repository,
     RiskModel,
+    SuiteRun,
 )
 from scheduler.planning.policy import BY, MODES
 from scheduler.services import plans, tokens
 from tests.e2e.conftest import clean_env
 from tests.helpers import metric_key, metric_samples, queued_tasks
-from tests.services.test_plan_evaluation import make_plan
+from tests.services.test_plan_evaluation import TESTS, make_plan, post
 from tests.test_cli_outcomes import Ran, one_line, riskrank, run_together, unboxed
 
 SHA = "c1" * 20  # the planned commit
@@ -585,6 +586,37 @@ def test_a_name_registered_for_two_providers_is_told_apart_with_provider(
         ("acme/app", None),
         ("acme/app", 3),
     ]
+
+
+def test_status_and_repo_show_give_the_last_results(
+    db_url: str, redis_url: str, database: Database, filled: dict[str, int], tmp_path: Path
+) -> None:
+    run_id = post(database, None, [(TESTS[0], "passed"), (TESTS[1], "failed")], sha=SHA)
+    with database.session() as session:
+        received_at = session.get_one(SuiteRun, run_id).received_at
+    when = received_at.replace(tzinfo=UTC).isoformat()
+    command = partial(
+        riskrank,
+        env=clean_env(RISKRANK_DATABASE_URL=db_url, RISKRANK_BROKER_URL=redis_url),
+        cwd=tmp_path,
+    )
+    status_json, status_text, show_json, show_text = run_together(
+        lambda: command("status", "--json"),
+        lambda: command("status"),
+        lambda: command("repo", "show", "acme/app", "--json"),
+        lambda: command("repo", "show", "acme/app"),
+    )
+    last = {"received_at": when, "status": "ingested", "tests": 2}
+    app_row = _json(status_json)["repositories"][0]
+    assert (app_row["repository"], app_row["last_results"]) == ("acme/app", last)
+    assert app_row["counts"]["runs"] == 1
+    assert _json(show_json)["last_results"] == last
+    minute = when[:16].replace("T", " ")
+    assert status_text.returncode == show_text.returncode == 0
+    assert f"│ {minute} (ingested) │" in " ".join(status_text.stdout.split())
+    assert f"last results (UTC) │ {minute} (ingested, 2 tests)" in " ".join(
+        show_text.stdout.split()
+    )
 
 
 # --- the conventions, read from the command tree ----------------------------
