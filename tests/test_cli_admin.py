@@ -717,3 +717,29 @@ def test_exit_codes_are_documented_where_people_look() -> None:
     for code, meaning in common.EXIT_CODES.items():
         assert f"{code}  {meaning}" in epilog
         assert f"| {code} |" in docs
+
+
+def test_every_command_naming_a_repository_refuses_an_unknown_one_alike(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Each command with an OWNER/NAME argument (read from the command tree,
+    so a new one is included), run with an unregistered name: exit 1, one
+    line naming it and how to register it, nothing on stdout. `repo add`
+    registers the name, so it is the one left out."""
+    root: Any = typer.main.get_command(app)
+    history = tmp_path / "history.jsonl"
+    history.write_text("")
+    filler = {"sha": SHA, "version": "1", "second": "1", "file": str(history)}
+    runs = {}
+    for path, command in _commands(root):
+        positional = [p for p in command.params if not getattr(p, "opts", ["-"])[0].startswith("-")]
+        if path == "repo add" or not any(p.metavar == "OWNER/NAME" for p in positional):
+            continue
+        values = ["acme/nope" if p.metavar == "OWNER/NAME" else filler[p.name] for p in positional]
+        runs[path] = [*path.split(), *values]
+    assert len(runs) >= 20, sorted(runs)
+    env = clean_env(RISKRANK_DATABASE_URL=sqlite_url)
+    ran = run_together(*(partial(riskrank, *argv, env=env, cwd=tmp_path) for argv in runs.values()))
+    for path, result in zip(runs, ran, strict=True):
+        assert (result.returncode, result.stdout) == (1, ""), f"{path}: {result.explain()}"
+        assert result.stderr.startswith(UNKNOWN.rstrip("\n")), f"{path}: {result.stderr}"
