@@ -360,7 +360,7 @@ def test_services_down_exit_4_saying_which(sqlite_url: str, tmp_path: Path) -> N
     dead_database = "postgresql+psycopg://riskrank:hunter2@127.0.0.1:1/riskrank"
     shown = "postgresql+psycopg://riskrank:***@127.0.0.1:1/riskrank"
     env = clean_env(RISKRANK_DATABASE_URL=sqlite_url, RISKRANK_BROKER_URL=DOWN_BROKER)
-    broker_down, database_down, show_down, events_down = run_together(
+    broker_down, database_down, show_down, events_down, upgrade_down = run_together(
         lambda: riskrank("status", "--json", env=env, cwd=tmp_path),
         lambda: riskrank(
             "status", env=env | {"RISKRANK_DATABASE_URL": dead_database}, cwd=tmp_path
@@ -375,6 +375,9 @@ def test_services_down_exit_4_saying_which(sqlite_url: str, tmp_path: Path) -> N
         lambda: riskrank(
             "events", "list", env=env | {"RISKRANK_DATABASE_URL": dead_database}, cwd=tmp_path
         ),
+        lambda: riskrank(
+            "db", "upgrade", env=env | {"RISKRANK_DATABASE_URL": dead_database}, cwd=tmp_path
+        ),
     )
     refused = "Error 111 connecting to 127.0.0.1:1. Connection refused."
     assert broker_down.returncode == common.UNAVAILABLE
@@ -386,7 +389,7 @@ def test_services_down_exit_4_saying_which(sqlite_url: str, tmp_path: Path) -> N
     assert database_down.returncode == common.UNAVAILABLE
     assert database_down.stderr.startswith(f"error: cannot reach the database {shown}: ")
     assert f"; cannot reach the broker {DOWN_BROKER}: {refused}\n" in database_down.stderr
-    for ran in (show_down, events_down):
+    for ran in (show_down, events_down, upgrade_down):
         assert ran.returncode == common.UNAVAILABLE, ran.explain()
         assert ran.stdout == ""
         assert ran.stderr.startswith(
