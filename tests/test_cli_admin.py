@@ -722,27 +722,61 @@ def test_exit_codes_are_documented_where_people_look() -> None:
         assert f"| {code} |" in docs
 
 
+def _repository_commands(history: Path) -> dict[str, list[str]]:
+    """Each command with an OWNER/NAME argument (read from the command tree,
+    so a new one is included), its arguments filled: the repository
+    acme/nope, and a commit, a version, a token id or `history`."""
+    root: Any = typer.main.get_command(app)
+    filler = {"sha": SHA, "version": "1", "second": "1", "file": str(history)}
+    argvs = {}
+    for path, command in _commands(root):
+        positional = [p for p in command.params if not getattr(p, "opts", ["-"])[0].startswith("-")]
+        if not any(p.metavar == "OWNER/NAME" for p in positional):
+            continue
+        values = ["acme/nope" if p.metavar == "OWNER/NAME" else filler[p.name] for p in positional]
+        argvs[path] = [*path.split(), *values]
+    assert len(argvs) >= 21, sorted(argvs)
+    return argvs
+
+
 def test_every_command_naming_a_repository_refuses_an_unknown_one_alike(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    """Each command with an OWNER/NAME argument (read from the command tree,
-    so a new one is included), run with an unregistered name: exit 1, one
-    line naming it and how to register it, nothing on stdout. `repo add`
-    registers the name, so it is the one left out."""
-    root: Any = typer.main.get_command(app)
+    """Run with an unregistered name: exit 1, one line naming it and how to
+    register it, nothing on stdout. `repo add` registers it: left out."""
     history = tmp_path / "history.jsonl"
     history.write_text("")
-    filler = {"sha": SHA, "version": "1", "second": "1", "file": str(history)}
-    runs = {}
-    for path, command in _commands(root):
-        positional = [p for p in command.params if not getattr(p, "opts", ["-"])[0].startswith("-")]
-        if path == "repo add" or not any(p.metavar == "OWNER/NAME" for p in positional):
-            continue
-        values = ["acme/nope" if p.metavar == "OWNER/NAME" else filler[p.name] for p in positional]
-        runs[path] = [*path.split(), *values]
-    assert len(runs) >= 20, sorted(runs)
+    runs = _repository_commands(history)
+    del runs["repo add"]
     env = clean_env(RISKRANK_DATABASE_URL=sqlite_url)
     ran = run_together(*(partial(riskrank, *argv, env=env, cwd=tmp_path) for argv in runs.values()))
     for path, result in zip(runs, ran, strict=True):
         assert (result.returncode, result.stdout) == (1, ""), f"{path}: {result.explain()}"
         assert result.stderr.startswith(UNKNOWN.rstrip("\n")), f"{path}: {result.stderr}"
+
+
+def test_every_database_command_says_the_database_cannot_be_reached_alike(
+    tmp_path: Path,
+) -> None:
+    """The database down (its password hidden): exit 4, one line, nothing on
+    stdout, for every command that reads or writes it."""
+    dead_database = "postgresql+psycopg://riskrank:hunter2@127.0.0.1:1/riskrank"
+    shown = "postgresql+psycopg://riskrank:***@127.0.0.1:1/riskrank"
+    history = tmp_path / "history.jsonl"
+    history.write_text("")
+    runs = _repository_commands(history) | {
+        "status": ["status"],
+        "events replay": ["events", "replay", "1"],
+        "repo list": ["repo", "list"],
+        "db current": ["db", "current"],
+        "db prune": ["db", "prune"],
+        "db upgrade": ["db", "upgrade"],
+    }
+    env = clean_env(RISKRANK_DATABASE_URL=dead_database, RISKRANK_BROKER_URL=DOWN_BROKER)
+    ran = run_together(*(partial(riskrank, *argv, env=env, cwd=tmp_path) for argv in runs.values()))
+    for path, result in zip(runs, ran, strict=True):
+        assert result.returncode == common.UNAVAILABLE, f"{path}: {result.explain()}"
+        assert result.stdout == "" or path == "status", f"{path}: {result.stdout}"
+        assert result.stderr.startswith(f"error: cannot reach the database {shown}: "), path
+        assert result.stderr.count("\n") == 1 or path == "status", f"{path}: {result.stderr}"
+        assert "hunter2" not in result.stdout + result.stderr, path
