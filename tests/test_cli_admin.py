@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 import typer
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy import select
 
 from scheduler.backtest.runner import HALVES
@@ -36,12 +37,13 @@ from scheduler.models import (
     Provider,
     Repository,
     RiskModel,
+    SuiteRun,
 )
 from scheduler.planning.policy import BY, MODES
 from scheduler.services import plans, tokens
 from tests.e2e.conftest import clean_env
-from tests.helpers import queued_tasks
-from tests.services.test_plan_evaluation import make_plan
+from tests.helpers import metric_key, metric_samples, queued_tasks
+from tests.services.test_plan_evaluation import TESTS, make_plan, post
 from tests.test_cli_outcomes import Ran, one_line, riskrank, run_together, unboxed
 
 SHA = "c1" * 20  # the planned commit
@@ -358,7 +360,7 @@ def test_services_down_exit_4_saying_which(sqlite_url: str, tmp_path: Path) -> N
     dead_database = "postgresql+psycopg://riskrank:hunter2@127.0.0.1:1/riskrank"
     shown = "postgresql+psycopg://riskrank:***@127.0.0.1:1/riskrank"
     env = clean_env(RISKRANK_DATABASE_URL=sqlite_url, RISKRANK_BROKER_URL=DOWN_BROKER)
-    broker_down, database_down, show_down, events_down = run_together(
+    broker_down, database_down, show_down, events_down, upgrade_down = run_together(
         lambda: riskrank("status", "--json", env=env, cwd=tmp_path),
         lambda: riskrank(
             "status", env=env | {"RISKRANK_DATABASE_URL": dead_database}, cwd=tmp_path
@@ -373,6 +375,9 @@ def test_services_down_exit_4_saying_which(sqlite_url: str, tmp_path: Path) -> N
         lambda: riskrank(
             "events", "list", env=env | {"RISKRANK_DATABASE_URL": dead_database}, cwd=tmp_path
         ),
+        lambda: riskrank(
+            "db", "upgrade", env=env | {"RISKRANK_DATABASE_URL": dead_database}, cwd=tmp_path
+        ),
     )
     refused = "Error 111 connecting to 127.0.0.1:1. Connection refused."
     assert broker_down.returncode == common.UNAVAILABLE
@@ -384,7 +389,7 @@ def test_services_down_exit_4_saying_which(sqlite_url: str, tmp_path: Path) -> N
     assert database_down.returncode == common.UNAVAILABLE
     assert database_down.stderr.startswith(f"error: cannot reach the database {shown}: ")
     assert f"; cannot reach the broker {DOWN_BROKER}: {refused}\n" in database_down.stderr
-    for ran in (show_down, events_down):
+    for ran in (show_down, events_down, upgrade_down):
         assert ran.returncode == common.UNAVAILABLE, ran.explain()
         assert ran.stdout == ""
         assert ran.stderr.startswith(
@@ -445,6 +450,178 @@ def test_tokens_by_owner_name_their_refusals_and_the_former_spellings(
     assert revoked.stdout == revoked_before.stdout == f"token {token_id} revoked\n"
 
 
+def test_models_promote_and_rollback_counted_as_an_operators_and_their_refusals(
+    db_url: str, database: Database, filled: dict[str, int], tmp_path: Path
+) -> None:
+    """promote and rollback through the installed command, counted in the
+    multiprocess directory they share with the api (`docker compose exec api
+    riskrank models rollback`); what they refuse changes and counts nothing."""
+    with database.session() as session:
+        session.add(
+            RiskModel(
+                repository_id=filled["repository"],
+                version=2,
+                status=ModelStatus.CANDIDATE,
+                model_text="-",
+                feature_names=[],
+                params={},
+                metrics={},
+                created_at=TRAINED.replace(hour=9),
+            )
+        )
+    directory = tmp_path / "metrics"
+    env = clean_env(RISKRANK_DATABASE_URL=db_url, PROMETHEUS_MULTIPROC_DIR=str(directory))
+    command = partial(riskrank, env=env, cwd=tmp_path)
+
+    def statuses() -> list[tuple[int, ModelStatus]]:
+        with database.session() as session:
+            rows = session.execute(
+                select(RiskModel.version, RiskModel.status)
+                .where(RiskModel.repository_id == filled["repository"])
+                .order_by(RiskModel.version)
+            )
+            return [(version, status) for version, status in rows]
+
+    promoted = command("models", "promote", "acme/app", "2")
+    assert (promoted.returncode, promoted.stdout) == (0, "model v2 is active\n"), promoted.explain()
+    assert statuses() == [(1, ModelStatus.RETIRED), (2, ModelStatus.ACTIVE)]
+    rolled_back = command("models", "rollback", "acme/app")
+    assert (rolled_back.returncode, rolled_back.stdout) == (0, "model v1 is active again\n")
+    assert statuses() == [(1, ModelStatus.ACTIVE), (2, ModelStatus.RETIRED)]
+
+    dead_database = "postgresql+psycopg://riskrank:hunter2@127.0.0.1:1/riskrank"
+    (
+        first,
+        no_version,
+        not_a_number,
+        unknown_promote,
+        unknown_rollback,
+        none_active,
+        promote_down,
+        train_unknown,
+        train_nothing,
+    ) = run_together(
+        lambda: command("models", "rollback", "acme/app"),
+        lambda: command("models", "promote", "acme/app", "9"),
+        lambda: command("models", "promote", "acme/app", "two"),
+        lambda: command("models", "promote", "acme/nope", "1"),
+        lambda: command("models", "rollback", "acme/nope"),
+        lambda: command("models", "rollback", "acme/empty"),
+        lambda: riskrank(
+            "models",
+            "promote",
+            "acme/app",
+            "2",
+            env=env | {"RISKRANK_DATABASE_URL": dead_database},
+            cwd=tmp_path,
+        ),
+        lambda: command("train", "acme/nope"),
+        lambda: command("train", "acme/empty", "--json"),
+    )
+    assert (first.returncode, first.stdout) == (1, "")
+    assert first.stderr == "error: v1 is the first model that was active\n"
+    assert (no_version.returncode, no_version.stderr) == (
+        1,
+        "error: there is no model version 9\n",
+    )
+    assert (not_a_number.returncode, not_a_number.stdout) == (2, "")
+    assert "Invalid value for 'VERSION'" in unboxed(not_a_number.stderr)
+    for refused in (unknown_promote, unknown_rollback, train_unknown):
+        assert (refused.returncode, refused.stdout, refused.stderr) == (1, "", UNKNOWN)
+    assert (none_active.returncode, none_active.stderr) == (
+        1,
+        "error: no model is active: nothing to roll back\n",
+    )
+    assert promote_down.returncode == common.UNAVAILABLE, promote_down.explain()
+    assert promote_down.stderr.startswith("error: cannot reach the database ")
+    assert "hunter2" not in promote_down.stderr
+    assert (train_nothing.returncode, train_nothing.stdout) == (1, "")
+    assert train_nothing.stderr.endswith(
+        "error: no test outcomes yet: import a history or send results first\n"
+    )
+    assert statuses() == [(1, ModelStatus.ACTIVE), (2, ModelStatus.RETIRED)]
+
+    # What the api's /metrics adds up from the directory: one of each, by an operator.
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    samples = metric_samples(generate_latest(registry).decode())
+    assert samples[metric_key('riskrank_model_promotions_total{by="operator"}')] == 1
+    assert samples[metric_key('riskrank_model_promotions_total{by="training"}')] == 0
+    assert samples["riskrank_model_rollbacks_total"] == 1
+
+
+def test_a_name_registered_for_two_providers_is_told_apart_with_provider(
+    db_url: str, database: Database, tmp_path: Path
+) -> None:
+    make_plan(database, sha=SHA)  # acme/app on GitHub
+    with database.session() as session:
+        gitlab_app = Repository(
+            provider=Provider.GITLAB, owner="acme", name="app", slug="acme/app", settings={}
+        )
+        session.add(gitlab_app)
+        session.flush()
+        session.add(  # what tells the two apart: the GitLab one has a model
+            RiskModel(
+                repository_id=gitlab_app.id,
+                version=3,
+                status=ModelStatus.ACTIVE,
+                model_text="-",
+                feature_names=[],
+                params={},
+                metrics={},
+                created_at=TRAINED,
+                promoted_at=TRAINED,
+            )
+        )
+    command = partial(riskrank, env=clean_env(RISKRANK_DATABASE_URL=db_url), cwd=tmp_path)
+    ambiguous, github, gitlab = run_together(
+        lambda: command("repo", "status", "acme/app"),
+        lambda: command("repo", "status", "acme/app", "--provider", "github", "--json"),
+        lambda: command("repo", "status", "acme/app", "--provider", "gitlab", "--json"),
+    )
+    assert (ambiguous.returncode, ambiguous.stdout) == (1, ""), ambiguous.explain()
+    assert ambiguous.stderr == (
+        "error: acme/app exists for several providers; name one with --provider\n"
+    )
+    assert [
+        (_json(ran)["repository"], _json(ran)["model_version"]) for ran in (github, gitlab)
+    ] == [
+        ("acme/app", None),
+        ("acme/app", 3),
+    ]
+
+
+def test_status_and_repo_show_give_the_last_results(
+    db_url: str, redis_url: str, database: Database, filled: dict[str, int], tmp_path: Path
+) -> None:
+    run_id = post(database, None, [(TESTS[0], "passed"), (TESTS[1], "failed")], sha=SHA)
+    with database.session() as session:
+        received_at = session.get_one(SuiteRun, run_id).received_at
+    when = received_at.replace(tzinfo=UTC).isoformat()
+    command = partial(
+        riskrank,
+        env=clean_env(RISKRANK_DATABASE_URL=db_url, RISKRANK_BROKER_URL=redis_url),
+        cwd=tmp_path,
+    )
+    status_json, status_text, show_json, show_text = run_together(
+        lambda: command("status", "--json"),
+        lambda: command("status"),
+        lambda: command("repo", "show", "acme/app", "--json"),
+        lambda: command("repo", "show", "acme/app"),
+    )
+    last = {"received_at": when, "status": "ingested", "tests": 2}
+    app_row = _json(status_json)["repositories"][0]
+    assert (app_row["repository"], app_row["last_results"]) == ("acme/app", last)
+    assert app_row["counts"]["runs"] == 1
+    assert _json(show_json)["last_results"] == last
+    minute = when[:16].replace("T", " ")
+    assert status_text.returncode == show_text.returncode == 0
+    assert f"│ {minute} (ingested) │" in " ".join(status_text.stdout.split())
+    assert f"last results (UTC) │ {minute} (ingested, 2 tests)" in " ".join(
+        show_text.stdout.split()
+    )
+
+
 # --- the conventions, read from the command tree ----------------------------
 
 READ_COMMANDS = {
@@ -457,6 +634,7 @@ READ_COMMANDS = {
     "tests flaky",
     "repo list",
     "repo show",
+    "repo status",
     "repo settings",
     "token list",
     "db prune",
@@ -488,6 +666,12 @@ def test_every_command_and_option_says_what_it_does() -> None:
             if parameter.name == "help":
                 continue
             assert getattr(parameter, "help", None), f"{path}: {parameter.name} has no help"
+        # A repository is OWNER/NAME everywhere, with --provider for a name
+        # registered for several.
+        metavars = {getattr(p, "metavar", None) for p in command.params}
+        options = {opt for p in command.params for opt in getattr(p, "opts", ())}
+        if "OWNER/NAME" in metavars:
+            assert "--provider" in options, f"{path}: OWNER/NAME without --provider"
         json_options = [p for p in command.params if "--json" in getattr(p, "opts", ())]
         if path in READ_COMMANDS:
             assert len(json_options) == 1, f"{path}: no --json"
@@ -536,3 +720,63 @@ def test_exit_codes_are_documented_where_people_look() -> None:
     for code, meaning in common.EXIT_CODES.items():
         assert f"{code}  {meaning}" in epilog
         assert f"| {code} |" in docs
+
+
+def _repository_commands(history: Path) -> dict[str, list[str]]:
+    """Each command with an OWNER/NAME argument (read from the command tree,
+    so a new one is included), its arguments filled: the repository
+    acme/nope, and a commit, a version, a token id or `history`."""
+    root: Any = typer.main.get_command(app)
+    filler = {"sha": SHA, "version": "1", "second": "1", "file": str(history)}
+    argvs = {}
+    for path, command in _commands(root):
+        positional = [p for p in command.params if not getattr(p, "opts", ["-"])[0].startswith("-")]
+        if not any(p.metavar == "OWNER/NAME" for p in positional):
+            continue
+        values = ["acme/nope" if p.metavar == "OWNER/NAME" else filler[p.name] for p in positional]
+        argvs[path] = [*path.split(), *values]
+    assert len(argvs) >= 21, sorted(argvs)
+    return argvs
+
+
+def test_every_command_naming_a_repository_refuses_an_unknown_one_alike(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Run with an unregistered name: exit 1, one line naming it and how to
+    register it, nothing on stdout. `repo add` registers it: left out."""
+    history = tmp_path / "history.jsonl"
+    history.write_text("")
+    runs = _repository_commands(history)
+    del runs["repo add"]
+    env = clean_env(RISKRANK_DATABASE_URL=sqlite_url)
+    ran = run_together(*(partial(riskrank, *argv, env=env, cwd=tmp_path) for argv in runs.values()))
+    for path, result in zip(runs, ran, strict=True):
+        assert (result.returncode, result.stdout) == (1, ""), f"{path}: {result.explain()}"
+        assert result.stderr.startswith(UNKNOWN.rstrip("\n")), f"{path}: {result.stderr}"
+
+
+def test_every_database_command_says_the_database_cannot_be_reached_alike(
+    tmp_path: Path,
+) -> None:
+    """The database down (its password hidden): exit 4, one line, nothing on
+    stdout, for every command that reads or writes it."""
+    dead_database = "postgresql+psycopg://riskrank:hunter2@127.0.0.1:1/riskrank"
+    shown = "postgresql+psycopg://riskrank:***@127.0.0.1:1/riskrank"
+    history = tmp_path / "history.jsonl"
+    history.write_text("")
+    runs = _repository_commands(history) | {
+        "status": ["status"],
+        "events replay": ["events", "replay", "1"],
+        "repo list": ["repo", "list"],
+        "db current": ["db", "current"],
+        "db prune": ["db", "prune"],
+        "db upgrade": ["db", "upgrade"],
+    }
+    env = clean_env(RISKRANK_DATABASE_URL=dead_database, RISKRANK_BROKER_URL=DOWN_BROKER)
+    ran = run_together(*(partial(riskrank, *argv, env=env, cwd=tmp_path) for argv in runs.values()))
+    for path, result in zip(runs, ran, strict=True):
+        assert result.returncode == common.UNAVAILABLE, f"{path}: {result.explain()}"
+        assert result.stdout == "" or path == "status", f"{path}: {result.stdout}"
+        assert result.stderr.startswith(f"error: cannot reach the database {shown}: "), path
+        assert result.stderr.count("\n") == 1 or path == "status", f"{path}: {result.stderr}"
+        assert "hunter2" not in result.stdout + result.stderr, path

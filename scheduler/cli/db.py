@@ -35,6 +35,10 @@ def upgrade(revision: str = typer.Argument("head", help="Alembic revision to rea
 
     config = settings()
     make_database_directory(config)
+    try:  # a database that does not answer is not a failed migration
+        migrate.current(config.database_url)
+    except Exception as error:
+        unavailable(config.database_url, error)
     try:
         migrate.upgrade(config.database_url, revision)
     except Exception as error:

@@ -237,6 +237,7 @@ def list_(
 @app.command("status")
 def status(
     full_name: RepoArgument,
+    provider: ProviderOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Whether trimming keeps its promise: the live estimate of the share of
@@ -248,7 +249,7 @@ def status(
     database = migrated_database(settings())
     with database.session() as session:
         try:
-            repository = repos.resolve_repository(session, full_name=full_name)
+            repository = repos.resolve_repository(session, full_name=full_name, provider=provider)
         except repos.RepositoryError as error:
             fail(str(error))
         found = trimming.status_of(session, repository)

@@ -35,7 +35,14 @@ from scheduler.queue import MODELS_TRAIN, create_celery, send_now
 from scheduler.services import repos, tokens, training
 from tests.conftest import empty_all_tables
 from tests.e2e.conftest import RISKRANK, Process, clean_env
-from tests.helpers import SECRET, github_headers, metric_key, metric_samples, wait_for
+from tests.helpers import (
+    METRIC_LABEL,
+    SECRET,
+    github_headers,
+    metric_key,
+    metric_samples,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -376,3 +383,45 @@ def test_no_secret_is_exported(traffic: Traffic) -> None:
     digest = hashlib.sha256(traffic.token.encode()).hexdigest()
     for secret in (SECRET, traffic.token, digest, traffic.token[:16]):
         assert secret not in exported
+
+
+# The labels riskrank's metrics carry (scheduler/metrics.py and figures.py),
+# a histogram's bucket (le), and the runtime's (python_info, gc: exported
+# by a process without a multiprocess directory).
+LABELS = {
+    "provider",
+    "result",
+    "route",
+    "code",
+    "task",
+    "outcome",
+    "repository",
+    "status",
+    "by",
+    "cause",
+    "le",
+    "quantile",
+    "generation",
+    "implementation",
+    "major",
+    "minor",
+    "patchlevel",
+    "version",
+}
+
+
+def test_labels_are_few_and_bounded(traffic: Traffic) -> None:
+    """Never a commit, a test, a token or a path with an id in it: only the
+    label names above, and values from a closed set or a repository."""
+    commits = {HEAD, *(f"{build + 1:040x}" for build in range(BUILDS))}
+    for series in (*traffic.api, *traffic.worker):
+        for name, value in METRIC_LABEL.findall(series.partition("{")[2]):
+            assert name in LABELS, series
+            assert value not in commits, series
+            assert "::" not in value, series
+            assert "test_" not in value, series
+            assert not re.fullmatch(r"[0-9a-f]{7,64}", value), series
+            if name == "route":
+                assert "{" in value or value.count("/") <= 2, series  # a template, not a path
+            if name == "repository":
+                assert value == REPO, series
