@@ -496,6 +496,29 @@ def test_a_job_archive_riskrank_cannot_read_fails_the_event_with_the_reason(
         assert session.scalar(select(func.count()).select_from(SuiteRun)) == 0
 
 
+def test_a_project_the_token_cannot_see_fails_on_the_jobs_not_on_the_missing_report(
+    client: TestClient,
+    database: Database,
+    server: FakeProvider,
+    gitlab_samples: Path,
+) -> None:
+    """GitLab answers 404 for a project the token cannot see: the missing
+    test report leads to the jobs, whose 404 is the reason given."""
+    register(database, Provider.GITLAB, GITLAB_PROJECT, server.url)
+    body = sample(gitlab_samples, "pipeline-hook-mr-failed.json")
+    response = client.post(
+        "/webhooks/gitlab", content=body, headers=gitlab_headers(event="Pipeline Hook")
+    )
+    with database.session() as session:
+        job = pulls.pull_job(session, response.json()["event_id"])
+    assert job is not None
+    with pytest.raises(pulls.PullFailed) as raised:
+        pulls.fetch_reports(job, http=FAST, limits=ZipLimits())
+    assert not raised.value.retryable
+    assert raised.value.message.endswith(f"{JOBS}: HTTP 404")
+    assert [len(server.requests_to(path)) for path in (TEST_REPORT, JOBS)] == [1, 1]
+
+
 def test_a_rate_limit_that_resets_later_keeps_the_event_from_the_sweeper_until_then(
     client: TestClient, database: Database, github_samples: Path
 ) -> None:
