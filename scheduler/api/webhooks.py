@@ -152,7 +152,8 @@ async def gitlab_webhook(request: Request) -> JSONResponse:
     (webhook-signature, webhook-id, webhook-timestamp). Push Hooks and Merge
     Request Hooks bringing a new head are processed, Tag Push Hooks recorded, finished Pipeline
     Hooks processed when the project has a provider token (the pipeline's
-    test report is pulled), other events acknowledged and dropped."""
+    test report is pulled, else its jobs' JUnit artifacts), other events
+    acknowledged and dropped."""
     headers = request.headers
     settings, database, celery, secrets = _state(request)
     return await _receive(

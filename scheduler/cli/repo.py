@@ -132,8 +132,9 @@ def api(
         str | None,
         typer.Option(
             metavar="GLOBS",
-            help="Comma-separated globs of the artifact names to pull (case-insensitive); "
-            "'' for the default.",
+            help="Comma-separated globs of the artifact names to pull (case-insensitive; "
+            "GitLab, when a pipeline has no test report: of the job names, else of the file "
+            "paths in the jobs' artifacts); '' for the default.",
         ),
     ] = None,
     signing_token: Annotated[

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from scheduler.ingest.errors import BodyTooLarge, IngestError, MalformedPayload
@@ -59,10 +60,13 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -
     return b"".join(chunks)
 
 
-def junit_reports(data: bytes, limits: ZipLimits) -> list[Report]:
-    """Every JUnit XML file in the zip, in the zip's order. Other files (and
-    XML that is not a JUnit report) are passed over; a zip that is not one,
-    or past the limits, is refused (MalformedPayload, BodyTooLarge)."""
+def junit_reports(
+    data: bytes, limits: ZipLimits, *, wanted: Callable[[str], bool] | None = None
+) -> list[Report]:
+    """Every JUnit XML file in the zip (whose path `wanted` accepts, when
+    given), in the zip's order. Other files (and XML that is not a JUnit
+    report) are passed over unread; a zip that is not one, or past the
+    limits, is refused (MalformedPayload, BodyTooLarge)."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, ValueError) as error:
@@ -76,7 +80,7 @@ def junit_reports(data: bytes, limits: ZipLimits) -> list[Report]:
         budget = limits.max_total_bytes
         reports: list[Report] = []
         for info in members:
-            if not _is_candidate(info):
+            if not _is_candidate(info) or (wanted is not None and not wanted(info.filename)):
                 continue
             if info.flag_bits & 0x1:
                 log.info("artifact member %r is encrypted: passed over", info.filename)

@@ -1,10 +1,13 @@
-"""GitLab's REST API: a pipeline's test report, a merge request's diffs,
-comparisons, commit statuses.
+"""GitLab's REST API: a pipeline's test report, its jobs and their artifacts,
+a merge request's diffs, comparisons, commit statuses.
 
-https://docs.gitlab.com/api/pipelines/#get-a-pipelines-test-report"""
+https://docs.gitlab.com/api/pipelines/#get-a-pipelines-test-report
+https://docs.gitlab.com/api/jobs/#list-pipeline-jobs
+https://docs.gitlab.com/api/job_artifacts/#get-job-artifacts"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -34,12 +37,62 @@ def pipeline_test_report(api: ApiClient, project: str, pipeline_id: int) -> dict
     return report
 
 
+PER_PAGE = 100
+
+
+@dataclass(frozen=True)
+class Job:
+    """A pipeline's job and its artifacts archive (`archive_bytes` None: the
+    job kept none, e.g. it declared only `artifacts:reports`)."""
+
+    id: int
+    name: str
+    archive_bytes: int | None
+
+
+def _job(raw: Any) -> Job | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), int):
+        return None
+    name = raw.get("name")
+    listed = raw.get("artifacts")
+    archives = [
+        entry.get("size")
+        for entry in (listed if isinstance(listed, list) else [])
+        if isinstance(entry, dict) and entry.get("file_type") == "archive"
+    ]
+    return Job(
+        id=raw["id"],
+        name=name if isinstance(name, str) else "",
+        archive_bytes=((archives[0] if isinstance(archives[0], int) else 0) if archives else None),
+    )
+
+
+def pipeline_jobs(api: ApiClient, project: str, pipeline_id: int) -> list[Job]:
+    """Every job of the pipeline (the last try of each), over all pages."""
+    jobs: list[Job] = []
+    for page in api.pages(
+        f"/projects/{project}/pipelines/{pipeline_id}/jobs", params={"per_page": PER_PAGE}
+    ):
+        if not isinstance(page, list):
+            raise ProviderApiError(f"the jobs of pipeline {pipeline_id}: not a job list")
+        jobs.extend(job for job in map(_job, page) if job is not None)
+    return jobs
+
+
+def download_job_artifacts(api: ApiClient, project: str, job: Job, *, max_bytes: int) -> bytes:
+    """The job's artifacts archive (a zip; GitLab may redirect to storage)."""
+    if job.archive_bytes is not None and job.archive_bytes > max_bytes:
+        raise ProviderApiError(
+            f"the artifacts of job {job.id} ({job.name!r}) are {job.archive_bytes} bytes, "
+            f"over the limit of {max_bytes}"
+        )
+    return api.download(f"/projects/{project}/jobs/{job.id}/artifacts", max_bytes=max_bytes)
+
+
 # --- merge requests, comparisons and commit statuses -----------------------------
 # https://docs.gitlab.com/api/merge_requests/#list-merge-request-diffs
 # https://docs.gitlab.com/api/repositories/#compare-branches-tags-or-commits
 # https://docs.gitlab.com/api/commits/#set-the-pipeline-status-of-a-commit
-
-PER_PAGE = 100
 
 
 def _diff(raw: Any) -> FileDiff | None:

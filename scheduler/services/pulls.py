@@ -10,7 +10,9 @@ one write lock, and a pull may wait on a rate limit):
 2. `fetch_reports` asks the provider: GitHub's run artifacts whose names
    match the repository's globs, unpacked in memory with bounds, each JUnit
    file in them a report; GitLab's pipeline test report, written back as
-   JUnit XML;
+   JUnit XML, or when it is empty or absent (no `artifacts:reports:junit`,
+   a GitLab without the report) the JUnit files in the jobs' artifacts
+   archives, read as GitHub's artifacts are;
 3. `store_reports` stores each report as an uploaded one is stored
    (scheduler.services.runs.store_run: the same report twice is kept once)
    and queues its ingestion, and marks the event handled.
@@ -36,7 +38,7 @@ from scheduler.models import CiEvent, EventStatus, Provider, Repository, RunSour
 from scheduler.models.base import utcnow
 from scheduler.providers_api import github as github_api
 from scheduler.providers_api import gitlab as gitlab_api
-from scheduler.providers_api.http import HttpSettings, ProviderApiError
+from scheduler.providers_api.http import ApiClient, HttpSettings, ProviderApiError
 from scheduler.queue import RUNS_INGEST, enqueue_after_commit
 from scheduler.services import provider_access, retry, runs
 
@@ -184,17 +186,70 @@ def _github_reports(
         return reports
 
 
-def _gitlab_reports(job: PullJob, http: HttpSettings) -> list[artifacts.Report]:
+def _gitlab_reports(
+    job: PullJob, http: HttpSettings, limits: artifacts.ZipLimits
+) -> list[artifacts.Report]:
     assert job.access.token is not None
     project = gitlab_api.project_ref(job.project_id, job.access.full_name)
     with gitlab_api.client(job.access.api_url, job.access.token, http) as api:
-        report = gitlab_api.pipeline_test_report(api, project, job.run_id)
-    count = report.get("total_count")
-    if not report.get("test_suites"):
-        log.info("pipeline %s: the test report is empty", job.run_id)
-        return []
-    log.info("pipeline %s: a test report of %s tests", job.run_id, count)
-    return [artifacts.Report("test_report", gitlab.junit_of_test_report(report))]
+        try:
+            report = gitlab_api.pipeline_test_report(api, project, job.run_id)
+        except ProviderApiError as error:
+            if error.status != 404:
+                raise
+            report = {}  # a GitLab without the test report (the jobs answer for the project)
+        if report.get("test_suites"):
+            log.info(
+                "pipeline %s: a test report of %s tests", job.run_id, report.get("total_count")
+            )
+            return [artifacts.Report("test_report", gitlab.junit_of_test_report(report))]
+        log.info("pipeline %s: no test report, reading the jobs' artifacts", job.run_id)
+        return _gitlab_job_reports(api, project, job, http, limits)
+
+
+def _gitlab_job_reports(
+    api: ApiClient,
+    project: str,
+    job: PullJob,
+    http: HttpSettings,
+    limits: artifacts.ZipLimits,
+) -> list[artifacts.Report]:
+    """The JUnit files in the pipeline's jobs' artifacts archives: all of a
+    job whose name matches the repository's globs, else those whose path in
+    the archive matches them (GitLab names no archive as GitHub does)."""
+    listed = gitlab_api.pipeline_jobs(api, project, job.run_id)
+    kept = [ci_job for ci_job in listed if ci_job.archive_bytes is not None]
+    log.info("pipeline %s: %d jobs, %d with artifacts", job.run_id, len(listed), len(kept))
+    patterns = job.access.patterns
+    reports: list[artifacts.Report] = []
+    for ci_job in kept:
+        try:
+            data = gitlab_api.download_job_artifacts(
+                api, project, ci_job, max_bytes=http.max_download_bytes
+            )
+        except ProviderApiError as error:
+            if error.status != 404:
+                raise
+            # Expired or erased since the listing (the listing used the same token).
+            log.info("pipeline %s: job %s has no artifacts any more", job.run_id, ci_job.id)
+            continue
+        whole = provider_access.name_matches(ci_job.name, patterns)
+        found = artifacts.junit_reports(
+            data,
+            limits,
+            wanted=None if whole else lambda path: provider_access.name_matches(path, patterns),
+        )
+        log.info(
+            "pipeline %s: job %s (%r) holds %d JUnit reports",
+            job.run_id,
+            ci_job.id,
+            ci_job.name,
+            len(found),
+        )
+        reports.extend(
+            artifacts.Report(f"{ci_job.name}/{report.path}", report.data) for report in found
+        )
+    return reports
 
 
 def fetch_reports(
@@ -211,7 +266,7 @@ def fetch_reports(
     try:
         if job.access.provider is Provider.GITHUB:
             return _github_reports(job, http, limits)
-        return _gitlab_reports(job, http)
+        return _gitlab_reports(job, http, limits)
     except ProviderApiError as error:
         raise PullFailed(
             error.message, retryable=error.retryable, retry_after=error.retry_after

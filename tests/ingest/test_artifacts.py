@@ -40,6 +40,21 @@ def test_every_junit_file_is_read_and_other_files_passed_over() -> None:
     ]
 
 
+def test_only_the_wanted_paths_are_read() -> None:
+    """A file whose path is not wanted is not even inflated: a bomb there
+    does not count against the limit."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("reports/junit-unit.xml", SUITE % (b"One", b"One"))
+        archive.writestr("other/TEST-bomb.xml", b"<testsuite>" + b" " * (2 << 20) + b"</testsuite>")
+    reports = junit_reports(
+        buffer.getvalue(),
+        ZipLimits(max_total_bytes=1 << 20),
+        wanted=lambda path: "junit" in path,
+    )
+    assert [report.path for report in reports] == ["reports/junit-unit.xml"]
+
+
 def test_a_zip_bomb_stops_at_the_limit_whatever_the_directory_says() -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

@@ -7,6 +7,7 @@ report does, once however often they are pulled."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +294,231 @@ def test_a_finished_pipeline_hook_pulls_the_test_report(
         assert session.scalar(select(SuiteRun.run_key)) == "gitlab-pipeline-384095584"
 
 
+@pytest.fixture
+def worker_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The worker's settings (scheduler.config.get_settings) on the test's
+    database and broker, with short provider retries."""
+    from scheduler.config import get_settings
+    from workers.common import database_of
+
+    for name, value in {
+        "RISKRANK_DATABASE_URL": settings.database_url,
+        "RISKRANK_BROKER_URL": settings.broker_url,
+        "RISKRANK_PROVIDER_MAX_ATTEMPTS": "2",
+        "RISKRANK_PROVIDER_BACKOFF_SECONDS": "0.01",
+        "RISKRANK_PROVIDER_TOTAL_SECONDS": "10",
+        "RISKRANK_SWEEP_MAX_ATTEMPTS": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        database_of(get_settings()).dispose()  # the worker's engine, on the test's database
+        get_settings.cache_clear()
+
+
+GITLAB_PROJECT = "redhat/centos-stream/rpms/luksmeta"
+GITLAB_SHA = "ee58e259da263ecb4c1f0129be7aef8cfd4dedd6"
+TEST_REPORT = "/projects/23680558/pipelines/384095584/test_report"
+JOBS = "/projects/23680558/pipelines/384095584/jobs"
+
+
+def gitlab_job(number: int, name: str, archive: bytes | None) -> dict[str, Any]:
+    """A job as GitLab lists it: its artifacts files (the archive, and the
+    JUnit report GitLab keeps apart when the job declares one)."""
+    listed = [{"file_type": "trace", "size": 1000, "filename": "job.log", "file_format": None}]
+    if archive is not None:
+        listed.append(
+            {
+                "file_type": "archive",
+                "size": len(archive),
+                "filename": "artifacts.zip",
+                "file_format": "zip",
+            }
+        )
+    return {"id": number, "name": name, "status": "success", "artifacts": listed}
+
+
+def script_gitlab_jobs(server: FakeProvider, *, test_report: Answer) -> dict[int, bytes]:
+    """A pipeline whose test report is `test_report`, and whose jobs (over
+    two pages, by `X-Next-Page`) keep their JUnit files in `artifacts:paths`
+    only; the archives by job id."""
+    archives = {
+        # Not matched by its name: the files whose paths match the globs.
+        2: ZIP,
+        # Matched by its name: every JUnit file in it, whatever its path.
+        4: zip_of({"out/results.xml": suite("extra")}),
+        # Neither: a JUnit file passed over, unread.
+        5: zip_of({"lint/report.xml": suite("lint", failing="a")}),
+    }
+    server.on(TEST_REPORT, test_report)
+    server.on(
+        f"{JOBS}?per_page=100",
+        json_answer(
+            [gitlab_job(1, "build", None), gitlab_job(2, "rspec", archives[2])],
+            **{"X-Next-Page": "2", "X-Page": "1"},
+        ),
+    )
+    server.on(
+        f"{JOBS}?per_page=100&page=2",
+        json_answer(
+            [
+                gitlab_job(4, "JUnit tests", archives[4]),
+                gitlab_job(5, "lint", archives[5]),
+            ],
+            **{"X-Next-Page": "", "X-Page": "2"},
+        ),
+    )
+    zipped = {"Content-Type": "application/zip"}
+    # A 502 on the first download: tried again within the pull.
+    server.on("/projects/23680558/jobs/2/artifacts", Answer(502), Answer(200, ZIP, zipped))
+    for number in (4, 5):
+        server.on(
+            f"/projects/23680558/jobs/{number}/artifacts", Answer(200, archives[number], zipped)
+        )
+    return archives
+
+
+@pytest.mark.parametrize(
+    "test_report",
+    [
+        json_answer({"total_count": 0, "test_suites": []}),
+        json_answer({"message": "404 Not Found"}, 404),  # a GitLab without the report
+    ],
+    ids=["empty", "absent"],
+)
+def test_a_pipeline_without_a_test_report_pulls_the_jobs_junit_artifacts_once(
+    client: TestClient,
+    database: Database,
+    settings: Settings,
+    server: FakeProvider,
+    gitlab_samples: Path,
+    test_report: Answer,
+) -> None:
+    register(database, Provider.GITLAB, GITLAB_PROJECT, server.url)
+    script_gitlab_jobs(server, test_report=test_report)
+    body = sample(gitlab_samples, "pipeline-hook-mr-failed.json")
+    response = client.post(
+        "/webhooks/gitlab", content=body, headers=gitlab_headers(event="Pipeline Hook")
+    )
+    assert response.json()["status"] == "queued", response.text
+    assert pull(database, settings, response.json()["event_id"]) is EventStatus.HANDLED
+
+    # Both pages listed; the job without an archive never asked for one.
+    assert [seen.path for seen in server.requests_to(JOBS)] == [
+        f"{JOBS}?per_page=100",
+        f"{JOBS}?per_page=100&page=2",
+    ]
+    assert server.requests_to("/projects/23680558/jobs/1/artifacts") == []
+    assert len(server.requests_to("/projects/23680558/jobs/2/artifacts")) == 2  # the 502, again
+    assert all(
+        seen.headers["PRIVATE-TOKEN"] == TOKEN
+        for seen in server.seen
+        if seen.path.startswith("/projects/")
+    )
+    ingest_all(database)
+    expected = [
+        (GITLAB_SHA, f"tests.test_{suite_name}::test_{case}", outcome)
+        for suite_name, case, outcome in [
+            ("api", "a", "passed"),
+            ("api", "b", "passed"),
+            ("api", "c", "passed"),
+            ("extra", "a", "passed"),
+            ("extra", "b", "passed"),
+            ("extra", "c", "passed"),
+            ("unit", "a", "passed"),
+            ("unit", "b", "failed"),
+            ("unit", "c", "passed"),
+        ]
+    ]
+    assert executions(database) == expected
+    with database.session() as session:
+        keys = list(session.scalars(select(SuiteRun.run_key)))
+    assert keys == ["gitlab-pipeline-384095584"] * 3
+
+    # Delivered again: pulled again, nothing stored twice.
+    again = client.post(
+        "/webhooks/gitlab", content=body, headers=gitlab_headers(event="Pipeline Hook")
+    )
+    assert again.json()["status"] == "queued", again.text
+    assert pull(database, settings, again.json()["event_id"]) is EventStatus.HANDLED
+    ingest_all(database)
+    with database.session() as session:
+        assert session.scalar(select(func.count()).select_from(SuiteRun)) == 3
+    assert executions(database) == expected
+
+
+@pytest.mark.parametrize(
+    ("archive", "reason"),
+    [
+        (b"PK\x03\x04 not a zip at all", "the artifact is not a zip archive"),
+        (
+            zip_of({f"junit-{n}.xml": suite(str(n)) for n in range(3)}),
+            "3 files, over the limit of 2",
+        ),
+        (b"x" * 5000, "5000 bytes, over the limit of 4096"),
+    ],
+    ids=["corrupt", "too-many-files", "too-big"],
+)
+def test_a_job_archive_riskrank_cannot_read_fails_the_event_with_the_reason(
+    client: TestClient,
+    database: Database,
+    server: FakeProvider,
+    gitlab_samples: Path,
+    worker_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    archive: bytes,
+    reason: str,
+) -> None:
+    """Through the worker's task body: the event fails with the reason, and stays."""
+    from scheduler.config import get_settings
+    from workers import events as event_tasks
+
+    monkeypatch.setenv("RISKRANK_PULL_MAX_FILES", "2")
+    monkeypatch.setenv("RISKRANK_PULL_MAX_ARTIFACT_BYTES", "4096")
+    get_settings.cache_clear()
+    register(database, Provider.GITLAB, GITLAB_PROJECT, server.url)
+    server.on(TEST_REPORT, json_answer({"total_count": 0, "test_suites": []}))
+    server.on(JOBS, json_answer([gitlab_job(7, "unit", archive)]))
+    server.on("/projects/23680558/jobs/7/artifacts", Answer(200, archive))
+    body = sample(gitlab_samples, "pipeline-hook-mr-failed.json")
+    response = client.post(
+        "/webhooks/gitlab", content=body, headers=gitlab_headers(event="Pipeline Hook")
+    )
+    event_id = response.json()["event_id"]
+    assert event_tasks.process(event_id) == EventStatus.FAILED.value
+    with database.session() as session:
+        event = session.get_one(CiEvent, event_id)
+        assert event.error is not None
+        assert reason in event.error
+        assert event.payload == json.loads(body)
+        assert session.scalar(select(func.count()).select_from(SuiteRun)) == 0
+
+
+def test_a_project_the_token_cannot_see_fails_on_the_jobs_not_on_the_missing_report(
+    client: TestClient,
+    database: Database,
+    server: FakeProvider,
+    gitlab_samples: Path,
+) -> None:
+    """GitLab answers 404 for a project the token cannot see: the missing
+    test report leads to the jobs, whose 404 is the reason given."""
+    register(database, Provider.GITLAB, GITLAB_PROJECT, server.url)
+    body = sample(gitlab_samples, "pipeline-hook-mr-failed.json")
+    response = client.post(
+        "/webhooks/gitlab", content=body, headers=gitlab_headers(event="Pipeline Hook")
+    )
+    with database.session() as session:
+        job = pulls.pull_job(session, response.json()["event_id"])
+    assert job is not None
+    with pytest.raises(pulls.PullFailed) as raised:
+        pulls.fetch_reports(job, http=FAST, limits=ZipLimits())
+    assert not raised.value.retryable
+    assert raised.value.message.endswith(f"{JOBS}: HTTP 404")
+    assert [len(server.requests_to(path)) for path in (TEST_REPORT, JOBS)] == [1, 1]
+
+
 def test_a_rate_limit_that_resets_later_keeps_the_event_from_the_sweeper_until_then(
     client: TestClient, database: Database, github_samples: Path
 ) -> None:
@@ -328,10 +554,9 @@ def test_a_rate_limit_that_resets_later_keeps_the_event_from_the_sweeper_until_t
 def test_the_worker_records_why_a_pull_gave_up_and_keeps_the_event(
     client: TestClient,
     database: Database,
-    settings: Settings,
     server: FakeProvider,
     github_samples: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    worker_env: None,
 ) -> None:
     """The worker's task body (workers.events.process), in this process: a
     provider that keeps failing leaves the event pending with the error,
@@ -340,61 +565,45 @@ def test_the_worker_records_why_a_pull_gave_up_and_keeps_the_event(
     its payload stay throughout."""
     from datetime import timedelta
 
-    from scheduler.config import get_settings
     from scheduler.models.base import utcnow
     from workers import events as event_tasks
-    from workers.common import database_of
 
     register(database, Provider.GITHUB, "octo-org/octo-repo", server.url)
     server.on(ARTIFACTS, Answer(502))
     body = sample(github_samples, "workflow_run-completed-success.json")
     headers = github_headers(body, event="workflow_run")
     event_id = client.post("/webhooks/github", content=body, headers=headers).json()["event_id"]
-    for name, value in {
-        "RISKRANK_DATABASE_URL": settings.database_url,
-        "RISKRANK_BROKER_URL": settings.broker_url,
-        "RISKRANK_PROVIDER_MAX_ATTEMPTS": "2",
-        "RISKRANK_PROVIDER_BACKOFF_SECONDS": "0.01",
-        "RISKRANK_PROVIDER_TOTAL_SECONDS": "10",
-        "RISKRANK_SWEEP_MAX_ATTEMPTS": "2",
-    }.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    try:
-        given_up = f"pull: GET {server.url.removeprefix('http://')}{ARTIFACTS}: HTTP 502"
-        assert event_tasks.process(event_id) == EventStatus.PENDING.value
-        with database.session() as session:
-            event = session.get_one(CiEvent, event_id)
-            assert (event.status, event.attempts) == (EventStatus.PENDING, 1)
-            assert event.error == f"{given_up} after 2 attempts"
-        assert event_tasks.process(event_id) == EventStatus.FAILED.value
-        with database.session() as session:
-            event = session.get_one(CiEvent, event_id)
-            assert (event.status, event.attempts) == (EventStatus.FAILED, 2)
-            assert event.error == f"{given_up} after 2 attempts"
-            assert event.payload == json.loads(body)
-        assert len(server.requests_to(ARTIFACTS)) == 4
+    given_up = f"pull: GET {server.url.removeprefix('http://')}{ARTIFACTS}: HTTP 502"
+    assert event_tasks.process(event_id) == EventStatus.PENDING.value
+    with database.session() as session:
+        event = session.get_one(CiEvent, event_id)
+        assert (event.status, event.attempts) == (EventStatus.PENDING, 1)
+        assert event.error == f"{given_up} after 2 attempts"
+    assert event_tasks.process(event_id) == EventStatus.FAILED.value
+    with database.session() as session:
+        event = session.get_one(CiEvent, event_id)
+        assert (event.status, event.attempts) == (EventStatus.FAILED, 2)
+        assert event.error == f"{given_up} after 2 attempts"
+        assert event.payload == json.loads(body)
+    assert len(server.requests_to(ARTIFACTS)) == 4
 
-        # A rate limit whose reset is an hour away: given up at once, the
-        # event pending with the error and left alone until the reset.
-        throttled_body = body.replace(b'"id": 289782451', b'"id": 289782452')
-        assert throttled_body != body
-        throttled = ARTIFACTS.replace("289782451", "289782452")
-        server.on(throttled, json_answer({"message": "slow down"}, 429, **{"Retry-After": "3600"}))
-        response = client.post(
-            "/webhooks/github",
-            content=throttled_body,
-            headers=github_headers(throttled_body, event="workflow_run"),
-        )
-        throttled_id = response.json()["event_id"]
-        assert event_tasks.process(throttled_id) == EventStatus.PENDING.value
-        with database.session() as session:
-            event = session.get_one(CiEvent, throttled_id)
-            assert event.error is not None
-            assert "HTTP 429 (rate limited)" in event.error
-            queued_at = event.queued_at.replace(tzinfo=None)
-            assert queued_at > (utcnow() + timedelta(minutes=55)).replace(tzinfo=None)
-        assert len(server.requests_to(throttled)) == 1
-    finally:
-        database_of(get_settings()).dispose()  # the worker's engine, on the test's database
-        get_settings.cache_clear()
+    # A rate limit whose reset is an hour away: given up at once, the
+    # event pending with the error and left alone until the reset.
+    throttled_body = body.replace(b'"id": 289782451', b'"id": 289782452')
+    assert throttled_body != body
+    throttled = ARTIFACTS.replace("289782451", "289782452")
+    server.on(throttled, json_answer({"message": "slow down"}, 429, **{"Retry-After": "3600"}))
+    response = client.post(
+        "/webhooks/github",
+        content=throttled_body,
+        headers=github_headers(throttled_body, event="workflow_run"),
+    )
+    throttled_id = response.json()["event_id"]
+    assert event_tasks.process(throttled_id) == EventStatus.PENDING.value
+    with database.session() as session:
+        event = session.get_one(CiEvent, throttled_id)
+        assert event.error is not None
+        assert "HTTP 429 (rate limited)" in event.error
+        queued_at = event.queued_at.replace(tzinfo=None)
+        assert queued_at > (utcnow() + timedelta(minutes=55)).replace(tzinfo=None)
+    assert len(server.requests_to(throttled)) == 1
