@@ -247,6 +247,7 @@ def test_read_commands_as_json_text_and_their_refusals(
             "received_at": "2026-12-01T09:30:00+00:00",
             "handled_at": None,
             "error": "malformed payload: no ref",
+            "summary": None,
         }
     ]
 

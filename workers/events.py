@@ -60,8 +60,10 @@ def _pull(event_id: int, job: pulls.PullJob) -> tuple[EventStatus | None, bool]:
         result = "retry" if status is EventStatus.PENDING else "failed"
         metrics.RESULTS_PULLED.labels(provider=job.access.provider.value, result=result).inc()
         return status, True
+    # Best-effort, once the reports are in hand: never fails the pull.
+    jobs = pulls.fetch_jobs(job, http=settings.provider_http())
     status, failed = run_recording_errors(
-        lambda session: pulls.store_reports(session, celery_app, job, reports),
+        lambda session: pulls.store_reports(session, celery_app, job, reports, jobs),
         lambda session, error, attempts: events.record_event_error(
             session, event_id, error=error, max_attempts=attempts
         ),

@@ -35,3 +35,6 @@ class CiEvent(QueuedWork, Base):
         str_enum(EventStatus, "event_status"), default=EventStatus.PENDING
     )
     handled_at: Mapped[datetime | None]
+    # What a pull read of the CI run beside its reports (scheduler.services.
+    # pulls): {"jobs": [{"name": …, "conclusion": …}]}. NULL: nothing read.
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType)

@@ -1,13 +1,15 @@
-"""GitHub's REST API: a workflow run's artifacts, a pull request's files,
-comparisons, commit statuses.
+"""GitHub's REST API: a workflow run's artifacts and jobs, a pull request's
+files, comparisons, commit statuses.
 
-https://docs.github.com/en/rest/actions/artifacts"""
+https://docs.github.com/en/rest/actions/artifacts
+https://docs.github.com/en/rest/actions/workflow-jobs"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from scheduler import limits
 from scheduler.models.enums import FileStatus
 from scheduler.providers_api import changes
 from scheduler.providers_api.changes import ComparedCommit, Comparison, FileDiff
@@ -81,6 +83,40 @@ def download_artifact(api: ApiClient, artifact: Artifact, *, max_bytes: int) -> 
             f"over the limit of {max_bytes}"
         )
     return api.download(artifact.download_url, max_bytes=max_bytes)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A workflow job (each is a check run) and how it concluded: success,
+    failure, cancelled, skipped, …; None while it has not completed."""
+
+    name: str
+    conclusion: str | None
+
+
+def _job(raw: Any) -> Job | None:
+    if not isinstance(raw, dict):
+        return None
+    name = raw.get("name")
+    conclusion = raw.get("conclusion")
+    return Job(
+        name=name[: limits.NAME_CHARS] if isinstance(name, str) else "",
+        conclusion=conclusion[: limits.EVENT_CHARS] if isinstance(conclusion, str) else None,
+    )
+
+
+def run_jobs(api: ApiClient, full_name: str, run_id: int, attempt: int) -> list[Job]:
+    """The jobs of a workflow run's attempt, over all pages."""
+    jobs: list[Job] = []
+    for page in api.pages(
+        f"/repos/{full_name}/actions/runs/{run_id}/attempts/{attempt}/jobs",
+        params={"per_page": PER_PAGE},
+    ):
+        listed = page.get("jobs") if isinstance(page, dict) else None
+        if not isinstance(listed, list):
+            raise ProviderApiError(f"the jobs of run {run_id}: not a job list")
+        jobs.extend(job for job in map(_job, listed) if job is not None)
+    return jobs
 
 
 # --- pull requests, comparisons and commit statuses ------------------------------

@@ -36,6 +36,7 @@ class EventRow:
     received_at: datetime
     handled_at: datetime | None
     error: str | None
+    summary: dict[str, Any] | None = None  # a pulled run's jobs (CiEvent.summary)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +51,7 @@ class EventRow:
             "received_at": self.received_at.isoformat(),
             "handled_at": self.handled_at.isoformat() if self.handled_at else None,
             "error": self.error,
+            "summary": self.summary,
         }
 
 
@@ -66,6 +68,7 @@ def _row(event: CiEvent, repository: str | None) -> EventRow:
         received_at=event.received_at,
         handled_at=event.handled_at,
         error=event.error,
+        summary=event.summary,
     )
 
 

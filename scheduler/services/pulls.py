@@ -12,10 +12,16 @@ one write lock, and a pull may wait on a rate limit):
    file in them a report; GitLab's pipeline test report, written back as
    JUnit XML, or when it is empty or absent (no `artifacts:reports:junit`,
    a GitLab without the report) the JUnit files in the jobs' artifacts
-   archives, read as GitHub's artifacts are;
+   archives, read as GitHub's artifacts are; and (`fetch_jobs`,
+   best-effort) GitHub's jobs of the run's attempt with their conclusions:
+   a failure to list them is noted on the event, the reports are stored all
+   the same;
 3. `store_reports` stores each report as an uploaded one is stored
    (scheduler.services.runs.store_run: the same report twice is kept once)
-   and queues its ingestion, and marks the event handled.
+   and queues its ingestion, keeps the jobs' conclusions on the event
+   (`CiEvent.summary`), and marks the event handled. A run that left no
+   JUnit report but has a failed job says so in the event's error: that is
+   why no outcomes came (no outcome is made up for it).
 
 A failure worth another try (5xx, timeouts, rate limits past the pull's time
 limit) leaves the event pending with its error, for the sweeper to queue
@@ -48,6 +54,8 @@ PULLED_EVENTS = frozenset(
     {(Provider.GITHUB, github.WORKFLOW_RUN), (Provider.GITLAB, gitlab.PIPELINE)}
 )
 JUNIT_CONTENT_TYPE = "application/xml"
+# A job's conclusions that mean it failed (GitHub's check run conclusions).
+FAILED_CONCLUSIONS = frozenset({"failure", "timed_out"})
 
 
 class PullFailed(Exception):
@@ -73,6 +81,25 @@ class PullJob:
     run_key: str
     run_id: int  # GitHub's workflow run, GitLab's pipeline
     project_id: int | None = None  # GitLab's numeric project id, if the hook gave it
+    attempt: int = 1  # GitHub's run attempt
+
+
+@dataclass(frozen=True)
+class JobsRead:
+    """A run's jobs as the provider listed them, or (`jobs` None) why they
+    could not be listed."""
+
+    jobs: tuple[github_api.Job, ...] | None
+    error: str | None = None
+
+    def summary(self) -> dict[str, Any] | None:
+        """What `CiEvent.summary` keeps of them."""
+        if self.jobs is None:
+            return None
+        return {"jobs": [{"name": job.name, "conclusion": job.conclusion} for job in self.jobs]}
+
+    def failed(self) -> list[str]:
+        return [job.name for job in self.jobs or () if job.conclusion in FAILED_CONCLUSIONS]
 
 
 def is_pull(provider: Provider, event: str) -> bool:
@@ -107,13 +134,14 @@ class _Run:
     run_key: str
     run_id: int
     project_id: int | None = None
+    attempt: int = 1
 
 
 def _run_of(provider: Provider, payload: Mapping[str, Any]) -> _Run:
     """The run a pull event names; MalformedPayload when it names none."""
     if provider is Provider.GITHUB:
         run = github.parse_workflow_run(payload)
-        return _Run(run.head_sha, run.head_branch, run.run_key, run.id)
+        return _Run(run.head_sha, run.head_branch, run.run_key, run.id, attempt=run.attempt)
     pipeline = gitlab.parse_pipeline(payload)
     return _Run(pipeline.sha, pipeline.ref, pipeline.run_key, pipeline.id, pipeline.project_id)
 
@@ -145,6 +173,7 @@ def pull_job(session: Session, event_id: int) -> PullJob | None:
         run_key=run.run_key,
         run_id=run.run_id,
         project_id=run.project_id,
+        attempt=run.attempt,
     )
 
 
@@ -275,15 +304,56 @@ def fetch_reports(
         raise PullFailed(error.message, retryable=False) from None
 
 
+def fetch_jobs(job: PullJob, *, http: HttpSettings) -> JobsRead | None:
+    """GitHub's jobs of the run's attempt and how each concluded (each job
+    is a check run), best-effort: a failure, after the client's retries, is
+    said in the answer's `error`, never raised, so that the reports are kept
+    regardless. None: nothing to ask (GitLab, or no token)."""
+    if job.access.provider is not Provider.GITHUB or job.access.token is None:
+        return None
+    try:
+        with github_api.client(job.access.api_url, job.access.token, http) as api:
+            jobs = github_api.run_jobs(api, job.access.full_name, job.run_id, job.attempt)
+    except ProviderApiError as error:
+        log.warning("workflow run %s: jobs not listed: %s", job.run_id, error.message)
+        return JobsRead(None, error.message)
+    except Exception as error:
+        # Not foreseen: the trace in the log, the reports stored all the same.
+        log.exception("workflow run %s: listing the jobs failed", job.run_id)
+        return JobsRead(None, f"{type(error).__name__}: {error}")
+    read = JobsRead(tuple(jobs))
+    log.info("workflow run %s: %d jobs, %d failed", job.run_id, len(jobs), len(read.failed()))
+    return read
+
+
+def _note(reports: list[artifacts.Report], jobs: JobsRead | None) -> str | None:
+    """What the handled event's error says: the jobs that could not be
+    listed, or the failed jobs of a run that left no report."""
+    if jobs is None:
+        return None
+    if jobs.error is not None:
+        return f"jobs not listed (their conclusions are unknown): {jobs.error}"
+    failed = jobs.failed()
+    if reports or not failed:
+        return None
+    names = ", ".join(repr(name) for name in failed)
+    return f"job{'s' if len(failed) > 1 else ''} {names} failed and left no JUnit report"
+
+
 # --- step 3: storing ------------------------------------------------------------
 
 
 def store_reports(
-    session: Session, celery: Celery, job: PullJob, reports: list[artifacts.Report]
+    session: Session,
+    celery: Celery,
+    job: PullJob,
+    reports: list[artifacts.Report],
+    jobs: JobsRead | None = None,
 ) -> EventStatus | None:
     """Store the pulled reports as runs of the commit, queue their
-    ingestion, and mark the event handled (idempotent: a report already
-    stored is not stored again, a handled event is left alone)."""
+    ingestion, keep the jobs' conclusions, and mark the event handled
+    (idempotent: a report already stored is not stored again, a handled
+    event is left alone)."""
     event = session.get(CiEvent, job.event_id, with_for_update=True)
     if event is None:
         return None
@@ -308,7 +378,9 @@ def store_reports(
             enqueue_after_commit(session, celery, RUNS_INGEST, stored.id)
     event.attempts += 1
     event.status = EventStatus.HANDLED
-    event.error = None
+    note = _note(reports, jobs)
+    event.error = note[: retry.ERROR_TEXT_LIMIT] if note else None
+    event.summary = jobs.summary() if jobs is not None else None
     event.handled_at = utcnow()
     log.info("event %s: %d reports pulled for %s, %d new", event.id, len(reports), job.sha, created)
     return event.status

@@ -28,6 +28,7 @@ from tests.helpers import sample, wait_for
 pytestmark = pytest.mark.slow
 
 RUN = "/repos/octo-org/octo-repo/actions/runs/289782451/artifacts"
+JOBS = "/repos/octo-org/octo-repo/actions/runs/289782451/attempts/1/jobs"
 DENIED = "/repos/octo-org/denied/actions/runs/289782451/artifacts"
 PIPELINE = "/projects/23680558/pipelines/384095584/test_report"
 GITHUB_SHA = "3484a3fb816e0859fd6e1cea078d76385ff50625"
@@ -90,6 +91,9 @@ def script(server: FakeProvider) -> None:
         ),
     )
     server.on("/storage/11", Answer(200, zip_of({"unit/junit.xml": UNIT, "api/TEST-api.xml": API})))
+    # The run's jobs and their conclusions, after a 502 tried again.
+    jobs = [{"name": "tests", "conclusion": "failure"}, {"name": "lint", "conclusion": "success"}]
+    server.on(JOBS, Answer(502), json_answer({"total_count": 2, "jobs": jobs}))
     server.on(DENIED, json_answer({"message": "Bad credentials"}, 401))
     report = {
         "total_count": 1,
@@ -163,6 +167,13 @@ def test_workflow_run_and_pipeline_hook_end_in_executions_through_a_real_worker(
     # Throttled (429, 403 with its reset) and a 502, all tried again in the pull.
     assert event(pg, github_event).status is EventStatus.HANDLED
     assert event(pg, github_event).attempts == 1
+    assert event(pg, github_event).error is None
+    assert event(pg, github_event).summary == {
+        "jobs": [
+            {"name": "tests", "conclusion": "failure"},
+            {"name": "lint", "conclusion": "success"},
+        ]
+    }
     wait_for(lambda: len(executions(pg, GITHUB_SHA)) == 3, timeout=60, what=f"ingestion; {logs()}")
     assert executions(pg, GITHUB_SHA) == [
         ("tests.test_api::test_get", "passed"),

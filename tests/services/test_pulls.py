@@ -29,6 +29,7 @@ from tests.helpers import github_headers, gitlab_headers, queued_tasks, sample
 RUN_ID = 289782451
 HEAD = "3484a3fb816e0859fd6e1cea078d76385ff50625"
 ARTIFACTS = f"/repos/octo-org/octo-repo/actions/runs/{RUN_ID}/artifacts"
+JOBS = f"/repos/octo-org/octo-repo/actions/runs/{RUN_ID}/attempts/1/jobs"
 FAST = HttpSettings(read_timeout=2, max_attempts=3, backoff_seconds=0.01, total_seconds=10)
 
 
@@ -49,6 +50,30 @@ ZIP = zip_of(
         "py3.12/coverage.xml": b'<coverage version="7"/>',
     }
 )
+
+
+def job(name: str, conclusion: str | None) -> dict[str, Any]:
+    return {
+        "id": abs(hash(name)) % 10**9,
+        "run_id": RUN_ID,
+        "name": name,
+        "status": "completed" if conclusion else "in_progress",
+        "conclusion": conclusion,
+        "check_run_url": "{base}/repos/octo-org/octo-repo/check-runs/1",
+    }
+
+
+def script_jobs(server: FakeProvider, *jobs: dict[str, Any]) -> None:
+    """The run's jobs over two pages (the last one alone on the second)."""
+    page2 = f"{JOBS}?per_page=100&page=2"
+    server.on(
+        f"{JOBS}?per_page=100",
+        json_answer(
+            {"total_count": len(jobs), "jobs": list(jobs[:-1])},
+            Link=f'<{{base}}{page2}>; rel="next"',
+        ),
+    )
+    server.on(page2, json_answer({"total_count": len(jobs), "jobs": list(jobs[-1:])}))
 
 
 def script_github(server: FakeProvider) -> None:
@@ -76,6 +101,7 @@ def script_github(server: FakeProvider) -> None:
         path = f"/repos/octo-org/octo-repo/actions/artifacts/{number}/zip"
         server.on(path, Answer(302, headers={"Location": "{base}/blobs/" + str(number)}))
         server.on(f"/blobs/{number}", Answer(200, ZIP, {"Content-Type": "application/zip"}))
+    script_jobs(server, job("test (3.12)", "failure"), job("lint", "success"))
 
 
 def pull(database: Database, settings: Settings, event_id: int) -> EventStatus | None:
@@ -85,8 +111,9 @@ def pull(database: Database, settings: Settings, event_id: int) -> EventStatus |
     assert job is not None
     assert TOKEN not in repr(job)
     reports = pulls.fetch_reports(job, http=FAST, limits=ZipLimits())
+    jobs = pulls.fetch_jobs(job, http=FAST)
     with database.session() as session:
-        return pulls.store_reports(session, create_celery(settings), job, reports)
+        return pulls.store_reports(session, create_celery(settings), job, reports, jobs)
 
 
 def ingest_all(database: Database) -> None:
@@ -147,6 +174,18 @@ def test_a_completed_workflow_run_becomes_executions_once(
     assert sorted(queued_tasks(redis_server)) == [
         (RUNS_INGEST, [run_id]) for run_id, _, _ in stored
     ]
+    # The jobs of the run's attempt, over two pages, kept on the event; a
+    # failed job with reports says nothing more (its outcomes are in them).
+    with database.session() as session:
+        event = session.get_one(CiEvent, event_id)
+        assert event.summary == {
+            "jobs": [
+                {"name": "test (3.12)", "conclusion": "failure"},
+                {"name": "lint", "conclusion": "success"},
+            ]
+        }
+        assert event.error is None
+    assert len(server.requests_to(JOBS)) == 2
     # The download's redirect went to the blob without being asked twice.
     assert len(server.requests_to("/blobs/1")) == 1
     assert all(
@@ -245,6 +284,69 @@ def test_a_failed_pull_keeps_the_event_pending_for_another_try(
 
     script_github(server)
     assert pull(database, settings, event_id) is EventStatus.HANDLED
+
+
+def test_a_failed_job_that_left_no_report_is_said_and_no_outcome_is_made_up(
+    client: TestClient,
+    database: Database,
+    settings: Settings,
+    server: FakeProvider,
+    github_samples: Path,
+) -> None:
+    register(database, Provider.GITHUB, "octo-org/octo-repo", server.url)
+    # No JUnit artifact: the tests never ran (the build broke before them).
+    server.on(ARTIFACTS, json_answer({"total_count": 0, "artifacts": []}))
+    script_jobs(server, job("build", "failure"), job("docs", "success"), job("test", "timed_out"))
+    body = sample(github_samples, "workflow_run-completed-success.json")
+    response = client.post(
+        "/webhooks/github", content=body, headers=github_headers(body, event="workflow_run")
+    )
+    event_id = response.json()["event_id"]
+    assert pull(database, settings, event_id) is EventStatus.HANDLED
+    with database.session() as session:
+        event = session.get_one(CiEvent, event_id)
+        assert event.error == "jobs 'build', 'test' failed and left no JUnit report"
+        assert event.summary == {
+            "jobs": [
+                {"name": "build", "conclusion": "failure"},
+                {"name": "docs", "conclusion": "success"},
+                {"name": "test", "conclusion": "timed_out"},
+            ]
+        }
+        assert session.scalar(select(func.count()).select_from(SuiteRun)) == 0
+    assert executions(database) == []
+
+
+def test_jobs_that_cannot_be_listed_do_not_lose_the_reports(
+    client: TestClient,
+    database: Database,
+    settings: Settings,
+    server: FakeProvider,
+    github_samples: Path,
+) -> None:
+    register(database, Provider.GITHUB, "octo-org/octo-repo", server.url)
+    script_github(server)
+    server.on(f"{JOBS}?per_page=100", Answer(502))
+    body = sample(github_samples, "workflow_run-completed-success.json")
+    response = client.post(
+        "/webhooks/github", content=body, headers=github_headers(body, event="workflow_run")
+    )
+    event_id = response.json()["event_id"]
+    assert pull(database, settings, event_id) is EventStatus.HANDLED
+    # Asked as often as the client retries a 5xx, then given up on.
+    assert len(server.requests_to(JOBS)) == FAST.max_attempts
+    with database.session() as session:
+        event = session.get_one(CiEvent, event_id)
+        assert event.status is EventStatus.HANDLED
+        assert event.summary is None
+        assert event.error is not None
+        assert event.error.startswith("jobs not listed (their conclusions are unknown): ")
+        assert "502" in event.error
+    ingest_all(database)
+    assert len(executions(database)) == 6
+    assert ("tests.test_unit::test_b", "failed") in [
+        (name, o) for _, name, o in executions(database)
+    ]
 
 
 PIPELINE_REPORT = {
