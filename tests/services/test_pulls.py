@@ -423,7 +423,7 @@ def worker_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 GITLAB_PROJECT = "redhat/centos-stream/rpms/luksmeta"
 GITLAB_SHA = "ee58e259da263ecb4c1f0129be7aef8cfd4dedd6"
 TEST_REPORT = "/projects/23680558/pipelines/384095584/test_report"
-JOBS = "/projects/23680558/pipelines/384095584/jobs"
+PIPELINE_JOBS = "/projects/23680558/pipelines/384095584/jobs"
 
 
 def gitlab_job(number: int, name: str, archive: bytes | None) -> dict[str, Any]:
@@ -456,14 +456,14 @@ def script_gitlab_jobs(server: FakeProvider, *, test_report: Answer) -> dict[int
     }
     server.on(TEST_REPORT, test_report)
     server.on(
-        f"{JOBS}?per_page=100",
+        f"{PIPELINE_JOBS}?per_page=100",
         json_answer(
             [gitlab_job(1, "build", None), gitlab_job(2, "rspec", archives[2])],
             **{"X-Next-Page": "2", "X-Page": "1"},
         ),
     )
     server.on(
-        f"{JOBS}?per_page=100&page=2",
+        f"{PIPELINE_JOBS}?per_page=100&page=2",
         json_answer(
             [
                 gitlab_job(4, "JUnit tests", archives[4]),
@@ -508,9 +508,9 @@ def test_a_pipeline_without_a_test_report_pulls_the_jobs_junit_artifacts_once(
     assert pull(database, settings, response.json()["event_id"]) is EventStatus.HANDLED
 
     # Both pages listed; the job without an archive never asked for one.
-    assert [seen.path for seen in server.requests_to(JOBS)] == [
-        f"{JOBS}?per_page=100",
-        f"{JOBS}?per_page=100&page=2",
+    assert [seen.path for seen in server.requests_to(PIPELINE_JOBS)] == [
+        f"{PIPELINE_JOBS}?per_page=100",
+        f"{PIPELINE_JOBS}?per_page=100&page=2",
     ]
     assert server.requests_to("/projects/23680558/jobs/1/artifacts") == []
     assert len(server.requests_to("/projects/23680558/jobs/2/artifacts")) == 2  # the 502, again
@@ -582,7 +582,7 @@ def test_a_job_archive_riskrank_cannot_read_fails_the_event_with_the_reason(
     get_settings.cache_clear()
     register(database, Provider.GITLAB, GITLAB_PROJECT, server.url)
     server.on(TEST_REPORT, json_answer({"total_count": 0, "test_suites": []}))
-    server.on(JOBS, json_answer([gitlab_job(7, "unit", archive)]))
+    server.on(PIPELINE_JOBS, json_answer([gitlab_job(7, "unit", archive)]))
     server.on("/projects/23680558/jobs/7/artifacts", Answer(200, archive))
     body = sample(gitlab_samples, "pipeline-hook-mr-failed.json")
     response = client.post(
@@ -617,8 +617,8 @@ def test_a_project_the_token_cannot_see_fails_on_the_jobs_not_on_the_missing_rep
     with pytest.raises(pulls.PullFailed) as raised:
         pulls.fetch_reports(job, http=FAST, limits=ZipLimits())
     assert not raised.value.retryable
-    assert raised.value.message.endswith(f"{JOBS}: HTTP 404")
-    assert [len(server.requests_to(path)) for path in (TEST_REPORT, JOBS)] == [1, 1]
+    assert raised.value.message.endswith(f"{PIPELINE_JOBS}: HTTP 404")
+    assert [len(server.requests_to(path)) for path in (TEST_REPORT, PIPELINE_JOBS)] == [1, 1]
 
 
 def test_a_rate_limit_that_resets_later_keeps_the_event_from_the_sweeper_until_then(
