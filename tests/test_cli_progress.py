@@ -1,7 +1,7 @@
 """Long work shows its progress, as a person at a terminal sees it: the
 installed `riskrank` under a pseudo-terminal (its standard input, output and
 error a pty, as in a shell), on an embedded SQLite database and a history
-written here, for an import, a training and a backtest. And without a
+written here, for an import, a training, an export and a backtest. And without a
 terminal (a pipe, a CI log) no bar at all but a plain line on standard
 error now and then: standard output stays the command's result."""
 
@@ -129,6 +129,9 @@ def test_long_work_shows_a_bar_on_a_terminal_and_nothing_else_without(
         backtest = pool.submit(backtest_on_screen)
         imported = on_screen("import", "acme/app", str(history), "--create", env=env, cwd=tmp_path)
         trained = on_screen("train", "acme/app", env=env, cwd=tmp_path)
+        exported = on_screen(
+            "export", "acme/app", str(tmp_path / "app.jsonl"), env=env, cwd=tmp_path
+        )
         backtested = backtest.result()
 
     code, drawn = imported
@@ -143,6 +146,11 @@ def test_long_work_shows_a_bar_on_a_terminal_and_nothing_else_without(
     steps = training.STEPS
     assert shown(bar("training", steps, steps, "steps · model v1"), drawn), drawn
     assert "model v1: " in drawn
+
+    code, drawn = exported
+    assert code == 0, drawn
+    assert shown(bar("exporting", BUILDS, BUILDS, "reports"), drawn), drawn
+    assert f"wrote {BUILDS} reports" in " ".join(screen(drawn))
 
     code, drawn = backtested
     assert code == 0, drawn
@@ -172,6 +180,16 @@ def test_long_work_shows_a_bar_on_a_terminal_and_nothing_else_without(
     assert short.returncode == 0, short.explain()
     assert short.stderr == ""
     assert f"imported {BUILDS} reports" in short.stdout
+    # An export: a line at each tenth of its reports, the file as asked.
+    out = tmp_path / "other.jsonl"
+    written = riskrank("export", "acme/other", str(out), env=piped_env, cwd=tmp_path)
+    assert written.returncode == 0, written.explain()
+    assert progress_lines(written.stderr) == [
+        ("export", done, BUILDS, "reports", 100 * done // BUILDS)
+        for done in range(BUILDS // 10, BUILDS + 1, BUILDS // 10)
+    ], written.stderr
+    assert "\x1b[" not in written.stdout + written.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) == BUILDS
 
     assert again.returncode == 0, again.explain()
     assert json.loads(again.stdout)["version"] == 2

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gzip
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -147,6 +148,8 @@ def export(
 ) -> None:
     """Write the repository's ingested history as history JSONL (one line per
     report), which `riskrank import` reads back to the same statistics."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+
     from scheduler.services import history, repos
 
     database = migrated_database(settings())
@@ -156,11 +159,27 @@ def export(
         except repos.RepositoryError as error:
             fail(str(error))
         opener = gzip.open if file.suffix == ".gz" else open
+        total = history.exported_runs(session, repository_id=repository.id)
         try:
-            with opener(file, "wt", encoding="utf-8") as stream:
-                count = history.write_jsonl(
-                    history.export_history(session, repository_id=repository.id), stream
-                )
+            with (
+                opener(file, "wt", encoding="utf-8") as stream,
+                progress(
+                    TextColumn("[bold]exporting"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("reports"),
+                    label="export",
+                    unit="reports",
+                ) as bar,
+            ):
+                task = bar.add_task("export", total=total)
+
+                def counted() -> Iterator[dict[str, Any]]:
+                    for report in history.export_history(session, repository_id=repository.id):
+                        yield report
+                        bar.update(task, advance=1)
+
+                count = history.write_jsonl(counted(), stream)
         except OSError as error:
             fail(f"cannot write {file}: {error.strerror or error}")
     console.print(f"wrote {count} reports to {file}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from scheduler.db import Database
@@ -160,6 +160,18 @@ def import_history(
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
+
+
+def exported_runs(session: Session, *, repository_id: int) -> int:
+    """How many objects `export_history` yields: the ingested runs."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(SuiteRun)
+            .where(SuiteRun.repository_id == repository_id, SuiteRun.status == RunStatus.INGESTED)
+        )
+        or 0
+    )
 
 
 def export_history(session: Session, *, repository_id: int) -> Iterator[dict[str, Any]]:
