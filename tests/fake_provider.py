@@ -136,10 +136,10 @@ def register(
     url: str | None,
     *,
     commit_status: bool | None = None,
-) -> None:
+) -> int:
     """A repository (webhook secret SECRET) whose results and changed files
     riskrank asks of the provider's API at `url` with TOKEN (None: no access
-    set, CI uploads its results)."""
+    set, CI uploads its results); its id."""
     with database.session() as session:
         repository = repos.add_repository(
             session, provider=provider, full_name=full_name, webhook_secret=SECRET
@@ -148,3 +148,5 @@ def register(
             provider_access.update_access(
                 repository, token=TOKEN, api_url=url, commit_status=commit_status
             )
+        session.flush()
+        return repository.id

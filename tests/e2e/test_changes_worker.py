@@ -218,13 +218,7 @@ def test_a_failing_provider_is_asked_again_later_and_no_event_is_lost(
         json_answer([{"filename": "tests/test_io.py", "status": "modified", "additions": 3}]),
     )
     server.on(f"{COMPARE}?per_page=100", bad_gateway)
-    register(pg, Provider.GITHUB, "flightctl/flightctl", server.url)
-    with pg.session() as session:
-        forced = repos.find_repository(
-            session, provider=Provider.GITHUB, full_name="flightctl/flightctl"
-        )
-        assert forced is not None
-        forced_id = forced.id
+    forced_id = register(pg, Provider.GITHUB, "flightctl/flightctl", server.url)
     history.import_history(pg, repository_id=forced_id, reports=[report(1, set())])
     env = clean_env(
         RISKRANK_DATABASE_URL=postgres_url,
