@@ -3,7 +3,7 @@
 with two pool processes serving its own port (RISKRANK_WORKER_METRICS_PORT),
 on PostgreSQL and Redis, as docker-compose.yml runs them.
 
-The traffic: GitHub webhooks (accepted, redelivered, badly signed), twelve
+The traffic: GitHub webhooks (accepted, redelivered, badly signed), 24
 test reports and one sent twice, a plan CI follows with a report of its
 outcomes, a bad plan request, and a training by the worker, whose model
 the registry keeps as a candidate (known in advance: the heuristic already
@@ -51,7 +51,7 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "riskrank.json"
 REPO = "binkkatal/sample_app"
 HEAD = "fd489864e7642b48eaad6e3f155c10e46810ec72"  # the pushed head
 TESTS = 6
-BUILDS = 11  # reports before the plan's own: twelve builds in all, enough to train
+BUILDS = 23  # reports before the plan's own: enough to train and to calibrate the model
 
 
 def failing(build: int) -> set[int]:
@@ -269,7 +269,7 @@ def test_every_counter_moved_by_exactly_the_traffic(traffic: Traffic) -> None:
         return traffic.moved("worker", series)
 
     repo = f'repository="{REPO}"'
-    # The api: three deliveries, thirteen reports, two plan requests.
+    # The api: three deliveries, BUILDS + 2 reports, two plan requests.
     for result in ("queued", "duplicate", "rejected"):
         assert api(f'riskrank_webhooks_received_total{{provider="github",result="{result}"}}') == 1
     assert api('riskrank_webhook_seconds_count{provider="github"}') == 2
@@ -283,7 +283,7 @@ def test_every_counter_moved_by_exactly_the_traffic(traffic: Traffic) -> None:
     assert api('riskrank_http_requests_total{code="401",route="/webhooks/github"}') == 1
     assert api('riskrank_model_promotions_total{by="operator"}') == 0
 
-    # The worker: one event, thirteen ingestions, one plan evaluated, one training.
+    # The worker: one event, BUILDS + 1 ingestions, one plan evaluated, one training.
     assert worker('riskrank_events_processed_total{result="handled"}') == 1
     task = 'riskrank_task_seconds_count{{outcome="success",task="{}"}}'
     assert worker(task.format("events.process")) == 1
@@ -339,6 +339,10 @@ def test_every_counter_moved_by_exactly_the_traffic(traffic: Traffic) -> None:
     assert figure(f"riskrank_model_active_version{{{repo}}}") == 1
     assert figure(f'riskrank_models{{{repo},status="active"}}') == 1
     assert 0 <= figure(f"riskrank_model_validation_apfd{{{repo}}}") <= 1
+    # The promoted model's calibration, learnt on the builds it was not trained on.
+    (stored,) = [model.metrics["calibration"]["ece"] for model in models]
+    assert figure(f"riskrank_model_calibration_error{{{repo}}}") == pytest.approx(stored)
+    assert 0 <= stored <= 1
     trained_at = figure(f"riskrank_model_last_training_timestamp_seconds{{{repo}}}")
     assert time.time() - 120 < trained_at <= time.time()
     assert not any(name.startswith("riskrank_database_figures") for name in traffic.worker)
