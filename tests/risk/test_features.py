@@ -150,9 +150,10 @@ EXPECTED: dict[str, list[float]] = {
     # 1 / 2 with bar; 2 {fresh}: none; 4 {smoke, check}: 2 / 3.
     "symbol_tokens": [1 / 3, 1 / 2, 0, 1 / 2, 2 / 3],
     # Every test but 2 (never ran) still has its first build in `recent`
-    # (runs = its letters): 0, 1 and 4 passed there, 3 failed (E); with the
-    # prior of 10 tests failing 12% of the time.
-    "new_test_rate": [(1 + 0.12 * 10) / (4 + 10)] * 5,
+    # (runs = its letters), but 0 is of the first report riskrank got (the
+    # earliest first_seen), not a new test: 1 and 4 passed in their first
+    # build, 3 failed (E); with the prior of 10 tests failing 12% of the time.
+    "new_test_rate": [(1 + 0.12 * 10) / (3 + 10)] * 5,
 }
 
 

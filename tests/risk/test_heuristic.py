@@ -120,3 +120,26 @@ def test_new_test_rate_reads_the_first_build_of_each_test_that_still_has_it() ->
     assert new_test_rate(history([None], [None])) == pytest.approx(NEW_TEST_PRIOR)
     # Many new tests that passed: close to 0.
     assert new_test_rate(history(["P"] * 990, [1] * 990)) == pytest.approx(prior / 1000)
+
+
+def test_the_tests_of_the_first_report_are_not_new_tests() -> None:
+    """The suite riskrank first saw (the earliest first_seen) was there
+    before riskrank: 990 of its tests passing in that build say nothing of
+    how the tests a change adds fare. Two tests added later, one failing in
+    its first build, make the rate."""
+    first, later = 1_000_000.0, 1_000_500.0
+    names = 992
+    columns = HistoryColumns.from_sequences(
+        names=[f"t{i}" for i in range(names)],
+        files=[None] * names,
+        runs=[1] * names,
+        failures=[None] * names,
+        recent=["P"] * 990 + ["F", "P"],
+        builds_since_failure=[None] * names,
+        flips=[None] * names,
+        flaky_runs=[None] * names,
+        duration_mean=[None] * names,
+        first_seen=[first] * 990 + [later, later + 60],
+    )
+    prior = NEW_TEST_PRIOR * NEW_TEST_PRIOR_TESTS
+    assert new_test_rate(columns) == pytest.approx((1 + prior) / (2 + NEW_TEST_PRIOR_TESTS))

@@ -32,7 +32,6 @@ from scheduler.risk.calibration import ISOTONIC, Calibration
 from scheduler.risk.features import (
     FEATURE_NAMES,
     NEW_TEST_PRIOR,
-    NEW_TEST_PRIOR_TESTS,
     FeatureMatrix,
 )
 from scheduler.risk.heuristic import heuristic_scores
@@ -377,7 +376,8 @@ def test_a_plan_runs_its_tests_in_the_scorers_order_whatever_the_new_tests_rate(
         (TESTS[1], 4),
     ]
     probability = {name: p for name, p, *_ in by_rank}
-    rate = (0 + NEW_TEST_PRIOR * NEW_TEST_PRIOR_TESTS) / (3 + NEW_TEST_PRIOR_TESTS)
+    # The three tests came with the first report: no new test yet, the prior.
+    rate = NEW_TEST_PRIOR
     assert probability[new] == pytest.approx(rate)
     assert probability[TESTS[2]] > probability[new]  # the red test is likelier to fail
     assert (payload.new_test_rank, payload.new_test_probability) == (1, pytest.approx(rate))
