@@ -56,6 +56,10 @@ PULLED_EVENTS = frozenset(
 JUNIT_CONTENT_TYPE = "application/xml"
 # A job's conclusions that mean it failed (GitHub's check run conclusions).
 FAILED_CONCLUSIONS = frozenset({"failure", "timed_out"})
+# The most jobs `CiEvent.summary` keeps of a run: the client follows up to
+# 100 pages of 100 jobs, megabytes on one event row. The failed ones are kept
+# first (they say why a run brought no outcomes); the rest are counted.
+SUMMARY_JOBS = 100
 
 
 class PullFailed(Exception):
@@ -100,10 +104,22 @@ class JobsRead:
     error: str | None = None
 
     def summary(self) -> dict[str, Any] | None:
-        """What `CiEvent.summary` keeps of them."""
-        if self.jobs is None:
+        """What `CiEvent.summary` keeps of them: at most SUMMARY_JOBS, the
+        failed ones first, in the order listed; `more_jobs` counts the rest
+        (absent when none is left out)."""
+        jobs = self.jobs
+        if jobs is None:
             return None
-        return {"jobs": [{"name": job.name, "conclusion": job.conclusion} for job in self.jobs]}
+        failed_first = sorted(
+            range(len(jobs)), key=lambda i: jobs[i].conclusion not in FAILED_CONCLUSIONS
+        )
+        kept = [jobs[i] for i in sorted(failed_first[:SUMMARY_JOBS])]
+        summary: dict[str, Any] = {
+            "jobs": [{"name": job.name, "conclusion": job.conclusion} for job in kept]
+        }
+        if len(kept) < len(jobs):
+            summary["more_jobs"] = len(jobs) - len(kept)
+        return summary
 
     def failed(self) -> list[str]:
         return [job.name for job in self.jobs or () if job.conclusion in FAILED_CONCLUSIONS]
