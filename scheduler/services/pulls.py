@@ -56,6 +56,10 @@ PULLED_EVENTS = frozenset(
 JUNIT_CONTENT_TYPE = "application/xml"
 # A job's conclusions that mean it failed (GitHub's check run conclusions).
 FAILED_CONCLUSIONS = frozenset({"failure", "timed_out"})
+# The most jobs `CiEvent.summary` keeps of a run: the client follows up to
+# 100 pages of 100 jobs, megabytes on one event row. The failed ones are kept
+# first (they say why a run brought no outcomes); the rest are counted.
+SUMMARY_JOBS = 100
 
 
 class PullFailed(Exception):
@@ -70,18 +74,25 @@ class PullFailed(Exception):
 
 
 @dataclass(frozen=True)
-class PullJob:
-    """What one pull needs, read in a short transaction (step 1)."""
+class Run:
+    """What a pull takes from the event's CI run, either provider's."""
 
-    event_id: int
-    repository_id: int
-    access: provider_access.ProviderAccess
     sha: str
     branch: str | None
     run_key: str
     run_id: int  # GitHub's workflow run, GitLab's pipeline
     project_id: int | None = None  # GitLab's numeric project id, if the hook gave it
     attempt: int = 1  # GitHub's run attempt
+
+
+@dataclass(frozen=True)
+class PullJob:
+    """What one pull needs, read in a short transaction (step 1)."""
+
+    event_id: int
+    repository_id: int
+    access: provider_access.ProviderAccess
+    run: Run
 
 
 @dataclass(frozen=True)
@@ -93,10 +104,22 @@ class JobsRead:
     error: str | None = None
 
     def summary(self) -> dict[str, Any] | None:
-        """What `CiEvent.summary` keeps of them."""
-        if self.jobs is None:
+        """What `CiEvent.summary` keeps of them: at most SUMMARY_JOBS, the
+        failed ones first, in the order listed; `more_jobs` counts the rest
+        (absent when none is left out)."""
+        jobs = self.jobs
+        if jobs is None:
             return None
-        return {"jobs": [{"name": job.name, "conclusion": job.conclusion} for job in self.jobs]}
+        failed_first = sorted(
+            range(len(jobs)), key=lambda i: jobs[i].conclusion not in FAILED_CONCLUSIONS
+        )
+        kept = [jobs[i] for i in sorted(failed_first[:SUMMARY_JOBS])]
+        summary: dict[str, Any] = {
+            "jobs": [{"name": job.name, "conclusion": job.conclusion} for job in kept]
+        }
+        if len(kept) < len(jobs):
+            summary["more_jobs"] = len(jobs) - len(kept)
+        return summary
 
     def failed(self) -> list[str]:
         return [job.name for job in self.jobs or () if job.conclusion in FAILED_CONCLUSIONS]
@@ -125,25 +148,13 @@ def wanted(
     return ready and provider_access.pulls_results(session, repository_id)
 
 
-@dataclass(frozen=True)
-class _Run:
-    """What a pull takes from the event's CI run, either provider's."""
-
-    sha: str
-    branch: str | None
-    run_key: str
-    run_id: int
-    project_id: int | None = None
-    attempt: int = 1
-
-
-def _run_of(provider: Provider, payload: Mapping[str, Any]) -> _Run:
+def _run_of(provider: Provider, payload: Mapping[str, Any]) -> Run:
     """The run a pull event names; MalformedPayload when it names none."""
     if provider is Provider.GITHUB:
         run = github.parse_workflow_run(payload)
-        return _Run(run.head_sha, run.head_branch, run.run_key, run.id, attempt=run.attempt)
+        return Run(run.head_sha, run.head_branch, run.run_key, run.id, attempt=run.attempt)
     pipeline = gitlab.parse_pipeline(payload)
-    return _Run(pipeline.sha, pipeline.ref, pipeline.run_key, pipeline.id, pipeline.project_id)
+    return Run(pipeline.sha, pipeline.ref, pipeline.run_key, pipeline.id, pipeline.project_id)
 
 
 def check_payload(provider: Provider, payload: Mapping[str, Any]) -> None:
@@ -163,17 +174,11 @@ def pull_job(session: Session, event_id: int) -> PullJob | None:
     ):
         return None
     repository = session.get_one(Repository, event.repository_id)
-    run = _run_of(event.provider, event.payload)
     return PullJob(
         event_id=event.id,
         repository_id=repository.id,
         access=provider_access.access_of(repository),
-        sha=run.sha,
-        branch=run.branch,
-        run_key=run.run_key,
-        run_id=run.run_id,
-        project_id=run.project_id,
-        attempt=run.attempt,
+        run=_run_of(event.provider, event.payload),
     )
 
 
@@ -185,7 +190,7 @@ def _github_reports(
 ) -> list[artifacts.Report]:
     assert job.access.token is not None
     with github_api.client(job.access.api_url, job.access.token, http) as api:
-        listed = github_api.run_artifacts(api, job.access.full_name, job.run_id)
+        listed = github_api.run_artifacts(api, job.access.full_name, job.run.run_id)
         chosen = [
             artifact
             for artifact in listed
@@ -194,7 +199,7 @@ def _github_reports(
         ]
         log.info(
             "workflow run %s: %d artifacts, %d match %s",
-            job.run_id,
+            job.run.run_id,
             len(listed),
             len(chosen),
             ",".join(job.access.patterns),
@@ -205,7 +210,7 @@ def _github_reports(
             found = artifacts.junit_reports(data, limits)
             log.info(
                 "workflow run %s: artifact %r holds %d JUnit reports",
-                job.run_id,
+                job.run.run_id,
                 artifact.name,
                 len(found),
             )
@@ -219,20 +224,20 @@ def _gitlab_reports(
     job: PullJob, http: HttpSettings, limits: artifacts.ZipLimits
 ) -> list[artifacts.Report]:
     assert job.access.token is not None
-    project = gitlab_api.project_ref(job.project_id, job.access.full_name)
+    project = gitlab_api.project_ref(job.run.project_id, job.access.full_name)
     with gitlab_api.client(job.access.api_url, job.access.token, http) as api:
         try:
-            report = gitlab_api.pipeline_test_report(api, project, job.run_id)
+            report = gitlab_api.pipeline_test_report(api, project, job.run.run_id)
         except ProviderApiError as error:
             if error.status != 404:
                 raise
             report = {}  # a GitLab without the test report (the jobs answer for the project)
         if report.get("test_suites"):
             log.info(
-                "pipeline %s: a test report of %s tests", job.run_id, report.get("total_count")
+                "pipeline %s: a test report of %s tests", job.run.run_id, report.get("total_count")
             )
             return [artifacts.Report("test_report", gitlab.junit_of_test_report(report))]
-        log.info("pipeline %s: no test report, reading the jobs' artifacts", job.run_id)
+        log.info("pipeline %s: no test report, reading the jobs' artifacts", job.run.run_id)
         return _gitlab_job_reports(api, project, job, http, limits)
 
 
@@ -246,9 +251,9 @@ def _gitlab_job_reports(
     """The JUnit files in the pipeline's jobs' artifacts archives: all of a
     job whose name matches the repository's globs, else those whose path in
     the archive matches them (GitLab names no archive as GitHub does)."""
-    listed = gitlab_api.pipeline_jobs(api, project, job.run_id)
+    listed = gitlab_api.pipeline_jobs(api, project, job.run.run_id)
     kept = [ci_job for ci_job in listed if ci_job.archive_bytes is not None]
-    log.info("pipeline %s: %d jobs, %d with artifacts", job.run_id, len(listed), len(kept))
+    log.info("pipeline %s: %d jobs, %d with artifacts", job.run.run_id, len(listed), len(kept))
     patterns = job.access.patterns
     reports: list[artifacts.Report] = []
     for ci_job in kept:
@@ -260,7 +265,7 @@ def _gitlab_job_reports(
             if error.status != 404:
                 raise
             # Expired or erased since the listing (the listing used the same token).
-            log.info("pipeline %s: job %s has no artifacts any more", job.run_id, ci_job.id)
+            log.info("pipeline %s: job %s has no artifacts any more", job.run.run_id, ci_job.id)
             continue
         whole = provider_access.name_matches(ci_job.name, patterns)
         found = artifacts.junit_reports(
@@ -270,7 +275,7 @@ def _gitlab_job_reports(
         )
         log.info(
             "pipeline %s: job %s (%r) holds %d JUnit reports",
-            job.run_id,
+            job.run.run_id,
             ci_job.id,
             ci_job.name,
             len(found),
@@ -313,16 +318,16 @@ def fetch_jobs(job: PullJob, *, http: HttpSettings) -> JobsRead | None:
         return None
     try:
         with github_api.client(job.access.api_url, job.access.token, http) as api:
-            jobs = github_api.run_jobs(api, job.access.full_name, job.run_id, job.attempt)
+            jobs = github_api.run_jobs(api, job.access.full_name, job.run.run_id, job.run.attempt)
     except ProviderApiError as error:
-        log.warning("workflow run %s: jobs not listed: %s", job.run_id, error.message)
+        log.warning("workflow run %s: jobs not listed: %s", job.run.run_id, error.message)
         return JobsRead(None, error.message)
     except Exception as error:
         # Not foreseen: the trace in the log, the reports stored all the same.
-        log.exception("workflow run %s: listing the jobs failed", job.run_id)
+        log.exception("workflow run %s: listing the jobs failed", job.run.run_id)
         return JobsRead(None, f"{type(error).__name__}: {error}")
     read = JobsRead(tuple(jobs))
-    log.info("workflow run %s: %d jobs, %d failed", job.run_id, len(jobs), len(read.failed()))
+    log.info("workflow run %s: %d jobs, %d failed", job.run.run_id, len(jobs), len(read.failed()))
     return read
 
 
@@ -365,9 +370,9 @@ def store_reports(
         stored = runs.store_run(
             session,
             repository=repository,
-            commit_sha=job.sha,
-            branch=job.branch,
-            run_key=job.run_key,
+            commit_sha=job.run.sha,
+            branch=job.run.branch,
+            run_key=job.run.run_key,
             plan_id=None,
             source=RunSource.JUNIT,
             content_type=JUNIT_CONTENT_TYPE,
@@ -382,7 +387,9 @@ def store_reports(
     event.error = note[: retry.ERROR_TEXT_LIMIT] if note else None
     event.summary = jobs.summary() if jobs is not None else None
     event.handled_at = utcnow()
-    log.info("event %s: %d reports pulled for %s, %d new", event.id, len(reports), job.sha, created)
+    log.info(
+        "event %s: %d reports pulled for %s, %d new", event.id, len(reports), job.run.sha, created
+    )
     return event.status
 
 

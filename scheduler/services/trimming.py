@@ -65,11 +65,15 @@ def state_of(
     )
 
 
-def _number(settings: dict[str, Any] | None, key: str) -> float | None:
-    value = (settings or {}).get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+def _ceiling(settings: dict[str, Any] | None, key: str) -> float | None:
+    """A ceiling the repository sets, checked as plans check its settings
+    (one of the wrong type is logged and ignored: the default holds)."""
+    # Imported here: plans imports runs, which imports this module (through
+    # plan_evaluation).
+    from scheduler.services import plans
+
+    value = plans.setting(settings or {}, key)
+    return None if value is None else float(value)
 
 
 def refresh(session: Session, repository_id: int) -> dict[str, Any]:
@@ -77,8 +81,8 @@ def refresh(session: Session, repository_id: int) -> dict[str, Any]:
     repository = session.get_one(Repository, repository_id)
     state = state_of(
         window(session, repository_id),
-        _number(repository.settings, "miss_ceiling"),
-        _number(repository.settings, "calibration_ceiling"),
+        _ceiling(repository.settings, "miss_ceiling"),
+        _ceiling(repository.settings, "calibration_ceiling"),
     ) | {"updated_at": utcnow().isoformat()}
     repository.trimming = state
     session.flush()

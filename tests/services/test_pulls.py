@@ -104,6 +104,16 @@ def script_github(server: FakeProvider) -> None:
     script_jobs(server, job("test (3.12)", "failure"), job("lint", "success"))
 
 
+def deliver_run(client: TestClient, github_samples: Path) -> int:
+    """The completed workflow_run sample, delivered as GitHub does: its event's id."""
+    body = sample(github_samples, "workflow_run-completed-success.json")
+    response = client.post(
+        "/webhooks/github", content=body, headers=github_headers(body, event="workflow_run")
+    )
+    event_id: int = response.json()["event_id"]
+    return event_id
+
+
 def pull(database: Database, settings: Settings, event_id: int) -> EventStatus | None:
     """The worker's three steps, here in the test's process."""
     with database.session() as session:
@@ -269,11 +279,7 @@ def test_a_failed_pull_keeps_the_event_pending_for_another_try(
 ) -> None:
     register(database, Provider.GITHUB, "octo-org/octo-repo", server.url)
     server.on(ARTIFACTS, Answer(502))
-    body = sample(github_samples, "workflow_run-completed-success.json")
-    response = client.post(
-        "/webhooks/github", content=body, headers=github_headers(body, event="workflow_run")
-    )
-    event_id = response.json()["event_id"]
+    event_id = deliver_run(client, github_samples)
     with pytest.raises(pulls.PullFailed) as raised:
         pull(database, settings, event_id)
     assert raised.value.retryable
@@ -286,33 +292,66 @@ def test_a_failed_pull_keeps_the_event_pending_for_another_try(
     assert pull(database, settings, event_id) is EventStatus.HANDLED
 
 
+# A wide matrix: 30 more jobs than the summary keeps, two failed past the cut.
+WIDE = pulls.SUMMARY_JOBS + 30
+WIDE_FAILED = (WIDE - 20, WIDE - 1)
+
+
+def conclusion(number: int) -> str:
+    return "failure" if number in WIDE_FAILED else "success"
+
+
+@pytest.mark.parametrize(
+    ("jobs", "error", "summary"),
+    [
+        (
+            [job("build", "failure"), job("docs", "success"), job("test", "timed_out")],
+            "jobs 'build', 'test' failed and left no JUnit report",
+            {
+                "jobs": [
+                    {"name": "build", "conclusion": "failure"},
+                    {"name": "docs", "conclusion": "success"},
+                    {"name": "test", "conclusion": "timed_out"},
+                ]
+            },
+        ),
+        # At most SUMMARY_JOBS kept, the failed ones first, in the order
+        # listed, the rest counted; the error names every failed job.
+        (
+            [job(f"test ({number})", conclusion(number)) for number in range(WIDE)],
+            f"jobs 'test ({WIDE - 20})', 'test ({WIDE - 1})' failed and left no JUnit report",
+            {
+                "jobs": [
+                    {"name": f"test ({number})", "conclusion": conclusion(number)}
+                    for number in range(WIDE)
+                    if number < pulls.SUMMARY_JOBS - 2 or number in WIDE_FAILED
+                ],
+                "more_jobs": 30,
+            },
+        ),
+    ],
+    ids=["three", "wide"],
+)
 def test_a_failed_job_that_left_no_report_is_said_and_no_outcome_is_made_up(
     client: TestClient,
     database: Database,
     settings: Settings,
     server: FakeProvider,
     github_samples: Path,
+    jobs: list[dict[str, Any]],
+    error: str,
+    summary: dict[str, Any],
 ) -> None:
     register(database, Provider.GITHUB, "octo-org/octo-repo", server.url)
     # No JUnit artifact: the tests never ran (the build broke before them).
     server.on(ARTIFACTS, json_answer({"total_count": 0, "artifacts": []}))
-    script_jobs(server, job("build", "failure"), job("docs", "success"), job("test", "timed_out"))
-    body = sample(github_samples, "workflow_run-completed-success.json")
-    response = client.post(
-        "/webhooks/github", content=body, headers=github_headers(body, event="workflow_run")
-    )
-    event_id = response.json()["event_id"]
+    script_jobs(server, *jobs)
+    event_id = deliver_run(client, github_samples)
     assert pull(database, settings, event_id) is EventStatus.HANDLED
     with database.session() as session:
         event = session.get_one(CiEvent, event_id)
-        assert event.error == "jobs 'build', 'test' failed and left no JUnit report"
-        assert event.summary == {
-            "jobs": [
-                {"name": "build", "conclusion": "failure"},
-                {"name": "docs", "conclusion": "success"},
-                {"name": "test", "conclusion": "timed_out"},
-            ]
-        }
+        assert event.error == error
+        assert event.summary == summary
         assert session.scalar(select(func.count()).select_from(SuiteRun)) == 0
     assert executions(database) == []
 
@@ -327,11 +366,7 @@ def test_jobs_that_cannot_be_listed_do_not_lose_the_reports(
     register(database, Provider.GITHUB, "octo-org/octo-repo", server.url)
     script_github(server)
     server.on(f"{JOBS}?per_page=100", Answer(502))
-    body = sample(github_samples, "workflow_run-completed-success.json")
-    response = client.post(
-        "/webhooks/github", content=body, headers=github_headers(body, event="workflow_run")
-    )
-    event_id = response.json()["event_id"]
+    event_id = deliver_run(client, github_samples)
     assert pull(database, settings, event_id) is EventStatus.HANDLED
     # Asked as often as the client retries a 5xx, then given up on.
     assert len(server.requests_to(JOBS)) == FAST.max_attempts
@@ -630,11 +665,7 @@ def test_a_rate_limit_that_resets_later_keeps_the_event_from_the_sweeper_until_t
     from scheduler.services import events
 
     register(database, Provider.GITHUB, "octo-org/octo-repo", "http://127.0.0.1:9")
-    body = sample(github_samples, "workflow_run-completed-success.json")
-    response = client.post(
-        "/webhooks/github", content=body, headers=github_headers(body, event="workflow_run")
-    )
-    event_id = response.json()["event_id"]
+    event_id = deliver_run(client, github_samples)
     with database.session() as session:
         status = events.record_event_error(
             session,

@@ -4,6 +4,8 @@ plan policy it changes — on both backends."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from sqlalchemy import select
@@ -66,6 +68,30 @@ def test_an_evaluation_updates_the_estimate_and_its_escalation(database: Databas
     with database.session() as session:
         repository = session.scalars(select(Repository)).one()
         assert trimming.escalation_of(repository) == escalated["escalation"]
+
+
+def test_ceilings_of_the_wrong_type_are_ignored_as_plans_ignore_them(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    plan_id = make_plan(database)
+    post(database, plan_id, [(TESTS[2], "failed")])
+    with database.session() as session:
+        repository = session.scalars(select(Repository)).one()
+        # Written around `riskrank repo settings` (which refuses them): JSON's
+        # true is no share, though Python counts it as 1.
+        repository.settings = {"miss_ceiling": True, "calibration_ceiling": "0.2"}
+        with caplog.at_level(logging.WARNING, logger="scheduler.services.plans.params"):
+            plan_evaluation.evaluate_plan(session, plan_id)
+    found = state(database)
+    assert (found["ceiling"], found["calibration_ceiling"]) == (0.10, 0.02)  # the defaults
+    assert "miss_ceiling must be a number, not True" in caplog.text
+    assert "calibration_ceiling must be a number, not '0.2'" in caplog.text
+    # The same check refuses them where the operator sets them.
+    with (
+        database.session() as session,
+        pytest.raises(repo_settings.SettingsError, match="miss_ceiling must be a number, not True"),
+    ):
+        repo_settings.update_settings(session, full_name="acme/app", changes={"miss_ceiling": True})
 
 
 def test_an_escalated_repository_plans_with_every_test_over_the_budget() -> None:

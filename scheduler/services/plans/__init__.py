@@ -29,6 +29,8 @@ from scheduler.services.plans.params import (
     RepositoryRef,
     check_sha,
     policy_of,
+    setting,
+    setting_problem,
 )
 from scheduler.services.plans.service import plan_answer, plan_for, serve
 
@@ -55,5 +57,7 @@ __all__ = [
     "policy_of",
     "scored",
     "serve",
+    "setting",
+    "setting_problem",
     "write_decision",
 ]

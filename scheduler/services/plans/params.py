@@ -84,24 +84,45 @@ SETTING_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _repository_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The policy keys of a repository's settings that have a usable type;
+_KIND_NAMES: dict[tuple[type, ...], str] = {
+    (int, float): "a number",
+    (int,): "a whole number",
+    (str,): "a string",
+    (list,): "a list of globs",
+}
+
+
+def setting_problem(key: str, value: Any) -> str | None:
+    """Why a value of the setting `key` (one of SETTING_TYPES) cannot be
+    used, None when it can: the one check of a setting's type, for the
+    operator who sets it (scheduler.services.repo_settings refuses it) and
+    for what reads it (plans, trimming's ceilings: ignored). A bool is no
+    number here, though Python counts it as one (JSON's true would be 1)."""
+    kinds = SETTING_TYPES[key]
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        return f"{key} must be {_KIND_NAMES.get(kinds, kinds[0].__name__)}, not {value!r}"
+    if isinstance(value, list) and not all(isinstance(item, str) for item in value):
+        return f"{key} must be a list of glob strings, not {value!r}"
+    return None
+
+
+def setting(settings: Mapping[str, Any], key: str) -> Any:
+    """The repository's setting `key` if it is set and usable, else None;
     a bad one is logged and ignored (an admin's typo must not break CI)."""
-    usable: dict[str, Any] = {}
-    for key, kinds in SETTING_TYPES.items():
-        if key not in settings or settings[key] is None:
-            continue
-        value = settings[key]
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            log.warning(
-                "ignoring repository setting %s=%r: not a %s", key, value, kinds[0].__name__
-            )
-            continue
-        if isinstance(value, list) and not all(isinstance(item, str) for item in value):
-            log.warning("ignoring repository setting %s=%r: not a list of globs", key, value)
-            continue
-        usable[key] = value
-    return usable
+    value = settings.get(key)
+    if value is None:
+        return None
+    problem = setting_problem(key, value)
+    if problem is not None:
+        log.warning("ignoring repository setting: %s", problem)
+        return None
+    return value
+
+
+def _repository_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of a repository's settings that are set and usable."""
+    usable = {key: setting(settings, key) for key in SETTING_TYPES}
+    return {key: value for key, value in usable.items() if value is not None}
 
 
 def policy_of(
