@@ -1,6 +1,7 @@
 """Enqueue-after-commit on a real Redis broker."""
 
 import contextlib
+import json
 import logging
 import socket
 import threading
@@ -15,6 +16,7 @@ from scheduler.config import Settings
 from scheduler.db import Database
 from scheduler.queue import (
     EVENTS_PROCESS,
+    QUEUE_NAME,
     STATUSES_POST,
     create_celery,
     enqueue_after_commit,
@@ -164,3 +166,18 @@ def test_a_kept_connection_that_dropped_is_replaced(
         (EVENTS_PROCESS, [2]),
         (EVENTS_PROCESS, [3]),
     ]
+
+
+def test_a_sent_task_carries_the_headers_celery_would_give_it(
+    settings: Settings, redis_server: redis.Redis
+) -> None:
+    """send_now builds its message itself (scheduler.queue._Publisher): the
+    headers a worker or `celery inspect` shows are those of send_task."""
+    celery = create_celery(settings)
+    assert send_now(celery, EVENTS_PROCESS, 12345678901)
+    celery.send_task(EVENTS_PROCESS, args=(12345678901,))
+    # LPUSH: the newest first.
+    celerys, ours = (json.loads(raw)["headers"] for raw in redis_server.lrange(QUEUE_NAME, 0, -1))
+    for name in ("task", "argsrepr", "kwargsrepr", "origin", "retries"):
+        assert ours[name] == celerys[name], name
+    assert ours["argsrepr"] == "(12345678901,)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -175,12 +176,28 @@ def read_figures(database: Database) -> list[metrics.Figure]:
         return figures.read_figures(session)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def freeze_heap() -> None:
+    """Move every object alive now (the imported modules, the app) out of
+    the garbage collector's sight. An API process holds about 150,000 of
+    them, and each full collection walked them all: 45-260 ms with
+    everything stopped, three times in six seconds of webhooks, which made
+    most of the answers past p99. What the requests allocate is still
+    collected as before; what was frozen is freed when nothing refers to
+    it, like anything else."""
+    gc.collect()
+    gc.freeze()
+
+
+def create_app(settings: Settings | None = None, *, served: bool = False) -> FastAPI:
+    """The app; `served` for a long-running server process (`riskrank
+    serve`), whose start-up heap is frozen once the app has started."""
     settings = settings or get_settings()
     database = Database.from_url(settings.database_url, settings.api_database_timeouts())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if served:
+            freeze_heap()
         yield
         database.dispose()
 
@@ -204,3 +221,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(plans.router)
     openapi.install(app)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """`riskrank serve`'s factory (each uvicorn process calls it)."""
+    return create_app(served=True)

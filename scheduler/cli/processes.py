@@ -52,7 +52,7 @@ def serve(
     existing_database(config)
     configure_logging(config.log_level, config.log_format)
     uvicorn.run(
-        "scheduler.api.app:create_app",
+        "scheduler.api.app:create_served_app",
         factory=True,
         host=host or config.host,
         port=port or config.port,

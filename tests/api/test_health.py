@@ -1,5 +1,6 @@
 """/healthz, /readyz and /metrics against real and unreachable services."""
 
+import gc
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -65,3 +66,19 @@ def test_metrics_count_webhooks_by_result(settings: Settings, github_samples: Pa
     assert response.headers["content-type"].startswith("text/plain")
     assert "riskrank_webhook_seconds" in response.text
     assert rejected() == before + 1
+
+
+def test_a_served_app_freezes_its_start_up_heap(settings: Settings) -> None:
+    """`riskrank serve`'s processes keep their start-up objects out of the
+    garbage collector's full collections (scheduler.api.app.freeze_heap);
+    the app of a test, or one embedded elsewhere, does not."""
+    gc.unfreeze()
+    try:
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/healthz").status_code == 200
+            assert gc.get_freeze_count() == 0
+        with TestClient(create_app(settings, served=True)) as client:
+            assert client.get("/healthz").status_code == 200
+            assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
