@@ -340,7 +340,10 @@ def held_figures(records: Sequence[BuildRecord]) -> dict[str, Any]:
     stated 95% bound; the share of all failures kept, the mean
     share per failing build, and the mean share of the tests run."""
     probabilities, outcomes = [], []
-    stated, dropped, any_stated, any_dropped, bounds = [], [], [], [], []
+    stated: list[float] = []
+    dropped: list[float] = []
+    any_stated, any_dropped, bounds = [], [], []
+    trimmed: list[float] = []  # within the bound, of the builds that dropped a test
     per_build, ran = [], []
     kept = failures = 0
     for record in records:
@@ -354,6 +357,8 @@ def held_figures(records: Sequence[BuildRecord]) -> dict[str, Any]:
         any_stated.append(calibration.any_failure(p[out]))
         bounds.append(calibration.failures_bound(p[out]))
         dropped.append(float(record.failed[out].sum()))
+        if out.any():
+            trimmed.append(float(dropped[-1] <= bounds[-1]))
         any_dropped.append(float(record.failed[out].any()))
         ran.append(float(record.selected.mean()))
         if record.failed.any():
@@ -378,6 +383,10 @@ def held_figures(records: Sequence[BuildRecord]) -> dict[str, Any]:
         # more where the probabilities and their independence hold.
         "failures_dropped_bound": _avg([float(b) for b in bounds]),
         "builds_within_bound": _avg([float(d <= b) for d, b in zip(dropped, bounds, strict=True)]),
+        # The same over the builds that dropped a test: a full run or an
+        # escalated build drops nothing and is within any bound.
+        "trimmed_builds_within_bound": _avg(trimmed),
+        "trimmed_builds": len(trimmed),
         "builds_with_a_failure_dropped": _avg(any_dropped),
         "tests_share": _avg(ran),
         "failures_kept_per_failing_build": _avg(per_build),

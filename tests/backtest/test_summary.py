@@ -237,6 +237,7 @@ def test_calibration_figures_against_hand_computed_ones() -> None:
     # nothing, 0. Build 1 dropped 1: all four builds within their bound.
     assert figures["failures_dropped_bound"] == pytest.approx((1 + 2) / 4)
     assert figures["builds_within_bound"] == 1.0
+    assert (figures["trimmed_builds"], figures["trimmed_builds_within_bound"]) == (2, 1.0)
     assert figures["by_scorer"]["heuristic"]["builds"] == 4
     assert figures["by_scorer"]["heuristic"]["ece"] == pytest.approx(figures["reliability"]["ece"])
     assert figures["by_scorer"]["model"] == {"builds": 0, "ece": None}
