@@ -536,8 +536,6 @@ def budget_prefix(
         return keep
     budget = float(policy.budget if policy.budget is not None else 0.0)
     if policy.mode == "confidence":
-        if policy.inclusive:
-            budget = trimmed_confidence(budget, policy.full_run_every)
         return confidence_prefix(
             budget, policy.exploration_rate, order=order, forced=forced, probability=probability
         )
@@ -582,22 +580,6 @@ def trimmed_share(budget: float, exploration_rate: float, full_run_every: int) -
     if exploration_rate < 1:
         share = (share - exploration_rate) / (1.0 - exploration_rate)
     return min(budget, max(0.0, share))
-
-
-def trimmed_confidence(target: float, full_run_every: int) -> float:
-    """The share of a build's expected failures a trimmed build must keep
-    so that, with the periodic full runs (which keep them all) counted, the
-    share kept over a window of `full_run_every` builds is `target`: the
-    budget is the budget in `confidence` mode too (`trimmed_share` for the
-    others; the exploration sample is counted by `confidence_prefix`).
-
-    (1 - 1/F) t' + 1/F = t, so t' = (t - 1/F) / (1 - 1/F), 0 when the full
-    runs alone keep the target. Without this a full run every 20 builds
-    kept 1/20 of the missing share on top: 0.81 of the failures for 0.8."""
-    if full_run_every <= 1 or not 0 < target < 1:
-        return target
-    every = 1.0 / full_run_every
-    return max(0.0, (target - every) / (1.0 - every))
 
 
 def confidence_prefix(

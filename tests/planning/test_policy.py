@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +23,6 @@ from scheduler.planning.policy import (
     reason,
     rule_sentence,
     shards,
-    trimmed_confidence,
     trimmed_share,
     unsaid,
 )
@@ -259,9 +257,7 @@ def test_fraction_of_the_duration() -> None:
 def test_confidence_keeps_tests_until_the_share_of_expected_failures() -> None:
     candidates = plain(4, probability=[0.5, 0.3, 0.15, 0.05])
     decide_at = lambda target: decide(  # noqa: E731
-        candidates,
-        Policy(mode="confidence", budget=target, exploration_rate=0, full_run_every=0),
-        Context(),
+        candidates, Policy(mode="confidence", budget=target, exploration_rate=0), Context()
     ).selected.tolist()
     assert decide_at(0.5) == [True, False, False, False]  # 0.5 of 1.0 reached
     assert decide_at(0.51) == [True, True, False, False]
@@ -273,9 +269,7 @@ def test_confidence_keeps_tests_until_the_share_of_expected_failures() -> None:
 def test_confidence_counts_forced_tests() -> None:
     candidates = plain(4, probability=[0.5, 0.3, 0.15, 0.05], recent=["", "", "", "F"])
     decision = decide(
-        candidates,
-        Policy(mode="confidence", budget=0.55, exploration_rate=0, full_run_every=0),
-        Context(),
+        candidates, Policy(mode="confidence", budget=0.55, exploration_rate=0), Context()
     )
     assert decision.selected.tolist() == [True, False, False, True]
     assert decision.expected_failures_dropped(candidates.probability) == pytest.approx(0.45)
@@ -286,17 +280,13 @@ def test_confidence_counts_what_the_exploration_sample_keeps() -> None:
     # failures up front keeps 0.5 + 0.5 * 0.5 = 0.75 of them on average.
     candidates = plain(4, probability=[0.5, 0.3, 0.15, 0.05])
     decision = decide(
-        candidates,
-        Policy(mode="confidence", budget=0.75, exploration_rate=0.5, full_run_every=0),
-        Context(),
+        candidates, Policy(mode="confidence", budget=0.75, exploration_rate=0.5), Context()
     )
     prefix = [rule is Rule.MODEL for rule in decision.rules]
     assert prefix == [True, False, False, False]
     # A little more than that needs the second test.
     decision = decide(
-        candidates,
-        Policy(mode="confidence", budget=0.76, exploration_rate=0.5, full_run_every=0),
-        Context(),
+        candidates, Policy(mode="confidence", budget=0.76, exploration_rate=0.5), Context()
     )
     assert [rule is Rule.MODEL for rule in decision.rules] == [True, True, False, False]
 
@@ -304,46 +294,23 @@ def test_confidence_counts_what_the_exploration_sample_keeps() -> None:
 def test_confidence_on_calibrated_probabilities_keeps_its_share_of_failures() -> None:
     # Probabilities that hold (outcomes drawn from them): over many builds,
     # the plans keep the target share of the failures, with the fewest tests.
-    # Every 20th build of the default branch runs everything, and is
-    # counted in the target (the budget is the budget).
     rng = np.random.default_rng(11)
     for target in (0.8, 0.9):
         kept = failures = ran = 0
-        for build in range(300):
+        for _ in range(300):
             probability = rng.beta(0.2, 8.0, 200)
             failed = rng.random(200) < probability
             decision = decide(
                 plain(200, probability=probability.tolist()),
                 Policy(mode="confidence", budget=target, exploration_rate=0.05),
-                Context(seed=int(rng.integers(1 << 30)), default_branch_build=build + 1),
+                Context(seed=int(rng.integers(1 << 30))),
             )
             kept += int(failed[decision.selected].sum())
             failures += int(failed.sum())
             ran += int(decision.selected.sum())
-            assert decision.full_run or any(rule is Rule.MODEL for rule in decision.rules)
+            assert any(rule is Rule.MODEL for rule in decision.rules)  # never nothing
         assert kept / failures == pytest.approx(target, abs=0.02)
         assert ran / (300 * 200) < target
-
-
-def test_confidence_counts_the_full_runs_in_its_target() -> None:
-    # One build in 20 keeps every failure, so a trimmed build keeps
-    # (0.8 - 0.05) / 0.95 = 0.789 of its expected failures: the first
-    # test (0.78) is not enough, the next (0.12) is; at 0.785 the first
-    # suffices ((0.785 - 0.05) / 0.95 = 0.774), where without full runs
-    # (full_run_every=0, or inclusive=False) it takes two.
-    assert trimmed_confidence(0.8, 20) == pytest.approx(0.75 / 0.95)
-    assert trimmed_confidence(0.04, 20) == 0.0
-    assert trimmed_confidence(0.8, 0) == 0.8
-    candidates = plain(3, probability=[0.78, 0.1, 0.12])
-
-    def kept(target: float, **options: Any) -> list[bool]:
-        policy = Policy(mode="confidence", budget=target, exploration_rate=0, **options)
-        return decide(candidates, policy, Context()).selected.tolist()
-
-    assert kept(0.785) == [True, False, False]
-    assert kept(0.8) == [True, False, True]
-    assert kept(0.785, full_run_every=0) == [True, False, True]
-    assert kept(0.785, inclusive=False) == [True, False, True]
 
 
 def test_confidence_without_any_probability_runs_everything() -> None:
