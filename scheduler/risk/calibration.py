@@ -319,21 +319,6 @@ def fit(scores: npt.ArrayLike, failed: npt.ArrayLike, builds: npt.ArrayLike) -> 
     )
 
 
-def fit_counted(
-    scores: npt.ArrayLike, failed: npt.ArrayLike, builds: npt.ArrayLike, times: npt.ArrayLike
-) -> Calibration | None:
-    """`fit`, each row counted `times` times (a whole number, 1 or more):
-    a test of a plan's exploration sample, run with probability p, stands
-    for 1/p tests over the budget, as in the learner's training and the
-    calibration refresh (scheduler.services.recalibration)."""
-    counts = np.maximum(np.rint(np.asarray(times, dtype=np.float64)), 1).astype(np.int64)
-    return fit(
-        np.repeat(np.asarray(scores, dtype=np.float64), counts),
-        np.repeat(np.asarray(failed, dtype=np.float64), counts),
-        np.repeat(np.asarray(builds, dtype=np.int64), counts),
-    )
-
-
 # --- measured as plans are evaluated ---------------------------------------------
 
 # The bins of a served probability that plan evaluation tallies the outcomes

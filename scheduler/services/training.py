@@ -165,10 +165,7 @@ def _calibration_rows(features: np.ndarray[Any, Any], rows: np.ndarray[Any, Any]
 
 
 def _heuristic_calibration_on_every_build(
-    features: np.ndarray[Any, Any],
-    labels: np.ndarray[Any, Any],
-    indexes: np.ndarray[Any, Any],
-    counts: np.ndarray[Any, Any],
+    features: np.ndarray[Any, Any], labels: np.ndarray[Any, Any], indexes: np.ndarray[Any, Any]
 ) -> calibration.Calibration | None:
     """The heuristic's map from every build, when the held-out ones are
     too few or without a failure: the heuristic learns nothing, so every
@@ -176,24 +173,7 @@ def _heuristic_calibration_on_every_build(
     better than scores that are no probability)."""
     rows = _calibration_rows(features, np.ones(len(labels), dtype=bool))
     matrix = FeatureMatrix(tests=("",) * int(rows.sum()), values=features[rows])
-    return calibration.fit_counted(
-        heuristic_scores(matrix), labels[rows], indexes[rows], counts[rows]
-    )
-
-
-def calibration_counts(weights: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """How many times each training row counts in a calibration: 1/p for
-    a row of a plan's exploration sample, once for any other (undoing the
-    learner's self-normalisation, under which the rows that count once
-    weigh the least). Without this, the maps learnt at training saw the
-    tests a plan drops mostly in full runs and escalated builds, where
-    every test runs and a failing test is known as such, and said that the
-    lowest scores fail far less often than they do in trimmed builds, where
-    a test that failed unseen still scores as one that never failed."""
-    if weights.size == 0:
-        return np.ones(0, dtype=np.int64)
-    counts: np.ndarray[Any, Any] = np.rint(weights / weights.min()).astype(np.int64)
-    return counts
+    return calibration.fit(heuristic_scores(matrix), labels[rows], indexes[rows])
 
 
 def _refresh_calibration(
@@ -202,13 +182,12 @@ def _refresh_calibration(
     labels: np.ndarray[Any, Any],
     builds: np.ndarray[Any, Any],
     features: np.ndarray[Any, Any],
-    counts: np.ndarray[Any, Any],
 ) -> None:
     """The active model kept its place: its calibration is learnt again
     on the builds it was not trained on, up to the newest, so that its
     probabilities follow the repository's recent outcomes between models."""
     rows = _calibration_rows(features, np.ones(len(labels), dtype=bool))
-    refreshed = calibration.fit_counted(scores[rows], labels[rows], builds[rows], counts[rows])
+    refreshed = calibration.fit(scores[rows], labels[rows], builds[rows])
     if refreshed is not None:
         record.metrics = {
             **(record.metrics or {}),
@@ -339,16 +318,14 @@ def train(
     # Calibrated on every build held out from the candidate's fits.
     held = _calibration_rows(features, indexes > trained.validation.last_build)
     held_matrix = FeatureMatrix(tests=("",) * int(held.sum()), values=features[held])
-    counts = calibration_counts(weights)
-    candidate_calibration = calibration.fit_counted(
+    candidate_calibration = calibration.fit(
         trained.evaluated.predict(trained.evaluated.inputs(held_matrix)),
         labels[held],
         indexes[held],
-        counts[held],
     )
-    heuristic_calibration = calibration.fit_counted(
-        heuristic_scores(held_matrix), labels[held], indexes[held], counts[held]
-    ) or _heuristic_calibration_on_every_build(features, labels, indexes, counts)
+    heuristic_calibration = calibration.fit(
+        heuristic_scores(held_matrix), labels[held], indexes[held]
+    ) or _heuristic_calibration_on_every_build(features, labels, indexes)
     # Each build's tests in the order a plan serves them: equal scores (a
     # simple ordering's model gives a step of its order one score) as
     # scoring.ranks breaks the tie, not in the rows' order.
@@ -454,7 +431,7 @@ def train(
     if promoted:
         _activate(session, record)
     elif rival is not None:
-        _refresh_calibration(rival, bar_scores, y_cmp, b_cmp, x_cmp, counts[compared])
+        _refresh_calibration(rival, bar_scores, y_cmp, b_cmp, x_cmp)
     log.info("repository %s: model v%s %s (%s)", repository_id, version, record.status, reason)
     return TrainingOutcome(record, promoted, reason)
 

@@ -149,16 +149,3 @@ def test_the_bound_holds_on_drawn_outcomes() -> None:
     assert np.mean(draws <= bound) >= 0.945
     assert np.mean(draws <= bound - 1) < 0.955
     assert bound > float(p.sum())
-
-
-def test_a_row_counted_n_times_fits_as_n_rows() -> None:
-    _, score, failed, build = history(5, builds=40, tests=200)
-    times = np.where(np.arange(score.size) % 7 == 0, 20, 1)
-    counted = calibration.fit_counted(score, failed, build, times)
-    repeated = calibration.fit(
-        np.repeat(score, times), np.repeat(failed, times), np.repeat(build, times)
-    )
-    assert counted is not None
-    assert repeated is not None
-    assert counted.as_json() == repeated.as_json()
-    assert counted.rows == int(times.sum())

@@ -187,8 +187,7 @@ def test_an_active_model_that_keeps_its_place_is_calibrated_again() -> None:
     features = np.zeros((builds.size, len(FEATURE_NAMES)), dtype=np.float32)
     features[:10, FEATURE_NAMES.index("is_new")] = 1.0  # new tests: not learnt from
     record = RiskModel(metrics={"decision": "kept", "calibration": None})
-    counts = np.ones(builds.size, dtype=np.int64)
-    training._refresh_calibration(record, scores, failed, builds, features, counts)
+    training._refresh_calibration(record, scores, failed, builds, features)
     stored = record.metrics["calibration"]
     assert record.metrics["decision"] == "kept"
     assert "calibration_refreshed_at" in record.metrics
@@ -224,9 +223,6 @@ def test_rows_of_the_exploration_sample_are_weighted_by_their_inverse_propensity
     assert weights.size == 24 * 9
     np.testing.assert_allclose(weights, np.tile([0.75] * 8 + [3.0], 24))
     assert weights.sum() == pytest.approx(weights.size)
-    # In the calibrations training learns, the explored row counts 4 times
-    # and every other row once (the learner's scale undone).
-    np.testing.assert_array_equal(training.calibration_counts(weights), np.tile([1] * 8 + [4], 24))
 
     with database.session() as session:
         outcome = training.train(session, repository_id=repository_id)
