@@ -96,6 +96,12 @@ class PlanAnswer(BaseModel):
         description="The probability that at least one dropped test fails: 1 - prod(1 - p) "
         "over the dropped tests."
     )
+    failures_dropped_bound: int = Field(
+        default=0,
+        description="The 95% bound on the failing tests among the dropped ones: the "
+        "smallest k that their number is at most with probability 0.95, the tests failing "
+        "each on its own at their probabilities (the Poisson-binomial law).",
+    )
     selected_by: dict[str, int] = Field(
         description="The whole plan's selected tests by what selected them: `budget` (the "
         "rules and the budget), `exploration` (the random sample over the budget), "

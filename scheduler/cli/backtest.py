@@ -315,7 +315,14 @@ def print_held(held: dict[str, Any], label: str) -> None:
         f"{held['expected_failures_dropped']:.3f} expected failures dropped, dropped "
         f"{held['failures_dropped']:.3f}; stated chance of dropping one "
         f"{share(held['probability_any_dropped'])}, builds that did "
-        f"{share(held['builds_with_a_failure_dropped'])}",
+        f"{share(held['builds_with_a_failure_dropped'])}; builds that dropped at most the "
+        f"stated 95% bound {share(held['builds_within_bound'])} (of those that dropped a test "
+        f"{share(held.get('trimmed_builds_within_bound'))})"
+        + "".join(
+            f"; {name} plans ({part['builds']} builds): calibration error {part['ece']:.4f}"
+            for name, part in (held.get("by_scorer") or {}).items()
+            if part.get("ece") is not None
+        ),
         highlight=False,
         markup=False,
     )

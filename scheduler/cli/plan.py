@@ -106,12 +106,15 @@ def _why_run_all(answer: dict[str, Any]) -> str:
 
 
 def miss_risk_line(answer: dict[str, Any], dropped: int) -> str:
-    """What the dropped tests may hide: the expected failures among them
-    and the chance that at least one of them fails."""
+    """What the dropped tests may hide: the expected failures among them,
+    their 95% bound (from a server that sends it) and the chance that at
+    least one of them fails."""
+    bound = answer.get("failures_dropped_bound")
     return (
         f"{dropped} test{'' if dropped == 1 else 's'} dropped: miss risk "
-        f"{answer['expected_failures_dropped']:.2f} expected failures, "
-        f"{answer['miss_probability']:.1%} chance that at least one fails"
+        f"{answer['expected_failures_dropped']:.2f} expected failures"
+        + ("" if bound is None else f" (95% bound {bound})")
+        + f", {answer['miss_probability']:.1%} chance that at least one fails"
     )
 
 

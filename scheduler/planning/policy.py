@@ -96,6 +96,8 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from scheduler.risk import calibration
+
 FloatArray: TypeAlias = npt.NDArray[np.float64]
 IndexArray: TypeAlias = npt.NDArray[np.intp]
 BoolArray: TypeAlias = npt.NDArray[np.bool_]
@@ -388,6 +390,11 @@ class Decision:
     def expected_failures_dropped(self, probability: FloatArray) -> float:
         """The expected number of failing tests among the dropped ones."""
         return float(probability[~self.selected].sum())
+
+    def failures_dropped_bound(self, probability: FloatArray) -> int:
+        """The 95% bound on the failing tests among the dropped ones
+        (scheduler.risk.calibration.failures_bound)."""
+        return calibration.failures_bound(probability[~self.selected])
 
     def miss_probability(self, probability: FloatArray) -> float:
         """The probability that at least one dropped test fails:

@@ -379,3 +379,64 @@ def any_failure(probabilities: Sequence[float] | Floats) -> float:
     if (p >= 1.0).any():
         return 1.0
     return float(-np.expm1(np.sum(np.log1p(-p))))
+
+
+# The level of the bound a plan states on the failures it drops.
+BOUND_LEVEL: Final = 0.95
+# Tests at or under this probability enter the law through its power series
+# (`_law`); those above, few in what a plan drops, one by one.
+SERIES_MAX: Final = 0.5
+
+
+def _law(p: Floats, terms: int) -> Floats:
+    """P(failures = k) for k < `terms`, tests of probabilities `p` failing
+    each on its own (the Poisson-binomial law), truncated.
+
+    The generating function is prod(1 - p + p z). For p <= SERIES_MAX its
+    logarithm is sum log(1 - p) + sum_j (-1)^(j-1) r^j z^j / j with
+    r = p / (1 - p) <= 1, summed over the tests at once; the exponential of
+    that series, to `terms` terms, is the classic recurrence
+    f_k = (1/k) sum_j j g_j f_(k-j). Ten thousand tests cost a few
+    vector sums, where a product test by test costs a loop over them. The
+    few tests above SERIES_MAX are multiplied in one by one."""
+    small = p[p <= SERIES_MAX]
+    r = small / (1.0 - small)
+    g = np.zeros(terms)
+    power = np.ones_like(r)
+    for j in range(1, terms):
+        power = power * r
+        g[j] = (-1.0) ** (j - 1) * float(power.sum()) / j
+    law = np.zeros(terms)
+    law[0] = math.exp(float(np.log1p(-small).sum()))
+    for k in range(1, terms):
+        law[k] = float(np.dot(np.arange(1, k + 1) * g[1 : k + 1], law[k - 1 :: -1][:k])) / k
+    for q in p[p > SERIES_MAX].tolist():
+        law[1:] = law[1:] * (1.0 - q) + law[:-1] * q
+        law[0] *= 1.0 - q
+    return np.clip(law, 0.0, 1.0)
+
+
+def failures_bound(probabilities: Sequence[float] | Floats, level: float = BOUND_LEVEL) -> int:
+    """The `level` bound on the number of failures among tests of these
+    probabilities, each failing on its own: the smallest k with
+    P(failures <= k) >= level, under the exact (Poisson-binomial) law.
+
+    The expected number alone says little of the spread: 0.5 expected
+    failures may be one test at 0.5 (bound 1) or a thousand at 0.0005
+    (bound 2). The law is truncated at a few terms past the mean
+    (`_law`), widened until the bound falls inside."""
+    p = np.clip(np.nan_to_num(np.asarray(probabilities, dtype=np.float64), nan=0.0), 0.0, 1.0)
+    p = p[p > 0.0]
+    if p.size == 0:
+        return 0
+    mean = float(p.sum())
+    spread = math.sqrt(float((p * (1.0 - p)).sum()))
+    terms = int(min(p.size, math.ceil(mean + 4.0 * spread + 4.0))) + 1
+    while True:
+        cdf = np.cumsum(_law(p, terms))
+        inside = np.flatnonzero(cdf >= level - 1e-9)
+        if inside.size:
+            return int(inside[0])
+        if terms > p.size:
+            return int(p.size)
+        terms = min(p.size + 1, 2 * terms)

@@ -18,6 +18,7 @@ from scheduler.api.app import create_app
 from scheduler.config import Settings
 from scheduler.db import Database
 from scheduler.models import Commit, Plan, Repository
+from scheduler.risk import calibration
 from scheduler.services import scoring
 from tests.planning.data import FLAKY, NAMES, SHA, TESTS, add_commit, recorded
 
@@ -39,6 +40,7 @@ CONTRACT_KEYS = {
     "duration_dropped",
     "expected_failures_dropped",
     "miss_probability",
+    "failures_dropped_bound",
     "message",
     "tests",
 }
@@ -112,6 +114,10 @@ def test_fraction_budget_lists_selected_then_dropped_and_records_it(
     # The chance that at least one dropped test fails, from the same probabilities.
     assert plan["miss_probability"] == pytest.approx(
         1 - math.prod(1 - t["probability"] for t in dropped), abs=1e-5
+    )
+    # The 95% bound on the dropped failures, from the same probabilities.
+    assert plan["failures_dropped_bound"] == calibration.failures_bound(
+        [t["probability"] for t in dropped]
     )
     # What the policy decided is on the plan items, to evaluate outcomes later.
     stored = recorded(database, plan["plan_id"])

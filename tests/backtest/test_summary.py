@@ -231,6 +231,16 @@ def test_calibration_figures_against_hand_computed_ones() -> None:
     assert figures["probability_any_dropped"] == pytest.approx((0.55 + 1 - 0.405) / 4)
     assert figures["failures_dropped"] == pytest.approx(1 / 4)
     assert figures["builds_with_a_failure_dropped"] == pytest.approx(1 / 4)
+    # The 95% bounds: build 1 drops b (0.5) and d (0.1): P(0) = 0.45,
+    # P(<= 1) = 0.95, so 1; build 2 drops b, c, d: P(<= 1) = 0.45 * 0.9 +
+    # 0.5 * 0.81 + 0.45 * 0.09 * 2 = 0.891, so 2; builds 3 and 4 drop
+    # nothing, 0. Build 1 dropped 1: all four builds within their bound.
+    assert figures["failures_dropped_bound"] == pytest.approx((1 + 2) / 4)
+    assert figures["builds_within_bound"] == 1.0
+    assert (figures["trimmed_builds"], figures["trimmed_builds_within_bound"]) == (2, 1.0)
+    assert figures["by_scorer"]["heuristic"]["builds"] == 4
+    assert figures["by_scorer"]["heuristic"]["ece"] == pytest.approx(figures["reliability"]["ece"])
+    assert figures["by_scorer"]["model"] == {"builds": 0, "ece": None}
     assert figures["failures_kept_share"] == pytest.approx(1 / 2)
     assert figures["failures_kept_per_failing_build"] == pytest.approx(1 / 2)
     assert figures["tests_share"] == pytest.approx((0.5 + 0.25 + 1 + 1) / 4)
@@ -245,3 +255,20 @@ def test_calibration_figures_against_hand_computed_ones() -> None:
     assert second["builds"] == 2
     assert second["observed_rate"] == 0.0
     assert second["failures_kept_share"] is None
+
+
+def test_calibration_by_scorer_keeps_model_and_heuristic_builds_apart() -> None:
+    # The heuristic's two builds are calibrated (0 where a test passes, 1
+    # where it fails), the model's two are not (0.5 where nothing fails).
+    def served(index: int, p: list[float], failed: list[int], version: int | None) -> BuildRecord:
+        base = record(index, "ab", failed, [0, 0], [1.0, 1.0], {RISKRANK: [0, 1]})
+        return replace(base, probabilities=np.array(p), model_version=version)
+
+    records = [served(0, [0.0, 1.0], [0, 1], None), served(1, [1.0, 0.0], [1, 0], None)]
+    records += [served(2, [0.5, 0.5], [0, 0], 3), served(3, [0.5, 0.5], [0, 0], 3)]
+    split = summary.calibration_figures(result_of(*records))["by_scorer"]
+    assert split["heuristic"]["builds"] == 2
+    assert split["heuristic"]["ece"] == pytest.approx(0.0)
+    assert split["model"]["builds"] == 2
+    assert split["model"]["ece"] == pytest.approx(0.5)
+    assert split["model"]["observed_rate"] == 0.0

@@ -59,7 +59,8 @@ def test_list_json_and_junit(database: Database, db_url: str, tmp_path: Path) ->
     assert dropped > 0
     assert (
         f"riskrank: {dropped} tests dropped: miss risk {plan['expected_failures_dropped']:.2f} "
-        f"expected failures, {plan['miss_probability']:.1%} chance that at least one fails"
+        f"expected failures (95% bound {plan['failures_dropped_bound']}), "
+        f"{plan['miss_probability']:.1%} chance that at least one fails"
     ) in listed.stderr
     suite = ElementTree.fromstring(as_junit.stdout).find("testsuite")
     assert suite is not None

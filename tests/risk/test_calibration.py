@@ -122,3 +122,30 @@ def test_miss_risk_of_dropped_tests() -> None:
     assert calibration.any_failure([0.5, 1.0]) == 1.0
     # Ten thousand small probabilities: not lost to rounding.
     assert calibration.any_failure([1e-6] * 10_000) == pytest.approx(1 - (1 - 1e-6) ** 10_000)
+
+
+def test_the_bound_on_dropped_failures_by_hand() -> None:
+    assert calibration.failures_bound([]) == 0
+    assert calibration.failures_bound([0.0, 0.0]) == 0
+    # One test at 0.5: P(0) = 0.5 < 0.95, P(<= 1) = 1.
+    assert calibration.failures_bound([0.5]) == 1
+    # 0.5 and 0.1: P(0) = 0.45, P(<= 1) = 0.45 + 0.5 * 0.9 + 0.5 * 0.1 = 0.95.
+    assert calibration.failures_bound([0.5, 0.1]) == 1
+    # Two tests above SERIES_MAX, multiplied in one by one: P(<= 1) = 0.19.
+    assert calibration.failures_bound([0.9, 0.9]) == 2
+    assert calibration.failures_bound([1.0, 1.0, 1.0]) == 3
+
+
+def test_the_bound_holds_on_drawn_outcomes() -> None:
+    # Ten thousand tests of a CI suite's spread of probabilities (a few
+    # likely, most not): the exact law's 95% bound against 20,000 draws.
+    # The bound is the smallest k with P(<= k) >= 0.95, so at least 95% of
+    # the draws fall at or under it, and under 95% at or under k - 1.
+    rng = np.random.default_rng(7)
+    p = rng.beta(0.3, 60.0, 2_000)
+    p[:3] = [0.95, 0.7, 0.4]
+    bound = calibration.failures_bound(p)
+    draws = (rng.random((20_000, p.size)) < p).sum(axis=1)
+    assert np.mean(draws <= bound) >= 0.945
+    assert np.mean(draws <= bound - 1) < 0.955
+    assert bound > float(p.sum())

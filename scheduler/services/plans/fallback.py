@@ -104,6 +104,7 @@ def fallback(
         "duration_dropped": 0.0,
         "expected_failures_dropped": 0.0,
         "miss_probability": 0.0,
+        "failures_dropped_bound": 0,
         "selected_by": {"budget": 0, "exploration": 0, "escalation": 0, "full_run": len(tests)},
         "escalation": policy.escalation,
         "changes_note": None,

@@ -149,6 +149,7 @@ def answer(
             decision.expected_failures_dropped(candidates.probability), 6
         ),
         "miss_probability": round(decision.miss_probability(candidates.probability), 6),
+        "failures_dropped_bound": decision.failures_dropped_bound(candidates.probability),
         "selected_by": decision.selected_by(),
         "escalation": decision.policy.escalation,
         "changes_note": found.changes_note,
