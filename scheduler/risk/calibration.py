@@ -15,7 +15,9 @@ the failure rate observed at that score on builds it was not trained on
   quantile bins of the score, ties kept in one bin), then interpolated
   linearly between the blocks' mean scores, so that distinct scores stay
   distinct in the middle of the range;
-- **Platt**: sigmoid(a * logit(score) + c), a > 0, by maximum likelihood.
+- **Platt**: sigmoid(a * logit(score) + c), a > 0, by maximum likelihood
+  on Platt's smoothed targets (a failure counts (N+ + 1) / (N+ + 2), a
+  pass 1 / (N- + 2)), by damped Newton steps.
 
 Both are fit on the older half of the held-out builds and scored by log loss
 on the newer half; the lower wins and is fit again on every held-out build.
@@ -249,27 +251,54 @@ def fit_isotonic(raw: Floats, failed: Floats) -> Calibration:
 
 
 def fit_platt(raw: Floats, failed: Floats) -> Calibration | None:
-    """The Platt map, by Newton's method on the log loss of the score bins
+    """The Platt map, by damped Newton steps on the log loss of the score bins
     (`_bins`: a weighted fit of their rows and failures, as fast for a
     million rows as for a thousand); None when it would reverse the order
     (a <= 0) or the scores do not vary."""
     if raw.size == 0 or np.ptp(raw) == 0 or failed.min() == failed.max():
         return None
-    centers, rows, failures = _bins(raw, failed)
+    centers, rows, observed = _bins(raw, failed)
+    # Platt's own targets: a failure counts (N+ + 1) / (N+ + 2), a pass
+    # 1 / (N- + 2). Without them, scores that nearly separate the few
+    # failures from the rest drive the slope to infinity (seen in
+    # dune-total's closed loop: 1e12, and every test given 1e-11).
+    positives = float(observed.sum())
+    negatives = float(rows.sum()) - positives
+    targets = observed * (positives + 1.0) / (positives + 2.0) + (rows - observed) / (
+        negatives + 2.0
+    )
     z = _logit(centers)
-    rate = float(np.clip(failed.mean(), EPS, 1 - EPS))
+    rate = float(np.clip(targets.sum() / rows.sum(), EPS, 1 - EPS))
     a, c = 1.0, math.log(rate / (1 - rate)) - float(np.average(z, weights=rows))
+
+    def loss(a: float, c: float) -> float:
+        # The binned log loss, by logaddexp: finite for any a and c.
+        t = a * z + c
+        return float(
+            np.dot(targets, np.logaddexp(0.0, -t)) + np.dot(rows - targets, np.logaddexp(0.0, t))
+        )
+
+    current = loss(a, c)
     for _ in range(100):
         p = _sigmoid(a * z + c)
-        residual = rows * p - failures
+        residual = rows * p - targets
         w = np.maximum(rows * p * (1.0 - p), 1e-12)
         gradient = np.array([np.dot(residual, z), np.sum(residual)])
         hessian = np.array([[np.dot(w, z * z), np.dot(w, z)], [np.dot(w, z), w.sum()]])
         step = np.linalg.solve(hessian + 1e-9 * np.eye(2), gradient)
-        a, c = a - float(step[0]), c - float(step[1])
+        # Damped: a full Newton step from far away can overshoot to a slope
+        # of 1e12; halve it until the loss does not grow.
+        size = 1.0
+        while size > 1e-6:
+            tried = loss(a - size * float(step[0]), c - size * float(step[1]))
+            if math.isfinite(tried) and tried <= current + 1e-12 * abs(current):
+                break
+            size /= 2.0
+        a, c = a - size * float(step[0]), c - size * float(step[1])
+        current = loss(a, c)
         if not (math.isfinite(a) and math.isfinite(c)):
             return None
-        if np.abs(step).max() < 1e-10:
+        if np.abs(size * step).max() < 1e-10:
             break
     if a <= 0:
         return None

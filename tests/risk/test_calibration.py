@@ -149,3 +149,20 @@ def test_the_bound_holds_on_drawn_outcomes() -> None:
     assert np.mean(draws <= bound) >= 0.945
     assert np.mean(draws <= bound - 1) < 0.955
     assert bound > float(p.sum())
+
+
+def test_platt_stays_finite_where_the_scores_nearly_separate_the_failures() -> None:
+    # As a closed loop's refresh saw it on dune-total: 7,784 passing rows at
+    # scores 0.010 to 0.030 and 8 rows at 0.26, seven of them failing. The
+    # undamped fit ran to a slope of 1e12 and gave every test 1e-11, a
+    # suite that "cannot fail"; Platt's smoothed targets and a damped step
+    # keep a slope and probabilities the rows support.
+    rng = np.random.default_rng(5)
+    score = np.concatenate([0.01 + 0.02 * rng.random(7784), np.full(8, 0.26)])
+    failed = np.concatenate([np.zeros(7784), np.ones(7), np.zeros(1)])
+    fitted = calibration.fit_platt(score, failed)
+    assert fitted is not None
+    assert 0 < fitted.scale < 10
+    low, high = fitted.apply(np.array([0.01, 0.26]))
+    assert 1e-6 < low < 0.001  # no failure among 7,784: small, never "cannot fail"
+    assert 0.5 < high < 0.95  # seven failures in eight rows
