@@ -360,6 +360,54 @@ small { color: #888; }
 """
 
 
+# Probabilities under this are drawn at it: the reliability plot's axes are
+# logarithmic (most of a suite's probabilities are under 1%).
+PROBABILITY_FLOOR = 1e-5
+
+
+def reliability_plot(document: dict[str, Any]) -> str | None:
+    """Per decile of the probability the plans served, the mean served
+    against the failure rate observed, for the heuristic's builds, the
+    model's, and the newest refused model's had it served the heuristic's;
+    None where the plans carried no probability."""
+    parts = (document.get("calibration") or {}).get("by_scorer") or {}
+    drawn = {
+        name: part
+        for name, part in parts.items()
+        if part.get("ece") is not None and part.get("reliability")
+    }
+    if not drawn:
+        return None
+    figure, ax = plt.subplots(figsize=(7, 6))
+    ax.plot(
+        [PROBABILITY_FLOOR, 1.0],
+        [PROBABILITY_FLOOR, 1.0],
+        color="grey",
+        linestyle=":",
+        label="calibrated",
+    )
+    for name, part in drawn.items():
+        table = part["reliability"]
+        label = (
+            f"newest refused model, had it served ({part['builds']} builds)"
+            if name == summary.UNSERVED
+            else f"{name} plans ({part['builds']} builds)"
+        )
+        ax.plot(
+            np.maximum(table["predicted"], PROBABILITY_FLOOR),
+            np.maximum(table["observed"], PROBABILITY_FLOOR),
+            marker="o",
+            label=f"{label}: error {part['ece']:.4f}",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"mean probability served, per decile (under {PROBABILITY_FLOOR:g} drawn at it)")
+    ax.set_ylabel("failure rate observed (under the same floor drawn at it)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(figure)
+
+
 def render(result: BacktestResult, document: dict[str, Any]) -> str:
     """The page: what ran and how long it took, then the plots and tables."""
     data = document["dataset"]
@@ -398,6 +446,17 @@ def render(result: BacktestResult, document: dict[str, Any]) -> str:
         parts += [
             "<h2>Learning curve</h2>",
             f'<img src="data:image/png;base64,{learning}">',
+        ]
+    reliability = reliability_plot(document)
+    if reliability is not None:
+        parts += [
+            "<h2>Calibration</h2>",
+            "<p>Whether the probabilities the plans carried came true: per decile of the "
+            "probability served (every test of the scored builds), the mean served against "
+            "the share that failed; on the dotted line, a probability means what it says. "
+            "Where the heuristic served, the newest model the registry refused is scored "
+            "too, with the map its training learnt, as if it had served.</p>",
+            f'<img src="data:image/png;base64,{reliability}">',
         ]
     for view in summary.VIEWS:
         title = "All failures" if view == "all" else "Status changes only"

@@ -44,12 +44,13 @@ from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+from sqlalchemy import select
 
 from scheduler import migrate
 from scheduler.db import Database, shown_url
 from scheduler.evaluation import metrics
 from scheduler.ingest.history import HistoryReport
-from scheduler.models import Outcome, Provider, Repository
+from scheduler.models import Outcome, Provider, Repository, RiskModel
 from scheduler.planning import monitor
 from scheduler.planning import policy as policies
 from scheduler.planning.policy import Context, Decision, Policy
@@ -57,6 +58,8 @@ from scheduler.planning.records import Payload
 from scheduler.risk import calibration, replay
 from scheduler.risk.columns import HistoryColumns
 from scheduler.risk.features import FeatureMatrix
+from scheduler.risk.model import ModelError
+from scheduler.risk.serving import LoadedModel, load_model
 from scheduler.services import history as history_import
 from scheduler.services import plans, recalibration, repos, runs, scoring, training
 from scheduler.services.plans.items import Stats
@@ -193,6 +196,10 @@ class BuildRecord:
     tally: monitor.Tally | None = None
     estimate: monitor.MissEstimate | None = None
     escalation: str | None = None
+    # On a build the heuristic served: the probabilities the newest refused
+    # model would have served instead (`Unserved`), and its version.
+    unserved_probabilities: Floats | None = None
+    unserved_version: int | None = None
 
 
 # What became of a retraining: its candidate replaced the active model (or
@@ -548,6 +555,57 @@ def retrain(
     return record
 
 
+# --- the model that did not serve -------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Unserved:
+    """The newest trained model the registry refused, kept to score the
+    builds the heuristic serves as if it served them: with its own map from
+    training (no refresh reaches a model that does not serve). How else to
+    tell whether a model's probabilities hold on a history where no model
+    ever earns its place (dune-total)?"""
+
+    version: int
+    model: LoadedModel
+    calibration: calibration.Calibration | None
+
+    @classmethod
+    def of(cls, database: Database, repository_id: int, version: int) -> Unserved | None:
+        """The refused model `version`, or None where it cannot be read."""
+        with database.session() as session:
+            record = session.scalar(
+                select(RiskModel).where(
+                    RiskModel.repository_id == repository_id, RiskModel.version == version
+                )
+            )
+            if record is None:
+                return None
+            try:
+                model = load_model(record.model_text)
+            except ModelError:
+                return None
+            return cls(
+                version,
+                model,
+                calibration.Calibration.from_json((record.metrics or {}).get("calibration")),
+            )
+
+    def probabilities(self, scored: Scored, covered: Covered) -> Floats | None:
+        """Each of the build's tests' probability, had this model served
+        (a test new to riskrank: the rate of new tests, as served); None
+        where it reads features this riskrank does not compute."""
+        try:
+            raw = self.model.predict(self.model.inputs(scored.matrix))
+        except ModelError:
+            return None
+        mapped = scoring.calibrated(raw, scored.matrix, self.calibration).astype(np.float64)
+        row = covered.scores_row
+        served = covered.candidates.probability.astype(np.float64)
+        result: Floats = np.where(row >= 0, mapped[np.maximum(row, 0)], served)
+        return result
+
+
 # --- the loop -------------------------------------------------------------------
 
 
@@ -723,6 +781,7 @@ def _replay(
     # (what production reads from the plans' decision records).
     selection: dict[str, dict[str, float]] = {}
     refreshed = 0
+    unserved: Unserved | None = None
     ceiling = monitor.ceiling_of(config.policy.as_json(), config.miss_ceiling)
     calibration_ceiling = monitor.calibration_ceiling_of(
         config.policy.as_json(), config.calibration_ceiling
@@ -736,6 +795,10 @@ def _replay(
             )
             steps["train"] += record.seconds
             result.trainings.append(record)
+            if record.promoted:
+                unserved = None
+            elif record.version is not None:
+                unserved = Unserved.of(database, repository_id, record.version) or unserved
         begun = time.perf_counter()
         scored = score(database, repository_id=repository_id, build=build, cache=cache)
         if rescore is not None:
@@ -788,6 +851,11 @@ def _replay(
         )
         orders.update(baseline_orders(build, scored, covered, seeds=config.random_seeds))
         if build.index in scored_builds:
+            shadow = (
+                unserved.probabilities(scored, covered)
+                if unserved is not None and scored.model_version is None
+                else None
+            )
             result.records.append(
                 BuildRecord(
                     index=build.index,
@@ -805,6 +873,10 @@ def _replay(
                     tally=tally,
                     estimate=estimate,
                     escalation=escalation,
+                    unserved_probabilities=shadow,
+                    unserved_version=None
+                    if shadow is None or unserved is None
+                    else unserved.version,
                 )
             )
         steps["policy"] += time.perf_counter() - begun

@@ -51,6 +51,8 @@ VIEWS = ("all", "changes")
 TIME_BUDGETS = (0.1, 0.5, 0.8)
 SHARES = (0.1, 0.2, 0.33, 0.5)
 FIRST_FAILURE = "first_failure"
+# by_scorer's part for the newest refused model, scored where it did not serve.
+UNSERVED = "model, not served"
 
 
 def _percent(share: float) -> str:
@@ -308,26 +310,50 @@ def by_scorer(records: Sequence[BuildRecord]) -> dict[str, dict[str, Any]]:
     """The reliability of the builds the heuristic served and of those a
     model served, apart: issue 13 asks for a calibration that holds for
     both, and a good one on the many builds of one hides a bad one on the
-    few of the other. None for a scorer that served no build."""
-    parts = {
-        "heuristic": [r for r in records if r.model_version is None],
-        "model": [r for r in records if r.model_version is not None],
+    few of the other. None for a scorer that served no build.
+
+    Beside them, "model, not served": on the builds the heuristic served,
+    the probabilities the newest refused model would have served
+    (BuildRecord.unserved_probabilities), so that a history where no model
+    is ever promoted still says whether a model's probabilities hold."""
+    parts: dict[str, list[tuple[BuildRecord, Floats]]] = {
+        "heuristic": [
+            (r, np.asarray(r.probabilities, dtype=np.float64))
+            for r in records
+            if r.model_version is None and r.probabilities is not None
+        ],
+        "model": [
+            (r, np.asarray(r.probabilities, dtype=np.float64))
+            for r in records
+            if r.model_version is not None and r.probabilities is not None
+        ],
+        UNSERVED: [
+            (r, np.asarray(r.unserved_probabilities, dtype=np.float64))
+            for r in records
+            if r.model_version is None and r.unserved_probabilities is not None
+        ],
     }
     result: dict[str, dict[str, Any]] = {}
     for name, part in parts.items():
-        held = [r for r in part if r.probabilities is not None and len(r.names)]
+        held = [(r, p) for r, p in part if len(r.names)]
         if not held:
-            result[name] = {"builds": 0, "ece": None}
+            if name != UNSERVED:
+                result[name] = {"builds": 0, "ece": None}
             continue
-        p = np.concatenate([np.asarray(r.probabilities, dtype=np.float64) for r in held])
-        y = np.concatenate([r.failed for r in held])
+        p = np.concatenate([p for _, p in held])
+        y = np.concatenate([r.failed for r, _ in held])
         table = calibration.reliability(p, y)
         result[name] = {
             "builds": len(held),
             "ece": table.ece,
             "mean_predicted": float(p.mean()),
             "observed_rate": float(y.mean()),
+            "reliability": table.as_json(),
         }
+        if name == UNSERVED:
+            result[name]["versions"] = sorted(
+                {r.unserved_version for r, _ in held if r.unserved_version is not None}
+            )
     return result
 
 

@@ -300,6 +300,8 @@ def print_trimming(trimming: dict[str, Any]) -> None:
 
 
 def print_held(held: dict[str, Any], label: str) -> None:
+    from scheduler.backtest import summary
+
     def share(value: float | None) -> str:
         return "-" if value is None else f"{value:.1%}"
 
@@ -321,7 +323,14 @@ def print_held(held: dict[str, Any], label: str) -> None:
         + "".join(
             f"; {name} plans ({part['builds']} builds): calibration error {part['ece']:.4f}"
             for name, part in (held.get("by_scorer") or {}).items()
-            if part.get("ece") is not None
+            if part.get("ece") is not None and name != summary.UNSERVED
+        )
+        + "".join(
+            f"; the newest refused model ({len(part['versions'])} in turn), had it served the "
+            f"heuristic's {part['builds']} builds: calibration error {part['ece']:.4f}"
+            f" (mean predicted {part['mean_predicted']:.4f}, observed {part['observed_rate']:.4f})"
+            for name, part in (held.get("by_scorer") or {}).items()
+            if part.get("ece") is not None and name == summary.UNSERVED
         ),
         highlight=False,
         markup=False,

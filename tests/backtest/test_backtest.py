@@ -127,8 +127,11 @@ def test_backtest_command_by_hand(tmp_path: Path) -> None:
     assert "the backtest took" in page
     assert "<p>No retraining (--retrain-every 0).</p>" in page
     images = page.split('src="data:image/png;base64,')[1:]
-    # recall, APFD and the paired comparison; no retraining, no learning curve
-    assert len(images) == 3
+    # recall, APFD, the calibration and the paired comparison; no
+    # retraining, no learning curve
+    assert len(images) == 4
+    assert "<h2>Calibration</h2>" in page
+    assert "<h2>Learning curve</h2>" not in page
     assert "<h2>Against the strongest simple ordering</h2>" in page
     assert "scored: every build after the warm-up (builds b3 to b5, 3 of 3" in page
     assert base64.b64decode(images[0].split('"')[0]).startswith(b"\x89PNG")
@@ -175,6 +178,20 @@ def test_dune_slice_reproducible_and_closed_loop(shared_dir: Path, tmp_path: Pat
     assert len(open_result.trainings) == 3
     assert open_result.records[0].index == 40
     assert len(open_result.records) == 120
+    # No training was promoted there: every build the heuristic served also
+    # carries what the newest refused model would have served in its place
+    # (summary.by_scorer measures their calibration apart).
+    assert not any(t.promoted for t in open_result.trainings)
+    assert [r.unserved_version for r in open_result.records] == [
+        t.version for t in open_result.trainings for _ in range(40)
+    ]
+    for built in open_result.records:
+        assert built.unserved_probabilities is not None
+        assert len(built.unserved_probabilities) == len(built.names)
+        assert ((built.unserved_probabilities >= 0) & (built.unserved_probabilities <= 1)).all()
+    unserved = summary.to_json(open_result, {"name": "dune slice"})["calibration"]["by_scorer"]
+    assert unserved[summary.UNSERVED]["builds"] == 120
+    assert unserved[summary.UNSERVED]["versions"] == [1, 2, 3]
 
     closed, closed_result = figures(
         BacktestConfig(warmup=40, retrain_every=40, policy=trimmed, closed_loop=True)

@@ -272,3 +272,42 @@ def test_calibration_by_scorer_keeps_model_and_heuristic_builds_apart() -> None:
     assert split["model"]["builds"] == 2
     assert split["model"]["ece"] == pytest.approx(0.5)
     assert split["model"]["observed_rate"] == 0.0
+
+
+def test_calibration_of_the_refused_model_where_the_heuristic_served() -> None:
+    # Builds 1 and 2: the heuristic served, and the refused model v2 would
+    # have said 0.25 for every test; build 3: model v3 served (nothing
+    # unserved to measure there).
+    def built(index: int, failed: list[int], unserved: list[float] | None) -> BuildRecord:
+        base = record(index, "ab", failed, [0, 0], [1.0, 1.0], {RISKRANK: [0, 1]})
+        return replace(
+            base,
+            probabilities=np.array([0.1, 0.1]),
+            model_version=None if unserved is not None else 3,
+            unserved_probabilities=None if unserved is None else np.array(unserved),
+            unserved_version=None if unserved is None else 2,
+        )
+
+    records = [built(0, [1, 0], [0.25, 0.25]), built(1, [0, 0], [0.25, 0.25])]
+    records.append(built(2, [1, 1], None))
+    split = summary.calibration_figures(result_of(*records))["by_scorer"]
+    unserved = split[summary.UNSERVED]
+    # Four rows at 0.25, one failure among them: right on average. With
+    # four rows, each is a bin of its own: |0.25 - 1| once, |0.25 - 0|
+    # three times.
+    assert (unserved["builds"], unserved["versions"]) == (2, [2])
+    assert unserved["mean_predicted"] == pytest.approx(0.25)
+    assert unserved["observed_rate"] == pytest.approx(0.25)
+    assert unserved["ece"] == pytest.approx((0.75 + 3 * 0.25) / 4)
+    assert sum(unserved["reliability"]["rows"]) == 4
+    # The heuristic's probabilities on the same builds: 0.1 everywhere.
+    assert split["heuristic"]["ece"] == pytest.approx((0.9 + 3 * 0.1) / 4)
+    assert split["model"]["builds"] == 1
+
+
+def test_no_unserved_part_where_no_model_was_refused() -> None:
+    rows = record(0, "ab", [1, 0], [1, 0], [1.0, 1.0], {RISKRANK: [0, 1]})
+    split = summary.calibration_figures(
+        result_of(replace(rows, probabilities=np.array([0.5, 0.5])))
+    )["by_scorer"]
+    assert summary.UNSERVED not in split
