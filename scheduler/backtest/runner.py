@@ -561,8 +561,9 @@ def retrain(
 @dataclass(frozen=True, eq=False)
 class Unserved:
     """The newest trained model the registry refused, kept to score the
-    builds the heuristic serves as if it served them: with its own map from
-    training (no refresh reaches a model that does not serve). How else to
+    builds the heuristic serves as if it served them: with the map its
+    training learnt, refreshed in the closed loop as a serving model's is
+    (on the tests the plans ran, every REFRESH_EVERY builds). How else to
     tell whether a model's probabilities hold on a history where no model
     ever earns its place (dune-total)?"""
 
@@ -591,14 +592,18 @@ class Unserved:
                 calibration.Calibration.from_json((record.metrics or {}).get("calibration")),
             )
 
-    def probabilities(self, scored: Scored, covered: Covered) -> Floats | None:
-        """Each of the build's tests' probability, had this model served
-        (a test new to riskrank: the rate of new tests, as served); None
+    def raw(self, scored: Scored) -> Floats | None:
+        """The model's scores of the scored tests, before its map; None
         where it reads features this riskrank does not compute."""
         try:
-            raw = self.model.predict(self.model.inputs(scored.matrix))
+            result: Floats = self.model.predict(self.model.inputs(scored.matrix))
         except ModelError:
             return None
+        return result
+
+    def probabilities(self, scored: Scored, covered: Covered, raw: Floats) -> Floats:
+        """Each of the build's tests' probability, had this model served
+        (a test new to riskrank: the rate of new tests, as served)."""
         mapped = scoring.calibrated(raw, scored.matrix, self.calibration).astype(np.float64)
         row = covered.scores_row
         served = covered.candidates.probability.astype(np.float64)
@@ -610,13 +615,19 @@ class Unserved:
 
 
 def _refresh_rows(
-    scored: Scored, covered: Covered, decision: Decision, build: HistoryBuild
+    scored: Scored,
+    covered: Covered,
+    decision: Decision,
+    build: HistoryBuild,
+    raw: Floats | None = None,
 ) -> tuple[Floats, Floats, Floats]:
     """(raw score, failed, weight) of the build's tests that ran and were
-    scored and not new, as the plan's evaluation would hold them."""
+    scored and not new, as the plan's evaluation would hold them; the
+    scores `raw` (by default the serving scorer's)."""
     row = covered.scores_row
     known = (row >= 0) & decision.selected & ~covered.candidates.is_new
-    if scored.raw is None or not known.any():
+    raw = scored.raw if raw is None else raw
+    if raw is None or not known.any():
         return np.empty(0), np.empty(0), np.empty(0)
     explored = decision.propensity < 1.0
     weight = np.array(
@@ -626,7 +637,7 @@ def _refresh_rows(
         ],
         dtype=np.float64,
     )
-    return scored.raw[row[known]], build.failed[known].astype(np.float64), weight
+    return raw[row[known]], build.failed[known].astype(np.float64), weight
 
 
 def _served_tally(
@@ -643,23 +654,32 @@ def _served_tally(
     return monitor.CalibrationTally(scored.model_version, bins)
 
 
-def _refresh(
-    database: Database, repository_id: int, rows: Iterable[tuple[Floats, Floats, Floats]]
-) -> None:
-    """The closed loop's calibration refresh, from the builds' rows in memory."""
+def _refit(
+    rows: Iterable[tuple[Floats, Floats, Floats]],
+) -> tuple[calibration.Calibration | None, int]:
+    """The closed loop's calibration refresh, from the builds' rows in
+    memory: the new map (None: none could be made), and the builds."""
     parts = [(raw, failed, weight, n) for n, (raw, failed, weight) in enumerate(rows)]
     if not parts:
-        return
+        return None, 0
     refit = recalibration.refit_rows(
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),
         np.concatenate([p[2] for p in parts]),
         np.concatenate([np.full(len(p[1]), p[3]) for p in parts]),
     )
+    return refit, len(parts)
+
+
+def _refresh(
+    database: Database, repository_id: int, rows: Iterable[tuple[Floats, Floats, Floats]]
+) -> None:
+    """The closed loop's calibration refresh of the serving scorer."""
+    refit, plans_seen = _refit(rows)
     if refit is None:
         return
     with database.session() as session:
-        recalibration.store(session, repository_id, refit, plans=len(parts))
+        recalibration.store(session, repository_id, refit, plans=plans_seen)
 
 
 def temporary_database(directory: Path) -> str:
@@ -782,6 +802,8 @@ def _replay(
     selection: dict[str, dict[str, float]] = {}
     refreshed = 0
     unserved: Unserved | None = None
+    # The refused model's rows, refreshed as a serving model's would be.
+    unserved_rows: deque[tuple[Floats, Floats, Floats]] = deque(maxlen=recalibration.REFRESH_PLANS)
     ceiling = monitor.ceiling_of(config.policy.as_json(), config.miss_ceiling)
     calibration_ceiling = monitor.calibration_ceiling_of(
         config.policy.as_json(), config.calibration_ceiling
@@ -798,7 +820,10 @@ def _replay(
             if record.promoted:
                 unserved = None
             elif record.version is not None:
-                unserved = Unserved.of(database, repository_id, record.version) or unserved
+                newer = Unserved.of(database, repository_id, record.version)
+                if newer is not None:
+                    unserved = newer
+                    unserved_rows.clear()  # another model: its scores map otherwise
         begun = time.perf_counter()
         scored = score(database, repository_id=repository_id, build=build, cache=cache)
         if rescore is not None:
@@ -818,6 +843,15 @@ def _replay(
             if escalation is not None:
                 policy = replace(policy, escalation=escalation)
         covered, decision = decide(build, scored, policy, branch_builds if on_default else None)
+        # What the newest refused model would have served (the heuristic's builds only).
+        unserved_raw = (
+            unserved.raw(scored) if unserved is not None and scored.model_version is None else None
+        )
+        shadow = (
+            None
+            if unserved is None or unserved_raw is None
+            else unserved.probabilities(scored, covered, unserved_raw)
+        )
         tally = None
         if config.closed_loop:
             tally = monitor.tally_of(
@@ -838,10 +872,18 @@ def _replay(
                 refresh_rows.clear()  # another scorer: its scores map otherwise
                 refresh_scorer = scored.model_version
             refresh_rows.append(_refresh_rows(scored, covered, decision, build))
+            if unserved_raw is not None:
+                unserved_rows.append(
+                    _refresh_rows(scored, covered, decision, build, raw=unserved_raw)
+                )
             refreshed += 1
             if refreshed % recalibration.REFRESH_EVERY == 0:
                 begun_refit = time.perf_counter()
                 _refresh(database, repository_id, refresh_rows)
+                if unserved is not None and unserved_rows:
+                    refit, _ = _refit(unserved_rows)
+                    if refit is not None:
+                        unserved = replace(unserved, calibration=refit)
                 steps["train"] += time.perf_counter() - begun_refit
         orders = {RISKRANK: decision.order}
         # Ties as plans break them: the more recent failure first.
@@ -851,11 +893,6 @@ def _replay(
         )
         orders.update(baseline_orders(build, scored, covered, seeds=config.random_seeds))
         if build.index in scored_builds:
-            shadow = (
-                unserved.probabilities(scored, covered)
-                if unserved is not None and scored.model_version is None
-                else None
-            )
             result.records.append(
                 BuildRecord(
                     index=build.index,

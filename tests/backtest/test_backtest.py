@@ -209,6 +209,12 @@ def test_dune_slice_reproducible_and_closed_loop(shared_dir: Path, tmp_path: Pat
         seen += sum(1 for case in report.results if case.test in chosen)
     assert closed_result.executions == warm + seen
     assert closed["figures"] != first["figures"]
+    # The refused models are scored in the closed loop too (their maps
+    # refreshed on the tests the plans ran, as a serving model's would be).
+    shadow = summary.to_json(closed_result, {"name": "dune slice"})["calibration"]["by_scorer"]
+    assert shadow[summary.UNSERVED]["builds"] == sum(
+        1 for r in closed_result.records if r.model_version is None
+    )
     # The closed loop's trainings weigh the rows of the exploration sample 1/p,
     # as production reads them from the plans' records; the open loop ran
     # every test (no plan drew any).
