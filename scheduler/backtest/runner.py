@@ -17,7 +17,10 @@ For each build after the warm-up:
 5. the build's outcomes are ingested with `import_history`. With
    `closed_loop`, only those of the tests the plan selected (the exploration
    sample and the periodic full runs included): what riskrank would see in
-   production once CI follows its plans.
+   production once CI follows its plans;
+6. every `recalibration.REFRESH_EVERY` builds, the serving scorer's map
+   from score to probability is fit again on the newest builds' tests that
+   ran (every test, in the open loop), as plan evaluation refreshes it.
 
 The warm-up builds are ingested as they are (the history before riskrank was
 adopted) and not evaluated.
@@ -562,8 +565,8 @@ def retrain(
 class Unserved:
     """The newest trained model the registry refused, kept to score the
     builds the heuristic serves as if it served them: with the map its
-    training learnt, refreshed in the closed loop as a serving model's is
-    (on the tests the plans ran, every REFRESH_EVERY builds). How else to
+    training learnt, refreshed as a serving model's is (on the tests that
+    ran, every REFRESH_EVERY builds). How else to
     tell whether a model's probabilities hold on a history where no model
     ever earns its place (dune-total)?"""
 
@@ -620,15 +623,21 @@ def _refresh_rows(
     decision: Decision,
     build: HistoryBuild,
     raw: Floats | None = None,
+    *,
+    everything: bool = False,
 ) -> tuple[Floats, Floats, Floats]:
     """(raw score, failed, weight) of the build's tests that ran and were
     scored and not new, as the plan's evaluation would hold them; the
-    scores `raw` (by default the serving scorer's)."""
+    scores `raw` (by default the serving scorer's). `everything`: every
+    test ran (the open loop), each row counted once."""
     row = covered.scores_row
-    known = (row >= 0) & decision.selected & ~covered.candidates.is_new
+    ran = np.ones_like(decision.selected) if everything else decision.selected
+    known = (row >= 0) & ran & ~covered.candidates.is_new
     raw = scored.raw if raw is None else raw
     if raw is None or not known.any():
         return np.empty(0), np.empty(0), np.empty(0)
+    if everything:
+        return raw[row[known]], build.failed[known].astype(np.float64), np.ones(int(known.sum()))
     explored = decision.propensity < 1.0
     weight = np.array(
         [
@@ -657,7 +666,7 @@ def _served_tally(
 def _refit(
     rows: Iterable[tuple[Floats, Floats, Floats]],
 ) -> tuple[calibration.Calibration | None, int]:
-    """The closed loop's calibration refresh, from the builds' rows in
+    """A calibration refresh, from the builds' rows in
     memory: the new map (None: none could be made), and the builds."""
     parts = [(raw, failed, weight, n) for n, (raw, failed, weight) in enumerate(rows)]
     if not parts:
@@ -674,7 +683,7 @@ def _refit(
 def _refresh(
     database: Database, repository_id: int, rows: Iterable[tuple[Floats, Floats, Floats]]
 ) -> None:
-    """The closed loop's calibration refresh of the serving scorer."""
+    """The calibration refresh of the serving scorer."""
     refit, plans_seen = _refit(rows)
     if refit is None:
         return
@@ -791,16 +800,15 @@ def _replay(
     # in production, and the escalation the live estimate decides.
     tallies: deque[monitor.Tally] = deque(maxlen=monitor.WINDOW_BUILDS)
     served: deque[monitor.CalibrationTally] = deque(maxlen=monitor.WINDOW_BUILDS)
-    # Closed loop: the rows a calibration refresh learns from (the tests that
-    # ran, as the plans' evaluations hold them), per build, for the scorer
-    # that scored them (scheduler.services.recalibration).
+    # The rows a calibration refresh learns from (the tests that ran, as the
+    # plans' evaluations hold them; in the open loop every test), per build,
+    # for the scorer that scored them (scheduler.services.recalibration).
     refresh_rows: deque[tuple[Floats, Floats, Floats]] = deque(maxlen=recalibration.REFRESH_PLANS)
     refresh_scorer: int | None = None
     # Closed loop: the tests each build ran only because the exploration
     # sample drew them, and p, by the build's key as training reads it back
     # (what production reads from the plans' decision records).
     selection: dict[str, dict[str, float]] = {}
-    refreshed = 0
     unserved: Unserved | None = None
     # The refused model's rows, refreshed as a serving model's would be.
     unserved_rows: deque[tuple[Floats, Floats, Floats]] = deque(maxlen=recalibration.REFRESH_PLANS)
@@ -868,23 +876,28 @@ def _replay(
                     build.names[i]: float(decision.propensity[i]) for i in drawn.tolist()
                 }
             served.append(_served_tally(scored, covered, decision, build))
-            if scored.model_version != refresh_scorer:
-                refresh_rows.clear()  # another scorer: its scores map otherwise
-                refresh_scorer = scored.model_version
-            refresh_rows.append(_refresh_rows(scored, covered, decision, build))
-            if unserved_raw is not None:
-                unserved_rows.append(
-                    _refresh_rows(scored, covered, decision, build, raw=unserved_raw)
+        # Every evaluated plan counts toward a calibration refresh, in any
+        # mode, as in production; in the open loop every test ran, so every
+        # one is a row.
+        if scored.model_version != refresh_scorer:
+            refresh_rows.clear()  # another scorer: its scores map otherwise
+            refresh_scorer = scored.model_version
+        everything = not config.closed_loop
+        refresh_rows.append(_refresh_rows(scored, covered, decision, build, everything=everything))
+        if unserved_raw is not None:
+            unserved_rows.append(
+                _refresh_rows(
+                    scored, covered, decision, build, raw=unserved_raw, everything=everything
                 )
-            refreshed += 1
-            if refreshed % recalibration.REFRESH_EVERY == 0:
-                begun_refit = time.perf_counter()
-                _refresh(database, repository_id, refresh_rows)
-                if unserved is not None and unserved_rows:
-                    refit, _ = _refit(unserved_rows)
-                    if refit is not None:
-                        unserved = replace(unserved, calibration=refit)
-                steps["train"] += time.perf_counter() - begun_refit
+            )
+        if (evaluated + 1) % recalibration.REFRESH_EVERY == 0:
+            begun_refit = time.perf_counter()
+            _refresh(database, repository_id, refresh_rows)
+            if unserved is not None and unserved_rows:
+                refit, _ = _refit(unserved_rows)
+                if refit is not None:
+                    unserved = replace(unserved, calibration=refit)
+            steps["train"] += time.perf_counter() - begun_refit
         orders = {RISKRANK: decision.order}
         # Ties as plans break them: the more recent failure first.
         recency = np.nan_to_num(covered.candidates.builds_since_failure, nan=NEVER)

@@ -243,3 +243,9 @@ def test_a_given_database_gives_the_same_figures(
     with database.session() as session:
         assert session.scalar(select(func.count()).select_from(RiskModel)) == 3
         assert session.scalar(select(func.count()).select_from(SuiteRun)) == 90
+        # The open loop refreshes the heuristic's map every 20 evaluated
+        # builds, as production's plan evaluation does; the last refresh
+        # (after the 60th) is kept on the newest training, from all 60.
+        newest = session.scalar(select(RiskModel).order_by(RiskModel.version.desc()).limit(1))
+        assert newest is not None
+        assert newest.metrics["calibration_refreshed_from"] == "the outcomes of 60 plans"
