@@ -455,7 +455,8 @@ def render(result: BacktestResult, document: dict[str, Any]) -> str:
             "probability served (every test of the scored builds), the mean served against "
             "the share that failed; on the dotted line, a probability means what it says. "
             "Where the heuristic served, the newest model the registry refused is scored "
-            "too, with the map its training learnt, as if it had served.</p>",
+            "too, as if it had served (its training's map, refreshed as a serving "
+            "model's is).</p>",
             f'<img src="data:image/png;base64,{reliability}">',
         ]
     for view in summary.VIEWS:

@@ -566,9 +566,9 @@ class Unserved:
     """The newest trained model the registry refused, kept to score the
     builds the heuristic serves as if it served them: with the map its
     training learnt, refreshed as a serving model's is (on the tests that
-    ran, every REFRESH_EVERY builds). How else to
-    tell whether a model's probabilities hold on a history where no model
-    ever earns its place (dune-total)?"""
+    ran, every REFRESH_EVERY builds). How else to tell whether a model's
+    probabilities hold on a history where no model ever earns its place
+    (dune-total)?"""
 
     version: int
     model: LoadedModel
