@@ -299,9 +299,20 @@ def print_trimming(trimming: dict[str, Any]) -> None:
     console.print(table)
 
 
-def print_held(held: dict[str, Any], label: str) -> None:
+def scorer_clause(name: str, part: dict[str, Any]) -> str:
+    """One scorer's calibration error, as the line after the miss risk says it."""
     from scheduler.backtest import summary
 
+    if name != summary.UNSERVED:
+        return f"; {name} plans ({part['builds']} builds): calibration error {part['ece']:.4f}"
+    return (
+        f"; the newest refused model ({len(part['versions'])} in turn), had it served the "
+        f"heuristic's {part['builds']} builds: calibration error {part['ece']:.4f}"
+        f" (mean predicted {part['mean_predicted']:.4f}, observed {part['observed_rate']:.4f})"
+    )
+
+
+def print_held(held: dict[str, Any], label: str) -> None:
     def share(value: float | None) -> str:
         return "-" if value is None else f"{value:.1%}"
 
@@ -321,16 +332,9 @@ def print_held(held: dict[str, Any], label: str) -> None:
         f"stated 95% bound {share(held['builds_within_bound'])} (of those that dropped a test "
         f"{share(held.get('trimmed_builds_within_bound'))})"
         + "".join(
-            f"; {name} plans ({part['builds']} builds): calibration error {part['ece']:.4f}"
+            scorer_clause(name, part)
             for name, part in (held.get("by_scorer") or {}).items()
-            if part.get("ece") is not None and name != summary.UNSERVED
-        )
-        + "".join(
-            f"; the newest refused model ({len(part['versions'])} in turn), had it served the "
-            f"heuristic's {part['builds']} builds: calibration error {part['ece']:.4f}"
-            f" (mean predicted {part['mean_predicted']:.4f}, observed {part['observed_rate']:.4f})"
-            for name, part in (held.get("by_scorer") or {}).items()
-            if part.get("ece") is not None and name == summary.UNSERVED
+            if part.get("ece") is not None
         ),
         highlight=False,
         markup=False,
