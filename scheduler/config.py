@@ -178,6 +178,13 @@ class Settings(BaseSettings):
     plan_full_run_every: int = Field(
         default=20, ge=0, description="Every N-th build of the default branch runs everything."
     )
+    plan_expand_after: int = Field(
+        default=2,
+        ge=0,
+        description="A build runs every test its plan dropped once at least this many of the "
+        "selected tests that had passed fail, and more than their probabilities make "
+        "likely (0: never).",
+    )
     rate_limit_requests: int = Field(
         default=0,
         ge=0,

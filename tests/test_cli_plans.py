@@ -117,6 +117,25 @@ def test_plans_show_prints_the_plan_then_its_evaluation(
     evaluation = json.loads(after_json.stdout)["evaluation"]
     assert (evaluation["failures_caught"], evaluation["failures_in_exploration"]) == (2, 1)
     assert evaluation["apfd"] == pytest.approx(1 - (2 + 3) / (3 * 2) + 1 / 6)
+    assert evaluation["expanded"] is False
+
+    # Another run of the build ran the two dropped tests too: the build
+    # expanded (test_c, selected by the budget, had failed), nothing was let
+    # through, and what ran is read once each.
+    e, f = TESTS[4], TESTS[5]
+    post(sqlite_database, plan_id, [(e, "passed"), (f, "failed")], sha=SHA, run_key="b2")
+    expanded_text, expanded_json = run_together(
+        lambda: command("plans", "show", "acme/app", SHA),
+        lambda: command("plans", "show", "acme/app", SHA, "--json"),
+    )
+    assert expanded_text.returncode == 0, expanded_text.explain()
+    assert (
+        "expanded: 1 tests that had passed failed, and the 2 tests the plan dropped ran too"
+        in flat(expanded_text.stdout)
+    )
+    evaluation = json.loads(expanded_json.stdout)["evaluation"]
+    assert (evaluation["expanded"], evaluation["estimated_missed_failures"]) == (True, 0.0)
+    assert (evaluation["watched"], evaluation["watched_failures"]) == (2, 1)
 
 
 def test_plans_show_takes_a_full_id_or_a_prefix_of_one_commit_only(

@@ -111,6 +111,16 @@ class PlanAnswer(BaseModel):
         description="Why every test over the budget runs for now (the live estimate of what "
         "trimming misses passed what the mode promises); null: trimming as asked."
     )
+    expand_after: int | None = Field(
+        default=None,
+        description="Run the dropped tests too (every test listed with `selected` false) once "
+        "this many of the selected tests whose rule is `model`, `must_run`, `new` or "
+        "`own_file_changed` failed: the change broke more than the plan foresaw. The "
+        "fewest failures less likely than 5% given those tests' probabilities (or how often "
+        "the repository's watched tests failed lately, if that says more), and at least the "
+        "repository's `expand_after` (default 2). Null: nothing to expand (nothing dropped, "
+        "expansion off, a shard's answer, or a fallback).",
+    )
     changes_note: str | None = Field(
         default=None,
         description="Why the commit's changed files may be incomplete: riskrank gave up "
@@ -227,6 +237,9 @@ def _authorize(
             default_branch=repository.default_branch,
             settings=dict(repository.settings or {}),
             escalation=trimming.escalation_of(repository),
+            expansion_share=trimming.expansion_share_of(repository),
+            watched_failure_rate=trimming.watched_failure_rate_of(repository),
+            expansion_catch=trimming.expansion_catch_of(repository),
         )
 
 
@@ -259,6 +272,7 @@ def _answer(
             exploration_rate=settings.plan_exploration_rate,
             recent_failures=settings.plan_recent_failures,
             full_run_every=settings.plan_full_run_every,
+            expand_after=settings.plan_expand_after,
         ),
         defer=True,
     )

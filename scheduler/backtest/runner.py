@@ -812,6 +812,8 @@ def _replay(
     unserved: Unserved | None = None
     # The refused model's rows, refreshed as a serving model's would be.
     unserved_rows: deque[tuple[Floats, Floats, Floats]] = deque(maxlen=recalibration.REFRESH_PLANS)
+    # The newest builds' expansions, in either loop: what the budget pays for them.
+    expansions: deque[monitor.Tally] = deque(maxlen=monitor.WINDOW_BUILDS)
     ceiling = monitor.ceiling_of(config.policy.as_json(), config.miss_ceiling)
     calibration_ceiling = monitor.calibration_ceiling_of(
         config.policy.as_json(), config.calibration_ceiling
@@ -850,7 +852,34 @@ def _replay(
             )
             if escalation is not None:
                 policy = replace(policy, escalation=escalation)
+        if policy.expand_after:
+            policy = replace(
+                policy,
+                expansion_share=monitor.expansion_share(expansions) if policy.inclusive else 0.0,
+                watched_failure_rate=monitor.watched_failure_rate(expansions),
+                expansion_catch=monitor.expansion_catch(expansions),
+            )
         covered, decision = decide(build, scored, policy, branch_builds if on_default else None)
+        # The tests it selected ran: the build expands if enough of them failed.
+        watched = policies.watched(decision.selected, decision.rules)
+        decision = policies.expanded(decision, build.failed)
+        by_expansion = np.fromiter(
+            (rule is policies.Rule.EXPANSION for rule in decision.rules),
+            dtype=bool,
+            count=len(decision.rules),
+        )
+        # As plan evaluation tallies a plan, in either loop.
+        tally = monitor.tally_of(
+            selected=decision.selected,
+            propensity=decision.propensity,
+            failed=build.failed,
+            exploration_rate=policy.effective_exploration_rate,
+            expanded=int(by_expansion.sum()),
+            watched=int(watched.sum()),
+            watched_failures=int((watched & build.failed).sum()),
+            expanded_failures=int((by_expansion & build.failed).sum()),
+        )
+        expansions.append(tally)
         # What the newest refused model would have served (the heuristic's builds only).
         unserved_raw = (
             unserved.raw(scored) if unserved is not None and scored.model_version is None else None
@@ -860,14 +889,7 @@ def _replay(
             if unserved is None or unserved_raw is None
             else unserved.probabilities(scored, covered, unserved_raw)
         )
-        tally = None
         if config.closed_loop:
-            tally = monitor.tally_of(
-                selected=decision.selected,
-                propensity=decision.propensity,
-                failed=build.failed,
-                exploration_rate=policy.effective_exploration_rate,
-            )
             tallies.append(tally)
             drawn = np.flatnonzero(decision.selected & (decision.propensity < 1.0))
             if drawn.size and scored.commit_id is not None:
@@ -920,7 +942,7 @@ def _replay(
                     full_run=decision.full_run,
                     probabilities=covered.candidates.probability,
                     selected_by=decision.selected_by(),
-                    tally=tally,
+                    tally=tally if config.closed_loop else None,
                     estimate=estimate,
                     escalation=escalation,
                     unserved_probabilities=shadow,

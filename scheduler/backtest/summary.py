@@ -220,7 +220,7 @@ def selection(result: BacktestResult) -> dict[str, Value | int]:
     return summary
 
 
-SOURCES = ("budget", "exploration", "escalation", "full_run")
+SOURCES = ("budget", "exploration", "escalation", "expansion", "full_run")
 # Builds per window in which the live estimate is set against the true miss rate.
 ESTIMATE_WINDOW = monitor.WINDOW_BUILDS
 # How close the estimate must come to the true rate, relative to it.
@@ -279,6 +279,9 @@ def trimming_figures(result: BacktestResult) -> dict[str, Any]:
     return {
         "selected_share_by": {source: _avg(values) for source, values in shares.items()},
         "escalated_builds": sum(1 for r in result.records if r.escalation is not None),
+        "expanded_builds": sum(
+            1 for r in result.records if r.selected_by and r.selected_by.get("expansion")
+        ),
         "first_escalation": (
             None
             if first_escalation is None

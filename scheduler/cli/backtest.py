@@ -81,6 +81,15 @@ def backtest(
             "which trimming escalates (default: 0.02; 1: never).",
         ),
     ] = None,
+    expand_after: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Run every test the budget dropped once at least this many of the selected "
+            "tests that had passed fail in the build, more than their probabilities make "
+            "likely (0: never); paid out of the budget, as a plan does.",
+        ),
+    ] = 2,
     database: Annotated[
         str | None,
         typer.Option(
@@ -125,7 +134,7 @@ def backtest(
     config = BacktestConfig(
         warmup=warmup,
         retrain_every=retrain_every,
-        policy=Policy(mode=mode.value, budget=budget, by=by.value),
+        policy=Policy(mode=mode.value, budget=budget, by=by.value, expand_after=expand_after),
         closed_loop=closed_loop,
         miss_ceiling=miss_ceiling,
         calibration_ceiling=calibration_ceiling,
@@ -272,7 +281,8 @@ def print_trimming(trimming: dict[str, Any]) -> None:
     console.print(
         "tests run by source: "
         + ", ".join(f"{source.replace('_', ' ')} {share(by[source])}" for source in by)
-        + f"; builds escalated: {trimming['escalated_builds']}",
+        + f"; builds escalated: {trimming['escalated_builds']}"
+        + f", expanded: {trimming.get('expanded_builds', 0)}",
         highlight=False,
         markup=False,
     )

@@ -113,6 +113,7 @@ class Setting(enum.StrEnum):
     EXPLORATION_RATE = "exploration_rate"
     RECENT_FAILURES = "recent_failures"
     FULL_RUN_EVERY = "full_run_every"
+    EXPAND_AFTER = "expand_after"
     MUST_RUN = "must_run"
     FULL_RUN_PATHS = "full_run_paths"
     EXTRA_FULL_RUN_PATHS = "extra_full_run_paths"

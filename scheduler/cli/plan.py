@@ -201,6 +201,9 @@ def plan(
             default_branch=record.default_branch,
             settings=dict(record.settings),
             escalation=trimming.escalation_of(record),
+            expansion_share=trimming.expansion_share_of(record),
+            watched_failure_rate=trimming.watched_failure_rate_of(record),
+            expansion_catch=trimming.expansion_catch_of(record),
         )
     request = plans.PlanRequest(
         mode=mode.value if mode is not None else None,
@@ -221,6 +224,7 @@ def plan(
                 exploration_rate=config.plan_exploration_rate,
                 recent_failures=config.plan_recent_failures,
                 full_run_every=config.plan_full_run_every,
+                expand_after=config.plan_expand_after,
             ),
         )
     except plans.PlanParameterError as error:

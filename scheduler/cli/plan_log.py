@@ -138,6 +138,12 @@ def _print_evaluation(evaluation: dict[str, Any] | None) -> None:
         f"{evaluation.get('ran', 0):,} tests ran, {evaluation.get('failures', 0):,} failed",
         highlight=False,
     )
+    if evaluation.get("expanded"):
+        console.print(
+            f"expanded: {evaluation.get('watched_failures', 0):,} tests that had passed failed, "
+            f"and the {evaluation.get('ran_dropped', 0):,} tests the plan dropped ran too",
+            highlight=False,
+        )
     table = Table("measure", "value")
     for label, key in (
         ("APFD", "apfd"),

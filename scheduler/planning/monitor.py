@@ -67,6 +67,10 @@ DEFAULT_MISS_CEILING = 0.10
 # the error issue 13 asks of a good calibration (0.01); a repository whose
 # tests fail far less often than dune-total's (2.5% of runs) sets a lower one.
 DEFAULT_CALIBRATION_CEILING = 0.02
+# The most of the budget's dropped tests expansions may be counted to run.
+MAX_EXPANSION_SHARE = 0.9
+# The most of the failures over the budget expansions may be counted on to catch.
+MAX_EXPANSION_CATCH = 0.5
 # Fewer evaluated plans of the serving scorer than this measure nothing yet.
 MIN_CALIBRATION_BUILDS = 20
 
@@ -80,6 +84,10 @@ class Tally:
     explored_weight: float  # the sum of 1/p over them
     exploration_rate: float  # the probability a test over the budget ran
     dropped: int  # tests over the budget that did not run
+    expanded: int = 0  # tests over the budget that ran because the build expanded
+    watched: int = 0  # watched tests that ran (scheduler.planning.policy.watched)
+    watched_failures: int = 0  # of those, failing
+    expanded_failures: int = 0  # failures among the tests over the budget an expansion ran
 
     @classmethod
     def of_evaluation(cls, evaluation: Mapping[str, Any]) -> Tally:
@@ -87,12 +95,31 @@ class Tally:
         rate = float(policy.get("exploration_rate") or 0.0)
         if policy.get("escalation"):
             rate = 1.0
+        watched = int(evaluation.get("watched") or 0)
+        watched_failures = int(evaluation.get("watched_failures") or 0)
+        if evaluation.get("expanded"):
+            # Every test over the budget ran: nothing was let through.
+            return cls(
+                caught=int(evaluation.get("failures_caught") or 0)
+                + int(evaluation.get("failures_dropped_but_ran") or 0),
+                explored_failures=0,
+                explored_weight=0.0,
+                exploration_rate=rate,
+                dropped=0,
+                expanded=int(evaluation.get("ran_dropped") or 0),
+                watched=watched,
+                watched_failures=watched_failures,
+                expanded_failures=int(evaluation.get("failures_dropped_but_ran") or 0)
+                + int(evaluation.get("failures_in_exploration") or 0),
+            )
         return cls(
             caught=int(evaluation.get("failures_caught") or 0),
             explored_failures=int(evaluation.get("failures_in_exploration") or 0),
             explored_weight=float(evaluation.get("estimated_failures_beyond_budget") or 0.0),
             exploration_rate=rate,
             dropped=int(evaluation.get("dropped") or 0),
+            watched=watched,
+            watched_failures=watched_failures,
         )
 
 
@@ -286,6 +313,49 @@ def calibration_escalation(found: CalibrationCheck, ceiling: float | None) -> st
     )
 
 
+def expansion_share(tallies: Iterable[Tally]) -> float:
+    """The share of the tests over the budget that expansions ran over
+    the window (`Policy.expansion_share`): what the budget pays for them.
+    A window not yet full counts its missing builds as builds that did not
+    expand (one expansion among the first builds is not a habit). Below 1:
+    a window where every build expanded still leaves the budget something
+    to keep."""
+    ran = dropped = builds = 0
+    for tally in tallies:
+        ran += tally.expanded
+        dropped += tally.dropped
+        builds += 1
+    if not ran:
+        return 0.0
+    per_build = (ran + dropped) / builds
+    return min(MAX_EXPANSION_SHARE, ran / (per_build * max(builds, WINDOW_BUILDS)))
+
+
+def expansion_catch(tallies: Iterable[Tally]) -> float:
+    """The share of the failures over the budget that expansions ran, over
+    the window (`Policy.expansion_catch`): those an expansion ran, counted,
+    against them plus the failures over the budget of the builds that did
+    not expand, estimated from their exploration samples (each failure
+    found with probability p standing for 1/p). At most
+    MAX_EXPANSION_CATCH: the estimate rests on a few explored failures."""
+    caught = beyond = 0.0
+    for tally in tallies:
+        if tally.expanded:
+            caught += tally.expanded_failures
+        else:
+            beyond += tally.explored_weight
+    return min(MAX_EXPANSION_CATCH, caught / (caught + beyond)) if caught else 0.0
+
+
+def watched_failure_rate(tallies: Iterable[Tally]) -> float:
+    """Failures per watched test over the window (`Policy.watched_failure_rate`)."""
+    watched = failures = 0
+    for tally in tallies:
+        watched += tally.watched
+        failures += tally.watched_failures
+    return failures / watched if watched else 0.0
+
+
 def reasons(*found: str | None) -> str | None:
     """The escalations that hold, in one reason (None: none holds)."""
     held = [reason for reason in found if reason]
@@ -298,9 +368,14 @@ def tally_of(
     propensity: Sequence[float] | Any,
     failed: Sequence[bool] | Any,
     exploration_rate: float,
+    expanded: int = 0,
+    watched: int = 0,
+    watched_failures: int = 0,
+    expanded_failures: int = 0,
 ) -> Tally:
     """One build's tally from its decision and what failed (every test's
-    outcome known, as in a backtest: a test not selected did not run)."""
+    outcome known, as in a backtest: a test not selected did not run);
+    `expanded` tests ran because the build expanded (propensity 1)."""
     caught = explored_failures = dropped = 0
     weight = 0.0
     for chosen, p, fail in zip(selected, propensity, failed, strict=True):
@@ -312,4 +387,14 @@ def tally_of(
             if p < 1.0:
                 explored_failures += 1
                 weight += 1.0 / p
-    return Tally(caught, explored_failures, weight, exploration_rate, dropped)
+    return Tally(
+        caught,
+        explored_failures,
+        weight,
+        exploration_rate,
+        dropped,
+        expanded,
+        watched,
+        watched_failures,
+        expanded_failures,
+    )

@@ -24,6 +24,11 @@ The rules, in the order they label a test (the first that applies wins):
    `escalation`: over the budget, but the repository is escalated
    (`Policy.escalation`): every such test runs, with a propensity of 1.
 8. `budget`: over the budget: dropped.
+9. `expansion` (once the selected tests ran, `expanded`): enough of the
+   watched tests failed, more than their probabilities make likely
+   (`Decision.expand_after`): every dropped test runs after all, with a
+   propensity of 1. The recent builds' expansions are paid out of the
+   budget (`kept_share`).
 
 The budget is the budget (`Policy.inclusive`, the default): in `fraction`
 and `time` modes the exploration sample and the periodic full runs are paid
@@ -108,6 +113,7 @@ BY = ("tests", "duration")
 DEFAULT_EXPLORATION_RATE = 0.05
 DEFAULT_RECENT_FAILURES = 2
 DEFAULT_FULL_RUN_EVERY = 20
+DEFAULT_EXPAND_AFTER = 2
 UNKNOWN_DURATION = 1.0  # seconds, when no test of the plan has a known duration
 MIN_DURATION = 0.001  # seconds: the floor of an expected duration
 
@@ -159,6 +165,7 @@ class Rule(enum.StrEnum):
     RECENTLY_FAILED = "recently_failed"
     EXPLORATION = "exploration"
     ESCALATION = "escalation"
+    EXPANSION = "expansion"
     FULL_RUN = "full_run"
     BUDGET = "budget"
 
@@ -215,6 +222,21 @@ class Policy:
     # None: trimming as the budget says. Escalated, every test the budget
     # drops runs too, with a logged propensity of 1.
     escalation: str | None = None
+    # Run every test the budget dropped once this many of the watched tests
+    # (`watched`) failed in the build (`expanded`); 0: never.
+    expand_after: int = DEFAULT_EXPAND_AFTER
+    # The share of the tests the budget dropped that expansions ran lately
+    # (scheduler.planning.monitor.expansion_share), paid out of the budget
+    # as the exploration sample is (`dropped_run_share`).
+    expansion_share: float = 0.0
+    # How often a watched test failed lately (failures per watched test over
+    # the window, scheduler.planning.monitor.watched_failure_rate): what the
+    # threshold of an expansion expects at least, whatever the probabilities.
+    watched_failure_rate: float = 0.0
+    # The share of the failures over the budget that expansions ran lately
+    # (scheduler.planning.monitor.expansion_catch): what `confidence` counts
+    # on them to keep (`dropped_failure_share`).
+    expansion_catch: float = 0.0
 
     def checked(self) -> Policy:
         """This policy, or a PolicyError that says what is wrong."""
@@ -226,6 +248,18 @@ class Policy:
             raise PolicyError(f"exploration_rate must be 0..1, not {self.exploration_rate}")
         if self.recent_failures < 0 or self.full_run_every < 0:
             raise PolicyError("recent_failures and full_run_every must be 0 or more")
+        if self.expand_after < 0:
+            raise PolicyError(f"expand_after must be 0 (never) or more, not {self.expand_after}")
+        if not 0 <= self.expansion_share < 1:
+            raise PolicyError(
+                f"expansion_share must be 0..1 (1 excluded), not {self.expansion_share}"
+            )
+        if not 0 <= self.expansion_catch < 1:
+            raise PolicyError(
+                f"expansion_catch must be 0..1 (1 excluded), not {self.expansion_catch}"
+            )
+        if not 0 <= self.watched_failure_rate <= 1:
+            raise PolicyError(f"watched_failure_rate must be 0..1, not {self.watched_failure_rate}")
         if self.overhead is not None and not (math.isfinite(self.overhead) and self.overhead >= 0):
             raise PolicyError(f"overhead is seconds, 0 or more, not {self.overhead}")
         budget = self.budget
@@ -255,12 +289,33 @@ class Policy:
             "overhead": self.overhead,
             "inclusive": self.inclusive,
             "escalation": self.escalation,
+            "expand_after": self.expand_after,
+            "expansion_share": self.expansion_share,
+            "watched_failure_rate": self.watched_failure_rate,
+            "expansion_catch": self.expansion_catch,
         }
 
     @property
     def effective_exploration_rate(self) -> float:
         """The probability that a test over the budget runs: 1 escalated."""
         return 1.0 if self.escalation is not None else self.exploration_rate
+
+    @property
+    def dropped_run_share(self) -> float:
+        """The share of the tests the budget drops that run anyway, in
+        expectation: the exploration sample's, and of the rest, what the
+        recent builds' expansions ran."""
+        rate = self.exploration_rate
+        return rate + (1.0 - rate) * self.expansion_share
+
+    @property
+    def dropped_failure_share(self) -> float:
+        """The share of the failures among the tests the budget drops that
+        run anyway, in expectation: the exploration sample's, and of the
+        rest, what the recent builds' expansions caught (failures come
+        together, so expansions catch more of them than of the tests)."""
+        rate = self.exploration_rate
+        return rate + (1.0 - rate) * self.expansion_catch
 
 
 @dataclass(frozen=True, eq=False)
@@ -355,6 +410,9 @@ class Decision:
     must_run_pattern: list[str | None]
     full_run_reason: str | None
     policy: Policy
+    # This many failures among the watched tests (`watched`) expand the
+    # build (`expanded`); None: it never expands.
+    expand_after: int | None = None
     ranks: IndexArray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -369,7 +427,7 @@ class Decision:
     def selected_by(self) -> dict[str, int]:
         """The selected tests by what selected them: the rules and the
         budget, the exploration sample, escalation, or a full run."""
-        counts = {"budget": 0, "exploration": 0, "escalation": 0, "full_run": 0}
+        counts = {"budget": 0, "exploration": 0, "escalation": 0, "expansion": 0, "full_run": 0}
         for rule, chosen in zip(self.rules, self.selected.tolist(), strict=True):
             if not chosen:
                 continue
@@ -537,15 +595,18 @@ def budget_prefix(
     budget = float(policy.budget if policy.budget is not None else 0.0)
     if policy.mode == "confidence":
         return confidence_prefix(
-            budget, policy.exploration_rate, order=order, forced=forced, probability=probability
+            budget,
+            policy.dropped_failure_share,
+            order=order,
+            forced=forced,
+            probability=probability,
         )
     whole = float(duration.sum())
     if policy.inclusive:
         if policy.mode == "fraction":
-            budget = trimmed_share(budget, policy.exploration_rate, policy.full_run_every)
+            budget = kept_share(budget, policy)
         elif whole > 0:
-            share = trimmed_share(budget / whole, policy.exploration_rate, policy.full_run_every)
-            budget = share * whole
+            budget = kept_share(budget / whole, policy) * whole
     if policy.mode == "fraction" and policy.by == "tests":
         wanted = math.ceil(budget * len(order) - 1e-9)
         keep[free[: max(0, wanted - int(forced.sum()))]] = True
@@ -554,6 +615,18 @@ def budget_prefix(
     left = seconds - float(duration[forced].sum())
     keep[free[np.cumsum(duration[free]) <= left + 1e-9]] = True
     return keep
+
+
+def kept_share(budget: float, policy: Policy) -> float:
+    """The share a build's budget keeps (`trimmed_share`) once the
+    exploration sample, the periodic full runs and the recent builds'
+    expansions are paid out of it; the expansions never take more than
+    EXPANSION_MOST_PAID of what it would keep without them: a repository
+    whose builds break broadly again and again runs over its budget rather
+    than keep next to nothing."""
+    without = trimmed_share(budget, policy.exploration_rate, policy.full_run_every)
+    paid = trimmed_share(budget, policy.dropped_run_share, policy.full_run_every)
+    return max(paid, without * (1.0 - EXPANSION_MOST_PAID))
 
 
 def trimmed_share(budget: float, exploration_rate: float, full_run_every: int) -> float:
@@ -681,15 +754,99 @@ def decide(candidates: Candidates, policy: Policy, context: Context) -> Decision
         )
         propensity[dropped] = rate
         selected = selected | explored
+    rules_of = [_RULES[value] for value in rules.tolist()]
     return Decision(
         order=order,
         selected=selected,
-        rules=[_RULES[value] for value in rules.tolist()],
+        rules=rules_of,
         propensity=propensity,
         expected_duration=duration,
         must_run_pattern=patterns,
         full_run_reason=None,
         policy=policy,
+        expand_after=expansion_threshold(policy, selected, rules_of, probability),
+    )
+
+
+# What a failure among counts toward an expansion: the tests the rules and the
+# budget selected, but not those that failed lately (their failing again is
+# no news) nor the exploration sample (its draw must not decide which builds
+# run everything, or its failures would count twice: see `expanded`).
+WATCHED_RULES = frozenset({Rule.MODEL, Rule.MUST_RUN, Rule.NEW, Rule.OWN_FILE_CHANGED})
+# A build expands when its watched tests fail more often than their
+# probabilities make this likely (`expansion_threshold`).
+EXPANSION_LEVEL = 0.05
+# The most of what a budget keeps that paying for expansions may take (`kept_share`).
+EXPANSION_MOST_PAID = 0.5
+
+
+def watched(selected: BoolArray, rules: Sequence[Rule]) -> BoolArray:
+    """The selected tests whose failures count toward an expansion."""
+    by_rule: BoolArray = np.fromiter(
+        (rule in WATCHED_RULES for rule in rules), dtype=bool, count=len(rules)
+    )
+    return selected & by_rule
+
+
+def expansion_threshold(
+    policy: Policy, selected: BoolArray, rules: Sequence[Rule], probability: FloatArray
+) -> int | None:
+    """How many failures among the watched tests expand the build: the
+    fewest that are less likely than EXPANSION_LEVEL, the count taken as
+    Poisson with as its mean the sum of their probabilities, or what the
+    repository's recent builds saw fail among as many watched tests
+    (`watched_failure_rate`), whichever is more (probabilities that
+    under-predict must not make ordinary failures look like a burst); at
+    least `expand_after`. None when nothing was dropped or expansion is off."""
+    if policy.expand_after <= 0 or selected.all():
+        return None
+    watch = watched(selected, rules)
+    watched_count = int(watch.sum())
+    mean = max(float(probability[watch].sum()), policy.watched_failure_rate * watched_count)
+    left = 1.0  # P(X >= count)
+    for count in range(watched_count + 1):
+        if left < EXPANSION_LEVEL:
+            return max(policy.expand_after, count)
+        if mean > 0:
+            left -= math.exp(count * math.log(mean) - mean - math.lgamma(count + 1))
+        else:
+            left = 0.0
+    return None  # more failures than watched tests: never
+
+
+def expanded(decision: Decision, failed: BoolArray) -> Decision:
+    """The decision once its tests ran and `failed` of them failed: when
+    the decision's `expand_after` or more of the watched tests failed
+    (tests that had passed, failing together more than their probabilities
+    make likely: the change broke more than the plan foresaw), every test
+    the budget dropped runs as well, the exploration sample's included,
+    each with a propensity of 1 (rule `expansion`); otherwise the same
+    decision.
+
+    Unbiased for what learns from the outcomes: whether a build expands
+    depends on the watched tests only, never on the exploration draw, so an
+    expanded build's rows count once each (every test ran) and another
+    build's exploration rows 1/p times, as before."""
+    after = decision.expand_after
+    if after is None or decision.full_run or decision.selected.all():
+        return decision
+    failing = watched(decision.selected, decision.rules) & np.asarray(failed, dtype=bool)
+    if int(failing.sum()) < after:
+        return decision
+    drawn = np.fromiter(
+        (rule in (Rule.EXPLORATION, Rule.ESCALATION) for rule in decision.rules),
+        dtype=bool,
+        count=len(decision.rules),
+    )
+    ran = ~decision.selected | drawn
+    rules = [
+        Rule.EXPANSION if flag else rule
+        for rule, flag in zip(decision.rules, ran.tolist(), strict=True)
+    ]
+    propensity = decision.propensity.copy()
+    propensity[ran] = 1.0
+    return replace(
+        decision, selected=np.ones(len(rules), dtype=bool), rules=rules, propensity=propensity
     )
 
 
@@ -742,6 +899,11 @@ def rule_sentence(decision: Decision, index: int) -> str:
         )
     if rule is Rule.ESCALATION:
         return f"Over the budget, run while trimming is escalated ({policy.escalation})"
+    if rule is Rule.EXPANSION:
+        return (
+            f"Over the budget, run because {decision.expand_after} or more tests that had "
+            "passed failed in this build"
+        )
     if rule is Rule.BUDGET:
         return "Over the budget"
     return "Within the budget" if policy.mode != "order" else "Ordered by risk"

@@ -37,15 +37,17 @@ _RANKS_AT_ONCE = 500
 def explored_tests(session: Session, plan_ids: Iterable[int]) -> dict[int, dict[str, float]]:
     """For each plan, the tests its exploration sample drew (selected with a
     logged propensity below 1) and that propensity, by test name. Plans
-    without a decision, or with one this riskrank cannot read, drew none."""
+    without a decision, or with one this riskrank cannot read, drew none;
+    nor did a plan whose every dropped test ran (its evaluation says
+    `expanded`): what ran there did not depend on the draw, each row counts once."""
     wanted = sorted(set(plan_ids))
     found: dict[int, dict[str, float]] = {}
     for start in range(0, len(wanted), _PLANS_AT_ONCE):
         chunk = wanted[start : start + _PLANS_AT_ONCE]
-        for plan_id, blob in session.execute(
-            select(Plan.id, Plan.decision).where(Plan.id.in_(chunk))
+        for plan_id, blob, evaluation in session.execute(
+            select(Plan.id, Plan.decision, Plan.evaluation).where(Plan.id.in_(chunk))
         ):
-            if blob is None:
+            if blob is None or (isinstance(evaluation, dict) and evaluation.get("expanded")):
                 continue
             try:
                 record = DecisionRecord.decode(bytes(blob))

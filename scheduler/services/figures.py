@@ -271,6 +271,18 @@ def _trimming(session: Session, slugs: dict[int, str]) -> list[Figure]:
         "The calibration error above which trimming escalates.",
         REPOSITORY,
     )
+    expansion_share = Figure(
+        "riskrank_trimming_expansion_share",
+        "The share of the tests plans dropped that ran anyway because their build expanded "
+        "(enough tests that had passed failed), over the newest evaluated plans; paid out "
+        "of the budget of the plans that follow.",
+        REPOSITORY,
+    )
+    expanded_builds = Figure(
+        "riskrank_trimming_expanded_builds",
+        "Evaluated plans, of the newest, whose every dropped test ran.",
+        REPOSITORY,
+    )
     states: dict[int, Any] = dict(session.execute(select(Repository.id, Repository.trimming)).all())
     for repository_id, slug in slugs.items():
         state = states.get(repository_id) or {}
@@ -283,6 +295,8 @@ def _trimming(session: Session, slugs: dict[int, str]) -> list[Figure]:
             (calibration_error, "calibration_error"),
             (calibration_builds, "calibration_builds"),
             (calibration_ceiling, "calibration_ceiling"),
+            (expansion_share, "expansion_share"),
+            (expanded_builds, "expanded_builds"),
         ):
             value = state.get(key)
             if isinstance(value, int | float):
@@ -304,6 +318,8 @@ def _trimming(session: Session, slugs: dict[int, str]) -> list[Figure]:
         calibration_error,
         calibration_builds,
         calibration_ceiling,
+        expansion_share,
+        expanded_builds,
     ]
 
 

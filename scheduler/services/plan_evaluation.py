@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 from scheduler import metrics
 from scheduler.evaluation import metrics as measures
 from scheduler.models import Execution, Outcome, Plan, PlanItem, RunStatus, SuiteRun
+from scheduler.planning.policy import WATCHED_RULES
 from scheduler.planning.records import DecisionRecord, Payload, RecordError
 from scheduler.risk import calibration
 from scheduler.services import recalibration, trimming
@@ -115,6 +116,14 @@ def _rounded(value: float | None, digits: int = 6) -> float | None:
     return None if value is None or not math.isfinite(value) else round(value, digits)
 
 
+def every_dropped_ran(planned: Sequence[PlannedTest], observed: Mapping[int, Observed]) -> bool:
+    """Whether the plan dropped tests and every one of them ran anyway: the
+    build expanded (scheduler.planning.policy.expanded) or CI ran the whole
+    suite. Then what ran did not depend on the exploration draw."""
+    dropped = [item.test_id for item in planned if item.selected is False]
+    return bool(dropped) and all(test_id in observed for test_id in dropped)
+
+
 def evaluate(
     items: Sequence[PlannedTest], observed: Mapping[int, Observed], *, run_ids: Sequence[int]
 ) -> dict[str, Any]:
@@ -150,8 +159,16 @@ def evaluate(
         return [item for item in ran(group) if observed[item.test_id].failed]
 
     found_in_exploration = failing(explored)
+    watched = [item for item in chosen if item.rule in WATCHED_RULES]
+    # Every test the budget dropped ran (the build expanded, or CI ran the
+    # whole suite): nothing was let through, and each outcome counts once.
+    expanded = every_dropped_ran(planned, observed)
     # Horvitz-Thompson: a failure kept with probability p stands for 1/p.
-    weights = [1.0 / item.propensity for item in found_in_exploration if item.propensity]
+    weights = (
+        []
+        if expanded
+        else [1.0 / item.propensity for item in found_in_exploration if item.propensity]
+    )
     estimated_beyond_budget = math.fsum(weights)
     estimated_missed = math.fsum(weight - 1.0 for weight in weights)
     caught = len(failing(chosen))
@@ -168,6 +185,11 @@ def evaluate(
         "ran_selected": len(ran(chosen)),
         "ran_dropped": len(ran(dropped)),
         "ran_exploration": len(ran(explored)),
+        "expanded": expanded,
+        # Failures among the watched tests (scheduler.planning.policy.watched),
+        # how often they fail being what an expansion expects at least.
+        "watched": len(ran(watched)),
+        "watched_failures": len(failing(watched)),
         "ran_outside_plan": len(outside),
         "selected_not_run": len(chosen) - len(ran(chosen)),
         "failures": sum(failed),
@@ -189,7 +211,10 @@ def evaluate(
         "calibration_bins": calibration.tally_bins(
             [probability for _, probability in served],
             [observed[item.test_id].failed for item, _ in served],
-            [recalibration.weight_of(item.explored, item.propensity) for item, _ in served],
+            [
+                1 if expanded else recalibration.weight_of(item.explored, item.propensity)
+                for item, _ in served
+            ],
         ),
     }
 

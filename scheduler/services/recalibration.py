@@ -60,12 +60,14 @@ def rows_of(
     session: Session, plan_id: int
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """(features, failed, weight) of the plan's tests that ran."""
-    from scheduler.services.plan_evaluation import outcomes_of, planned_tests
+    from scheduler.services.plan_evaluation import every_dropped_ran, outcomes_of, planned_tests
 
     observed = outcomes_of(session, plan_id)
     if not observed:
         return np.empty((0, len(FEATURE_NAMES)), np.float32), np.empty(0), np.empty(0)
-    planned = {item.test_id: item for item in planned_tests(session, plan_id)}
+    items = planned_tests(session, plan_id)
+    planned = {item.test_id: item for item in items}
+    expanded = every_dropped_ran(items, observed)
     vectors, failed, weight = [], [], []
     for test_id, blob in session.execute(
         select(PlanItem.test_id, PlanItem.features).where(
@@ -78,7 +80,7 @@ def rows_of(
         item = planned.get(test_id)
         vectors.append(vector)
         failed.append(1.0 if observed[test_id].failed else 0.0)
-        if item is None:
+        if item is None or expanded:
             weight.append(1)
         else:
             weight.append(weight_of(item.explored, item.propensity))

@@ -41,7 +41,8 @@ def state_of(
     newest plan's policy is held to, the calibration error of what they
     served and its ceiling, and the escalation (either ceiling passed)."""
     evaluated = [e for e in evaluations if isinstance(e, dict)]
-    found = monitor.estimate(monitor.Tally.of_evaluation(e) for e in evaluated)
+    tallies = [monitor.Tally.of_evaluation(e) for e in evaluated]
+    found = monitor.estimate(tallies)
     drift = monitor.calibration_check(monitor.CalibrationTally.of_evaluation(e) for e in evaluated)
     newest = (evaluations[0] or {}).get("policy") or {} if evaluations else {}
     ceiling = monitor.ceiling_of(newest, configured)
@@ -55,6 +56,11 @@ def state_of(
             "ceiling": ceiling,
             "calibration_ceiling": calibration_ceiling,
             "escalation": monitor.reasons(misses, drifted),
+            # What the budget pays for the builds that expanded.
+            "expansion_share": round(monitor.expansion_share(tallies), 6),
+            "expanded_builds": sum(1 for e in evaluated if e.get("expanded")),
+            "watched_failure_rate": round(monitor.watched_failure_rate(tallies), 6),
+            "expansion_catch": round(monitor.expansion_catch(tallies), 6),
             # What escalated, for /metrics: "miss_rate", "calibration".
             "escalated_by": [
                 cause
@@ -95,6 +101,24 @@ def escalation_of(repository: Repository) -> str | None:
     return reason if isinstance(reason, str) else None
 
 
+def expansion_share_of(repository: Repository) -> float:
+    return _share_of(repository, "expansion_share")
+
+
+def watched_failure_rate_of(repository: Repository) -> float:
+    return _share_of(repository, "watched_failure_rate")
+
+
+def expansion_catch_of(repository: Repository) -> float:
+    return _share_of(repository, "expansion_catch")
+
+
+def _share_of(repository: Repository, key: str) -> float:
+    """A share kept on the repository's trimming state, 0 when it is not one."""
+    value = (repository.trimming or {}).get(key)
+    return float(value) if isinstance(value, int | float) and 0 <= value <= 1 else 0.0
+
+
 def sentence(state: dict[str, Any] | None) -> str:
     """The live estimate as a person reads it."""
     if not state or state.get("builds") in (None, 0):
@@ -125,6 +149,12 @@ def sentence(state: dict[str, Any] | None) -> str:
         )
         if state.get("calibration_ceiling") is not None:
             text += f" (ceiling {state['calibration_ceiling']:g})"
+    expanded = state.get("expanded_builds")
+    if isinstance(expanded, int) and expanded > 0:
+        text += (
+            f"; {expanded} build{'s' if expanded != 1 else ''} expanded, running "
+            f"{share('expansion_share')} of the tests the plans dropped"
+        )
     if state.get("escalation"):
         text += ". Escalated: every test over the budget runs"
     return text

@@ -75,6 +75,8 @@ def _fill(database: Database) -> None:
             "calibration_error": 0.05,
             "calibration_builds": 40,
             "calibration_ceiling": 0.02,
+            "expansion_share": 0.03,
+            "expanded_builds": 4,
         }
         one.trimming = {"builds": 3, "escalation": None}  # kept before the causes were
         session.add(_model(two.id, 1, ModelStatus.RETIRED, 0.5))
@@ -157,6 +159,9 @@ def test_the_database_figures_on_metrics(settings: Settings, database: Database)
     assert figure(f"riskrank_trimming_calibration_error{{{two}}}") == 0.05
     assert figure(f"riskrank_trimming_calibration_builds{{{two}}}") == 40
     assert figure(f"riskrank_trimming_calibration_ceiling{{{two}}}") == 0.02
+    # What expanded builds ran, paid out of the budget of the plans after them.
+    assert figure(f"riskrank_trimming_expansion_share{{{two}}}") == 0.03
+    assert figure(f"riskrank_trimming_expanded_builds{{{two}}}") == 4
     assert key(f"riskrank_trimming_calibration_error{{{one}}}") not in exported
     assert key(f"riskrank_trimming_miss_rate{{{one}}}") not in exported
     trained = figure(f"riskrank_model_last_training_timestamp_seconds{{{one}}}")

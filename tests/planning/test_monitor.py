@@ -85,6 +85,59 @@ def test_a_tally_from_a_plan_evaluation() -> None:
     assert Tally.of_evaluation(escalated).exploration_rate == 1.0
 
 
+def test_an_expanded_plan_lets_nothing_through_and_its_expansion_is_paid_for() -> None:
+    evaluation = {
+        "failures_caught": 2,
+        "failures_in_exploration": 1,
+        "failures_dropped_but_ran": 3,
+        "estimated_failures_beyond_budget": 0.0,
+        "dropped": 8,
+        "ran_dropped": 8,
+        "expanded": True,
+        "policy": {"mode": "fraction", "budget": 0.5, "exploration_rate": 0.2},
+    }
+    tally = Tally.of_evaluation(evaluation)
+    assert tally == Tally(caught=5, explored_failures=0, explored_weight=0.0,
+                          exploration_rate=0.2, dropped=0, expanded=8,
+                          expanded_failures=4)  # fmt: skip
+    # A full window: one build in 100 expanded, running its 8 dropped tests,
+    # the 99 others dropped 8 each and ran none: 8 of 800.
+    quiet = Tally(caught=0, explored_failures=0, explored_weight=0.0, exploration_rate=0.2,
+                  dropped=8)  # fmt: skip
+    assert monitor.expansion_share([tally] + [quiet] * 99) == 0.01
+    assert monitor.expansion_share([quiet] * 100) == 0.0
+    # A window not yet full: the missing builds count as builds that did
+    # not expand (8 of 100 builds of 8).
+    assert monitor.expansion_share([tally, quiet]) == 0.01
+    assert monitor.expansion_share([tally] * 100) == monitor.MAX_EXPANSION_SHARE
+
+
+def test_the_share_of_the_failures_over_the_budget_expansions_caught() -> None:
+    """An expanded build ran 6 failures over the budget; two builds that did
+    not expand found one failure each in their exploration samples, drawn
+    at p = 0.2 and 0.5: 5 + 2 = 7 failures over the budget estimated there.
+    Expansions caught 6 of 13; counted as at most MAX_EXPANSION_CATCH."""
+    expanded = Tally(8, 0, 0.0, 0.05, 0, expanded=40, expanded_failures=6)
+    explored = [Tally(3, 1, 5.0, 0.2, 40), Tally(2, 1, 2.0, 0.5, 40)]
+    assert monitor.expansion_catch([expanded, *explored]) == pytest.approx(6 / 13)
+    assert monitor.expansion_catch([expanded, *explored * 2]) == pytest.approx(6 / 20)
+    assert monitor.expansion_catch([expanded, explored[1]]) == monitor.MAX_EXPANSION_CATCH
+    assert monitor.expansion_catch(explored) == 0.0
+    evaluation = {"expanded": True, "failures_dropped_but_ran": 4, "failures_in_exploration": 1,
+                  "ran_dropped": 40}  # fmt: skip
+    assert Tally.of_evaluation(evaluation).expanded_failures == 5
+
+
+def test_the_watched_tests_failure_rate_over_the_window() -> None:
+    def watching(watched: int, failures: int) -> Tally:
+        return Tally(0, 0, 0.0, 0.05, 10, watched=watched, watched_failures=failures)
+
+    assert monitor.watched_failure_rate([watching(40, 3), watching(60, 2)]) == 0.05
+    assert monitor.watched_failure_rate([watching(0, 0)]) == 0.0
+    evaluation = {"watched": 40, "watched_failures": 3, "dropped": 10}
+    assert Tally.of_evaluation(evaluation).watched_failures == 3
+
+
 def test_a_tally_from_a_decision_and_its_outcomes() -> None:
     tally = monitor.tally_of(
         selected=[True, True, True, False, False],

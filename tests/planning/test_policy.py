@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from scheduler.planning import policy as policies
 from scheduler.planning.policy import (
     DEFAULT_FULL_RUN_PATHS,
     Candidates,
@@ -609,6 +610,7 @@ def test_a_fraction_is_what_runs_over_a_window_of_builds() -> None:
         "budget": 0,
         "exploration": 0,
         "escalation": 0,
+        "expansion": 0,
         "full_run": 2000,
     }
     # Not inclusive: the budget's own share, exploration and full runs on top.
@@ -634,8 +636,137 @@ def test_escalated_every_test_over_the_budget_runs_with_propensity_1() -> None:
         "budget": kept,
         "exploration": 0,
         "escalation": 10 - kept,
+        "expansion": 0,
         "full_run": 0,
     }
     over = decision.rules.index(Rule.ESCALATION)
     assert rule_sentence(decision, over) == "Over the budget, run while trimming is escalated (why)"
     assert policy.as_json()["escalation"] == "why"
+
+
+# --- expansion ----------------------------------------------------------------------
+
+
+def _expanding(probability: list[float], **fields: object) -> Candidates:
+    return Candidates.of([f"t{i}" for i in range(len(probability))], probability, **fields)  # type: ignore[arg-type]
+
+
+def test_the_expansion_threshold_is_the_fewest_failures_their_probabilities_make_unlikely() -> None:
+    """Watched tests whose probabilities add up to 1: P(X >= 3) = 1 - 2.5/e
+    = 0.080 and P(X >= 4) = 1 - (8/3)/e = 0.019 for X Poisson(1), so 4
+    failures are the fewest less likely than 5%. With nearly no risk
+    among them, the repository's floor (2) holds."""
+    policy = Policy(mode="fraction", budget=0.5, exploration_rate=0, recent_failures=0)
+    risky = decide(_expanding([0.25] * 4 + [0.01] * 4), policy, Context())
+    assert risky.selected.tolist() == [True] * 4 + [False] * 4
+    assert 1 - 2.5 / math.e > 0.05 > 1 - (8 / 3) / math.e
+    assert risky.expand_after == 4
+    quiet = decide(_expanding([0.001] * 4 + [0.0001] * 4), policy, Context())
+    assert quiet.expand_after == 2
+    # Probabilities that under-predict: the repository's watched tests failed
+    # a quarter of the time lately, so as many as the risky ones above.
+    seen = replace(policy, watched_failure_rate=0.25)
+    assert decide(_expanding([0.001] * 4 + [0.0001] * 4), seen, Context()).expand_after == 4
+    assert (
+        decide(
+            _expanding([0.001] * 4 + [0.0001] * 4), replace(policy, expand_after=3), Context()
+        ).expand_after
+        == 3
+    )
+
+
+def test_nothing_to_expand_without_a_dropped_test_or_with_expansion_off() -> None:
+    candidates = _expanding([0.5, 0.1, 0.01, 0.001])
+    assert decide(candidates, Policy(), Context()).expand_after is None  # order: nothing dropped
+    off = Policy(mode="fraction", budget=0.5, exploration_rate=0, expand_after=0)
+    assert decide(candidates, off, Context()).expand_after is None
+    with pytest.raises(PolicyError, match="expand_after must be 0"):
+        Policy(expand_after=-1).checked()
+
+
+def test_a_build_expands_when_enough_watched_tests_fail() -> None:
+    """Two of the kept tests that had passed fail: every dropped test runs,
+    the exploration sample's too, each with a propensity of 1."""
+    candidates = _expanding([0.001] * 10, recent=["P"] * 10)
+    policy = Policy(
+        mode="fraction", budget=0.3, exploration_rate=0.5, full_run_every=0, inclusive=False
+    )
+    decision = decide(candidates, policy, Context(seed=3))
+    assert decision.expand_after == 2
+    kept = np.flatnonzero(decision.selected & (decision.propensity == 1.0))
+    drawn = np.flatnonzero(decision.selected & (decision.propensity < 1.0))
+    assert len(kept) == 3
+    assert len(drawn) > 0
+    one = np.zeros(10, dtype=bool)
+    one[kept[0]] = True
+    assert policies.expanded(decision, one) is decision  # one failure: no news
+    in_sample = one.copy()
+    in_sample[drawn[0]] = True
+    assert policies.expanded(decision, in_sample) is decision  # the draw never decides
+    two = one.copy()
+    two[kept[1]] = True
+    after = policies.expanded(decision, two)
+    assert after.selected.all()
+    assert after.propensity.tolist() == [1.0] * 10
+    assert {after.rules[i] for i in range(10) if i not in kept} == {Rule.EXPANSION}
+    assert after.selected_by()["expansion"] == 7
+    assert rule_sentence(after, int(drawn[0])) == (
+        "Over the budget, run because 2 or more tests that had passed failed in this build"
+    )
+
+
+def test_a_recently_failed_test_failing_again_does_not_expand() -> None:
+    candidates = _expanding(
+        [0.3, 0.3, 0.001, 0.001, 0.001, 0.001], recent=["F", "F", "P", "P", "P", "P"]
+    )
+    policy = Policy(mode="fraction", budget=0.3, exploration_rate=0, full_run_every=0)
+    decision = decide(candidates, policy, Context())
+    assert decision.rules[:2] == [Rule.RECENTLY_FAILED] * 2
+    failed = np.array([True, True, False, False, False, False])
+    assert policies.expanded(decision, failed) is decision
+
+
+def test_the_budget_pays_for_the_expansions() -> None:
+    """A tenth of the dropped tests ran in expansions lately: with 5%
+    exploration, 0.05 + 0.95 * 0.1 = 14.5% of what the budget drops runs
+    anyway, and the budget keeps less to pay for it."""
+    policy = Policy(mode="fraction", budget=0.33, expansion_share=0.1)
+    assert policy.dropped_run_share == pytest.approx(0.145)
+    assert trimmed_share(0.33, policy.dropped_run_share, 20) < trimmed_share(0.33, 0.05, 20)
+    with pytest.raises(PolicyError, match=r"expansion_share must be 0\.\.1"):
+        Policy(expansion_share=1.0).checked()
+
+
+def test_confidence_counts_on_what_the_expansions_catch() -> None:
+    """Expansions lately caught half of the failures over the budget: with
+    no exploration, a target of 0.75 needs the prefix to keep half of the
+    expected failures (0.5 + 0.5 * 0.5 = 0.75), not three quarters."""
+    candidates = Candidates.of(["a", "b", "c", "d"], [0.4, 0.1, 0.3, 0.2])
+    policy = Policy(mode="confidence", budget=0.75, exploration_rate=0.0)
+    assert names_of(candidates, decide(candidates, policy, Context()).run_order()) == [
+        "a",
+        "c",
+        "d",
+    ]
+    counted = replace(policy, expansion_catch=0.5)
+    assert counted.dropped_failure_share == 0.5
+    assert names_of(candidates, decide(candidates, counted, Context()).run_order()) == ["a", "c"]
+    with pytest.raises(PolicyError, match=r"expansion_catch must be 0\.\.1"):
+        Policy(expansion_catch=1.0).checked()
+
+
+def test_expansions_never_take_more_than_half_of_what_the_budget_keeps() -> None:
+    """Builds that break broadly again and again: the budget runs over
+    rather than keep next to nothing. At fraction 0.33 with 5% exploration
+    and a full run every 20 builds, the budget keeps 25.8% of the tests;
+    expansions that ran 60% of the dropped tests would leave 0, so it keeps
+    half of 25.8%."""
+    without = trimmed_share(0.33, 0.05, 20)
+    assert without == pytest.approx(((0.33 - 0.05) / 0.95 - 0.05) / 0.95)
+    heavy = Policy(mode="fraction", budget=0.33, expansion_share=0.6)
+    assert trimmed_share(0.33, heavy.dropped_run_share, 20) == 0.0
+    assert policies.kept_share(0.33, heavy) == pytest.approx(without / 2)
+    light = replace(heavy, expansion_share=0.01)
+    assert policies.kept_share(0.33, light) == trimmed_share(0.33, light.dropped_run_share, 20)
+    decision = decide(plain(100, probability=np.linspace(0.9, 0.0, 100)), heavy, Context())
+    assert decision.selected_by()["budget"] == math.ceil(without / 2 * 100)

@@ -69,6 +69,26 @@ def test_exploration_failures_stand_for_what_the_budget_dropped() -> None:
     assert result["estimated_miss_rate"] == pytest.approx(9 / 11)
 
 
+def test_a_plan_whose_every_dropped_test_ran_missed_nothing() -> None:
+    """The build expanded (or CI ran the whole suite): the failure the
+    exploration sample found stands for itself, counted once."""
+    items = [
+        PlannedTest(1, 1, True, 1.0, "model", probability=0.2),
+        PlannedTest(2, 2, True, 0.1, "exploration", probability=0.01),
+        PlannedTest(3, 3, False, 0.1, "budget", probability=0.01),
+    ]
+    observed = {1: FAILED, 2: FAILED, 3: FAILED}
+    result = evaluate(items, observed, run_ids=[1])
+    assert result["expanded"] is True
+    assert result["failures_in_exploration"] == 1
+    assert result["estimated_failures_beyond_budget"] == 0.0
+    assert result["estimated_missed_failures"] == 0.0
+    assert result["estimated_miss_rate"] == 0.0
+    # Each test that ran counts once in the calibration tally (no 1/p).
+    assert sum(row[0] for row in result["calibration_bins"]) == 3
+    assert evaluate(items, {1: FAILED, 2: FAILED}, run_ids=[1])["expanded"] is False
+
+
 def test_without_a_policy_every_item_counts_as_selected() -> None:
     items = [PlannedTest(1, 1, None), PlannedTest(2, 2, None)]
     result = evaluate(items, {2: FAILED, 8: FAILED}, run_ids=[1])

@@ -5,6 +5,7 @@ plan policy it changes — on both backends."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -103,6 +104,34 @@ def test_an_escalated_repository_plans_with_every_test_over_the_budget() -> None
     # Ordering only drops nothing: nothing to escalate.
     ordered, _ = plans.policy_of(PlanRequest(mode="order"), ref, PlanDefaults())
     assert ordered.escalation is None
+
+
+def test_a_plan_expands_as_the_repository_says_and_pays_for_its_expansions() -> None:
+    ref = RepositoryRef(id=1, default_branch="main", settings={"mode": "fraction", "budget": 0.3},
+                        expansion_share=0.1)  # fmt: skip
+    policy, _ = plans.policy_of(PlanRequest(), ref, PlanDefaults())
+    assert (policy.expand_after, policy.expansion_share) == (2, 0.1)
+    off = replace(ref, settings={"mode": "fraction", "budget": 0.3, "expand_after": 0})
+    policy, _ = plans.policy_of(PlanRequest(), off, PlanDefaults())
+    assert (policy.expand_after, policy.expansion_share) == (0, 0.0)
+    # One build of a full window expanded, running its 4 dropped tests; the
+    # 99 others dropped 4 each; their watched tests failed 2 times in 100.
+    quiet = {"dropped": 4, "watched": 10, "watched_failures": 0}
+    expanded = {"expanded": True, "dropped": 4, "ran_dropped": 4, "watched": 10,
+                "watched_failures": 20}  # fmt: skip
+    state = trimming.state_of([expanded] + [quiet] * 99, None)
+    assert (state["expansion_share"], state["expanded_builds"]) == (0.01, 1)
+    assert state["watched_failure_rate"] == 0.02
+    assert state["expansion_catch"] == 0.0  # no exploration sample to compare with
+    assert trimming.sentence(state).endswith(
+        "; 1 build expanded, running 1.0% of the tests the plans dropped"
+    )
+    # The plans that follow pay for it and expect as many watched failures.
+    ref = replace(ref, expansion_share=state["expansion_share"], watched_failure_rate=0.02,
+                  expansion_catch=0.3)  # fmt: skip
+    policy, _ = plans.policy_of(PlanRequest(), ref, PlanDefaults())
+    assert (policy.expansion_share, policy.watched_failure_rate) == (0.01, 0.02)
+    assert policy.expansion_catch == 0.3
 
 
 def serve(database: Database, number: int, probability: float, model_id: int | None) -> int:

@@ -105,8 +105,15 @@ def fallback(
         "expected_failures_dropped": 0.0,
         "miss_probability": 0.0,
         "failures_dropped_bound": 0,
-        "selected_by": {"budget": 0, "exploration": 0, "escalation": 0, "full_run": len(tests)},
+        "selected_by": {
+            "budget": 0,
+            "exploration": 0,
+            "escalation": 0,
+            "expansion": 0,
+            "full_run": len(tests),
+        },
         "escalation": policy.escalation,
+        "expand_after": None,
         "changes_note": None,
         "message": message,
     }

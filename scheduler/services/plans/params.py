@@ -43,6 +43,7 @@ class PlanDefaults:
     exploration_rate: float = policies.DEFAULT_EXPLORATION_RATE
     recent_failures: int = policies.DEFAULT_RECENT_FAILURES
     full_run_every: int = policies.DEFAULT_FULL_RUN_EVERY
+    expand_after: int = policies.DEFAULT_EXPAND_AFTER
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,13 @@ class RepositoryRef:
     settings: Mapping[str, Any] = field(default_factory=dict)
     # Why trimming is escalated (Repository.trimming), None: it is not.
     escalation: str | None = None
+    # The share of the dropped tests the newest builds' expansions ran
+    # (Repository.trimming): paid out of the budget.
+    expansion_share: float = 0.0
+    # How often the watched tests of its newest plans failed, and the share
+    # of the failures over the budget their expansions ran (Repository.trimming).
+    watched_failure_rate: float = 0.0
+    expansion_catch: float = 0.0
 
 
 # --- parameters -----------------------------------------------------------------
@@ -71,6 +79,7 @@ SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "exploration_rate": (int, float),
     "recent_failures": (int,),
     "full_run_every": (int,),
+    "expand_after": (int,),
     "must_run": (list,),
     "full_run_paths": (list,),
     "extra_full_run_paths": (list,),
@@ -148,11 +157,19 @@ def policy_of(
         full_run_paths=paths,
         full_run_every=int(stored.get("full_run_every", defaults.full_run_every)),
         overhead=float(stored["overhead"]) if "overhead" in stored else None,
+        expand_after=int(stored.get("expand_after", defaults.expand_after)),
     )
     try:
         checked = chosen.checked()
         if repository.escalation is not None and checked.mode != "order":
             checked = replace(checked, escalation=repository.escalation)
+        if checked.expand_after:
+            checked = replace(
+                checked,
+                expansion_share=min(max(repository.expansion_share, 0.0), 0.99),
+                watched_failure_rate=min(max(repository.watched_failure_rate, 0.0), 1.0),
+                expansion_catch=min(max(repository.expansion_catch, 0.0), 0.99),
+            )
         shard = Shard.parse(request.shard) if request.shard else None
     except PolicyError as error:
         raise PlanParameterError(str(error)) from None

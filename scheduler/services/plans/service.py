@@ -152,6 +152,8 @@ def answer(
         "failures_dropped_bound": decision.failures_dropped_bound(candidates.probability),
         "selected_by": decision.selected_by(),
         "escalation": decision.policy.escalation,
+        # A shard's answer lists none of the dropped tests: it cannot expand.
+        "expand_after": decision.expand_after if shard is None else None,
         "changes_note": found.changes_note,
         "message": message,
     }
