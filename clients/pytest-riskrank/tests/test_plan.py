@@ -621,3 +621,83 @@ def test_the_plan_options_are_in_the_help(pytester: pytest.Pytester) -> None:
             "*--riskrank-shard=I/N*",
         ]
     )
+
+
+# --- expanding --------------------------------------------------------------------
+
+SIX_TESTS = """
+def test_a():
+    assert False
+
+def test_b():
+    assert False
+
+def test_c():
+    pass
+
+def test_d():
+    pass
+
+def test_e():
+    pass
+
+def test_f():
+    pass
+"""
+
+
+def _six(expand_after: int | None, rules: dict[str, str] | None = None) -> dict[str, object]:
+    ids = [f"test_suite.py::test_{letter}" for letter in "abcdef"]
+    answer = plan_answer([(i, n < 3) for n, i in enumerate(ids)], expand_after=expand_after)
+    for entry in answer["tests"]:
+        entry["rule"] = (rules or {}).get(entry["test"], entry["rule"])
+    return answer
+
+
+def test_the_dropped_tests_run_when_enough_tests_that_had_passed_fail(
+    pytester: pytest.Pytester, fake_riskrank: StartFake
+) -> None:
+    fake = fake_riskrank(routed(answer_json(200, _six(2))))
+    pytester.makepyfile(test_suite=SIX_TESTS)
+    result = _run(pytester, fake.url, *FRACTION)
+    assert result.ret == 1
+    ids = [f"test_suite.py::test_{letter}" for letter in "abcdef"]
+    assert ran_in_order(result) == ids
+    assert riskrank_lines(result) == [
+        "riskrank: plan 17 (ready, model v3): running 3 of 6 tests; about 2m 05s saved; "
+        "miss risk 0.21 expected failures",
+        "riskrank: 2 tests that had passed failed, more than riskrank foresaw: running the "
+        "3 tests the plan dropped",
+        "riskrank: uploaded 6 results (run 45)",
+    ]
+    [upload] = upload_requests(fake)
+    assert [r["test"] for r in upload.json()["results"]] == ids
+
+
+@pytest.mark.parametrize(
+    ("expand_after", "rules", "arguments"),
+    [
+        (3, None, ()),  # two failures, three needed
+        (None, None, ()),  # a server that does not expand
+        (2, {"test_suite.py::test_b": "recently_failed"}, ()),  # failing again is no news
+        (2, {"test_suite.py::test_b": "exploration"}, ()),  # the draw never decides
+        (2, None, ("-x",)),  # the user asked to stop at the first failure
+    ],
+    ids=["too-few", "no-threshold", "recently-failed", "exploration", "stop-first"],
+)
+def test_otherwise_the_dropped_tests_stay_dropped(
+    pytester: pytest.Pytester,
+    fake_riskrank: StartFake,
+    expand_after: int | None,
+    rules: dict[str, str] | None,
+    arguments: tuple[str, ...],
+) -> None:
+    fake = fake_riskrank(routed(answer_json(200, _six(expand_after, rules))))
+    pytester.makepyfile(test_suite=SIX_TESTS)
+    result = _run(pytester, fake.url, *FRACTION, *arguments)
+    assert result.ret == 1
+    ran = ran_in_order(result)
+    assert ran == (["test_suite.py::test_a"] if arguments else [
+        f"test_suite.py::test_{letter}" for letter in "abc"
+    ])  # fmt: skip
+    assert not any("tests the plan dropped" in line for line in riskrank_lines(result))

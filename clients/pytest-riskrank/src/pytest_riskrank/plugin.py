@@ -5,7 +5,10 @@ the end, and exactly one `riskrank:` line says how that went. With a mode
 items are reordered and trimmed to it, and one more `riskrank:` line says
 what was chosen (or why every test runs as collected), and the plan's
 Markdown summary is appended to $GITHUB_STEP_SUMMARY (RISKRANK_SUMMARY) when
-set, as the light client's `plan --summary` writes it. Under pytest-xdist
+set, as the light client's `plan --summary` writes it. When as many of the
+selected tests that had passed fail as the plan's `expand_after` says, the
+tests it dropped run after the others (riskrank_client.expansion), and a
+`riskrank:` line says so; not under a shard, nor under pytest-xdist. Under pytest-xdist
 the controller asks for the plan before its workers start and hands it to
 each of them (see "planning under pytest-xdist" below).
 
@@ -21,6 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from riskrank_client import expansion
 from riskrank_client.api import BadAnswer, Client, PlanAnswer, RiskrankError
 from riskrank_client.plan import plan_summary, write_summary
 
@@ -96,6 +100,12 @@ class RiskrankSession:
         self._workers_plan: PlanAnswer | None = None
         self._shipped: dict[str, Any] | None = None
         self._workers = 0
+        # Expanding: the plan followed, the items it dropped, and the watched
+        # tests that failed so far (riskrank_client.expansion).
+        self._expandable: PlanAnswer | None = None
+        self._dropped_items: list[pytest.Item] = []
+        self._watched: frozenset[str] = frozenset()
+        self._watched_failed: set[str] = set()
 
     # --- planning -------------------------------------------------------
 
@@ -147,6 +157,10 @@ class RiskrankSession:
         items[:] = arrangement.run
         self._plan_id = plan.plan_id
         self._deselected_all = not arrangement.run
+        if request.shard is None and not plan.run_all and plan.expand_after is not None:
+            self._expandable = plan
+            self._dropped_items = list(arrangement.deselected)
+            self._watched = expansion.watched(plan)
         self._write_summary(settings, data, plan)
         line = planning.summary(
             plan,
@@ -272,12 +286,55 @@ class RiskrankSession:
     # --- collecting -----------------------------------------------------
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed and self._watched:
+            name = test_id(report.nodeid)
+            if name in self._watched:
+                self._watched_failed.add(name)
         if self._broken is not None:
             return
         try:
             self.collector.add(report)
         except Exception as error:
             self._broken = f"could not read the report of {report.nodeid} ({error!r})"
+
+    # --- expanding ------------------------------------------------------
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Any:
+        yield
+        try:
+            self._expand(session)
+        except Exception as error:
+            _write(
+                self.config.pluginmanager.get_plugin("terminalreporter"),
+                f"{PREFIX} internal error while running the dropped tests ({error!r})",
+                warning=True,
+            )
+
+    def _expand(self, session: pytest.Session) -> None:
+        """Run the tests the plan dropped, after the others, when enough of
+        the watched ones failed; not when the session was told to stop (-x,
+        --maxfail)."""
+        plan = self._expandable
+        if plan is None or not self._dropped_items:
+            return
+        if not expansion.due(plan, self._watched_failed):
+            return
+        if session.shouldfail or session.shouldstop:
+            return
+        extra = self._dropped_items
+        self._dropped_items = []
+        _write(
+            self.config.pluginmanager.get_plugin("terminalreporter"),
+            f"{PREFIX} {len(self._watched_failed)} tests that had passed failed, more than "
+            f"riskrank foresaw: running the {len(extra)} tests the plan dropped",
+            warning=True,
+        )
+        for index, item in enumerate(extra):
+            following = extra[index + 1] if index + 1 < len(extra) else None
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=following)
+            if session.shouldfail or session.shouldstop:
+                break
 
     # --- uploading ------------------------------------------------------
 

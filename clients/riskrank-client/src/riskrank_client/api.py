@@ -98,6 +98,9 @@ class PlanAnswer:
     miss_probability: float | None = None
     message: str | None = None
     run_all: bool = False
+    # Run the dropped tests too once this many watched tests failed
+    # (riskrank_client.expansion); None: never (or a server from before it).
+    expand_after: int | None = None
 
 
 def _number(data: Mapping[str, Any], key: str) -> float | None:
@@ -178,6 +181,7 @@ def parse_plan(data: Any) -> PlanAnswer:
         miss_probability=_number(data, "miss_probability"),
         message=_text(data, "message"),
         run_all=run_all,
+        expand_after=_integer(data, "expand_after"),
     )
 
 
