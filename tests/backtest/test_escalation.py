@@ -7,7 +7,6 @@ escalates on its own, sooner."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from scheduler.backtest.runner import (
 from scheduler.ingest.history import read_history
 from scheduler.planning.policy import Policy
 from scheduler.services import scoring
+from tests.backtest.histories import write_builds
 
 STEADY = 140  # tests that never fail
 FRAGILE = 30  # tests that fail at random, FAIL_RATE of their runs
@@ -34,27 +34,16 @@ SWITCH = 170  # from this build on, the scores are random
 
 def write_history(path: Path) -> Path:
     rng = np.random.default_rng(7)
-    lines = []
-    for number in range(BUILDS):
+    builds = []
+    for _ in range(BUILDS):
         fails = rng.random(FRAGILE) < FAIL_RATE
-        results = [{"test": f"steady_{i:03d}", "outcome": "passed"} for i in range(STEADY)]
-        results += [
-            {"test": f"fragile_{i:03d}", "outcome": "failed" if fail else "passed"}
+        outcomes = {f"steady_{i:03d}": "passed" for i in range(STEADY)}
+        outcomes |= {
+            f"fragile_{i:03d}": "failed" if fail else "passed"
             for i, fail in enumerate(fails.tolist())
-        ]
-        for result in results:
-            result["duration"] = 1.0
-        lines.append(
-            {
-                "build": f"b{number}",
-                "commit": f"{number + 1:040x}",
-                "branch": "main",
-                "changed_files": [],
-                "results": results,
-            }
-        )
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
-    return path
+        }
+        builds.append(outcomes)
+    return write_builds(path, builds)
 
 
 def randomised(build: HistoryBuild, scored: Scored) -> Scored:

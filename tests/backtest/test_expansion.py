@@ -8,7 +8,6 @@ the builds after it."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from scheduler.backtest import summary
 from scheduler.backtest.runner import BacktestConfig, run_backtest
 from scheduler.ingest.history import read_history
 from scheduler.planning.policy import Policy
+from tests.backtest.histories import write_builds
 
 TESTS = 200
 BUILDS = 40
@@ -25,27 +25,16 @@ BROKEN = 180
 
 
 def write_history(path: Path) -> Path:
-    lines = []
-    for number in range(BUILDS):
-        results = [
+    return write_builds(
+        path,
+        (
             {
-                "test": f"t{i:02d}",
-                "outcome": "failed" if number == BURST and i < BROKEN else "passed",
-                "duration": 1.0,
+                f"t{i:02d}": "failed" if number == BURST and i < BROKEN else "passed"
+                for i in range(TESTS)
             }
-            for i in range(TESTS)
-        ]
-        lines.append(
-            {
-                "build": f"b{number}",
-                "commit": f"{number + 1:040x}",
-                "branch": "main",
-                "changed_files": [],
-                "results": results,
-            }
-        )
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
-    return path
+            for number in range(BUILDS)
+        ),
+    )
 
 
 def test_a_build_that_breaks_more_than_foreseen_runs_everything(tmp_path: Path) -> None:
