@@ -796,8 +796,9 @@ def _replay(
         if progress:
             progress(start + len(chunk), scored_builds.stop)
     branch_builds = sum(1 for b in warm if b.branch == default_branch)
-    # Closed loop: the newest builds' evidence, as plan evaluation keeps it
-    # in production, and the escalation the live estimate decides.
+    # The newest builds' evidence, as plan evaluation keeps it in production:
+    # the live estimate and its escalation (closed loop), and what expansions
+    # ran and caught (either loop).
     tallies: deque[monitor.Tally] = deque(maxlen=monitor.WINDOW_BUILDS)
     served: deque[monitor.CalibrationTally] = deque(maxlen=monitor.WINDOW_BUILDS)
     # The rows a calibration refresh learns from (the tests that ran, as the
@@ -812,8 +813,6 @@ def _replay(
     unserved: Unserved | None = None
     # The refused model's rows, refreshed as a serving model's would be.
     unserved_rows: deque[tuple[Floats, Floats, Floats]] = deque(maxlen=recalibration.REFRESH_PLANS)
-    # The newest builds' expansions, in either loop: what the budget pays for them.
-    expansions: deque[monitor.Tally] = deque(maxlen=monitor.WINDOW_BUILDS)
     ceiling = monitor.ceiling_of(config.policy.as_json(), config.miss_ceiling)
     calibration_ceiling = monitor.calibration_ceiling_of(
         config.policy.as_json(), config.calibration_ceiling
@@ -855,9 +854,9 @@ def _replay(
         if policy.expand_after:
             policy = replace(
                 policy,
-                expansion_share=monitor.expansion_share(expansions) if policy.inclusive else 0.0,
-                watched_failure_rate=monitor.watched_failure_rate(expansions),
-                expansion_catch=monitor.expansion_catch(expansions),
+                expansion_share=monitor.expansion_share(tallies) if policy.inclusive else 0.0,
+                watched_failure_rate=monitor.watched_failure_rate(tallies),
+                expansion_catch=monitor.expansion_catch(tallies),
             )
         covered, decision = decide(build, scored, policy, branch_builds if on_default else None)
         # The tests it selected ran: the build expands if enough of them failed.
@@ -879,7 +878,7 @@ def _replay(
             watched_failures=int((watched & build.failed).sum()),
             expanded_failures=int((by_expansion & build.failed).sum()),
         )
-        expansions.append(tally)
+        tallies.append(tally)
         # What the newest refused model would have served (the heuristic's builds only).
         unserved_raw = (
             unserved.raw(scored) if unserved is not None and scored.model_version is None else None
@@ -890,7 +889,6 @@ def _replay(
             else unserved.probabilities(scored, covered, unserved_raw)
         )
         if config.closed_loop:
-            tallies.append(tally)
             drawn = np.flatnonzero(decision.selected & (decision.propensity < 1.0))
             if drawn.size and scored.commit_id is not None:
                 key = f"{scored.commit_id}/{history_import.IMPORT_KEY_PREFIX}{build.build}"
