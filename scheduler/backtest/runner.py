@@ -233,6 +233,9 @@ class TrainingRecord:
     scorer: str | None = None  # what the model scores with (scheduler.risk.choice)
     # Rows of the exploration sample the training weighed 1/p (closed loop).
     explored_rows: int | None = None
+    # Whether plans put the younger of equally scored tests first after it
+    # (scheduler.risk.choice.choose_tie).
+    younger_first: bool | None = None
 
     @property
     def outcome(self) -> str:
@@ -256,6 +259,7 @@ class TrainingRecord:
             "active_apfd": self.active_apfd,
             "scorer": self.scorer,
             "explored_rows": self.explored_rows,
+            "younger_first": self.younger_first,
         }
 
 
@@ -550,6 +554,7 @@ def retrain(
                 active_apfd=(found.get("active") or {}).get("mean_apfd"),
                 scorer=(found.get("scorer") or {}).get("name"),
                 explored_rows=(found.get("selection_weights") or {}).get("explored_rows"),
+                younger_first=(found.get("tie") or {}).get("younger_first"),
             )
     except training.TrainingError as error:
         return TrainingRecord(

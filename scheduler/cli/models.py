@@ -183,8 +183,24 @@ def _choice(metrics: dict[str, Any]) -> None:
     console.print(table)
 
 
+def _tie(metrics: dict[str, Any]) -> None:
+    """How plans order tests of equal score after this training."""
+    tie = metrics.get("tie")
+    if not tie:
+        return
+    means = tie.get("mean_apfd") or {}
+    rule = "the younger first" if tie["younger_first"] else "in the order first seen"
+    console.print(
+        f"equal scores: {rule} (heuristic's APFD on the newest {tie['failing_builds']} failing "
+        f"builds: younger first {_figure(means.get('younger first'))}, order first seen "
+        f"{_figure(means.get('first seen first'))})",
+        highlight=False,
+    )
+
+
 def _comparison(metrics: dict[str, Any], *, decision: bool = True) -> None:
     _choice(metrics)
+    _tie(metrics)
     _interval(metrics, decision=decision)
     table = Table("on the held-out builds", "APFD", "recall@20%", "recall@33%", "AUC", "log loss")
     rows: list[tuple[str, dict[str, Any] | None]] = [

@@ -21,6 +21,7 @@ from scheduler.models.base import utcnow
 from scheduler.planning.records import Payload
 from scheduler.risk import explain
 from scheduler.risk.calibration import Calibration
+from scheduler.risk.choice import TieChoice
 from scheduler.risk.columns import ChangeColumns, HistoryColumns, LinkColumns
 from scheduler.risk.features import (
     FEATURE_NAMES,
@@ -141,11 +142,17 @@ class Scores:
     raw: np.ndarray | None = None
     # The scorer's score of a test it has never seen, on this change.
     new_test_score: float | None = None
+    # Whether equal scores put the younger test first (`ranks`).
+    younger_first: bool = True
 
     def ranks(self) -> np.ndarray:
         """1 for the riskiest: the scorer's order (`ranks`; without the raw
         scores, the probabilities', as plans once did)."""
-        return ranks(self.probabilities if self.raw is None else self.raw, self.matrix)
+        return ranks(
+            self.probabilities if self.raw is None else self.raw,
+            self.matrix,
+            younger_first=self.younger_first,
+        )
 
     def new_test_rank(self) -> int | None:
         """Where the scorer puts a test it has never seen (`new_test_rank`)."""
@@ -214,7 +221,7 @@ def score_tests(
         record, model = None, None
         probabilities = heuristic_scores(matrix)
         unseen_score = float(heuristic_scores(unseen)[0])
-    calibration = calibration_of(session, repository_id=repository_id, record=record)
+    calibration, younger_first = learnt_for(session, repository_id=repository_id, record=record)
     return Scores(
         test_ids,
         matrix,
@@ -229,25 +236,35 @@ def score_tests(
         calibration=calibration,
         raw=probabilities,
         new_test_score=unseen_score,
+        younger_first=younger_first,
     )
 
 
-def calibration_of(
+def learnt_for(
     session: Session, *, repository_id: int, record: RiskModel | None
-) -> Calibration | None:
-    """The map that makes the scorer's scores probabilities: the active
-    model's own, or, scoring with the heuristic, the one the repository's
-    newest training learnt for the heuristic (None: not learnt yet, or a
-    model trained before riskrank calibrated)."""
+) -> tuple[Calibration | None, bool]:
+    """What training learnt for the scorer: the map that makes its scores
+    probabilities (the active model's own, or, scoring with the heuristic,
+    the one the repository's newest training learnt for the heuristic;
+    None: not learnt yet, or a model trained before riskrank calibrated),
+    and whether its plans put the younger of equally scored tests first
+    (scheduler.risk.choice.choose_tie; yes until a training chose)."""
     if record is not None:
-        return Calibration.from_json((record.metrics or {}).get("calibration"))
-    newest = session.scalar(
-        select(RiskModel.metrics)
-        .where(RiskModel.repository_id == repository_id)
-        .order_by(RiskModel.version.desc())
-        .limit(1)
-    )
-    return Calibration.from_json((newest or {}).get("heuristic_calibration"))
+        metrics = record.metrics or {}
+        stored = metrics.get("calibration")
+    else:
+        metrics = (
+            session.scalar(
+                select(RiskModel.metrics)
+                .where(RiskModel.repository_id == repository_id)
+                .order_by(RiskModel.version.desc())
+                .limit(1)
+            )
+            or {}
+        )
+        stored = metrics.get("heuristic_calibration")
+    tie = TieChoice.from_json(metrics.get("tie"))
+    return Calibration.from_json(stored), tie is None or tie.younger_first
 
 
 def calibrated(
@@ -274,12 +291,14 @@ def calibrated(
 _UNSEEN = HistoryColumns.unseen([""])
 
 
-def ranks(scores: np.ndarray, matrix: FeatureMatrix) -> np.ndarray:
+def ranks(scores: np.ndarray, matrix: FeatureMatrix, *, younger_first: bool = True) -> np.ndarray:
     """1 for the riskiest: the highest score first (the scorer's own
     scores, see `calibrated`); ties as "new first, then recently failed"
     orders (new first, then the more recent failure, then the higher
-    failure rate: the feature new_or_recent), then the fewer runs (of the
-    tests that never failed, the younger first), then the test order. A
+    failure rate: the feature new_or_recent), then, where the repository's
+    training chose it (`younger_first`, scheduler.risk.choice.choose_tie),
+    the fewer runs (of the tests that never failed, the younger first),
+    then the test order (the order riskrank first saw them). A
     simple ordering served as a model (scheduler.risk.choice) gives the
     tests of one of its steps the same score: this makes its order the
     ordering's.
@@ -296,6 +315,8 @@ def ranks(scores: np.ndarray, matrix: FeatureMatrix) -> np.ndarray:
     paired per build: ties still, by their intervals."""
     key = np.nan_to_num(matrix.column("new_or_recent").astype(np.float64), nan=0.0)
     runs = np.nan_to_num(matrix.column("log_runs").astype(np.float64), nan=0.0)
+    if not younger_first:
+        runs = np.zeros(len(scores), dtype=np.float64)
     order = np.lexsort((np.arange(len(scores)), runs, -key, -scores))
     result = np.empty(len(order), dtype=np.int64)
     result[order] = np.arange(1, len(order) + 1)

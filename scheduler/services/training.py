@@ -144,7 +144,11 @@ DEFAULT_SCORER: Final = "additive model"
 
 
 def choose_scorer(
-    features: np.ndarray[Any, Any], labels: np.ndarray[Any, Any], indexes: np.ndarray[Any, Any]
+    features: np.ndarray[Any, Any],
+    labels: np.ndarray[Any, Any],
+    indexes: np.ndarray[Any, Any],
+    *,
+    younger_first: bool = True,
 ) -> choice.Choice:
     """The repository's scorer, chosen on the builds before the newest
     COMPARISON_SHARE of them (those decide the promotion, so the choice
@@ -153,7 +157,24 @@ def choose_scorer(
     if held_out.size == 0:
         return choice.Choice(None, (), (), None, None)
     older = indexes < held_out[0]
-    return choice.choose(features[older], labels[older], indexes[older], FEATURE_NAMES)
+    return choice.choose(
+        features[older], labels[older], indexes[older], FEATURE_NAMES, younger_first=younger_first
+    )
+
+
+def choose_tie(
+    features: np.ndarray[Any, Any], labels: np.ndarray[Any, Any], indexes: np.ndarray[Any, Any]
+) -> choice.TieChoice:
+    """How the repository's plans break ties (scheduler.risk.choice.
+    choose_tie), chosen with the heuristic's scores on its newest
+    COMPARISON_SHARE of builds (on every build when there are too few to
+    hold some out): the heuristic learns nothing from them."""
+    held_out = comparison_builds(indexes, COMPARISON_SHARE)
+    rows = indexes >= held_out[0] if held_out.size else np.ones(len(labels), dtype=bool)
+    matrix = FeatureMatrix(tests=("",) * int(rows.sum()), values=features[rows])
+    return choice.choose_tie(
+        heuristic_scores(matrix), features[rows], labels[rows], indexes[rows], FEATURE_NAMES
+    )
 
 
 def _calibration_rows(features: np.ndarray[Any, Any], rows: np.ndarray[Any, Any]) -> Any:
@@ -276,7 +297,8 @@ def train(
     weights = replay.selection_weights(builds)
     explored = int(sum(len(build.selection) for build in builds))
     step(f"choosing a scorer on {len(labels):,} rows")
-    picked = choose_scorer(features, labels, indexes)
+    tie_choice = choose_tie(features, labels, indexes)
+    picked = choose_scorer(features, labels, indexes, younger_first=tie_choice.younger_first)
     scorer = picked.chosen or choice.candidate(DEFAULT_SCORER)
     step(f"training {scorer.name}")
     try:
@@ -329,7 +351,7 @@ def train(
     # Each build's tests in the order a plan serves them: equal scores (a
     # simple ordering's model gives a step of its order one score) as
     # scoring.ranks breaks the tie, not in the rows' order.
-    tie = choice.plan_tie(x_cmp, FEATURE_NAMES)
+    tie = choice.plan_tie(x_cmp, FEATURE_NAMES, younger_first=tie_choice.younger_first)
     _, candidate_apfds = build_apfds(
         choice.served_order(candidate_scores, tie, b_cmp), y_cmp, b_cmp
     )
@@ -396,6 +418,9 @@ def train(
             # held-out ones (scheduler.risk.choice).
             "scorer": {"name": scorer.name, "description": scorer.description},
             "choice": picked.as_json(),
+            # How its plans, and the heuristic's until the next training,
+            # order tests of equal score.
+            "tie": tie_choice.as_json(),
             "comparison": comparison.as_json()
             | {
                 "confidence": paired.CONFIDENCE,

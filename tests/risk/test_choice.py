@@ -7,7 +7,15 @@ import itertools
 import numpy as np
 import pytest
 
-from scheduler.risk.choice import CANDIDATES, Candidate, choose, plan_tie, served_order
+from scheduler.risk.choice import (
+    CANDIDATES,
+    Candidate,
+    TieChoice,
+    choose,
+    choose_tie,
+    plan_tie,
+    served_order,
+)
 from scheduler.risk.training import build_apfds
 
 NAMES = ("fail_rate_all", "own_file_changed", "noise")
@@ -127,6 +135,8 @@ def test_equal_scores_are_ordered_as_a_plan_orders_them() -> None:
     younger = features.copy()
     younger[5, 1] = 1.0  # never failed, fewer runs: before row 3
     assert plan_tie(younger, names).tolist() == [3.0, 2.0, 1.0, 5.0, 0.0, 4.0]
+    # Without the younger first, rows 3 and 5 share a place again.
+    assert plan_tie(younger, names, younger_first=False).tolist() == tie.tolist()
     assert plan_tie(features, ("a", "b")).tolist() == [0.0] * 6
     scores = np.array([0.3, 0.3, 0.3, 0.9, 0.3, 0.3])
     builds = np.array([0, 0, 0, 1, 1, 1])
@@ -141,3 +151,34 @@ def test_equal_scores_are_ordered_as_a_plan_orders_them() -> None:
     assert build_apfds(scores, failed, builds)[1].tolist() == pytest.approx(
         [1 - 3 / 3 + 1 / 6, 1 - 2 / 3 + 1 / 6]
     )
+
+
+def tie_history(young_fail: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """20 builds of 4 tests that never failed, all scored alike: rows 0 and
+    1 old (50 runs), rows 2 and 3 young (2 runs). The failing test is
+    young (`young_fail`) or the first old one."""
+    names_runs = np.log1p(np.array([50.0, 50.0, 2.0, 2.0]))
+    features = np.column_stack([np.zeros(80), np.tile(names_runs, 20)])
+    failing = 3 if young_fail else 0
+    failed = np.tile(np.arange(4) == failing, 20)
+    return features, failed, np.repeat(np.arange(20), 4)
+
+
+def test_the_tie_puts_the_younger_first_unless_the_order_first_seen_is_better() -> None:
+    """Equal scores: the younger test first (the default) unless, on the
+    builds given, the order first seen finds the failures earlier; and
+    without a failing build, the default stays."""
+    names = ("new_or_recent", "log_runs")
+    scores = np.full(80, 0.01)
+    features, failed, builds = tie_history(young_fail=True)
+    young = choose_tie(scores, features, failed, builds, names)
+    # Younger first: the failing row 3 runs second (rows 2, 3, then 0, 1);
+    # first seen first: fourth.
+    assert young == TieChoice(True, 1 - 2 / 4 + 1 / 8, 1 - 4 / 4 + 1 / 8, 20)
+    features, failed, builds = tie_history(young_fail=False)
+    seen = choose_tie(scores, features, failed, builds, names)
+    assert seen == TieChoice(False, 1 - 3 / 4 + 1 / 8, 1 - 1 / 4 + 1 / 8, 20)
+    assert TieChoice.from_json(seen.as_json()) == seen
+    assert TieChoice.from_json(None) is None
+    quiet = choose_tie(scores, features, np.zeros(80, dtype=bool), builds, names)
+    assert quiet == TieChoice(True, None, None, 0)

@@ -433,6 +433,40 @@ def test_equal_scores_go_new_first_then_recently_failed_then_younger() -> None:
     ]
 
 
+def test_a_repository_whose_training_chose_so_keeps_equal_scores_in_the_order_first_seen(
+    database: Database, repository: int
+) -> None:
+    """Where the newest training found the order first seen better than the
+    younger first (scheduler.risk.choice.choose_tie), the plan's ties keep
+    the test order; without that record the younger go first."""
+    values = np.zeros((3, len(FEATURE_NAMES)), dtype=np.float32)
+    values[:, FEATURE_NAMES.index("log_runs")] = np.log1p([40.0, 3.0, 9.0])
+    matrix = FeatureMatrix(tuple("abc"), values)
+    assert scoring.ranks(np.full(3, 0.01), matrix).tolist() == [3, 1, 2]
+    assert scoring.ranks(np.full(3, 0.01), matrix, younger_first=False).tolist() == [1, 2, 3]
+    with database.session() as session:
+        assert scoring.learnt_for(session, repository_id=repository, record=None) == (None, True)
+    model_id = planning_data.add_model(database, repository)
+    with database.session() as session:
+        record = session.get_one(RiskModel, model_id)
+        record.status = ModelStatus.CANDIDATE  # trained, not promoted
+        record.metrics = {"tie": choice.TieChoice(False, 0.5, 0.6, 9).as_json()}
+    commit_id = new_commit(database, repository, "src/net.py")
+    with database.session() as session:
+        scores = scoring.score_tests(
+            session,
+            repository_id=repository,
+            commit_id=commit_id,
+            at=datetime.now(UTC),
+            cache=scoring.ModelCache(),
+        )
+    assert scores.model is None
+    assert not scores.younger_first
+    raw = heuristic_scores(scores.matrix)
+    expected = scoring.ranks(raw, scores.matrix, younger_first=False)
+    assert scores.ranks().tolist() == expected.tolist()
+
+
 def test_new_test_rank_counts_the_tests_the_scorer_puts_first() -> None:
     """Higher scores, and equal scores of tests that never ran (the plan's
     ties go new first); the rest come after."""

@@ -96,6 +96,12 @@ def test_training_records_a_model_with_its_comparison(
         assert comparison["low"] == comparison["high"] == comparison["mean_difference"] == 0.0
         assert outcome.reason == f"not ahead of the heuristic: {interval(comparison, compared)}"
     assert metrics["decision"] == outcome.reason
+    # How its plans break ties, chosen on the newest builds with the
+    # heuristic's scores (scheduler.risk.choice.choose_tie).
+    tie = metrics["tie"]
+    means = tie["mean_apfd"]
+    assert tie["failing_builds"] > 0
+    assert tie["younger_first"] is (means["first seen first"] <= means["younger first"])
     assert metrics["candidate"]["mean_apfd"] - metrics["heuristic"]["mean_apfd"] == pytest.approx(
         comparison["mean_difference"]
     )
