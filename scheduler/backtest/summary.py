@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from scheduler.backtest.runner import (
     BASELINES,
+    BUDGET_RULES,
     NOT_TRAINED,
     OPTIMAL,
     OUTCOMES,
@@ -234,12 +235,15 @@ def trimming_figures(result: BacktestResult) -> dict[str, Any]:
     is known in a backtest), per window of ESTIMATE_WINDOW scored builds:
     the estimate from those builds' exploration samples alone."""
     shares: dict[str, list[float]] = {source: [] for source in SOURCES}
+    rules: dict[str, list[float]] = {rule.value: [] for rule in BUDGET_RULES}
     for record in result.records:
         n = len(record.names)
         if n == 0 or record.selected_by is None:
             continue
         for source in SOURCES:
             shares[source].append(record.selected_by.get(source, 0) / n)
+        for rule in rules:
+            rules[rule].append((record.budget_by or {}).get(rule, 0) / n)
     windows: list[dict[str, Any]] = []
     records = [r for r in result.records if r.tally is not None]
     for start in range(0, len(records) - ESTIMATE_WINDOW + 1, ESTIMATE_WINDOW):
@@ -278,6 +282,9 @@ def trimming_figures(result: BacktestResult) -> dict[str, Any]:
     first_escalation = next((r for r in result.records if r.escalation is not None), None)
     return {
         "selected_share_by": {source: _avg(values) for source, values in shares.items()},
+        # The budget's share split by why: the rules that force tests in
+        # (what no budget can go below) and the priority prefix ("model").
+        "budget_share_by_rule": {rule: _avg(values) for rule, values in rules.items()},
         "escalated_builds": sum(1 for r in result.records if r.escalation is not None),
         "expanded_builds": sum(
             1 for r in result.records if r.selected_by and r.selected_by.get("expansion")

@@ -286,6 +286,17 @@ def print_trimming(trimming: dict[str, Any]) -> None:
         highlight=False,
         markup=False,
     )
+    rules = trimming.get("budget_share_by_rule") or {}
+    if rules:
+        console.print(
+            "of the budget's: "
+            + ", ".join(
+                f"{'priority order' if rule == 'model' else rule.replace('_', ' ')} {share(value)}"
+                for rule, value in rules.items()
+            ),
+            highlight=False,
+            markup=False,
+        )
     if not trimming["windows"]:
         return
     table = Table(

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from scheduler.backtest import summary
 from scheduler.backtest.runner import BacktestConfig, run_backtest
 from scheduler.ingest.history import read_history
@@ -55,6 +57,17 @@ def test_a_build_that_breaks_more_than_foreseen_runs_everything(tmp_path: Path) 
     assert int(burst.failed.sum()) == BROKEN
     figures = summary.trimming_figures(expanding)
     assert figures["expanded_builds"] == 1
+    # What the budget selected, by why: in the burst, the priority order
+    # alone (no test had failed); in the build after it, the 180 tests
+    # that failed, forced in as recently failed, over the budget's 40.
+    assert burst.budget_by == {"must_run": 0, "new": 0, "own_file_changed": 0,
+                               "recently_failed": 0, "model": 40}  # fmt: skip
+    after = next(r for r in expanding.records if r.index == BURST + 1)
+    assert after.budget_by is not None
+    assert (after.budget_by["recently_failed"], after.budget_by["model"]) == (BROKEN, 0)
+    shares = figures["budget_share_by_rule"]
+    assert shares["recently_failed"] > 0
+    assert sum(shares.values()) == pytest.approx(figures["selected_share_by"]["budget"])
     # The learner saw every outcome of that build: the warm-up's, the plans'
     # selections, and the whole burst build.
     ran = sum(int(r.selected.sum()) for r in expanding.records)
