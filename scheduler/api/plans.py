@@ -240,6 +240,7 @@ def _authorize(
             expansion_share=trimming.expansion_share_of(repository),
             watched_failure_rate=trimming.watched_failure_rate_of(repository),
             expansion_catch=trimming.expansion_catch_of(repository),
+            confidence_scale=trimming.confidence_scale_of(repository),
         )
 
 

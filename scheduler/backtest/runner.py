@@ -886,6 +886,10 @@ def _replay(
                 watched_failure_rate=monitor.watched_failure_rate(tallies),
                 expansion_catch=monitor.expansion_catch(tallies),
             )
+        if policy.mode == "confidence" and policy.budget is not None:
+            policy = replace(
+                policy, confidence_scale=monitor.confidence_scale(tallies, policy.budget)
+            )
         covered, decision = decide(build, scored, policy, branch_builds if on_default else None)
         # The tests it selected ran: the build expands if enough of them failed.
         watched = policies.watched(decision.selected, decision.rules)
@@ -905,6 +909,8 @@ def _replay(
             watched=int(watched.sum()),
             watched_failures=int((watched & build.failed).sum()),
             expanded_failures=int((by_expansion & build.failed).sum()),
+            probability=np.nan_to_num(covered.candidates.probability, nan=0.0),
+            allowed_share=1.0 - policy.confidence_target if policy.mode == "confidence" else 0.0,
         )
         tallies.append(tally)
         # What the newest refused model would have served (the heuristic's builds only).

@@ -204,6 +204,7 @@ def plan(
             expansion_share=trimming.expansion_share_of(record),
             watched_failure_rate=trimming.watched_failure_rate_of(record),
             expansion_catch=trimming.expansion_catch_of(record),
+            confidence_scale=trimming.confidence_scale_of(record),
         )
     request = plans.PlanRequest(
         mode=mode.value if mode is not None else None,

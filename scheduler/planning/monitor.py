@@ -55,6 +55,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from scheduler.planning.policy import CONFIDENCE_SCALES, confidence_target
 from scheduler.risk import calibration
 
 WINDOW_BUILDS = 100
@@ -88,6 +89,13 @@ class Tally:
     watched: int = 0  # watched tests that ran (scheduler.planning.policy.watched)
     watched_failures: int = 0  # of those, failing
     expanded_failures: int = 0  # failures among the tests over the budget an expansion ran
+    # What the plan's calibrated probabilities said: the expected failures
+    # of all its tests, of those it let through (dropped, not run), and,
+    # `confidence`, how many it was allowed to let through (1 - its
+    # target, times the first): `confidence_scale` reads them.
+    expected: float = 0.0
+    expected_let_through: float = 0.0
+    allowance: float = 0.0
 
     @classmethod
     def of_evaluation(cls, evaluation: Mapping[str, Any]) -> Tally:
@@ -97,6 +105,9 @@ class Tally:
             rate = 1.0
         watched = int(evaluation.get("watched") or 0)
         watched_failures = int(evaluation.get("watched_failures") or 0)
+        expected = float(evaluation.get("expected_failures") or 0.0)
+        let_through = float(evaluation.get("expected_let_through") or 0.0)
+        allowance = allowance_of(policy, expected)
         if evaluation.get("expanded"):
             # Every test over the budget ran: nothing was let through.
             return cls(
@@ -111,6 +122,9 @@ class Tally:
                 watched_failures=watched_failures,
                 expanded_failures=int(evaluation.get("failures_dropped_but_ran") or 0)
                 + int(evaluation.get("failures_in_exploration") or 0),
+                expected=expected,
+                expected_let_through=0.0,
+                allowance=allowance,
             )
         return cls(
             caught=int(evaluation.get("failures_caught") or 0),
@@ -120,7 +134,22 @@ class Tally:
             dropped=int(evaluation.get("dropped") or 0),
             watched=watched,
             watched_failures=watched_failures,
+            expected=expected,
+            expected_let_through=let_through,
+            allowance=allowance,
         )
+
+
+def allowance_of(policy: Mapping[str, Any], expected: float) -> float:
+    """The expected failures a plan with this policy (its record) was
+    allowed to let through, of `expected`: 1 - its `confidence` target
+    of them (`confidence_scale`); 0 in any other mode."""
+    budget = policy.get("budget")
+    if policy.get("mode") != "confidence" or not isinstance(budget, int | float):
+        return 0.0
+    scale = policy.get("confidence_scale")
+    target = confidence_target(float(budget), float(scale) if scale else 1.0)
+    return (1.0 - target) * expected
 
 
 @dataclass(frozen=True)
@@ -347,6 +376,43 @@ def expansion_catch(tallies: Iterable[Tally]) -> float:
     return min(MAX_EXPANSION_CATCH, caught / (caught + beyond)) if caught else 0.0
 
 
+# `confidence` t aims to let through this share of 1 - t over the window:
+# inside the promise by a margin, so that noise does not carry it across.
+CONFIDENCE_AIM = 0.9
+
+
+def confidence_scale(tallies: Iterable[Tally], target: float) -> float:
+    """`Policy.confidence_scale` for `confidence` t = `target`: how far each
+    plan may go past 1 - t so that, over the window, the expected failures
+    let through are CONFIDENCE_AIM * (1 - t) of all expected failures.
+
+    Each plan keeps at least t of its own expected failures; the window as
+    a whole keeps more wherever the forced tests (new, recently failed)
+    already hold more than t, a full run or an escalated build drops
+    nothing, and a prefix stops short of its allowance. The window's plans
+    let through L expected failures of the A they were allowed: a share
+    L / A. Allowing each plan (1 - t) * s of its own, with
+    s = CONFIDENCE_AIM * A / L (A counted at the scales those plans had),
+    lets through CONFIDENCE_AIM * (1 - t) of the whole if that share holds.
+    1 without a `confidence` plan in the window, and within
+    policy.CONFIDENCE_SCALES. The probabilities are calibrated
+    (scheduler.risk.calibration), so what they expect is what comes."""
+    allowed = let_through = expected = 0.0
+    for tally in tallies:
+        allowed += tally.allowance
+        let_through += tally.expected_let_through
+        expected += tally.expected
+    low, high = CONFIDENCE_SCALES
+    if allowed <= 0 or expected <= 0 or target >= 1:
+        return 1.0
+    if let_through <= 0:
+        return high
+    wanted = CONFIDENCE_AIM * (1.0 - target) * expected
+    # The scale the window's plans had on average, weighted as they were allowed.
+    used = allowed / ((1.0 - target) * expected)
+    return min(high, max(low, used * wanted / let_through))
+
+
 def watched_failure_rate(tallies: Iterable[Tally]) -> float:
     """Failures per watched test over the window (`Policy.watched_failure_rate`)."""
     watched = failures = 0
@@ -372,6 +438,8 @@ def tally_of(
     watched: int = 0,
     watched_failures: int = 0,
     expanded_failures: int = 0,
+    probability: Sequence[float] | Any = None,
+    allowed_share: float = 0.0,
 ) -> Tally:
     """One build's tally from its decision and what failed (every test's
     outcome known, as in a backtest: a test not selected did not run);
@@ -387,6 +455,11 @@ def tally_of(
             if p < 1.0:
                 explored_failures += 1
                 weight += 1.0 / p
+    expected = let_through = 0.0
+    if probability is not None:
+        p_of = [float(p) for p in probability]
+        expected = math.fsum(p_of)
+        let_through = math.fsum(p for p, chosen in zip(p_of, selected, strict=True) if not chosen)
     return Tally(
         caught,
         explored_failures,
@@ -397,4 +470,7 @@ def tally_of(
         watched,
         watched_failures,
         expanded_failures,
+        expected,
+        let_through,
+        allowed_share * expected,
     )

@@ -108,6 +108,8 @@ IndexArray: TypeAlias = npt.NDArray[np.intp]
 BoolArray: TypeAlias = npt.NDArray[np.bool_]
 
 MODES = ("order", "time", "fraction", "confidence")
+# The least and the most `Policy.confidence_scale`.
+CONFIDENCE_SCALES = (0.5, 2.0)
 BY = ("tests", "duration")
 
 DEFAULT_EXPLORATION_RATE = 0.05
@@ -237,6 +239,13 @@ class Policy:
     # (scheduler.planning.monitor.expansion_catch): what `confidence` counts
     # on them to keep (`dropped_failure_share`).
     expansion_catch: float = 0.0
+    # `confidence` t: the factor on the share 1 - t each plan may let
+    # through (`confidence_target`), so that over the recent builds the
+    # share of the expected failures kept is t (scheduler.planning.monitor.
+    # confidence_scale): builds whose forced tests already hold more than t
+    # leave room the others use. From 1/2 to 2 (each plan still keeps
+    # 2t - 1 of its own expected failures, and at least t / 2).
+    confidence_scale: float = 1.0
 
     def checked(self) -> Policy:
         """This policy, or a PolicyError that says what is wrong."""
@@ -257,6 +266,11 @@ class Policy:
         if not 0 <= self.expansion_catch < 1:
             raise PolicyError(
                 f"expansion_catch must be 0..1 (1 excluded), not {self.expansion_catch}"
+            )
+        if not CONFIDENCE_SCALES[0] <= self.confidence_scale <= CONFIDENCE_SCALES[1]:
+            raise PolicyError(
+                f"confidence_scale must be {CONFIDENCE_SCALES[0]:g} to "
+                f"{CONFIDENCE_SCALES[1]:g}, not {self.confidence_scale}"
             )
         if not 0 <= self.watched_failure_rate <= 1:
             raise PolicyError(f"watched_failure_rate must be 0..1, not {self.watched_failure_rate}")
@@ -293,7 +307,17 @@ class Policy:
             "expansion_share": self.expansion_share,
             "watched_failure_rate": self.watched_failure_rate,
             "expansion_catch": self.expansion_catch,
+            "confidence_scale": self.confidence_scale,
         }
+
+    @property
+    def confidence_target(self) -> float:
+        """`confidence`: the share of its own expected failures this plan
+        keeps, 1 - (1 - t) * confidence_scale (t itself at a scale of 1),
+        never below half of t."""
+        return confidence_target(
+            float(self.budget if self.budget is not None else 0.0), self.confidence_scale
+        )
 
     @property
     def effective_exploration_rate(self) -> float:
@@ -595,7 +619,7 @@ def budget_prefix(
     budget = float(policy.budget if policy.budget is not None else 0.0)
     if policy.mode == "confidence":
         return confidence_prefix(
-            budget,
+            policy.confidence_target,
             policy.dropped_failure_share,
             order=order,
             forced=forced,
@@ -653,6 +677,13 @@ def trimmed_share(budget: float, exploration_rate: float, full_run_every: int) -
     if exploration_rate < 1:
         share = (share - exploration_rate) / (1.0 - exploration_rate)
     return min(budget, max(0.0, share))
+
+
+def confidence_target(target: float, scale: float) -> float:
+    """The share of its own expected failures a `confidence` plan keeps at
+    `confidence` `target` and `Policy.confidence_scale` `scale`:
+    1 - (1 - target) * scale, never below half of the target, at most 1."""
+    return min(1.0, max(target / 2.0, 1.0 - (1.0 - target) * scale))
 
 
 def confidence_prefix(

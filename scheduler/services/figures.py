@@ -283,6 +283,12 @@ def _trimming(session: Session, slugs: dict[int, str]) -> list[Figure]:
         "Evaluated plans, of the newest, whose every dropped test ran.",
         REPOSITORY,
     )
+    confidence_scale = Figure(
+        "riskrank_trimming_confidence_scale",
+        "confidence mode: how many times its 1 - t each plan may let through, so that the "
+        "newest evaluated plans keep t of their expected failures (1: as the target says).",
+        REPOSITORY,
+    )
     states: dict[int, Any] = dict(session.execute(select(Repository.id, Repository.trimming)).all())
     for repository_id, slug in slugs.items():
         state = states.get(repository_id) or {}
@@ -297,6 +303,7 @@ def _trimming(session: Session, slugs: dict[int, str]) -> list[Figure]:
             (calibration_ceiling, "calibration_ceiling"),
             (expansion_share, "expansion_share"),
             (expanded_builds, "expanded_builds"),
+            (confidence_scale, "confidence_scale"),
         ):
             value = state.get(key)
             if isinstance(value, int | float):
@@ -320,6 +327,7 @@ def _trimming(session: Session, slugs: dict[int, str]) -> list[Figure]:
         calibration_ceiling,
         expansion_share,
         expanded_builds,
+        confidence_scale,
     ]
 
 

@@ -174,6 +174,16 @@ def evaluate(
     caught = len(failing(chosen))
     outside = [test_id for test_id in observed if test_id not in in_plan]
     served = [(item, item.probability) for item in ran(planned) if item.probability is not None]
+    # What the plan's probabilities expected: failures among all its tests,
+    # and among those it let through (dropped and not run; none when the
+    # build expanded): `confidence` mode's window reads them
+    # (scheduler.planning.monitor.confidence_scale).
+    expected_failures = math.fsum(item.probability or 0.0 for item in planned)
+    let_through = (
+        0.0
+        if expanded
+        else math.fsum(item.probability or 0.0 for item in dropped if item.test_id not in observed)
+    )
     return {
         "runs": len(run_ids),
         "run_ids": sorted(run_ids),
@@ -202,6 +212,8 @@ def evaluate(
         "first_failure": measures.first_failure_position(failed) if order else None,
         "estimated_failures_beyond_budget": _rounded(estimated_beyond_budget),
         "estimated_missed_failures": _rounded(estimated_missed),
+        "expected_failures": _rounded(expected_failures),
+        "expected_let_through": _rounded(let_through),
         # The share of this build's failures the plan let through, estimated.
         "estimated_miss_rate": (
             _rounded(estimated_missed / (caught + estimated_missed))

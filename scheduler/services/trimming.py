@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from scheduler.models import ModelStatus, Plan, Repository, RiskModel
 from scheduler.models.base import utcnow
 from scheduler.planning import monitor
+from scheduler.planning.policy import CONFIDENCE_SCALES
 
 
 def window(session: Session, repository_id: int, builds: int = monitor.WINDOW_BUILDS) -> list[Any]:
@@ -61,6 +62,9 @@ def state_of(
             "expanded_builds": sum(1 for e in evaluated if e.get("expanded")),
             "watched_failure_rate": round(monitor.watched_failure_rate(tallies), 6),
             "expansion_catch": round(monitor.expansion_catch(tallies), 6),
+            # How far `confidence` plans may go past 1 - t each, so that the
+            # window keeps t of the expected failures (1 in other modes).
+            "confidence_scale": round(_confidence_scale(newest, tallies), 6),
             # What escalated, for /metrics: "miss_rate", "calibration".
             "escalated_by": [
                 cause
@@ -69,6 +73,14 @@ def state_of(
             ],
         }
     )
+
+
+def _confidence_scale(newest: dict[str, Any], tallies: list[monitor.Tally]) -> float:
+    """`monitor.confidence_scale` for the newest plan's `confidence` target."""
+    budget = newest.get("budget")
+    if newest.get("mode") != "confidence" or not isinstance(budget, int | float):
+        return 1.0
+    return monitor.confidence_scale(tallies, float(budget))
 
 
 def _ceiling(settings: dict[str, Any] | None, key: str) -> float | None:
@@ -113,6 +125,14 @@ def expansion_catch_of(repository: Repository) -> float:
     return _share_of(repository, "expansion_catch")
 
 
+def confidence_scale_of(repository: Repository) -> float:
+    """The repository's `Policy.confidence_scale` (1 when none is kept, or
+    one out of policy.CONFIDENCE_SCALES)."""
+    value = (repository.trimming or {}).get("confidence_scale")
+    low, high = CONFIDENCE_SCALES
+    return float(value) if isinstance(value, int | float) and low <= value <= high else 1.0
+
+
 def _share_of(repository: Repository, key: str) -> float:
     """A share kept on the repository's trimming state, 0 when it is not one."""
     value = (repository.trimming or {}).get(key)
@@ -154,6 +174,12 @@ def sentence(state: dict[str, Any] | None) -> str:
         text += (
             f"; {expanded} build{'s' if expanded != 1 else ''} expanded, running "
             f"{share('expansion_share')} of the tests the plans dropped"
+        )
+    scale = state.get("confidence_scale")
+    if isinstance(scale, int | float) and scale != 1.0:
+        text += (
+            f"; confidence plans may let through {scale:.2f} times their 1 - t, so that "
+            "these builds keep t of their expected failures"
         )
     if state.get("escalation"):
         text += ". Escalated: every test over the budget runs"

@@ -77,6 +77,7 @@ def _fill(database: Database) -> None:
             "calibration_ceiling": 0.02,
             "expansion_share": 0.03,
             "expanded_builds": 4,
+            "confidence_scale": 1.5,
         }
         one.trimming = {"builds": 3, "escalation": None}  # kept before the causes were
         session.add(_model(two.id, 1, ModelStatus.RETIRED, 0.5))
@@ -162,6 +163,8 @@ def test_the_database_figures_on_metrics(settings: Settings, database: Database)
     # What expanded builds ran, paid out of the budget of the plans after them.
     assert figure(f"riskrank_trimming_expansion_share{{{two}}}") == 0.03
     assert figure(f"riskrank_trimming_expanded_builds{{{two}}}") == 4
+    # How far confidence plans may go past their 1 - t.
+    assert figure(f"riskrank_trimming_confidence_scale{{{two}}}") == 1.5
     assert key(f"riskrank_trimming_calibration_error{{{one}}}") not in exported
     assert key(f"riskrank_trimming_miss_rate{{{one}}}") not in exported
     trained = figure(f"riskrank_model_last_training_timestamp_seconds{{{one}}}")

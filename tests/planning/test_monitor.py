@@ -205,3 +205,57 @@ def test_the_calibration_window_is_the_newest_scorers_and_needs_enough_builds() 
     assert monitor.calibration_escalation(few, 0.02) is None
     assert monitor.reasons(None, "b", "c") == "b; c"
     assert monitor.reasons(None, None) is None
+
+
+def test_confidence_lets_the_window_use_what_the_forced_tests_left() -> None:
+    """`confidence` 0.8: four plans each expected 1 failure and were allowed
+    to let 0.2 through (a scale of 1); two let 0.2 through, two none (their
+    forced tests held more than 0.8). Over the window 0.4 of 0.8 allowed:
+    a share of 1/2. Aiming at CONFIDENCE_AIM * 0.2 of the 4 expected
+    failures, each plan may now let through twice as much, times the aim."""
+    used = Tally(0, 0, 0.0, 0.05, 10, expected=1.0, expected_let_through=0.2, allowance=0.2)
+    held = Tally(0, 0, 0.0, 0.05, 10, expected=1.0, expected_let_through=0.0, allowance=0.2)
+    scale = monitor.confidence_scale([used, used, held, held], 0.8)
+    assert scale == pytest.approx(2 * monitor.CONFIDENCE_AIM)
+    # At that scale, the same window lets through what it aims at: stable.
+    scaled = Tally(0, 0, 0.0, 0.05, 10, expected=1.0, expected_let_through=0.2 * scale,
+                   allowance=0.2 * scale)  # fmt: skip
+    held_at_scale = Tally(0, 0, 0.0, 0.05, 10, expected=1.0, allowance=0.2 * scale)
+    window = [scaled, scaled, held_at_scale, held_at_scale]
+    assert monitor.confidence_scale(window, 0.8) == pytest.approx(scale)
+    # Bounded: nothing let through at all asks for the most; far too much
+    # for the least; no `confidence` plan (no allowance) leaves 1.
+    assert monitor.confidence_scale([held] * 4, 0.8) == 2.0
+    over = Tally(0, 0, 0.0, 0.05, 10, expected=1.0, expected_let_through=0.9, allowance=0.2)
+    assert monitor.confidence_scale([over] * 4, 0.8) == 0.5
+    assert monitor.confidence_scale([Tally(0, 0, 0.0, 0.05, 10, expected=1.0)], 0.8) == 1.0
+    assert monitor.confidence_scale([], 0.8) == 1.0
+
+
+def test_a_confidence_tally_from_a_plan_evaluation_and_from_a_decision() -> None:
+    """The evaluation's expected failures, those let through, and the
+    allowance its policy gave: (1 - target) of the expected, the target
+    1 - (1 - t) * scale (0.8 at a scale of 1.5: 0.7)."""
+    evaluation = {
+        "dropped": 3,
+        "expected_failures": 2.0,
+        "expected_let_through": 0.25,
+        "policy": {"mode": "confidence", "budget": 0.8, "confidence_scale": 1.5},
+    }
+    tally = Tally.of_evaluation(evaluation)
+    assert (tally.expected, tally.expected_let_through) == (2.0, 0.25)
+    assert tally.allowance == pytest.approx(0.3 * 2.0)
+    fraction = evaluation | {"policy": {"mode": "fraction", "budget": 0.5}}
+    assert Tally.of_evaluation(fraction).allowance == 0.0
+    # An expanded build let nothing through, whatever it dropped.
+    assert Tally.of_evaluation(evaluation | {"expanded": True}).expected_let_through == 0.0
+    decided = monitor.tally_of(
+        selected=[True, False, False],
+        propensity=[1.0, 0.05, 0.05],
+        failed=[False, False, False],
+        exploration_rate=0.05,
+        probability=[0.5, 0.25, 0.125],
+        allowed_share=0.2,
+    )
+    assert (decided.expected, decided.expected_let_through) == (0.875, 0.375)
+    assert decided.allowance == pytest.approx(0.175)

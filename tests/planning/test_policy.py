@@ -755,6 +755,23 @@ def test_confidence_counts_on_what_the_expansions_catch() -> None:
         Policy(expansion_catch=1.0).checked()
 
 
+def test_confidence_goes_as_far_past_its_target_as_the_window_allows() -> None:
+    """At a scale of 2, `confidence` 0.85 lets a plan drop 0.3 of its own
+    expected failures (keeping 0.7), at 0.5 only 0.075; never keeping
+    less than half of the target (0.3 at a scale of 2: 0.15)."""
+    candidates = plain(4, probability=[0.5, 0.3, 0.15, 0.05])
+    policy = Policy(mode="confidence", budget=0.85, exploration_rate=0)
+    assert decide(candidates, policy, Context()).selected.tolist() == [True, True, True, False]
+    scaled = replace(policy, confidence_scale=2.0)
+    assert scaled.confidence_target == pytest.approx(0.7)
+    assert decide(candidates, scaled, Context()).selected.tolist() == [True, True, False, False]
+    assert replace(policy, confidence_scale=0.5).confidence_target == pytest.approx(0.925)
+    assert replace(scaled, budget=0.3).confidence_target == pytest.approx(0.15)
+    assert scaled.as_json()["confidence_scale"] == 2.0
+    with pytest.raises(PolicyError, match=r"confidence_scale must be 0\.5 to 2"):
+        replace(policy, confidence_scale=2.5).checked()
+
+
 def test_expansions_never_take_more_than_half_of_what_the_budget_keeps() -> None:
     """Builds that break broadly again and again: the budget runs over
     rather than keep next to nothing. At fraction 0.33 with 5% exploration

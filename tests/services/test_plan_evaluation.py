@@ -89,6 +89,23 @@ def test_a_plan_whose_every_dropped_test_ran_missed_nothing() -> None:
     assert evaluate(items, {1: FAILED, 2: FAILED}, run_ids=[1])["expanded"] is False
 
 
+def test_what_the_probabilities_expected_and_what_the_plan_let_through() -> None:
+    """Expected failures: the sum of every planned test's probability; let
+    through: of the dropped tests that did not run (one dropped test ran
+    anyway); none once every dropped test ran."""
+    items = [
+        PlannedTest(1, 1, True, 1.0, "model", probability=0.5),
+        PlannedTest(2, 2, True, 0.1, "exploration", probability=0.125),
+        PlannedTest(3, 3, False, 0.1, "budget", probability=0.25),
+        PlannedTest(4, 4, False, 0.1, "budget", probability=0.0625),
+    ]
+    result = evaluate(items, {1: PASSED, 2: PASSED, 3: PASSED}, run_ids=[1])
+    assert result["expected_failures"] == pytest.approx(0.9375)
+    assert result["expected_let_through"] == pytest.approx(0.0625)
+    everything = evaluate(items, {1: PASSED, 2: PASSED, 3: PASSED, 4: PASSED}, run_ids=[1])
+    assert everything["expected_let_through"] == 0.0
+
+
 def test_without_a_policy_every_item_counts_as_selected() -> None:
     items = [PlannedTest(1, 1, None), PlannedTest(2, 2, None)]
     result = evaluate(items, {2: FAILED, 8: FAILED}, run_ids=[1])

@@ -71,6 +71,36 @@ def test_an_evaluation_updates_the_estimate_and_its_escalation(database: Databas
         assert trimming.escalation_of(repository) == escalated["escalation"]
 
 
+def test_a_confidence_plan_s_evaluation_sets_how_far_the_next_may_go(database: Database) -> None:
+    """A `confidence` 0.8 plan over TESTS (probabilities 0.5 / rank, 1.225
+    expected failures) that let ranks 5 and 6 through (0.1833 expected):
+    allowed 0.2 * 1.225, it let through less, so the next plans may go
+    0.9 * 0.245 / 0.1833 = 1.2 times as far; the plan API's policy reads it."""
+    plan_id = make_plan(database)
+    with database.session() as session:
+        plan = session.get_one(Plan, plan_id)
+        plan.policy = {"mode": "confidence", "budget": 0.8, "exploration_rate": 0.2}
+    post(database, plan_id, [(TESTS[2], "failed")])
+    with database.session() as session:
+        evaluation = session.get_one(Plan, plan_id).evaluation
+        assert evaluation is not None
+    expected = sum(0.5 / rank for rank in range(1, 7))
+    assert evaluation["expected_failures"] == pytest.approx(expected, abs=1e-6)
+    let_through = 0.5 / 5 + 0.5 / 6
+    assert evaluation["expected_let_through"] == pytest.approx(let_through, abs=1e-6)
+    found = state(database)
+    scale = 0.9 * 0.2 * expected / let_through
+    assert found["confidence_scale"] == pytest.approx(scale, abs=1e-5)
+    with database.session() as session:
+        repository = session.scalars(select(Repository)).one()
+        repository.settings = {"mode": "confidence", "budget": 0.8}
+        ref = RepositoryRef(id=repository.id, default_branch="main",
+                            settings=dict(repository.settings),
+                            confidence_scale=trimming.confidence_scale_of(repository))  # fmt: skip
+    policy, _ = plans.policy_of(PlanRequest(), ref, PlanDefaults())
+    assert policy.confidence_scale == pytest.approx(scale, abs=1e-5)
+
+
 def test_ceilings_of_the_wrong_type_are_ignored_as_plans_ignore_them(
     database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -132,6 +162,37 @@ def test_a_plan_expands_as_the_repository_says_and_pays_for_its_expansions() -> 
     policy, _ = plans.policy_of(PlanRequest(), ref, PlanDefaults())
     assert (policy.expansion_share, policy.watched_failure_rate) == (0.01, 0.02)
     assert policy.expansion_catch == 0.3
+
+
+def test_confidence_plans_use_what_the_window_left_them() -> None:
+    """Three `confidence` 0.8 plans, each expecting 1 failure and allowed
+    to let 0.2 through: they let 0.2, 0.1 and none through (forced tests
+    held the rest). 0.3 of the 0.6 allowed; aiming at CONFIDENCE_AIM * 0.2
+    * 3 = 0.54 let through, the next plans may go 1.8 times as far; a
+    repository in another mode stays at 1."""
+    policy = {"mode": "confidence", "budget": 0.8, "confidence_scale": 1.0}
+    dropped = {"dropped": 4, "expected_failures": 1.0, "expected_let_through": 0.2,
+               "policy": policy}  # fmt: skip
+    some = dropped | {"expected_let_through": 0.1}
+    held = dropped | {"expected_let_through": 0.0}
+    state = trimming.state_of([dropped, some, held], None)
+    assert state["confidence_scale"] == pytest.approx(1.8)
+    assert trimming.sentence(state).endswith(
+        "; confidence plans may let through 1.80 times their 1 - t, so that these builds "
+        "keep t of their expected failures"
+    )
+    fraction = {"mode": "fraction", "budget": 0.5}
+    assert trimming.state_of([dropped | {"policy": fraction}], None)["confidence_scale"] == 1.0
+    ref = RepositoryRef(id=1, default_branch="main", settings={"mode": "confidence",
+                        "budget": 0.8}, confidence_scale=state["confidence_scale"])  # fmt: skip
+    planned, _ = plans.policy_of(PlanRequest(), ref, PlanDefaults())
+    assert planned.confidence_scale == pytest.approx(1.8)
+    assert planned.confidence_target == pytest.approx(0.64)
+    other, _ = plans.policy_of(PlanRequest(mode="fraction", budget=0.3), ref, PlanDefaults())
+    assert other.confidence_scale == 1.0
+    # Out of bounds on the repository (written by hand): clamped.
+    wild, _ = plans.policy_of(PlanRequest(), replace(ref, confidence_scale=9.0), PlanDefaults())
+    assert wild.confidence_scale == 2.0
 
 
 def serve(database: Database, number: int, probability: float, model_id: int | None) -> int:

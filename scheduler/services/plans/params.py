@@ -60,6 +60,9 @@ class RepositoryRef:
     # of the failures over the budget their expansions ran (Repository.trimming).
     watched_failure_rate: float = 0.0
     expansion_catch: float = 0.0
+    # `confidence` mode: how far each plan may go past 1 - t so that the
+    # newest builds keep t of their expected failures (Repository.trimming).
+    confidence_scale: float = 1.0
 
 
 # --- parameters -----------------------------------------------------------------
@@ -169,6 +172,11 @@ def policy_of(
                 expansion_share=min(max(repository.expansion_share, 0.0), 0.99),
                 watched_failure_rate=min(max(repository.watched_failure_rate, 0.0), 1.0),
                 expansion_catch=min(max(repository.expansion_catch, 0.0), 0.99),
+            )
+        if checked.mode == "confidence":
+            low, high = policies.CONFIDENCE_SCALES
+            checked = replace(
+                checked, confidence_scale=min(max(repository.confidence_scale, low), high)
             )
         shard = Shard.parse(request.shard) if request.shard else None
     except PolicyError as error:
