@@ -6,8 +6,8 @@ history of ROWS rows in BUILDS builds with riskrank's feature vector.
 
     .venv/bin/python benchmarks/model_choice.py [ROWS [BUILDS]]
 
-Target: 1,000,000 rows within 5 minutes on 2 cores. Prints each
-candidate's time and APFD, the total and the peak RSS."""
+Target: 1,000,000 rows within 5 minutes on 2 cores. Prints the tie's
+choice and each candidate's time and APFD, the total and the peak RSS."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from scheduler.risk.features import FEATURE_NAMES
 from scheduler.risk.training import train_model
-from scheduler.services.training import COMPARISON_SHARE, choose_scorer
+from scheduler.services.training import COMPARISON_SHARE, choose_scorer, choose_tie
 
 TARGET_SECONDS = 300.0
 
@@ -70,8 +70,12 @@ def main() -> None:
     )
 
     started = time.perf_counter()
-    # The training service's own choice: it never sees the held-out builds.
-    picked = choose_scorer(matrix, failed, build)
+    # How plans break ties, then the training service's own choice (it
+    # never sees the held-out builds).
+    tie = choose_tie(matrix, failed, build)
+    tied = time.perf_counter() - started
+    print(f"  ties: {'younger first' if tie.younger_first else 'first seen first'} ({tied:.1f} s)")
+    picked = choose_scorer(matrix, failed, build, younger_first=tie.younger_first)
     chose = time.perf_counter() - started
     for trial in picked.trials:
         apfd = "-" if trial.mean_apfd is None else f"{trial.mean_apfd:.4f}"
