@@ -166,15 +166,11 @@ def choose_tie(
     features: np.ndarray[Any, Any], labels: np.ndarray[Any, Any], indexes: np.ndarray[Any, Any]
 ) -> choice.TieChoice:
     """How the repository's plans break ties (scheduler.risk.choice.
-    choose_tie), chosen with the heuristic's scores on its newest
-    COMPARISON_SHARE of builds (on every build when there are too few to
-    hold some out): the heuristic learns nothing from them."""
-    held_out = comparison_builds(indexes, COMPARISON_SHARE)
-    rows = indexes >= held_out[0] if held_out.size else np.ones(len(labels), dtype=bool)
-    matrix = FeatureMatrix(tests=("",) * int(rows.sum()), values=features[rows])
-    return choice.choose_tie(
-        heuristic_scores(matrix), features[rows], labels[rows], indexes[rows], FEATURE_NAMES
-    )
+    choose_tie), chosen with the heuristic's scores on every build: the
+    heuristic learns nothing from them, and a quarter of them was too
+    few (the choice flipped with the builds' noise)."""
+    matrix = FeatureMatrix(tests=("",) * len(labels), values=features)
+    return choice.choose_tie(heuristic_scores(matrix), features, labels, indexes, FEATURE_NAMES)
 
 
 def _calibration_rows(features: np.ndarray[Any, Any], rows: np.ndarray[Any, Any]) -> Any:
