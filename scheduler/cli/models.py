@@ -191,7 +191,7 @@ def _tie(metrics: dict[str, Any]) -> None:
     means = tie.get("mean_apfd") or {}
     rule = "the younger first" if tie["younger_first"] else "in the order first seen"
     console.print(
-        f"equal scores: {rule} (heuristic's APFD on the newest {tie['failing_builds']} failing "
+        f"equal scores: {rule} (the heuristic's mean APFD over {tie['failing_builds']} failing "
         f"builds: younger first {_figure(means.get('younger first'))}, order first seen "
         f"{_figure(means.get('first seen first'))})",
         highlight=False,

@@ -96,7 +96,7 @@ def test_training_records_a_model_with_its_comparison(
         assert comparison["low"] == comparison["high"] == comparison["mean_difference"] == 0.0
         assert outcome.reason == f"not ahead of the heuristic: {interval(comparison, compared)}"
     assert metrics["decision"] == outcome.reason
-    # How its plans break ties, chosen on the newest builds with the
+    # How its plans break ties, chosen on every build with the
     # heuristic's scores (scheduler.risk.choice.choose_tie).
     tie = metrics["tie"]
     means = tie["mean_apfd"]
