@@ -910,7 +910,7 @@ def _replay(
             watched_failures=int((watched & build.failed).sum()),
             expanded_failures=int((by_expansion & build.failed).sum()),
             probability=np.nan_to_num(covered.candidates.probability, nan=0.0),
-            allowed_share=1.0 - policy.confidence_target if policy.mode == "confidence" else 0.0,
+            policy=policy.as_json(),
         )
         tallies.append(tally)
         # What the newest refused model would have served (the heuristic's builds only).

@@ -397,20 +397,16 @@ def confidence_scale(tallies: Iterable[Tally], target: float) -> float:
     1 without a `confidence` plan in the window, and within
     policy.CONFIDENCE_SCALES. The probabilities are calibrated
     (scheduler.risk.calibration), so what they expect is what comes."""
-    allowed = let_through = expected = 0.0
+    allowed = let_through = 0.0
     for tally in tallies:
         allowed += tally.allowance
         let_through += tally.expected_let_through
-        expected += tally.expected
     low, high = CONFIDENCE_SCALES
-    if allowed <= 0 or expected <= 0 or target >= 1:
+    if allowed <= 0 or target >= 1:
         return 1.0
     if let_through <= 0:
         return high
-    wanted = CONFIDENCE_AIM * (1.0 - target) * expected
-    # The scale the window's plans had on average, weighted as they were allowed.
-    used = allowed / ((1.0 - target) * expected)
-    return min(high, max(low, used * wanted / let_through))
+    return min(high, max(low, CONFIDENCE_AIM * allowed / let_through))
 
 
 def watched_failure_rate(tallies: Iterable[Tally]) -> float:
@@ -439,11 +435,14 @@ def tally_of(
     watched_failures: int = 0,
     expanded_failures: int = 0,
     probability: Sequence[float] | Any = None,
-    allowed_share: float = 0.0,
+    policy: Mapping[str, Any] | None = None,
 ) -> Tally:
     """One build's tally from its decision and what failed (every test's
     outcome known, as in a backtest: a test not selected did not run);
-    `expanded` tests ran because the build expanded (propensity 1)."""
+    `expanded` tests ran because the build expanded (propensity 1). With
+    each test's `probability` and the plan's `policy` (its record), what
+    the plan expected, let through and was allowed to (`allowance_of`),
+    as plan evaluation records them."""
     caught = explored_failures = dropped = 0
     weight = 0.0
     for chosen, p, fail in zip(selected, propensity, failed, strict=True):
@@ -472,5 +471,5 @@ def tally_of(
         expanded_failures,
         expected,
         let_through,
-        allowed_share * expected,
+        allowance_of(policy or {}, expected),
     )

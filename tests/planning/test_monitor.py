@@ -255,7 +255,7 @@ def test_a_confidence_tally_from_a_plan_evaluation_and_from_a_decision() -> None
         failed=[False, False, False],
         exploration_rate=0.05,
         probability=[0.5, 0.25, 0.125],
-        allowed_share=0.2,
+        policy={"mode": "confidence", "budget": 0.8},
     )
     assert (decided.expected, decided.expected_let_through) == (0.875, 0.375)
     assert decided.allowance == pytest.approx(0.175)

@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
@@ -294,27 +295,46 @@ def test_a_model_s_scores_are_served_through_its_calibration(
     )
 
 
-def test_the_heuristic_is_served_through_the_map_its_repository_learnt(
-    database: Database, repository: int
-) -> None:
-    """Without an active model, the heuristic's 0.01-plus-weights become
-    probabilities through the map the newest training learnt for it; a test
-    new to riskrank gets the repository's failure rate of new tests."""
+def score_after_a_refused_training(
+    database: Database,
+    repository: int,
+    metrics: dict[str, Any],
+    *,
+    new_test: str | None = None,
+) -> scoring.Scores:
+    """A training's record with these metrics, not promoted (the heuristic
+    still serves), then the scores of a new commit; `new_test` is a test
+    riskrank knows by name and has never seen run."""
     model_id = planning_data.add_model(database, repository)
     with database.session() as session:
         record = session.get_one(RiskModel, model_id)
         record.status = ModelStatus.CANDIDATE  # trained, not promoted
-        record.metrics = {"heuristic_calibration": STEP.as_json()}
-        session.add(KnownTest(repository_id=repository, name="tests/test_new.py::test_it"))
+        record.metrics = metrics
+        if new_test is not None:
+            session.add(KnownTest(repository_id=repository, name=new_test))
     commit_id = new_commit(database, repository, "src/net.py")
     with database.session() as session:
-        scores = scoring.score_tests(
+        return scoring.score_tests(
             session,
             repository_id=repository,
             commit_id=commit_id,
             at=datetime.now(UTC),
             cache=scoring.ModelCache(),
         )
+
+
+def test_the_heuristic_is_served_through_the_map_its_repository_learnt(
+    database: Database, repository: int
+) -> None:
+    """Without an active model, the heuristic's 0.01-plus-weights become
+    probabilities through the map the newest training learnt for it; a test
+    new to riskrank gets the repository's failure rate of new tests."""
+    scores = score_after_a_refused_training(
+        database,
+        repository,
+        {"heuristic_calibration": STEP.as_json()},
+        new_test="tests/test_new.py::test_it",
+    )
     assert scores.model is None
     assert scores.calibration == STEP
     raw = heuristic_scores(scores.matrix)
@@ -446,20 +466,9 @@ def test_a_repository_whose_training_chose_so_keeps_equal_scores_in_the_order_fi
     assert scoring.ranks(np.full(3, 0.01), matrix, younger_first=False).tolist() == [1, 2, 3]
     with database.session() as session:
         assert scoring.learnt_for(session, repository_id=repository, record=None) == (None, True)
-    model_id = planning_data.add_model(database, repository)
-    with database.session() as session:
-        record = session.get_one(RiskModel, model_id)
-        record.status = ModelStatus.CANDIDATE  # trained, not promoted
-        record.metrics = {"tie": choice.TieChoice(False, 0.5, 0.6, 9).as_json()}
-    commit_id = new_commit(database, repository, "src/net.py")
-    with database.session() as session:
-        scores = scoring.score_tests(
-            session,
-            repository_id=repository,
-            commit_id=commit_id,
-            at=datetime.now(UTC),
-            cache=scoring.ModelCache(),
-        )
+    scores = score_after_a_refused_training(
+        database, repository, {"tie": choice.TieChoice(False, 0.5, 0.6, 9).as_json()}
+    )
     assert scores.model is None
     assert not scores.younger_first
     raw = heuristic_scores(scores.matrix)
