@@ -453,6 +453,27 @@ def test_equal_scores_go_new_first_then_recently_failed_then_younger() -> None:
     ]
 
 
+@pytest.mark.parametrize("younger_first", [True, False])
+def test_plans_and_the_scorer_choice_break_ties_alike(younger_first: bool) -> None:
+    """The tie is written twice: `scoring.ranks` orders plans, and
+    `choice.plan_tie` with `served_order` orders the builds on which a
+    scorer is chosen and a model promoted. They must give the same order,
+    row for row, or the choice would be made on an order no plan serves:
+    scores of few distinct values (as a simple ordering served as a model
+    gives) over tests equal in one key, the other or both."""
+    rng = np.random.default_rng(7)
+    size = 400
+    values = np.zeros((size, len(FEATURE_NAMES)), dtype=np.float32)
+    values[:, FEATURE_NAMES.index("new_or_recent")] = rng.choice([0.0, 0.25, 0.5, 1.0], size)
+    values[:, FEATURE_NAMES.index("log_runs")] = np.log1p(rng.choice([0.0, 3.0, 9.0, 40.0], size))
+    matrix = FeatureMatrix(tuple(f"t{i}" for i in range(size)), values)
+    scores = rng.choice([0.001, 0.01, 0.02, 0.3], size)
+    plans = scoring.ranks(scores, matrix, younger_first=younger_first)
+    tie = choice.plan_tie(values, FEATURE_NAMES, younger_first=younger_first)
+    served = choice.served_order(scores, tie, np.zeros(size, dtype=np.int64))
+    assert np.argsort(plans).tolist() == np.argsort(-served).tolist()
+
+
 def test_a_repository_whose_training_chose_so_keeps_equal_scores_in_the_order_first_seen(
     database: Database, repository: int
 ) -> None:
