@@ -40,8 +40,10 @@ a test of the exploration sample counts 1/p times, so the tally stands for
 the whole suite). Over the window's plans scored by the scorer of the
 newest one (a newly promoted model starts afresh: the old one's errors are
 not its own), their sum gives the expected calibration error of what plans
-served. When it is above the repository's `calibration_ceiling` (default
-DEFAULT_CALIBRATION_CEILING), over at least MIN_CALIBRATION_BUILDS plans,
+served. When the lower bound of its 95% interval (resampling the plans: a
+build's tests fail together, so one build that broke at once is no drift;
+calibration.binned_ece_low) is above the repository's `calibration_ceiling`
+(default DEFAULT_CALIBRATION_CEILING), over at least MIN_CALIBRATION_BUILDS plans,
 the plans' probabilities, and so the miss risk and `confidence` mode's
 cut, are not to be trusted: the repository escalates as above. It ends when
 the window is back under: the newer plans of a refreshed calibration pull
@@ -298,12 +300,16 @@ class CalibrationCheck:
     builds: int
     rows: float  # the tests that ran, weighted as tallied
     ece: float | None
+    # The lower bound of its 95% interval, resampling the plans
+    # (calibration.binned_ece_low): what escalation reads.
+    ece_low: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
             "calibration_builds": self.builds,
             "calibration_rows": round(self.rows, 3),
             "calibration_error": None if self.ece is None else round(self.ece, 6),
+            "calibration_error_low": None if self.ece_low is None else round(self.ece_low, 6),
         }
 
 
@@ -316,7 +322,7 @@ def calibration_check(tallies: Iterable[CalibrationTally | None]) -> Calibration
     scorer = window[0].scorer
     mine = [t.bins for t in window if t.scorer == scorer]
     ece, rows = calibration.binned_ece(mine)
-    return CalibrationCheck(len(mine), rows, ece)
+    return CalibrationCheck(len(mine), rows, ece, calibration.binned_ece_low(mine, LEVEL))
 
 
 def calibration_ceiling_of(
@@ -334,11 +340,12 @@ def calibration_escalation(found: CalibrationCheck, ceiling: float | None) -> st
     """Why trimming must stop for now on calibration drift, or None."""
     if ceiling is None or found.ece is None or found.builds < MIN_CALIBRATION_BUILDS:
         return None
-    if found.ece <= ceiling:
+    low = found.ece if found.ece_low is None else found.ece_low
+    if low <= ceiling:
         return None
     return (
         f"calibration error {found.ece:.3f} over the last {found.builds} evaluated builds "
-        f"is above {ceiling:g}"
+        f"(95% interval from {low:.3f}) is above {ceiling:g}"
     )
 
 

@@ -394,6 +394,38 @@ def binned_ece(tallies: Sequence[Sequence[Sequence[float]]]) -> tuple[float | No
     return float(np.abs(total[:, 1] - total[:, 2]).sum() / rows), rows
 
 
+def binned_ece_low(
+    tallies: Sequence[Sequence[Sequence[float]]],
+    level: float = 0.95,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> float | None:
+    """The lower bound of a `level` bootstrap interval of `binned_ece` over
+    these tallies, resampling whole tallies (plans): a build's tests fail
+    together, so a build is the unit of evidence, and one build where many
+    tests broke at once moves the error of a window by itself. Percentile
+    bound, seeded: the same window gets the same bound. None without rows."""
+    size = len(TALLY_EDGES) - 1
+    tables = [np.asarray(bins, dtype=np.float64) for bins in tallies]
+    tables = [table for table in tables if table.shape == (size, 3)]
+    if not tables:
+        return None
+    flat = np.stack(tables).reshape(len(tables), size * 3)
+    if flat[:, 0::3].sum() <= 0:
+        return None
+    count = len(tables)
+    picks = np.random.default_rng(seed).integers(0, count, size=(resamples, count))
+    offsets = (picks + np.arange(resamples)[:, None] * count).ravel()
+    weights = np.bincount(offsets, minlength=resamples * count).reshape(resamples, count)
+    totals = (weights @ flat).reshape(resamples, size, 3)
+    rows = totals[:, :, 0].sum(axis=1)
+    errors = np.abs(totals[:, :, 1] - totals[:, :, 2]).sum(axis=1)
+    ece = np.divide(errors, rows, out=np.full(resamples, np.nan), where=rows > 0)
+    if np.all(np.isnan(ece)):
+        return None
+    return float(np.nanquantile(ece, (1.0 - level) / 2.0))
+
+
 def expected_failures(probabilities: Sequence[float] | Floats) -> float:
     """The expected number of failures among tests of these probabilities."""
     return float(np.sum(np.asarray(probabilities, dtype=np.float64)))

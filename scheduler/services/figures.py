@@ -251,14 +251,21 @@ def _trimming(session: Session, slugs: dict[int, str]) -> list[Figure]:
     escalated_by = Figure(
         "riskrank_trimming_escalated_by",
         "1 while trimming is escalated for this cause (miss_rate: the estimate's lower bound "
-        "is above the miss ceiling; calibration: the calibration error of what plans served "
-        "is above its ceiling), else 0.",
+        "is above the miss ceiling; calibration: the lower bound of the calibration error of "
+        "what plans served is above its ceiling), else 0.",
         (*REPOSITORY, "cause"),
     )
     calibration_error = Figure(
         "riskrank_trimming_calibration_error",
         "Expected calibration error of the probabilities plans served, measured on their "
         "outcomes over the newest evaluated plans of the serving scorer.",
+        REPOSITORY,
+    )
+    calibration_error_low = Figure(
+        "riskrank_trimming_calibration_error_low",
+        "Lower bound of the 95% interval of riskrank_trimming_calibration_error, resampling "
+        "its plans (a build's tests fail together): trimming escalates when it is above "
+        "the ceiling.",
         REPOSITORY,
     )
     calibration_builds = Figure(
@@ -299,6 +306,7 @@ def _trimming(session: Session, slugs: dict[int, str]) -> list[Figure]:
             (ceiling, "ceiling"),
             (builds, "builds"),
             (calibration_error, "calibration_error"),
+            (calibration_error_low, "calibration_error_low"),
             (calibration_builds, "calibration_builds"),
             (calibration_ceiling, "calibration_ceiling"),
             (expansion_share, "expansion_share"),
@@ -323,6 +331,7 @@ def _trimming(session: Session, slugs: dict[int, str]) -> list[Figure]:
         escalated,
         escalated_by,
         calibration_error,
+        calibration_error_low,
         calibration_builds,
         calibration_ceiling,
         expansion_share,

@@ -163,8 +163,14 @@ def sentence(state: dict[str, Any] | None) -> str:
     ece = state.get("calibration_error")
     if isinstance(ece, int | float):
         scored = state.get("calibration_builds", 0)
+        low = state.get("calibration_error_low")
+        bound = (
+            f" (95% interval from {low:.3f})"
+            if isinstance(low, int | float) and round(low, 3) < round(ece, 3)
+            else ""
+        )
         text += (
-            f"; calibration error {ece:.3f} over {scored} evaluated "
+            f"; calibration error {ece:.3f}{bound} over {scored} evaluated "
             f"build{'s' if scored != 1 else ''} of the serving scorer"
         )
         if state.get("calibration_ceiling") is not None:

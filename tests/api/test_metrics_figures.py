@@ -73,6 +73,7 @@ def _fill(database: Database) -> None:
             "escalation": "trimming let through too much; calibration error 0.050 …",
             "escalated_by": ["miss_rate", "calibration"],
             "calibration_error": 0.05,
+            "calibration_error_low": 0.03,
             "calibration_builds": 40,
             "calibration_ceiling": 0.02,
             "expansion_share": 0.03,
@@ -158,6 +159,7 @@ def test_the_database_figures_on_metrics(settings: Settings, database: Database)
         assert figure(f'riskrank_trimming_escalated_by{{cause="{cause}",{one}}}') == for_one
         assert figure(f'riskrank_trimming_escalated_by{{cause="{cause}",{two}}}') == for_two
     assert figure(f"riskrank_trimming_calibration_error{{{two}}}") == 0.05
+    assert figure(f"riskrank_trimming_calibration_error_low{{{two}}}") == 0.03
     assert figure(f"riskrank_trimming_calibration_builds{{{two}}}") == 40
     assert figure(f"riskrank_trimming_calibration_ceiling{{{two}}}") == 0.02
     # What expanded builds ran, paid out of the budget of the plans after them.

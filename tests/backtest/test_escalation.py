@@ -113,8 +113,11 @@ def test_random_probabilities_mid_history_escalate_on_calibration_drift(tmp_path
     assert SWITCH < first <= SWITCH + 20
     reason = str(records[first].escalation)
     assert reason.startswith("calibration error ")
-    assert reason.endswith(" over the last 100 evaluated builds is above 0.05")
+    assert " over the last 100 evaluated builds (95% interval from " in reason
+    assert reason.endswith(") is above 0.05")
     assert float(reason.split()[2]) > 0.05
+    # What escalated is the interval's lower bound: the drift is in every build.
+    assert float(reason.split("interval from ")[1].split(")")[0]) >= 0.05  # printed to 0.001
     # From then on the window only grows worse: every build escalated runs every test.
     assert escalated == list(range(first, BUILDS))
     assert all(records[i].selected.all() for i in escalated)

@@ -197,7 +197,8 @@ def test_the_calibration_window_is_the_newest_scorers_and_needs_enough_builds() 
     drifted = monitor.calibration_check(old)
     assert (drifted.builds, drifted.ece) == (50, pytest.approx(0.3))
     assert monitor.calibration_escalation(drifted, 0.02) == (
-        "calibration error 0.300 over the last 50 evaluated builds is above 0.02"
+        "calibration error 0.300 over the last 50 evaluated builds (95% interval from 0.300) "
+        "is above 0.02"
     )
     assert monitor.calibration_escalation(drifted, 0.5) is None
     assert monitor.calibration_escalation(drifted, None) is None  # ordering only
@@ -205,6 +206,42 @@ def test_the_calibration_window_is_the_newest_scorers_and_needs_enough_builds() 
     assert monitor.calibration_escalation(few, 0.02) is None
     assert monitor.reasons(None, "b", "c") == "b; c"
     assert monitor.reasons(None, None) is None
+
+
+def test_one_build_that_broke_at_once_is_no_drift_but_every_build_off_is() -> None:
+    """A build is the unit of evidence: 99 plans served 0.01 to 100 tests
+    each and saw one failure each (calibrated), one build broke 30 of its
+    tests at once. The window's error is above 0.002, but its interval's
+    lower bound is not: resampled without that build, the probabilities
+    hold. Every build a little off (two failures each) is drift, and the
+    bound says so."""
+    from scheduler.risk.calibration import binned_ece, binned_ece_low
+
+    def plan(failures: float) -> list[list[float]]:
+        bins = [[0.0, 0.0, 0.0] for _ in range(10)]
+        bins[4] = [100.0, 1.0, failures]  # 100 tests at 0.01, in [0.01, 0.02)
+        return bins
+
+    burst = [plan(30.0), *[plan(1.0)] * 99]
+    ece, _ = binned_ece(burst)
+    assert ece == pytest.approx(29 / 10_000)
+    low = binned_ece_low(burst)
+    assert low is not None
+    assert low < 0.001
+    found = monitor.calibration_check(monitor.CalibrationTally(None, bins) for bins in burst)
+    assert (found.ece, found.ece_low) == (pytest.approx(ece), low)
+    assert monitor.calibration_escalation(found, 0.002) is None
+    off = [plan(2.0)] * 100
+    assert binned_ece_low(off) == pytest.approx(0.01)
+    drift = monitor.calibration_check(monitor.CalibrationTally(None, bins) for bins in off)
+    assert monitor.calibration_escalation(drift, 0.002) == (
+        "calibration error 0.010 over the last 100 evaluated builds (95% interval from 0.010) "
+        "is above 0.002"
+    )
+    # The same window, the same bound; nothing to resample, nothing to bound.
+    assert binned_ece_low(burst) == low
+    assert binned_ece_low([]) is None
+    assert binned_ece_low([[[0.0, 0.0, 0.0]] * 10]) is None
 
 
 def test_confidence_lets_the_window_use_what_the_forced_tests_left() -> None:

@@ -251,7 +251,10 @@ def test_calibration_drift_escalates_until_a_retrained_model_is_back_under(
         assert found["calibration_ceiling"] == 0.02  # the default
         if number + 1 < MIN_CALIBRATION_BUILDS:
             assert found["escalation"] is None  # too few builds to tell
-    reason = "calibration error 0.133 over the last 20 evaluated builds is above 0.02"
+    reason = (
+        "calibration error 0.133 over the last 20 evaluated builds (95% interval from 0.133) "
+        "is above 0.02"
+    )
     assert (found["escalation"], found["escalated_by"]) == (reason, ["calibration"])
     assert trimming.sentence(found).endswith(
         "; calibration error 0.133 over 20 evaluated builds of the serving scorer "
