@@ -195,7 +195,7 @@ class BuildRecord:
     # The selected tests by what selected them (Decision.selected_by).
     selected_by: dict[str, int] | None = None
     # Of those the budget selected, by the rule that forced them, or
-    # "model" for the priority prefix (`budget_rules`).
+    # "model" for the priority prefix (Decision.budget_by_rule).
     budget_by: dict[str, int] | None = None
     # Closed loop: the build's evidence for the live estimate, the estimate
     # over the builds before it, and the escalation it led to (None: none).
@@ -491,26 +491,6 @@ def baseline_orders(
     orders[TRANSITIONS] = metrics.order_by_keys(-flips, since, -rate)
     orders[SHORTEST] = metrics.order_by_scores(-duration)
     return orders
-
-
-BUDGET_RULES = (
-    policies.Rule.MUST_RUN,
-    policies.Rule.NEW,
-    policies.Rule.OWN_FILE_CHANGED,
-    policies.Rule.RECENTLY_FAILED,
-    policies.Rule.MODEL,
-)
-
-
-def budget_rules(decision: Decision) -> dict[str, int]:
-    """The tests the budget selected by why: a rule that forces them
-    (must-run, new, own file changed, recently failed), or the priority
-    prefix the budget kept ("model"). A full run's tests are none of them."""
-    counts = {rule.value: 0 for rule in BUDGET_RULES}
-    for rule, chosen in zip(decision.rules, decision.selected.tolist(), strict=True):
-        if chosen and rule.value in counts:
-            counts[rule.value] += 1
-    return counts
 
 
 @dataclass(frozen=True, eq=False)
@@ -974,7 +954,7 @@ def _replay(
                     full_run=decision.full_run,
                     probabilities=covered.candidates.probability,
                     selected_by=decision.selected_by(),
-                    budget_by=budget_rules(decision),
+                    budget_by=decision.budget_by_rule(),
                     tally=tally if config.closed_loop else None,
                     estimate=estimate,
                     escalation=escalation,

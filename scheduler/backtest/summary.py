@@ -28,7 +28,6 @@ import numpy.typing as npt
 
 from scheduler.backtest.runner import (
     BASELINES,
-    BUDGET_RULES,
     NOT_TRAINED,
     OPTIMAL,
     OUTCOMES,
@@ -42,6 +41,7 @@ from scheduler.backtest.runner import (
 )
 from scheduler.evaluation import metrics, paired
 from scheduler.planning import monitor
+from scheduler.planning.policy import BUDGET_RULES
 from scheduler.risk import calibration
 
 Flags: TypeAlias = npt.NDArray[np.bool_]

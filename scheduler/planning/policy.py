@@ -174,6 +174,16 @@ class Rule(enum.StrEnum):
 
 _RULES = {rule.value: rule for rule in Rule}
 
+# The rules by which the budget itself selects (Decision.budget_by_rule):
+# those that force a test in, and the priority prefix.
+BUDGET_RULES = (
+    Rule.MUST_RUN,
+    Rule.NEW,
+    Rule.OWN_FILE_CHANGED,
+    Rule.RECENTLY_FAILED,
+    Rule.MODEL,
+)
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -457,6 +467,17 @@ class Decision:
                 continue
             key = rule.value if rule.value in counts else "budget"
             counts[key] += 1
+        return counts
+
+    def budget_by_rule(self) -> dict[str, int]:
+        """The tests `selected_by` counts as "budget", by why: a rule that
+        forces them (must-run, new, own file changed, recently failed), or
+        the priority prefix the budget kept ("model"). A full run's tests
+        are none of them."""
+        counts = {rule.value: 0 for rule in BUDGET_RULES}
+        for rule, chosen in zip(self.rules, self.selected.tolist(), strict=True):
+            if chosen and rule.value in counts:
+                counts[rule.value] += 1
         return counts
 
     def run_order(self) -> IndexArray:

@@ -613,6 +613,12 @@ def test_a_fraction_is_what_runs_over_a_window_of_builds() -> None:
         "expansion": 0,
         "full_run": 2000,
     }
+    # The budget's tests by why: here, the priority prefix alone; a full run's, none.
+    assert ran[0].budget_by_rule() == {
+        "must_run": 0, "new": 0, "own_file_changed": 0, "recently_failed": 0,
+        "model": counts["budget"],
+    }  # fmt: skip
+    assert sum(ran[19].budget_by_rule().values()) == 0
     # Not inclusive: the budget's own share, exploration and full runs on top.
     alone = decide(candidates, Policy(mode="fraction", budget=0.33, inclusive=False), Context())
     assert alone.selected_by()["budget"] == 660
