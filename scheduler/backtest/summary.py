@@ -311,9 +311,64 @@ def calibration_figures(result: BacktestResult) -> dict[str, Any]:
     second = records[len(records) // 2 :] if result.config.half == "all" else records
     return (
         held_figures(records)
-        | {"by_scorer": by_scorer(records)}
-        | {"second_half": held_figures(second) | {"by_scorer": by_scorer(second)}}
+        | {"by_scorer": by_scorer(records), "by_build": by_build(records)}
+        | {
+            "second_half": held_figures(second)
+            | {"by_scorer": by_scorer(second), "by_build": by_build(second)}
+        }
     )
+
+
+# The kinds of build `by_build` tells apart, in the order it decides them.
+BUILD_KINDS = ("full run", "escalated", "expanded", "trimmed", "ran all")
+
+
+def build_kind(record: BuildRecord) -> str:
+    """What a plan did with the build: a full run, escalated (every test
+    over the budget ran), expanded (its dropped tests ran once enough
+    watched tests failed), trimmed (some tests dropped), or every test run
+    for another reason (the budget held them all)."""
+    if record.full_run:
+        return "full run"
+    if record.escalation is not None:
+        return "escalated"
+    if (record.selected_by or {}).get("expansion"):
+        return "expanded"
+    return "trimmed" if not record.selected.all() else "ran all"
+
+
+def by_build(records: Sequence[BuildRecord]) -> dict[str, dict[str, Any]]:
+    """The failures the probabilities expected beside those that came, per
+    kind of build (`build_kind`), and in the trimmed builds what the plans
+    said they dropped beside what they dropped. Failures come together: a
+    build where tens of tests break at once (which expansion catches) holds
+    far more than its probabilities said, so the others hold fewer, and a
+    miss risk stated on the calibrated probabilities is more than the
+    trimmed builds drop."""
+    result: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.probabilities is None or len(record.names) == 0:
+            continue
+        p = np.asarray(record.probabilities, dtype=np.float64)
+        part = result.setdefault(
+            build_kind(record),
+            {"builds": 0, "expected": 0.0, "failures": 0, "stated_dropped": 0.0, "dropped": 0},
+        )
+        out = ~record.selected
+        part["builds"] += 1
+        part["expected"] += float(p.sum())
+        part["failures"] += int(record.failed.sum())
+        part["stated_dropped"] += float(p[out].sum())
+        part["dropped"] += int(record.failed[out].sum())
+    return {
+        kind: result[kind]
+        | {
+            "expected": round(result[kind]["expected"], 3),
+            "stated_dropped": round(result[kind]["stated_dropped"], 3),
+        }
+        for kind in BUILD_KINDS
+        if kind in result
+    }
 
 
 def by_scorer(records: Sequence[BuildRecord]) -> dict[str, dict[str, Any]]:

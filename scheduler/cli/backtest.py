@@ -333,6 +333,25 @@ def scorer_clause(name: str, part: dict[str, Any]) -> str:
     )
 
 
+def build_kinds_sentence(kinds: dict[str, dict[str, Any]]) -> str:
+    """Per kind of build, the failures expected beside those that came, and
+    in the trimmed builds the failures stated dropped beside those dropped."""
+    parts = []
+    for kind, part in kinds.items():
+        text = (
+            f"{kind} ({part['builds']} build{'s' if part['builds'] != 1 else ''}): "
+            f"{part['expected']:.1f} failures expected, "
+            f"{part['failures']} came"
+        )
+        if kind == "trimmed":
+            text += (
+                f", {part['stated_dropped']:.1f} stated among the dropped tests, "
+                f"{part['dropped']} dropped"
+            )
+        parts.append(text)
+    return "by what the plans did: " + "; ".join(parts)
+
+
 def print_held(held: dict[str, Any], label: str) -> None:
     def share(value: float | None) -> str:
         return "-" if value is None else f"{value:.1%}"
@@ -360,6 +379,9 @@ def print_held(held: dict[str, Any], label: str) -> None:
         highlight=False,
         markup=False,
     )
+    kinds = held.get("by_build") or {}
+    if set(kinds) - {"ran all"}:
+        console.print(build_kinds_sentence(kinds), highlight=False, markup=False)
     table = Table(
         title=f"{label}, reliability: expected calibration error {table_data['ece']:.4f} "
         f"(mean predicted {held['mean_predicted']:.4f}, observed {held['observed_rate']:.4f})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
@@ -272,6 +273,45 @@ def test_calibration_by_scorer_keeps_model_and_heuristic_builds_apart() -> None:
     assert split["model"]["builds"] == 2
     assert split["model"]["ece"] == pytest.approx(0.5)
     assert split["model"]["observed_rate"] == 0.0
+
+
+def test_calibration_by_build_tells_the_builds_that_broke_at_once_apart() -> None:
+    """Four tests at 0.1 each: a trimmed build that drops c and d (nothing
+    fails), one that expands (all four fail: its dropped tests ran), one
+    escalated and one full run; then the CLI's sentence says the same."""
+    from scheduler.cli.backtest import build_kinds_sentence
+
+    def built(index: int, failed: list[int], selected: list[int], **kind: Any) -> BuildRecord:
+        base = record(index, "abcd", failed, [0] * 4, [1.0] * 4, {RISKRANK: [0, 1, 2, 3]})
+        return replace(
+            base,
+            selected=np.array(selected, dtype=bool),
+            probabilities=np.full(4, 0.1),
+            **kind,
+        )
+
+    records = [
+        built(0, [0, 0, 0, 0], [1, 1, 0, 0]),
+        built(1, [1, 1, 1, 1], [1, 1, 1, 1], selected_by={"budget": 2, "expansion": 2}),
+        built(2, [0, 0, 0, 1], [1, 1, 1, 1], escalation="calibration error 0.5 …"),
+        built(3, [0, 0, 0, 0], [1, 1, 1, 1], full_run=True),
+        built(4, [1, 0, 0, 1], [1, 1, 0, 0]),
+    ]
+    kinds = summary.calibration_figures(result_of(*records))["by_build"]
+    assert list(kinds) == ["full run", "escalated", "expanded", "trimmed"]
+    assert kinds["trimmed"] == {
+        "builds": 2, "expected": 0.8, "failures": 2, "stated_dropped": 0.4, "dropped": 1,
+    }  # fmt: skip
+    assert kinds["expanded"] == {
+        "builds": 1, "expected": 0.4, "failures": 4, "stated_dropped": 0.0, "dropped": 0,
+    }  # fmt: skip
+    assert (kinds["escalated"]["failures"], kinds["full run"]["failures"]) == (1, 0)
+    assert summary.build_kind(replace(records[3], full_run=False)) == "ran all"
+    assert build_kinds_sentence({"trimmed": kinds["trimmed"], "expanded": kinds["expanded"]}) == (
+        "by what the plans did: trimmed (2 builds): 0.8 failures expected, 2 came, "
+        "0.4 stated among the dropped tests, 1 dropped; expanded (1 build): 0.4 failures "
+        "expected, 4 came"
+    )
 
 
 def test_calibration_of_the_refused_model_where_the_heuristic_served() -> None:
