@@ -665,7 +665,8 @@ def test_the_dropped_tests_run_when_enough_tests_that_had_passed_fail(
     assert ran_in_order(result) == ids
     assert riskrank_lines(result) == [
         "riskrank: plan 17 (ready, model v3): running 3 of 6 tests; about 2m 05s saved; "
-        "miss risk 0.21 expected failures",
+        "miss risk 0.21 expected failures; the dropped tests run too if 2 selected tests that "
+        "had passed fail",
         "riskrank: 2 tests that had passed failed, more than riskrank foresaw: running the "
         "3 tests the plan dropped",
         "riskrank: uploaded 6 results (run 45)",

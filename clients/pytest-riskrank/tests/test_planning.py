@@ -144,3 +144,20 @@ def test_the_line_under_xdist_says_what_the_workers_run() -> None:
         "plan 17 (ready, model v3): running 1 test on 1 xdist worker, riskiest first; "
         "full run: x.lock"
     )
+
+
+def test_the_line_says_when_the_dropped_tests_would_run_after_all() -> None:
+    """The miss risk counts the failures among the dropped tests; where the
+    plan expands (not under a shard, whose answer lists none of them), the
+    line says when they run too."""
+    one = parse_plan(plan_answer([("a", True), ("b", False)], expand_after=1))
+    assert summary(one, running=1, collected=2, shard=None, unplanned=0) == (
+        "plan 17 (ready, model v3): running 1 of 2 tests; about 2m 05s saved; miss risk 0.21 "
+        "expected failures; the dropped tests run too if 1 selected test that had passed fails"
+    )
+    assert summary(one, running=1, collected=2, shard="1/2", unplanned=0) == (
+        "plan 17 (ready, model v3): running 1 of 2 tests (shard 1/2); about 2m 05s saved; "
+        "miss risk 0.21 expected failures"
+    )
+    off = parse_plan(plan_answer([("a", True), ("b", False)], expand_after=0))
+    assert "run too" not in summary(off, running=1, collected=2, shard=None, unplanned=0)

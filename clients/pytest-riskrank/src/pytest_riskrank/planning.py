@@ -171,6 +171,14 @@ def summary(
         risk = miss_risk(plan)
         if risk:
             parts.append(risk)
+        after = plan.expand_after
+        if after is not None and after >= 1 and shard is None:
+            # The miss risk counts the dropped tests' failures before that:
+            # where they come together, most come in builds that expand.
+            parts.append(
+                f"the dropped tests run too if {after} selected "
+                + ("test that had passed fails" if after == 1 else "tests that had passed fail")
+            )
     if unplanned:
         parts.append(f"{_count(unplanned)} not in the plan run last")
     return "; ".join(parts)
