@@ -408,6 +408,28 @@ def reliability_plot(document: dict[str, Any]) -> str | None:
     return _png(figure)
 
 
+def build_kinds_table(document: dict[str, Any]) -> str | None:
+    """Per kind of build (summary.by_build), the failures the probabilities
+    expected beside those that came, and in the trimmed builds the failures
+    stated among the dropped tests beside those dropped; None where every
+    build ran every test."""
+    kinds = (document.get("calibration") or {}).get("by_build") or {}
+    if not set(kinds) - {"ran all"}:
+        return None
+    head = ("builds", "failures expected", "failures that came", "stated dropped", "dropped")
+    rows = "".join(
+        f"<tr><th>{html.escape(kind)}</th><td>{part['builds']}</td>"
+        f"<td>{part['expected']:.1f}</td><td>{part['failures']}</td>"
+        f"<td>{part['stated_dropped']:.1f}</td><td>{part['dropped']}</td></tr>"
+        for kind, part in kinds.items()
+    )
+    return (
+        '<table class="pairs"><tr><th>what the plan did</th>'
+        + "".join(f"<th>{html.escape(name)}</th>" for name in head)
+        + f"</tr>{rows}</table>"
+    )
+
+
 def render(result: BacktestResult, document: dict[str, Any]) -> str:
     """The page: what ran and how long it took, then the plots and tables."""
     data = document["dataset"]
@@ -458,6 +480,15 @@ def render(result: BacktestResult, document: dict[str, Any]) -> str:
             "too, as if it had served (its training's map, refreshed as a serving "
             "model's is).</p>",
             f'<img src="data:image/png;base64,{reliability}">',
+        ]
+    kinds = build_kinds_table(document)
+    if kinds is not None:
+        parts += [
+            "<p>By what the plans did with each build: failures come together, so the "
+            "builds that expanded (tens of tests breaking at once) hold more failures than "
+            "their probabilities said and the trimmed builds fewer; the miss risk stated "
+            "among the dropped tests counts them before any expansion.</p>",
+            kinds,
         ]
     for view in summary.VIEWS:
         title = "All failures" if view == "all" else "Status changes only"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from scheduler.backtest import report as html_report
 from scheduler.backtest import summary
 from scheduler.backtest.runner import (
     ORIGINAL,
@@ -225,6 +226,17 @@ def test_dune_slice_reproducible_and_closed_loop(shared_dir: Path, tmp_path: Pat
     assert closed_result.trainings[1].explored_rows == drawn
     # A plan keeps a fifth of the tests plus the forced and explored ones.
     assert 0.2 <= first["selection"]["tests_share"] < 1.0
+    # Every evaluated build is of one kind, and the report tells them apart.
+    document = summary.to_json(closed_result, {"name": "dune slice"})
+    kinds = document["calibration"]["by_build"]
+    assert sum(part["builds"] for part in kinds.values()) == len(closed_result.records)
+    assert kinds["trimmed"]["dropped"] <= kinds["trimmed"]["failures"]
+    assert sum(part["failures"] for part in kinds.values()) == sum(
+        int(r.failed.sum()) for r in closed_result.records
+    )
+    page = html_report.render(closed_result, document)
+    assert "<th>what the plan did</th>" in page
+    assert f"<tr><th>trimmed</th><td>{kinds['trimmed']['builds']}</td>" in page
 
 
 def test_a_given_database_gives_the_same_figures(
