@@ -130,11 +130,22 @@ class BacktestConfig:
     # Closed loop: the calibration error of what plans served above which it
     # escalates (None: monitor.DEFAULT_CALIBRATION_CEILING; 1: never).
     calibration_ceiling: float | None = None
+    # Which exploration samples the plans draw: each build's plan seeds its
+    # draw with the build's place and this (0: the figures documented). The
+    # closed loop moves by points on one explored failure more or less, so
+    # its figures are worth more over a few of these.
+    exploration_seed: int = 0
 
     def checked(self) -> BacktestConfig:
-        if self.warmup < 0 or self.retrain_every < 0 or self.random_seeds < 1:
+        if (
+            self.warmup < 0
+            or self.retrain_every < 0
+            or self.random_seeds < 1
+            or self.exploration_seed < 0
+        ):
             raise BacktestError(
-                "warmup and retrain_every must be 0 or more, random_seeds 1 or more"
+                "warmup, retrain_every and exploration_seed must be 0 or more, "
+                "random_seeds 1 or more"
             )
         if self.half not in HALVES:
             raise BacktestError(f"half must be one of {', '.join(HALVES)}, not {self.half!r}")
@@ -152,6 +163,7 @@ class BacktestConfig:
             "half": self.half,
             "miss_ceiling": self.miss_ceiling,
             "calibration_ceiling": self.calibration_ceiling,
+            "exploration_seed": self.exploration_seed,
             "database": shown_url(self.database_url) if self.database_url else "sqlite (temporary)",
             "policy": self.policy.as_json(),
         }
@@ -502,10 +514,19 @@ class Covered:
     scores_row: npt.NDArray[np.intp]
 
 
+# Exploration seeds of one backtest are this far apart, beyond any build count.
+SEED_STRIDE = 1_000_003
+
+
 def decide(
-    build: HistoryBuild, scored: Scored, policy: Policy, default_branch_build: int | None
+    build: HistoryBuild,
+    scored: Scored,
+    policy: Policy,
+    default_branch_build: int | None,
+    exploration_seed: int = 0,
 ) -> tuple[Covered, Decision]:
-    """The plan for exactly the build's tests, as the plan API makes it."""
+    """The plan for exactly the build's tests, as the plan API makes it (its
+    exploration draw seeded by the build's place, as a plan's by its id)."""
     items = plan_items(scored)
     covered = plans.cover(
         items, build.names, policy.recent_failures, by_model=scored.model_version is not None
@@ -514,7 +535,7 @@ def decide(
     context = Context(
         changed_paths=build.paths,
         default_branch_build=default_branch_build,
-        seed=build.index + 1,
+        seed=build.index + 1 + exploration_seed * SEED_STRIDE,
     )
     return (
         Covered(covered.candidates, rows.astype(np.intp)),
@@ -870,7 +891,13 @@ def _replay(
             policy = replace(
                 policy, confidence_scale=monitor.confidence_scale(tallies, policy.budget)
             )
-        covered, decision = decide(build, scored, policy, branch_builds if on_default else None)
+        covered, decision = decide(
+            build,
+            scored,
+            policy,
+            branch_builds if on_default else None,
+            exploration_seed=config.exploration_seed,
+        )
         # The tests it selected ran: the build expands if enough of them failed.
         watched = policies.watched(decision.selected, decision.rules)
         decision = policies.expanded(decision, build.failed)

@@ -90,6 +90,15 @@ def backtest(
             "likely (0: never); paid out of the budget, as a plan does.",
         ),
     ] = 2,
+    exploration_seed: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Closed loop: which exploration samples the plans draw (0: the documented "
+            "figures'); its figures move by points on one explored failure more or less, so "
+            "run a few.",
+        ),
+    ] = 0,
     database: Annotated[
         str | None,
         typer.Option(
@@ -140,6 +149,7 @@ def backtest(
         calibration_ceiling=calibration_ceiling,
         database_url=database,
         half=half.value,
+        exploration_seed=exploration_seed,
     )
     try:
         config = config.checked()
