@@ -378,20 +378,30 @@ def tally_bins(
     ]
 
 
+def _tally_tables(tallies: Sequence[Sequence[Sequence[float]]]) -> Floats:
+    """The `tally_bins` tallies as one array (tallies, bins, 3); a tally of
+    another shape (made with other edges) is left out."""
+    size = len(TALLY_EDGES) - 1
+    tables = [np.asarray(bins, dtype=np.float64) for bins in tallies]
+    kept = [table for table in tables if table.shape == (size, 3)]
+    return np.stack(kept) if kept else np.zeros((0, size, 3))
+
+
+def _errors_and_rows(totals: Floats) -> tuple[Floats, Floats]:
+    """Per added-up tally (the last two axes: bins, 3), the sum over the
+    bins of |sum of probabilities - failures|, and the rows: their ratio is
+    the row-weighted mean of |mean probability - observed rate|."""
+    return np.abs(totals[..., 1] - totals[..., 2]).sum(axis=-1), totals[..., 0].sum(axis=-1)
+
+
 def binned_ece(tallies: Sequence[Sequence[Sequence[float]]]) -> tuple[float | None, float]:
     """The expected calibration error of `tally_bins` tallies added up, and
     the (weighted) rows they hold: the row-weighted mean over the bins of
     |mean probability - observed rate| (None without rows)."""
-    size = len(TALLY_EDGES) - 1
-    total = np.zeros((size, 3))
-    for bins in tallies:
-        table = np.asarray(bins, dtype=np.float64)
-        if table.shape == (size, 3):
-            total += table
-    rows = float(total[:, 0].sum())
+    error, rows = _errors_and_rows(_tally_tables(tallies).sum(axis=0))
     if rows <= 0:
         return None, 0.0
-    return float(np.abs(total[:, 1] - total[:, 2]).sum() / rows), rows
+    return float(error / rows), float(rows)
 
 
 def binned_ece_low(
@@ -405,23 +415,17 @@ def binned_ece_low(
     together, so a build is the unit of evidence, and one build where many
     tests broke at once moves the error of a window by itself. Percentile
     bound, seeded: the same window gets the same bound. None without rows."""
-    size = len(TALLY_EDGES) - 1
-    tables = [np.asarray(bins, dtype=np.float64) for bins in tallies]
-    tables = [table for table in tables if table.shape == (size, 3)]
-    if not tables:
-        return None
-    flat = np.stack(tables).reshape(len(tables), size * 3)
-    if flat[:, 0::3].sum() <= 0:
-        return None
+    tables = _tally_tables(tallies)
     count = len(tables)
+    if count == 0 or tables[:, :, 0].sum() <= 0:
+        return None
     picks = np.random.default_rng(seed).integers(0, count, size=(resamples, count))
     offsets = (picks + np.arange(resamples)[:, None] * count).ravel()
     weights = np.bincount(offsets, minlength=resamples * count).reshape(resamples, count)
-    totals = (weights @ flat).reshape(resamples, size, 3)
-    rows = totals[:, :, 0].sum(axis=1)
-    errors = np.abs(totals[:, :, 1] - totals[:, :, 2]).sum(axis=1)
+    totals = np.tensordot(weights, tables, axes=1)  # (resamples, bins, 3)
+    errors, rows = _errors_and_rows(totals)
     ece = np.divide(errors, rows, out=np.full(resamples, np.nan), where=rows > 0)
-    if np.all(np.isnan(ece)):
+    if np.all(np.isnan(ece)):  # every resample drew only plans without rows
         return None
     return float(np.nanquantile(ece, (1.0 - level) / 2.0))
 
