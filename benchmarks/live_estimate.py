@@ -204,9 +204,11 @@ def main() -> None:
         "# How much exploration a precise live estimate needs",
         "",
         f"Run {started:%Y-%m-%d %H:%M} UTC with `.venv/bin/python benchmarks/live_estimate.py"
-        f" --mode {args.mode} --budget {args.budget:g} --half {args.half} --draws {args.draws}`:"
+        + ("" if args.history == DUNE_TOTAL else f" --history {args.history}")
+        + f" --mode {args.mode} --budget {args.budget:g} --half {args.half} --draws {args.draws}`:"
         f" {args.history.name} ({args.history.parent.name}), the {args.half} half "
-        f"({len(builds)} builds, {len(windows)} windows of {ESTIMATE_WINDOW}), the plans of "
+        f"({len(builds)} builds, {len(windows)} window{'' if len(windows) == 1 else 's'} of "
+        f"{ESTIMATE_WINDOW}), the plans of "
         "one closed-loop replay at the default 5% exploration, the exploration sample drawn "
         f"again {args.draws} times at each rate.",
         "",
