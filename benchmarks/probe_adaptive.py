@@ -31,8 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.probe_same_suite import DEFAULT, NEVER, builds_of  # noqa: E402
-from scheduler.evaluation import metrics, paired  # noqa: E402
+from benchmarks.probes import DUNE_TOTAL, History, builds_of, print_paired  # noqa: E402
+from scheduler.evaluation import metrics  # noqa: E402
 
 
 def adapted(
@@ -65,7 +65,7 @@ def adapted(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("history", nargs="?", type=Path, default=DEFAULT)
+    parser.add_argument("history", nargs="?", type=Path, default=DUNE_TOTAL)
     parser.add_argument("--warm-up", type=int, default=50)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--on", choices=("changes", "failures"), default="changes")
@@ -82,51 +82,35 @@ def main() -> None:
     size = len(index)
     together = np.zeros((size, size), dtype=np.float64)  # builds where both (newly) failed
     alone = np.zeros(size, dtype=np.float64)  # builds where the row's test (newly) failed
-    last: dict[str, bool] = {}
-    last_failure: dict[str, int] = {}
-    runs: dict[str, int] = {}
-    failures: dict[str, int] = {}
-    differences: dict[tuple[str, str], list[float]] = {}
+    history = History()
+    # (view, half) -> per build, (the adapting order's APFD, the fixed one's)
+    scored: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for number, tests in enumerate(builds):
         names = sorted(tests)
         ids = np.array([index[t] for t in names], dtype=np.int64)
         failed = np.array([tests[t] for t in names])
-        changed = np.array([tests[t] and not last.get(t, False) for t in names])
+        changed = history.changed(names, failed.tolist())
         part = "first" if number < half else "second"
         if number >= args.warm_up and failed.any() and args.half in (part, "both"):
-            new = np.array([runs.get(t, 0) == 0 for t in names])
-            since = np.array([number - last_failure.get(t, -NEVER) for t in names])
-            rate = np.array([failures.get(t, 0) / runs[t] if runs.get(t) else 0.0 for t in names])
-            order = np.lexsort((-rate, since, ~new))
+            order = history.order(number, names, younger_first=False)
             association = together[np.ix_(ids, ids)] / (alone[ids][:, None] + 1.0)
             np.fill_diagonal(association, 0.0)
             probe = adapted(order, failed, association, args.threshold)
             for view, flags in (("all", failed), ("changes", changed)):
                 a, b = metrics.apfd(flags[probe]), metrics.apfd(flags[order])
                 if a is not None and b is not None:
-                    differences.setdefault((view, part), []).append(a - b)
+                    scored.setdefault((view, part), []).append((a, b))
         counted = ids[changed if args.on == "changes" else failed]
         if counted.size:
             together[np.ix_(counted, counted)] += 1.0
             alone[counted] += 1.0
-        for t in names:
-            last[t] = tests[t]
-            runs[t] = runs.get(t, 0) + 1
-            failures[t] = failures.get(t, 0) + tests[t]
-            if tests[t]:
-                last_failure[t] = number
+        history.record(number, tests)
     print(
         f"{args.history.name}: {len(builds)} builds, warm-up {args.warm_up}, halves at {half}; "
         f"threshold {args.threshold}, association on {args.on}"
     )
     print("adaptive minus 'new first, then recently failed', APFD per failing build:")
-    for (view, part), values in sorted(differences.items()):
-        result = paired.compare(values)
-        print(
-            f"  {view:8} {part:6} half: {result.mean_difference:+.4f} "
-            f"[{result.low:+.4f}, {result.high:+.4f}] over {result.builds} builds, "
-            f"W/L/T {result.wins}/{result.losses}/{result.ties}: {result.verdict}"
-        )
+    print_paired(scored)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scheduler.evaluation import metrics, paired  # noqa: E402
+from benchmarks.probes import History, print_paired  # noqa: E402
+from scheduler.evaluation import metrics  # noqa: E402
 
 DEFAULT = ROOT.parent / "shared/datasets/dune-common/dune-total/data-variants.csv.gz"
-NEVER = 10**9
 Key = tuple[str, str]  # (job, test)
 
 
@@ -50,32 +50,6 @@ def builds_of(path: Path) -> list[dict[Key, bool]]:
     return [builds[number] for number in sorted(builds)]
 
 
-class History:
-    """One history of outcomes, by whatever key a test is known by."""
-
-    def __init__(self) -> None:
-        self.runs: dict[object, int] = {}
-        self.failures: dict[object, int] = {}
-        self.last_failure: dict[object, int] = {}
-
-    def order(self, number: int, ids: list[object]) -> np.ndarray:
-        new = np.array([self.runs.get(i, 0) == 0 for i in ids])
-        since = np.array([number - self.last_failure.get(i, -NEVER) for i in ids])
-        runs = np.array([self.runs.get(i, 0) for i in ids])
-        rate = np.array(
-            [self.failures.get(i, 0) / r if r else 0.0 for i, r in zip(ids, runs, strict=True)]
-        )
-        # np.lexsort: the last key sorts first.
-        return np.lexsort((runs, -rate, since, ~new))
-
-    def record(self, number: int, outcomes: dict[object, bool]) -> None:
-        for key, failed in outcomes.items():
-            self.runs[key] = self.runs.get(key, 0) + 1
-            self.failures[key] = self.failures.get(key, 0) + failed
-            if failed:
-                self.last_failure[key] = number
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("history", nargs="?", type=Path, default=DEFAULT)
@@ -86,30 +60,28 @@ def main() -> None:
     builds = builds_of(args.history)
     half = args.warm_up + (len(builds) - args.warm_up) // 2
     by_name, by_job = History(), History()
-    previous: dict[Key, bool] = {}
-    # (view, half) -> per build (per job minus per name, per job, per name)
-    scored: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    # (view, half) -> per build, (the APFD per job, per name)
+    scored: dict[tuple[str, str], list[tuple[float, float]]] = {}
     jobs_per_build: dict[str, list[int]] = {"first": [], "second": []}
     for number, rows in enumerate(builds):
         keys = sorted(rows)
         failed = np.array([rows[k] for k in keys])
-        changed = np.array([rows[k] and not previous.get(k, False) for k in keys])
+        changed = by_job.changed(keys, failed.tolist())
         part = "first" if number < half else "second"
         if number >= args.warm_up:
             jobs_per_build[part].append(len({job for job, _ in keys}))
             if failed.any():
-                per_job = by_job.order(number, list(keys))
-                per_name = by_name.order(number, [name for _, name in keys])
+                per_job = by_job.order(number, keys, younger_first=True)
+                per_name = by_name.order(number, [name for _, name in keys], younger_first=True)
                 for view, flags in (("all", failed), ("changes", changed)):
                     a, b = metrics.apfd(flags[per_job]), metrics.apfd(flags[per_name])
                     if a is not None and b is not None:
-                        scored.setdefault((view, part), []).append((a - b, a, b))
-        merged: dict[object, bool] = {}
+                        scored.setdefault((view, part), []).append((a, b))
+        merged: dict[str, bool] = {}
         for (_, name), value in rows.items():
             merged[name] = merged.get(name, False) or value
         by_name.record(number, merged)
-        by_job.record(number, dict(rows))
-        previous.update(rows)
+        by_job.record(number, rows)
     print(f"{args.history.name}: {len(builds)} builds, warm-up {args.warm_up}, halves at {half}")
     for part, counts in jobs_per_build.items():
         if counts:
@@ -118,14 +90,7 @@ def main() -> None:
                 f"{sum(c > 1 for c in counts)} of {len(counts)} builds with more than one"
             )
     print("one history per (job, test) minus one per test name, APFD per failing build:")
-    for (view, part), values in sorted(scored.items()):
-        result = paired.compare([v[0] for v in values])
-        print(
-            f"  {view:8} {part:6} half: {np.mean([v[1] for v in values]):.4f} vs "
-            f"{np.mean([v[2] for v in values]):.4f}, {result.mean_difference:+.4f} "
-            f"[{result.low:+.4f}, {result.high:+.4f}] over {result.builds} builds, "
-            f"W/L/T {result.wins}/{result.losses}/{result.ties}: {result.verdict}"
-        )
+    print_paired(scored, means=True)
 
 
 if __name__ == "__main__":
