@@ -52,7 +52,7 @@ from sqlalchemy import select
 from scheduler import migrate
 from scheduler.db import Database, shown_url
 from scheduler.evaluation import metrics
-from scheduler.ingest.history import HistoryReport
+from scheduler.ingest.history import HistoryReport, jobs_apart
 from scheduler.models import Outcome, Provider, Repository, RiskModel
 from scheduler.planning import monitor
 from scheduler.planning import policy as policies
@@ -135,6 +135,8 @@ class BacktestConfig:
     # closed loop moves by points on one explored failure more or less, so
     # its figures are worth more over a few of these.
     exploration_seed: int = 0
+    # Each test's history kept per CI job (history.jobs_apart), not merged.
+    jobs_apart: bool = False
 
     def checked(self) -> BacktestConfig:
         if (
@@ -164,6 +166,7 @@ class BacktestConfig:
             "miss_ceiling": self.miss_ceiling,
             "calibration_ceiling": self.calibration_ceiling,
             "exploration_seed": self.exploration_seed,
+            "jobs_apart": self.jobs_apart,
             "database": shown_url(self.database_url) if self.database_url else "sqlite (temporary)",
             "policy": self.policy.as_json(),
         }
@@ -748,7 +751,7 @@ def run_backtest(
     total)` is called after each build; `rescore`, for tests, replaces
     each build's scores before the policy sees them."""
     config = config.checked()
-    builds = history_builds(reports)
+    builds = history_builds(jobs_apart(reports) if config.jobs_apart else reports)
     if not builds:
         raise BacktestError("the history holds no build")
     if config.warmup >= len(builds):

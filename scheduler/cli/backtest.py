@@ -128,6 +128,14 @@ def backtest(
             "design choices are made on the first half, figures reported on the second."
         ),
     ] = Half.ALL,
+    jobs_apart: Annotated[
+        bool,
+        typer.Option(
+            help="Keep a test's history per CI job (the history's `job`, a RETECS `Variant`): "
+            "the same test in two jobs is two tests. Default: a build's jobs merge into one "
+            "outcome per test, as riskrank's service keeps them today."
+        ),
+    ] = False,
 ) -> None:
     """Replay a CI history build by build through riskrank (ingestion,
     training and the registry, scoring, the policy) beside simple baselines,
@@ -150,6 +158,7 @@ def backtest(
         database_url=database,
         half=half.value,
         exploration_seed=exploration_seed,
+        jobs_apart=jobs_apart,
     )
     try:
         config = config.checked()

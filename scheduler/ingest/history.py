@@ -25,11 +25,12 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from scheduler import limits
 from scheduler.ingest.errors import MalformedPayload
 from scheduler.ingest.hunks import Hunk, bounded
 from scheduler.ingest.json_results import ResultIn, case_results
 from scheduler.ingest.results import CaseResult
-from scheduler.ingest.testid import canonical_test_id, normalise_path
+from scheduler.ingest.testid import canonical_test_id, normalise_job, normalise_path, with_job
 from scheduler.models.enums import FileStatus, Outcome
 
 # The commit of a build from a history that has none (RETECS): its build id.
@@ -81,6 +82,8 @@ class HistoryReport:
     branch: str | None
     changed_files: tuple[FileChange, ...]
     results: tuple[CaseResult, ...] = field(repr=False)
+    # The CI job (matrix variant) that ran it, None when the history says none.
+    job: str | None = None
 
 
 class HistoryError(MalformedPayload):
@@ -160,6 +163,7 @@ class _BuildIn(BaseModel):
     branch: str | None = None
     changed_files: list[_ChangedFileIn] = Field(default_factory=list)
     results: list[ResultIn]
+    job: str | None = Field(default=None, max_length=limits.NAME_CHARS)
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -186,6 +190,7 @@ def read_jsonl(path: Path) -> Iterator[HistoryReport]:
                 branch=build.branch,
                 changed_files=tuple(change.change() for change in build.changed_files),
                 results=_jsonl_results(build.results),
+                job=normalise_job(build.job),
             )
 
 
@@ -307,6 +312,7 @@ def read_retecs(path: Path) -> Iterator[HistoryReport]:
             branch=None,
             changed_files=(),
             results=tuple(merge_repeats(groups[(build, variant)])),
+            job=normalise_job(variant),
         )
 
 
@@ -336,3 +342,19 @@ def read_history(path: Path, fmt: str = "auto") -> Iterator[HistoryReport]:
     if fmt == "retecs":
         return _readable(read_retecs(path), path)
     raise HistoryError(f"unknown history format {fmt!r}: use jsonl or retecs")
+
+
+def jobs_apart(reports: Iterable[HistoryReport]) -> Iterator[HistoryReport]:
+    """The reports with each test's history kept per CI job: a report that
+    names its job has its tests' ids in that job (testid.with_job)."""
+    for report in reports:
+        if report.job is None:
+            yield report
+        else:
+            yield replace(
+                report,
+                results=tuple(
+                    replace(result, test=with_job(result.test, report.job))
+                    for result in report.results
+                ),
+            )

@@ -27,6 +27,12 @@ rules, in order:
 Parameters stay in the name (`test_z[p]`, `TestData(2,"A")`): each
 parametrisation is a test of its own. The id does not depend on the order of
 attributes, the line or the time a report gives.
+
+A test's history may be kept per CI job (a matrix variant: an OS, a
+compiler), where a test red on one job and green on the others is not one
+test changing status at every build. Its id in a job is then
+`<id>  [job: <job>]` (`with_job`): two spaces never occur inside an id
+(rule 1), nor in a job's name, so the job is read back exactly (`split_job`).
 """
 
 from __future__ import annotations
@@ -88,3 +94,26 @@ def canonical_test_id(*, name: str, classname: str | None = None, file: str | No
     if not test:
         raise ValueError("a test id needs a name")
     return _prefix(classname, file) + test
+
+
+JOB_MARK = "  [job: "
+
+
+def normalise_job(job: str | None) -> str | None:
+    """A job's name as ids keep it (whitespace as in rule 1); None for none."""
+    collapsed = _collapse(job)
+    return collapsed or None
+
+
+def with_job(test_id: str, job: str | None) -> str:
+    """The id of `test_id` in CI job `job` (itself without a job)."""
+    name = normalise_job(job)
+    return test_id if name is None else f"{test_id}{JOB_MARK}{name}]"
+
+
+def split_job(test_id: str) -> tuple[str, str | None]:
+    """The id without its job, and the job (None: kept for every job)."""
+    test, mark, job = test_id.rpartition(JOB_MARK)
+    if not mark or not job.endswith("]"):
+        return test_id, None
+    return test, job[:-1]

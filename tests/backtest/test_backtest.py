@@ -261,3 +261,42 @@ def test_a_given_database_gives_the_same_figures(
         newest = session.scalar(select(RiskModel).order_by(RiskModel.version.desc()).limit(1))
         assert newest is not None
         assert newest.metrics["calibration_refreshed_from"] == "the outcomes of 60 plans"
+
+
+def test_jobs_apart_order_the_tests_of_each_job_by_its_own_history(tmp_path: Path) -> None:
+    """t3 fails on mac from the second build on and passes on linux. Kept
+    per job, the mac t3 is the one recently failed test of six, first;
+    merged, t3 is one test of three, also first."""
+    lines = [
+        {
+            "build": f"b{number}",
+            "commit": f"{number:040x}",
+            "job": job,
+            "results": [
+                {"test": test, "outcome": "failed" if failing else "passed", "duration": 1.0}
+                for test in ("t1", "t2", "t3")
+                for failing in [test == "t3" and job == "mac" and number > 1]
+            ],
+        }
+        for number in range(1, 5)
+        for job in ("linux", "mac")
+    ]
+    history = tmp_path / "jobs.jsonl"
+    history.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    reports = list(read_history(history))
+
+    def first_of(config: BacktestConfig) -> tuple[float, list[str]]:
+        result = run_backtest(reports, config)
+        document = summary.to_json(result, {"name": "jobs"})
+        assert document["parameters"]["jobs_apart"] is config.jobs_apart
+        first = [record.names[int(record.orders[RISKRANK][0])] for record in result.records]
+        return document["figures"]["all"][RISKRANK]["apfd"]["mean"], first
+
+    merged = BacktestConfig(warmup=2, retrain_every=0)
+    # one failing test first of n: 1 - 1/n + 1/(2n)
+    assert first_of(merged) == (pytest.approx(1 - 1 / 3 + 1 / 6), ["t3", "t3"])
+    mac = "t3  [job: mac]"
+    assert first_of(replace(merged, jobs_apart=True)) == (
+        pytest.approx(1 - 1 / 6 + 1 / 12),
+        [mac, mac],
+    )

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from scheduler.backtest.runner import history_builds, status_changes
 from scheduler.db import Database
 from scheduler.ingest import hunks
-from scheduler.ingest.history import FileChange, HistoryError, read_history
+from scheduler.ingest.history import FileChange, HistoryError, jobs_apart, read_history
 from scheduler.ingest.hunks import MAX_HUNKS, MAX_SYMBOL, Hunk
 from scheduler.models import (
     ChangedFile,
@@ -441,3 +441,50 @@ def test_a_files_hunks_are_stored_within_the_bounds(database: Database, tmp_path
     ]
     [build] = exported
     assert [c.get("hunks") for c in build["changed_files"]] == list(stored.values())
+
+
+def test_a_reports_job_is_read_and_kept_apart_only_when_asked(tmp_path: Path) -> None:
+    """A RETECS `Variant` and a JSONL `job` name the CI job of a report;
+    `jobs_apart` puts the job in its tests' ids, and leaves a report
+    without one as it is."""
+    retecs = tmp_path / "variants.csv"
+    retecs.write_text(
+        "Id;Name;BuildId;Duration;CalcPrio;LastRun;Verdict;Cycle;LastResults;Variant\n"
+        "1;t1;7;1.0;0;2024-01-01 10:00:00;0;1;[];gcc  12\n"
+        "2;t1;7;1.0;0;2024-01-01 10:00:00;1;1;[];clang\n"
+        "3;t2;7;1.0;0;2024-01-01 10:00:00;0;1;[];\n",
+        encoding="utf-8",
+    )
+    jsonl = tmp_path / "history.jsonl"
+    jsonl.write_text(
+        json.dumps({"build": 1, "job": "linux", "results": [{"test": "a", "outcome": "failed"}]})
+        + "\n"
+        + json.dumps({"build": 1, "results": [{"test": "a", "outcome": "passed"}]})
+        + "\n",
+        encoding="utf-8",
+    )
+    variants = list(read_history(retecs))
+    assert [(r.job, [x.test for x in r.results]) for r in variants] == [
+        (None, ["t2"]),
+        ("clang", ["t1"]),
+        ("gcc 12", ["t1"]),
+    ]
+    apart = list(jobs_apart(variants))
+    assert [[x.test for x in r.results] for r in apart] == [
+        ["t2"],
+        ["t1  [job: clang]"],
+        ["t1  [job: gcc 12]"],
+    ]
+    assert [x.outcome for r in apart for x in r.results] == [
+        Outcome.PASSED,
+        Outcome.FAILED,
+        Outcome.PASSED,
+    ]
+    lines = list(read_history(jsonl))
+    assert [r.job for r in lines] == ["linux", None]
+    assert [x.test for r in jobs_apart(lines) for x in r.results] == ["a  [job: linux]", "a"]
+    # Merged (the default), the build has one test, failed in one of its jobs.
+    (merged,) = history_builds(lines)
+    assert (merged.names, merged.failed.tolist()) == (("a",), [True])
+    (split,) = history_builds(jobs_apart(lines))
+    assert (split.names, split.failed.tolist()) == (("a  [job: linux]", "a"), [True, False])

@@ -2,7 +2,13 @@
 
 import pytest
 
-from scheduler.ingest.testid import canonical_test_id, normalise_path
+from scheduler.ingest.testid import (
+    canonical_test_id,
+    normalise_job,
+    normalise_path,
+    split_job,
+    with_job,
+)
 
 # What jest-junit and Playwright put between describe blocks (SINGLE RIGHT-POINTING
 # ANGLE QUOTATION MARK), written as an escape so that no reader mistakes it for ">".
@@ -198,3 +204,28 @@ def test_a_test_needs_a_name(name: str) -> None:
 def test_arguments_are_keyword_only() -> None:
     with pytest.raises(TypeError):
         canonical_test_id("test_z", "tests.test_x")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [
+        ("linux", "tests/test_x.py::test_y  [job: linux]"),
+        (" test (ubuntu,\n  3.11) ", "tests/test_x.py::test_y  [job: test (ubuntu, 3.11)]"),
+        ("matrix [a, b]", "tests/test_x.py::test_y  [job: matrix [a, b]]"),
+        (None, "tests/test_x.py::test_y"),
+        ("  ", "tests/test_x.py::test_y"),
+    ],
+)
+def test_a_tests_id_in_a_job_reads_back_exactly(job: str | None, expected: str) -> None:
+    test = "tests/test_x.py::test_y"
+    assert with_job(test, job) == expected
+    assert split_job(expected) == (test, normalise_job(job))
+
+
+def test_no_id_is_taken_for_one_in_a_job() -> None:
+    """Two spaces never occur in an id (whitespace collapses), so a name
+    that looks like a job is its own test."""
+    lookalike = canonical_test_id(name="test_y  [job: linux]")
+    assert lookalike == "test_y [job: linux]"
+    assert split_job(lookalike) == (lookalike, None)
+    assert split_job("test_y  [job: linux") == ("test_y  [job: linux", None)
