@@ -513,7 +513,9 @@ def render(result: BacktestResult, document: dict[str, Any]) -> str:
         "<p>Each retraining trains a candidate on the history so far; the registry "
         "promotes it only if it is ahead of the active model (or the heuristic while no "
         "model is active) on held-out builds neither was trained on: the paired 95% "
-        "interval of its per-build APFD lead is above 0.</p>",
+        "interval of its per-build APFD lead is above 0. An active model the heuristic "
+        "is ahead of, on the builds since its own training, is retired: the heuristic "
+        "serves until a candidate is ahead of it.</p>",
         trainings_table(document["trainings"])
         if document["trainings"]
         else "<p>No retraining (--retrain-every 0).</p>",

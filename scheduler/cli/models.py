@@ -51,7 +51,8 @@ def train(
     """Train a model on the repository's history now; it becomes the active
     model only if it is ahead of the active one (or the heuristic) on held-out
     builds neither was trained on: the lower bound of the paired 95% interval
-    of its per-build APFD lead above 0."""
+    of its per-build APFD lead above 0. An active model that the heuristic is
+    ahead of, on the builds since its training, is retired."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn
 

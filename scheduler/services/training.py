@@ -2,7 +2,10 @@
 model is a row of risk_models; a candidate becomes the active model only if
 it is ahead of the active one (or, for a repository's first model, of the
 heuristic) on held-out builds that neither was trained on, by a paired
-bootstrap interval whose lower bound is above 0."""
+bootstrap interval whose lower bound is above 0. An active model is held
+to the same bar at every training: when the heuristic is ahead of it on the
+builds since its own training, it is retired and the heuristic serves (and
+is the bar the candidate must clear)."""
 
 from __future__ import annotations
 
@@ -352,10 +355,28 @@ def train(
         choice.served_order(candidate_scores, tie, b_cmp), y_cmp, b_cmp
     )
     _, bar_apfds = build_apfds(choice.served_order(bar_scores, tie, b_cmp), y_cmp, b_cmp)
-    comparison = paired.compare(candidate_apfds - bar_apfds)
     compared_builds = int(np.unique(b_cmp).size)
+    # The active model keeps serving only while the heuristic is not ahead
+    # of it on these builds (none of which it was trained on): otherwise it
+    # is retired, and the heuristic is the bar the candidate must clear.
+    retired_reason = None
+    if rival is not None:
+        _, heuristic_apfds = build_apfds(
+            choice.served_order(heuristic_scores(matrix), tie, b_cmp), y_cmp, b_cmp
+        )
+        guard = paired.compare(heuristic_apfds - bar_apfds)
+        if guard.verdict == paired.AHEAD:
+            retired_reason = (
+                f"the heuristic is ahead of the active model v{rival.version}: "
+                f"{interval_phrase(guard.as_json())}"
+            )
+            bar_apfds = heuristic_apfds
+            against = "the heuristic"
+    comparison = paired.compare(candidate_apfds - bar_apfds)
     promoted = comparison.verdict == paired.AHEAD
     reason = _comparison_reason(against, comparison, compared_builds)
+    if retired_reason is not None:
+        reason += f"; {retired_reason}, so it is retired"
 
     def figures(scores: np.ndarray[Any, np.dtype[np.float64]]) -> dict[str, Any] | None:
         return asdict(validation_metrics(scores, y_cmp, b_cmp, tie)) if y_cmp.size else None
@@ -423,7 +444,10 @@ def train(
                 "resamples": paired.RESAMPLES,
                 "seed": paired.SEED,
                 "measure": "APFD",
-                "against": "heuristic" if rival is None else "active model",
+                "against": "heuristic"
+                if rival is None or retired_reason is not None
+                else "active model",
+                "active_retired": retired_reason,
                 "against_version": None if rival is None else rival.version,
                 "against_trained_through": None
                 if rival_seen is None or rival_seen < 0
@@ -451,6 +475,9 @@ def train(
     session.flush()
     if promoted:
         _activate(session, record)
+    elif rival is not None and retired_reason is not None:
+        rival.status = ModelStatus.RETIRED
+        log.warning("repository %s: model v%s retired (%s)", repository_id, rival.version, reason)
     elif rival is not None:
         _refresh_calibration(rival, bar_scores, y_cmp, b_cmp, x_cmp)
     log.info("repository %s: model v%s %s (%s)", repository_id, version, record.status, reason)

@@ -352,3 +352,41 @@ def spans(ranges: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
         name: (span["first_index"], span["last_index"], span["builds"])
         for name, span in ranges.items()
     }
+
+
+def test_an_active_model_the_heuristic_beats_since_is_retired(
+    database: Database, tmp_path: Path
+) -> None:
+    """v1 learns that t00 and t01 take turns (a test that failed in the last
+    build passes in this one). Then they stop failing and t05 fails in every
+    build: the heuristic (the last failed first) finds it first, v1 puts t05
+    behind the pair. On the builds since v1's training the heuristic is
+    ahead of it, so v1 is retired; the candidate must clear the heuristic
+    and does not: the heuristic serves."""
+    repository_id = new_repository(database, "acme/changed")
+    import_builds(database, tmp_path, repository_id, 0, 100, alternating)
+    first, _ = train(database, repository_id)
+    assert first.promoted
+    import_builds(database, tmp_path, repository_id, 100, 140, lambda test, _: test == 5)
+    second, metrics = train(database, repository_id)
+
+    comparison = metrics["comparison"]
+    assert not second.promoted
+    assert comparison["against"] == "heuristic"
+    # t05 first of 20 against third: APFD 0.975 against 0.875 in each of 28 builds.
+    retired = (
+        "the heuristic is ahead of the active model v1: +0.1000 [+0.1000, +0.1000] over 28 builds"
+    )
+    assert comparison["active_retired"] == retired
+    assert second.reason == (
+        f"not ahead of the heuristic: +0.0000 [+0.0000, +0.0000] over 28 builds; "
+        f"{retired}, so it is retired"
+    )
+    assert metrics["decision"] == second.reason
+    with database.session() as session:
+        assert training.active_model(session, repository_id) is None
+        models = training.list_models(session, repository_id=repository_id)
+        assert {m.version: m.status for m in models} == {
+            1: ModelStatus.RETIRED,
+            2: ModelStatus.CANDIDATE,
+        }
