@@ -204,6 +204,11 @@ ROLLBACKS = Counter(
     "riskrank_model_rollbacks_total",
     "Rollbacks to the model active before the current one.",
 )
+RETIREMENTS = Counter(
+    "riskrank_model_retirements_total",
+    "Active models a training retired: the heuristic was ahead of them on the builds "
+    "since their own training.",
+)
 for _by in ("training", "operator"):
     PROMOTIONS.labels(by=_by)
 

@@ -58,6 +58,8 @@ class TrainingOutcome:
     model: RiskModel
     promoted: bool
     reason: str
+    # The active model was retired (the heuristic was ahead of it).
+    retired: bool = False
 
 
 def active_model(session: Session, repository_id: int) -> RiskModel | None:
@@ -224,7 +226,8 @@ def train_repository(
     selection: Selection | None = None,
 ) -> TrainingOutcome | None:
     """`train`, counted (riskrank_trainings_total, riskrank_training_seconds
-    and, when it promotes, riskrank_model_promotions_total): a failure at
+    and, when it promotes, riskrank_model_promotions_total; when it retires
+    the active model, riskrank_model_retirements_total): a failure at
     once, a model once it is committed. Another training holding the lock
     is not a training."""
     started = time.perf_counter()
@@ -246,6 +249,8 @@ def train_repository(
     )
     if outcome.promoted:
         metrics.after_commit(session, metrics.PROMOTIONS.labels(by="training"))
+    if outcome.retired:
+        metrics.after_commit(session, metrics.RETIREMENTS)
     return outcome
 
 
@@ -481,7 +486,9 @@ def train(
     elif rival is not None:
         _refresh_calibration(rival, bar_scores, y_cmp, b_cmp, x_cmp)
     log.info("repository %s: model v%s %s (%s)", repository_id, version, record.status, reason)
-    return TrainingOutcome(record, promoted, reason)
+    return TrainingOutcome(
+        record, promoted, reason, retired=not promoted and retired_reason is not None
+    )
 
 
 def repositories_due(session: Session, *, every_runs: int, every_hours: float) -> list[int]:

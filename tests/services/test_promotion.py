@@ -368,7 +368,10 @@ def test_an_active_model_the_heuristic_beats_since_is_retired(
     first, _ = train(database, repository_id)
     assert first.promoted
     import_builds(database, tmp_path, repository_id, 100, 140, lambda test, _: test == 5)
+    retirements = REGISTRY.get_sample_value("riskrank_model_retirements_total") or 0.0
     second, metrics = train(database, repository_id)
+    assert second.retired
+    assert REGISTRY.get_sample_value("riskrank_model_retirements_total") == retirements + 1
 
     comparison = metrics["comparison"]
     assert not second.promoted
