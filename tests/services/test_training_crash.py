@@ -43,12 +43,23 @@ def training_in_progress(db_url: str, repository_id: int) -> bool:
         finally:
             connection.close()
         return False
+    # Without taking the lock: trying it (FOR UPDATE SKIP LOCKED) would make
+    # a training that asks in the same instant skip its turn, as if another
+    # training held it. A row lock writes the locker's transaction id in the
+    # row's xmax; that transaction holds the lock while its id is running.
     dsn = url.set(drivername="postgresql").render_as_string(False)
-    with psycopg.connect(dsn) as connection:
-        free = connection.execute(
-            "SELECT id FROM repositories WHERE id = %s FOR UPDATE SKIP LOCKED", (repository_id,)
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT xmax::text FROM repositories WHERE id = %s", (repository_id,)
         ).fetchone()
-        return free is None
+        if row is None or row[0] == "0":
+            return False
+        running = connection.execute(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' "
+            "AND transactionid::text = %s AND granted",
+            (row[0],),
+        ).fetchone()
+        return running is not None
 
 
 def models(database: Database, repository_id: int) -> list[tuple[int, ModelStatus]]:
@@ -86,12 +97,15 @@ def test_a_worker_killed_mid_training_leaves_the_active_model_active(
     try:
         celery = create_celery(Settings(database_url=db_url, broker_url=redis_url))
         assert send_now(celery, MODELS_TRAIN, repository_id)
-        wait_for(
-            lambda: training_in_progress(db_url, repository_id),
-            timeout=60,
-            interval=0.05,
-            what=f"the training to start; the worker said:\n{worker.output()}",
-        )
+        try:
+            wait_for(
+                lambda: training_in_progress(db_url, repository_id),
+                timeout=60,
+                interval=0.05,
+                what="the training to start",
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the worker said:\n{worker.output()}") from None
         # The crash: the whole worker, its pool process (the one training) too.
         for pid in [worker.popen.pid, *pool_processes(worker.popen.pid)]:
             os.kill(pid, signal.SIGKILL)
