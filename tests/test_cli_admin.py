@@ -501,6 +501,7 @@ def test_models_promote_and_rollback_counted_as_an_operators_and_their_refusals(
         promote_down,
         train_unknown,
         train_nothing,
+        show_nothing,
     ) = run_together(
         lambda: command("models", "rollback", "acme/app"),
         lambda: command("models", "promote", "acme/app", "9"),
@@ -518,6 +519,7 @@ def test_models_promote_and_rollback_counted_as_an_operators_and_their_refusals(
         ),
         lambda: command("train", "acme/nope"),
         lambda: command("train", "acme/empty", "--json"),
+        lambda: command("models", "show", "acme/empty"),
     )
     assert (first.returncode, first.stdout) == (1, "")
     assert first.stderr == "error: v1 is the first model that was active\n"
@@ -539,6 +541,11 @@ def test_models_promote_and_rollback_counted_as_an_operators_and_their_refusals(
     assert (train_nothing.returncode, train_nothing.stdout) == (1, "")
     assert train_nothing.stderr.endswith(
         "error: no test outcomes yet: import a history or send results first\n"
+    )
+    assert (show_nothing.returncode, show_nothing.stdout, show_nothing.stderr) == (
+        1,
+        "",
+        "error: no model yet: run `riskrank train`\n",
     )
     assert statuses() == [(1, ModelStatus.ACTIVE), (2, ModelStatus.RETIRED)]
 

@@ -204,9 +204,15 @@ def _comparison(metrics: dict[str, Any], *, decision: bool = True) -> None:
     _tie(metrics)
     _interval(metrics, decision=decision)
     table = Table("on the held-out builds", "APFD", "recall@20%", "recall@33%", "AUC", "log loss")
+    compared = metrics.get("comparison") or {}
+    active = "active model"
+    if compared.get("against_version") is not None:
+        active += f" v{compared['against_version']}"
+    if compared.get("active_retired"):
+        active += " (retired by this training)"
     rows: list[tuple[str, dict[str, Any] | None]] = [
         ("this model", metrics.get("candidate")),
-        ("active model", metrics.get("active")),
+        (active, metrics.get("active")),
     ]
     heuristics: dict[str, Any] = metrics.get("heuristics") or {
         "heuristic": metrics.get("heuristic")
@@ -283,7 +289,11 @@ def show(
     full_name: RepoArgument,
     version: Annotated[
         int | None,
-        typer.Argument(metavar="VERSION", help="The model's version (default: the active model)."),
+        typer.Argument(
+            metavar="VERSION",
+            help="The model's version (default: the active model, or the newest when none is "
+            "active).",
+        ),
     ] = None,
     provider: ProviderOption = None,
     as_json: JsonFlag = False,
@@ -303,7 +313,12 @@ def show(
         except training.RegistryError as error:
             fail(str(error))
         if record is None:
-            fail("no model is active yet: run `riskrank train`")
+            # None active (none promoted yet, or the active one retired): the
+            # newest says why, in its decision.
+            newest = training.list_models(session, repository_id=repository_id)
+            if not newest:
+                fail("no model yet: run `riskrank train`")
+            record = newest[0]
         result = training.summary(record) | {
             "params": record.params,
             "metrics": record.metrics,

@@ -355,7 +355,7 @@ def spans(ranges: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
 
 
 def test_an_active_model_the_heuristic_beats_since_is_retired(
-    database: Database, tmp_path: Path
+    database: Database, db_url: str, tmp_path: Path
 ) -> None:
     """v1 learns that t00 and t01 take turns (a test that failed in the last
     build passes in this one). Then they stop failing and t05 fails in every
@@ -393,3 +393,12 @@ def test_an_active_model_the_heuristic_beats_since_is_retired(
             1: ModelStatus.RETIRED,
             2: ModelStatus.CANDIDATE,
         }
+    # None is active: `models show` shows the newest, which says why.
+    shown = riskrank(
+        "models", "show", "acme/changed", env=clean_env(RISKRANK_DATABASE_URL=db_url), cwd=tmp_path
+    )
+    assert shown.returncode == 0, shown.explain()
+    text = one_line(shown.stdout)
+    assert text.startswith("model v2 (candidate), trained ")
+    assert f"decision: {second.reason}" in text
+    assert "│ active model v1 (retired by this training) │ 0.875 │" in text
