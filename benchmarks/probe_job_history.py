@@ -21,8 +21,6 @@ per failing build with a bootstrap 95% interval, per half of the history.
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import sys
 from pathlib import Path
 
@@ -31,23 +29,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.probes import History, print_paired  # noqa: E402
+from benchmarks.probes import History, job_builds_of, print_paired  # noqa: E402
 from scheduler.evaluation import metrics  # noqa: E402
 
 DEFAULT = ROOT.parent / "shared/datasets/dune-common/dune-total/data-variants.csv.gz"
-Key = tuple[str, str]  # (job, test)
-
-
-def builds_of(path: Path) -> list[dict[Key, bool]]:
-    """Each build's (job, test) rows and whether each failed, oldest first."""
-    builds: dict[int, dict[Key, bool]] = {}
-    with gzip.open(path, "rt", encoding="utf-8") as stream:
-        reader = csv.DictReader(stream, delimiter=";")
-        for row in reader:
-            rows = builds.setdefault(int(row["BuildId"]), {})
-            key = (row["Variant"], row["Name"])
-            rows[key] = rows.get(key, False) or row["Verdict"] == "1"
-    return [builds[number] for number in sorted(builds)]
 
 
 def main() -> None:
@@ -57,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.history.exists():
         sys.exit(f"no history at {args.history} (the shared datasets sit beside the repository)")
-    builds = builds_of(args.history)
+    builds = job_builds_of(args.history)
     half = args.warm_up + (len(builds) - args.warm_up) // 2
     by_name, by_job = History(), History()
     # (view, half) -> per build, (the APFD per job, per name)

@@ -6,32 +6,48 @@ Import it after putting the repository on sys.path, as the scripts do."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from scheduler.evaluation import paired
-from scheduler.ingest.history import read_history
+from scheduler.ingest.history import HistoryReport, read_history
 from scheduler.models.enums import Outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 DUNE_TOTAL = ROOT.parent / "shared/datasets/dune-common/dune-total/features-engineered.csv.gz"
 FAILING = {Outcome.FAILED, Outcome.ERROR}
 NEVER = 10**9
+K = TypeVar("K", bound=Hashable)
 
 
-def builds_of(path: Path) -> list[dict[str, bool]]:
-    """Each build's tests and whether each failed, oldest first (a failure in
-    any report of the build makes the test failed)."""
-    builds: dict[str, dict[str, bool]] = {}
+def _builds(path: Path, key: Callable[[HistoryReport, str], K]) -> list[dict[K, bool]]:
+    """Each build's tests, by `key(report, test id)`, and whether each
+    failed, oldest first (a failure in any report of the build under the
+    same key makes it failed)."""
+    builds: dict[str, dict[K, bool]] = {}
     for report in read_history(path):
         tests = builds.setdefault(report.build, {})
         for result in report.results:
             if result.outcome is Outcome.SKIPPED:
                 continue
-            tests[result.test] = tests.get(result.test, False) or result.outcome in FAILING
+            name = key(report, result.test)
+            tests[name] = tests.get(name, False) or result.outcome in FAILING
     return list(builds.values())
+
+
+def builds_of(path: Path) -> list[dict[str, bool]]:
+    """Each build's tests and whether each failed, oldest first (a failure in
+    any report of the build makes the test failed)."""
+    return _builds(path, lambda _, test: test)
+
+
+def job_builds_of(path: Path) -> list[dict[tuple[str, str], bool]]:
+    """The same per (job, test): the job a report names (HistoryReport.job,
+    a RETECS `Variant`), "" where it names none."""
+    return _builds(path, lambda report, test: (report.job or "", test))
 
 
 class History:
